@@ -1,0 +1,291 @@
+//! GPU tensors: f32 storage buffers with a 5-D shape, upload, download, fill,
+//! and windows for binding part of a buffer larger than one storage binding.
+
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use super::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::tensor::{CpuTensor, Shape5};
+
+/// An f32 tensor in one GPU storage buffer (N, C, D, H, W, W fastest).
+#[derive(Clone, Debug)]
+pub struct GpuTensor {
+    pub buf: Arc<wgpu::Buffer>,
+    pub shape: Shape5,
+}
+
+impl GpuTensor {
+    pub fn numel(&self) -> usize {
+        self.shape.numel()
+    }
+    /// Whole tensor as one binding window (valid only if it fits one binding;
+    /// see [`GpuContext::window`] for the general case).
+    pub fn full_window(&self, ctx: &GpuContext) -> Result<Window> {
+        ctx.window(&self.buf, 0, self.numel())
+    }
+}
+
+/// A range of a buffer that can be bound as one storage binding: the binding
+/// starts at an aligned byte offset, and `base` is the element index, inside
+/// the binding, of the first element wanted. Shaders add `base` to indices.
+#[derive(Clone, Debug)]
+pub struct Window {
+    pub buf: Arc<wgpu::Buffer>,
+    pub offset: u64,
+    pub size: u64,
+    pub base: u32,
+}
+
+impl Window {
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buf,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size),
+        })
+    }
+}
+
+impl GpuContext {
+    /// Allocates a storage buffer of `bytes` (at least 4), reporting
+    /// out-of-memory as an error that names `what`.
+    pub fn create_storage(&self, bytes: u64, what: &str) -> Result<Arc<wgpu::Buffer>> {
+        let size = bytes.max(4).div_ceil(4) * 4;
+        if size > self.limits.max_buffer_size {
+            return Err(Error::OutOfMemory {
+                op: what.to_string(),
+                bytes: size,
+                what: format!(
+                    "larger than the adapter's max buffer size of {} bytes",
+                    self.limits.max_buffer_size
+                ),
+            });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::OutOfMemory {
+                op: what.to_string(),
+                bytes: size,
+                what: e.to_string(),
+            });
+        }
+        Ok(Arc::new(buf))
+    }
+
+    /// A new tensor whose contents are undefined (zeroed by wgpu).
+    pub fn empty(&self, shape: Shape5, what: &str) -> Result<GpuTensor> {
+        Ok(GpuTensor {
+            buf: self.create_storage(shape.bytes(), &format!("{what} {shape}"))?,
+            shape,
+        })
+    }
+
+    /// A new tensor filled with `value` (NaN to poison outputs in tests).
+    pub fn filled(&self, shape: Shape5, value: f32, what: &str) -> Result<GpuTensor> {
+        let t = self.empty(shape, what)?;
+        self.fill(&t.buf, value)?;
+        Ok(t)
+    }
+
+    pub fn zeros(&self, shape: Shape5, what: &str) -> Result<GpuTensor> {
+        self.empty(shape, what)
+    }
+
+    /// Uploads a host tensor.
+    pub fn upload(&self, t: &CpuTensor) -> Result<GpuTensor> {
+        let g = self.empty(t.shape, "upload")?;
+        self.write_f32(&g.buf, 0, &t.data)?;
+        Ok(g)
+    }
+
+    /// Uploads raw values with a shape.
+    pub fn upload_slice(&self, shape: Shape5, data: &[f32]) -> Result<GpuTensor> {
+        if data.len() != shape.numel() {
+            return Err(Error::shape(
+                "upload",
+                format!("{} values for shape {shape}", data.len()),
+            ));
+        }
+        let g = self.empty(shape, "upload")?;
+        self.write_f32(&g.buf, 0, data)?;
+        Ok(g)
+    }
+
+    /// Writes f32 values at element offset `at` (ordered after pending work).
+    pub fn write_f32(&self, buf: &wgpu::Buffer, at: usize, data: &[f32]) -> Result<()> {
+        self.write_bytes(buf, (at * 4) as u64, bytemuck::cast_slice(data))
+    }
+
+    /// Writes raw bytes at a byte offset, ordered after all work recorded so far.
+    pub fn write_bytes(&self, buf: &wgpu::Buffer, offset: u64, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        // Pending dispatches must run before this write lands.
+        self.flush()?;
+        self.queue.write_buffer(buf, offset, bytes);
+        Ok(())
+    }
+
+    /// Fills a whole buffer with one f32 value.
+    pub fn fill(&self, buf: &wgpu::Buffer, value: f32) -> Result<()> {
+        let n = (buf.size() / 4) as usize;
+        let chunk = n.min(1 << 22);
+        let v = vec![value; chunk];
+        let mut at = 0;
+        while at < n {
+            let k = chunk.min(n - at);
+            self.write_f32(buf, at, &v[..k])?;
+            at += k;
+        }
+        Ok(())
+    }
+
+    /// Downloads a tensor to the host (waits for all pending work).
+    pub fn download(&self, t: &GpuTensor) -> Result<CpuTensor> {
+        let data = self.read_f32(&t.buf, 0, t.numel())?;
+        Ok(CpuTensor {
+            shape: t.shape,
+            data,
+        })
+    }
+
+    /// Reads `count` f32 values from element offset `at`.
+    pub fn read_f32(&self, buf: &wgpu::Buffer, at: usize, count: usize) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(buf, (at * 4) as u64, (count * 4) as u64)?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    /// Reads `count` u32 values from element offset `at`.
+    pub fn read_u32(&self, buf: &wgpu::Buffer, at: usize, count: usize) -> Result<Vec<u32>> {
+        let bytes = self.read_bytes(buf, (at * 4) as u64, (count * 4) as u64)?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    /// Reads raw bytes (offset and size multiples of 4).
+    pub fn read_bytes(&self, buf: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("download staging"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.record("download", |enc| {
+            enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size)
+        })?;
+        self.flush()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu {
+                op: "download".into(),
+                message: e.to_string(),
+            })?;
+        rx.recv()
+            .map_err(|e| Error::Gpu {
+                op: "download".into(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| Error::Gpu {
+                op: "download".into(),
+                message: e.to_string(),
+            })?;
+        let out = {
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu {
+                    op: "download".into(),
+                    message: e.to_string(),
+                })?;
+            view.to_vec()
+        };
+        staging.unmap();
+        self.check_errors(&[])?;
+        Ok(out)
+    }
+
+    /// Uniform buffer holding `bytes` (padded to 16).
+    pub fn uniform(&self, bytes: &[u8]) -> wgpu::Buffer {
+        let mut v = bytes.to_vec();
+        v.resize(v.len().div_ceil(16).max(1) * 16, 0);
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &v,
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    /// Most f32 elements a [`Window`] may hold so that it fits one binding
+    /// whatever its alignment.
+    pub fn max_window_elems(&self) -> usize {
+        ((self.binding_limit() - self.limits.min_storage_buffer_offset_alignment as u64) / 4)
+            as usize
+    }
+
+    /// The binding that covers elements `[start, start+count)` of `buf`.
+    pub fn window(&self, buf: &Arc<wgpu::Buffer>, start: usize, count: usize) -> Result<Window> {
+        let align = self.limits.min_storage_buffer_offset_alignment as u64;
+        let byte_start = start as u64 * 4;
+        let offset = byte_start / align * align;
+        let base = ((byte_start - offset) / 4) as u32;
+        let end = (byte_start + count.max(1) as u64 * 4).min(buf.size());
+        let size = end - offset;
+        if size > self.binding_limit() {
+            return Err(Error::Gpu {
+                op: "window".into(),
+                message: format!(
+                    "window of {size} bytes exceeds the storage binding limit of {} bytes",
+                    self.binding_limit()
+                ),
+            });
+        }
+        Ok(Window {
+            buf: buf.clone(),
+            offset,
+            size,
+            base,
+        })
+    }
+}
+
+/// Splits `units` units of `unit_elems` elements each into consecutive
+/// groups whose elements fit `max_elems`. Errors if one unit alone is larger.
+pub fn split_units(
+    units: usize,
+    unit_elems: usize,
+    max_elems: usize,
+    op: &str,
+) -> Result<Vec<std::ops::Range<usize>>> {
+    if unit_elems > max_elems {
+        return Err(Error::shape(
+            op,
+            format!("one unit of {unit_elems} values is larger than one storage binding ({max_elems} values); use smaller tiles"),
+        ));
+    }
+    let per = (max_elems / unit_elems.max(1)).max(1);
+    Ok((0..units)
+        .step_by(per)
+        .map(|s| s..(s + per).min(units))
+        .collect())
+}

@@ -1,0 +1,350 @@
+//! Adapter selection, device creation with the adapter's own limits, error
+//! capture and the pending command encoder that batches dispatches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// Environment variable that selects an adapter by index or name substring.
+pub const ENV_ADAPTER: &str = "QCANET_ADAPTER";
+/// Environment variable that caps the storage-binding size in bytes (tests use
+/// it to force the split path for tensors larger than one binding).
+pub const ENV_MAX_BINDING: &str = "QCANET_MAX_BINDING";
+
+/// How to open the GPU.
+#[derive(Clone, Debug, Default)]
+pub struct ContextOptions {
+    /// Adapter index (as listed by `qcanet-gpu devices`) or a case-insensitive
+    /// substring of its name. `None`: high-performance adapter first.
+    pub adapter: Option<String>,
+    /// Cap on the bytes one storage binding may cover, below the adapter's own
+    /// `max_storage_buffer_binding_size`. `None`: the adapter's limit.
+    pub max_binding_bytes: Option<u64>,
+}
+
+impl ContextOptions {
+    /// Options from `QCANET_ADAPTER` and `QCANET_MAX_BINDING`.
+    pub fn from_env() -> Self {
+        ContextOptions {
+            adapter: std::env::var(ENV_ADAPTER).ok().filter(|s| !s.is_empty()),
+            max_binding_bytes: std::env::var(ENV_MAX_BINDING)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+        }
+    }
+}
+
+/// Text shown when no adapter can be found.
+pub fn no_adapter_help() -> String {
+    "qcanet-gpu needs a Vulkan, Metal or DX12 driver.\n\
+     On Debian/Ubuntu without a GPU, install Mesa's software Vulkan driver:\n\
+     \x20   sudo apt-get update && sudo apt-get install -y mesa-vulkan-drivers libvulkan1\n\
+     With an NVIDIA/AMD/Intel GPU, install its vendor driver with Vulkan support.\n\
+     `qcanet-gpu devices` lists the adapters wgpu can see."
+        .to_string()
+}
+
+/// One adapter as `qcanet-gpu devices` reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub timestamp_query: bool,
+}
+
+impl AdapterSummary {
+    fn of(index: usize, a: &wgpu::Adapter) -> Self {
+        let info = a.get_info();
+        let l = a.limits();
+        let f = a.features();
+        AdapterSummary {
+            index,
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+            max_buffer_size: l.max_buffer_size,
+            max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+            shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            subgroups: f.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    // GL has no usable compute path for us; unless WGPU_BACKEND says otherwise,
+    // use the primary backends (Vulkan, Metal, DX12).
+    if std::env::var("WGPU_BACKEND").is_err() {
+        desc.backends = wgpu::Backends::PRIMARY;
+    }
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter wgpu can see, in a stable order.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let inst = instance();
+    let adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AdapterSummary::of(i, a))
+        .collect()
+}
+
+/// A pending batch of GPU work: one command encoder and the labels of the ops
+/// recorded into it (for error messages).
+struct Pending {
+    encoder: Option<wgpu::CommandEncoder>,
+    labels: Vec<String>,
+}
+
+/// The GPU: device, queue, limits, pipeline cache and batched command encoder.
+pub struct GpuContext {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    binding_limit: u64,
+    pub(crate) pipelines: Mutex<HashMap<String, Arc<super::pipeline::Pipeline>>>,
+    pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pending: Mutex<Pending>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+/// Dispatches recorded before the pending encoder is submitted on its own.
+const MAX_PENDING: usize = 256;
+
+impl GpuContext {
+    /// Opens the adapter chosen by `opts` (see [`ContextOptions`]).
+    pub fn new(opts: &ContextOptions) -> Result<Self> {
+        let inst = instance();
+        let adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+        let adapter = match &opts.adapter {
+            Some(sel) => {
+                let found = if let Ok(i) = sel.parse::<usize>() {
+                    adapters.into_iter().nth(i)
+                } else {
+                    let s = sel.to_lowercase();
+                    adapters
+                        .into_iter()
+                        .find(|a| a.get_info().name.to_lowercase().contains(&s))
+                };
+                found.ok_or_else(|| Error::NoAdapter {
+                    reason: format!("no adapter matches '{sel}'"),
+                    help: "run `qcanet-gpu devices` to list the adapters and pick one by index or name".into(),
+                })?
+            }
+            None => {
+                if adapters.is_empty() {
+                    return Err(Error::NoAdapter {
+                        reason: "wgpu found no Vulkan, Metal or DX12 adapter".into(),
+                        help: no_adapter_help(),
+                    });
+                }
+                pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                    apply_limit_buckets: false,
+                }))
+                .or_else(|_| adapters.into_iter().next().ok_or(()))
+                .map_err(|_| Error::NoAdapter {
+                    reason: "no adapter could be requested".into(),
+                    help: no_adapter_help(),
+                })?
+            }
+        };
+        Self::from_adapter(adapter, opts)
+    }
+
+    /// Opens a device on `adapter` with its own limits and the optional
+    /// features we can use.
+    pub fn from_adapter(adapter: wgpu::Adapter, opts: &ContextOptions) -> Result<Self> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let wanted = wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let features = adapter.features() & wanted;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("qcanet-gpu"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::default(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::NoAdapter {
+            reason: format!("could not open {}: {e}", info.name),
+            help: no_adapter_help(),
+        })?;
+
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        {
+            let errors = errors.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                errors.lock().unwrap().push(e.to_string());
+            }));
+        }
+        let mut binding_limit = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        if let Some(cap) = opts.max_binding_bytes {
+            binding_limit =
+                binding_limit.min(cap.max(4 * limits.min_storage_buffer_offset_alignment as u64));
+        }
+        binding_limit &= !3;
+        log::info!(
+            "GPU: {} ({:?}, {:?}), driver {} {}",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info
+        );
+        Ok(GpuContext {
+            adapter,
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            binding_limit,
+            pipelines: Mutex::default(),
+            modules: Mutex::default(),
+            pending: Mutex::new(Pending {
+                encoder: None,
+                labels: Vec::new(),
+            }),
+            errors,
+        })
+    }
+
+    /// The most bytes one storage binding may cover (adapter limit, or the cap
+    /// from [`ContextOptions::max_binding_bytes`]).
+    pub fn binding_limit(&self) -> u64 {
+        self.binding_limit
+    }
+
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+    }
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+    /// True on software rasterisers such as lavapipe (device type Cpu).
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Short description: name, backend, driver.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {} {})",
+            self.info.name, self.info.backend, self.info.driver, self.info.driver_info
+        )
+    }
+
+    /// Runs `f` with the pending command encoder (created on demand). The
+    /// recorded work is submitted by [`GpuContext::flush`], by a download, or
+    /// on its own once many dispatches are pending.
+    pub fn record<R>(
+        &self,
+        label: &str,
+        f: impl FnOnce(&mut wgpu::CommandEncoder) -> R,
+    ) -> Result<R> {
+        let full = {
+            let mut p = self.pending.lock().unwrap();
+            if p.encoder.is_none() {
+                p.encoder = Some(self.device.create_command_encoder(
+                    &wgpu::CommandEncoderDescriptor {
+                        label: Some("qcanet batch"),
+                    },
+                ));
+            }
+            let r = f(p.encoder.as_mut().unwrap());
+            p.labels.push(label.to_string());
+            (r, p.labels.len() >= MAX_PENDING)
+        };
+        if full.1 {
+            self.flush()?;
+        }
+        Ok(full.0)
+    }
+
+    /// Submits the pending work (does not wait for it).
+    pub fn flush(&self) -> Result<()> {
+        let (enc, labels) = {
+            let mut p = self.pending.lock().unwrap();
+            (p.encoder.take(), std::mem::take(&mut p.labels))
+        };
+        if let Some(enc) = enc {
+            self.queue.submit(Some(enc.finish()));
+        }
+        self.check_errors(&labels)
+    }
+
+    /// Submits the pending work and waits for the GPU to finish it.
+    pub fn sync(&self) -> Result<()> {
+        self.flush()?;
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu {
+                op: "sync".into(),
+                message: e.to_string(),
+            })?;
+        self.check_errors(&[])
+    }
+
+    /// Turns errors the device reported since the last check into an [`Error`].
+    pub fn check_errors(&self, labels: &[String]) -> Result<()> {
+        let errs = std::mem::take(&mut *self.errors.lock().unwrap());
+        if errs.is_empty() {
+            return Ok(());
+        }
+        let msg = errs.join("; ");
+        let op = if labels.is_empty() {
+            "GPU work".to_string()
+        } else {
+            labels.join(", ")
+        };
+        if msg.to_lowercase().contains("out of memory") {
+            return Err(Error::OutOfMemory {
+                op,
+                bytes: 0,
+                what: msg,
+            });
+        }
+        Err(Error::Gpu { op, message: msg })
+    }
+}

@@ -1,0 +1,233 @@
+//! Shader sources, the compiled-pipeline cache, and dispatch.
+//!
+//! Every kernel is a WGSL file under `shaders/`, included at compile time by
+//! the module that owns it as a [`ShaderSource`]. Pipelines are keyed by
+//! (shader, entry point, override constants) and built once per context.
+//!
+//! Dispatch convention: kernels are launched over a 1-D range of workgroups
+//! that [`grid`] folds into x and y (each ≤ 65535); a shader recovers its
+//! linear workgroup index as `wid.x + wid.y * nwg.x` (`nwg` is the
+//! `num_workgroups` builtin) and must bounds-check it.
+
+use std::sync::Arc;
+
+use super::buffer::Window;
+use super::context::GpuContext;
+use crate::error::{Error, Result};
+
+/// A WGSL source file included at compile time.
+#[derive(Clone, Copy, Debug)]
+pub struct ShaderSource {
+    /// File stem under `shaders/`, also the cache key.
+    pub name: &'static str,
+    pub wgsl: &'static str,
+}
+
+/// `include_str!` a file from `shaders/` as a [`ShaderSource`].
+#[macro_export]
+macro_rules! shader {
+    ($name:literal) => {
+        $crate::gpu::ShaderSource {
+            name: $name,
+            wgsl: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/shaders/",
+                $name,
+                ".wgsl"
+            )),
+        }
+    };
+}
+
+/// One binding of a dispatch, in `@binding` order of group 0.
+pub enum Arg<'a> {
+    /// A storage buffer window (read-only or read-write, as the shader says).
+    Buf(&'a Window),
+    /// A whole buffer (must fit one binding).
+    Whole(&'a wgpu::Buffer),
+    /// Uniform bytes (a `#[repr(C)]` Pod struct cast with bytemuck).
+    Uniform(&'a [u8]),
+}
+
+/// Largest workgroup count in one dispatch dimension.
+pub const MAX_GRID_DIM: u32 = 65535;
+
+/// Folds `n` workgroups into an (x, y, 1) grid with x, y ≤ 65535. Shaders see
+/// extra workgroups when `n` is not a multiple of x and must skip them.
+pub fn grid(n: u64) -> [u32; 3] {
+    let n = n.max(1);
+    if n <= MAX_GRID_DIM as u64 {
+        return [n as u32, 1, 1];
+    }
+    let y = n.div_ceil(MAX_GRID_DIM as u64);
+    let x = n.div_ceil(y);
+    [x as u32, y as u32, 1]
+}
+
+/// A compiled pipeline and the `@binding`s of group 0 its entry point uses
+/// (wgpu's derived layout drops the others, so dispatch binds only these).
+pub struct Pipeline {
+    pub raw: wgpu::ComputePipeline,
+    pub used_bindings: Vec<u32>,
+}
+
+/// The group-0 bindings that `entry` of `src` uses, found by naga.
+fn used_bindings(src: &ShaderSource, entry: &str) -> Result<Vec<u32>> {
+    let bad = |m: String| Error::Gpu {
+        op: format!("shader {}::{entry}", src.name),
+        message: m,
+    };
+    let module =
+        naga::front::wgsl::parse_str(src.wgsl).map_err(|e| bad(e.emit_to_string(src.wgsl)))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map_err(|e| bad(e.emit_to_string(src.wgsl)))?;
+    let index = module
+        .entry_points
+        .iter()
+        .position(|e| e.name == entry)
+        .ok_or_else(|| bad("no such entry point".into()))?;
+    let fi = info.get_entry_point(index);
+    let mut used: Vec<u32> = module
+        .global_variables
+        .iter()
+        .filter(|(h, _)| !fi[*h].is_empty())
+        .filter_map(|(_, g)| {
+            g.binding
+                .as_ref()
+                .filter(|b| b.group == 0)
+                .map(|b| b.binding)
+        })
+        .collect();
+    used.sort_unstable();
+    Ok(used)
+}
+
+impl GpuContext {
+    /// The compiled pipeline for `entry` of `src` with override `constants`,
+    /// built on first use and cached.
+    pub fn pipeline(
+        &self,
+        src: &ShaderSource,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<Pipeline>> {
+        let mut key = format!("{}::{entry}", src.name);
+        for (k, v) in constants {
+            key.push_str(&format!(";{k}={v}"));
+        }
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = {
+            let mut mods = self.modules.lock().unwrap();
+            mods.entry(src.name)
+                .or_insert_with(|| {
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(src.name),
+                            source: wgpu::ShaderSource::Wgsl(src.wgsl.into()),
+                        })
+                })
+                .clone()
+        };
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&key),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                op: format!("building pipeline {key}"),
+                message: e.to_string(),
+            });
+        }
+        let p = Arc::new(Pipeline {
+            raw: pipeline,
+            used_bindings: used_bindings(src, entry)?,
+        });
+        self.pipelines.lock().unwrap().insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Number of pipelines built so far (for tests of the cache).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.lock().unwrap().len()
+    }
+
+    /// Records one dispatch of `pipeline` over `workgroups`; `args[i]` is
+    /// `@binding(i)` of group 0 (bindings the entry point does not use are
+    /// skipped). `label` names the op and shapes for errors.
+    pub fn dispatch(
+        &self,
+        label: &str,
+        pipeline: &Pipeline,
+        args: &[Arg<'_>],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        if let Some(&b) = pipeline
+            .used_bindings
+            .iter()
+            .find(|&&b| b as usize >= args.len())
+        {
+            return Err(Error::Gpu {
+                op: label.to_string(),
+                message: format!(
+                    "shader uses @binding({b}) but only {} arguments were given",
+                    args.len()
+                ),
+            });
+        }
+        let uniforms: Vec<Option<wgpu::Buffer>> = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| match a {
+                Arg::Uniform(b) if pipeline.used_bindings.contains(&(i as u32)) => {
+                    Some(self.uniform(b))
+                }
+                _ => None,
+            })
+            .collect();
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = args
+            .iter()
+            .zip(&uniforms)
+            .enumerate()
+            .filter(|(i, _)| pipeline.used_bindings.contains(&(*i as u32)))
+            .map(|(i, (a, u))| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: match a {
+                    Arg::Buf(w) => w.binding(),
+                    Arg::Whole(b) => b.as_entire_binding(),
+                    Arg::Uniform(_) => u.as_ref().unwrap().as_entire_binding(),
+                },
+            })
+            .collect();
+        let layout = pipeline.raw.get_bind_group_layout(0);
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &layout,
+            entries: &entries,
+        });
+        self.record(label, |enc| {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline.raw);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! Neural-network ops. Each op module holds its WGSL kernel (a file under
+//! `shaders/`), its GPU forward and backward, its shape rules, and a
+//! `reference` module: a plain-Rust CPU version (f64 accumulation) that the
+//! tests hold the kernels to. Ops know nothing of any network.
+
+pub mod activation;
+pub mod elementwise;
+pub mod reduce;
