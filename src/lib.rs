@@ -1,14 +1,28 @@
 //! qcanet-gpu: QCANet 3-D nuclear instance segmentation on any Vulkan, Metal
 //! or DX12 GPU through hand-written WGSL kernels.
 //!
-//! Modules, lower ones knowing nothing of higher ones:
-//! - [`gpu`]: runtime (device, buffers, pipeline cache, dispatch)
-//! - [`tensor`]: shapes and host tensors
-//! - [`ops`]: each op's WGSL kernel, CPU reference and backward
+//! Modules, each depending only on those above it:
+//! - [`error`], [`tensor`]: error type, shapes and host tensors
+//! - [`gpu`]: runtime (device, buffers, pipeline cache, dispatch); knows no op
+//! - [`ops`]: each op's WGSL kernel, CPU reference and backward; knows no network
+//! - [`io`], [`preprocess`], [`synth`]: files, volume preprocessing, synthetic data
+//! - [`model`]: the networks; [`train`]: losses, optimizers, loop, checkpoints
+//! - [`postprocess`], [`metrics`]: instance labelling and scores
+//! - [`infer`]: the end-to-end job
+//!
+//! The library knows no command line: `src/main.rs` and `src/cli/` do.
 
 pub mod error;
 pub mod gpu;
+pub mod infer;
+pub mod io;
+pub mod metrics;
+pub mod model;
 pub mod ops;
+pub mod postprocess;
+pub mod preprocess;
+pub mod synth;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -97,13 +97,18 @@ impl GpuContext {
         Ok(t)
     }
 
+    /// A new tensor of zeros (for kernels that accumulate).
     pub fn zeros(&self, shape: Shape5, what: &str) -> Result<GpuTensor> {
-        self.empty(shape, what)
+        // wgpu zero-initialises every new buffer.
+        Ok(GpuTensor {
+            buf: self.create_storage(shape.bytes(), &format!("{what} {shape}"))?,
+            shape,
+        })
     }
 
     /// Uploads a host tensor.
     pub fn upload(&self, t: &CpuTensor) -> Result<GpuTensor> {
-        let g = self.empty(t.shape, "upload")?;
+        let g = self.zeros(t.shape, "upload")?;
         self.write_f32(&g.buf, 0, &t.data)?;
         Ok(g)
     }
@@ -116,7 +121,7 @@ impl GpuContext {
                 format!("{} values for shape {shape}", data.len()),
             ));
         }
-        let g = self.empty(shape, "upload")?;
+        let g = self.zeros(shape, "upload")?;
         self.write_f32(&g.buf, 0, data)?;
         Ok(g)
     }

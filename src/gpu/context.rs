@@ -131,6 +131,7 @@ pub struct GpuContext {
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pending: Mutex<Pending>,
     errors: Arc<Mutex<Vec<String>>>,
+    poison: std::sync::atomic::AtomicBool,
 }
 
 /// Dispatches recorded before the pending encoder is submitted on its own.
@@ -248,6 +249,16 @@ impl GpuContext {
     /// from [`ContextOptions::max_binding_bytes`]).
     pub fn binding_limit(&self) -> u64 {
         self.binding_limit
+    }
+
+    /// When on, every tensor made by [`GpuContext::empty`] is filled with NaN,
+    /// so a kernel that leaves an output element unwritten fails its test.
+    /// Tests turn it on; [`GpuContext::zeros`] stays zero.
+    pub fn set_poison_new_tensors(&self, on: bool) {
+        self.poison.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn poison_new_tensors(&self) -> bool {
+        self.poison.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn has_f16(&self) -> bool {

@@ -4,5 +4,13 @@
 //! tests hold the kernels to. Ops know nothing of any network.
 
 pub mod activation;
+pub mod batchnorm;
+pub mod concat;
+pub mod conv3d;
+pub mod conv_transpose3d;
 pub mod elementwise;
+pub mod loss;
+pub mod optim;
+pub mod pool;
 pub mod reduce;
+pub mod softmax;

@@ -22,7 +22,9 @@ pub fn ctx() -> &'static GpuContext {
 pub fn capped_ctx(bytes: u64) -> GpuContext {
     let mut o = ContextOptions::from_env();
     o.max_binding_bytes = Some(bytes);
-    GpuContext::new(&o).expect("GPU adapter")
+    let c = GpuContext::new(&o).expect("GPU adapter");
+    c.set_poison_new_tensors(true);
+    c
 }
 
 /// Random values in [-1, 1), reproducible from `seed`.

@@ -1,0 +1,1 @@
+//! End-to-end inference: sliding-window tiles, blending, post-processing, outputs.

@@ -1,0 +1,1 @@
+//! File formats: TIFF stacks (read/write, voxel size), weights (safetensors), atomic writes.

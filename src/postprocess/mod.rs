@@ -1,0 +1,1 @@
+//! Instance segmentation: EDT, connected components, marker watershed, per-nucleus criteria.

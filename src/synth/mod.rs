@@ -1,0 +1,1 @@
+//! Synthetic embryo generator: nuclei, ground truth, noise.
