@@ -19,11 +19,7 @@ pub enum Error {
 
     /// The GPU could not allocate memory.
     #[error("GPU out of memory in {op}: requested {bytes} bytes ({what}); try smaller tiles or a smaller batch")]
-    OutOfMemory {
-        op: String,
-        bytes: u64,
-        what: String,
-    },
+    OutOfMemory { op: String, bytes: u64, what: String },
 
     /// Tensor shapes that do not fit an op's shape rules.
     #[error("shape error in {op}: {message}")]
@@ -43,16 +39,10 @@ pub enum Error {
 
 impl Error {
     pub fn shape(op: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Shape {
-            op: op.into(),
-            message: message.into(),
-        }
+        Error::Shape { op: op.into(), message: message.into() }
     }
     pub fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Error::File {
-            path: path.into(),
-            message: message.to_string(),
-        }
+        Error::File { path: path.into(), message: message.to_string() }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::Invalid(message.into())

@@ -46,9 +46,7 @@ fn main() {
     .format_timestamp(None)
     .init();
     let cli = Cli::parse();
-    let g = cli::Global {
-        adapter: cli.adapter,
-    };
+    let g = cli::Global { adapter: cli.adapter };
     let result = match cli.command {
         Command::Devices(a) => cli::devices::run(&g, a),
         Command::Bench(a) => cli::bench::run(&g, a),

@@ -44,11 +44,7 @@ impl Shape5 {
 
 impl std::fmt::Display for Shape5 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "[{}, {}, {}, {}, {}]",
-            self.n, self.c, self.d, self.h, self.w
-        )
+        write!(f, "[{}, {}, {}, {}, {}]", self.n, self.c, self.d, self.h, self.w)
     }
 }
 
@@ -61,26 +57,16 @@ pub struct CpuTensor {
 
 impl CpuTensor {
     pub fn zeros(shape: Shape5) -> Self {
-        CpuTensor {
-            shape,
-            data: vec![0.0; shape.numel()],
-        }
+        CpuTensor { shape, data: vec![0.0; shape.numel()] }
     }
     pub fn from_vec(shape: Shape5, data: Vec<f32>) -> Self {
-        assert_eq!(
-            shape.numel(),
-            data.len(),
-            "CpuTensor::from_vec: {shape} needs {} values",
-            shape.numel()
-        );
+        assert_eq!(shape.numel(), data.len(), "CpuTensor::from_vec: {shape} needs {} values", shape.numel());
         CpuTensor { shape, data }
     }
     /// Uniform random values in [lo, hi), reproducible from `seed`.
     pub fn random(shape: Shape5, seed: u64, lo: f32, hi: f32) -> Self {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let data = (0..shape.numel())
-            .map(|_| rng.random_range(lo..hi))
-            .collect();
+        let data = (0..shape.numel()).map(|_| rng.random_range(lo..hi)).collect();
         CpuTensor { shape, data }
     }
     #[inline]

@@ -28,18 +28,10 @@ fn relu_and_sigmoid_forward_backward_match_reference() {
         TOL,
     );
     let y = activation::reference::sigmoid_forward(&x);
-    assert_close(
-        "sigmoid fwd",
-        &down(ctx, &activation::sigmoid_forward(ctx, &gx).unwrap()),
-        &y,
-        TOL,
-    );
+    assert_close("sigmoid fwd", &down(ctx, &activation::sigmoid_forward(ctx, &gx).unwrap()), &y, TOL);
     assert_close(
         "sigmoid bwd",
-        &down(
-            ctx,
-            &activation::sigmoid_backward(ctx, &up(ctx, &y), &gdy).unwrap(),
-        ),
+        &down(ctx, &activation::sigmoid_backward(ctx, &up(ctx, &y), &gdy).unwrap()),
         &activation::reference::sigmoid_backward(&y, &dy),
         TOL,
     );
@@ -52,21 +44,8 @@ fn activation_outputs_are_fully_written() {
     let ctx = ctx();
     let x = rand(SHAPE, 3);
     let out = ctx.filled(SHAPE, f32::NAN, "poisoned").unwrap();
-    qcanet_gpu::ops::elementwise::map(
-        ctx,
-        &activation::SHADER,
-        "relu_forward",
-        &up(ctx, &x),
-        None,
-        &out,
-    )
-    .unwrap();
-    assert_close(
-        "relu into poisoned",
-        &down(ctx, &out),
-        &activation::reference::relu_forward(&x),
-        TOL,
-    );
+    qcanet_gpu::ops::elementwise::map(ctx, &activation::SHADER, "relu_forward", &up(ctx, &x), None, &out).unwrap();
+    assert_close("relu into poisoned", &down(ctx, &out), &activation::reference::relu_forward(&x), TOL);
 }
 
 #[test]
@@ -75,8 +54,7 @@ fn split_path_matches_with_tiny_binding_limit() {
     // binding for element-wise ops, which split anywhere.
     let ctx = capped_ctx(1024);
     assert!(
-        ctx.binding_limit() <= 1024
-            || ctx.binding_limit() == 4 * ctx.limits.min_storage_buffer_offset_alignment as u64
+        ctx.binding_limit() <= 1024 || ctx.binding_limit() == 4 * ctx.limits.min_storage_buffer_offset_alignment as u64
     );
     let x = CpuTensor::random(SHAPE, 4, -3.0, 3.0);
     let gx = up(&ctx, &x);
@@ -92,25 +70,13 @@ fn split_path_matches_with_tiny_binding_limit() {
 #[test]
 fn channel_sum_matches_reference_and_is_deterministic() {
     let ctx = ctx();
-    for (shape, seed) in [
-        (SHAPE, 5u64),
-        (Shape5::new(3, 5, 17, 19, 23), 6),
-        (Shape5::new(1, 2, 1, 1, 1), 7),
-    ] {
+    for (shape, seed) in [(SHAPE, 5u64), (Shape5::new(3, 5, 17, 19, 23), 6), (Shape5::new(1, 2, 1, 1, 1), 7)] {
         let x = rand(shape, seed);
         let gx = up(ctx, &x);
         let a = down(ctx, &reduce::channel_sum(ctx, &gx).unwrap());
         let b = down(ctx, &reduce::channel_sum(ctx, &gx).unwrap());
-        assert_close(
-            &format!("channel_sum {shape}"),
-            &a,
-            &reduce::reference::channel_sum(&x),
-            1e-5,
-        );
-        assert_eq!(
-            a.data, b.data,
-            "channel_sum must be bit-identical across runs"
-        );
+        assert_close(&format!("channel_sum {shape}"), &a, &reduce::reference::channel_sum(&x), 1e-5);
+        assert_eq!(a.data, b.data, "channel_sum must be bit-identical across runs");
     }
 }
 
@@ -120,9 +86,7 @@ fn channel_sum_split_path() {
     // cannot hold one channel: the op must say so clearly...
     let ctx = capped_ctx(4096);
     let x = rand(Shape5::new(2, 3, 17, 19, 23), 8);
-    let err = reduce::channel_sum(&ctx, &up(&ctx, &x))
-        .unwrap_err()
-        .to_string();
+    let err = reduce::channel_sum(&ctx, &up(&ctx, &x)).unwrap_err().to_string();
     assert!(err.contains("storage binding"), "{err}");
     // ...while channels that fit are grouped under the cap.
     let x = rand(Shape5::new(2, 5, 7, 9, 11), 9);

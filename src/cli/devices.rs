@@ -21,32 +21,14 @@ pub fn run(_g: &super::Global, a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     for d in &adapters {
-        println!(
-            "[{}] {} ({}, {})",
-            d.index, d.name, d.backend, d.device_type
-        );
+        println!("[{}] {} ({}, {})", d.index, d.name, d.backend, d.device_type);
         println!("    driver:                {} {}", d.driver, d.driver_info);
-        println!(
-            "    max storage binding:   {} MiB",
-            d.max_storage_buffer_binding_size >> 20
-        );
+        println!("    max storage binding:   {} MiB", d.max_storage_buffer_binding_size >> 20);
         println!("    max buffer:            {} MiB", d.max_buffer_size >> 20);
-        println!(
-            "    workgroup storage:     {} KiB",
-            d.max_compute_workgroup_storage_size >> 10
-        );
-        println!(
-            "    invocations/workgroup: {}",
-            d.max_compute_invocations_per_workgroup
-        );
-        println!(
-            "    subgroup size:         {}..{}",
-            d.subgroup_min_size, d.subgroup_max_size
-        );
-        println!(
-            "    shader-f16: {}, subgroups: {}, timestamps: {}",
-            d.shader_f16, d.subgroups, d.timestamp_query
-        );
+        println!("    workgroup storage:     {} KiB", d.max_compute_workgroup_storage_size >> 10);
+        println!("    invocations/workgroup: {}", d.max_compute_invocations_per_workgroup);
+        println!("    subgroup size:         {}..{}", d.subgroup_min_size, d.subgroup_max_size);
+        println!("    shader-f16: {}, subgroups: {}, timestamps: {}", d.shader_f16, d.subgroups, d.timestamp_query);
     }
     Ok(())
 }

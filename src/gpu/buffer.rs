@@ -57,37 +57,25 @@ impl GpuContext {
             return Err(Error::OutOfMemory {
                 op: what.to_string(),
                 bytes: size,
-                what: format!(
-                    "larger than the adapter's max buffer size of {} bytes",
-                    self.limits.max_buffer_size
-                ),
+                what: format!("larger than the adapter's max buffer size of {} bytes", self.limits.max_buffer_size),
             });
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::OutOfMemory {
-                op: what.to_string(),
-                bytes: size,
-                what: e.to_string(),
-            });
+            return Err(Error::OutOfMemory { op: what.to_string(), bytes: size, what: e.to_string() });
         }
         Ok(Arc::new(buf))
     }
 
     /// A new tensor whose contents are undefined (zeroed by wgpu).
     pub fn empty(&self, shape: Shape5, what: &str) -> Result<GpuTensor> {
-        Ok(GpuTensor {
-            buf: self.create_storage(shape.bytes(), &format!("{what} {shape}"))?,
-            shape,
-        })
+        Ok(GpuTensor { buf: self.create_storage(shape.bytes(), &format!("{what} {shape}"))?, shape })
     }
 
     /// A new tensor filled with `value` (NaN to poison outputs in tests).
@@ -100,10 +88,7 @@ impl GpuContext {
     /// A new tensor of zeros (for kernels that accumulate).
     pub fn zeros(&self, shape: Shape5, what: &str) -> Result<GpuTensor> {
         // wgpu zero-initialises every new buffer.
-        Ok(GpuTensor {
-            buf: self.create_storage(shape.bytes(), &format!("{what} {shape}"))?,
-            shape,
-        })
+        Ok(GpuTensor { buf: self.create_storage(shape.bytes(), &format!("{what} {shape}"))?, shape })
     }
 
     /// Uploads a host tensor.
@@ -116,10 +101,7 @@ impl GpuContext {
     /// Uploads raw values with a shape.
     pub fn upload_slice(&self, shape: Shape5, data: &[f32]) -> Result<GpuTensor> {
         if data.len() != shape.numel() {
-            return Err(Error::shape(
-                "upload",
-                format!("{} values for shape {shape}", data.len()),
-            ));
+            return Err(Error::shape("upload", format!("{} values for shape {shape}", data.len())));
         }
         let g = self.zeros(shape, "upload")?;
         self.write_f32(&g.buf, 0, data)?;
@@ -159,10 +141,7 @@ impl GpuContext {
     /// Downloads a tensor to the host (waits for all pending work).
     pub fn download(&self, t: &GpuTensor) -> Result<CpuTensor> {
         let data = self.read_f32(&t.buf, 0, t.numel())?;
-        Ok(CpuTensor {
-            shape: t.shape,
-            data,
-        })
+        Ok(CpuTensor { shape: t.shape, data })
     }
 
     /// Reads `count` f32 values from element offset `at`.
@@ -188,40 +167,23 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.record("download", |enc| {
-            enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size)
-        })?;
+        self.record("download", |enc| enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size))?;
         self.flush()?;
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
         self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: None,
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu {
-                op: "download".into(),
-                message: e.to_string(),
-            })?;
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| Error::Gpu { op: "download".into(), message: e.to_string() })?;
         rx.recv()
-            .map_err(|e| Error::Gpu {
-                op: "download".into(),
-                message: e.to_string(),
-            })?
-            .map_err(|e| Error::Gpu {
-                op: "download".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Gpu { op: "download".into(), message: e.to_string() })?
+            .map_err(|e| Error::Gpu { op: "download".into(), message: e.to_string() })?;
         let out = {
             let view = staging
                 .slice(..)
                 .get_mapped_range()
-                .map_err(|e| Error::Gpu {
-                    op: "download".into(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| Error::Gpu { op: "download".into(), message: e.to_string() })?;
             view.to_vec()
         };
         staging.unmap();
@@ -233,19 +195,17 @@ impl GpuContext {
     pub fn uniform(&self, bytes: &[u8]) -> wgpu::Buffer {
         let mut v = bytes.to_vec();
         v.resize(v.len().div_ceil(16).max(1) * 16, 0);
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: &v,
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: &v,
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
     }
 
     /// Most f32 elements a [`Window`] may hold so that it fits one binding
     /// whatever its alignment.
     pub fn max_window_elems(&self) -> usize {
-        ((self.binding_limit() - self.limits.min_storage_buffer_offset_alignment as u64) / 4)
-            as usize
+        ((self.binding_limit() - self.limits.min_storage_buffer_offset_alignment as u64) / 4) as usize
     }
 
     /// The binding that covers elements `[start, start+count)` of `buf`.
@@ -265,23 +225,13 @@ impl GpuContext {
                 ),
             });
         }
-        Ok(Window {
-            buf: buf.clone(),
-            offset,
-            size,
-            base,
-        })
+        Ok(Window { buf: buf.clone(), offset, size, base })
     }
 }
 
 /// Splits `units` units of `unit_elems` elements each into consecutive
 /// groups whose elements fit `max_elems`. Errors if one unit alone is larger.
-pub fn split_units(
-    units: usize,
-    unit_elems: usize,
-    max_elems: usize,
-    op: &str,
-) -> Result<Vec<std::ops::Range<usize>>> {
+pub fn split_units(units: usize, unit_elems: usize, max_elems: usize, op: &str) -> Result<Vec<std::ops::Range<usize>>> {
     if unit_elems > max_elems {
         return Err(Error::shape(
             op,
@@ -289,8 +239,5 @@ pub fn split_units(
         ));
     }
     let per = (max_elems / unit_elems.max(1)).max(1);
-    Ok((0..units)
-        .step_by(per)
-        .map(|s| s..(s + per).min(units))
-        .collect())
+    Ok((0..units).step_by(per).map(|s| s..(s + per).min(units)).collect())
 }

@@ -28,9 +28,7 @@ impl ContextOptions {
     pub fn from_env() -> Self {
         ContextOptions {
             adapter: std::env::var(ENV_ADAPTER).ok().filter(|s| !s.is_empty()),
-            max_binding_bytes: std::env::var(ENV_MAX_BINDING)
-                .ok()
-                .and_then(|s| s.trim().parse().ok()),
+            max_binding_bytes: std::env::var(ENV_MAX_BINDING).ok().and_then(|s| s.trim().parse().ok()),
         }
     }
 }
@@ -104,11 +102,7 @@ fn instance() -> wgpu::Instance {
 pub fn list_adapters() -> Vec<AdapterSummary> {
     let inst = instance();
     let adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
-    adapters
-        .iter()
-        .enumerate()
-        .map(|(i, a)| AdapterSummary::of(i, a))
-        .collect()
+    adapters.iter().enumerate().map(|(i, a)| AdapterSummary::of(i, a)).collect()
 }
 
 /// A pending batch of GPU work: one command encoder and the labels of the ops
@@ -148,9 +142,7 @@ impl GpuContext {
                     adapters.into_iter().nth(i)
                 } else {
                     let s = sel.to_lowercase();
-                    adapters
-                        .into_iter()
-                        .find(|a| a.get_info().name.to_lowercase().contains(&s))
+                    adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&s))
                 };
                 found.ok_or_else(|| Error::NoAdapter {
                     reason: format!("no adapter matches '{sel}'"),
@@ -211,12 +203,9 @@ impl GpuContext {
                 errors.lock().unwrap().push(e.to_string());
             }));
         }
-        let mut binding_limit = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
+        let mut binding_limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         if let Some(cap) = opts.max_binding_bytes {
-            binding_limit =
-                binding_limit.min(cap.max(4 * limits.min_storage_buffer_offset_alignment as u64));
+            binding_limit = binding_limit.min(cap.max(4 * limits.min_storage_buffer_offset_alignment as u64));
         }
         binding_limit &= !3;
         log::info!(
@@ -237,11 +226,9 @@ impl GpuContext {
             binding_limit,
             pipelines: Mutex::default(),
             modules: Mutex::default(),
-            pending: Mutex::new(Pending {
-                encoder: None,
-                labels: Vec::new(),
-            }),
+            pending: Mutex::new(Pending { encoder: None, labels: Vec::new() }),
             errors,
+            poison: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -277,28 +264,19 @@ impl GpuContext {
 
     /// Short description: name, backend, driver.
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({:?}, {} {})",
-            self.info.name, self.info.backend, self.info.driver, self.info.driver_info
-        )
+        format!("{} ({:?}, {} {})", self.info.name, self.info.backend, self.info.driver, self.info.driver_info)
     }
 
     /// Runs `f` with the pending command encoder (created on demand). The
     /// recorded work is submitted by [`GpuContext::flush`], by a download, or
     /// on its own once many dispatches are pending.
-    pub fn record<R>(
-        &self,
-        label: &str,
-        f: impl FnOnce(&mut wgpu::CommandEncoder) -> R,
-    ) -> Result<R> {
+    pub fn record<R>(&self, label: &str, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> Result<R> {
         let full = {
             let mut p = self.pending.lock().unwrap();
             if p.encoder.is_none() {
-                p.encoder = Some(self.device.create_command_encoder(
-                    &wgpu::CommandEncoderDescriptor {
-                        label: Some("qcanet batch"),
-                    },
-                ));
+                p.encoder = Some(
+                    self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qcanet batch") }),
+                );
             }
             let r = f(p.encoder.as_mut().unwrap());
             p.labels.push(label.to_string());
@@ -326,14 +304,8 @@ impl GpuContext {
     pub fn sync(&self) -> Result<()> {
         self.flush()?;
         self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: None,
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu {
-                op: "sync".into(),
-                message: e.to_string(),
-            })?;
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| Error::Gpu { op: "sync".into(), message: e.to_string() })?;
         self.check_errors(&[])
     }
 
@@ -344,17 +316,9 @@ impl GpuContext {
             return Ok(());
         }
         let msg = errs.join("; ");
-        let op = if labels.is_empty() {
-            "GPU work".to_string()
-        } else {
-            labels.join(", ")
-        };
+        let op = if labels.is_empty() { "GPU work".to_string() } else { labels.join(", ") };
         if msg.to_lowercase().contains("out of memory") {
-            return Err(Error::OutOfMemory {
-                op,
-                bytes: 0,
-                what: msg,
-            });
+            return Err(Error::OutOfMemory { op, bytes: 0, what: msg });
         }
         Err(Error::Gpu { op, message: msg })
     }

@@ -29,12 +29,7 @@ macro_rules! shader {
     ($name:literal) => {
         $crate::gpu::ShaderSource {
             name: $name,
-            wgsl: include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/shaders/",
-                $name,
-                ".wgsl"
-            )),
+            wgsl: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
         }
     };
 }
@@ -73,34 +68,19 @@ pub struct Pipeline {
 
 /// The group-0 bindings that `entry` of `src` uses, found by naga.
 fn used_bindings(src: &ShaderSource, entry: &str) -> Result<Vec<u32>> {
-    let bad = |m: String| Error::Gpu {
-        op: format!("shader {}::{entry}", src.name),
-        message: m,
-    };
-    let module =
-        naga::front::wgsl::parse_str(src.wgsl).map_err(|e| bad(e.emit_to_string(src.wgsl)))?;
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .map_err(|e| bad(e.emit_to_string(src.wgsl)))?;
-    let index = module
-        .entry_points
-        .iter()
-        .position(|e| e.name == entry)
-        .ok_or_else(|| bad("no such entry point".into()))?;
+    let bad = |m: String| Error::Gpu { op: format!("shader {}::{entry}", src.name), message: m };
+    let module = naga::front::wgsl::parse_str(src.wgsl).map_err(|e| bad(e.emit_to_string(src.wgsl)))?;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .map_err(|e| bad(e.emit_to_string(src.wgsl)))?;
+    let index =
+        module.entry_points.iter().position(|e| e.name == entry).ok_or_else(|| bad("no such entry point".into()))?;
     let fi = info.get_entry_point(index);
     let mut used: Vec<u32> = module
         .global_variables
         .iter()
         .filter(|(h, _)| !fi[*h].is_empty())
-        .filter_map(|(_, g)| {
-            g.binding
-                .as_ref()
-                .filter(|b| b.group == 0)
-                .map(|b| b.binding)
-        })
+        .filter_map(|(_, g)| g.binding.as_ref().filter(|b| b.group == 0).map(|b| b.binding))
         .collect();
     used.sort_unstable();
     Ok(used)
@@ -109,12 +89,7 @@ fn used_bindings(src: &ShaderSource, entry: &str) -> Result<Vec<u32>> {
 impl GpuContext {
     /// The compiled pipeline for `entry` of `src` with override `constants`,
     /// built on first use and cached.
-    pub fn pipeline(
-        &self,
-        src: &ShaderSource,
-        entry: &str,
-        constants: &[(&str, f64)],
-    ) -> Result<Arc<Pipeline>> {
+    pub fn pipeline(&self, src: &ShaderSource, entry: &str, constants: &[(&str, f64)]) -> Result<Arc<Pipeline>> {
         let mut key = format!("{}::{entry}", src.name);
         for (k, v) in constants {
             key.push_str(&format!(";{k}={v}"));
@@ -127,37 +102,28 @@ impl GpuContext {
             let mut mods = self.modules.lock().unwrap();
             mods.entry(src.name)
                 .or_insert_with(|| {
-                    self.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(src.name),
-                            source: wgpu::ShaderSource::Wgsl(src.wgsl.into()),
-                        })
+                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(src.name),
+                        source: wgpu::ShaderSource::Wgsl(src.wgsl.into()),
+                    })
                 })
                 .clone()
         };
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&key),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu {
-                op: format!("building pipeline {key}"),
-                message: e.to_string(),
-            });
-        }
-        let p = Arc::new(Pipeline {
-            raw: pipeline,
-            used_bindings: used_bindings(src, entry)?,
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
         });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu { op: format!("building pipeline {key}"), message: e.to_string() });
+        }
+        let p = Arc::new(Pipeline { raw: pipeline, used_bindings: used_bindings(src, entry)? });
         self.pipelines.lock().unwrap().insert(key, p.clone());
         Ok(p)
     }
@@ -170,33 +136,18 @@ impl GpuContext {
     /// Records one dispatch of `pipeline` over `workgroups`; `args[i]` is
     /// `@binding(i)` of group 0 (bindings the entry point does not use are
     /// skipped). `label` names the op and shapes for errors.
-    pub fn dispatch(
-        &self,
-        label: &str,
-        pipeline: &Pipeline,
-        args: &[Arg<'_>],
-        workgroups: [u32; 3],
-    ) -> Result<()> {
-        if let Some(&b) = pipeline
-            .used_bindings
-            .iter()
-            .find(|&&b| b as usize >= args.len())
-        {
+    pub fn dispatch(&self, label: &str, pipeline: &Pipeline, args: &[Arg<'_>], workgroups: [u32; 3]) -> Result<()> {
+        if let Some(&b) = pipeline.used_bindings.iter().find(|&&b| b as usize >= args.len()) {
             return Err(Error::Gpu {
                 op: label.to_string(),
-                message: format!(
-                    "shader uses @binding({b}) but only {} arguments were given",
-                    args.len()
-                ),
+                message: format!("shader uses @binding({b}) but only {} arguments were given", args.len()),
             });
         }
         let uniforms: Vec<Option<wgpu::Buffer>> = args
             .iter()
             .enumerate()
             .map(|(i, a)| match a {
-                Arg::Uniform(b) if pipeline.used_bindings.contains(&(i as u32)) => {
-                    Some(self.uniform(b))
-                }
+                Arg::Uniform(b) if pipeline.used_bindings.contains(&(i as u32)) => Some(self.uniform(b)),
                 _ => None,
             })
             .collect();
@@ -221,10 +172,8 @@ impl GpuContext {
             entries: &entries,
         });
         self.record(label, |enc| {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(label),
-                timestamp_writes: None,
-            });
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
             pass.set_pipeline(&pipeline.raw);
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);

@@ -34,21 +34,13 @@ pub mod reference {
     use crate::tensor::CpuTensor;
 
     fn map(a: &CpuTensor, f: impl Fn(f64) -> f64) -> CpuTensor {
-        CpuTensor {
-            shape: a.shape,
-            data: a.data.iter().map(|&v| f(v as f64) as f32).collect(),
-        }
+        CpuTensor { shape: a.shape, data: a.data.iter().map(|&v| f(v as f64) as f32).collect() }
     }
     fn zip(a: &CpuTensor, b: &CpuTensor, f: impl Fn(f64, f64) -> f64) -> CpuTensor {
         assert_eq!(a.shape, b.shape);
         CpuTensor {
             shape: a.shape,
-            data: a
-                .data
-                .iter()
-                .zip(&b.data)
-                .map(|(&x, &y)| f(x as f64, y as f64) as f32)
-                .collect(),
+            data: a.data.iter().zip(&b.data).map(|(&x, &y)| f(x as f64, y as f64) as f32).collect(),
         }
     }
     pub fn relu_forward(x: &CpuTensor) -> CpuTensor {

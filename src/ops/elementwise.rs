@@ -34,12 +34,7 @@ pub fn map(
     if a.numel() != n || b.is_some_and(|b| b.numel() != n) {
         return Err(Error::shape(
             entry,
-            format!(
-                "element counts differ: a {}, b {:?}, out {}",
-                a.shape,
-                b.map(|b| b.shape),
-                out.shape
-            ),
+            format!("element counts differ: a {}, b {:?}, out {}", a.shape, b.map(|b| b.shape), out.shape),
         ));
     }
     let pipeline = ctx.pipeline(src, entry, &[("WG", WG as f64)])?;
@@ -52,21 +47,11 @@ pub fn map(
         let wa = ctx.window(&a.buf, start, len)?;
         let wb = ctx.window(&b.buf, start, len)?;
         let wo = ctx.window(&out.buf, start, len)?;
-        let params = Params {
-            n: len as u32,
-            base_a: wa.base,
-            base_b: wb.base,
-            base_out: wo.base,
-        };
+        let params = Params { n: len as u32, base_a: wa.base, base_b: wb.base, base_out: wo.base };
         ctx.dispatch(
             &label,
             &pipeline,
-            &[
-                Arg::Buf(&wa),
-                Arg::Buf(&wb),
-                Arg::Buf(&wo),
-                Arg::Uniform(bytemuck::bytes_of(&params)),
-            ],
+            &[Arg::Buf(&wa), Arg::Buf(&wb), Arg::Buf(&wo), Arg::Uniform(bytemuck::bytes_of(&params))],
             grid((len as u64).div_ceil(WG as u64)),
         )?;
         start += len;

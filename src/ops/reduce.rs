@@ -46,11 +46,7 @@ pub fn channel_sum(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
     let label = format!("channel_sum {s}");
     for n in 0..s.n {
         for group in split_units(s.c, spatial, ctx.max_window_elems(), "channel_sum")? {
-            let wx = ctx.window(
-                &x.buf,
-                s.idx(n, group.start, 0, 0, 0),
-                group.len() * spatial,
-            )?;
+            let wx = ctx.window(&x.buf, s.idx(n, group.start, 0, 0, 0), group.len() * spatial)?;
             let part_base = ((n * s.c + group.start) * nchunks) as u32;
             let wp = part.full_window(ctx)?;
             let pp = PartialParams {
@@ -64,30 +60,17 @@ pub fn channel_sum(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
             ctx.dispatch(
                 &label,
                 &p1,
-                &[
-                    Arg::Buf(&wx),
-                    Arg::Buf(&wp),
-                    Arg::Uniform(bytemuck::bytes_of(&pp)),
-                ],
+                &[Arg::Buf(&wx), Arg::Buf(&wp), Arg::Uniform(bytemuck::bytes_of(&pp))],
                 grid((group.len() * nchunks) as u64),
             )?;
         }
     }
     let out = ctx.empty(Shape5::new(1, s.c, 1, 1, 1), "channel_sum")?;
-    let fp = FinishParams {
-        channels: s.c as u32,
-        samples: s.n as u32,
-        nchunks: nchunks as u32,
-        _pad: 0,
-    };
+    let fp = FinishParams { channels: s.c as u32, samples: s.n as u32, nchunks: nchunks as u32, _pad: 0 };
     ctx.dispatch(
         &label,
         &p2,
-        &[
-            Arg::Whole(&part.buf),
-            Arg::Whole(&out.buf),
-            Arg::Uniform(bytemuck::bytes_of(&fp)),
-        ],
+        &[Arg::Whole(&part.buf), Arg::Whole(&out.buf), Arg::Uniform(bytemuck::bytes_of(&fp))],
         grid(s.c as u64),
     )?;
     Ok(out)
@@ -106,9 +89,6 @@ pub mod reference {
                 *o += x.channel(n, c).iter().map(|&v| v as f64).sum::<f64>();
             }
         }
-        CpuTensor::from_vec(
-            Shape5::new(1, s.c, 1, 1, 1),
-            out.into_iter().map(|v| v as f32).collect(),
-        )
+        CpuTensor::from_vec(Shape5::new(1, s.c, 1, 1, 1), out.into_iter().map(|v| v as f32).collect())
     }
 }

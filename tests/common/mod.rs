@@ -11,9 +11,8 @@ use qcanet_gpu::tensor::{rel_err, CpuTensor, Shape5};
 pub fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
     CTX.get_or_init(|| {
-        GpuContext::new(&ContextOptions::from_env()).unwrap_or_else(|e| {
-            panic!("GPU tests need an adapter (install mesa-vulkan-drivers): {e}")
-        })
+        GpuContext::new(&ContextOptions::from_env())
+            .unwrap_or_else(|e| panic!("GPU tests need an adapter (install mesa-vulkan-drivers): {e}"))
     })
 }
 
@@ -45,13 +44,7 @@ pub fn down(ctx: &GpuContext, t: &GpuTensor) -> CpuTensor {
 #[track_caller]
 pub fn assert_close(what: &str, gpu: &CpuTensor, reference: &CpuTensor, tol: f64) {
     assert_eq!(gpu.shape, reference.shape, "{what}: shapes differ");
-    assert!(
-        reference.data.iter().any(|&v| v != 0.0),
-        "{what}: reference is all zeros, the test would prove nothing"
-    );
+    assert!(reference.data.iter().any(|&v| v != 0.0), "{what}: reference is all zeros, the test would prove nothing");
     let e = rel_err(&gpu.data, &reference.data);
-    assert!(
-        e < tol,
-        "{what}: relative error {e:.3e} (tolerance {tol:.1e})"
-    );
+    assert!(e < tol, "{what}: relative error {e:.3e} (tolerance {tol:.1e})");
 }
