@@ -2,7 +2,7 @@
 //! and the NDN (5×5×5, 12–192 channels).
 
 use super::{Case, Unit};
-use crate::ops::{activation, reduce};
+use crate::ops::{activation, concat, conv3d, conv_transpose3d, pool, reduce, softmax};
 use crate::tensor::{CpuTensor, Shape5};
 
 fn cube(n: usize, c: usize, s: usize) -> Shape5 {
@@ -13,10 +13,135 @@ fn rnd(shape: Shape5, seed: u64) -> CpuTensor {
     CpuTensor::random(shape, seed, -1.0, 1.0)
 }
 
+/// Forward and the three backward passes of a k×k×k convolution c_in → c_out.
+fn conv_cases(v: &mut Vec<Case>, net: &str, k: usize, ci: usize, co: usize) {
+    let xs = move |s: usize| cube(1, ci, s);
+    let ws = Shape5::new(co, ci, k, k, k);
+    let shape = move |s: usize| format!("{ci}->{co} k{k} {s}^3");
+    let work = move |s: usize| conv3d::flops(cube(1, ci, s), co, k);
+    let b = Shape5::new(1, co, 1, 1, 1);
+    v.push(Case {
+        name: format!("conv3d fwd {net}"),
+        unit: Unit::Flop,
+        shape: Box::new(shape),
+        work: Box::new(work),
+        inputs: Box::new(move |s| vec![rnd(xs(s), 1), rnd(ws, 2), rnd(b, 3)]),
+        gpu: Box::new(|ctx, t| Ok(vec![conv3d::forward(ctx, &t[0], &t[1], &t[2])?])),
+        cpu: Box::new(|t| vec![conv3d::reference::forward(&t[0], &t[1], &t[2])]),
+        min_side: 4,
+    });
+    v.push(Case {
+        name: format!("conv3d bwd-input {net}"),
+        unit: Unit::Flop,
+        shape: Box::new(shape),
+        work: Box::new(work),
+        inputs: Box::new(move |s| vec![rnd(cube(1, co, s), 4), rnd(ws, 2)]),
+        gpu: Box::new(|ctx, t| Ok(vec![conv3d::backward_input(ctx, &t[0], &t[1])?])),
+        cpu: Box::new(|t| vec![conv3d::reference::backward_input(&t[0], &t[1])]),
+        min_side: 4,
+    });
+    v.push(Case {
+        name: format!("conv3d bwd-weight {net}"),
+        unit: Unit::Flop,
+        shape: Box::new(shape),
+        work: Box::new(work),
+        inputs: Box::new(move |s| vec![rnd(xs(s), 1), rnd(cube(1, co, s), 4)]),
+        gpu: Box::new(move |ctx, t| Ok(vec![conv3d::backward_weight(ctx, &t[0], &t[1], k)?])),
+        cpu: Box::new(move |t| vec![conv3d::reference::backward_weight(&t[0], &t[1], k)]),
+        min_side: 4,
+    });
+}
+
+/// The 2×2×2 stride-2 transposed convolution c → c from side s/2 to s.
+fn conv_t_cases(v: &mut Vec<Case>, c: usize) {
+    let xs = move |s: usize| cube(1, c, s / 2);
+    let ws = Shape5::new(c, c, 2, 2, 2);
+    let b = Shape5::new(1, c, 1, 1, 1);
+    let shape = move |s: usize| format!("{c}->{c} {}^3->{s}^3", s / 2);
+    let work = move |s: usize| conv_transpose3d::flops(xs(s), c);
+    v.push(Case {
+        name: format!("convT fwd c{c}"),
+        unit: Unit::Flop,
+        shape: Box::new(shape),
+        work: Box::new(work),
+        inputs: Box::new(move |s| vec![rnd(xs(s), 1), rnd(ws, 2), rnd(b, 3)]),
+        gpu: Box::new(|ctx, t| Ok(vec![conv_transpose3d::forward(ctx, &t[0], &t[1], &t[2])?])),
+        cpu: Box::new(|t| vec![conv_transpose3d::reference::forward(&t[0], &t[1], &t[2])]),
+        min_side: 4,
+    });
+    v.push(Case {
+        name: format!("convT bwd-input c{c}"),
+        unit: Unit::Flop,
+        shape: Box::new(shape),
+        work: Box::new(work),
+        inputs: Box::new(move |s| vec![rnd(cube(1, c, s), 4), rnd(ws, 2)]),
+        gpu: Box::new(|ctx, t| Ok(vec![conv_transpose3d::backward_input(ctx, &t[0], &t[1])?])),
+        cpu: Box::new(|t| vec![conv_transpose3d::reference::backward_input(&t[0], &t[1])]),
+        min_side: 4,
+    });
+    v.push(Case {
+        name: format!("convT bwd-weight c{c}"),
+        unit: Unit::Flop,
+        shape: Box::new(shape),
+        work: Box::new(work),
+        inputs: Box::new(move |s| vec![rnd(xs(s), 1), rnd(cube(1, c, s), 4)]),
+        gpu: Box::new(|ctx, t| Ok(vec![conv_transpose3d::backward_weight(ctx, &t[0], &t[1])?])),
+        cpu: Box::new(|t| vec![conv_transpose3d::reference::backward_weight(&t[0], &t[1])]),
+        min_side: 4,
+    });
+}
+
 /// Every op case; `full` adds the widest NDN layers.
 pub fn op_cases(full: bool) -> Vec<Case> {
-    let _ = full;
     let mut v = Vec::new();
+    // NSN (3×3×3, 16–64 channels) and NDN (5×5×5, 12–192 channels) layers.
+    for (ci, co) in [(16, 16), (32, 32), (64, 64)] {
+        conv_cases(&mut v, &format!("NSN {ci}->{co}"), 3, ci, co);
+    }
+    let ndn: &[(usize, usize)] =
+        if full { &[(12, 12), (24, 24), (48, 48), (96, 96), (192, 192)] } else { &[(12, 12), (24, 24), (48, 48)] };
+    for &(ci, co) in ndn {
+        conv_cases(&mut v, &format!("NDN {ci}->{co}"), 5, ci, co);
+    }
+    for c in [64, 128] {
+        conv_t_cases(&mut v, c);
+    }
+    v.push(Case {
+        name: "maxpool fwd c32".into(),
+        unit: Unit::Byte,
+        shape: Box::new(|s| cube(1, 32, s).to_string()),
+        work: Box::new(|s| 4.0 * 1.125 * cube(1, 32, s).numel() as f64),
+        inputs: Box::new(|s| vec![rnd(cube(1, 32, s), 5)]),
+        gpu: Box::new(|ctx, t| Ok(vec![pool::forward(ctx, &t[0])?.0])),
+        cpu: Box::new(|t| vec![pool::reference::forward(&t[0]).0]),
+        min_side: 4,
+    });
+    v.push(Case {
+        name: "concat fwd 64+32".into(),
+        unit: Unit::Byte,
+        shape: Box::new(|s| format!("64+32 {s}^3")),
+        work: Box::new(|s| 8.0 * cube(1, 96, s).numel() as f64),
+        inputs: Box::new(|s| vec![rnd(cube(1, 64, s), 6), rnd(cube(1, 32, s), 7)]),
+        gpu: Box::new(|ctx, t| Ok(vec![concat::forward(ctx, &t[0], &t[1])?])),
+        cpu: Box::new(|t| vec![concat::reference::forward(&t[0], &t[1])]),
+        min_side: 4,
+    });
+    for (pass, bwd) in [("fwd", false), ("bwd", true)] {
+        v.push(Case {
+            name: format!("softmax {pass} c2"),
+            unit: Unit::Byte,
+            shape: Box::new(|s| cube(1, 2, s).to_string()),
+            work: Box::new(move |s| (if bwd { 12.0 } else { 8.0 }) * cube(1, 2, s).numel() as f64),
+            inputs: Box::new(|s| vec![rnd(cube(1, 2, s), 8), rnd(cube(1, 2, s), 9)]),
+            gpu: Box::new(move |ctx, t| {
+                Ok(vec![if bwd { softmax::backward(ctx, &t[0], &t[1])? } else { softmax::forward(ctx, &t[0])? }])
+            }),
+            cpu: Box::new(move |t| {
+                vec![if bwd { softmax::reference::backward(&t[0], &t[1]) } else { softmax::reference::forward(&t[0]) }]
+            }),
+            min_side: 4,
+        });
+    }
     for c in [16usize, 64] {
         v.push(Case {
             name: format!("relu fwd c{c}"),
