@@ -86,7 +86,7 @@ fn check_consistent(e: &SynthEmbryo, cfg: &SynthConfig, what: &str) {
     let labels_with_blob: BTreeSet<u32> = blob_label.values().copied().collect();
     assert_eq!(labels_with_blob.len(), e.nuclei, "{what}: some nucleus has no blob");
     // Raw: uint16 values, background near the camera offset, nuclei brighter.
-    assert!(e.raw.data.iter().all(|&x| x >= 0.0 && x <= 65535.0 && x.fract() == 0.0));
+    assert!(e.raw.data.iter().all(|&x| (0.0..=65535.0).contains(&x) && x.fract() == 0.0));
     let median = |sel: bool| {
         let mut v: Vec<f32> = e.raw.data.iter().zip(&fg).filter(|(_, &f)| f == sel).map(|(&x, _)| x).collect();
         v.sort_by(f32::total_cmp);

@@ -418,7 +418,7 @@ fn gaussian_blur(data: &mut [f32], dims: [usize; 3], sigma_um: [f64; 3], voxel_u
 /// An invalid config (see [`SynthConfig::validate`]) is clamped to the
 /// nearest valid nucleus count; call `validate` first for a clear error.
 pub fn generate(cfg: &SynthConfig, seed: u64) -> SynthEmbryo {
-    let mut r = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5EED_0F_E4B7_u64);
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed ^ 0x005E_ED0F_E4B7_u64);
     let n = cfg.nuclei.clamp(2, 64);
     let [d, h, w] = cfg.dims;
     let [vx, vy, vz] = cfg.voxel_um;
