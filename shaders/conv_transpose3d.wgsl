@@ -54,7 +54,8 @@ struct Params {
 
 override WG: u32 = 64u;
 // Register blocks (constants: they size function-scope arrays).
-const CO_B: u32 = 8u;  // forward: output channels per invocation
+const CO_B: u32 = 4u;  // forward: output channels per invocation
+const VB: u32 = 4u;    // forward: input voxels per invocation
 const CI_B: u32 = 16u; // backward_input: input channels per invocation
 const CI_BW: u32 = 8u; // weight_partials: input channels per invocation
 
@@ -82,60 +83,83 @@ fn tap_off(t: u32) -> u32 {
     return (a * (2u * p.h) + b) * (2u * p.w) + c;
 }
 
-// Grid: samples x ceil(c_out / CO_B) x ceil(spatial / WG) workgroups.
+// Grid: samples x ceil(c_out / CO_B) x ceil(spatial / (WG * VB)) workgroups.
+// Invocation lid of voxel chunk vc handles voxels (vc * VB + k) * WG + lid, k < VB.
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let spatial = p.d * p.h * p.w;
-    let nvc = (spatial + WG - 1u) / WG;
+    let nvc = (spatial + WG * VB - 1u) / (WG * VB);
     let ncb = (p.c_out + CO_B - 1u) / CO_B;
     let g = linear_wg(wid, nwg);
     if (g >= p.samples * ncb * nvc) { return; }
     let vc = g % nvc;
     let cb = (g / nvc) % ncb;
     let s = g / (nvc * ncb);
-    let v = vc * WG + lid;
-    if (v >= spatial) { return; }
+    let v0 = vc * VB * WG + lid;
+    if (v0 >= spatial) { return; }
     let co_first = cb * CO_B;
 
-    var lo: array<vec4<f32>, CO_B>;
-    var hi: array<vec4<f32>, CO_B>;
-    for (var j = 0u; j < CO_B; j = j + 1u) {
-        lo[j] = vec4<f32>(0.0);
-        hi[j] = vec4<f32>(0.0);
+    // acc[(k * CO_B + j) * 2 + half]: voxel k, output channel j, taps 4*half .. 4*half+3.
+    var acc: array<vec4<f32>, 2u * CO_B * VB>;
+    for (var i = 0u; i < 2u * CO_B * VB; i = i + 1u) {
+        acc[i] = vec4<f32>(0.0);
     }
-    let xs = p.src_base + s * p.src_stride + v;
+    var xo: array<u32, VB>;
+    for (var k = 0u; k < VB; k = k + 1u) {
+        // Voxels past the end read a valid voxel; their results are not stored.
+        xo[k] = p.src_base + s * p.src_stride + min(v0 + k * WG, spatial - 1u);
+    }
+    var wcol: array<u32, CO_B>;
+    for (var j = 0u; j < CO_B; j = j + 1u) {
+        // Tail block: clamp the column (its results are not stored).
+        wcol[j] = p.co0 + min(co_first + j, p.c_out - 1u);
+    }
     for (var ci = 0u; ci < p.c_red; ci = ci + 1u) {
-        let xv = src[xs + ci * spatial];
-        let row = (p.ci0 + ci) * p.c_out_total + p.co0;
+        var xv: array<vec4<f32>, VB>;
+        for (var k = 0u; k < VB; k = k + 1u) {
+            xv[k] = vec4<f32>(src[xo[k] + ci * spatial]);
+        }
+        let row = (p.ci0 + ci) * p.c_out_total;
         for (var j = 0u; j < CO_B; j = j + 1u) {
-            // Tail block: clamp the column (its results are not stored).
-            let wi = (row + min(co_first + j, p.c_out - 1u)) * 2u;
-            lo[j] = fma(vec4<f32>(xv), w4[wi], lo[j]);
-            hi[j] = fma(vec4<f32>(xv), w4[wi + 1u], hi[j]);
+            let wi = (row + wcol[j]) * 2u;
+            let wl = w4[wi];
+            let wh = w4[wi + 1u];
+            for (var k = 0u; k < VB; k = k + 1u) {
+                let a = (k * CO_B + j) * 2u;
+                acc[a] = fma(xv[k], wl, acc[a]);
+                acc[a + 1u] = fma(xv[k], wh, acc[a + 1u]);
+            }
         }
     }
 
-    let x = v % p.w;
-    let y = (v / p.w) % p.h;
-    let z = v / (p.w * p.h);
-    let corner = out_corner(z, y, x);
     let hw2 = 4u * p.h * p.w;
     let w2 = 2u * p.w;
     let ospatial = 8u * spatial;
-    for (var j = 0u; j < CO_B; j = j + 1u) {
-        let co = co_first + j;
-        if (co < p.c_out) {
-            let o = p.dst_base + s * p.dst_stride + co * ospatial + corner;
-            var idx = array<u32, 8>(o, o + 1u, o + w2, o + w2 + 1u, o + hw2, o + hw2 + 1u, o + hw2 + w2, o + hw2 + w2 + 1u);
-            var vals = array<f32, 8>(lo[j].x, lo[j].y, lo[j].z, lo[j].w, hi[j].x, hi[j].y, hi[j].z, hi[j].w);
-            if (p.accumulate != 0u) {
-                for (var t = 0u; t < 8u; t = t + 1u) {
-                    dst[idx[t]] = dst[idx[t]] + vals[t];
-                }
-            } else {
-                let b = bias[p.co0 + co];
-                for (var t = 0u; t < 8u; t = t + 1u) {
-                    dst[idx[t]] = vals[t] + b;
+    for (var k = 0u; k < VB; k = k + 1u) {
+        let v = v0 + k * WG;
+        if (v < spatial) {
+            let x = v % p.w;
+            let y = (v / p.w) % p.h;
+            let z = v / (p.w * p.h);
+            let corner = out_corner(z, y, x);
+            for (var j = 0u; j < CO_B; j = j + 1u) {
+                let co = co_first + j;
+                if (co < p.c_out) {
+                    let o = p.dst_base + s * p.dst_stride + co * ospatial + corner;
+                    var idx = array<u32, 8>(o, o + 1u, o + w2, o + w2 + 1u, o + hw2, o + hw2 + 1u, o + hw2 + w2, o + hw2 + w2 + 1u);
+                    let lo = acc[(k * CO_B + j) * 2u];
+                    let hi = acc[(k * CO_B + j) * 2u + 1u];
+                    var vals = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+                    if (p.accumulate != 0u) {
+                        for (var t = 0u; t < 8u; t = t + 1u) {
+                            dst[idx[t]] = dst[idx[t]] + vals[t];
+                        }
+                    } else {
+                        let b = bias[p.co0 + co];
+                        for (var t = 0u; t < 8u; t = t + 1u) {
+                            dst[idx[t]] = vals[t] + b;
+                        }
+                    }
                 }
             }
         }

@@ -25,7 +25,9 @@ pub const SHADER: ShaderSource = crate::shader!("conv_transpose3d");
 /// Workgroup size of every kernel of this op.
 pub const WG: u32 = 64;
 /// Output channels per invocation in `forward` (must match the shader's `CO_B`).
-pub const CO_B: usize = 8;
+pub const CO_B: usize = 4;
+/// Input voxels per invocation in `forward` (shader `VB`).
+pub const VB: usize = 4;
 /// Input channels per invocation in `backward_input` (shader `CI_B`).
 pub const CI_B: usize = 16;
 /// Input channels per invocation in `weight_partials` (shader `CI_BW`).
@@ -184,7 +186,7 @@ pub fn forward(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) ->
                     accumulate: (k > 0) as u32,
                     ..Default::default()
                 };
-                let groups = s.len() * co.len().div_ceil(CO_B) * xs.spatial().div_ceil(WG as usize);
+                let groups = s.len() * co.len().div_ceil(CO_B) * xs.spatial().div_ceil(WG as usize * VB);
                 dispatch(ctx, &label, "forward", [Some(&wx), Some(&wy), None], Some(w), Some(b), &p, groups as u64)?;
             }
         }
