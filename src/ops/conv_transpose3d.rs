@@ -32,7 +32,9 @@ pub const CO_B: usize = 4;
 /// Input voxels per invocation in `forward` (shader `VB`).
 pub const VB: usize = 4;
 /// Input channels per invocation in `backward_input` (shader `CI_B`).
-pub const CI_B: usize = 16;
+pub const CI_B: usize = 8;
+/// Input voxels per invocation in `backward_input` (shader `VB_I`).
+pub const VB_I: usize = 4;
 /// Input channels per invocation in `weight_partials` (shader `CI_BW`).
 pub const CI_BW: usize = 8;
 /// Input voxels (at least) summed by one invocation of `weight_partials`.
@@ -242,7 +244,7 @@ pub fn backward_input(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor) -> Result
                     accumulate: (k > 0) as u32,
                     ..Default::default()
                 };
-                let groups = s.len() * ci.len().div_ceil(CI_B) * xs.spatial().div_ceil(WG as usize);
+                let groups = s.len() * ci.len().div_ceil(CI_B) * xs.spatial().div_ceil(WG as usize * VB_I);
                 dispatch(
                     ctx,
                     &label,
