@@ -125,9 +125,7 @@ impl GpuContext {
             return Ok(());
         }
         // Pending dispatches must run before this write lands.
-        self.flush()?;
-        self.queue.write_buffer(buf, offset, bytes);
-        Ok(())
+        self.flush_then(|| self.queue.write_buffer(buf, offset, bytes))
     }
 
     /// Fills a whole buffer with one f32 value.
