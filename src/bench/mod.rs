@@ -30,7 +30,7 @@ pub struct BenchOptions {
     /// Most floating-point operations (or bytes) the CPU reference may spend
     /// per run before it moves to a smaller check shape.
     pub cpu_budget: f64,
-    /// Run only cases whose name contains this.
+    /// Run only cases whose name contains one of these comma-separated texts.
     pub filter: Option<String>,
     /// Include the largest layer shapes.
     pub full: bool,
@@ -153,7 +153,7 @@ pub fn run_ops(ctx: &GpuContext, opts: &BenchOptions, mut each: impl FnMut(&Row)
     let mut rows = Vec::new();
     for s in &opts.sizes {
         for case in op_cases(opts.full) {
-            if opts.filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+            if opts.filter.as_ref().is_some_and(|f| !f.split(',').any(|p| case.name.contains(p.trim()))) {
                 continue;
             }
             if *s < case.min_side {

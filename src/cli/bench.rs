@@ -14,7 +14,7 @@ pub struct Args {
     /// GPU repetitions per case (median reported).
     #[arg(long, default_value_t = 5)]
     repeats: usize,
-    /// Only cases whose name contains this text.
+    /// Only cases whose name contains one of these comma-separated texts.
     #[arg(long)]
     filter: Option<String>,
     /// CPU reference budget per run in GFLOP (or GB); beyond it the reference runs at a smaller check shape.
