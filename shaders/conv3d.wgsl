@@ -13,11 +13,9 @@
 //   workgroup, so weight loads and z bounds are uniform), invocations walk
 //   (y, x-block) positions of the plane. Input-channel groups (split path)
 //   accumulate into the output when `accumulate = 1`.
-// - `weight_partials`: dW partial sums without atomics. A workgroup owns one
-//   (voxel chunk, co block, ci, kz, ky); each invocation sums a contiguous run
-//   of voxels into CO_B x K registers (the K taps along x), then the workgroup
-//   adds its lanes in fixed order. `weight_finish` sums the partials of every
-//   sample and chunk in fixed order: bit-identical from run to run.
+// - `weight_partials`: dW partial sums without atomics, one per (sample,
+//   chunk of rows, weight); `weight_finish` sums the partials of every sample
+//   and chunk in fixed order: bit-identical from run to run.
 
 override WG: u32 = 64u;
 override CO_B: u32 = 8u;
@@ -28,7 +26,6 @@ const MAX_CO: u32 = 8u;
 const MAX_XB: u32 = 8u;
 const MAX_K: u32 = 7u;
 const MAX_ROW: u32 = 14u;     // MAX_XB + MAX_K - 1
-const RED_SIZE: u32 = 3584u;  // >= WG * CO_B * K for weight_partials
 
 // ---------------------------------------------------------------- packing
 
@@ -111,10 +108,16 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let cob = g / per_cob;
     let rem = g % per_cob;
     let z = rem / cp.tiles;
+    // No early return and no lane-dependent `continue` below: control flow
+    // stays uniform, so llvmpipe keeps the loop counters (and hence the
+    // weight addresses) uniform and loads weights once per workgroup batch
+    // instead of once per lane. Lanes past the plane compute and do not store.
     let p = (rem % cp.tiles) * WG + lid;
-    if (p >= cp.h * cp.nxb) { return; }
-    let y = p / cp.nxb;
-    let x0 = (p % cp.nxb) * XB;
+    let live = p < cp.h * cp.nxb;
+    let pc = min(p, cp.h * cp.nxb - 1u);
+    let y = pc / cp.nxb;
+    let x0 = (pc % cp.nxb) * XB;
+    let hi = i32(cp.h);
     let r = i32(K / 2u);
     let k3 = K * K * K;
     let wi = i32(cp.w);
@@ -132,11 +135,11 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             if (iz < 0 || iz >= i32(cp.d)) { continue; }
             for (var ky = 0u; ky < K; ky = ky + 1u) {
                 let iy = i32(y + ky) - r;
-                if (iy < 0 || iy >= i32(cp.h)) { continue; }
-                let rb = xc + (u32(iz) * cp.h + u32(iy)) * cp.w;
+                let yin = iy >= 0 && iy < hi;
+                let rb = xc + (u32(iz) * cp.h + u32(clamp(iy, 0, hi - 1))) * cp.w;
                 for (var j = 0u; j < XB + K - 1u; j = j + 1u) {
                     let ix = i32(x0 + j) - r;
-                    let inside = ix >= 0 && ix < wi;
+                    let inside = yin && ix >= 0 && ix < wi;
                     row[j] = select(0.0, cx[rb + u32(clamp(ix, 0, wi - 1))], inside);
                 }
                 let wr = wc + (kz * K + ky) * K * CO_B;
@@ -151,6 +154,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
+    if (!live) { return; }
     let ob = (z * cp.h + y) * cp.w;
     for (var o = 0u; o < CO_B; o = o + 1u) {
         let co = cob * CO_B + o;
@@ -185,11 +189,15 @@ struct WeightParams {
     co_n: u32,        // output channels (of dy) in this group
     ci_n: u32,        // input channels (of x) in this group
     n_cob: u32,       // ceil(co_n / CO_B)
-    chunk: u32,       // voxels per chunk (a multiple of WG)
+    n_lg: u32,        // lane groups: ceil(ci_n * K * K / WG)
+    chunk_rows: u32,  // (z, y) rows per chunk
     nchunks: u32,
     base_x: u32,
     base_dy: u32,
     base_part: u32,   // partial index of (this sample, chunk 0, co 0, ci 0, tap 0)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> gx: array<f32>;
@@ -197,83 +205,78 @@ struct WeightParams {
 @group(0) @binding(2) var<storage, read_write> gpart: array<f32>;
 @group(0) @binding(3) var<uniform> gp: WeightParams;
 
-var<workgroup> red: array<f32, RED_SIZE>;
-
+// A workgroup owns (chunk of rows, co block, lane group); each lane owns one
+// (ci, kz, ky) and accumulates CO_B x K (the kx taps) over every voxel of the
+// chunk in order. The voxel loop is uniform, so dy values are loaded once per
+// voxel for all lanes; x comes through a sliding window of K values along x
+// (one lane-dependent load per voxel). No cross-lane sums, no atomics.
 @compute @workgroup_size(WG)
 fn weight_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = wid.x + wid.y * nwg.x;
-    // Uniform across the workgroup: every invocation returns or none does.
-    if (g >= gp.nchunks * gp.n_cob * gp.ci_n * K * K) { return; }
-    let ky = g % K;
-    let kz = (g / K) % K;
-    let ci = (g / (K * K)) % gp.ci_n;
-    let cob = (g / (K * K * gp.ci_n)) % gp.n_cob;
-    let chunk = g / (K * K * gp.ci_n * gp.n_cob);
+    if (g >= gp.nchunks * gp.n_cob * gp.n_lg) { return; }
+    let lg = g % gp.n_lg;
+    let cob = (g / gp.n_lg) % gp.n_cob;
+    let chunk = g / (gp.n_lg * gp.n_cob);
+    let nt = gp.ci_n * K * K;
+    let t = lg * WG + lid;
+    let live = t < nt;
+    let tc = min(t, nt - 1u);
+    let ky = tc % K;
+    let kz = (tc / K) % K;
+    let ci = tc / (K * K);
     let r = i32(K / 2u);
     let wi = i32(gp.w);
-    let nv = CO_B * K;
+    let hi = i32(gp.h);
+    let di = i32(gp.d);
+    let xc = gp.base_x + ci * gp.spatial;
 
+    var dyo: array<u32, MAX_CO>;
+    for (var o = 0u; o < CO_B; o = o + 1u) {
+        dyo[o] = gp.base_dy + min(cob * CO_B + o, gp.co_n - 1u) * gp.spatial;
+    }
     var acc: array<f32, 56>;  // MAX_CO * MAX_K
-    for (var i = 0u; i < nv; i = i + 1u) {
+    for (var i = 0u; i < CO_B * K; i = i + 1u) {
         acc[i] = 0.0;
     }
-    let vpt = gp.chunk / WG;
-    let start = chunk * gp.chunk + lid * vpt;
-    let end = min(start + vpt, gp.spatial);
-    if (start < end) {
-        var x = start % gp.w;
-        var t = start / gp.w;
-        var y = t % gp.h;
-        var z = t / gp.h;
-        let xc = gp.base_x + ci * gp.spatial;
-        var dyo: array<u32, MAX_CO>;
-        for (var o = 0u; o < CO_B; o = o + 1u) {
-            dyo[o] = gp.base_dy + min(cob * CO_B + o, gp.co_n - 1u) * gp.spatial;
+    var xr: array<f32, MAX_K>;
+    let row0 = chunk * gp.chunk_rows;
+    let row1 = min(row0 + gp.chunk_rows, gp.d * gp.h);
+    for (var rw = row0; rw < row1; rw = rw + 1u) {
+        let z = rw / gp.h;
+        let y = rw % gp.h;
+        let iz = i32(z + kz) - r;
+        let iy = i32(y + ky) - r;
+        let rin = iz >= 0 && iz < di && iy >= 0 && iy < hi;
+        let rb = xc + (u32(clamp(iz, 0, di - 1)) * gp.h + u32(clamp(iy, 0, hi - 1))) * gp.w;
+        // xr[m] = x at ix = m - 1 - r for m = 1..K-1 (xr[0] is shifted out).
+        for (var m = 1u; m < K; m = m + 1u) {
+            let ix = i32(m) - 1 - r;
+            xr[m] = select(0.0, gx[rb + u32(clamp(ix, 0, wi - 1))], rin && ix >= 0 && ix < wi);
         }
-        var xr: array<f32, MAX_K>;
-        for (var v = start; v < end; v = v + 1u) {
-            let iz = i32(z + kz) - r;
-            let iy = i32(y + ky) - r;
-            if (iz >= 0 && iz < i32(gp.d) && iy >= 0 && iy < i32(gp.h)) {
-                let rb = xc + (u32(iz) * gp.h + u32(iy)) * gp.w;
+        let vb = rw * gp.w;
+        for (var x = 0u; x < gp.w; x = x + 1u) {
+            for (var j = 0u; j + 1u < K; j = j + 1u) {
+                xr[j] = xr[j + 1u];
+            }
+            let ix = i32(x) + r;
+            xr[K - 1u] = select(0.0, gx[rb + u32(clamp(ix, 0, wi - 1))], rin && ix < wi);
+            // now xr[kx] = x at (iz, iy, x + kx - r)
+            for (var o = 0u; o < CO_B; o = o + 1u) {
+                let gv = gdy[dyo[o] + vb + x];
                 for (var kx = 0u; kx < K; kx = kx + 1u) {
-                    let ix = i32(x + kx) - r;
-                    xr[kx] = select(0.0, gx[rb + u32(clamp(ix, 0, wi - 1))], ix >= 0 && ix < wi);
-                }
-                for (var o = 0u; o < CO_B; o = o + 1u) {
-                    let gv = gdy[dyo[o] + v];
-                    for (var kx = 0u; kx < K; kx = kx + 1u) {
-                        acc[o * K + kx] = fma(gv, xr[kx], acc[o * K + kx]);
-                    }
-                }
-            }
-            x = x + 1u;
-            if (x == gp.w) {
-                x = 0u;
-                y = y + 1u;
-                if (y == gp.h) {
-                    y = 0u;
-                    z = z + 1u;
+                    acc[o * K + kx] = fma(gv, xr[kx], acc[o * K + kx]);
                 }
             }
         }
     }
-    for (var i = 0u; i < nv; i = i + 1u) {
-        red[lid * nv + i] = acc[i];
-    }
-    workgroupBarrier();
-    if (lid < nv) {
-        var s = 0.0;
-        for (var l = 0u; l < WG; l = l + 1u) {
-            s = s + red[l * nv + lid];
-        }
-        let o = lid / K;
-        let kx = lid % K;
+    if (!live) { return; }
+    let k3 = K * K * K;
+    for (var o = 0u; o < CO_B; o = o + 1u) {
         let co = cob * CO_B + o;
-        if (co < gp.co_n) {
-            let k3 = K * K * K;
-            let tap = (kz * K + ky) * K + kx;
-            gpart[gp.base_part + ((chunk * gp.co_n + co) * gp.ci_n + ci) * k3 + tap] = s;
+        if (co >= gp.co_n) { break; }
+        let pb = gp.base_part + ((chunk * gp.co_n + co) * gp.ci_n + ci) * k3 + (kz * K + ky) * K;
+        for (var kx = 0u; kx < K; kx = kx + 1u) {
+            gpart[pb + kx] = acc[o * K + kx];
         }
     }
 }
