@@ -179,6 +179,134 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
+// ---------------------------------------------------------------- forward, vec4 variant
+
+fn shifted(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, s: u32) -> vec4<f32> {
+    switch s {
+        case 0u: { return a; }
+        case 1u: { return vec4<f32>(a.yzw, b.x); }
+        case 2u: { return vec4<f32>(a.zw, b.xy); }
+        case 3u: { return vec4<f32>(a.w, b.xyz); }
+        case 4u: { return b; }
+        case 5u: { return vec4<f32>(b.yzw, c.x); }
+        case 6u: { return vec4<f32>(b.zw, c.xy); }
+        default: { return vec4<f32>(b.w, c.xyz); }
+    }
+}
+
+fn load_x(rb: u32, ix: i32, yin: bool) -> f32 {
+    let wi = i32(cp.w);
+    return select(0.0, cx[rb + u32(clamp(ix, 0, wi - 1))], yin && ix >= 0 && ix < wi);
+}
+
+fn load4(rb: u32, ix: i32, yin: bool) -> vec4<f32> {
+    return vec4<f32>(load_x(rb, ix, yin), load_x(rb, ix + 1, yin), load_x(rb, ix + 2, yin), load_x(rb, ix + 3, yin));
+}
+
+fn store4(co: u32, x0: u32, oz: u32, v: vec4<f32>) {
+    if (co >= cp.co_n) { return; }
+    var bias = 0.0;
+    if (cp.use_bias != 0u) {
+        bias = cb[cp.base_b + co];
+    }
+    let oc = cp.base_out + co * cp.spatial + oz;
+    for (var xi = 0u; xi < 4u; xi = xi + 1u) {
+        let x = x0 + xi;
+        if (x < cp.w) {
+            var r = v[xi];
+            if (cp.accumulate != 0u) {
+                r = r + cout[oc + x];
+            } else {
+                r = r + bias;
+            }
+            cout[oc + x] = r;
+        }
+    }
+}
+
+// Same contract as `conv_forward` for XB = 4 or 8: the CO_B x XB accumulators
+// are vec4 variables (no arrays, which llvmpipe keeps in memory); the
+// `CO_B > o` and `XB > 4` tests are on override constants and fold away.
+@compute @workgroup_size(WG)
+fn conv_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x + wid.y * nwg.x;
+    let per_cob = cp.d * cp.tiles;
+    if (g >= cp.n_cob * per_cob) { return; }
+    let cob = g / per_cob;
+    let rem = g % per_cob;
+    let z = rem / cp.tiles;
+    let p = (rem % cp.tiles) * WG + lid;
+    let live = p < cp.h * cp.nxb;
+    let pc = min(p, cp.h * cp.nxb - 1u);
+    let y = pc / cp.nxb;
+    let x0 = (pc % cp.nxb) * XB;
+    let hi = i32(cp.h);
+    let r = i32(K / 2u);
+    let k3 = K * K * K;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var bcc0 = vec4<f32>(0.0);
+    var bcc1 = vec4<f32>(0.0);
+    var bcc2 = vec4<f32>(0.0);
+    var bcc3 = vec4<f32>(0.0);
+    var bcc4 = vec4<f32>(0.0);
+    var bcc5 = vec4<f32>(0.0);
+    var bcc6 = vec4<f32>(0.0);
+    var bcc7 = vec4<f32>(0.0);
+    for (var ci = 0u; ci < cp.ci_n; ci = ci + 1u) {
+        let xc = cp.base_x + ci * cp.spatial;
+        let wc = cp.base_w + (cob * cp.ci_n + ci) * k3 * CO_B;
+        for (var kz = 0u; kz < K; kz = kz + 1u) {
+            let iz = i32(z + kz) - r;
+            if (iz < 0 || iz >= i32(cp.d)) { continue; }
+            for (var ky = 0u; ky < K; ky = ky + 1u) {
+                let iy = i32(y + ky) - r;
+                let yin = iy >= 0 && iy < hi;
+                let rb = xc + (u32(iz) * cp.h + u32(clamp(iy, 0, hi - 1))) * cp.w;
+                let ix0 = i32(x0) - r;
+                let a = load4(rb, ix0, yin);
+                var b = vec4<f32>(0.0);
+                var c = vec4<f32>(0.0);
+                var e = vec4<f32>(0.0);
+                if (K > 1u || XB > 4u) { b = load4(rb, ix0 + 4, yin); }
+                if (K > 5u || (XB > 4u && K > 1u)) { c = load4(rb, ix0 + 8, yin); }
+                if (XB > 4u && K > 5u) { e = load4(rb, ix0 + 12, yin); }
+                let wr = wc + (kz * K + ky) * K * CO_B;
+                for (var kx = 0u; kx < K; kx = kx + 1u) {
+                    let xv = shifted(a, b, c, kx);
+                    var xw = vec4<f32>(0.0);
+                    if (XB > 4u) { xw = shifted(b, c, e, kx); }
+                    let wb = wr + kx * CO_B;
+                    { let w0 = vec4<f32>(cw[wb + 0u]); acc0 = fma(w0, xv, acc0); if (XB > 4u) { bcc0 = fma(w0, xw, bcc0); } }
+                    if (CO_B > 1u) { let w1 = vec4<f32>(cw[wb + 1u]); acc1 = fma(w1, xv, acc1); if (XB > 4u) { bcc1 = fma(w1, xw, bcc1); } }
+                    if (CO_B > 2u) { let w2 = vec4<f32>(cw[wb + 2u]); acc2 = fma(w2, xv, acc2); if (XB > 4u) { bcc2 = fma(w2, xw, bcc2); } }
+                    if (CO_B > 3u) { let w3 = vec4<f32>(cw[wb + 3u]); acc3 = fma(w3, xv, acc3); if (XB > 4u) { bcc3 = fma(w3, xw, bcc3); } }
+                    if (CO_B > 4u) { let w4 = vec4<f32>(cw[wb + 4u]); acc4 = fma(w4, xv, acc4); if (XB > 4u) { bcc4 = fma(w4, xw, bcc4); } }
+                    if (CO_B > 5u) { let w5 = vec4<f32>(cw[wb + 5u]); acc5 = fma(w5, xv, acc5); if (XB > 4u) { bcc5 = fma(w5, xw, bcc5); } }
+                    if (CO_B > 6u) { let w6 = vec4<f32>(cw[wb + 6u]); acc6 = fma(w6, xv, acc6); if (XB > 4u) { bcc6 = fma(w6, xw, bcc6); } }
+                    if (CO_B > 7u) { let w7 = vec4<f32>(cw[wb + 7u]); acc7 = fma(w7, xv, acc7); if (XB > 4u) { bcc7 = fma(w7, xw, bcc7); } }
+                }
+            }
+        }
+    }
+    if (!live) { return; }
+    let oz = (z * cp.h + y) * cp.w;
+    if (CO_B > 0u) { store4(cob * CO_B + 0u, x0, oz, acc0); if (XB > 4u) { store4(cob * CO_B + 0u, x0 + 4u, oz, bcc0); } }
+    if (CO_B > 1u) { store4(cob * CO_B + 1u, x0, oz, acc1); if (XB > 4u) { store4(cob * CO_B + 1u, x0 + 4u, oz, bcc1); } }
+    if (CO_B > 2u) { store4(cob * CO_B + 2u, x0, oz, acc2); if (XB > 4u) { store4(cob * CO_B + 2u, x0 + 4u, oz, bcc2); } }
+    if (CO_B > 3u) { store4(cob * CO_B + 3u, x0, oz, acc3); if (XB > 4u) { store4(cob * CO_B + 3u, x0 + 4u, oz, bcc3); } }
+    if (CO_B > 4u) { store4(cob * CO_B + 4u, x0, oz, acc4); if (XB > 4u) { store4(cob * CO_B + 4u, x0 + 4u, oz, bcc4); } }
+    if (CO_B > 5u) { store4(cob * CO_B + 5u, x0, oz, acc5); if (XB > 4u) { store4(cob * CO_B + 5u, x0 + 4u, oz, bcc5); } }
+    if (CO_B > 6u) { store4(cob * CO_B + 6u, x0, oz, acc6); if (XB > 4u) { store4(cob * CO_B + 6u, x0 + 4u, oz, bcc6); } }
+    if (CO_B > 7u) { store4(cob * CO_B + 7u, x0, oz, acc7); if (XB > 4u) { store4(cob * CO_B + 7u, x0 + 4u, oz, bcc7); } }
+}
+
 // ---------------------------------------------------------------- weight gradient
 
 struct WeightParams {

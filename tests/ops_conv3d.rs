@@ -251,6 +251,33 @@ fn measure_conv3d() {
             );
         }
     }
+    if std::env::var("CONV_PEAK").is_ok() {
+        // Calibration: the FMA throughput of this driver right now (8
+        // independent chains per invocation, no memory traffic).
+        const PEAK: qcanet_gpu::gpu::ShaderSource = qcanet_gpu::gpu::ShaderSource {
+            name: "conv3d_test_peak",
+            wgsl: "@group(0) @binding(0) var<storage, read_write> o: array<f32>;
+override WG: u32 = 64u;
+@compute @workgroup_size(WG)
+fn peak(@builtin(global_invocation_id) gid: vec3<u32>) {
+    var a = vec4<f32>(f32(gid.x)); var b = a + 1.0; var c = vec4<f32>(0.999);
+    for (var i = 0u; i < 4096u; i = i + 1u) { a = fma(a, c, vec4<f32>(0.5)); b = fma(b, c, vec4<f32>(0.25)); }
+    o[gid.x] = dot(a, b);
+}",
+        };
+        let p = ctx.pipeline(&PEAK, "peak", &[("WG", 64.0)]).unwrap();
+        let n = 64 * 1024;
+        let o = ctx.zeros(Shape5::new(1, 1, 1, 1, n), "peak").unwrap();
+        let run = || {
+            ctx.dispatch("peak", &p, &[qcanet_gpu::gpu::Arg::Whole(&o.buf)], [1024, 1, 1]).unwrap();
+            ctx.sync().unwrap();
+        };
+        run();
+        let s = std::time::Instant::now();
+        run();
+        let t = s.elapsed().as_secs_f64();
+        println!("  FMA peak now: {:.2} GFLOP/s", (n * 4096 * 8 * 2) as f64 / t / 1e9);
+    }
     if let Ok(spec) = std::env::var("CONV_TILES") {
         // e.g. CONV_TILES="64,8,8 64,4,8 64,8,4": forward only, 16->16 k=3 64³.
         let c = case(1, 16, 16, (64, 64, 64), 3, 300);

@@ -301,7 +301,9 @@ fn conv_core(
     }
 
     let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
-    let conv = ctx.pipeline(&SHADER, "conv_forward", &consts)?;
+    // xb = 4 or 8: the vec4 variant (accumulators in variables, not an array).
+    let entry = if tile.xb == 4 || tile.xb == 8 { "conv_forward4" } else { "conv_forward" };
+    let conv = ctx.pipeline(&SHADER, entry, &consts)?;
     let pack =
         ctx.pipeline(&SHADER, "pack_weights", &[("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)])?;
     let out = ctx.empty(out_shape, op)?;
