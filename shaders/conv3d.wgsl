@@ -181,6 +181,14 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
 // ---------------------------------------------------------------- forward, vec4 variant
 
+// The packed weights seen as vec4 (CO_B a multiple of 4; the packed
+// segment is its own buffer, so its window starts at element 0).
+@group(0) @binding(1) var<storage, read> cw4: array<vec4<f32>>;
+
+fn wsc(i: u32) -> f32 {
+    return cw4[i / 4u][i % 4u];
+}
+
 fn shifted(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, s: u32) -> vec4<f32> {
     switch s {
         case 0u: { return a; }
@@ -283,14 +291,30 @@ fn conv_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                     var xw = vec4<f32>(0.0);
                     if (XB > 4u) { xw = shifted(b, c, e, kx); }
                     let wb = wr + kx * CO_B;
-                    { let w0 = vec4<f32>(cw[wb + 0u]); acc0 = fma(w0, xv, acc0); if (XB > 4u) { bcc0 = fma(w0, xw, bcc0); } }
-                    if (CO_B > 1u) { let w1 = vec4<f32>(cw[wb + 1u]); acc1 = fma(w1, xv, acc1); if (XB > 4u) { bcc1 = fma(w1, xw, bcc1); } }
-                    if (CO_B > 2u) { let w2 = vec4<f32>(cw[wb + 2u]); acc2 = fma(w2, xv, acc2); if (XB > 4u) { bcc2 = fma(w2, xw, bcc2); } }
-                    if (CO_B > 3u) { let w3 = vec4<f32>(cw[wb + 3u]); acc3 = fma(w3, xv, acc3); if (XB > 4u) { bcc3 = fma(w3, xw, bcc3); } }
-                    if (CO_B > 4u) { let w4 = vec4<f32>(cw[wb + 4u]); acc4 = fma(w4, xv, acc4); if (XB > 4u) { bcc4 = fma(w4, xw, bcc4); } }
-                    if (CO_B > 5u) { let w5 = vec4<f32>(cw[wb + 5u]); acc5 = fma(w5, xv, acc5); if (XB > 4u) { bcc5 = fma(w5, xw, bcc5); } }
-                    if (CO_B > 6u) { let w6 = vec4<f32>(cw[wb + 6u]); acc6 = fma(w6, xv, acc6); if (XB > 4u) { bcc6 = fma(w6, xw, bcc6); } }
-                    if (CO_B > 7u) { let w7 = vec4<f32>(cw[wb + 7u]); acc7 = fma(w7, xv, acc7); if (XB > 4u) { bcc7 = fma(w7, xw, bcc7); } }
+                    var w0 = 0.0; var w1 = 0.0; var w2 = 0.0; var w3 = 0.0;
+                    var w4 = 0.0; var w5 = 0.0; var w6 = 0.0; var w7 = 0.0;
+                    if (CO_B % 4u == 0u) {
+                        let wa = cw4[wb / 4u];
+                        w0 = wa.x; w1 = wa.y; w2 = wa.z; w3 = wa.w;
+                        if (CO_B > 4u) { let wc = cw4[wb / 4u + 1u]; w4 = wc.x; w5 = wc.y; w6 = wc.z; w7 = wc.w; }
+                    } else {
+                        w0 = wsc(wb);
+                        if (CO_B > 1u) { w1 = wsc(wb + 1u); }
+                        if (CO_B > 2u) { w2 = wsc(wb + 2u); }
+                        if (CO_B > 3u) { w3 = wsc(wb + 3u); }
+                        if (CO_B > 4u) { w4 = wsc(wb + 4u); }
+                        if (CO_B > 5u) { w5 = wsc(wb + 5u); }
+                        if (CO_B > 6u) { w6 = wsc(wb + 6u); }
+                        if (CO_B > 7u) { w7 = wsc(wb + 7u); }
+                    }
+                    { acc0 = fma(vec4<f32>(w0), xv, acc0); if (XB > 4u) { bcc0 = fma(vec4<f32>(w0), xw, bcc0); } }
+                    if (CO_B > 1u) { acc1 = fma(vec4<f32>(w1), xv, acc1); if (XB > 4u) { bcc1 = fma(vec4<f32>(w1), xw, bcc1); } }
+                    if (CO_B > 2u) { acc2 = fma(vec4<f32>(w2), xv, acc2); if (XB > 4u) { bcc2 = fma(vec4<f32>(w2), xw, bcc2); } }
+                    if (CO_B > 3u) { acc3 = fma(vec4<f32>(w3), xv, acc3); if (XB > 4u) { bcc3 = fma(vec4<f32>(w3), xw, bcc3); } }
+                    if (CO_B > 4u) { acc4 = fma(vec4<f32>(w4), xv, acc4); if (XB > 4u) { bcc4 = fma(vec4<f32>(w4), xw, bcc4); } }
+                    if (CO_B > 5u) { acc5 = fma(vec4<f32>(w5), xv, acc5); if (XB > 4u) { bcc5 = fma(vec4<f32>(w5), xw, bcc5); } }
+                    if (CO_B > 6u) { acc6 = fma(vec4<f32>(w6), xv, acc6); if (XB > 4u) { bcc6 = fma(vec4<f32>(w6), xw, bcc6); } }
+                    if (CO_B > 7u) { acc7 = fma(vec4<f32>(w7), xv, acc7); if (XB > 4u) { bcc7 = fma(vec4<f32>(w7), xw, bcc7); } }
                 }
             }
         }

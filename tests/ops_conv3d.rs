@@ -80,7 +80,13 @@ fn conv3d_other_tiles_match_reference() {
     let (gx, gw, gb, gdy) = (up(ctx, &c.x), up(ctx, &c.w), up(ctx, &c.b), up(ctx, &c.dy));
     let yref = reference::forward(&c.x, &c.w, &c.b);
     let dxref = reference::backward_input(&c.dy, &c.w);
-    for tile in [Tile { wg: 64, co_b: 4, xb: 8 }, Tile { wg: 32, co_b: 8, xb: 4 }, Tile { wg: 128, co_b: 3, xb: 5 }] {
+    for tile in [
+        Tile { wg: 64, co_b: 4, xb: 8 },
+        Tile { wg: 32, co_b: 8, xb: 4 },
+        Tile { wg: 128, co_b: 3, xb: 5 },
+        Tile { wg: 16, co_b: 3, xb: 8 },
+        Tile { wg: 64, co_b: 5, xb: 4 },
+    ] {
         let y = conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap();
         assert_close(&format!("forward {tile:?}"), &down(ctx, &y), &yref, TOL);
         let dx = conv3d::backward_input_with_tile(ctx, &gdy, &gw, tile).unwrap();

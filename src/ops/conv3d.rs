@@ -316,10 +316,13 @@ fn conv_core(
         for ig in ranges(in_c, ci_g) {
             // Pack this (output group, input group) of the weights.
             let seg_len = n_cob * co_b * ig.len() * k3;
-            let seg = ctx.empty(Shape5::new(1, 1, 1, 1, seg_len), "conv3d packed weights")?;
+            // Its own buffer (window base 0), padded to whole vec4s: the
+            // vec4 kernel reads it as array<vec4<f32>>.
+            let seg = ctx.zeros(Shape5::new(1, 1, 1, 1, seg_len.div_ceil(4) * 4), "conv3d packed weights")?;
             let rows = if transposed { ig.clone() } else { og.clone() };
             let wsrc = ctx.window(&w.buf, rows.start * row_len, rows.len() * row_len)?;
             let wseg = seg.full_window(ctx)?;
+            debug_assert_eq!(wseg.base, 0);
             let pp = PackParams {
                 o0: og.start as u32,
                 o_n: og.len() as u32,
