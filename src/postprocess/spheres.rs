@@ -2,8 +2,8 @@
 //! markers, for tests and benchmarks of the instance stage.
 //!
 //! Spheres (radii in µm) are packed one by one next to an existing sphere at a
-//! centre distance of 0.8–0.95 × (r₁ + r₂), so neighbours overlap slightly,
-//! and no pair closer than 0.8 × (r₁ + r₂). A voxel covered by several spheres
+//! centre distance of 0.9–0.98 × (r₁ + r₂), so neighbours overlap slightly,
+//! and no pair closer than 0.9 × (r₁ + r₂). A voxel covered by several spheres
 //! belongs to the one with the smallest power distance |p − c|² − r² (the
 //! radical plane: exactly the neck where the two spheres meet). Markers are
 //! the voxels within 0.3 r of each centre (at least the centre voxel).
@@ -56,7 +56,7 @@ pub fn touching_spheres(grid: &Grid, n: usize, radius_um: (f64, f64), seed: u64)
                     dir = [0; 3].map(|_| rng.random_range(-1.0..1.0f64));
                     norm = dir.iter().map(|v| v * v).sum::<f64>().sqrt();
                 }
-                let dist = (r + radii[j]) * rng.random_range(0.8..0.95);
+                let dist = (r + radii[j]) * rng.random_range(0.9..0.98);
                 [0, 1, 2].map(|k| centres[j][k] + dir[k] / norm * dist)
             };
             if !inside(&c, r) {
@@ -64,7 +64,7 @@ pub fn touching_spheres(grid: &Grid, n: usize, radius_um: (f64, f64), seed: u64)
             }
             let ok = centres.iter().zip(&radii).all(|(ck, &rk)| {
                 let d2: f64 = (0..3).map(|k| (c[k] - ck[k]).powi(2)).sum();
-                d2.sqrt() >= 0.8 * (r + rk)
+                d2.sqrt() >= 0.9 * (r + rk)
             });
             if ok {
                 centres.push(c);
