@@ -201,3 +201,35 @@ pub fn format_row(r: &Row) -> String {
         r.rel_err
     )
 }
+
+/// The instance stage (EDT exact and JFA, labelling, watershed, whole stage)
+/// on a touching-spheres field at each side in `sizes`, as table lines.
+pub fn run_post(ctx: &GpuContext, sizes: &[usize], reps: usize, mut each: impl FnMut(&str)) -> Result<Vec<crate::postprocess::bench::BenchReport>> {
+    let mut out = Vec::new();
+    for &s in sizes {
+        let r = match crate::postprocess::bench::bench_stages(ctx, s, reps, reps.min(3)) {
+            Ok(r) => r,
+            Err(e) => {
+                each(&format!("{s}^3: skipped: {e}"));
+                continue;
+            }
+        };
+        for t in &r.timings {
+            each(&format!(
+                "{:<34} {:<24} {:>10.1} {:>12.1} {:>20.1}x",
+                t.stage,
+                format!("{s}^3, {} spheres", r.spheres),
+                t.gpu_ms,
+                t.cpu_ms,
+                t.cpu_ms / t.gpu_ms
+            ));
+        }
+        each(&format!(
+            "JFA error at {s}^3: {:.4} % of voxels wrong, max {:.3} µm",
+            100.0 * r.jfa_error.frac_wrong,
+            r.jfa_error.max_abs
+        ));
+        out.push(r);
+    }
+    Ok(out)
+}

@@ -70,7 +70,9 @@ impl GpuContext {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::OutOfMemory { op: what.to_string(), bytes: size, what: e.to_string() });
         }
-        Ok(Arc::new(buf))
+        let buf = Arc::new(buf);
+        self.track_alloc(&buf);
+        Ok(buf)
     }
 
     /// A new tensor for a kernel to overwrite completely. Its contents are
