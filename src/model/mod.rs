@@ -6,3 +6,8 @@
 pub mod config;
 
 pub use config::{Arch, Cbr, Dec, Layout, NetConfig, TensorSpec};
+pub mod backend;
+pub mod net;
+
+pub use backend::{Backend, LossSpec};
+pub use net::{Net, Tape};
