@@ -41,37 +41,39 @@ pub trait Backend {
     type BnSaved;
     /// Optimizer state.
     type Opt;
+    /// What every operation runs on (the GPU context; `()` on the CPU).
+    type Ctx;
 
-    fn shape(&self, t: &Self::T) -> Shape5;
-    fn upload(&self, t: &CpuTensor) -> Result<Self::T>;
-    fn download(&self, t: &Self::T) -> Result<CpuTensor>;
+    fn shape(cx: &Self::Ctx, t: &Self::T) -> Shape5;
+    fn upload(cx: &Self::Ctx, t: &CpuTensor) -> Result<Self::T>;
+    fn download(cx: &Self::Ctx, t: &Self::T) -> Result<CpuTensor>;
     /// The single value of a (1,1,1,1,1) tensor (waits for the device).
-    fn scalar(&self, t: &Self::T) -> Result<f64>;
+    fn scalar(cx: &Self::Ctx, t: &Self::T) -> Result<f64>;
 
     /// k³ convolution, stride 1, same padding, with bias.
-    fn conv(&self, x: &Self::T, w: &Self::T, b: &Self::T) -> Result<Self::T>;
+    fn conv(cx: &Self::Ctx, x: &Self::T, w: &Self::T, b: &Self::T) -> Result<Self::T>;
     /// Gradients of [`Backend::conv`]: (dx if `need_dx`, dw, db).
     fn conv_backward(
-        &self,
+        cx: &Self::Ctx,
         x: &Self::T,
         w: &Self::T,
         dy: &Self::T,
         need_dx: bool,
     ) -> Result<(Option<Self::T>, Self::T, Self::T)>;
     /// Transposed convolution, kernel 2, stride 2, with bias.
-    fn up(&self, x: &Self::T, w: &Self::T, b: &Self::T) -> Result<Self::T>;
+    fn up(cx: &Self::Ctx, x: &Self::T, w: &Self::T, b: &Self::T) -> Result<Self::T>;
     /// Gradients of [`Backend::up`]: (dx, dw, db).
-    fn up_backward(&self, x: &Self::T, w: &Self::T, dy: &Self::T) -> Result<(Self::T, Self::T, Self::T)>;
+    fn up_backward(cx: &Self::Ctx, x: &Self::T, w: &Self::T, dy: &Self::T) -> Result<(Self::T, Self::T, Self::T)>;
     /// 2×2×2 max pooling, stride 2.
-    fn pool(&self, x: &Self::T) -> Result<(Self::T, Self::PoolIdx)>;
-    fn pool_backward(&self, idx: &Self::PoolIdx, x_shape: Shape5, dy: &Self::T) -> Result<Self::T>;
+    fn pool(cx: &Self::Ctx, x: &Self::T) -> Result<(Self::T, Self::PoolIdx)>;
+    fn pool_backward(cx: &Self::Ctx, idx: &Self::PoolIdx, x_shape: Shape5, dy: &Self::T) -> Result<Self::T>;
     /// Channel concatenation [a, b].
-    fn concat(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
-    fn concat_backward(&self, dy: &Self::T, c_a: usize) -> Result<(Self::T, Self::T)>;
+    fn concat(cx: &Self::Ctx, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    fn concat_backward(cx: &Self::Ctx, dy: &Self::T, c_a: usize) -> Result<(Self::T, Self::T)>;
     /// Batch norm with batch statistics: (y, saved, new running mean, new running var).
     #[allow(clippy::too_many_arguments)]
     fn bn_train(
-        &self,
+        cx: &Self::Ctx,
         x: &Self::T,
         gamma: &Self::T,
         beta: &Self::T,
@@ -83,7 +85,7 @@ pub trait Backend {
     /// Batch norm with running statistics.
     #[allow(clippy::too_many_arguments)]
     fn bn_infer(
-        &self,
+        cx: &Self::Ctx,
         x: &Self::T,
         gamma: &Self::T,
         beta: &Self::T,
@@ -93,25 +95,25 @@ pub trait Backend {
     ) -> Result<Self::T>;
     /// Gradients of [`Backend::bn_train`]: (dx, dgamma, dbeta).
     fn bn_backward(
-        &self,
+        cx: &Self::Ctx,
         x: &Self::T,
         gamma: &Self::T,
         saved: &Self::BnSaved,
         dy: &Self::T,
     ) -> Result<(Self::T, Self::T, Self::T)>;
-    fn relu(&self, x: &Self::T) -> Result<Self::T>;
+    fn relu(cx: &Self::Ctx, x: &Self::T) -> Result<Self::T>;
     /// `dy` where `x > 0` (x may be the ReLU's input or its output).
-    fn relu_backward(&self, x: &Self::T, dy: &Self::T) -> Result<Self::T>;
+    fn relu_backward(cx: &Self::Ctx, x: &Self::T, dy: &Self::T) -> Result<Self::T>;
     /// Softmax over channels.
-    fn softmax(&self, x: &Self::T) -> Result<Self::T>;
-    fn softmax_backward(&self, y: &Self::T, dy: &Self::T) -> Result<Self::T>;
-    fn sigmoid(&self, x: &Self::T) -> Result<Self::T>;
-    fn sigmoid_backward(&self, y: &Self::T, dy: &Self::T) -> Result<Self::T>;
+    fn softmax(cx: &Self::Ctx, x: &Self::T) -> Result<Self::T>;
+    fn softmax_backward(cx: &Self::Ctx, y: &Self::T, dy: &Self::T) -> Result<Self::T>;
+    fn sigmoid(cx: &Self::Ctx, x: &Self::T) -> Result<Self::T>;
+    fn sigmoid_backward(cx: &Self::Ctx, y: &Self::T, dy: &Self::T) -> Result<Self::T>;
     /// Element-wise sum.
-    fn add(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    fn add(cx: &Self::Ctx, a: &Self::T, b: &Self::T) -> Result<Self::T>;
     /// Loss on the logits and its gradient: (loss (1,1,1,1,1), dlogits).
     /// `target` is (N,1,D,H,W): class indices (CE) or 0/1 (BCE, Dice).
-    fn loss(&self, spec: &LossSpec, logits: &Self::T, target: &Self::T) -> Result<(Self::T, Self::T)>;
+    fn loss(cx: &Self::Ctx, spec: &LossSpec, logits: &Self::T, target: &Self::T) -> Result<(Self::T, Self::T)>;
     /// One optimizer update of `params` from `grads` (same order).
-    fn opt_step(&self, opt: &mut Self::Opt, params: &mut [Self::T], grads: &[Self::T]) -> Result<()>;
+    fn opt_step(cx: &Self::Ctx, opt: &mut Self::Opt, params: &mut [Self::T], grads: &[Self::T]) -> Result<()>;
 }

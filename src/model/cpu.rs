@@ -14,29 +14,30 @@ fn scalar_tensor(v: f64) -> CpuTensor {
 }
 
 impl Backend for Cpu {
+    type Ctx = ();
     type T = CpuTensor;
     type PoolIdx = Vec<u32>;
     /// (mean, invstd) per channel.
     type BnSaved = (CpuTensor, CpuTensor);
     type Opt = optim::reference::CpuOptimizer;
 
-    fn shape(&self, t: &CpuTensor) -> Shape5 {
+    fn shape(_: &(), t: &CpuTensor) -> Shape5 {
         t.shape
     }
-    fn upload(&self, t: &CpuTensor) -> Result<CpuTensor> {
+    fn upload(_: &(), t: &CpuTensor) -> Result<CpuTensor> {
         Ok(t.clone())
     }
-    fn download(&self, t: &CpuTensor) -> Result<CpuTensor> {
+    fn download(_: &(), t: &CpuTensor) -> Result<CpuTensor> {
         Ok(t.clone())
     }
-    fn scalar(&self, t: &CpuTensor) -> Result<f64> {
+    fn scalar(_: &(), t: &CpuTensor) -> Result<f64> {
         Ok(t.data[0] as f64)
     }
-    fn conv(&self, x: &CpuTensor, w: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+    fn conv(_: &(), x: &CpuTensor, w: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         Ok(conv3d::reference::forward(x, w, b))
     }
     fn conv_backward(
-        &self,
+        _: &(),
         x: &CpuTensor,
         w: &CpuTensor,
         dy: &CpuTensor,
@@ -45,30 +46,30 @@ impl Backend for Cpu {
         let dx = if need_dx { Some(conv3d::reference::backward_input(dy, w)) } else { None };
         Ok((dx, conv3d::reference::backward_weight(x, dy, w.shape.d), conv3d::reference::backward_bias(dy)))
     }
-    fn up(&self, x: &CpuTensor, w: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+    fn up(_: &(), x: &CpuTensor, w: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         Ok(conv_transpose3d::reference::forward(x, w, b))
     }
-    fn up_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+    fn up_backward(_: &(), x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
         Ok((
             conv_transpose3d::reference::backward_input(dy, w),
             conv_transpose3d::reference::backward_weight(x, dy),
             conv_transpose3d::reference::backward_bias(dy),
         ))
     }
-    fn pool(&self, x: &CpuTensor) -> Result<(CpuTensor, Vec<u32>)> {
+    fn pool(_: &(), x: &CpuTensor) -> Result<(CpuTensor, Vec<u32>)> {
         Ok(pool::reference::forward(x))
     }
-    fn pool_backward(&self, idx: &Vec<u32>, x_shape: Shape5, dy: &CpuTensor) -> Result<CpuTensor> {
+    fn pool_backward(_: &(), idx: &Vec<u32>, x_shape: Shape5, dy: &CpuTensor) -> Result<CpuTensor> {
         Ok(pool::reference::backward(idx, x_shape, dy))
     }
-    fn concat(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+    fn concat(_: &(), a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         Ok(concat::reference::forward(a, b))
     }
-    fn concat_backward(&self, dy: &CpuTensor, c_a: usize) -> Result<(CpuTensor, CpuTensor)> {
+    fn concat_backward(_: &(), dy: &CpuTensor, c_a: usize) -> Result<(CpuTensor, CpuTensor)> {
         Ok(concat::reference::backward(dy, c_a))
     }
     fn bn_train(
-        &self,
+        _: &(),
         x: &CpuTensor,
         gamma: &CpuTensor,
         beta: &CpuTensor,
@@ -82,7 +83,7 @@ impl Backend for Cpu {
         Ok((y, (mean, invstd), nrm, nrv))
     }
     fn bn_infer(
-        &self,
+        _: &(),
         x: &CpuTensor,
         gamma: &CpuTensor,
         beta: &CpuTensor,
@@ -94,7 +95,7 @@ impl Backend for Cpu {
         Ok(batchnorm::reference::forward_infer(x, gamma, beta, rm, rv, &cfg))
     }
     fn bn_backward(
-        &self,
+        _: &(),
         x: &CpuTensor,
         gamma: &CpuTensor,
         saved: &(CpuTensor, CpuTensor),
@@ -102,31 +103,31 @@ impl Backend for Cpu {
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
         Ok(batchnorm::reference::backward(x, gamma, &saved.0, &saved.1, dy))
     }
-    fn relu(&self, x: &CpuTensor) -> Result<CpuTensor> {
+    fn relu(_: &(), x: &CpuTensor) -> Result<CpuTensor> {
         Ok(activation::reference::relu_forward(x))
     }
-    fn relu_backward(&self, x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+    fn relu_backward(_: &(), x: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
         Ok(activation::reference::relu_backward(x, dy))
     }
-    fn softmax(&self, x: &CpuTensor) -> Result<CpuTensor> {
+    fn softmax(_: &(), x: &CpuTensor) -> Result<CpuTensor> {
         Ok(softmax::reference::forward(x))
     }
-    fn softmax_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+    fn softmax_backward(_: &(), y: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
         Ok(softmax::reference::backward(y, dy))
     }
-    fn sigmoid(&self, x: &CpuTensor) -> Result<CpuTensor> {
+    fn sigmoid(_: &(), x: &CpuTensor) -> Result<CpuTensor> {
         Ok(activation::reference::sigmoid_forward(x))
     }
-    fn sigmoid_backward(&self, y: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
+    fn sigmoid_backward(_: &(), y: &CpuTensor, dy: &CpuTensor) -> Result<CpuTensor> {
         Ok(activation::reference::sigmoid_backward(y, dy))
     }
-    fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+    fn add(_: &(), a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         if a.shape != b.shape {
             return Err(Error::shape("add", format!("{} + {}", a.shape, b.shape)));
         }
         Ok(CpuTensor::from_vec(a.shape, a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect()))
     }
-    fn loss(&self, spec: &LossSpec, logits: &CpuTensor, target: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
+    fn loss(_: &(), spec: &LossSpec, logits: &CpuTensor, target: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
         let (l, d) = match spec {
             LossSpec::Ce { class_weights } => loss::reference::softmax_cross_entropy(logits, target, class_weights),
             LossSpec::Bce { pos_weight } => loss::reference::bce_with_logits(logits, target, *pos_weight),
@@ -145,7 +146,7 @@ impl Backend for Cpu {
         Ok((scalar_tensor(l), d))
     }
     fn opt_step(
-        &self,
+        _: &(),
         opt: &mut optim::reference::CpuOptimizer,
         params: &mut [CpuTensor],
         grads: &[CpuTensor],
