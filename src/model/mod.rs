@@ -8,6 +8,7 @@ pub mod config;
 pub use config::{Arch, Cbr, Dec, Layout, NetConfig, TensorSpec};
 pub mod backend;
 pub mod net;
+pub mod st;
 
 pub use backend::{Backend, LossSpec};
 pub use net::{Net, Tape};
