@@ -203,7 +203,10 @@ impl TrainConfig {
         }
         let a = &self.augment;
         if a.brightness[0] <= 0.0 || a.brightness[0] > a.brightness[1] || a.gamma[0] <= 0.0 || a.gamma[0] > a.gamma[1] {
-            return bad(format!("augment ranges brightness {:?} gamma {:?} must be positive, low <= high", a.brightness, a.gamma));
+            return bad(format!(
+                "augment ranges brightness {:?} gamma {:?} must be positive, low <= high",
+                a.brightness, a.gamma
+            ));
         }
         self.net_config()?;
         self.loss_spec()?;

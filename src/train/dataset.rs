@@ -137,7 +137,7 @@ pub fn prepare(
             dims[0] = new_d;
         }
     }
-    preprocess::normalize(&mut image, &o.normalization);
+    preprocess::normalize(&mut image, o.normalization);
     let mut t = Vol::new(dims, target)?;
     if o.dilate > 0 {
         t = dilate(&t, o.dilate);

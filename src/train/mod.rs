@@ -1,5 +1,7 @@
 //! Training: datasets, augmentation, validation, the loop, checkpoints.
 
+pub mod config;
+pub mod dataset;
 pub mod fit;
 pub mod patch;
 pub mod plot;
