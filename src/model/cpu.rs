@@ -129,7 +129,7 @@ impl Backend for Cpu {
     }
     fn loss(_: &(), spec: &LossSpec, logits: &CpuTensor, target: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
         let (l, d) = match spec {
-            LossSpec::Ce { class_weights } => loss::reference::softmax_cross_entropy(logits, target, class_weights),
+            LossSpec::Ce { class_weights } => loss::reference::softmax_cross_entropy(logits, target, class_weights)?,
             LossSpec::Bce { pos_weight } => loss::reference::bce_with_logits(logits, target, *pos_weight),
             LossSpec::Dice { smooth } => {
                 if logits.shape.c == 1 {

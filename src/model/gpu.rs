@@ -150,6 +150,8 @@ impl Backend for Gpu {
         }
     }
     fn opt_step(ctx: &GpuContext, opt: &mut optim::Optimizer, params: &mut [GpuTensor], grads: &[GpuTensor]) -> Result<()> {
-        opt.step(ctx, params, grads)
+        let p: Vec<&GpuTensor> = params.iter().collect();
+        let g: Vec<&GpuTensor> = grads.iter().collect();
+        opt.step(ctx, &p, &g)
     }
 }

@@ -9,7 +9,7 @@ use super::dataset::{load_split, DataOptions};
 use super::fit::{fit, FitSettings};
 use super::plot::{plot_curves, EpochRecord};
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuTensor};
+use crate::gpu::GpuContext;
 use crate::model::network::{read_weights, write_weights, WeightsMeta};
 use crate::model::{Gpu, Net};
 use crate::ops::optim;
@@ -68,7 +68,6 @@ pub fn optimizer_config(cfg: &TrainConfig) -> optim::OptimizerConfig {
             lr: cfg.lr,
             momentum: cfg.momentum,
             weight_decay: cfg.weight_decay,
-            ..Default::default()
         }),
     }
 }
@@ -207,7 +206,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         Some((w, info)) => {
             let net = Net::<Gpu>::from_host(ctx, w.meta.config.clone(), &w.params, &w.buffers)?;
             let opt_cfg = optimizer_config(&cfg);
-            let mut opt = optim::Optimizer::new(ctx, opt_cfg, &net.params)?;
+            let mut opt = optim::Optimizer::new(ctx, opt_cfg, &net.params.iter().collect::<Vec<_>>())?;
             let mut state: Vec<(String, CpuTensor)> = Vec::new();
             let mut rest = w.rest;
             let names: Vec<String> = rest.tensors.keys().filter(|k| k.starts_with(OPT_PREFIX)).cloned().collect();
@@ -224,7 +223,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         }
         None => {
             let net = Net::<Gpu>::init(ctx, net_cfg.clone(), cfg.seed)?;
-            let opt = optim::Optimizer::new(ctx, optimizer_config(&cfg), &net.params)?;
+            let opt = optim::Optimizer::new(ctx, optimizer_config(&cfg), &net.params.iter().collect::<Vec<_>>())?;
             (net, opt, 1, None, None, Vec::new())
         }
     };
@@ -294,6 +293,3 @@ fn dims_to_shape(dims: &[usize]) -> crate::tensor::Shape5 {
         other => Shape5::new(1, 1, 1, 1, other.iter().product()),
     }
 }
-
-#[allow(dead_code)]
-fn _assert_types(_: &GpuTensor) {}
