@@ -11,16 +11,36 @@ use qcanet_gpu::train::{fit, Augment, FitSettings, Sample, Vol};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-/// A volume of `side`³ with 3–5 bright balls (radius 3–5) on a dim
-/// background, box-blurred, plus Gaussian noise; target = the balls.
+/// Blurs along each axis with taps (0.25, 0.5, 0.25), edges clamped.
+fn blur(img: &mut [f32], side: usize) {
+    for stride in [side * side, side, 1] {
+        let src = img.to_vec();
+        for (i, v) in img.iter_mut().enumerate() {
+            let p = (i / stride) % side;
+            let lo = if p > 0 { src[i - stride] } else { src[i] };
+            let hi = if p + 1 < side { src[i + stride] } else { src[i] };
+            *v = 0.25 * lo + 0.5 * src[i] + 0.25 * hi;
+        }
+    }
+}
+
+/// A volume of `side`³: a dim background of blurred noise, 3–5 bright balls
+/// (radius 3.5–5.5, brightness 0.6–1) blurred slightly, Gaussian noise on
+/// top; target = the balls.
 fn blobs(side: usize, seed: u64) -> Sample {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let n = side * side * side;
-    let mut img = vec![0.1f32; n];
+    let texture = Normal::new(0.0f32, 0.1).unwrap();
+    let mut img: Vec<f32> = (0..n).map(|_| texture.sample(&mut rng)).collect();
+    blur(&mut img, side);
+    blur(&mut img, side);
+    for v in &mut img {
+        *v += 0.15;
+    }
     let mut tgt = vec![0f32; n];
     let count = rng.random_range(3..=5);
     for _ in 0..count {
-        let r: f32 = rng.random_range(3.0..5.0);
+        let r: f32 = rng.random_range(3.5..5.5);
         let c: [f32; 3] = std::array::from_fn(|_| rng.random_range(r..side as f32 - r));
         let bright: f32 = rng.random_range(0.6..1.0);
         for z in 0..side {
@@ -36,25 +56,7 @@ fn blobs(side: usize, seed: u64) -> Sample {
             }
         }
     }
-    // Box blur along each axis (3 taps).
-    for axis in 0..3 {
-        let stride = [side * side, side, 1][axis];
-        let src = img.clone();
-        for i in 0..n {
-            let p = (i / stride) % side;
-            let mut s = src[i];
-            let mut k = 1.0;
-            if p > 0 {
-                s += src[i - stride];
-                k += 1.0;
-            }
-            if p + 1 < side {
-                s += src[i + stride];
-                k += 1.0;
-            }
-            img[i] = s / k;
-        }
-    }
+    blur(&mut img, side);
     let noise = Normal::new(0.0f32, 0.05).unwrap();
     for v in &mut img {
         *v += noise.sample(&mut rng);
@@ -93,7 +95,10 @@ fn small_nsn_learns_blobs() {
     };
     let records = fit(&mut net, ctx, &mut opt, &train, &val, &s, 1, |_, _, _| Ok(())).unwrap();
     for r in &records {
-        eprintln!("epoch {}: train loss {:.4} val loss {:.4} val IoU {:.4}", r.epoch, r.train_loss, r.val_loss, r.val_iou);
+        eprintln!(
+            "epoch {}: train loss {:.4} val loss {:.4} val IoU {:.4}",
+            r.epoch, r.train_loss, r.val_loss, r.val_iou
+        );
     }
     let last = records.last().unwrap();
     assert!(last.train_loss < records[0].train_loss, "training loss did not fall");

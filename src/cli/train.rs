@@ -176,8 +176,14 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
 
 pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let cfg = settings(&a)?;
-    // RUN-START
-    let _ = (g, cfg);
-    anyhow::bail!("training needs the batchnorm/loss/optim ops (being merged)")
-    // RUN-END
+    let ctx = g.context()?;
+    let s = qcanet_gpu::train::run::run(&ctx, &cfg, a.resume, a.overwrite, true).context("training failed")?;
+    match (s.best_val_iou, s.best_epoch) {
+        (Some(iou), Some(e)) => println!(
+            "done: best validation IoU {iou:.4} at epoch {e}; weights in {}",
+            s.out.join(qcanet_gpu::train::run::BEST).display()
+        ),
+        _ => println!("done; checkpoint in {}", s.out.join(qcanet_gpu::train::run::LAST).display()),
+    }
+    Ok(())
 }

@@ -46,7 +46,11 @@ pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usiz
     let tshape = shape.with_c(1);
     let t = CpuTensor::random(tshape, 2, 0.0, 1.0);
     let t = ctx.upload(&CpuTensor::from_vec(tshape, t.data.iter().map(|&v| (v > 0.9) as u8 as f32).collect()))?;
-    let spec = if cfg.classes == 1 { LossSpec::Bce { pos_weight: 1.0 } } else { LossSpec::Ce { class_weights: vec![1.0, 1.0] } };
+    let spec = if cfg.classes == 1 {
+        LossSpec::Bce { pos_weight: 1.0 }
+    } else {
+        LossSpec::Ce { class_weights: vec![1.0, 1.0] }
+    };
     let mut opt = optim::Optimizer::new(
         ctx,
         optim::OptimizerConfig::Adam(optim::AdamConfig { lr: 1e-4, ..Default::default() }),

@@ -16,6 +16,13 @@ fn bn_cfg(eps: f32, momentum: f32) -> batchnorm::BnConfig {
     batchnorm::BnConfig { eps, momentum }
 }
 
+/// A new tensor holding a copy of `t` (recorded in the batched encoder).
+pub fn copy(ctx: &GpuContext, t: &GpuTensor) -> Result<GpuTensor> {
+    let out = ctx.zeros(t.shape, "copy")?;
+    ctx.record("copy", |enc| enc.copy_buffer_to_buffer(&t.buf, 0, &out.buf, 0, t.shape.bytes()))?;
+    Ok(out)
+}
+
 impl Backend for Gpu {
     type Ctx = GpuContext;
     type T = GpuTensor;
@@ -23,7 +30,7 @@ impl Backend for Gpu {
     type BnSaved = batchnorm::BnSaved;
     type Opt = optim::Optimizer;
 
-    fn shape(ctx: &GpuContext, t: &GpuTensor) -> Shape5 {
+    fn shape(_: &GpuContext, t: &GpuTensor) -> Shape5 {
         t.shape
     }
     fn upload(ctx: &GpuContext, t: &CpuTensor) -> Result<GpuTensor> {
@@ -54,7 +61,12 @@ impl Backend for Gpu {
     fn up(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         conv_transpose3d::forward(ctx, x, w, b)
     }
-    fn up_backward(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+    fn up_backward(
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+    ) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
         Ok((
             conv_transpose3d::backward_input(ctx, dy, w)?,
             conv_transpose3d::backward_weight(ctx, x, dy)?,
@@ -64,7 +76,12 @@ impl Backend for Gpu {
     fn pool(ctx: &GpuContext, x: &GpuTensor) -> Result<(GpuTensor, pool::MaxPoolIndices)> {
         pool::forward(ctx, x)
     }
-    fn pool_backward(ctx: &GpuContext, idx: &pool::MaxPoolIndices, _x_shape: Shape5, dy: &GpuTensor) -> Result<GpuTensor> {
+    fn pool_backward(
+        ctx: &GpuContext,
+        idx: &pool::MaxPoolIndices,
+        _x_shape: Shape5,
+        dy: &GpuTensor,
+    ) -> Result<GpuTensor> {
         pool::backward(ctx, idx, dy)
     }
     fn concat(ctx: &GpuContext, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
@@ -83,8 +100,11 @@ impl Backend for Gpu {
         eps: f32,
         momentum: f32,
     ) -> Result<(GpuTensor, batchnorm::BnSaved, GpuTensor, GpuTensor)> {
-        let (y, saved) = batchnorm::forward_train(ctx, x, gamma, beta, rm, rv, &bn_cfg(eps, momentum))?;
-        Ok((y, saved, rm.clone(), rv.clone()))
+        // The op updates running statistics in place: update copies, so that
+        // a forward pass commits nothing until the step does (as on the CPU).
+        let (rm, rv) = (copy(ctx, rm)?, copy(ctx, rv)?);
+        let (y, saved) = batchnorm::forward_train(ctx, x, gamma, beta, &rm, &rv, &bn_cfg(eps, momentum))?;
+        Ok((y, saved, rm, rv))
     }
     fn bn_infer(
         ctx: &GpuContext,
@@ -132,7 +152,12 @@ impl Backend for Gpu {
         elementwise::map(ctx, &ADD_SHADER, "add", a, Some(b), &out)?;
         Ok(out)
     }
-    fn loss(ctx: &GpuContext, spec: &LossSpec, logits: &GpuTensor, target: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
+    fn loss(
+        ctx: &GpuContext,
+        spec: &LossSpec,
+        logits: &GpuTensor,
+        target: &GpuTensor,
+    ) -> Result<(GpuTensor, GpuTensor)> {
         match spec {
             LossSpec::Ce { class_weights } => loss::softmax_cross_entropy(ctx, logits, target, class_weights),
             LossSpec::Bce { pos_weight } => loss::bce_with_logits(ctx, logits, target, *pos_weight),
@@ -149,7 +174,12 @@ impl Backend for Gpu {
             }
         }
     }
-    fn opt_step(ctx: &GpuContext, opt: &mut optim::Optimizer, params: &mut [GpuTensor], grads: &[GpuTensor]) -> Result<()> {
+    fn opt_step(
+        ctx: &GpuContext,
+        opt: &mut optim::Optimizer,
+        params: &mut [GpuTensor],
+        grads: &[GpuTensor],
+    ) -> Result<()> {
         let p: Vec<&GpuTensor> = params.iter().collect();
         let g: Vec<&GpuTensor> = grads.iter().collect();
         opt.step(ctx, &p, &g)

@@ -7,8 +7,16 @@ pub mod config;
 
 pub use config::{Arch, Cbr, Dec, Layout, NetConfig, TensorSpec};
 pub mod backend;
+pub mod bench;
+pub mod cpu;
+pub mod gpu;
 pub mod net;
+pub mod network;
 pub mod st;
 
 pub use backend::{Backend, LossSpec};
+pub use bench::{bench_network, NetBench};
+pub use cpu::Cpu;
+pub use gpu::Gpu;
 pub use net::{Net, Tape};
+pub use network::{Network, WeightsMeta};

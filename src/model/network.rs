@@ -49,9 +49,10 @@ pub struct HostWeights {
 /// the tensor and the file).
 pub fn read_weights(path: &Path) -> Result<HostWeights> {
     let mut f = st::read(path)?;
-    let json = f.metadata.get(META_KEY).ok_or_else(|| {
-        Error::file(path, format!("has no '{META_KEY}' metadata: not a qcanet-gpu weights file"))
-    })?;
+    let json = f
+        .metadata
+        .get(META_KEY)
+        .ok_or_else(|| Error::file(path, format!("has no '{META_KEY}' metadata: not a qcanet-gpu weights file")))?;
     let meta: WeightsMeta =
         serde_json::from_str(json).map_err(|e| Error::file(path, format!("invalid '{META_KEY}' metadata: {e}")))?;
     meta.config.validate().map_err(|e| Error::file(path, e.to_string()))?;

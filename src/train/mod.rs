@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod fit;
 pub mod patch;
 pub mod plot;
+pub mod run;
 pub mod validate;
 
 pub use fit::{epoch_rng, fit, random_batch, FitSettings};

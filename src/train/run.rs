@@ -132,7 +132,8 @@ fn save_checkpoint(
 /// Runs (or resumes) training as `cfg` says, on `ctx`.
 pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, progress: bool) -> Result<RunSummary> {
     cfg.validate()?;
-    let data = cfg.data.clone().ok_or_else(|| Error::invalid("no dataset folder given (--data DIR or data = \"DIR\")"))?;
+    let data =
+        cfg.data.clone().ok_or_else(|| Error::invalid("no dataset folder given (--data DIR or data = \"DIR\")"))?;
     let out = cfg.out.clone().ok_or_else(|| Error::invalid("no output folder given (--out DIR or out = \"DIR\")"))?;
     if !data.is_dir() {
         return Err(Error::file(&data, "dataset folder does not exist"));
@@ -158,7 +159,8 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
     // On resume the checkpoint's settings win, except the number of epochs.
     let (cfg, ckpt) = if resume {
         let w = read_weights(&last)?;
-        let json = w.rest.metadata.get(CHECKPOINT_KEY).ok_or_else(|| Error::file(&last, "not a training checkpoint"))?;
+        let json =
+            w.rest.metadata.get(CHECKPOINT_KEY).ok_or_else(|| Error::file(&last, "not a training checkpoint"))?;
         let mut info: CheckpointInfo =
             serde_json::from_str(json).map_err(|e| Error::file(&last, format!("invalid checkpoint metadata: {e}")))?;
         let mut c = info.config.clone();
@@ -189,11 +191,8 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         train.iter().map(|s| format!("{} {:?}", s.name, s.image.dims)).collect::<Vec<_>>().join(", ")
     );
     let net_cfg = cfg.net_config()?;
-    let trained_on = format!(
-        "{} ({})",
-        data.display(),
-        train.iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", ")
-    );
+    let trained_on =
+        format!("{} ({})", data.display(), train.iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", "));
     let mut meta = WeightsMeta {
         config: net_cfg.clone(),
         normalization: opts.normalization.clone(),
