@@ -122,7 +122,21 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = &a.$f { c.$f = v.clone().into(); } )* };
     }
-    set!(data, out, patch, epochs, steps_per_epoch, batch, lr, momentum, weight_decay, seed, classes, val_tile, val_overlap);
+    set!(
+        data,
+        out,
+        patch,
+        epochs,
+        steps_per_epoch,
+        batch,
+        lr,
+        momentum,
+        weight_decay,
+        seed,
+        classes,
+        val_tile,
+        val_overlap
+    );
     if a.depth.is_some() {
         c.depth = a.depth;
     }
