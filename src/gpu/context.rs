@@ -290,14 +290,22 @@ impl GpuContext {
 
     /// Submits the pending work (does not wait for it).
     pub fn flush(&self) -> Result<()> {
-        let (enc, labels) = {
+        self.flush_then(|| ())
+    }
+
+    /// Submits the pending work, then runs `then` (e.g. a queue write) while
+    /// still holding the encoder lock, so that threads sharing the context
+    /// submit their batches in the order they recorded them.
+    pub(crate) fn flush_then<R>(&self, then: impl FnOnce() -> R) -> Result<R> {
+        let (r, labels) = {
             let mut p = self.pending.lock().unwrap();
-            (p.encoder.take(), std::mem::take(&mut p.labels))
+            if let Some(enc) = p.encoder.take() {
+                self.queue.submit(Some(enc.finish()));
+            }
+            (then(), std::mem::take(&mut p.labels))
         };
-        if let Some(enc) = enc {
-            self.queue.submit(Some(enc.finish()));
-        }
-        self.check_errors(&labels)
+        self.check_errors(&labels)?;
+        Ok(r)
     }
 
     /// Submits the pending work and waits for the GPU to finish it.
