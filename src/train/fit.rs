@@ -59,6 +59,7 @@ pub fn epoch_rng(seed: u64, epoch: usize) -> rand::rngs::StdRng {
 /// `steps_per_epoch` steps on random patches of `train`, then validation
 /// on every whole volume of `val` (mean loss, mean foreground IoU). Calls
 /// `on_epoch` after each epoch (checkpoints, logs); returns the records.
+#[allow(clippy::too_many_arguments)]
 pub fn fit<B: Backend>(
     net: &mut Net<B>,
     cx: &B::Ctx,
