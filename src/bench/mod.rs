@@ -204,7 +204,12 @@ pub fn format_row(r: &Row) -> String {
 
 /// The instance stage (EDT exact and JFA, labelling, watershed, whole stage)
 /// on a touching-spheres field at each side in `sizes`, as table lines.
-pub fn run_post(ctx: &GpuContext, sizes: &[usize], reps: usize, mut each: impl FnMut(&str)) -> Result<Vec<crate::postprocess::bench::BenchReport>> {
+pub fn run_post(
+    ctx: &GpuContext,
+    sizes: &[usize],
+    reps: usize,
+    mut each: impl FnMut(&str),
+) -> Result<Vec<crate::postprocess::bench::BenchReport>> {
     let mut out = Vec::new();
     for &s in sizes {
         let r = match crate::postprocess::bench::bench_stages(ctx, s, reps, reps.min(3)) {
@@ -232,4 +237,74 @@ pub fn run_post(ctx: &GpuContext, sizes: &[usize], reps: usize, mut each: impl F
         out.push(r);
     }
     Ok(out)
+}
+
+/// One whole-network line: forward and one training step.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetRow {
+    pub network: String,
+    pub side: usize,
+    pub params: usize,
+    pub forward_ms: f64,
+    pub forward_gflops: f64,
+    pub train_step_ms: f64,
+    pub train_step_gflops: f64,
+    pub peak_gpu_mib: f64,
+}
+
+/// Forward and one training step of the NSN and the NDN (paper sizes) at
+/// 64³ (and 128³ with `full`), with peak GPU memory.
+pub fn run_networks(ctx: &GpuContext, opts: &BenchOptions, mut each: impl FnMut(&str)) -> Result<Vec<NetRow>> {
+    use crate::model::{Arch, NetConfig};
+    let sides: &[usize] = if opts.full { &[64, 128] } else { &[64] };
+    each(&format!(
+        "\n{:<10} {:>6} {:>11} {:>12} {:>9} {:>14} {:>9} {:>14}\n{}",
+        "network",
+        "side",
+        "params",
+        "forward ms",
+        "GFLOP/s",
+        "train step ms",
+        "GFLOP/s",
+        "peak GPU MiB",
+        "-".repeat(92)
+    ));
+    let mut rows = Vec::new();
+    for arch in [Arch::Nsn, Arch::Ndn] {
+        let cfg = NetConfig::preset(arch);
+        for &side in sides {
+            ctx.sync()?;
+            ctx.reset_peak_bytes();
+            let b = match crate::model::bench::bench_network(ctx, &cfg, side, 1, opts.repeats.min(3)) {
+                Ok(b) => b,
+                Err(e) => {
+                    each(&format!("{arch:?} {side}^3: skipped: {e}"));
+                    continue;
+                }
+            };
+            let row = NetRow {
+                network: format!("{arch:?}"),
+                side,
+                params: b.params,
+                forward_ms: b.forward_s * 1e3,
+                forward_gflops: b.forward_gflops,
+                train_step_ms: b.train_step_s * 1e3,
+                train_step_gflops: b.train_step_gflops,
+                peak_gpu_mib: ctx.peak_bytes() as f64 / (1 << 20) as f64,
+            };
+            each(&format!(
+                "{:<10} {:>6} {:>11} {:>12.0} {:>9.2} {:>14.0} {:>9.2} {:>14.0}",
+                row.network,
+                row.side,
+                row.params,
+                row.forward_ms,
+                row.forward_gflops,
+                row.train_step_ms,
+                row.train_step_gflops,
+                row.peak_gpu_mib
+            ));
+            rows.push(row);
+        }
+    }
+    Ok(rows)
 }

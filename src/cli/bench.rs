@@ -36,7 +36,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let want = |p: &str| a.only.iter().any(|o| o.trim() == p);
     let sizes = a.sizes.unwrap_or(if a.full { vec![32, 64, 128] } else { vec![32, 64] });
     let post_sizes = a.post_sizes.unwrap_or(if a.full { vec![128, 256, 512] } else { vec![128, 256] });
-    let opts = BenchOptions { sizes, repeats: a.repeats, cpu_budget: a.cpu_budget * 1e9, filter: a.filter, full: a.full };
+    let opts =
+        BenchOptions { sizes, repeats: a.repeats, cpu_budget: a.cpu_budget * 1e9, filter: a.filter, full: a.full };
     let say = |s: &str| {
         if !a.json {
             println!("{s}");
