@@ -98,3 +98,13 @@ fn channel_sum_split_path() {
         1e-5,
     );
 }
+
+#[test]
+fn add_matches_reference() {
+    let ctx = ctx();
+    let (a, b) = (rand(SHAPE, 30), rand(SHAPE, 31));
+    let got = down(ctx, &qcanet_gpu::ops::elementwise::add(ctx, &up(ctx, &a), &up(ctx, &b)).unwrap());
+    assert_close("add", &got, &qcanet_gpu::ops::elementwise::reference::add(&a, &b), TOL);
+    let err = qcanet_gpu::ops::elementwise::add(ctx, &up(ctx, &a), &up(ctx, &rand(Shape5::new(1, 3, 7, 9, 11), 32)));
+    assert!(err.is_err(), "shape mismatch must be an error");
+}

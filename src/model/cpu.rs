@@ -3,7 +3,7 @@
 
 use super::backend::{Backend, LossSpec};
 use crate::error::{Error, Result};
-use crate::ops::{activation, batchnorm, concat, conv3d, conv_transpose3d, loss, optim, pool, softmax};
+use crate::ops::{activation, batchnorm, concat, conv3d, conv_transpose3d, elementwise, loss, optim, pool, softmax};
 use crate::tensor::{CpuTensor, Shape5};
 
 /// The CPU reference backend.
@@ -125,7 +125,7 @@ impl Backend for Cpu {
         if a.shape != b.shape {
             return Err(Error::shape("add", format!("{} + {}", a.shape, b.shape)));
         }
-        Ok(CpuTensor::from_vec(a.shape, a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect()))
+        Ok(elementwise::reference::add(a, b))
     }
     fn loss(_: &(), spec: &LossSpec, logits: &CpuTensor, target: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
         let (l, d) = match spec {

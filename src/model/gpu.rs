@@ -2,12 +2,9 @@
 
 use super::backend::{Backend, LossSpec};
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuTensor, ShaderSource};
+use crate::gpu::{GpuContext, GpuTensor};
 use crate::ops::{activation, batchnorm, concat, conv3d, conv_transpose3d, elementwise, loss, optim, pool, softmax};
 use crate::tensor::{CpuTensor, Shape5};
-
-/// Element-wise sum kernel (gradient accumulation at skip connections).
-pub const ADD_SHADER: ShaderSource = ShaderSource { name: "model_add", wgsl: include_str!("add.wgsl") };
 
 /// The GPU backend: every op runs as a WGSL kernel on `ctx`.
 pub struct Gpu;
@@ -145,12 +142,7 @@ impl Backend for Gpu {
         activation::sigmoid_backward(ctx, y, dy)
     }
     fn add(ctx: &GpuContext, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-        if a.shape != b.shape {
-            return Err(Error::shape("add", format!("{} + {}", a.shape, b.shape)));
-        }
-        let out = ctx.empty(a.shape, "add")?;
-        elementwise::map(ctx, &ADD_SHADER, "add", a, Some(b), &out)?;
-        Ok(out)
+        elementwise::add(ctx, a, b)
     }
     fn loss(
         ctx: &GpuContext,

@@ -8,6 +8,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
 
+/// Element-wise arithmetic kernels (`shaders/elementwise.wgsl`).
+pub const SHADER: ShaderSource = crate::shader!("elementwise");
+
 /// Workgroup size of every element-wise kernel.
 pub const WG: u32 = 64;
 /// Elements per invocation (amortises per-invocation cost, which dominates
@@ -60,4 +63,28 @@ pub fn map(
         start += len;
     }
     Ok(())
+}
+
+/// `a + b` element-wise (same shape).
+pub fn add(ctx: &GpuContext, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+    if a.shape != b.shape {
+        return Err(Error::shape("add", format!("{} + {}", a.shape, b.shape)));
+    }
+    let out = ctx.empty(a.shape, "add")?;
+    map(ctx, &SHADER, "add", a, Some(b), &out)?;
+    Ok(out)
+}
+
+/// Plain-Rust reference.
+pub mod reference {
+    use crate::tensor::CpuTensor;
+
+    /// `a + b` element-wise.
+    pub fn add(a: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+        assert_eq!(a.shape, b.shape, "reference add: shapes differ");
+        CpuTensor {
+            shape: a.shape,
+            data: a.data.iter().zip(&b.data).map(|(&x, &y)| (x as f64 + y as f64) as f32).collect(),
+        }
+    }
 }
