@@ -1,1 +1,76 @@
-//! File formats: TIFF stacks (read/write, voxel size), weights (safetensors), atomic writes.
+//! File formats: TIFF stacks (read/write, voxel size) and atomic writes.
+//!
+//! Volumes are z, y, x (x fastest) in `f32`; voxel sizes are x, y, z in µm.
+
+mod atomic;
+pub mod tiff;
+
+pub use self::atomic::write_atomic;
+pub use self::tiff::{
+    read_stack, read_volume, unit_to_um, write_f32, write_labels_u16, write_u16, write_u32, write_u8, ImageJMeta,
+};
+
+use crate::error::{Error, Result};
+
+/// One 3-D grey stack (one time point).
+#[derive(Clone, Debug)]
+pub struct Volume {
+    /// z, y, x
+    pub dims: [usize; 3],
+    /// `dims[0] * dims[1] * dims[2]` values, x fastest.
+    pub data: Vec<f32>,
+    /// x, y, z in µm, from the file when it says.
+    pub voxel_um: Option<[f64; 3]>,
+}
+
+impl Volume {
+    /// A volume of `data` (error if the length does not match `dims`).
+    pub fn new(dims: [usize; 3], data: Vec<f32>, voxel_um: Option<[f64; 3]>) -> Result<Volume> {
+        if dims.iter().product::<usize>() != data.len() {
+            return Err(Error::invalid(format!("volume dims {dims:?} (z,y,x) do not match {} values", data.len())));
+        }
+        Ok(Volume { dims, data, voxel_um })
+    }
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// Linear index of (z, y, x).
+    pub fn index(&self, z: usize, y: usize, x: usize) -> usize {
+        (z * self.dims[1] + y) * self.dims[2] + x
+    }
+    /// Smallest and largest value ((0, 0) when empty).
+    pub fn min_max(&self) -> (f32, f32) {
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        for &v in &self.data {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        if lo > hi {
+            (0.0, 0.0)
+        } else {
+            (lo, hi)
+        }
+    }
+}
+
+/// Parses "X,Y,Z" in µm (as for `--voxel-size 0.8,0.8,1.75`; `x` or spaces
+/// also separate), every value finite and positive.
+pub fn parse_voxel_size(s: &str) -> Result<[f64; 3]> {
+    let bad =
+        |why: &str| Error::invalid(format!("invalid voxel size '{s}': {why}; expected X,Y,Z in µm, e.g. 0.8,0.8,1.75"));
+    let parts: Vec<&str> = s.split([',', 'x', 'X', ' ', ';']).filter(|p| !p.trim().is_empty()).collect();
+    if parts.len() != 3 {
+        return Err(bad(&format!("found {} values", parts.len())));
+    }
+    let mut v = [0.0; 3];
+    for (o, p) in v.iter_mut().zip(&parts) {
+        *o = p.trim().parse::<f64>().map_err(|_| bad(&format!("'{}' is not a number", p.trim())))?;
+        if !(o.is_finite() && *o > 0.0) {
+            return Err(bad("every value must be positive"));
+        }
+    }
+    Ok(v)
+}
