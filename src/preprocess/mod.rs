@@ -1,1 +1,299 @@
-//! Volume preprocessing shared by training and inference: z-resampling to isotropic voxels, intensity normalisation.
+//! Volume preprocessing shared by training and inference: intensity
+//! normalisation, z-resampling to isotropic voxels, mirror padding and
+//! cropping. Volumes are z, y, x with x fastest.
+
+/// Intensity normalisation of a whole stack.
+///
+/// - `MinMax`: min → 0, max → 1. Hinges on the single brightest voxel, so
+///   brightness does not transfer between stacks (the two example embryos
+///   differ 2.5× after it).
+/// - `Percentile { low, high }` (percent, e.g. 1.0 and 99.8, the default):
+///   the `low` percentile → 0 and the `high` percentile → 1, linear in
+///   between, **not clipped** (as in CSBDeep/StarDist: the brightest voxels
+///   land a little above 1 and keep their texture). Percentiles use linear
+///   interpolation between order statistics (NumPy's default).
+///
+/// A constant image (high ≤ low) becomes all zeros; no NaN is ever produced
+/// from finite input.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Normalization {
+    MinMax,
+    Percentile { low: f32, high: f32 },
+}
+
+impl Default for Normalization {
+    /// `Percentile { low: 1.0, high: 99.8 }`.
+    fn default() -> Self {
+        Normalization::Percentile { low: 1.0, high: 99.8 }
+    }
+}
+
+impl std::fmt::Display for Normalization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Normalization::MinMax => write!(f, "min-max"),
+            Normalization::Percentile { low, high } => write!(f, "percentile {low}..{high}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Normalization {
+    type Err = crate::Error;
+    /// "minmax" / "min-max", or "percentile" (1..99.8), or "LOW,HIGH" / "LOW..HIGH" in percent.
+    fn from_str(s: &str) -> crate::Result<Self> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "minmax" | "min-max" | "min_max" => return Ok(Normalization::MinMax),
+            "percentile" | "default" => return Ok(Normalization::default()),
+            _ => {}
+        }
+        let t = t.strip_prefix("percentile").unwrap_or(&t).trim_matches([' ', ':', '=']);
+        let parts: Vec<&str> = t.split([',', ' ']).flat_map(|p| p.split("..")).filter(|p| !p.is_empty()).collect();
+        let bad = || {
+            crate::Error::invalid(format!(
+                "invalid normalisation '{s}': expected 'minmax', 'percentile' or 'LOW,HIGH' percentiles (0 <= LOW < HIGH <= 100)"
+            ))
+        };
+        if parts.len() != 2 {
+            return Err(bad());
+        }
+        let low: f32 = parts[0].parse().map_err(|_| bad())?;
+        let high: f32 = parts[1].parse().map_err(|_| bad())?;
+        if !(0.0..100.0).contains(&low) || !(low < high && high <= 100.0) {
+            return Err(bad());
+        }
+        Ok(Normalization::Percentile { low, high })
+    }
+}
+
+/// The `p`-th percentile (0..=100) of `data`, linear interpolation between
+/// order statistics (NumPy's default). NaNs are ignored; 0 for empty input.
+pub fn percentile(data: &[f32], p: f32) -> f32 {
+    let mut v: Vec<f32> = data.iter().copied().filter(|x| !x.is_nan()).collect();
+    percentiles_in_place(&mut v, &[p])[0]
+}
+
+/// Several percentiles at once, reordering `v` (linear-time selection).
+fn percentiles_in_place(v: &mut [f32], ps: &[f32]) -> Vec<f32> {
+    let n = v.len();
+    if n == 0 {
+        return vec![0.0; ps.len()];
+    }
+    ps.iter()
+        .map(|&p| {
+            let pos = (p.clamp(0.0, 100.0) as f64 / 100.0) * (n - 1) as f64;
+            let i = pos.floor() as usize;
+            let frac = pos - i as f64;
+            let (_, &mut a, rest) = v.select_nth_unstable_by(i, f32::total_cmp);
+            if frac == 0.0 || rest.is_empty() {
+                return a;
+            }
+            // The next order statistic is the smallest of the upper part.
+            let b = rest.iter().copied().fold(f32::INFINITY, f32::min);
+            (a as f64 + frac * (b as f64 - a as f64)) as f32
+        })
+        .collect()
+}
+
+/// The (low, high) values `normalize` maps to 0 and 1.
+pub fn normalization_range(data: &[f32], n: Normalization) -> (f32, f32) {
+    match n {
+        Normalization::MinMax => {
+            let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+            for &x in data.iter().filter(|x| x.is_finite()) {
+                lo = lo.min(x);
+                hi = hi.max(x);
+            }
+            if lo > hi {
+                (0.0, 0.0)
+            } else {
+                (lo, hi)
+            }
+        }
+        Normalization::Percentile { low, high } => {
+            let mut v: Vec<f32> = data.iter().copied().filter(|x| x.is_finite()).collect();
+            let r = percentiles_in_place(&mut v, &[low, high]);
+            (r[0], r[1])
+        }
+    }
+}
+
+/// Maps `lo` → 0 and `hi` → 1 linearly (no clipping); all zeros when `hi <= lo`.
+pub fn normalize_range(data: &mut [f32], lo: f32, hi: f32) {
+    let span = hi as f64 - lo as f64;
+    if !(span > 0.0) || !span.is_finite() {
+        data.iter_mut().for_each(|x| *x = 0.0);
+        return;
+    }
+    let scale = 1.0 / span;
+    for x in data.iter_mut() {
+        *x = ((*x as f64 - lo as f64) * scale) as f32;
+    }
+}
+
+/// Normalises in place (see [`Normalization`]): low → 0, high → 1, not
+/// clipped; constant image → zeros, no NaN.
+pub fn normalize(data: &mut [f32], n: Normalization) {
+    let (lo, hi) = normalization_range(data, n);
+    normalize_range(data, lo, hi);
+}
+
+/// Interpolation for [`resample_z`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interp {
+    /// Linear between the two nearest slices (for intensities).
+    Linear,
+    /// The nearest slice (for labels and masks: keeps values exactly).
+    Nearest,
+}
+
+/// Source z coordinate of output slice `z` when `d` slices become `new_d`:
+/// voxel centres are aligned (`(z + 0.5) · d / new_d − 0.5`), as in
+/// scikit-image's `resize` used by the original QCANet, so the stack keeps
+/// its physical extent and each output voxel is `d / new_d` source voxels.
+pub fn source_z(z: usize, d: usize, new_d: usize) -> f64 {
+    (z as f64 + 0.5) * d as f64 / new_d as f64 - 0.5
+}
+
+/// z-resampling (to isotropic voxels with `new_d = isotropic_depth(..)`).
+/// Linear clamps at the first and last slice (edge mode): it reproduces any
+/// function linear in z exactly wherever the source coordinate lies inside
+/// the stack. Nearest picks the closest source slice (ties round up).
+///
+/// Panics if `data.len()` does not match `dims` (a programming error).
+pub fn resample_z(data: &[f32], dims: [usize; 3], new_d: usize, interp: Interp) -> Vec<f32> {
+    resample_z_generic(data, dims, new_d, interp, |a, b, t| a + (b - a) * t as f32)
+}
+
+/// [`resample_z`] with `Nearest` for integer labels (exact for any u32).
+pub fn resample_z_labels(labels: &[u32], dims: [usize; 3], new_d: usize) -> Vec<u32> {
+    resample_z_generic(labels, dims, new_d, Interp::Nearest, |a, _, _| a)
+}
+
+fn resample_z_generic<T: Copy + Default>(
+    data: &[T],
+    dims: [usize; 3],
+    new_d: usize,
+    interp: Interp,
+    lerp: impl Fn(T, T, f64) -> T,
+) -> Vec<T> {
+    let [d, h, w] = dims;
+    assert_eq!(data.len(), d * h * w, "resample_z: data length does not match dims {dims:?}");
+    let plane = h * w;
+    if d == 0 || new_d == 0 || plane == 0 {
+        return vec![T::default(); new_d * plane];
+    }
+    let mut out = Vec::with_capacity(new_d * plane);
+    for z in 0..new_d {
+        let s = source_z(z, d, new_d).clamp(0.0, (d - 1) as f64);
+        match interp {
+            Interp::Nearest => {
+                let k = ((s + 0.5).floor() as usize).min(d - 1);
+                out.extend_from_slice(&data[k * plane..(k + 1) * plane]);
+            }
+            Interp::Linear => {
+                let k0 = s.floor() as usize;
+                let k1 = (k0 + 1).min(d - 1);
+                let t = s - k0 as f64;
+                let (a, b) = (&data[k0 * plane..(k0 + 1) * plane], &data[k1 * plane..(k1 + 1) * plane]);
+                if t == 0.0 {
+                    out.extend_from_slice(a);
+                } else {
+                    out.extend(a.iter().zip(b).map(|(&a, &b)| lerp(a, b, t)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// z-resampling factor for isotropic voxels: voxel_z / voxel_x.
+pub fn isotropic_factor(voxel_um: [f64; 3]) -> f64 {
+    voxel_um[2] / voxel_um[0]
+}
+
+/// Depth after resampling `d` slices to isotropic voxels:
+/// `round(d · voxel_z / voxel_x)`, at least 1 (51 → 112 for 0.8 × 0.8 × 1.75 µm).
+pub fn isotropic_depth(d: usize, voxel_um: [f64; 3]) -> usize {
+    let f = isotropic_factor(voxel_um);
+    if !(f.is_finite() && f > 0.0) {
+        return d.max(1);
+    }
+    ((d as f64 * f).round() as usize).max(1)
+}
+
+/// Mirror index: reflect about the edge voxels without repeating them
+/// (`d c b | a b c d | c b a`, NumPy "reflect", PyTorch ReflectionPad),
+/// periodic so any pad width works. A length-1 axis repeats its voxel.
+pub fn reflect_index(i: isize, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let period = 2 * (n as isize - 1);
+    let m = i.rem_euclid(period);
+    (if m >= n as isize { period - m } else { m }) as usize
+}
+
+/// Mirror (reflect) padding of a volume by `before`/`after` voxels per axis
+/// (z, y, x); see [`reflect_index`]. Pads may exceed the volume size.
+///
+/// Panics if `data.len()` does not match `dims` (a programming error).
+pub fn pad_reflect<T: Copy>(data: &[T], dims: [usize; 3], before: [usize; 3], after: [usize; 3]) -> Vec<T> {
+    let [d, h, w] = dims;
+    assert_eq!(data.len(), d * h * w, "pad_reflect: data length does not match dims {dims:?}");
+    let nd = [d + before[0] + after[0], h + before[1] + after[1], w + before[2] + after[2]];
+    if data.is_empty() {
+        assert!(nd.iter().product::<usize>() == 0, "pad_reflect: cannot pad an empty volume");
+        return Vec::new();
+    }
+    let xs: Vec<usize> = (0..nd[2]).map(|x| reflect_index(x as isize - before[2] as isize, w)).collect();
+    let mut out = Vec::with_capacity(nd.iter().product());
+    for z in 0..nd[0] {
+        let sz = reflect_index(z as isize - before[0] as isize, d);
+        for y in 0..nd[1] {
+            let sy = reflect_index(y as isize - before[1] as isize, h);
+            let row = &data[(sz * h + sy) * w..(sz * h + sy + 1) * w];
+            out.extend(xs.iter().map(|&x| row[x]));
+        }
+    }
+    out
+}
+
+/// The box `start .. start + size` (z, y, x) of a volume.
+///
+/// Panics if `data.len()` does not match `dims` or the box leaves the volume
+/// (programming errors: pad first).
+pub fn crop<T: Copy>(data: &[T], dims: [usize; 3], start: [usize; 3], size: [usize; 3]) -> Vec<T> {
+    let [d, h, w] = dims;
+    assert_eq!(data.len(), d * h * w, "crop: data length does not match dims {dims:?}");
+    for a in 0..3 {
+        assert!(start[a] + size[a] <= dims[a], "crop: box start {start:?} size {size:?} leaves the volume {dims:?}");
+    }
+    let mut out = Vec::with_capacity(size.iter().product());
+    for z in start[0]..start[0] + size[0] {
+        for y in start[1]..start[1] + size[1] {
+            let o = (z * h + y) * w + start[2];
+            out.extend_from_slice(&data[o..o + size[2]]);
+        }
+    }
+    out
+}
+
+/// Writes `src` (dims `size`) into `dst` (dims `dims`) at `start`: the
+/// inverse of [`crop`], for stitching tiles. Panics if the box leaves `dst`.
+pub fn paste<T: Copy>(dst: &mut [T], dims: [usize; 3], src: &[T], start: [usize; 3], size: [usize; 3]) {
+    let [d, h, w] = dims;
+    assert_eq!(dst.len(), d * h * w, "paste: destination length does not match dims {dims:?}");
+    assert_eq!(src.len(), size.iter().product::<usize>(), "paste: source length does not match size {size:?}");
+    for a in 0..3 {
+        assert!(start[a] + size[a] <= dims[a], "paste: box start {start:?} size {size:?} leaves {dims:?}");
+    }
+    let mut i = 0;
+    for z in start[0]..start[0] + size[0] {
+        for y in start[1]..start[1] + size[1] {
+            let o = (z * h + y) * w + start[2];
+            dst[o..o + size[2]].copy_from_slice(&src[i..i + size[2]]);
+            i += size[2];
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Normalisation, z-resampling, mirror padding and cropping against
+//! obviously-correct references on random odd-shaped volumes.
+
+use qcanet_gpu::preprocess::{self, Interp, Normalization};
+use rand::{Rng, SeedableRng};
+
+fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| r.random_range(lo..hi)).collect()
+}
+
+/// NumPy-style percentile by full sort.
+fn percentile_ref(data: &[f32], p: f64) -> f64 {
+    let mut v: Vec<f64> = data.iter().map(|&x| x as f64).collect();
+    v.sort_by(f64::total_cmp);
+    let pos = p / 100.0 * (v.len() - 1) as f64;
+    let i = pos.floor() as usize;
+    let j = (i + 1).min(v.len() - 1);
+    v[i] + (pos - i as f64) * (v[j] - v[i])
+}
+
+#[test]
+fn percentile_matches_sorted_reference() {
+    for (n, seed) in [(1usize, 1u64), (2, 2), (7, 3), (1001, 4), (7 * 9 * 11, 5)] {
+        let d = random(n, seed, -50.0, 300.0);
+        for p in [0.0f32, 1.0, 12.5, 50.0, 99.8, 100.0] {
+            let got = preprocess::percentile(&d, p) as f64;
+            let want = percentile_ref(&d, p as f64);
+            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "n={n} p={p}: {got} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn percentile_normalisation_maps_percentiles_to_0_and_1_without_clipping() {
+    let mut d = random(5 * 7 * 9, 6, 90.0, 4200.0);
+    // A few hot voxels, as in a real stack.
+    d[3] = 20_000.0;
+    d[100] = 15_000.0;
+    let n = Normalization::Percentile { low: 1.0, high: 99.8 };
+    let (lo, hi) = (percentile_ref(&d, 1.0), percentile_ref(&d, 99.8));
+    let orig = d.clone();
+    preprocess::normalize(&mut d, n);
+    for (o, v) in orig.iter().zip(&d) {
+        let want = (*o as f64 - lo) / (hi - lo);
+        assert!((*v as f64 - want).abs() < 1e-5 * want.abs().max(1.0), "{o} → {v}, want {want}");
+    }
+    assert!((preprocess::percentile(&d, 1.0)).abs() < 1e-5);
+    assert!((preprocess::percentile(&d, 99.8) - 1.0).abs() < 1e-5);
+    assert!(d.iter().cloned().fold(f32::MIN, f32::max) > 1.0, "not clipped above");
+    assert!(d.iter().cloned().fold(f32::MAX, f32::min) < 0.0, "not clipped below");
+    let (rl, rh) = preprocess::normalization_range(&orig, n);
+    assert!((rl as f64 - lo).abs() < 1e-5 * lo.abs() && (rh as f64 - hi).abs() < 1e-5 * hi.abs(), "{rl} {rh}");
+}
+
+#[test]
+fn minmax_normalisation_and_constant_images() {
+    let mut d = random(3 * 5 * 7, 7, -3.0, 11.0);
+    preprocess::normalize(&mut d, Normalization::MinMax);
+    let (mn, mx) = d.iter().fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    assert!(mn.abs() < 1e-6 && (mx - 1.0).abs() < 1e-6, "{mn} {mx}");
+    for n in [Normalization::MinMax, Normalization::default()] {
+        let mut c = vec![417.0f32; 99];
+        preprocess::normalize(&mut c, n);
+        assert!(c.iter().all(|&x| x == 0.0), "constant image must give zeros, got {:?}", &c[..3]);
+        let mut e: Vec<f32> = vec![];
+        preprocess::normalize(&mut e, n);
+    }
+    // Mostly-constant image (percentiles coincide) gives zeros, never NaN.
+    let mut m = vec![5.0f32; 1000];
+    m[0] = 9.0;
+    preprocess::normalize(&mut m, Normalization::default());
+    assert!(m.iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn normalization_parses_and_serialises() {
+    assert_eq!("minmax".parse::<Normalization>().unwrap(), Normalization::MinMax);
+    assert_eq!("percentile".parse::<Normalization>().unwrap(), Normalization::default());
+    assert_eq!("2,99.5".parse::<Normalization>().unwrap(), Normalization::Percentile { low: 2.0, high: 99.5 });
+    assert_eq!("1..99.8".parse::<Normalization>().unwrap(), Normalization::default());
+    for bad in ["", "50,40", "1,101", "x,y", "1"] {
+        assert!(bad.parse::<Normalization>().is_err(), "{bad}");
+    }
+    let s = serde_json::to_string(&Normalization::default()).unwrap();
+    assert_eq!(serde_json::from_str::<Normalization>(&s).unwrap(), Normalization::default());
+}
+
+#[test]
+fn linear_z_resampling_is_exact_on_a_ramp() {
+    let dims = [7usize, 5, 3];
+    let (a, b, c) = (1.75f64, -0.5, 0.25);
+    let f = |z: f64, y: usize, x: usize| a * z + b * y as f64 + c * x as f64 + 10.0;
+    let mut data = vec![0f32; 7 * 5 * 3];
+    for z in 0..7 {
+        for y in 0..5 {
+            for x in 0..3 {
+                data[(z * 5 + y) * 3 + x] = f(z as f64, y, x) as f32;
+            }
+        }
+    }
+    for new_d in [15usize, 16, 4, 7, 1] {
+        let out = preprocess::resample_z(&data, dims, new_d, Interp::Linear);
+        assert_eq!(out.len(), new_d * 15);
+        let mut inside = 0;
+        for z in 0..new_d {
+            let s = preprocess::source_z(z, 7, new_d);
+            let sc = s.clamp(0.0, 6.0);
+            inside += (s == sc) as usize;
+            for y in 0..5 {
+                for x in 0..3 {
+                    let want = f(sc, y, x);
+                    let got = out[(z * 5 + y) * 3 + x] as f64;
+                    assert!((got - want).abs() < 1e-5, "new_d={new_d} z={z}: {got} vs {want}");
+                }
+            }
+        }
+        assert!(inside >= new_d.min(3), "ramp test must cover interior slices");
+    }
+    // Same depth is the identity.
+    assert_eq!(preprocess::resample_z(&data, dims, 7, Interp::Linear), data);
+}
+
+#[test]
+fn nearest_z_resampling_keeps_label_values_and_round_trips() {
+    let dims = [9usize, 4, 5];
+    let mut r = rand::rngs::StdRng::seed_from_u64(8);
+    let labels: Vec<u32> = (0..9 * 20).map(|_| r.random_range(0..70_000)).collect();
+    let as_f: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+    for new_d in [20usize, 19, 9, 5, 2] {
+        let up = preprocess::resample_z_labels(&labels, dims, new_d);
+        let upf = preprocess::resample_z(&as_f, dims, new_d, Interp::Nearest);
+        assert_eq!(up.iter().map(|&l| l as f32).collect::<Vec<_>>(), upf);
+        // Every output slice is one whole input slice.
+        for z in 0..new_d {
+            let sl = &up[z * 20..(z + 1) * 20];
+            assert!((0..9).any(|k| sl == &labels[k * 20..(k + 1) * 20]), "slice {z} is not a source slice");
+        }
+        if new_d >= 9 {
+            // Up then back down with nearest is the identity (what inference does with labels).
+            assert_eq!(preprocess::resample_z_labels(&up, [new_d, 4, 5], 9), labels, "new_d={new_d}");
+        }
+    }
+}
+
+#[test]
+fn isotropic_depth_of_the_example() {
+    assert_eq!(preprocess::isotropic_depth(51, [0.8, 0.8, 1.75]), 112);
+    assert_eq!(preprocess::isotropic_depth(10, [1.0, 1.0, 1.0]), 10);
+    assert_eq!(preprocess::isotropic_depth(3, [2.0, 2.0, 0.1]), 1);
+}
+
+#[test]
+fn reflect_padding_matches_definition_and_crop_undoes_it() {
+    // 1-D definition: d c b | a b c d | c b a
+    let idx: Vec<usize> = (-3..7).map(|i| preprocess::reflect_index(i, 4)).collect();
+    assert_eq!(idx, vec![3, 2, 1, 0, 1, 2, 3, 2, 1, 0]);
+    assert_eq!(preprocess::reflect_index(-5, 1), 0);
+    assert_eq!(preprocess::reflect_index(9, 3), 1); // period 4 → 9 ≡ 1
+
+    let dims = [3usize, 5, 4];
+    let data = random(60, 9, -1.0, 1.0);
+    let (before, after) = ([2usize, 1, 7], [4usize, 0, 3]); // larger than the axis on purpose
+    let p = preprocess::pad_reflect(&data, dims, before, after);
+    let nd = [9usize, 6, 14];
+    assert_eq!(p.len(), nd.iter().product::<usize>());
+    for z in 0..nd[0] {
+        for y in 0..nd[1] {
+            for x in 0..nd[2] {
+                let s = |i: usize, b: usize, n: usize| preprocess::reflect_index(i as isize - b as isize, n);
+                let want = data[(s(z, 2, 3) * 5 + s(y, 1, 5)) * 4 + s(x, 7, 4)];
+                assert_eq!(p[(z * nd[1] + y) * nd[2] + x], want);
+            }
+        }
+    }
+    assert_eq!(preprocess::crop(&p, nd, before, dims), data);
+
+    // Crop then paste back restores the region.
+    let c = preprocess::crop(&data, dims, [1, 2, 1], [2, 3, 2]);
+    assert_eq!(c.len(), 12);
+    assert_eq!(c[0], data[(5 + 2) * 4 + 1]);
+    let mut z = vec![0f32; 60];
+    preprocess::paste(&mut z, dims, &c, [1, 2, 1], [2, 3, 2]);
+    assert_eq!(preprocess::crop(&z, dims, [1, 2, 1], [2, 3, 2]), c);
+    assert_eq!(z.iter().filter(|&&v| v != 0.0).count(), 12);
+    // Works for label types too.
+    let l: Vec<u32> = (0..60).collect();
+    assert_eq!(preprocess::crop(&preprocess::pad_reflect(&l, dims, [1; 3], [1; 3]), [5, 7, 6], [1; 3], dims), l);
+}
