@@ -1,8 +1,189 @@
-//! `qcanet-gpu train` (being built; see the issue tracker).
+//! `qcanet-gpu train`: train NSN, NDN or a 3-D U-Net on a QCANet dataset.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use qcanet_gpu::model::Arch;
+use qcanet_gpu::train::config::{LossKind, NormKind, OptimizerKind, TrainConfig};
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(after_help = "Dataset layout (as in QCANet): DIR/images_raw/, DIR/images_nsn/ (segmentation ground truth), \
+DIR/images_ndn/ (detection ground truth), paired by file name; DIR/split_list/train.txt and validation.txt.\n\
+Every setting can also come from a TOML file (--config); flags override it. The output folder receives \
+last.safetensors (resumable checkpoint), best.safetensors and best_f16.safetensors (best validation IoU), \
+log.csv, curves.png and config.toml.")]
+pub struct Args {
+    /// TOML file with any of the settings below (snake_case keys, e.g. steps_per_epoch = 20).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Network: nsn, ndn or unet3d (ndn learns images_ndn/, the others images_nsn/).
+    #[arg(long)]
+    model: Option<String>,
+    /// Dataset folder.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output folder (must be new or empty unless --resume or --overwrite).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Number of max-pool levels (default: the model's preset).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Base width (channels of the first conv).
+    #[arg(long)]
+    base: Option<usize>,
+    /// Conv kernel side (odd).
+    #[arg(long)]
+    kernel: Option<usize>,
+    /// Output classes: 2 (softmax head) or 1 (sigmoid head).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Training patch side in voxels (default 128; smaller for quick runs).
+    #[arg(long)]
+    patch: Option<usize>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    steps_per_epoch: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// adam or sgd.
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// SGD momentum.
+    #[arg(long)]
+    momentum: Option<f32>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// ce (2 classes), bce (1 class) or dice.
+    #[arg(long)]
+    loss: Option<String>,
+    /// Cross-entropy class weights "BG,FG".
+    #[arg(long)]
+    class_weights: Option<String>,
+    /// BCE foreground weight.
+    #[arg(long)]
+    pos_weight: Option<f32>,
+    /// minmax or percentile (default percentile 1–99.8).
+    #[arg(long)]
+    normalization: Option<String>,
+    /// Percentiles "LOW,HIGH" for percentile normalisation.
+    #[arg(long)]
+    percentiles: Option<String>,
+    /// Voxel size "X,Y,Z" in µm, used when the TIFF does not say (default 0.8,0.8,1.75).
+    #[arg(long)]
+    voxel_size: Option<String>,
+    /// Keep the z spacing as it is (no interpolation to isotropic voxels).
+    #[arg(long)]
+    no_isotropic: bool,
+    /// Dilate the ground truth by this many voxels (default 2 for ndn, else 0).
+    #[arg(long)]
+    dilate: Option<usize>,
+    /// Switch off intensity augmentation (brightness ×0.5–4, gamma 0.7–1.4).
+    #[arg(long)]
+    no_intensity_augment: bool,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Replace the run in --out.
+    #[arg(long)]
+    overwrite: bool,
+}
 
-pub fn run(_g: &super::Global, _a: Args) -> anyhow::Result<()> {
-    anyhow::bail!("'train' is not built yet")
+fn pair<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<[T; 2]> {
+    let v: Vec<T> = s
+        .split([',', ' '])
+        .filter(|p| !p.is_empty())
+        .map(|p| p.trim().parse::<T>().map_err(|_| anyhow::anyhow!("{what}: '{p}' is not a number")))
+        .collect::<anyhow::Result<_>>()?;
+    let n = v.len();
+    v.try_into().map_err(|_| anyhow::anyhow!("{what}: expected 2 values, got {n}"))
+}
+
+/// The settings: file, then flags.
+pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
+    let mut c = match &a.config {
+        Some(p) => TrainConfig::from_toml_file(p)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(m) = &a.model {
+        c.model = Arch::parse(m)?;
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = &a.$f { c.$f = v.clone().into(); } )* };
+    }
+    set!(data, out, patch, epochs, steps_per_epoch, batch, lr, momentum, weight_decay, seed, classes);
+    if a.depth.is_some() {
+        c.depth = a.depth;
+    }
+    if a.base.is_some() {
+        c.base = a.base;
+    }
+    if a.kernel.is_some() {
+        c.kernel = a.kernel;
+    }
+    if a.dilate.is_some() {
+        c.dilate = a.dilate;
+    }
+    if a.pos_weight.is_some() {
+        c.pos_weight = a.pos_weight;
+    }
+    if let Some(o) = &a.optimizer {
+        c.optimizer = match o.to_ascii_lowercase().as_str() {
+            "adam" => OptimizerKind::Adam,
+            "sgd" => OptimizerKind::Sgd,
+            _ => anyhow::bail!("--optimizer '{o}': expected adam or sgd"),
+        };
+    }
+    if let Some(l) = &a.loss {
+        c.loss = Some(match l.to_ascii_lowercase().as_str() {
+            "ce" => LossKind::Ce,
+            "bce" => LossKind::Bce,
+            "dice" => LossKind::Dice,
+            _ => anyhow::bail!("--loss '{l}': expected ce, bce or dice"),
+        });
+    }
+    if let Some(w) = &a.class_weights {
+        c.class_weights = Some(pair::<f32>(w, "--class-weights")?.to_vec());
+    }
+    if let Some(n) = &a.normalization {
+        c.normalization = match n.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "minmax" => NormKind::Minmax,
+            "percentile" => NormKind::Percentile,
+            _ => anyhow::bail!("--normalization '{n}': expected minmax or percentile"),
+        };
+    }
+    if let Some(p) = &a.percentiles {
+        c.percentiles = pair::<f32>(p, "--percentiles")?;
+    }
+    if let Some(v) = &a.voxel_size {
+        c.voxel_size = qcanet_gpu::io::parse_voxel_size(v)?;
+    }
+    if a.no_isotropic {
+        c.isotropic = false;
+    }
+    if a.no_intensity_augment {
+        c.augment.brightness = [1.0, 1.0];
+        c.augment.gamma = [1.0, 1.0];
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
+    let cfg = settings(&a)?;
+    let ctx = g.context()?;
+    let s = qcanet_gpu::train::run::run(&ctx, &cfg, a.resume, a.overwrite, true).context("training failed")?;
+    match (s.best_val_iou, s.best_epoch) {
+        (Some(iou), Some(e)) => println!(
+            "done: best validation IoU {iou:.4} at epoch {e}; weights in {}",
+            s.out.join(qcanet_gpu::train::run::BEST).display()
+        ),
+        _ => println!("done; checkpoint in {}", s.out.join(qcanet_gpu::train::run::LAST).display()),
+    }
+    Ok(())
 }

@@ -1,1 +1,22 @@
 //! Networks built from ops: the NSN / NDN / 3-D U-Net family.
+//!
+//! One encoder–decoder ([`Layout`]) covers all three; [`NetConfig::preset`]
+//! gives the published settings.
+
+pub mod config;
+
+pub use config::{Arch, Cbr, Dec, Layout, NetConfig, TensorSpec};
+pub mod backend;
+pub mod bench;
+pub mod cpu;
+pub mod gpu;
+pub mod net;
+pub mod network;
+pub mod st;
+
+pub use backend::{Backend, LossSpec};
+pub use bench::{bench_network, NetBench};
+pub use cpu::Cpu;
+pub use gpu::Gpu;
+pub use net::{Net, Tape};
+pub use network::{Network, WeightsMeta};

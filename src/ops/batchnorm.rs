@@ -1,1 +1,496 @@
-//! (being built)
+//! Batch normalisation over (N, D, H, W) per channel (`shaders/batchnorm.wgsl`),
+//! training and inference forward, and backward.
+//!
+//! Batch statistics are two-pass (mean, then the centred sum of squares,
+//! itself corrected by the residual mean) with fixed-order chunk sums and
+//! workgroup trees: accurate for large offsets (values 1000 + N(0, 1)) and
+//! bit-identical from run to run (no float atomics). Tensors larger than one
+//! storage binding are processed in windows; a channel larger than one
+//! binding is split into runs of chunks.
+//!
+//! Semantics follow PyTorch's `BatchNorm3d`: biased variance to normalise,
+//! unbiased variance in the running average,
+//! `running = (1 - momentum) * running + momentum * batch`.
+
+use crate::error::{Error, Result};
+use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
+use crate::ops::reduce::{chunk_plan, flat_windows, new_output};
+use crate::tensor::Shape5;
+
+pub const SHADER: ShaderSource = crate::shader!("batchnorm");
+/// Workgroup size of the reduction kernels (partials and finish).
+pub const RED_WG: u32 = 128;
+/// Workgroup size of the element-wise kernels.
+pub const WG: u32 = 256;
+
+/// Batch-norm settings. `momentum` is PyTorch's (weight of the new batch).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BnConfig {
+    pub eps: f32,
+    pub momentum: f32,
+}
+
+impl Default for BnConfig {
+    /// eps 2e-5, momentum 0.1 (running-average decay 0.9), as in the original
+    /// QCANet (Chainer).
+    fn default() -> Self {
+        BnConfig { eps: 2e-5, momentum: 0.1 }
+    }
+}
+
+/// Batch statistics of a training forward pass, kept for backward.
+#[derive(Clone, Debug)]
+pub struct BnSaved {
+    /// Per-channel batch mean, shape (1, C, 1, 1, 1). The buffer written by
+    /// [`forward_train`] holds 2·C values: the f32 means, then their
+    /// low-order parts (the mean is `hi + lo` in double-float), which
+    /// [`backward`] uses when present; a plain (1, C, 1, 1, 1) tensor works too.
+    pub mean: GpuTensor,
+    /// Per-channel `1 / sqrt(biased var + eps)`, shape (1, C, 1, 1, 1).
+    pub invstd: GpuTensor,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PartParams {
+    spatial: u32,
+    chunk: u32,
+    nchunks: u32,
+    nc: u32,
+    j0: u32,
+    nj: u32,
+    c0: u32,
+    part_base: u32,
+    base_x: u32,
+    base_y: u32,
+    mode: u32,
+    lo_at: u32,
+}
+
+const NO_LO: u32 = u32::MAX;
+
+/// Whether `mean`'s buffer carries the low-order parts of a double-float mean
+/// after its C values (as [`forward_train`] writes it).
+fn has_lo(mean: &GpuTensor) -> bool {
+    mean.buf.size() >= 2 * mean.shape.bytes()
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FinishParams {
+    channels: u32,
+    samples: u32,
+    nchunks: u32,
+    one: f32,
+    count: f32,
+    eps: f32,
+    momentum: f32,
+    unbias: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CoefParams {
+    channels: u32,
+    eps: f32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ApplyParams {
+    n: u32,
+    start: u32,
+    spatial: u32,
+    channels: u32,
+    base_x: u32,
+    base_y: u32,
+    base_out: u32,
+    _pad: u32,
+}
+
+const MODE_RAW: u32 = 0;
+const MODE_CENTRED: u32 = 1;
+const MODE_BACKWARD: u32 = 2;
+
+fn channel_shape(c: usize) -> Shape5 {
+    Shape5::new(1, c, 1, 1, 1)
+}
+
+fn check_params(op: &str, x: &GpuTensor, params: &[(&str, &GpuTensor)]) -> Result<()> {
+    let want = channel_shape(x.shape.c);
+    for (name, t) in params {
+        if t.shape != want {
+            return Err(Error::shape(
+                op,
+                format!("{name} has shape {}, expected {want} for input {}", t.shape, x.shape),
+            ));
+        }
+    }
+    if x.numel() == 0 {
+        return Err(Error::shape(op, format!("empty input {}", x.shape)));
+    }
+    if x.numel() > u32::MAX as usize / 2 {
+        return Err(Error::shape(op, format!("input {} has too many elements for 32-bit indexing", x.shape)));
+    }
+    Ok(())
+}
+
+/// Records the chunk partials of `x` (and `dy` in backward mode) into a new
+/// (N, C, nchunks) vec4 buffer; returns it and the number of chunks per channel.
+fn partials(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    dy: Option<&GpuTensor>,
+    mean: &GpuTensor,
+    mode: u32,
+    label: &str,
+) -> Result<(GpuTensor, usize)> {
+    let s = x.shape;
+    let plan = chunk_plan(s.n, s.c, s.spatial(), ctx.max_window_elems());
+    let part = new_output(ctx, Shape5::new(s.n, s.c, 1, plan.nchunks, 4), 0, "batchnorm partials")?;
+    let p = ctx.pipeline(&SHADER, "bn_partials", &[("WG", RED_WG as f64)])?;
+    let dy = dy.unwrap_or(x);
+    for seg in &plan.segs {
+        let (start, len) = (plan.start(seg), plan.len(seg));
+        let wx = ctx.window(&x.buf, start, len)?;
+        let wy = ctx.window(&dy.buf, start, len)?;
+        let pp = PartParams {
+            spatial: plan.spatial as u32,
+            chunk: plan.chunk as u32,
+            nchunks: plan.nchunks as u32,
+            nc: seg.nc as u32,
+            j0: seg.j0 as u32,
+            nj: seg.nj as u32,
+            c0: seg.c0 as u32,
+            part_base: ((seg.n * s.c + seg.c0) * plan.nchunks) as u32,
+            base_x: wx.base,
+            base_y: wy.base,
+            mode,
+            lo_at: if mode == MODE_BACKWARD && has_lo(mean) { s.c as u32 } else { NO_LO },
+        };
+        ctx.dispatch(
+            label,
+            &p,
+            &[
+                Arg::Buf(&wx),
+                Arg::Buf(&wy),
+                Arg::Whole(&mean.buf),
+                Arg::Whole(&part.buf),
+                Arg::Uniform(bytemuck::bytes_of(&pp)),
+            ],
+            grid((seg.nc * seg.nj) as u64),
+        )?;
+    }
+    Ok((part, plan.nchunks))
+}
+
+/// Records `entry` (`bn_normalize` or `bn_dx`) over every element of `out`.
+fn apply(
+    ctx: &GpuContext,
+    entry: &str,
+    x: &GpuTensor,
+    dy: Option<&GpuTensor>,
+    coef: &GpuTensor,
+    out: &GpuTensor,
+    label: &str,
+) -> Result<()> {
+    let s = x.shape;
+    let p = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
+    let dy = dy.unwrap_or(x);
+    for r in flat_windows(s.numel(), 1, ctx.max_window_elems()) {
+        let wx = ctx.window(&x.buf, r.start, r.len())?;
+        let wy = ctx.window(&dy.buf, r.start, r.len())?;
+        let wo = ctx.window(&out.buf, r.start, r.len())?;
+        let ap = ApplyParams {
+            n: r.len() as u32,
+            start: r.start as u32,
+            spatial: s.spatial() as u32,
+            channels: s.c as u32,
+            base_x: wx.base,
+            base_y: wy.base,
+            base_out: wo.base,
+            _pad: 0,
+        };
+        ctx.dispatch(
+            label,
+            &p,
+            &[
+                Arg::Buf(&wx),
+                Arg::Buf(&wy),
+                Arg::Buf(&wo),
+                Arg::Whole(&coef.buf),
+                Arg::Uniform(bytemuck::bytes_of(&ap)),
+            ],
+            grid((r.len() as u64).div_ceil(WG as u64)),
+        )?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    ctx: &GpuContext,
+    entry: &str,
+    part: &GpuTensor,
+    nchunks: usize,
+    x: Shape5,
+    bufs: [&GpuTensor; 7],
+    cfg: &BnConfig,
+    label: &str,
+) -> Result<()> {
+    // bn_finish_bwd reads `eps` as the flag "mean has low-order parts".
+    let eps = if entry == "bn_finish_bwd" {
+        if has_lo(bufs[2]) {
+            1.0
+        } else {
+            0.0
+        }
+    } else {
+        cfg.eps
+    };
+    let count = (x.n * x.spatial()) as f64;
+    let fp = FinishParams {
+        channels: x.c as u32,
+        samples: x.n as u32,
+        nchunks: nchunks as u32,
+        one: 1.0,
+        count: count as f32,
+        eps: eps,
+        momentum: cfg.momentum,
+        unbias: if count > 1.0 { (count / (count - 1.0)) as f32 } else { 1.0 },
+    };
+    let p = ctx.pipeline(&SHADER, entry, &[("WG", RED_WG as f64)])?;
+    let [gamma, beta, mean, invstd, a, b, coef] = bufs;
+    ctx.dispatch(
+        label,
+        &p,
+        &[
+            Arg::Whole(&part.buf),
+            Arg::Whole(&gamma.buf),
+            Arg::Whole(&beta.buf),
+            Arg::Whole(&mean.buf),
+            Arg::Whole(&invstd.buf),
+            Arg::Whole(&a.buf),
+            Arg::Whole(&b.buf),
+            Arg::Whole(&coef.buf),
+            Arg::Uniform(bytemuck::bytes_of(&fp)),
+        ],
+        grid(x.c as u64),
+    )
+}
+
+/// Training forward: normalises `x` with its batch statistics (biased
+/// variance), updates `running_mean` and `running_var` in place (unbiased
+/// variance), and returns `y` and the saved statistics. Needs more than one
+/// value per channel (N·D·H·W > 1), as PyTorch does.
+pub fn forward_train(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    running_mean: &GpuTensor,
+    running_var: &GpuTensor,
+    cfg: &BnConfig,
+) -> Result<(GpuTensor, BnSaved)> {
+    let op = "batchnorm forward_train";
+    check_params(
+        op,
+        x,
+        &[("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)],
+    )?;
+    let s = x.shape;
+    if s.n * s.spatial() < 2 {
+        return Err(Error::shape(op, format!("input {s} has one value per channel; batch statistics need more")));
+    }
+    if std::sync::Arc::ptr_eq(&running_mean.buf, &running_var.buf) {
+        return Err(Error::shape(op, "running_mean and running_var are the same buffer"));
+    }
+    let label = format!("{op} {s}");
+    let mean = new_output(ctx, channel_shape(s.c), 2 * s.c, "batchnorm mean")?;
+    let invstd = new_output(ctx, channel_shape(s.c), 0, "batchnorm invstd")?;
+    let coef = new_output(ctx, Shape5::new(1, s.c, 1, 1, 4), 0, "batchnorm coef")?;
+    // Pass 1: mean.
+    let (part, nchunks) = partials(ctx, x, None, &mean, MODE_RAW, &label)?;
+    let bufs = [gamma, beta, &mean, &invstd, running_mean, running_var, &coef];
+    finish(ctx, "bn_finish_mean", &part, nchunks, s, bufs, cfg, &label)?;
+    // Pass 2: centred sums -> variance, invstd, running stats, coefficients.
+    let (part, nchunks) = partials(ctx, x, None, &mean, MODE_CENTRED, &label)?;
+    finish(ctx, "bn_finish_var", &part, nchunks, s, bufs, cfg, &label)?;
+    let y = new_output(ctx, s, 0, "batchnorm y")?;
+    apply(ctx, "bn_normalize", x, None, &coef, &y, &label)?;
+    Ok((y, BnSaved { mean, invstd }))
+}
+
+/// Inference forward: normalises with the running statistics.
+pub fn forward_infer(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    running_mean: &GpuTensor,
+    running_var: &GpuTensor,
+    cfg: &BnConfig,
+) -> Result<GpuTensor> {
+    let op = "batchnorm forward_infer";
+    check_params(
+        op,
+        x,
+        &[("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)],
+    )?;
+    let s = x.shape;
+    let label = format!("{op} {s}");
+    let coef = new_output(ctx, Shape5::new(1, s.c, 1, 1, 4), 0, "batchnorm coef")?;
+    let p = ctx.pipeline(&SHADER, "bn_infer_coef", &[("WG", RED_WG as f64)])?;
+    let cp = CoefParams { channels: s.c as u32, eps: cfg.eps, _pad: [0; 2] };
+    ctx.dispatch(
+        &label,
+        &p,
+        &[
+            Arg::Whole(&gamma.buf),
+            Arg::Whole(&beta.buf),
+            Arg::Whole(&running_mean.buf),
+            Arg::Whole(&running_var.buf),
+            Arg::Whole(&coef.buf),
+            Arg::Uniform(bytemuck::bytes_of(&cp)),
+        ],
+        grid((s.c as u64).div_ceil(RED_WG as u64)),
+    )?;
+    let y = new_output(ctx, s, 0, "batchnorm y")?;
+    apply(ctx, "bn_normalize", x, None, &coef, &y, &label)?;
+    Ok(y)
+}
+
+/// Backward of the training forward: `(dx, dgamma, dbeta)`.
+pub fn backward(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    saved: &BnSaved,
+    dy: &GpuTensor,
+) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+    let op = "batchnorm backward";
+    check_params(op, x, &[("gamma", gamma), ("saved mean", &saved.mean), ("saved invstd", &saved.invstd)])?;
+    if dy.shape != x.shape {
+        return Err(Error::shape(op, format!("dy has shape {}, x has {}", dy.shape, x.shape)));
+    }
+    let s = x.shape;
+    let label = format!("{op} {s}");
+    let dgamma = new_output(ctx, channel_shape(s.c), 0, "batchnorm dgamma")?;
+    let dbeta = new_output(ctx, channel_shape(s.c), 0, "batchnorm dbeta")?;
+    let coef = new_output(ctx, Shape5::new(1, s.c, 1, 1, 4), 0, "batchnorm coef")?;
+    let (part, nchunks) = partials(ctx, x, Some(dy), &saved.mean, MODE_BACKWARD, &label)?;
+    // bn_finish_bwd reads gamma, mean, invstd and writes dgamma, dbeta into the
+    // running-stat slots; beta is unused (gamma stands in for the binding).
+    let bufs = [gamma, gamma, &saved.mean, &saved.invstd, &dgamma, &dbeta, &coef];
+    finish(ctx, "bn_finish_bwd", &part, nchunks, s, bufs, &BnConfig::default(), &label)?;
+    let dx = new_output(ctx, s, 0, "batchnorm dx")?;
+    apply(ctx, "bn_dx", x, Some(dy), &coef, &dx, &label)?;
+    Ok((dx, dgamma, dbeta))
+}
+
+/// Plain-Rust references (f64 accumulation).
+pub mod reference {
+    use super::BnConfig;
+    use crate::tensor::{CpuTensor, Shape5};
+
+    fn per_channel(v: Vec<f64>) -> CpuTensor {
+        CpuTensor::from_vec(Shape5::new(1, v.len(), 1, 1, 1), v.into_iter().map(|x| x as f32).collect())
+    }
+
+    /// Per-channel (mean, biased variance) in f64, two-pass.
+    pub fn batch_stats(x: &CpuTensor) -> (Vec<f64>, Vec<f64>) {
+        let s = x.shape;
+        let m = (s.n * s.spatial()) as f64;
+        let mut mean = vec![0f64; s.c];
+        let mut var = vec![0f64; s.c];
+        for c in 0..s.c {
+            for n in 0..s.n {
+                mean[c] += x.channel(n, c).iter().map(|&v| v as f64).sum::<f64>();
+            }
+            mean[c] /= m;
+            for n in 0..s.n {
+                var[c] += x.channel(n, c).iter().map(|&v| (v as f64 - mean[c]).powi(2)).sum::<f64>();
+            }
+            var[c] /= m;
+        }
+        (mean, var)
+    }
+
+    fn normalise(x: &CpuTensor, mean: &[f64], scale: &[f64], beta: &CpuTensor) -> CpuTensor {
+        let s = x.shape;
+        let mut y = CpuTensor::zeros(s);
+        let sp = s.spatial();
+        for (i, (o, &v)) in y.data.iter_mut().zip(&x.data).enumerate() {
+            let c = (i / sp) % s.c;
+            *o = ((v as f64 - mean[c]) * scale[c] + beta.data[c] as f64) as f32;
+        }
+        y
+    }
+
+    /// Returns `(y, mean, invstd, new_running_mean, new_running_var)`.
+    pub fn forward_train(
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        beta: &CpuTensor,
+        running_mean: &CpuTensor,
+        running_var: &CpuTensor,
+        cfg: &BnConfig,
+    ) -> (CpuTensor, CpuTensor, CpuTensor, CpuTensor, CpuTensor) {
+        let s = x.shape;
+        let (mean, var) = batch_stats(x);
+        let m = (s.n * s.spatial()) as f64;
+        let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + cfg.eps as f64).sqrt()).collect();
+        let scale: Vec<f64> = (0..s.c).map(|c| gamma.data[c] as f64 * invstd[c]).collect();
+        let y = normalise(x, &mean, &scale, beta);
+        let mom = cfg.momentum as f64;
+        let rm: Vec<f64> = (0..s.c).map(|c| (1.0 - mom) * running_mean.data[c] as f64 + mom * mean[c]).collect();
+        let rv: Vec<f64> =
+            (0..s.c).map(|c| (1.0 - mom) * running_var.data[c] as f64 + mom * var[c] * m / (m - 1.0)).collect();
+        (y, per_channel(mean), per_channel(invstd), per_channel(rm), per_channel(rv))
+    }
+
+    pub fn forward_infer(
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        beta: &CpuTensor,
+        running_mean: &CpuTensor,
+        running_var: &CpuTensor,
+        cfg: &BnConfig,
+    ) -> CpuTensor {
+        let c = x.shape.c;
+        let mean: Vec<f64> = running_mean.data.iter().map(|&v| v as f64).collect();
+        let scale: Vec<f64> =
+            (0..c).map(|i| gamma.data[i] as f64 / (running_var.data[i] as f64 + cfg.eps as f64).sqrt()).collect();
+        normalise(x, &mean, &scale, beta)
+    }
+
+    /// `(dx, dgamma, dbeta)` of the training forward, from its saved mean and invstd.
+    pub fn backward(
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        mean: &CpuTensor,
+        invstd: &CpuTensor,
+        dy: &CpuTensor,
+    ) -> (CpuTensor, CpuTensor, CpuTensor) {
+        let s = x.shape;
+        let sp = s.spatial();
+        let m = (s.n * sp) as f64;
+        let mut dbeta = vec![0f64; s.c];
+        let mut dgamma = vec![0f64; s.c];
+        for (i, (&v, &g)) in x.data.iter().zip(&dy.data).enumerate() {
+            let c = (i / sp) % s.c;
+            let xhat = (v as f64 - mean.data[c] as f64) * invstd.data[c] as f64;
+            dbeta[c] += g as f64;
+            dgamma[c] += g as f64 * xhat;
+        }
+        let mut dx = CpuTensor::zeros(s);
+        for (i, o) in dx.data.iter_mut().enumerate() {
+            let c = (i / sp) % s.c;
+            let inv = invstd.data[c] as f64;
+            let xhat = (x.data[i] as f64 - mean.data[c] as f64) * inv;
+            *o = (gamma.data[c] as f64 * inv / m * (m * dy.data[i] as f64 - dbeta[c] - xhat * dgamma[c])) as f32;
+        }
+        (dx, per_channel(dgamma), per_channel(dbeta))
+    }
+}

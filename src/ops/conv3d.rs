@@ -1,1 +1,620 @@
-//! (being built)
+//! 3-D convolution, stride 1, zero padding `k/2` ("same"), odd `k` up to
+//! [`MAX_K`] (`shaders/conv3d.wgsl`), forward and backward.
+//!
+//! - Weights are `Shape5 { n: c_out, c: c_in, d: k, h: k, w: k }` (PyTorch
+//!   layout), bias `(1, c_out, 1, 1, 1)`.
+//! - [`forward`] packs the weights into a blocked layout (a tiny kernel), then
+//!   runs a register-blocked direct convolution: each invocation computes
+//!   `co_b` output channels x `xb` consecutive x-positions ([`Tile`], override
+//!   constants, so one source serves several tile shapes).
+//! - [`backward_input`] is the same convolution with channel-swapped,
+//!   tap-flipped weights (the packing kernel builds them): no second conv.
+//! - [`backward_weight`] is deterministic (no float atomics): per-chunk
+//!   partial sums in registers and a fixed-order workgroup sum, then a
+//!   fixed-order sum over samples and chunks. Bit-identical across runs.
+//! - [`backward_bias`] is [`crate::ops::reduce::channel_sum`].
+//!
+//! Tensors larger than one storage binding: per sample, input channels are
+//! split into groups that accumulate into the output, and output channels into
+//! groups, so that every binding fits [`GpuContext::binding_limit`]. A single
+//! channel (`D*H*W` values of one sample) larger than one binding is an error:
+//! tile the volume first (a 512³ f32 channel is 512 MiB).
+
+use crate::error::{Error, Result};
+use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
+use crate::tensor::Shape5;
+
+pub const SHADER: ShaderSource = crate::shader!("conv3d");
+
+/// Largest supported kernel size (register arrays in the shader are sized for it).
+pub const MAX_K: usize = 7;
+
+/// Register blocking of the convolution kernel: `wg` invocations per
+/// workgroup, each computing `co_b` output channels x `xb` x-positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    pub wg: u32,
+    pub co_b: u32,
+    pub xb: u32,
+}
+
+/// Tile used by [`forward`] and [`backward_input`].
+pub const FORWARD_TILE: Tile = Tile { wg: 64, co_b: 8, xb: 8 };
+/// Workgroup size and output-channel block of the weight-gradient kernel.
+pub const WEIGHT_WG: u32 = 64;
+pub const WEIGHT_CO_B: u32 = 8;
+/// Workgroup size of the weight-packing and finishing kernels.
+pub const PACK_WG: u32 = 256;
+/// Most voxel chunks per sample in the weight gradient (more parallelism,
+/// larger partial buffers).
+const MAX_CHUNKS: usize = 64;
+/// Smallest number of voxels one weight-gradient invocation sums.
+const MIN_VOXELS_PER_INVOCATION: usize = 16;
+/// Workgroup reduction buffer of `weight_partials` (RED_SIZE in the shader).
+const RED_SIZE: u32 = 3584;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PackParams {
+    o0: u32,
+    o_n: u32,
+    i0: u32,
+    i_n: u32,
+    c1: u32,
+    transposed: u32,
+    base_src: u32,
+    row0: u32,
+    total: u32,
+    base_dst: u32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConvParams {
+    d: u32,
+    h: u32,
+    w: u32,
+    spatial: u32,
+    ci_n: u32,
+    co_n: u32,
+    nxb: u32,
+    tiles: u32,
+    base_x: u32,
+    base_w: u32,
+    base_b: u32,
+    base_out: u32,
+    accumulate: u32,
+    use_bias: u32,
+    n_cob: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct WeightParams {
+    d: u32,
+    h: u32,
+    w: u32,
+    spatial: u32,
+    co_n: u32,
+    ci_n: u32,
+    n_cob: u32,
+    chunk: u32,
+    nchunks: u32,
+    base_x: u32,
+    base_dy: u32,
+    base_part: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FinishParams {
+    e_n: u32,
+    m_n: u32,
+    ci_n: u32,
+    cin_total: u32,
+    i0: u32,
+    base_part: u32,
+    base_dw: u32,
+    _pad: u32,
+}
+
+/// The kernel size of weights `w`, checked: cubic, odd, 1..=MAX_K.
+fn kernel_size(op: &str, w: Shape5) -> Result<usize> {
+    if w.d != w.h || w.d != w.w {
+        return Err(Error::shape(op, format!("weights {w} must have a cubic kernel (k, k, k)")));
+    }
+    check_k(op, w.d)
+}
+
+fn check_k(op: &str, k: usize) -> Result<usize> {
+    if k == 0 || k % 2 == 0 || k > MAX_K {
+        return Err(Error::shape(
+            op,
+            format!(
+                "kernel size {k} is not supported: it must be odd and between 1 and {MAX_K} (\"same\" padding k/2)"
+            ),
+        ));
+    }
+    Ok(k)
+}
+
+fn check_nonempty(op: &str, what: &str, s: Shape5) -> Result<()> {
+    if s.numel() == 0 {
+        return Err(Error::shape(op, format!("{what} {s} is empty")));
+    }
+    Ok(())
+}
+
+/// Output shape of the convolution of `x` (N, C_in, D, H, W) with weights
+/// `w` (C_out, C_in, k, k, k): (N, C_out, D, H, W). The one place the shape
+/// rule lives; errors for even or non-cubic kernels and channel mismatch.
+pub fn output_shape(x: Shape5, w: Shape5) -> Result<Shape5> {
+    kernel_size("conv3d", w)?;
+    check_nonempty("conv3d", "input", x)?;
+    check_nonempty("conv3d", "weights", w)?;
+    if w.c != x.c {
+        return Err(Error::shape(
+            "conv3d",
+            format!("weights {w} expect {} input channels but the input {x} has {}", w.c, x.c),
+        ));
+    }
+    Ok(Shape5::new(x.n, w.n, x.d, x.h, x.w))
+}
+
+/// 2 × multiply-adds of the forward convolution (the usual FLOP count; the
+/// backward passes cost the same each).
+pub fn flops(x: Shape5, c_out: usize, k: usize) -> f64 {
+    2.0 * x.numel() as f64 * c_out as f64 * (k * k * k) as f64
+}
+
+/// Convolution forward: `y = conv(x, w) + b`.
+pub fn forward(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+    forward_with_tile(ctx, x, w, b, FORWARD_TILE)
+}
+
+/// [`forward`] with an explicit register tile (for tuning and benchmarks).
+pub fn forward_with_tile(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    b: &GpuTensor,
+    tile: Tile,
+) -> Result<GpuTensor> {
+    let out = output_shape(x.shape, w.shape)?;
+    if b.shape != Shape5::new(1, w.shape.n, 1, 1, 1) {
+        return Err(Error::shape(
+            "conv3d",
+            format!("bias {} must be [1, {}, 1, 1, 1] for weights {}", b.shape, w.shape.n, w.shape),
+        ));
+    }
+    conv_core(ctx, x, w, Some(b), false, out, tile, "conv3d forward")
+}
+
+/// Gradient of the loss with respect to the convolution's input, given the
+/// output gradient `dy` (N, C_out, D, H, W) and weights `w`:
+/// a convolution of `dy` with channel-swapped, tap-flipped weights.
+pub fn backward_input(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor) -> Result<GpuTensor> {
+    backward_input_with_tile(ctx, dy, w, FORWARD_TILE)
+}
+
+/// [`backward_input`] with an explicit register tile.
+pub fn backward_input_with_tile(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor, tile: Tile) -> Result<GpuTensor> {
+    let op = "conv3d backward_input";
+    kernel_size(op, w.shape)?;
+    check_nonempty(op, "output gradient", dy.shape)?;
+    check_nonempty(op, "weights", w.shape)?;
+    if dy.shape.c != w.shape.n {
+        return Err(Error::shape(
+            op,
+            format!(
+                "weights {} produce {} channels but the output gradient {} has {}",
+                w.shape, w.shape.n, dy.shape, dy.shape.c
+            ),
+        ));
+    }
+    let out = dy.shape.with_c(w.shape.c);
+    conv_core(ctx, dy, w, None, true, out, tile, op)
+}
+
+fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
+    let ok = (1..=8).contains(&tile.co_b)
+        && (1..=8).contains(&tile.xb)
+        && tile.wg >= 1
+        && tile.wg <= ctx.limits.max_compute_invocations_per_workgroup
+        && tile.wg <= ctx.limits.max_compute_workgroup_size_x;
+    if !ok {
+        return Err(Error::invalid(format!(
+            "{op}: tile {tile:?} is not supported (co_b and xb 1..=8, wg up to the adapter's workgroup limit)"
+        )));
+    }
+    Ok(())
+}
+
+fn too_big(op: &str, what: &str, values: usize, ctx: &GpuContext) -> Error {
+    Error::shape(
+        op,
+        format!(
+            "{what} of {values} values ({} bytes) is larger than one storage binding ({} bytes); \
+             process the volume in smaller tiles",
+            values * 4,
+            ctx.binding_limit()
+        ),
+    )
+}
+
+/// Consecutive ranges of `n` in steps of `step` (the last one shorter).
+fn ranges(n: usize, step: usize) -> Vec<std::ops::Range<usize>> {
+    (0..n).step_by(step.max(1)).map(|s| s..(s + step).min(n)).collect()
+}
+
+/// The shared convolution driver. `x` is the conv input (N, I, D, H, W); the
+/// conv's output has `out.c` channels. Forward: `w` is (O, I, k³). Transposed
+/// (input gradient): `w` is (I, O, k³) and is read channel-swapped and flipped.
+#[allow(clippy::too_many_arguments)]
+fn conv_core(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    transposed: bool,
+    out_shape: Shape5,
+    tile: Tile,
+    op: &str,
+) -> Result<GpuTensor> {
+    check_tile(ctx, op, tile)?;
+    let k = kernel_size(op, w.shape)?;
+    let k3 = k * k * k;
+    let s = x.shape;
+    let (in_c, out_c) = (s.c, out_shape.c);
+    let spatial = s.spatial();
+    let maxw = ctx.max_window_elems().min(u32::MAX as usize / 2);
+    let row_len = w.shape.c * k3; // one dim-0 row of the original weights
+    let co_b = tile.co_b as usize;
+    if spatial > maxw {
+        return Err(too_big(op, "one channel", spatial, ctx));
+    }
+    if row_len > maxw {
+        return Err(too_big(op, "the weights of one output channel", row_len, ctx));
+    }
+
+    // Output-channel groups: output window, and (forward) the weight rows read.
+    let mut co_g = out_c.min(maxw / spatial);
+    if !transposed {
+        co_g = co_g.min(maxw / row_len);
+    }
+    if co_g >= co_b {
+        co_g = co_g / co_b * co_b;
+    }
+    let pad_co = co_g.div_ceil(co_b) * co_b;
+    // Input-channel groups: input window, packed weights, (transposed) weight rows.
+    let mut ci_g = in_c.min(maxw / spatial).min(maxw / (pad_co * k3));
+    if transposed {
+        ci_g = ci_g.min(maxw / row_len);
+    }
+    if ci_g == 0 {
+        return Err(too_big(op, "a block of packed weights", pad_co * k3, ctx));
+    }
+
+    let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
+    let conv = ctx.pipeline(&SHADER, "conv_forward", &consts)?;
+    let pack =
+        ctx.pipeline(&SHADER, "pack_weights", &[("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)])?;
+    let out = ctx.empty(out_shape, op)?;
+    let label = format!("{op} x {s} w {} -> {out_shape}", w.shape);
+    let nxb = s.w.div_ceil(tile.xb as usize);
+    let tiles = (s.h * nxb).div_ceil(tile.wg as usize);
+
+    for og in ranges(out_c, co_g) {
+        let n_cob = og.len().div_ceil(co_b);
+        for ig in ranges(in_c, ci_g) {
+            // Pack this (output group, input group) of the weights.
+            let seg_len = n_cob * co_b * ig.len() * k3;
+            let seg = ctx.empty(Shape5::new(1, 1, 1, 1, seg_len), "conv3d packed weights")?;
+            let rows = if transposed { ig.clone() } else { og.clone() };
+            let wsrc = ctx.window(&w.buf, rows.start * row_len, rows.len() * row_len)?;
+            let wseg = seg.full_window(ctx)?;
+            let pp = PackParams {
+                o0: og.start as u32,
+                o_n: og.len() as u32,
+                i0: ig.start as u32,
+                i_n: ig.len() as u32,
+                c1: w.shape.c as u32,
+                transposed: transposed as u32,
+                base_src: wsrc.base,
+                row0: rows.start as u32,
+                total: seg_len as u32,
+                base_dst: wseg.base,
+                _pad: [0; 2],
+            };
+            ctx.dispatch(
+                &label,
+                &pack,
+                &[Arg::Buf(&wsrc), Arg::Buf(&wseg), Arg::Uniform(bytemuck::bytes_of(&pp))],
+                grid(seg_len.div_ceil(PACK_WG as usize) as u64),
+            )?;
+            let wb = match bias {
+                Some(b) => ctx.window(&b.buf, og.start, og.len())?,
+                None => wseg.clone(),
+            };
+            for n in 0..s.n {
+                let wx = ctx.window(&x.buf, s.idx(n, ig.start, 0, 0, 0), ig.len() * spatial)?;
+                let wo = ctx.window(&out.buf, out_shape.idx(n, og.start, 0, 0, 0), og.len() * spatial)?;
+                let cp = ConvParams {
+                    d: s.d as u32,
+                    h: s.h as u32,
+                    w: s.w as u32,
+                    spatial: spatial as u32,
+                    ci_n: ig.len() as u32,
+                    co_n: og.len() as u32,
+                    nxb: nxb as u32,
+                    tiles: tiles as u32,
+                    base_x: wx.base,
+                    base_w: wseg.base,
+                    base_b: wb.base,
+                    base_out: wo.base,
+                    accumulate: (ig.start > 0) as u32,
+                    use_bias: bias.is_some() as u32,
+                    n_cob: n_cob as u32,
+                    _pad: 0,
+                };
+                ctx.dispatch(
+                    &label,
+                    &conv,
+                    &[
+                        Arg::Buf(&wx),
+                        Arg::Buf(&wseg),
+                        Arg::Buf(&wb),
+                        Arg::Buf(&wo),
+                        Arg::Uniform(bytemuck::bytes_of(&cp)),
+                    ],
+                    grid((n_cob * s.d * tiles) as u64),
+                )?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Gradient of the loss with respect to the weights: (C_out, C_in, k, k, k)
+/// from the forward input `x` (N, C_in, D, H, W) and the output gradient `dy`
+/// (N, C_out, D, H, W). Deterministic: fixed-order sums, no atomics.
+pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize) -> Result<GpuTensor> {
+    let op = "conv3d backward_weight";
+    check_k(op, k)?;
+    check_nonempty(op, "input", x.shape)?;
+    check_nonempty(op, "output gradient", dy.shape)?;
+    let (xs, gs) = (x.shape, dy.shape);
+    if xs.n != gs.n || xs.d != gs.d || xs.h != gs.h || xs.w != gs.w {
+        return Err(Error::shape(op, format!("input {xs} and output gradient {gs} differ in batch or volume size")));
+    }
+    let k3 = k * k * k;
+    let (cin, cout, spatial, nsamp) = (xs.c, gs.c, xs.spatial(), xs.n);
+    let maxw = ctx.max_window_elems().min(u32::MAX as usize / 2);
+    let wg = WEIGHT_WG as usize;
+    let co_b = WEIGHT_CO_B as usize;
+    if spatial > maxw {
+        return Err(too_big(op, "one channel", spatial, ctx));
+    }
+    if cin * k3 > maxw {
+        return Err(too_big(op, "the weights of one output channel", cin * k3, ctx));
+    }
+    debug_assert!(WEIGHT_WG * WEIGHT_CO_B * MAX_K as u32 <= RED_SIZE);
+
+    // Groups: dy window (co), x window (ci), dW rows (co), and the partial
+    // buffer (samples x chunks x co x ci x k³, at least one chunk).
+    let mut co_g = cout.min(maxw / spatial).min(maxw / (cin * k3));
+    let mut ci_g = cin.min(maxw / spatial);
+    while nsamp * co_g * ci_g * k3 > maxw {
+        if ci_g > 1 && ci_g >= co_g {
+            ci_g = ci_g.div_ceil(2);
+        } else if co_g > 1 {
+            co_g = co_g.div_ceil(2);
+        } else {
+            return Err(too_big(op, "the weight-gradient partial sums", nsamp * k3, ctx));
+        }
+    }
+    if co_g >= co_b {
+        co_g = co_g / co_b * co_b;
+    }
+
+    let wconsts = [("WG", WEIGHT_WG as f64), ("CO_B", WEIGHT_CO_B as f64), ("K", k as f64)];
+    let partials = ctx.pipeline(&SHADER, "weight_partials", &wconsts)?;
+    let finish = ctx.pipeline(&SHADER, "weight_finish", &[("WG", PACK_WG as f64), ("K", k as f64)])?;
+    let dw_shape = Shape5::new(cout, cin, k, k, k);
+    let dw = ctx.empty(dw_shape, op)?;
+    let label = format!("{op} x {xs} dy {gs} -> {dw_shape}");
+
+    for og in ranges(cout, co_g) {
+        let n_cob = og.len().div_ceil(co_b);
+        for ig in ranges(cin, ci_g) {
+            let e_n = og.len() * ig.len() * k3;
+            let want = spatial.div_ceil(wg * MIN_VOXELS_PER_INVOCATION).clamp(1, MAX_CHUNKS);
+            let fit = (maxw / (nsamp * e_n)).max(1);
+            let nchunks0 = want.min(fit);
+            let chunk = spatial.div_ceil(nchunks0).div_ceil(wg) * wg;
+            let nchunks = spatial.div_ceil(chunk);
+            let part = ctx.empty(Shape5::new(1, 1, 1, nsamp * nchunks, e_n), "conv3d weight partials")?;
+            let wp = part.full_window(ctx)?;
+            for n in 0..nsamp {
+                let wx = ctx.window(&x.buf, xs.idx(n, ig.start, 0, 0, 0), ig.len() * spatial)?;
+                let wdy = ctx.window(&dy.buf, gs.idx(n, og.start, 0, 0, 0), og.len() * spatial)?;
+                let p = WeightParams {
+                    d: xs.d as u32,
+                    h: xs.h as u32,
+                    w: xs.w as u32,
+                    spatial: spatial as u32,
+                    co_n: og.len() as u32,
+                    ci_n: ig.len() as u32,
+                    n_cob: n_cob as u32,
+                    chunk: chunk as u32,
+                    nchunks: nchunks as u32,
+                    base_x: wx.base,
+                    base_dy: wdy.base,
+                    base_part: wp.base + (n * nchunks * e_n) as u32,
+                };
+                ctx.dispatch(
+                    &label,
+                    &partials,
+                    &[Arg::Buf(&wx), Arg::Buf(&wdy), Arg::Buf(&wp), Arg::Uniform(bytemuck::bytes_of(&p))],
+                    grid((nchunks * n_cob * ig.len() * k * k) as u64),
+                )?;
+            }
+            let wdw = ctx.window(&dw.buf, og.start * cin * k3, og.len() * cin * k3)?;
+            let fp = FinishParams {
+                e_n: e_n as u32,
+                m_n: (nsamp * nchunks) as u32,
+                ci_n: ig.len() as u32,
+                cin_total: cin as u32,
+                i0: ig.start as u32,
+                base_part: wp.base,
+                base_dw: wdw.base,
+                _pad: 0,
+            };
+            ctx.dispatch(
+                &label,
+                &finish,
+                &[Arg::Buf(&wp), Arg::Buf(&wdw), Arg::Uniform(bytemuck::bytes_of(&fp))],
+                grid(e_n.div_ceil(PACK_WG as usize) as u64),
+            )?;
+        }
+    }
+    Ok(dw)
+}
+
+/// Gradient with respect to the bias: the per-channel sum of `dy`, (1, C_out, 1, 1, 1).
+pub fn backward_bias(ctx: &GpuContext, dy: &GpuTensor) -> Result<GpuTensor> {
+    check_nonempty("conv3d backward_bias", "output gradient", dy.shape)?;
+    crate::ops::reduce::channel_sum(ctx, dy)
+}
+
+/// Plain-Rust references (f32 data, f64 accumulation). Shapes are assumed
+/// valid (they panic otherwise; the GPU functions check them).
+pub mod reference {
+    use crate::tensor::{CpuTensor, Shape5};
+
+    /// For tap offset `t - r` along an axis of length `n`: the output range
+    /// whose input `o + t - r` lies inside `0..n`.
+    fn valid(n: usize, t: usize, r: usize) -> std::ops::Range<usize> {
+        let lo = r.saturating_sub(t);
+        let hi = (n + r).saturating_sub(t).min(n);
+        lo..hi.max(lo)
+    }
+
+    /// `acc[o] += wv * src[o + tap - r]` over the whole volume (zero padding).
+    fn add_shifted(acc: &mut [f64], src: &[f32], s: Shape5, tap: (usize, usize, usize), r: usize, wv: f64) {
+        let (kz, ky, kx) = tap;
+        let xr = valid(s.w, kx, r);
+        for z in valid(s.d, kz, r) {
+            let iz = z + kz - r;
+            for y in valid(s.h, ky, r) {
+                let iy = y + ky - r;
+                let o = (z * s.h + y) * s.w;
+                let i = (iz * s.h + iy) * s.w + kx;
+                for x in xr.clone() {
+                    acc[o + x] += wv * src[i + x - r] as f64;
+                }
+            }
+        }
+    }
+
+    /// `y[n, o] = b[o] + Σ_i Σ_tap w[o, i, tap] x[n, i, v + tap − k/2]`.
+    pub fn forward(x: &CpuTensor, w: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+        let (s, k) = (x.shape, w.shape.d);
+        assert_eq!(w.shape.c, s.c, "reference conv3d: channel mismatch");
+        let out = Shape5::new(s.n, w.shape.n, s.d, s.h, s.w);
+        let mut y = CpuTensor::zeros(out);
+        let mut acc = vec![0f64; s.spatial()];
+        for n in 0..s.n {
+            for o in 0..out.c {
+                acc.fill(b.data[o] as f64);
+                for i in 0..s.c {
+                    let src = x.channel(n, i);
+                    for kz in 0..k {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let wv = w.at(o, i, kz, ky, kx) as f64;
+                                add_shifted(&mut acc, src, s, (kz, ky, kx), k / 2, wv);
+                            }
+                        }
+                    }
+                }
+                let start = out.idx(n, o, 0, 0, 0);
+                for (d, a) in y.data[start..start + s.spatial()].iter_mut().zip(&acc) {
+                    *d = *a as f32;
+                }
+            }
+        }
+        y
+    }
+
+    /// `dx[n, i, v] = Σ_o Σ_tap w[o, i, tap] dy[n, o, v − tap + k/2]`.
+    pub fn backward_input(dy: &CpuTensor, w: &CpuTensor) -> CpuTensor {
+        let (s, k) = (dy.shape, w.shape.d);
+        assert_eq!(w.shape.n, s.c, "reference conv3d backward_input: channel mismatch");
+        let out = s.with_c(w.shape.c);
+        let mut dx = CpuTensor::zeros(out);
+        let mut acc = vec![0f64; s.spatial()];
+        for n in 0..s.n {
+            for i in 0..out.c {
+                acc.fill(0.0);
+                for o in 0..s.c {
+                    let src = dy.channel(n, o);
+                    for kz in 0..k {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                // dx[v] += w[tap] dy[v - (tap - r)] = w[tap] dy[v + flip(tap) - r]
+                                let wv = w.at(o, i, kz, ky, kx) as f64;
+                                add_shifted(&mut acc, src, s, (k - 1 - kz, k - 1 - ky, k - 1 - kx), k / 2, wv);
+                            }
+                        }
+                    }
+                }
+                let start = out.idx(n, i, 0, 0, 0);
+                for (d, a) in dx.data[start..start + s.spatial()].iter_mut().zip(&acc) {
+                    *d = *a as f32;
+                }
+            }
+        }
+        dx
+    }
+
+    /// `dw[o, i, tap] = Σ_n Σ_v dy[n, o, v] x[n, i, v + tap − k/2]`.
+    pub fn backward_weight(x: &CpuTensor, dy: &CpuTensor, k: usize) -> CpuTensor {
+        let s = x.shape;
+        let (cin, cout, r) = (s.c, dy.shape.c, k / 2);
+        let mut dw = CpuTensor::zeros(Shape5::new(cout, cin, k, k, k));
+        for o in 0..cout {
+            for i in 0..cin {
+                for kz in 0..k {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let mut acc = 0f64;
+                            for n in 0..s.n {
+                                let (g, xi) = (dy.channel(n, o), x.channel(n, i));
+                                for z in valid(s.d, kz, r) {
+                                    for y in valid(s.h, ky, r) {
+                                        let ov = (z * s.h + y) * s.w;
+                                        let iv = ((z + kz - r) * s.h + y + ky - r) * s.w + kx;
+                                        for xx in valid(s.w, kx, r) {
+                                            acc += g[ov + xx] as f64 * xi[iv + xx - r] as f64;
+                                        }
+                                    }
+                                }
+                            }
+                            let at = dw.shape.idx(o, i, kz, ky, kx);
+                            dw.data[at] = acc as f32;
+                        }
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    /// `db[o] = Σ_n Σ_v dy[n, o, v]`.
+    pub fn backward_bias(dy: &CpuTensor) -> CpuTensor {
+        crate::ops::reduce::reference::channel_sum(dy)
+    }
+}

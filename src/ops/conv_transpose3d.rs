@@ -1,1 +1,457 @@
-//! (being built)
+//! Transposed 3-D convolution, kernel 2, stride 2, with bias: PyTorch's
+//! `ConvTranspose3d(c_in, c_out, kernel_size=2, stride=2)` (`shaders/conv_transpose3d.wgsl`).
+//!
+//! Shapes: input `x` (N, C_in, D, H, W); weights `w` (C_in, C_out, 2, 2, 2)
+//! (PyTorch's layout); bias (1, C_out, 1, 1, 1); output (N, C_out, 2D, 2H, 2W).
+//! Every output voxel depends on exactly one input voxel, so the op is a
+//! per-voxel (C_in → 8·C_out) matrix product.
+//!
+//! Large tensors: when input or output is larger than one storage binding the
+//! work is split per sample and into channel groups that fit; the sum over
+//! reduced-channel groups accumulates into the output in a fixed order. The
+//! weights (C_in·C_out·8 values) must fit one binding.
+//!
+//! The weight gradient is deterministic: per-chunk partial sums, then a
+//! fixed-order sum of the partials, no float atomics.
+
+use std::ops::Range;
+
+use crate::error::{Error, Result};
+use crate::gpu::{grid, split_units, Arg, GpuContext, GpuTensor, ShaderSource, Window};
+use crate::tensor::Shape5;
+
+pub const SHADER: ShaderSource = crate::shader!("conv_transpose3d");
+
+/// Workgroup size of every kernel of this op.
+pub const WG: u32 = 64;
+/// Output channels per invocation in `forward` (must match the shader's `CO_B`).
+pub const CO_B: usize = 8;
+/// Input channels per invocation in `backward_input` (shader `CI_B`).
+pub const CI_B: usize = 16;
+/// Input channels per invocation in `weight_partials` (shader `CI_BW`).
+pub const CI_BW: usize = 8;
+/// Input voxels (at least) summed by one invocation of `weight_partials`.
+pub const CHUNK_VOXELS: usize = 512;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    samples: u32,
+    d: u32,
+    h: u32,
+    w: u32,
+    c_red: u32,
+    c_out: u32,
+    ci0: u32,
+    co0: u32,
+    c_out_total: u32,
+    src_base: u32,
+    src_stride: u32,
+    dst_base: u32,
+    dst_stride: u32,
+    accumulate: u32,
+    src2_base: u32,
+    src2_stride: u32,
+    rows_per_chunk: u32,
+    nchunks: u32,
+    m_total: u32,
+    m0: u32,
+    count: u32,
+    _pad: [u32; 3],
+}
+
+/// Output shape of the transposed convolution of `x` with weights `w`.
+pub fn output_shape(x: Shape5, w: Shape5) -> Result<Shape5> {
+    let op = "conv_transpose3d";
+    if (w.d, w.h, w.w) != (2, 2, 2) {
+        return Err(Error::shape(op, format!("weights {w} must be (c_in, c_out, 2, 2, 2)")));
+    }
+    if w.n != x.c {
+        return Err(Error::shape(op, format!("input {x} has {} channels but weights {w} expect {}", x.c, w.n)));
+    }
+    if x.numel() == 0 || w.c == 0 {
+        return Err(Error::shape(op, format!("empty input {x} or weights {w}")));
+    }
+    Ok(Shape5::new(x.n, w.c, 2 * x.d, 2 * x.h, 2 * x.w))
+}
+
+/// Floating-point operations of the forward pass (2 per multiply-add).
+pub fn flops(x: Shape5, c_out: usize) -> f64 {
+    2.0 * x.numel() as f64 * 8.0 * c_out as f64
+}
+
+/// How a dispatch sequence covers the tensors: sample ranges, and channel
+/// groups of the reduced (`red`) and written (`out`) operands.
+struct Plan {
+    samples: Vec<Range<usize>>,
+    red: Vec<Range<usize>>,
+    out: Vec<Range<usize>>,
+}
+
+/// One dispatch for everything when both operands fit a binding; otherwise
+/// per sample, with channel groups whose `unit` elements each fit.
+fn plan(ctx: &GpuContext, n: usize, red: (usize, usize), out: (usize, usize), op: &str) -> Result<Plan> {
+    let maxw = ctx.max_window_elems();
+    if n * red.0 * red.1 <= maxw && n * out.0 * out.1 <= maxw {
+        return Ok(Plan { samples: vec![0..n], red: vec![0..red.0], out: vec![0..out.0] });
+    }
+    Ok(Plan {
+        samples: (0..n).map(|s| s..s + 1).collect(),
+        red: split_units(red.0, red.1, maxw, op)?,
+        out: split_units(out.0, out.1, maxw, op)?,
+    })
+}
+
+/// Window over samples `s` and channels `c` of tensor `t` (channels must be
+/// all of them when more than one sample is covered).
+fn win(ctx: &GpuContext, t: &GpuTensor, s: &Range<usize>, c: &Range<usize>) -> Result<Window> {
+    let sh = t.shape;
+    let count = (s.len() - 1) * sh.c * sh.spatial() + c.len() * sh.spatial();
+    ctx.window(&t.buf, sh.idx(s.start, c.start, 0, 0, 0), count)
+}
+
+fn check_weights(ctx: &GpuContext, w: &GpuTensor, op: &str) -> Result<()> {
+    if w.shape.bytes() > ctx.binding_limit() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "weights {} ({} bytes) exceed one storage binding ({} bytes)",
+                w.shape,
+                w.shape.bytes(),
+                ctx.binding_limit()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    ctx: &GpuContext,
+    label: &str,
+    entry: &str,
+    args: [Option<&Window>; 3],
+    w: Option<&GpuTensor>,
+    b: Option<&GpuTensor>,
+    p: &Params,
+    workgroups: u64,
+) -> Result<()> {
+    let pipeline = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
+    // Unused bindings get any buffer; the dispatcher skips them.
+    let any: &Window = args.iter().flatten().copied().next().expect("a storage argument");
+    let buf = |i: usize| Arg::Buf(args[i].unwrap_or(any));
+    let wbuf = w.map(|t| &*t.buf).unwrap_or(&any.buf);
+    let bbuf = b.map(|t| &*t.buf).unwrap_or(&any.buf);
+    ctx.dispatch(
+        label,
+        &pipeline,
+        &[buf(0), Arg::Whole(wbuf), Arg::Whole(bbuf), buf(1), Arg::Uniform(bytemuck::bytes_of(p)), buf(2)],
+        grid(workgroups),
+    )
+}
+
+/// `y = conv_transpose3d(x, w) + b`.
+pub fn forward(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+    let op = "conv_transpose3d forward";
+    let ys = output_shape(x.shape, w.shape)?;
+    if b.shape != Shape5::new(1, ys.c, 1, 1, 1) {
+        return Err(Error::shape(op, format!("bias {} must be (1, {}, 1, 1, 1)", b.shape, ys.c)));
+    }
+    check_weights(ctx, w, op)?;
+    let xs = x.shape;
+    let y = ctx.empty(ys, "conv_transpose3d y")?;
+    let pl = plan(ctx, xs.n, (xs.c, xs.spatial()), (ys.c, ys.spatial()), op)?;
+    let label = format!("{op} x{xs} w{} -> {ys}", w.shape);
+    for s in &pl.samples {
+        for co in &pl.out {
+            let wy = win(ctx, &y, s, co)?;
+            for (k, ci) in pl.red.iter().enumerate() {
+                let wx = win(ctx, x, s, ci)?;
+                let p = Params {
+                    samples: s.len() as u32,
+                    d: xs.d as u32,
+                    h: xs.h as u32,
+                    w: xs.w as u32,
+                    c_red: ci.len() as u32,
+                    c_out: co.len() as u32,
+                    ci0: ci.start as u32,
+                    co0: co.start as u32,
+                    c_out_total: ys.c as u32,
+                    src_base: wx.base,
+                    src_stride: (xs.c * xs.spatial()) as u32,
+                    dst_base: wy.base,
+                    dst_stride: (ys.c * ys.spatial()) as u32,
+                    accumulate: (k > 0) as u32,
+                    ..Default::default()
+                };
+                let groups = s.len() * co.len().div_ceil(CO_B) * xs.spatial().div_ceil(WG as usize);
+                dispatch(ctx, &label, "forward", [Some(&wx), Some(&wy), None], Some(w), Some(b), &p, groups as u64)?;
+            }
+        }
+    }
+    Ok(y)
+}
+
+fn check_dy(op: &str, dy: Shape5) -> Result<Shape5> {
+    if dy.d % 2 != 0 || dy.h % 2 != 0 || dy.w % 2 != 0 || dy.numel() == 0 {
+        return Err(Error::shape(op, format!("gradient {dy} must have even, non-zero spatial sides (2x the input)")));
+    }
+    Ok(Shape5::new(dy.n, dy.c, dy.d / 2, dy.h / 2, dy.w / 2))
+}
+
+/// Gradient with respect to the input: (N, C_in, D, H, W) from `dy` (N, C_out, 2D, 2H, 2W).
+pub fn backward_input(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor) -> Result<GpuTensor> {
+    let op = "conv_transpose3d backward_input";
+    let half = check_dy(op, dy.shape)?;
+    if (w.shape.d, w.shape.h, w.shape.w) != (2, 2, 2) || w.shape.c != dy.shape.c {
+        return Err(Error::shape(
+            op,
+            format!("weights {} must be (c_in, {}, 2, 2, 2) for gradient {}", w.shape, dy.shape.c, dy.shape),
+        ));
+    }
+    check_weights(ctx, w, op)?;
+    let ds = dy.shape;
+    let xs = half.with_c(w.shape.n);
+    let dx = ctx.empty(xs, "conv_transpose3d dx")?;
+    let pl = plan(ctx, xs.n, (ds.c, ds.spatial()), (xs.c, xs.spatial()), op)?;
+    let label = format!("{op} dy{ds} w{} -> {xs}", w.shape);
+    for s in &pl.samples {
+        for ci in &pl.out {
+            let wdx = win(ctx, &dx, s, ci)?;
+            for (k, co) in pl.red.iter().enumerate() {
+                let wdy = win(ctx, dy, s, co)?;
+                let p = Params {
+                    samples: s.len() as u32,
+                    d: xs.d as u32,
+                    h: xs.h as u32,
+                    w: xs.w as u32,
+                    c_red: co.len() as u32,
+                    c_out: ci.len() as u32,
+                    ci0: ci.start as u32,
+                    co0: co.start as u32,
+                    c_out_total: ds.c as u32,
+                    src_base: wdy.base,
+                    src_stride: (ds.c * ds.spatial()) as u32,
+                    dst_base: wdx.base,
+                    dst_stride: (xs.c * xs.spatial()) as u32,
+                    accumulate: (k > 0) as u32,
+                    ..Default::default()
+                };
+                let groups = s.len() * ci.len().div_ceil(CI_B) * xs.spatial().div_ceil(WG as usize);
+                dispatch(
+                    ctx,
+                    &label,
+                    "backward_input",
+                    [Some(&wdy), Some(&wdx), None],
+                    Some(w),
+                    None,
+                    &p,
+                    groups as u64,
+                )?;
+            }
+        }
+    }
+    Ok(dx)
+}
+
+/// Gradient with respect to the weights: (C_in, C_out, 2, 2, 2), summed over
+/// the batch. Deterministic (fixed-order sums).
+pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+    let op = "conv_transpose3d backward_weight";
+    let half = check_dy(op, dy.shape)?;
+    let (xs, ds) = (x.shape, dy.shape);
+    if half.with_c(xs.c) != xs {
+        return Err(Error::shape(op, format!("gradient {ds} must be (n, c_out, 2d, 2h, 2w) for input {xs}")));
+    }
+    let (cin, cout) = (xs.c, ds.c);
+    let maxw = ctx.max_window_elems();
+    // Chunks of whole input rows, about CHUNK_VOXELS voxels (more with many
+    // input channels, to keep the partials no larger than the input), and few
+    // enough that the partials of one input channel fit one binding.
+    let rows = xs.d * xs.h;
+    let target = CHUNK_VOXELS.max(cin);
+    let mut rpc = target.div_ceil(xs.w).clamp(1, rows);
+    let mut nchunks = rows.div_ceil(rpc);
+    let per_ci = |nchunks: usize| cout * 8 * xs.n * nchunks;
+    if per_ci(nchunks) > maxw {
+        nchunks = (maxw / (cout * 8 * xs.n)).max(1);
+        rpc = rows.div_ceil(nchunks);
+        nchunks = rows.div_ceil(rpc);
+    }
+    let m_total = xs.n * nchunks;
+    let part = ctx.empty(Shape5::new(cin, cout * 8, 1, 1, m_total), "conv_transpose3d dw partials")?;
+    let dw = ctx.empty(Shape5::new(cin, cout, 2, 2, 2), "conv_transpose3d dw")?;
+
+    let unit_ci = xs.spatial().max(cout * 8 * m_total);
+    let all_fit = x.numel() <= maxw && dy.numel() <= maxw && part.numel() <= maxw;
+    let (samples, ci_groups, co_groups): (Vec<Range<usize>>, _, _) = if all_fit {
+        (vec![0..xs.n], vec![0..cin], vec![0..cout])
+    } else {
+        (
+            (0..xs.n).map(|s| s..s + 1).collect(),
+            split_units(cin, unit_ci, maxw, op)?,
+            split_units(cout, ds.spatial(), maxw, op)?,
+        )
+    };
+    let label = format!("{op} x{xs} dy{ds}");
+    for s in &samples {
+        for ci in &ci_groups {
+            let wx = win(ctx, x, s, ci)?;
+            let wp = ctx.window(&part.buf, ci.start * cout * 8 * m_total, ci.len() * cout * 8 * m_total)?;
+            for co in &co_groups {
+                let wdy = win(ctx, dy, s, co)?;
+                let p = Params {
+                    samples: s.len() as u32,
+                    d: xs.d as u32,
+                    h: xs.h as u32,
+                    w: xs.w as u32,
+                    c_red: ci.len() as u32,
+                    c_out: co.len() as u32,
+                    ci0: ci.start as u32,
+                    co0: co.start as u32,
+                    c_out_total: cout as u32,
+                    src_base: wx.base,
+                    src_stride: (cin * xs.spatial()) as u32,
+                    dst_base: wp.base,
+                    src2_base: wdy.base,
+                    src2_stride: (cout * ds.spatial()) as u32,
+                    rows_per_chunk: rpc as u32,
+                    nchunks: nchunks as u32,
+                    m_total: m_total as u32,
+                    m0: (s.start * nchunks) as u32,
+                    ..Default::default()
+                };
+                let inv = s.len() * nchunks * co.len() * ci.len().div_ceil(CI_BW);
+                let groups = inv.div_ceil(WG as usize);
+                dispatch(
+                    ctx,
+                    &label,
+                    "weight_partials",
+                    [Some(&wx), Some(&wp), Some(&wdy)],
+                    None,
+                    None,
+                    &p,
+                    groups as u64,
+                )?;
+            }
+        }
+    }
+    for ci in &ci_groups {
+        let count = ci.len() * cout * 8;
+        let wp = ctx.window(&part.buf, ci.start * cout * 8 * m_total, count * m_total)?;
+        let wdw = ctx.window(&dw.buf, ci.start * cout * 8, count)?;
+        let p = Params {
+            src_base: wp.base,
+            dst_base: wdw.base,
+            m_total: m_total as u32,
+            count: count as u32,
+            ..Default::default()
+        };
+        dispatch(
+            ctx,
+            &label,
+            "weight_finish",
+            [Some(&wp), Some(&wdw), None],
+            None,
+            None,
+            &p,
+            count.div_ceil(WG as usize) as u64,
+        )?;
+    }
+    Ok(dw)
+}
+
+/// Gradient with respect to the bias: per-channel sum of `dy`, (1, C_out, 1, 1, 1).
+pub fn backward_bias(ctx: &GpuContext, dy: &GpuTensor) -> Result<GpuTensor> {
+    crate::ops::reduce::channel_sum(ctx, dy)
+}
+
+/// Plain-Rust reference (f64 accumulation). Panics on inconsistent shapes:
+/// it is a test oracle, not an entry point for user data.
+pub mod reference {
+    use crate::tensor::{CpuTensor, Shape5};
+
+    pub fn forward(x: &CpuTensor, w: &CpuTensor, b: &CpuTensor) -> CpuTensor {
+        let ys = super::output_shape(x.shape, w.shape).expect("conv_transpose3d reference shapes");
+        let xs = x.shape;
+        assert_eq!(b.data.len(), ys.c);
+        let mut y = CpuTensor::zeros(ys);
+        for n in 0..xs.n {
+            for co in 0..ys.c {
+                for z in 0..ys.d {
+                    for yy in 0..ys.h {
+                        for xx in 0..ys.w {
+                            let mut acc = b.data[co] as f64;
+                            for ci in 0..xs.c {
+                                acc += x.at(n, ci, z / 2, yy / 2, xx / 2) as f64
+                                    * w.at(ci, co, z % 2, yy % 2, xx % 2) as f64;
+                            }
+                            y.data[ys.idx(n, co, z, yy, xx)] = acc as f32;
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    pub fn backward_input(dy: &CpuTensor, w: &CpuTensor) -> CpuTensor {
+        let ds = dy.shape;
+        assert_eq!(w.shape.c, ds.c);
+        let xs = Shape5::new(ds.n, w.shape.n, ds.d / 2, ds.h / 2, ds.w / 2);
+        let mut dx = CpuTensor::zeros(xs);
+        for n in 0..xs.n {
+            for ci in 0..xs.c {
+                for z in 0..xs.d {
+                    for y in 0..xs.h {
+                        for x in 0..xs.w {
+                            let mut acc = 0f64;
+                            for co in 0..ds.c {
+                                for (a, b, c) in taps() {
+                                    acc += dy.at(n, co, 2 * z + a, 2 * y + b, 2 * x + c) as f64
+                                        * w.at(ci, co, a, b, c) as f64;
+                                }
+                            }
+                            dx.data[xs.idx(n, ci, z, y, x)] = acc as f32;
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    pub fn backward_weight(x: &CpuTensor, dy: &CpuTensor) -> CpuTensor {
+        let (xs, ds) = (x.shape, dy.shape);
+        assert_eq!((ds.n, ds.d, ds.h, ds.w), (xs.n, 2 * xs.d, 2 * xs.h, 2 * xs.w));
+        let ws = Shape5::new(xs.c, ds.c, 2, 2, 2);
+        let mut dw = CpuTensor::zeros(ws);
+        for ci in 0..xs.c {
+            for co in 0..ds.c {
+                for (a, b, c) in taps() {
+                    let mut acc = 0f64;
+                    for n in 0..xs.n {
+                        for z in 0..xs.d {
+                            for y in 0..xs.h {
+                                for xx in 0..xs.w {
+                                    acc += x.at(n, ci, z, y, xx) as f64
+                                        * dy.at(n, co, 2 * z + a, 2 * y + b, 2 * xx + c) as f64;
+                                }
+                            }
+                        }
+                    }
+                    dw.data[ws.idx(ci, co, a, b, c)] = acc as f32;
+                }
+            }
+        }
+        dw
+    }
+
+    pub fn backward_bias(dy: &CpuTensor) -> CpuTensor {
+        crate::ops::reduce::reference::channel_sum(dy)
+    }
+
+    fn taps() -> impl Iterator<Item = (usize, usize, usize)> {
+        (0..8).map(|t| (t >> 2, (t >> 1) & 1, t & 1))
+    }
+}

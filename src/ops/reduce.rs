@@ -92,3 +92,100 @@ pub mod reference {
         CpuTensor::from_vec(Shape5::new(1, s.c, 1, 1, 1), out.into_iter().map(|v| v as f32).collect())
     }
 }
+
+/// Voxels one workgroup of a chunked reduction sums (before capping to the
+/// binding limit).
+pub const REDUCE_CHUNK: usize = 4096;
+
+/// One binding window of a chunked per-channel reduction: channels
+/// `c0..c0+nc` of sample `n`, chunks `j0..j0+nj` of each (either whole
+/// channels, or a run of chunks of one channel larger than a binding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seg {
+    pub n: usize,
+    pub c0: usize,
+    pub nc: usize,
+    pub j0: usize,
+    pub nj: usize,
+}
+
+/// How a tensor of `n` samples × `c` channels × `spatial` voxels is cut into
+/// reduction chunks of `chunk` voxels (`nchunks` per channel) and windows
+/// that fit one storage binding.
+#[derive(Clone, Debug)]
+pub struct ChunkPlan {
+    pub chunk: usize,
+    pub nchunks: usize,
+    pub spatial: usize,
+    pub channels: usize,
+    pub segs: Vec<Seg>,
+}
+
+impl ChunkPlan {
+    /// Element index, in an (n, c, spatial) tensor, of the first element of `s`.
+    pub fn start(&self, s: &Seg) -> usize {
+        (s.n * self.channels + s.c0) * self.spatial + s.j0 * self.chunk
+    }
+    /// Elements covered by `s`.
+    pub fn len(&self, s: &Seg) -> usize {
+        if s.j0 == 0 && s.nj == self.nchunks {
+            s.nc * self.spatial
+        } else {
+            (s.nj * self.chunk).min(self.spatial - s.j0 * self.chunk)
+        }
+    }
+}
+
+/// Plans a chunked reduction over each channel of an (n, c, spatial) tensor
+/// with windows of at most `max_elems` elements (see [`ChunkPlan`]). Whole
+/// channels are grouped into one window when they fit; a channel larger than
+/// one window is split into runs of chunks.
+pub fn chunk_plan(n: usize, c: usize, spatial: usize, max_elems: usize) -> ChunkPlan {
+    let max_elems = max_elems.max(1);
+    let chunk = REDUCE_CHUNK.min(max_elems).min(spatial.max(1));
+    let nchunks = spatial.div_ceil(chunk).max(1);
+    let mut segs = Vec::new();
+    for s in 0..n {
+        if spatial <= max_elems {
+            let per = (max_elems / spatial.max(1)).max(1);
+            let mut c0 = 0;
+            while c0 < c {
+                let nc = per.min(c - c0);
+                segs.push(Seg { n: s, c0, nc, j0: 0, nj: nchunks });
+                c0 += nc;
+            }
+        } else {
+            let per = (max_elems / chunk).max(1);
+            for ch in 0..c {
+                let mut j0 = 0;
+                while j0 < nchunks {
+                    let nj = per.min(nchunks - j0);
+                    segs.push(Seg { n: s, c0: ch, nc: 1, j0, nj });
+                    j0 += nj;
+                }
+            }
+        }
+    }
+    ChunkPlan { chunk, nchunks, spatial, channels: c, segs }
+}
+
+/// Cuts `0..len` into consecutive ranges of at most `max_elems` elements,
+/// each (but the last) a multiple of `multiple` long.
+pub fn flat_windows(len: usize, multiple: usize, max_elems: usize) -> Vec<std::ops::Range<usize>> {
+    let multiple = multiple.max(1);
+    let step = (max_elems / multiple * multiple).max(multiple.min(max_elems)).max(1);
+    (0..len).step_by(step).map(|s| s..(s + step).min(len)).collect()
+}
+
+/// A new output tensor of `shape` whose buffer holds at least `elems` values.
+/// When the context poisons new tensors (tests), it is filled with NaN so an
+/// element a kernel fails to write shows up. (Stands in for poisoning in
+/// [`GpuContext::empty`] itself.)
+pub fn new_output(ctx: &GpuContext, shape: Shape5, elems: usize, what: &str) -> Result<GpuTensor> {
+    let elems = elems.max(shape.numel());
+    let buf = ctx.create_storage(elems as u64 * 4, &format!("{what} {shape}"))?;
+    if ctx.poison_new_tensors() {
+        ctx.fill(&buf, f32::NAN)?;
+    }
+    Ok(GpuTensor { buf, shape })
+}

@@ -1,0 +1,253 @@
+// Batch normalisation over (N, D, H, W) per channel.
+//
+// Statistics are deterministic: `bn_partials` has each workgroup sum one chunk
+// of one channel of one sample (every invocation adds a strided run in a fixed
+// order, then a tree in workgroup memory) into a vec4 partial; the
+// `bn_finish_*` kernels (one workgroup per channel) sum that channel's
+// partials over samples and chunks the same way and derive the per-channel
+// values. No float atomics, so results are bit-identical from run to run.
+//
+// Forward (training): partials of x -> mean; partials of d = x - mean ->
+// (sum d, sum d^2) -> variance (corrected by the residual mean), invstd,
+// running stats, and coef = (mean, gamma*invstd, beta, 0); then
+// `bn_normalize`: y = ((x - coef.x) - coef.w) * coef.y + coef.z (coef.x + coef.w
+// is the mean as a double-float).
+// Backward: partials of (dy, dy*(x - mean)) -> dbeta, dgamma and
+// coef = (A, B, C, mean) with dx = A*dy + B*(x - mean) + C (`bn_dx`).
+
+override WG: u32 = 128u;
+
+// ---------------------------------------------------------------- partials
+
+struct PartParams {
+    spatial: u32,    // D*H*W
+    chunk: u32,      // voxels per chunk (one workgroup)
+    nchunks: u32,    // ceil(spatial / chunk)
+    nc: u32,         // channels in this window
+    j0: u32,         // first chunk of each channel in this window
+    nj: u32,         // chunks per channel in this window
+    c0: u32,         // global index of the window's first channel
+    part_base: u32,  // index in `part` of (sample, c0, chunk 0)
+    base_x: u32,     // window base of x
+    base_y: u32,     // window base of dy
+    mode: u32,       // 0: (sum x, sum x^2); 1: centred (sum d, sum d^2); 2: backward (sum dy, sum dy*d)
+    lo_at: u32,      // index in pmean of the mean's low-order parts, or 0xffffffff if absent
+}
+
+var<workgroup> tree: array<vec4<f32>, WG>;
+
+fn tree_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
+    tree[lid] = v;
+    workgroupBarrier();
+    var s = WG / 2u;
+    while (s > 0u) {
+        if (lid < s) {
+            tree[lid] = tree[lid] + tree[lid + s];
+        }
+        workgroupBarrier();
+        s = s / 2u;
+    }
+    let r = tree[0];
+    workgroupBarrier();
+    return r;
+}
+
+@group(0) @binding(0) var<storage, read> px: array<f32>;
+@group(0) @binding(1) var<storage, read> pdy: array<f32>;
+@group(0) @binding(2) var<storage, read> pmean: array<f32>;
+@group(0) @binding(3) var<storage, read_write> part: array<vec4<f32>>;
+@group(0) @binding(4) var<uniform> pp: PartParams;
+
+@compute @workgroup_size(WG)
+fn bn_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= pp.nc * pp.nj) { return; }
+    let c = g / pp.nj;
+    let j = pp.j0 + g % pp.nj;
+    // Offset of this chunk inside the window (the window starts at chunk j0 of channel c0).
+    let start = c * pp.spatial + (j - pp.j0) * pp.chunk;
+    let lim = min(pp.chunk, pp.spatial - j * pp.chunk);
+    var m = 0.0;
+    var lo = 0.0;
+    if (pp.mode != 0u) {
+        m = pmean[pp.c0 + c];
+    }
+    if (pp.lo_at != 0xffffffffu) {
+        lo = pmean[pp.lo_at + pp.c0 + c];
+    }
+    var acc = vec4<f32>(0.0);
+    if (pp.mode == 2u) {
+        for (var k = lid; k < lim; k = k + WG) {
+            let d = (px[pp.base_x + start + k] - m) - lo;
+            let e = pdy[pp.base_y + start + k];
+            acc = acc + vec4<f32>(e, e * d, 0.0, 0.0);
+        }
+    } else {
+        for (var k = lid; k < lim; k = k + WG) {
+            let d = px[pp.base_x + start + k] - m;
+            acc = acc + vec4<f32>(d, d * d, 0.0, 0.0);
+        }
+    }
+    let total = tree_sum(lid, acc);
+    if (lid == 0u) {
+        part[pp.part_base + c * pp.nchunks + j] = total;
+    }
+}
+
+// ---------------------------------------------------------------- finish
+
+struct FinishParams {
+    channels: u32,
+    samples: u32,
+    nchunks: u32,
+    one: f32,       // 1.0, opaque to the shader compiler (keeps TwoSum from being simplified away)
+    count: f32,     // N*D*H*W
+    eps: f32,
+    momentum: f32,
+    unbias: f32,    // count / (count - 1)
+}
+
+@group(0) @binding(0) var<storage, read> fpart: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> fgamma: array<f32>;
+@group(0) @binding(2) var<storage, read> fbeta: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fmean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> finvstd: array<f32>;
+@group(0) @binding(5) var<storage, read_write> frm: array<f32>;
+@group(0) @binding(6) var<storage, read_write> frv: array<f32>;
+@group(0) @binding(7) var<storage, read_write> fcoef: array<vec4<f32>>;
+@group(0) @binding(8) var<uniform> fp: FinishParams;
+
+// Channel c's partials summed over samples and chunks in a fixed order.
+fn channel_total(c: u32, lid: u32) -> vec4<f32> {
+    let m = fp.samples * fp.nchunks;
+    var acc = vec4<f32>(0.0);
+    for (var t = lid; t < m; t = t + WG) {
+        let n = t / fp.nchunks;
+        let j = t % fp.nchunks;
+        acc = acc + fpart[(n * fp.channels + c) * fp.nchunks + j];
+    }
+    return tree_sum(lid, acc);
+}
+
+@compute @workgroup_size(WG)
+fn bn_finish_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x + wid.y * nwg.x;
+    if (c >= fp.channels) { return; }
+    let s = channel_total(c, lid);
+    if (lid == 0u) {
+        fmean[c] = s.x / fp.count;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn bn_finish_var(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x + wid.y * nwg.x;
+    if (c >= fp.channels) { return; }
+    let s = channel_total(c, lid);
+    if (lid == 0u) {
+        // s = (sum d, sum d^2) with d = x - m0; the residual mean r = sum d / count
+        // corrects both the mean and the variance.
+        // The mean is kept as a double-float hi + lo (TwoSum of m0 and r): with
+        // large offsets (1000 + N(0,1)) rounding the mean to f32 alone would
+        // cost ~2e-5 relative error in y.
+        let m0 = fmean[c];
+        let r = s.x / fp.count;
+        let v = max(s.y / fp.count - r * r, 0.0);
+        // Shader compilers (NIR) may treat float ops as reassociable and fold
+        // (m0 + r) - m0 to r; multiplying by the runtime 1.0 hides the pattern.
+        let hi = m0 + r;
+        let bb = hi * fp.one - m0;
+        let lo = (m0 - (hi - bb) * fp.one) + (r - bb);
+        let invstd = 1.0 / sqrt(v + fp.eps);
+        fmean[c] = hi;
+        fmean[fp.channels + c] = lo;
+        finvstd[c] = invstd;
+        frm[c] = (1.0 - fp.momentum) * frm[c] + fp.momentum * (hi + lo);
+        frv[c] = (1.0 - fp.momentum) * frv[c] + fp.momentum * v * fp.unbias;
+        fcoef[c] = vec4<f32>(hi, fgamma[c] * invstd, fbeta[c], lo);
+    }
+}
+
+// Backward: frm, frv are bound to dgamma, dbeta. fp.eps > 0 (a flag) says
+// fmean holds the low-order parts of the mean after its C values.
+@compute @workgroup_size(WG)
+fn bn_finish_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x + wid.y * nwg.x;
+    if (c >= fp.channels) { return; }
+    let s = channel_total(c, lid);
+    if (lid == 0u) {
+        let invstd = finvstd[c];
+        let dbeta = s.x;
+        let dgamma = s.y * invstd;
+        frm[c] = dgamma;
+        frv[c] = dbeta;
+        let a = fgamma[c] * invstd;
+        let b = -a * invstd * dgamma / fp.count;
+        var lo = 0.0;
+        if (fp.eps > 0.0) {
+            lo = fmean[fp.channels + c];
+        }
+        // dx = a dy + b ((x - hi) - lo) + k = a dy + b (x - hi) + (k - b lo)
+        fcoef[c] = vec4<f32>(a, b, -a * dbeta / fp.count - b * lo, fmean[c]);
+    }
+}
+
+// ---------------------------------------------------------------- inference coefficients
+
+struct CoefParams {
+    channels: u32,
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> igamma: array<f32>;
+@group(0) @binding(1) var<storage, read> ibeta: array<f32>;
+@group(0) @binding(2) var<storage, read> irm: array<f32>;
+@group(0) @binding(3) var<storage, read> irv: array<f32>;
+@group(0) @binding(4) var<storage, read_write> icoef: array<vec4<f32>>;
+@group(0) @binding(5) var<uniform> ip: CoefParams;
+
+@compute @workgroup_size(WG)
+fn bn_infer_coef(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (c >= ip.channels) { return; }
+    icoef[c] = vec4<f32>(irm[c], igamma[c] / sqrt(irv[c] + ip.eps), ibeta[c], 0.0);
+}
+
+// ---------------------------------------------------------------- element-wise
+
+struct ApplyParams {
+    n: u32,         // elements in this window
+    start: u32,     // global element index of the window's first element
+    spatial: u32,
+    channels: u32,
+    base_x: u32,
+    base_y: u32,
+    base_out: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> ax: array<f32>;
+@group(0) @binding(1) var<storage, read> ady: array<f32>;
+@group(0) @binding(2) var<storage, read_write> aout: array<f32>;
+@group(0) @binding(3) var<storage, read> acoef: array<vec4<f32>>;
+@group(0) @binding(4) var<uniform> ap: ApplyParams;
+
+@compute @workgroup_size(WG)
+fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i >= ap.n) { return; }
+    let c = ((ap.start + i) / ap.spatial) % ap.channels;
+    let k = acoef[c];
+    aout[ap.base_out + i] = ((ax[ap.base_x + i] - k.x) - k.w) * k.y + k.z;
+}
+
+@compute @workgroup_size(WG)
+fn bn_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i >= ap.n) { return; }
+    let c = ((ap.start + i) / ap.spatial) % ap.channels;
+    let k = acoef[c];
+    aout[ap.base_out + i] = k.x * ady[ap.base_y + i] + k.y * (ax[ap.base_x + i] - k.w) + k.z;
+}

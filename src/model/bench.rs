@@ -1,0 +1,92 @@
+//! Whole-network timings for `qcanet-gpu bench`: inference forward and one
+//! training step (forward, loss, backward, Adam) at a given cube side.
+
+use std::time::Instant;
+
+use super::backend::LossSpec;
+use super::config::NetConfig;
+use super::gpu::Gpu;
+use super::net::Net;
+use crate::error::Result;
+use crate::gpu::GpuContext;
+use crate::ops::optim;
+use crate::tensor::{CpuTensor, Shape5};
+
+/// Medians over repetitions, after one warm-up run (pipeline compilation).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NetBench {
+    pub config: NetConfig,
+    pub params: usize,
+    /// Input (N, 1, side, side, side).
+    pub batch: usize,
+    pub side: usize,
+    pub forward_s: f64,
+    pub train_step_s: f64,
+    /// Convolution FLOPs of one forward pass.
+    pub forward_flops: f64,
+    /// Forward GFLOP/s.
+    pub forward_gflops: f64,
+    /// Training step GFLOP/s, counting a step as 3 forward passes (forward,
+    /// input gradient, weight gradient).
+    pub train_step_gflops: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Times inference and one training step of a network built from `cfg`
+/// (random init, random input, CE or BCE loss) at `side`³, `reps` times each.
+pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usize, reps: usize) -> Result<NetBench> {
+    let shape = Shape5::new(batch, cfg.in_channels, side, side, side);
+    cfg.check_input(shape)?;
+    let mut net = Net::<Gpu>::init(ctx, cfg.clone(), 0)?;
+    let x = ctx.upload(&CpuTensor::random(shape, 1, 0.0, 1.0))?;
+    let tshape = shape.with_c(1);
+    let t = CpuTensor::random(tshape, 2, 0.0, 1.0);
+    let t = ctx.upload(&CpuTensor::from_vec(tshape, t.data.iter().map(|&v| (v > 0.9) as u8 as f32).collect()))?;
+    let spec = if cfg.classes == 1 {
+        LossSpec::Bce { pos_weight: 1.0 }
+    } else {
+        LossSpec::Ce { class_weights: vec![1.0, 1.0] }
+    };
+    let mut opt = optim::Optimizer::new(
+        ctx,
+        optim::OptimizerConfig::Adam(optim::AdamConfig { lr: 1e-4, ..Default::default() }),
+        &net.params.iter().collect::<Vec<_>>(),
+    )?;
+    let reps = reps.max(1);
+    let mut fwd = Vec::new();
+    for i in 0..=reps {
+        let t0 = Instant::now();
+        let y = net.predict(ctx, &x)?;
+        ctx.sync()?;
+        drop(y);
+        if i > 0 {
+            fwd.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let mut step = Vec::new();
+    for i in 0..=reps {
+        let t0 = Instant::now();
+        let l = net.train_step(ctx, &x, &t, &spec, &mut opt)?;
+        ctx.read_f32(&l.buf, 0, 1)?;
+        if i > 0 {
+            step.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let flops = cfg.forward_flops(shape);
+    let (f, s) = (median(fwd), median(step));
+    Ok(NetBench {
+        config: cfg.clone(),
+        params: cfg.param_count(),
+        batch,
+        side,
+        forward_s: f,
+        train_step_s: s,
+        forward_flops: flops,
+        forward_gflops: flops / f / 1e9,
+        train_step_gflops: 3.0 * flops / s / 1e9,
+    })
+}

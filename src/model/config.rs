@@ -1,0 +1,296 @@
+//! Network settings, shape rules and the parameter layout of the NSN / NDN /
+//! 3-D U-Net family (one encoder–decoder, three presets).
+
+use crate::error::{Error, Result};
+use crate::tensor::Shape5;
+
+/// Which member of the family a network is (sets the preset and the default
+/// loss and target used in training).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Nuclear segmentation network (depth 2, width 16, 3³).
+    Nsn,
+    /// Nuclear detection network (depth 4, width 12, 5³).
+    Ndn,
+    /// Plain 3-D U-Net baseline (depth 3, width 32, 3³).
+    Unet3d,
+}
+
+impl Arch {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Nsn => "nsn",
+            Arch::Ndn => "ndn",
+            Arch::Unet3d => "unet3d",
+        }
+    }
+    /// Parses `nsn`, `ndn` or `unet3d` (also `unet`, `3dunet`).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "nsn" => Ok(Arch::Nsn),
+            "ndn" => Ok(Arch::Ndn),
+            "unet3d" | "unet" | "3dunet" | "unet-3d" => Ok(Arch::Unet3d),
+            _ => Err(Error::invalid(format!("unknown model '{s}': expected nsn, ndn or unet3d"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Settings of one network: depth L (number of 2×2×2 max-pools), base width
+/// b, conv kernel k (odd; padding k/2), input channels and output classes
+/// (2: softmax head, 1: sigmoid head).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    pub arch: Arch,
+    pub depth: usize,
+    pub base: usize,
+    pub kernel: usize,
+    pub in_channels: usize,
+    pub classes: usize,
+}
+
+impl NetConfig {
+    /// The published settings with a 2-class softmax head.
+    pub fn preset(arch: Arch) -> Self {
+        let (depth, base, kernel) = match arch {
+            Arch::Nsn => (2, 16, 3),
+            Arch::Ndn => (4, 12, 5),
+            Arch::Unet3d => (3, 32, 3),
+        };
+        NetConfig { arch, depth, base, kernel, in_channels: 1, classes: 2 }
+    }
+
+    /// Checks the settings (the network code assumes them).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid(format!("network settings: {m}")));
+        if self.depth > 6 {
+            return bad(format!("depth {} is larger than 6", self.depth));
+        }
+        if self.base == 0 || self.base > 512 {
+            return bad(format!("base width {} must be 1..=512", self.base));
+        }
+        if self.kernel % 2 == 0 || self.kernel == 0 || self.kernel > 7 {
+            return bad(format!("kernel {} must be odd and at most 7", self.kernel));
+        }
+        if self.in_channels == 0 {
+            return bad("in_channels must be at least 1".into());
+        }
+        if self.classes != 1 && self.classes != 2 {
+            return bad(format!("classes {} must be 1 (sigmoid head) or 2 (softmax head)", self.classes));
+        }
+        Ok(())
+    }
+
+    /// Every input side must be a multiple of this (2^depth).
+    pub fn side_multiple(&self) -> usize {
+        1 << self.depth
+    }
+
+    /// The output channel holding foreground probability: 0 for a sigmoid
+    /// head, 1 for a 2-class softmax head.
+    pub fn foreground_channel(&self) -> usize {
+        if self.classes == 1 {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// Learnable parameters: conv and transposed-conv weights and biases, BN
+    /// gamma and beta (running statistics are buffers, not parameters).
+    pub fn param_count(&self) -> usize {
+        Layout::new(self).params.iter().map(|p| p.shape.numel()).sum()
+    }
+
+    /// Errors unless `shape` is a valid input: `in_channels` channels and
+    /// every side a positive multiple of 2^depth.
+    pub fn check_input(&self, shape: Shape5) -> Result<()> {
+        let m = self.side_multiple();
+        if shape.c != self.in_channels {
+            return Err(Error::shape(
+                format!("{} input", self.arch),
+                format!("input {shape} has {} channels, the network takes {}", shape.c, self.in_channels),
+            ));
+        }
+        if shape.n == 0 || [shape.d, shape.h, shape.w].iter().any(|&s| s == 0 || s % m != 0) {
+            return Err(Error::shape(
+                format!("{} input", self.arch),
+                format!(
+                    "input sides {}×{}×{} (D×H×W) must be positive multiples of {m} (2^depth, depth {}); pad or crop the volume",
+                    shape.d, shape.h, shape.w, self.depth
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Multiply-adds ×2 of one forward pass on input `shape` (convs and
+    /// transposed convs only; BN, ReLU, pooling are negligible).
+    pub fn forward_flops(&self, shape: Shape5) -> f64 {
+        let l = Layout::new(self);
+        let mut f = 0.0;
+        let vox = |level: usize| (shape.n * shape.spatial()) as f64 / 8f64.powi(level as i32);
+        for (level, cbrs) in l.enc.iter().enumerate() {
+            for c in cbrs {
+                f += 2.0 * vox(level) * (c.cin * c.cout * c.k.pow(3)) as f64;
+            }
+        }
+        for d in &l.dec {
+            // Transposed conv: every input voxel writes 8 outputs.
+            f += 2.0 * vox(d.level) * (d.up_c * d.up_c * 8) as f64;
+            for c in &d.cbr {
+                f += 2.0 * vox(d.level - 1) * (c.cin * c.cout * c.k.pow(3)) as f64;
+            }
+        }
+        f += 2.0 * vox(0) * (l.head_cin * self.classes) as f64;
+        f
+    }
+}
+
+/// One named tensor of a network.
+#[derive(Clone, Debug)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Shape5,
+}
+
+/// Conv (k³, bias) → batch norm → ReLU: indices of its tensors.
+#[derive(Clone, Debug)]
+pub struct Cbr {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    /// Indices into [`Layout::params`]: conv weight, conv bias, BN gamma, BN beta.
+    pub w: usize,
+    pub b: usize,
+    pub gamma: usize,
+    pub beta: usize,
+    /// Indices into [`Layout::buffers`]: running mean and variance.
+    pub rm: usize,
+    pub rv: usize,
+}
+
+/// One decoder level: transposed conv (2c→2c, k 2, s 2), concatenation with
+/// the skip of level `level - 1`, CBR 3c→c, CBR c→c.
+#[derive(Clone, Debug)]
+pub struct Dec {
+    /// Encoder level whose output this decoder upsamples (L..1).
+    pub level: usize,
+    pub up_c: usize,
+    pub up_w: usize,
+    pub up_b: usize,
+    pub cbr: [Cbr; 2],
+}
+
+/// The parameter and buffer layout of a network, in a fixed order (the
+/// order of gradients and optimizer state too).
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub params: Vec<TensorSpec>,
+    /// BN running means (init 0) and variances (init 1).
+    pub buffers: Vec<TensorSpec>,
+    /// Encoder levels 0..=L, two CBRs each.
+    pub enc: Vec<[Cbr; 2]>,
+    /// Decoders for levels L down to 1.
+    pub dec: Vec<Dec>,
+    pub head_cin: usize,
+    pub head_w: usize,
+    pub head_b: usize,
+}
+
+impl Layout {
+    pub fn new(cfg: &NetConfig) -> Self {
+        let mut l = Layout {
+            params: Vec::new(),
+            buffers: Vec::new(),
+            enc: Vec::new(),
+            dec: Vec::new(),
+            head_cin: 2 * cfg.base,
+            head_w: 0,
+            head_b: 0,
+        };
+        let k = cfg.kernel;
+        let b = cfg.base;
+        let e = [l.cbr("enc0.0", cfg.in_channels, b, k), l.cbr("enc0.1", b, 2 * b, k)];
+        l.enc.push(e);
+        for i in 1..=cfg.depth {
+            let c = b << i;
+            let e = [l.cbr(&format!("enc{i}.0"), c, c, k), l.cbr(&format!("enc{i}.1"), c, 2 * c, k)];
+            l.enc.push(e);
+        }
+        for i in (1..=cfg.depth).rev() {
+            let c = b << i;
+            let up_w = l.param(format!("dec{i}.up.weight"), Shape5::new(2 * c, 2 * c, 2, 2, 2));
+            let up_b = l.param(format!("dec{i}.up.bias"), Shape5::new(1, 2 * c, 1, 1, 1));
+            let cbr = [l.cbr(&format!("dec{i}.0"), 3 * c, c, k), l.cbr(&format!("dec{i}.1"), c, c, k)];
+            l.dec.push(Dec { level: i, up_c: 2 * c, up_w, up_b, cbr });
+        }
+        l.head_w = l.param("head.weight".into(), Shape5::new(cfg.classes, 2 * b, 1, 1, 1));
+        l.head_b = l.param("head.bias".into(), Shape5::new(1, cfg.classes, 1, 1, 1));
+        l
+    }
+
+    fn param(&mut self, name: String, shape: Shape5) -> usize {
+        self.params.push(TensorSpec { name, shape });
+        self.params.len() - 1
+    }
+
+    fn cbr(&mut self, name: &str, cin: usize, cout: usize, k: usize) -> Cbr {
+        let ch = Shape5::new(1, cout, 1, 1, 1);
+        let w = self.param(format!("{name}.conv.weight"), Shape5::new(cout, cin, k, k, k));
+        let b = self.param(format!("{name}.conv.bias"), ch);
+        let gamma = self.param(format!("{name}.bn.weight"), ch);
+        let beta = self.param(format!("{name}.bn.bias"), ch);
+        self.buffers.push(TensorSpec { name: format!("{name}.bn.running_mean"), shape: ch });
+        self.buffers.push(TensorSpec { name: format!("{name}.bn.running_var"), shape: ch });
+        let rv = self.buffers.len() - 1;
+        Cbr { cin, cout, k, w, b, gamma, beta, rm: rv - 1, rv }
+    }
+
+    /// Initial parameter values like PyTorch's defaults, reproducible from
+    /// `seed`: conv and transposed-conv weights and biases uniform in
+    /// ±1/√fan_in (Kaiming-uniform with a = √5), BN gamma 1 and beta 0.
+    pub fn init_params(&self, seed: u64) -> Vec<crate::tensor::CpuTensor> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut out = Vec::with_capacity(self.params.len());
+        // Fan-in of the weight each bias belongs to (weights come first).
+        let mut fan_in = 1usize;
+        for p in &self.params {
+            let s = p.shape;
+            let data: Vec<f32> = if p.name.ends_with("bn.weight") {
+                vec![1.0; s.numel()]
+            } else if p.name.ends_with("bn.bias") {
+                vec![0.0; s.numel()]
+            } else {
+                if p.name.ends_with("weight") {
+                    // Conv weights (cout, cin, k³): fan_in = cin·k³. Transposed
+                    // conv weights (cin, cout, 2³): PyTorch uses dim 1 too.
+                    fan_in = s.c * s.spatial();
+                }
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                (0..s.numel()).map(|_| rng.random_range(-bound..bound) as f32).collect()
+            };
+            out.push(crate::tensor::CpuTensor::from_vec(s, data));
+        }
+        out
+    }
+
+    /// Initial buffers: running means 0, running variances 1.
+    pub fn init_buffers(&self) -> Vec<crate::tensor::CpuTensor> {
+        self.buffers
+            .iter()
+            .map(|b| {
+                let v = if b.name.ends_with("running_var") { 1.0 } else { 0.0 };
+                crate::tensor::CpuTensor::from_vec(b.shape, vec![v; b.shape.numel()])
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,287 @@
+//! The encoder–decoder written once over [`Backend`]: forward (training or
+//! inference mode), backward and one training step.
+
+use super::backend::{Backend, LossSpec};
+use super::config::{Cbr, Layout, NetConfig};
+use crate::error::{Error, Result};
+use crate::tensor::{CpuTensor, Shape5};
+
+/// Batch-norm epsilon (Chainer's default, which the original QCANet used).
+pub const BN_EPS: f32 = 2e-5;
+/// Batch-norm running-statistics momentum (PyTorch convention).
+pub const BN_MOMENTUM: f32 = 0.1;
+
+/// A network's tensors on one backend.
+pub struct Net<B: Backend> {
+    pub cfg: NetConfig,
+    pub layout: Layout,
+    /// In [`Layout::params`] order.
+    pub params: Vec<B::T>,
+    /// BN running statistics, in [`Layout::buffers`] order.
+    pub buffers: Vec<B::T>,
+}
+
+/// What one CBR keeps for backward: its input, conv output and ReLU output.
+struct CbrTape<B: Backend> {
+    x: B::T,
+    z: B::T,
+    saved: B::BnSaved,
+    y: B::T,
+}
+
+/// Activations kept by a training-mode forward pass for backward.
+pub struct Tape<B: Backend> {
+    cbrs: Vec<CbrTape<B>>,
+    pools: Vec<(B::PoolIdx, Shape5)>,
+    /// Inputs of the transposed convs, decoder order.
+    ups: Vec<B::T>,
+    head_x: B::T,
+    /// Updated BN running statistics (committed by [`Net::train_step`]).
+    pub new_buffers: Vec<Option<B::T>>,
+}
+
+impl<B: Backend> Net<B> {
+    /// Builds the network from host tensors (in layout order).
+    pub fn from_host(be: &B::Ctx, cfg: NetConfig, params: &[CpuTensor], buffers: &[CpuTensor]) -> Result<Self> {
+        cfg.validate()?;
+        let layout = Layout::new(&cfg);
+        let check = |what: &str, specs: &[super::config::TensorSpec], ts: &[CpuTensor]| -> Result<()> {
+            if specs.len() != ts.len() {
+                return Err(Error::invalid(format!("{what}: {} tensors given, {} expected", ts.len(), specs.len())));
+            }
+            for (s, t) in specs.iter().zip(ts) {
+                if s.shape != t.shape {
+                    return Err(Error::shape("network", format!("{} is {}, expected {}", s.name, t.shape, s.shape)));
+                }
+            }
+            Ok(())
+        };
+        check("parameters", &layout.params, params)?;
+        check("buffers", &layout.buffers, buffers)?;
+        Ok(Net {
+            params: params.iter().map(|t| B::upload(be, t)).collect::<Result<_>>()?,
+            buffers: buffers.iter().map(|t| B::upload(be, t)).collect::<Result<_>>()?,
+            cfg,
+            layout,
+        })
+    }
+
+    /// A freshly initialised network (see [`Layout::init_params`]).
+    pub fn init(be: &B::Ctx, cfg: NetConfig, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        let layout = Layout::new(&cfg);
+        let p = layout.init_params(seed);
+        let b = layout.init_buffers();
+        Self::from_host(be, cfg, &p, &b)
+    }
+
+    pub fn params_to_host(&self, be: &B::Ctx) -> Result<Vec<CpuTensor>> {
+        self.params.iter().map(|t| B::download(be, t)).collect()
+    }
+    pub fn buffers_to_host(&self, be: &B::Ctx) -> Result<Vec<CpuTensor>> {
+        self.buffers.iter().map(|t| B::download(be, t)).collect()
+    }
+
+    fn cbr(&self, be: &B::Ctx, c: &Cbr, x: &B::T, tape: &mut Option<&mut Tape<B>>) -> Result<B::T> {
+        let p = &self.params;
+        let z = B::conv(be, x, &p[c.w], &p[c.b])?;
+        match tape {
+            None => {
+                let a = B::bn_infer(be, &z, &p[c.gamma], &p[c.beta], &self.buffers[c.rm], &self.buffers[c.rv], BN_EPS)?;
+                drop(z);
+                B::relu(be, &a)
+            }
+            Some(t) => {
+                let (a, saved, rm, rv) = B::bn_train(
+                    be,
+                    &z,
+                    &p[c.gamma],
+                    &p[c.beta],
+                    &self.buffers[c.rm],
+                    &self.buffers[c.rv],
+                    BN_EPS,
+                    BN_MOMENTUM,
+                )?;
+                let y = B::relu(be, &a)?;
+                t.new_buffers[c.rm] = Some(rm);
+                t.new_buffers[c.rv] = Some(rv);
+                t.cbrs.push(CbrTape { x: x.clone(), z, saved, y: y.clone() });
+                Ok(y)
+            }
+        }
+    }
+
+    /// Forward pass to logits (N, classes, D, H, W). With a tape, batch norm
+    /// uses batch statistics and everything backward needs is kept.
+    fn forward_impl(&self, be: &B::Ctx, x: &B::T, mut tape: Option<&mut Tape<B>>) -> Result<B::T> {
+        self.cfg.check_input(B::shape(be, x))?;
+        let l = &self.layout;
+        let mut skips = Vec::with_capacity(self.cfg.depth);
+        let mut h = self.cbr(be, &l.enc[0][0], x, &mut tape)?;
+        h = self.cbr(be, &l.enc[0][1], &h, &mut tape)?;
+        for level in 1..=self.cfg.depth {
+            let (p, idx) = B::pool(be, &h)?;
+            let hs = B::shape(be, &h);
+            skips.push(h);
+            if let Some(t) = tape.as_deref_mut() {
+                t.pools.push((idx, hs));
+            }
+            h = self.cbr(be, &l.enc[level][0], &p, &mut tape)?;
+            drop(p);
+            h = self.cbr(be, &l.enc[level][1], &h, &mut tape)?;
+        }
+        for d in &l.dec {
+            let u = B::up(be, &h, &self.params[d.up_w], &self.params[d.up_b])?;
+            if let Some(t) = tape.as_deref_mut() {
+                t.ups.push(h.clone());
+            }
+            let skip = skips.pop().expect("one skip per decoder level");
+            let cat = B::concat(be, &u, &skip)?;
+            drop((u, skip));
+            h = self.cbr(be, &d.cbr[0], &cat, &mut tape)?;
+            drop(cat);
+            h = self.cbr(be, &d.cbr[1], &h, &mut tape)?;
+        }
+        if let Some(t) = tape.as_deref_mut() {
+            t.head_x = h.clone();
+        }
+        B::conv(be, &h, &self.params[l.head_w], &self.params[l.head_b])
+    }
+
+    /// Inference-mode logits (BN with running statistics).
+    pub fn logits(&self, be: &B::Ctx, x: &B::T) -> Result<B::T> {
+        self.forward_impl(be, x, None)
+    }
+
+    /// Inference-mode probabilities: softmax (2 classes) or sigmoid (1 class).
+    pub fn predict(&self, be: &B::Ctx, x: &B::T) -> Result<B::T> {
+        let z = self.logits(be, x)?;
+        self.activate(be, &z)
+    }
+
+    pub fn activate(&self, be: &B::Ctx, logits: &B::T) -> Result<B::T> {
+        if self.cfg.classes == 1 {
+            B::sigmoid(be, logits)
+        } else {
+            B::softmax(be, logits)
+        }
+    }
+
+    /// Training-mode forward: logits and the tape for [`Net::backward`].
+    pub fn forward_train(&self, be: &B::Ctx, x: &B::T) -> Result<(B::T, Tape<B>)> {
+        let mut tape = Tape {
+            cbrs: Vec::new(),
+            pools: Vec::new(),
+            ups: Vec::new(),
+            head_x: x.clone(),
+            new_buffers: (0..self.buffers.len()).map(|_| None).collect(),
+        };
+        let z = self.forward_impl(be, x, Some(&mut tape))?;
+        Ok((z, tape))
+    }
+
+    fn cbr_backward(
+        &self,
+        be: &B::Ctx,
+        c: &Cbr,
+        t: CbrTape<B>,
+        dy: &B::T,
+        grads: &mut [Option<B::T>],
+        need_dx: bool,
+    ) -> Result<Option<B::T>> {
+        let da = B::relu_backward(be, &t.y, dy)?;
+        drop(t.y);
+        let (dz, dg, dbeta) = B::bn_backward(be, &t.z, &self.params[c.gamma], &t.saved, &da)?;
+        drop((da, t.z, t.saved));
+        let (dx, dw, db) = B::conv_backward(be, &t.x, &self.params[c.w], &dz, need_dx)?;
+        grads[c.w] = Some(dw);
+        grads[c.b] = Some(db);
+        grads[c.gamma] = Some(dg);
+        grads[c.beta] = Some(dbeta);
+        Ok(dx)
+    }
+
+    /// Gradients of every parameter (layout order) from the logits' gradient.
+    pub fn backward(&self, be: &B::Ctx, mut tape: Tape<B>, dlogits: &B::T) -> Result<Vec<B::T>> {
+        let l = &self.layout;
+        let mut grads: Vec<Option<B::T>> = (0..self.params.len()).map(|_| None).collect();
+        let bug = || Error::invalid("network backward: tape does not match the layout (internal error)");
+        let (dh, dw, db) = B::conv_backward(be, &tape.head_x, &self.params[l.head_w], dlogits, true)?;
+        grads[l.head_w] = Some(dw);
+        grads[l.head_b] = Some(db);
+        let mut dh = dh.ok_or_else(bug)?;
+        // Skip gradients, by encoder level 0..L-1.
+        let mut dskips: Vec<Option<B::T>> = (0..self.cfg.depth).map(|_| None).collect();
+        for d in l.dec.iter().rev() {
+            let t1 = tape.cbrs.pop().ok_or_else(bug)?;
+            dh = self.cbr_backward(be, &d.cbr[1], t1, &dh, &mut grads, true)?.ok_or_else(bug)?;
+            let t0 = tape.cbrs.pop().ok_or_else(bug)?;
+            let dcat = self.cbr_backward(be, &d.cbr[0], t0, &dh, &mut grads, true)?.ok_or_else(bug)?;
+            let (du, dskip) = B::concat_backward(be, &dcat, d.up_c)?;
+            drop(dcat);
+            dskips[d.level - 1] = Some(dskip);
+            let up_x = tape.ups.pop().ok_or_else(bug)?;
+            let (dx, dw, db) = B::up_backward(be, &up_x, &self.params[d.up_w], &du)?;
+            grads[d.up_w] = Some(dw);
+            grads[d.up_b] = Some(db);
+            dh = dx;
+        }
+        for level in (0..=self.cfg.depth).rev() {
+            let t1 = tape.cbrs.pop().ok_or_else(bug)?;
+            dh = self.cbr_backward(be, &l.enc[level][1], t1, &dh, &mut grads, true)?.ok_or_else(bug)?;
+            let t0 = tape.cbrs.pop().ok_or_else(bug)?;
+            let need_dx = level > 0;
+            let dx = self.cbr_backward(be, &l.enc[level][0], t0, &dh, &mut grads, need_dx)?;
+            if level > 0 {
+                let (idx, xs) = tape.pools.pop().ok_or_else(bug)?;
+                let dp = B::pool_backward(be, &idx, xs, &dx.ok_or_else(bug)?)?;
+                let ds = dskips[level - 1].take().ok_or_else(bug)?;
+                dh = B::add(be, &dp, &ds)?;
+            }
+        }
+        grads.into_iter().map(|g| g.ok_or_else(bug)).collect()
+    }
+
+    /// Loss and its gradient on training-mode logits.
+    pub fn loss(&self, be: &B::Ctx, spec: &LossSpec, logits: &B::T, target: &B::T) -> Result<(B::T, B::T)> {
+        match (spec, self.cfg.classes) {
+            (LossSpec::Ce { class_weights }, 2) if class_weights.len() == 2 => B::loss(be, spec, logits, target),
+            (LossSpec::Ce { class_weights }, 2) => {
+                Err(Error::invalid(format!("cross-entropy needs 2 class weights, {} given", class_weights.len())))
+            }
+            (LossSpec::Ce { .. }, c) => {
+                Err(Error::invalid(format!("cross-entropy needs a 2-class head, the network has {c} class(es)")))
+            }
+            (LossSpec::Bce { .. }, 1) => B::loss(be, spec, logits, target),
+            (LossSpec::Bce { .. }, c) => {
+                Err(Error::invalid(format!("binary cross-entropy needs a 1-class head, the network has {c} classes")))
+            }
+            (LossSpec::Dice { .. }, _) => B::loss(be, spec, logits, target),
+        }
+    }
+
+    /// One training step on a batch: forward, loss, backward, optimizer
+    /// update, running statistics committed. Returns the loss tensor.
+    pub fn train_step(
+        &mut self,
+        be: &B::Ctx,
+        x: &B::T,
+        target: &B::T,
+        spec: &LossSpec,
+        opt: &mut B::Opt,
+    ) -> Result<B::T> {
+        let (logits, mut tape) = self.forward_train(be, x)?;
+        let (loss, dlogits) = self.loss(be, spec, &logits, target)?;
+        drop(logits);
+        let new_buffers = std::mem::take(&mut tape.new_buffers);
+        let grads = self.backward(be, tape, &dlogits)?;
+        drop(dlogits);
+        B::opt_step(be, opt, &mut self.params, &grads)?;
+        for (b, nb) in self.buffers.iter_mut().zip(new_buffers) {
+            if let Some(nb) = nb {
+                *b = nb;
+            }
+        }
+        Ok(loss)
+    }
+}

@@ -1,0 +1,215 @@
+//! Every training setting, readable from a TOML file (unknown keys are an
+//! error naming the key) and overridable by command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use super::dataset::Target;
+use super::patch::Augment;
+use crate::error::{Error, Result};
+use crate::model::{Arch, LossSpec, NetConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    Ce,
+    Bce,
+    Dice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    Minmax,
+    Percentile,
+}
+
+/// All settings of a training run (`--config FILE` in TOML; flags override).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// nsn, ndn or unet3d: the preset, and which ground truth is learnt
+    /// (images_ndn for ndn, images_nsn otherwise).
+    pub model: Arch,
+    /// Dataset folder (images_raw/, images_nsn/, images_ndn/, split_list/).
+    pub data: Option<PathBuf>,
+    /// Output folder for checkpoints, log and plot.
+    pub out: Option<PathBuf>,
+    pub depth: Option<usize>,
+    pub base: Option<usize>,
+    pub kernel: Option<usize>,
+    /// 2: softmax head (default), 1: sigmoid head.
+    pub classes: usize,
+    /// Training patch side (voxels, after z interpolation).
+    pub patch: usize,
+    pub epochs: usize,
+    pub steps_per_epoch: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub optimizer: OptimizerKind,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// ce (2-class), bce (1-class) or dice; default ce for 2 classes, bce for 1.
+    pub loss: Option<LossKind>,
+    /// Cross-entropy weights of background and foreground (default 1,1 for
+    /// NSN and U-Net, 1,10 for NDN's sparse markers).
+    pub class_weights: Option<Vec<f32>>,
+    /// BCE weight of foreground voxels (default 1, NDN 10).
+    pub pos_weight: Option<f32>,
+    pub dice_smooth: f32,
+    pub normalization: NormKind,
+    /// Low and high percentiles for `normalization = "percentile"`.
+    pub percentiles: [f32; 2],
+    /// x, y, z voxel size in µm when the TIFF does not say.
+    pub voxel_size: [f64; 3],
+    /// Interpolate z to isotropic voxels.
+    pub isotropic: bool,
+    /// Dilate the ground truth by this radius (default 2 for NDN, else 0).
+    pub dilate: Option<usize>,
+    pub augment: Augment,
+    pub seed: u64,
+    /// Validation tile side (whole volumes are predicted in tiles).
+    pub val_tile: usize,
+    pub val_overlap: usize,
+    /// Also write `best_f16.safetensors` (half-size weights for inference).
+    pub save_f16: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: Arch::Nsn,
+            data: None,
+            out: None,
+            depth: None,
+            base: None,
+            kernel: None,
+            classes: 2,
+            patch: 128,
+            epochs: 50,
+            steps_per_epoch: 50,
+            batch: 1,
+            lr: 1e-3,
+            optimizer: OptimizerKind::Adam,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            loss: None,
+            class_weights: None,
+            pos_weight: None,
+            dice_smooth: 1.0,
+            normalization: NormKind::Percentile,
+            percentiles: [1.0, 99.8],
+            voxel_size: [0.8, 0.8, 1.75],
+            isotropic: true,
+            dilate: None,
+            augment: Augment::default(),
+            seed: 0,
+            val_tile: 96,
+            val_overlap: 16,
+            save_f16: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file (every key optional; an unknown key is an error).
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        toml::from_str(&text).map_err(|e| Error::file(path, format!("invalid training config: {e}")))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn target(&self) -> Target {
+        if self.model == Arch::Ndn {
+            Target::Ndn
+        } else {
+            Target::Nsn
+        }
+    }
+
+    pub fn net_config(&self) -> Result<NetConfig> {
+        let p = NetConfig::preset(self.model);
+        let c = NetConfig {
+            depth: self.depth.unwrap_or(p.depth),
+            base: self.base.unwrap_or(p.base),
+            kernel: self.kernel.unwrap_or(p.kernel),
+            classes: self.classes,
+            ..p
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn loss_spec(&self) -> Result<LossSpec> {
+        let ndn = self.model == Arch::Ndn;
+        let kind = self.loss.unwrap_or(if self.classes == 1 { LossKind::Bce } else { LossKind::Ce });
+        let spec = match kind {
+            LossKind::Ce => {
+                let w = self.class_weights.clone().unwrap_or(if ndn { vec![1.0, 10.0] } else { vec![1.0, 1.0] });
+                if self.classes != 2 {
+                    return Err(Error::invalid("loss 'ce' needs classes = 2 (use 'bce' or 'dice' with classes = 1)"));
+                }
+                if w.len() != 2 || w.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                    return Err(Error::invalid(format!("class weights {w:?}: need 2 non-negative values")));
+                }
+                LossSpec::Ce { class_weights: w }
+            }
+            LossKind::Bce => {
+                if self.classes != 1 {
+                    return Err(Error::invalid("loss 'bce' needs classes = 1 (use 'ce' or 'dice' with classes = 2)"));
+                }
+                let pw = self.pos_weight.unwrap_or(if ndn { 10.0 } else { 1.0 });
+                if !pw.is_finite() || pw <= 0.0 {
+                    return Err(Error::invalid(format!("pos_weight {pw} must be positive")));
+                }
+                LossSpec::Bce { pos_weight: pw }
+            }
+            LossKind::Dice => LossSpec::Dice { smooth: self.dice_smooth },
+        };
+        Ok(spec)
+    }
+
+    pub fn dilate_radius(&self) -> usize {
+        self.dilate.unwrap_or(if self.model == Arch::Ndn { 2 } else { 0 })
+    }
+
+    /// Checks ranges that would otherwise fail late.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid(format!("training settings: {m}")));
+        if self.patch < 4 {
+            return bad(format!("patch {} is too small", self.patch));
+        }
+        if self.epochs == 0 || self.steps_per_epoch == 0 || self.batch == 0 {
+            return bad("epochs, steps_per_epoch and batch must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr {} must be positive", self.lr));
+        }
+        let [lo, hi] = self.percentiles;
+        if !(0.0..100.0).contains(&lo) || !(lo < hi && hi <= 100.0) {
+            return bad(format!("percentiles {lo}, {hi}: need 0 <= low < high <= 100"));
+        }
+        if self.voxel_size.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+            return bad(format!("voxel size {:?} must be positive", self.voxel_size));
+        }
+        let a = &self.augment;
+        if a.brightness[0] <= 0.0 || a.brightness[0] > a.brightness[1] || a.gamma[0] <= 0.0 || a.gamma[0] > a.gamma[1] {
+            return bad(format!(
+                "augment ranges brightness {:?} gamma {:?} must be positive, low <= high",
+                a.brightness, a.gamma
+            ));
+        }
+        self.net_config()?;
+        self.loss_spec()?;
+        Ok(())
+    }
+}

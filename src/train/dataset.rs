@@ -1,0 +1,155 @@
+//! The QCANet dataset layout on disk:
+//! `DIR/images_raw/NAME` (fluorescence stack), `DIR/images_nsn/NAME`
+//! (segmentation ground truth), `DIR/images_ndn/NAME` (detection ground
+//! truth), paired by file name; `DIR/split_list/train.txt` and
+//! `validation.txt` list the names (one a line).
+
+use std::path::{Path, PathBuf};
+
+use super::patch::{dilate, Sample, Vol};
+use crate::error::{Error, Result};
+use crate::io;
+use crate::preprocess::{self, Interp, Normalization};
+
+/// Which ground truth a network learns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// `images_nsn/`: nucleus segmentation.
+    Nsn,
+    /// `images_ndn/`: nucleus centre markers.
+    Ndn,
+}
+
+impl Target {
+    pub fn folder(&self) -> &'static str {
+        match self {
+            Target::Nsn => "images_nsn",
+            Target::Ndn => "images_ndn",
+        }
+    }
+}
+
+/// How volumes are prepared (the same at inference: stored in the weights).
+#[derive(Clone, Debug)]
+pub struct DataOptions {
+    pub target: Target,
+    /// x, y, z in µm when the file does not say.
+    pub voxel_um: [f64; 3],
+    /// Interpolate z to isotropic voxels (linear for images, nearest for labels).
+    pub isotropic: bool,
+    pub normalization: Normalization,
+    /// Dilate the ground truth by a ball of this radius (voxels; NDN markers).
+    pub dilate: usize,
+}
+
+/// The names listed in `DIR/split_list/{split}.txt`.
+pub fn split_names(dir: &Path, split: &str) -> Result<Vec<String>> {
+    let list = dir.join("split_list").join(format!("{split}.txt"));
+    let text = std::fs::read_to_string(&list).map_err(|e| {
+        Error::file(&list, format!("cannot read the {split} list ({e}); a dataset needs split_list/{split}.txt"))
+    })?;
+    let names: Vec<String> =
+        text.lines().map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+    if names.is_empty() {
+        return Err(Error::file(&list, "lists no images"));
+    }
+    Ok(names)
+}
+
+/// Loads the images of one split with their ground truth, prepared per `o`.
+pub fn load_split(dir: &Path, split: &str, o: &DataOptions) -> Result<Vec<Sample>> {
+    split_names(dir, split)?
+        .iter()
+        .map(|name| load_pair(&dir.join("images_raw").join(name), &dir.join(o.target.folder()).join(name), o))
+        .collect()
+}
+
+/// Reads an image and its ground truth and prepares them.
+pub fn load_pair(raw_path: &Path, gt_path: &Path, o: &DataOptions) -> Result<Sample> {
+    if !raw_path.exists() {
+        return Err(Error::file(raw_path, "image listed in the split list does not exist"));
+    }
+    if !gt_path.exists() {
+        return Err(Error::file(gt_path, format!("ground truth missing for image {}", raw_path.display())));
+    }
+    let raw = io::read_volume(raw_path)?;
+    if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
+        let [_, h, w] = raw.dims;
+        return Err(Error::file(
+            raw_path,
+            format!("holds a non-finite value (NaN or infinity) at z {}, y {}, x {}", i / (h * w), i / w % h, i % w),
+        ));
+    }
+    let gt = io::read_volume(gt_path)?;
+    if gt.dims != raw.dims {
+        return Err(Error::file(
+            gt_path,
+            format!("ground truth is {:?} (z, y, x) but the image {} is {:?}", gt.dims, raw_path.display(), raw.dims),
+        ));
+    }
+    let target = binarize(gt_path, &gt.data)?;
+    let voxel = raw.voxel_um.unwrap_or(o.voxel_um);
+    prepare(raw_path, raw.dims, raw.data, target, voxel, o)
+}
+
+/// Ground truth as 0/1: it must hold 0 and at most one other value.
+pub fn binarize(path: &Path, data: &[f32]) -> Result<Vec<f32>> {
+    let mut fg: Option<f32> = None;
+    for &v in data {
+        if v == 0.0 {
+            continue;
+        }
+        match fg {
+            None => fg = Some(v),
+            Some(f) if f == v => {}
+            Some(f) => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "ground truth is not binary: it holds {f} and {v} besides 0 (expected 0 for background and one value, e.g. 255, for foreground)"
+                    ),
+                ))
+            }
+        }
+    }
+    if fg.is_none() {
+        log::warn!("{}: ground truth has no foreground voxels", path.display());
+    }
+    Ok(data.iter().map(|&v| if v != 0.0 { 1.0 } else { 0.0 }).collect())
+}
+
+/// Resampling to isotropic voxels, normalisation and dilation.
+pub fn prepare(
+    path: &Path,
+    dims: [usize; 3],
+    mut image: Vec<f32>,
+    mut target: Vec<f32>,
+    voxel_um: [f64; 3],
+    o: &DataOptions,
+) -> Result<Sample> {
+    let mut dims = dims;
+    if o.isotropic {
+        let new_d = preprocess::isotropic_depth(dims[0], voxel_um);
+        if new_d != dims[0] {
+            image = preprocess::resample_z(&image, dims, new_d, Interp::Linear);
+            target = preprocess::resample_z(&target, dims, new_d, Interp::Nearest);
+            dims[0] = new_d;
+        }
+    }
+    preprocess::normalize(&mut image, o.normalization);
+    let mut t = Vol::new(dims, target)?;
+    if o.dilate > 0 {
+        t = dilate(&t, o.dilate);
+    }
+    Ok(Sample { name: display_name(path), image: Vol::new(dims, image)?, target: t })
+}
+
+fn display_name(p: &Path) -> String {
+    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+}
+
+/// `DIR/images_raw/NAME` for each listed name (for messages).
+pub fn raw_paths(dir: &Path, split: &str) -> Result<Vec<PathBuf>> {
+    Ok(split_names(dir, split)?.iter().map(|n| dir.join("images_raw").join(n)).collect())
+}

@@ -1,0 +1,144 @@
+//! The training loop on in-memory samples (the file-based command wraps it).
+
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+
+use super::patch::{random_patch, Augment, Sample};
+use super::plot::EpochRecord;
+use super::validate::validate_sample;
+use crate::error::{Error, Result};
+use crate::model::{Backend, LossSpec, Net};
+use crate::tensor::{CpuTensor, Shape5};
+
+/// Loop settings.
+#[derive(Clone, Debug)]
+pub struct FitSettings {
+    /// Patch side (rounded up to the network's side multiple).
+    pub patch: usize,
+    pub batch: usize,
+    pub epochs: usize,
+    pub steps_per_epoch: usize,
+    pub loss: LossSpec,
+    pub augment: Augment,
+    pub seed: u64,
+    /// Validation tile side and overlap (whole volumes predicted in tiles).
+    pub val_tile: usize,
+    pub val_overlap: usize,
+    /// Show a progress bar on a terminal.
+    pub progress: bool,
+}
+
+/// A batch of random augmented patches: image (N,1,p,p,p), target (N,1,p,p,p).
+pub fn random_batch(
+    samples: &[Sample],
+    patch: usize,
+    batch: usize,
+    aug: &Augment,
+    rng: &mut impl Rng,
+) -> (CpuTensor, CpuTensor) {
+    let shape = Shape5::new(batch, 1, patch, patch, patch);
+    let mut img = Vec::with_capacity(shape.numel());
+    let mut tgt = Vec::with_capacity(shape.numel());
+    for _ in 0..batch {
+        let s = &samples[rng.random_range(0..samples.len())];
+        let (i, t) = random_patch(s, [patch; 3], aug, rng);
+        img.extend(i);
+        tgt.extend(t);
+    }
+    (CpuTensor::from_vec(shape, img), CpuTensor::from_vec(shape, tgt))
+}
+
+/// The random generator of one epoch (so a resumed run continues the same
+/// sequence of patches).
+pub fn epoch_rng(seed: u64, epoch: usize) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// Trains epochs `first_epoch..=settings.epochs` (1-based): per epoch
+/// `steps_per_epoch` steps on random patches of `train`, then validation
+/// on every whole volume of `val` (mean loss, mean foreground IoU). Calls
+/// `on_epoch` after each epoch (checkpoints, logs); returns the records.
+pub fn fit<B: Backend>(
+    net: &mut Net<B>,
+    cx: &B::Ctx,
+    opt: &mut B::Opt,
+    train: &[Sample],
+    val: &[Sample],
+    s: &FitSettings,
+    first_epoch: usize,
+    mut on_epoch: impl FnMut(&EpochRecord, &Net<B>, &B::Opt) -> Result<()>,
+) -> Result<Vec<EpochRecord>> {
+    if train.is_empty() {
+        return Err(Error::invalid("no training samples"));
+    }
+    if s.batch == 0 || s.steps_per_epoch == 0 {
+        return Err(Error::invalid("batch and steps per epoch must be at least 1"));
+    }
+    let m = net.cfg.side_multiple();
+    let patch = s.patch.div_ceil(m).max(1) * m;
+    if patch != s.patch {
+        log::info!("patch side {} rounded up to {patch} (a multiple of {m})", s.patch);
+    }
+    let mut records = Vec::new();
+    for epoch in first_epoch..=s.epochs {
+        let t0 = Instant::now();
+        let mut rng = epoch_rng(s.seed, epoch);
+        let bar = if s.progress {
+            indicatif::ProgressBar::new(s.steps_per_epoch as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(format!("{epoch}/{}", s.epochs));
+        let mut loss_sum = 0.0;
+        for step in 0..s.steps_per_epoch {
+            let (x, t) = random_batch(train, patch, s.batch, &s.augment, &mut rng);
+            let x = B::upload(cx, &x)?;
+            let t = B::upload(cx, &t)?;
+            let l = net.train_step(cx, &x, &t, &s.loss, opt)?;
+            let l = B::scalar(cx, &l)?;
+            if !l.is_finite() {
+                return Err(Error::invalid(format!(
+                    "training diverged: loss {l} at epoch {epoch} step {}; lower the learning rate",
+                    step + 1
+                )));
+            }
+            loss_sum += l;
+            bar.set_message(format!("loss {:.4}", loss_sum / (step + 1) as f64));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let (mut vl, mut vi) = (0.0, 0.0);
+        for v in val {
+            let (l, iou) = validate_sample(net, cx, v, s.val_tile.max(m), s.val_overlap, &s.loss)?;
+            vl += l;
+            vi += iou;
+        }
+        let nv = val.len().max(1) as f64;
+        let r = EpochRecord {
+            epoch,
+            step: epoch * s.steps_per_epoch,
+            train_loss: loss_sum / s.steps_per_epoch as f64,
+            val_loss: if val.is_empty() { f64::NAN } else { vl / nv },
+            val_iou: if val.is_empty() { f64::NAN } else { vi / nv },
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        log::info!(
+            "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val IoU {:.4} ({:.1} s)",
+            s.epochs,
+            r.train_loss,
+            r.val_loss,
+            r.val_iou,
+            r.seconds
+        );
+        on_epoch(&r, net, opt)?;
+        records.push(r);
+    }
+    Ok(records)
+}

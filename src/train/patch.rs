@@ -1,0 +1,186 @@
+//! In-memory training volumes, random patches with augmentation, label
+//! dilation, and the foreground IoU. Pure CPU, seeded.
+
+use rand::Rng;
+
+use crate::error::{Error, Result};
+
+/// A single-channel volume, z-y-x order (x fastest).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vol {
+    /// (D, H, W) = (z, y, x).
+    pub dims: [usize; 3],
+    pub data: Vec<f32>,
+}
+
+impl Vol {
+    pub fn new(dims: [usize; 3], data: Vec<f32>) -> Result<Self> {
+        if dims.iter().product::<usize>() != data.len() {
+            return Err(Error::invalid(format!(
+                "volume {dims:?} needs {} values, got {}",
+                dims.iter().product::<usize>(),
+                data.len()
+            )));
+        }
+        Ok(Vol { dims, data })
+    }
+    #[inline]
+    pub fn idx(&self, z: usize, y: usize, x: usize) -> usize {
+        (z * self.dims[1] + y) * self.dims[2] + x
+    }
+}
+
+/// One training or validation pair: a normalised image and its target
+/// (0/1 foreground, which is also the class index for cross-entropy).
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub name: String,
+    pub image: Vol,
+    pub target: Vol,
+}
+
+/// Augmentation settings (all applied per patch, seeded).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Random flip along each of z, y and x.
+    pub flips: bool,
+    /// Random intensity scale range (after normalisation); (1, 1) disables.
+    pub brightness: [f32; 2],
+    /// Random gamma range applied to max(v, 0); (1, 1) disables.
+    pub gamma: [f32; 2],
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Augment { flips: true, brightness: [0.5, 4.0], gamma: [0.7, 1.4] }
+    }
+}
+
+impl Augment {
+    pub fn none() -> Self {
+        Augment { flips: false, brightness: [1.0, 1.0], gamma: [1.0, 1.0] }
+    }
+}
+
+/// Mirror index `i` (possibly outside `0..n`) into `0..n` (reflect without
+/// repeating the edge, like numpy's 'reflect').
+#[inline]
+pub fn reflect(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let n = n as isize;
+    let period = 2 * (n - 1);
+    let mut m = i.rem_euclid(period);
+    if m >= n {
+        m = period - m;
+    }
+    m as usize
+}
+
+/// Samples a patch of `patch` (D, H, W) at a random position (reflecting
+/// where the volume is smaller than the patch), with random flips and
+/// intensity augmentation of the image. Returns (image, target) values.
+pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl Rng) -> (Vec<f32>, Vec<f32>) {
+    let mut origin = [0isize; 3];
+    let mut flip = [false; 3];
+    for a in 0..3 {
+        let n = s.image.dims[a] as i64;
+        let p = patch[a] as i64;
+        origin[a] = if n >= p { rng.random_range(0..=n - p) } else { rng.random_range(n - p..=0) } as isize;
+        flip[a] = aug.flips && rng.random_bool(0.5);
+    }
+    let scale = if aug.brightness[0] < aug.brightness[1] {
+        rng.random_range(aug.brightness[0]..aug.brightness[1])
+    } else {
+        aug.brightness[0]
+    };
+    let gamma = if aug.gamma[0] < aug.gamma[1] { rng.random_range(aug.gamma[0]..aug.gamma[1]) } else { aug.gamma[0] };
+    let (img, tgt) = extract(s, origin, patch, flip);
+    let img = if scale != 1.0 || gamma != 1.0 {
+        img.into_iter().map(|v| v.max(0.0).powf(gamma) * scale).collect()
+    } else {
+        img
+    };
+    (img, tgt)
+}
+
+/// The patch at `origin` (may be negative or run past the end: reflected),
+/// optionally flipped per axis.
+pub fn extract(s: &Sample, origin: [isize; 3], patch: [usize; 3], flip: [bool; 3]) -> (Vec<f32>, Vec<f32>) {
+    let [d, h, w] = s.image.dims;
+    let n = patch.iter().product();
+    let mut img = Vec::with_capacity(n);
+    let mut tgt = Vec::with_capacity(n);
+    let src = |a: usize, i: usize, len: usize| -> usize {
+        let i = if flip[a] { patch[a] - 1 - i } else { i };
+        reflect(origin[a] + i as isize, len)
+    };
+    for z in 0..patch[0] {
+        let sz = src(0, z, d);
+        for y in 0..patch[1] {
+            let sy = src(1, y, h);
+            for x in 0..patch[2] {
+                let sx = src(2, x, w);
+                let i = (sz * h + sy) * w + sx;
+                img.push(s.image.data[i]);
+                tgt.push(s.target.data[i]);
+            }
+        }
+    }
+    (img, tgt)
+}
+
+/// Binary dilation of a 0/1 volume by a ball of `radius` voxels.
+pub fn dilate(v: &Vol, radius: usize) -> Vol {
+    if radius == 0 {
+        return v.clone();
+    }
+    let [d, h, w] = v.dims;
+    let r = radius as isize;
+    let mut offsets = Vec::new();
+    for dz in -r..=r {
+        for dy in -r..=r {
+            for dx in -r..=r {
+                if dz * dz + dy * dy + dx * dx <= r * r {
+                    offsets.push((dz, dy, dx));
+                }
+            }
+        }
+    }
+    let mut out = vec![0f32; v.data.len()];
+    for z in 0..d {
+        for y in 0..h {
+            for x in 0..w {
+                if v.data[(z * h + y) * w + x] <= 0.5 {
+                    continue;
+                }
+                for &(dz, dy, dx) in &offsets {
+                    let (zz, yy, xx) = (z as isize + dz, y as isize + dy, x as isize + dx);
+                    if zz >= 0 && yy >= 0 && xx >= 0 && (zz as usize) < d && (yy as usize) < h && (xx as usize) < w {
+                        out[(zz as usize * h + yy as usize) * w + xx as usize] = 1.0;
+                    }
+                }
+            }
+        }
+    }
+    Vol { dims: v.dims, data: out }
+}
+
+/// Foreground IoU of `prob > threshold` against `target > 0.5`; 1 when both
+/// are empty.
+pub fn foreground_iou(prob: &[f32], target: &[f32], threshold: f32) -> f64 {
+    let (mut inter, mut union) = (0u64, 0u64);
+    for (&p, &t) in prob.iter().zip(target) {
+        let a = p > threshold;
+        let b = t > 0.5;
+        inter += (a && b) as u64;
+        union += (a || b) as u64;
+    }
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}

@@ -1,0 +1,113 @@
+//! The training-curve PNG (loss and validation IoU against epoch).
+//!
+//! Text needs a font registered at run time (plotters' ab_glyph backend has
+//! none built in): DejaVu Sans or Liberation Sans from the usual system
+//! folders. Without one the plot is drawn without text rather than failing.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// One epoch's numbers, as in the CSV log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub step: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_iou: f64,
+    pub seconds: f64,
+}
+
+const FONT_CANDIDATES: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "C:\\Windows\\Fonts\\arial.ttf",
+];
+
+/// Registers a system font as "sans-serif" once; false if none was found.
+fn font_available() -> bool {
+    static FONT: OnceLock<bool> = OnceLock::new();
+    *FONT.get_or_init(|| {
+        for p in FONT_CANDIDATES {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        log::warn!(
+            "no TrueType font found (looked for DejaVu Sans, Liberation Sans): training plot drawn without text"
+        );
+        false
+    })
+}
+
+/// Draws loss (train, validation) and validation IoU against epoch into a
+/// PNG at `path` (written to a temporary name, then renamed).
+pub fn plot_curves(path: &Path, records: &[EpochRecord]) -> Result<()> {
+    let text = font_available();
+    let tmp = path.with_extension("tmp.png");
+    draw(&tmp, records, text).map_err(|e| Error::file(path, format!("cannot draw the training plot: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
+    Ok(())
+}
+
+fn draw(path: &Path, records: &[EpochRecord], text: bool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let root = BitMapBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(500);
+    let max_epoch = records.iter().map(|r| r.epoch).max().unwrap_or(1).max(1) as f64;
+    let finite = |v: f64| v.is_finite();
+    let max_loss =
+        records.iter().flat_map(|r| [r.train_loss, r.val_loss]).filter(|v| finite(*v)).fold(0.0f64, f64::max).max(1e-6)
+            * 1.05;
+    let series = |f: fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
+        records.iter().map(|r| (r.epoch as f64, f(r))).filter(|p| finite(p.1)).collect()
+    };
+
+    let mut b = ChartBuilder::on(&left);
+    b.margin(12);
+    if text {
+        b.caption("loss", ("sans-serif", 20)).x_label_area_size(36).y_label_area_size(56);
+    }
+    let mut c = b.build_cartesian_2d(0f64..max_epoch, 0f64..max_loss)?;
+    if text {
+        c.configure_mesh().x_desc("epoch").y_desc("loss").draw()?;
+    } else {
+        c.configure_mesh().disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw()?;
+    }
+    let tl = c.draw_series(LineSeries::new(series(|r| r.train_loss), BLUE.stroke_width(2)))?;
+    if text {
+        tl.label("train").legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
+    }
+    let vl = c.draw_series(LineSeries::new(series(|r| r.val_loss), RED.stroke_width(2)))?;
+    if text {
+        vl.label("validation").legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
+        c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    }
+
+    let mut b = ChartBuilder::on(&right);
+    b.margin(12);
+    if text {
+        b.caption("validation foreground IoU", ("sans-serif", 20)).x_label_area_size(36).y_label_area_size(56);
+    }
+    let mut c = b.build_cartesian_2d(0f64..max_epoch, 0f64..1f64)?;
+    if text {
+        c.configure_mesh().x_desc("epoch").y_desc("IoU").draw()?;
+    } else {
+        c.configure_mesh().disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw()?;
+    }
+    c.draw_series(LineSeries::new(series(|r| r.val_iou), GREEN.stroke_width(2)))?;
+    root.present()?;
+    Ok(())
+}

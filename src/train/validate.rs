@@ -1,0 +1,90 @@
+//! Whole-volume prediction by overlapping tiles, validation loss and IoU.
+
+use super::patch::{extract, foreground_iou, Sample, Vol};
+use crate::error::Result;
+use crate::model::{Backend, LossSpec, Net};
+use crate::tensor::{CpuTensor, Shape5};
+
+/// Tile origins along one axis of length `n` for tiles of `t` overlapping by
+/// at least `overlap` (the last tile ends at the volume's end; a volume
+/// shorter than one tile gets one tile at 0, reflected past the end).
+pub fn tile_starts(n: usize, t: usize, overlap: usize) -> Vec<usize> {
+    if n <= t {
+        return vec![0];
+    }
+    let step = t.saturating_sub(overlap).max(1);
+    let mut v: Vec<usize> = (0..).map(|i| i * step).take_while(|&s| s + t < n).collect();
+    v.push(n - t);
+    v
+}
+
+/// Foreground probability of every voxel of `image` (inference mode),
+/// predicted in tiles of `tile` (each side a multiple of the network's
+/// `side_multiple`) overlapping by `overlap`, averaged where they overlap.
+/// With `target` and `loss`, also returns the mean loss over tiles.
+pub fn predict_volume<B: Backend>(
+    net: &Net<B>,
+    cx: &B::Ctx,
+    image: &Vol,
+    tile: usize,
+    overlap: usize,
+    eval: Option<(&Vol, &LossSpec)>,
+) -> Result<(Vec<f32>, Option<f64>)> {
+    let m = net.cfg.side_multiple();
+    let [d, h, w] = image.dims;
+    // Tile sides: at most `tile`, at least the volume rounded up to m.
+    let ts = [d, h, w].map(|n| n.div_ceil(m).max(1).min(tile.div_ceil(m)) * m);
+    let fg = net.cfg.foreground_channel();
+    let mut acc = vec![0f32; image.data.len()];
+    let mut cnt = vec![0u16; image.data.len()];
+    let sample = Sample {
+        name: String::new(),
+        image: image.clone(),
+        target: eval.map(|(t, _)| t.clone()).unwrap_or_else(|| image.clone()),
+    };
+    let (mut loss_sum, mut tiles) = (0.0, 0usize);
+    for &z0 in &tile_starts(d, ts[0], overlap) {
+        for &y0 in &tile_starts(h, ts[1], overlap) {
+            for &x0 in &tile_starts(w, ts[2], overlap) {
+                let (img, tgt) = extract(&sample, [z0 as isize, y0 as isize, x0 as isize], ts, [false; 3]);
+                let shape = Shape5::new(1, 1, ts[0], ts[1], ts[2]);
+                let x = B::upload(cx, &CpuTensor::from_vec(shape, img))?;
+                let logits = net.logits(cx, &x)?;
+                if let Some((_, spec)) = eval {
+                    let t = B::upload(cx, &CpuTensor::from_vec(shape, tgt))?;
+                    let (l, _) = net.loss(cx, spec, &logits, &t)?;
+                    loss_sum += B::scalar(cx, &l)?;
+                    tiles += 1;
+                }
+                let p = B::download(cx, &net.activate(cx, &logits)?)?;
+                let pc = p.channel(0, fg);
+                for z in 0..ts[0].min(d - z0) {
+                    for y in 0..ts[1].min(h - y0) {
+                        for x in 0..ts[2].min(w - x0) {
+                            let i = image.idx(z0 + z, y0 + y, x0 + x);
+                            acc[i] += pc[(z * ts[1] + y) * ts[2] + x];
+                            cnt[i] += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (a, &c) in acc.iter_mut().zip(&cnt) {
+        *a /= c.max(1) as f32;
+    }
+    Ok((acc, (tiles > 0).then(|| loss_sum / tiles as f64)))
+}
+
+/// Validation of one sample: (mean tile loss, foreground IoU at 0.5).
+pub fn validate_sample<B: Backend>(
+    net: &Net<B>,
+    cx: &B::Ctx,
+    s: &Sample,
+    tile: usize,
+    overlap: usize,
+    spec: &LossSpec,
+) -> Result<(f64, f64)> {
+    let (p, loss) = predict_volume(net, cx, &s.image, tile, overlap, Some((&s.target, spec)))?;
+    Ok((loss.unwrap_or(f64::NAN), foreground_iou(&p, &s.target.data, 0.5)))
+}

@@ -1,0 +1,68 @@
+//! The network's backward (on the CPU references) checked by central finite
+//! differences of the loss, for one entry of every parameter tensor.
+
+use qcanet_gpu::model::{Arch, Cpu, LossSpec, Net, NetConfig};
+use qcanet_gpu::ops::loss;
+use qcanet_gpu::tensor::{CpuTensor, Shape5};
+
+/// The loss in f64 (the backend's scalar tensor is f32, too coarse for differences).
+fn loss(net: &Net<Cpu>, x: &CpuTensor, t: &CpuTensor, spec: &LossSpec) -> f64 {
+    let (z, _) = net.forward_train(&(), x).unwrap();
+    match spec {
+        LossSpec::Ce { class_weights } => loss::reference::softmax_cross_entropy(&z, t, class_weights).unwrap().0,
+        LossSpec::Bce { pos_weight } => loss::reference::bce_with_logits(&z, t, *pos_weight).0,
+        LossSpec::Dice { .. } => unreachable!(),
+    }
+}
+
+fn check(cfg: NetConfig, shape: Shape5, spec: LossSpec) {
+    let mut net = Net::<Cpu>::init(&(), cfg, 3).unwrap();
+    let x = CpuTensor::random(shape, 1, -1.0, 1.0);
+    let r = CpuTensor::random(shape, 2, 0.0, 1.0);
+    let t = CpuTensor::from_vec(shape, r.data.iter().map(|&v| (v > 0.6) as u8 as f32).collect());
+    let (z, tape) = net.forward_train(&(), &x).unwrap();
+    let (_, dz) = net.loss(&(), &spec, &z, &t).unwrap();
+    let grads = net.backward(&(), tape, &dz).unwrap();
+    let names: Vec<String> = net.layout.params.iter().map(|p| p.name.clone()).collect();
+    let mut checked = 0;
+    for (i, name) in names.iter().enumerate() {
+        if name.ends_with(".conv.bias") {
+            continue; // zero gradient (BN follows): nothing to compare
+        }
+        // The entry with the largest gradient of this tensor.
+        let (j, &g) = grads[i].data.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
+        let orig = net.params[i].data[j];
+        let g = g as f64;
+        // Central differences at three steps: larger steps cross ReLU kinks,
+        // smaller ones see the f32 activations' rounding; a correct gradient
+        // matches at one of them at least, a wrong one at none.
+        let mut fds = Vec::new();
+        for eps in [1e-3f32, 3e-4, 1e-4] {
+            net.params[i].data[j] = orig + eps;
+            let lp = loss(&net, &x, &t, &spec);
+            net.params[i].data[j] = orig - eps;
+            let lm = loss(&net, &x, &t, &spec);
+            net.params[i].data[j] = orig;
+            fds.push((lp - lm) / (2.0 * eps as f64));
+        }
+        assert!(
+            fds.iter().any(|fd| (fd - g).abs() <= 1e-2 * g.abs() + 1e-5),
+            "{name}[{j}]: analytic {g:.6e}, finite differences {fds:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} tensors checked");
+}
+
+#[test]
+fn softmax_ce_gradients_match_finite_differences() {
+    let cfg = NetConfig { depth: 1, base: 2, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
+    check(cfg, Shape5::new(2, 1, 4, 6, 4), LossSpec::Ce { class_weights: vec![1.0, 2.0] });
+}
+
+#[test]
+fn sigmoid_bce_gradients_match_finite_differences() {
+    // Depth 2 on 8×8×4: the bottom level still has 2·2·2·1 = 8 values per BN channel.
+    let cfg = NetConfig { depth: 2, base: 2, kernel: 3, classes: 1, ..NetConfig::preset(Arch::Ndn) };
+    check(cfg, Shape5::new(2, 1, 8, 8, 4), LossSpec::Bce { pos_weight: 3.0 });
+}

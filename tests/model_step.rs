@@ -1,0 +1,138 @@
+//! The network on the GPU against the same network on the CPU references:
+//! training-mode forward, every parameter gradient, and a full SGD training
+//! step (loss, updated parameters, BN running statistics), for a small NSN
+//! (3³ kernels, softmax head, cross-entropy) and a small NDN (5³ kernels,
+//! sigmoid head, BCE), on odd widths and non-cubic, non-power-of-two volumes.
+
+mod common;
+
+use common::{assert_close, ctx, down, rand, up};
+use qcanet_gpu::model::{Arch, Cpu, Gpu, Layout, LossSpec, Net, NetConfig};
+use qcanet_gpu::ops::optim::{reference::CpuOptimizer, Optimizer, OptimizerConfig, SgdConfig};
+use qcanet_gpu::tensor::{rel_err, CpuTensor, Shape5};
+
+/// Forward logits and loss: f32 kernels against f64-accumulating references
+/// through ~14 layers.
+const TOL_FORWARD: f64 = 1e-4;
+/// Gradients (backward through batch norm in training mode amplifies the
+/// forward's rounding a little).
+const TOL_GRAD: f64 = 1e-3;
+/// Parameter updates of one SGD step (lr · gradient, momentum buffer).
+const TOL_UPDATE: f64 = 1e-3;
+
+fn target(shape: Shape5, seed: u64) -> CpuTensor {
+    let r = CpuTensor::random(shape.with_c(1), seed, 0.0, 1.0);
+    CpuTensor::from_vec(r.shape, r.data.iter().map(|&v| (v > 0.7) as u8 as f32).collect())
+}
+
+/// Biases of convs followed by batch norm have zero gradient in exact
+/// arithmetic (BN subtracts the channel mean): only rounding noise is left,
+/// so they are checked to be negligible rather than compared.
+fn pre_bn_bias(name: &str) -> bool {
+    name.ends_with(".conv.bias")
+}
+
+fn parity(cfg: NetConfig, shape: Shape5, spec: LossSpec) {
+    let ctx = ctx();
+    let layout = Layout::new(&cfg);
+    let p0 = layout.init_params(11);
+    let b0 = layout.init_buffers();
+    let mut g = Net::<Gpu>::from_host(ctx, cfg.clone(), &p0, &b0).unwrap();
+    let mut c = Net::<Cpu>::from_host(&(), cfg.clone(), &p0, &b0).unwrap();
+    let x = rand(shape, 5);
+    let t = target(shape, 6);
+    let (gx, gt) = (up(ctx, &x), up(ctx, &t));
+
+    // Forward (training mode) and loss.
+    let (gl, gtape) = g.forward_train(ctx, &gx).unwrap();
+    let (cl, ctape) = c.forward_train(&(), &x).unwrap();
+    assert_close("logits", &down(ctx, &gl), &cl, TOL_FORWARD);
+    let (gloss, gd) = g.loss(ctx, &spec, &gl, &gt).unwrap();
+    let (closs, cd) = c.loss(&(), &spec, &cl, &t).unwrap();
+    let (gloss, closs) = (down(ctx, &gloss).data[0] as f64, closs.data[0] as f64);
+    assert!(((gloss - closs) / closs).abs() < TOL_FORWARD, "loss {gloss} vs {closs}");
+    assert_close("dlogits", &down(ctx, &gd), &cd, TOL_FORWARD);
+
+    // Backward: every parameter's gradient.
+    let gg = g.backward(ctx, gtape, &gd).unwrap();
+    let cg = c.backward(&(), ctape, &cd).unwrap();
+    let mut weight_grad_norm = 0.0f64;
+    for (i, spec) in layout.params.iter().enumerate() {
+        let a = down(ctx, &gg[i]);
+        if pre_bn_bias(&spec.name) {
+            continue;
+        }
+        weight_grad_norm = weight_grad_norm.max(cg[i].data.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt());
+        assert_close(&format!("grad {}", spec.name), &a, &cg[i], TOL_GRAD);
+    }
+    for (i, spec) in layout.params.iter().enumerate().filter(|(_, s)| pre_bn_bias(&s.name)) {
+        let n = |t: &CpuTensor| t.data.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        let a = down(ctx, &gg[i]);
+        assert!(
+            n(&a) < 1e-3 * weight_grad_norm && n(&cg[i]) < 1e-3 * weight_grad_norm,
+            "grad {} should vanish (BN follows): gpu {:.2e} cpu {:.2e}, largest gradient {:.2e}",
+            spec.name,
+            n(&a),
+            n(&cg[i]),
+            weight_grad_norm
+        );
+    }
+
+    // One full SGD training step on both.
+    let oc = OptimizerConfig::Sgd(SgdConfig { lr: 0.05, momentum: 0.9, weight_decay: 1e-3 });
+    let mut gopt = Optimizer::new(ctx, oc.clone(), &g.params.iter().collect::<Vec<_>>()).unwrap();
+    let mut copt = CpuOptimizer::new(oc, &c.params.iter().collect::<Vec<_>>());
+    let gl = g.train_step(ctx, &gx, &gt, &spec, &mut gopt).unwrap();
+    let cl = c.train_step(&(), &x, &t, &spec, &mut copt).unwrap();
+    let (gl, cl) = (down(ctx, &gl).data[0] as f64, cl.data[0] as f64);
+    assert!(((gl - cl) / cl).abs() < TOL_FORWARD, "step loss {gl} vs {cl}");
+    for (i, spec) in layout.params.iter().enumerate() {
+        let a = down(ctx, &g.params[i]);
+        let b = &c.params[i];
+        // The updated parameter, and the update itself (which is what the step computed).
+        assert_close(&format!("param {}", spec.name), &a, b, TOL_UPDATE * 1e-2);
+        if pre_bn_bias(&spec.name) {
+            continue;
+        }
+        let du: Vec<f32> = a.data.iter().zip(&p0[i].data).map(|(x, y)| x - y).collect();
+        let dc: Vec<f32> = b.data.iter().zip(&p0[i].data).map(|(x, y)| x - y).collect();
+        let e = rel_err(&du, &dc);
+        assert!(e < TOL_UPDATE, "update of {}: relative error {e:.2e}", spec.name);
+    }
+    for (i, spec) in layout.buffers.iter().enumerate() {
+        assert_close(&format!("buffer {}", spec.name), &down(ctx, &g.buffers[i]), &c.buffers[i], TOL_FORWARD);
+    }
+
+    // Inference mode (running statistics) after the step.
+    let gp = g.predict(ctx, &gx).unwrap();
+    let cp = c.predict(&(), &x).unwrap();
+    assert_close("inference probabilities", &down(ctx, &gp), &cp, TOL_FORWARD);
+}
+
+#[test]
+fn nsn_step_matches_cpu_reference() {
+    let cfg = NetConfig { depth: 2, base: 3, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
+    parity(cfg, Shape5::new(2, 1, 12, 8, 20), LossSpec::Ce { class_weights: vec![1.0, 3.0] });
+}
+
+#[test]
+fn ndn_step_matches_cpu_reference() {
+    let cfg = NetConfig { depth: 2, base: 4, kernel: 5, classes: 1, ..NetConfig::preset(Arch::Ndn) };
+    parity(cfg, Shape5::new(2, 1, 8, 12, 16), LossSpec::Bce { pos_weight: 5.0 });
+}
+
+#[test]
+fn dice_step_matches_cpu_reference() {
+    let cfg = NetConfig { depth: 1, base: 3, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
+    parity(cfg, Shape5::new(2, 1, 6, 10, 14), LossSpec::Dice { smooth: 1.0 });
+}
+
+#[test]
+fn bad_input_sides_are_refused() {
+    let ctx = ctx();
+    let cfg = NetConfig { depth: 2, base: 2, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
+    let g = Net::<Gpu>::init(ctx, cfg, 0).unwrap();
+    let x = up(ctx, &rand(Shape5::new(1, 1, 8, 8, 10), 1));
+    let e = g.predict(ctx, &x).err().unwrap().to_string();
+    assert!(e.contains("multiples of 4"), "{e}");
+}

@@ -1,0 +1,273 @@
+//! conv3d forward and backward against the CPU reference (odd shapes, k = 1,
+//! 3, 5, channel counts that are not multiples of the register blocking,
+//! NaN-poisoned outputs), finite-difference checks of the reference
+//! backwards, the split path under tiny binding limits, and shape errors.
+
+mod common;
+use common::*;
+use qcanet_gpu::gpu::GpuContext;
+use qcanet_gpu::ops::conv3d::{self, reference, Tile};
+use qcanet_gpu::tensor::{CpuTensor, Shape5};
+
+/// f32 GPU sums of ≤ 13·125 products against f64: relative error ~1e-7.
+const TOL: f64 = 1e-5;
+
+struct Case {
+    x: CpuTensor,
+    w: CpuTensor,
+    b: CpuTensor,
+    dy: CpuTensor,
+}
+
+fn case(n: usize, cin: usize, cout: usize, dhw: (usize, usize, usize), k: usize, seed: u64) -> Case {
+    let (d, h, w) = dhw;
+    Case {
+        x: rand(Shape5::new(n, cin, d, h, w), seed),
+        w: rand(Shape5::new(cout, cin, k, k, k), seed + 1),
+        b: rand(Shape5::new(1, cout, 1, 1, 1), seed + 2),
+        dy: rand(Shape5::new(n, cout, d, h, w), seed + 3),
+    }
+}
+
+fn check_all(ctx: &GpuContext, c: &Case, what: &str) {
+    let k = c.w.shape.d;
+    let (gx, gw, gb, gdy) = (up(ctx, &c.x), up(ctx, &c.w), up(ctx, &c.b), up(ctx, &c.dy));
+    let y = conv3d::forward(ctx, &gx, &gw, &gb).unwrap();
+    assert_eq!(y.shape, conv3d::output_shape(c.x.shape, c.w.shape).unwrap());
+    assert_close(&format!("{what} forward"), &down(ctx, &y), &reference::forward(&c.x, &c.w, &c.b), TOL);
+    assert_close(
+        &format!("{what} backward_input"),
+        &down(ctx, &conv3d::backward_input(ctx, &gdy, &gw).unwrap()),
+        &reference::backward_input(&c.dy, &c.w),
+        TOL,
+    );
+    assert_close(
+        &format!("{what} backward_weight"),
+        &down(ctx, &conv3d::backward_weight(ctx, &gx, &gdy, k).unwrap()),
+        &reference::backward_weight(&c.x, &c.dy, k),
+        TOL,
+    );
+    assert_close(
+        &format!("{what} backward_bias"),
+        &down(ctx, &conv3d::backward_bias(ctx, &gdy).unwrap()),
+        &reference::backward_bias(&c.dy),
+        TOL,
+    );
+}
+
+#[test]
+fn conv3d_matches_reference_k1_k3_k5() {
+    let ctx = ctx();
+    for (k, seed) in [(1, 10u64), (3, 20), (5, 30)] {
+        check_all(ctx, &case(2, 3, 5, (7, 9, 11), k, seed), &format!("2x3->5 7x9x11 k={k}"));
+    }
+}
+
+#[test]
+fn conv3d_channels_not_multiple_of_block() {
+    let ctx = ctx();
+    check_all(ctx, &case(1, 13, 11, (5, 6, 13), 3, 40), "1x13->11 5x6x13 k=3");
+    check_all(ctx, &case(2, 9, 17, (3, 5, 7), 5, 50), "2x9->17 3x5x7 k=5");
+    // Volume smaller than the kernel along an axis.
+    check_all(ctx, &case(1, 2, 3, (1, 2, 9), 5, 60), "1x2->3 1x2x9 k=5");
+}
+
+#[test]
+fn conv3d_other_tiles_match_reference() {
+    // One shader source, several register tiles (override constants).
+    let ctx = ctx();
+    let c = case(2, 5, 7, (4, 7, 19), 3, 70);
+    let (gx, gw, gb, gdy) = (up(ctx, &c.x), up(ctx, &c.w), up(ctx, &c.b), up(ctx, &c.dy));
+    let yref = reference::forward(&c.x, &c.w, &c.b);
+    let dxref = reference::backward_input(&c.dy, &c.w);
+    for tile in [Tile { wg: 64, co_b: 4, xb: 8 }, Tile { wg: 32, co_b: 8, xb: 4 }, Tile { wg: 128, co_b: 3, xb: 5 }] {
+        let y = conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap();
+        assert_close(&format!("forward {tile:?}"), &down(ctx, &y), &yref, TOL);
+        let dx = conv3d::backward_input_with_tile(ctx, &gdy, &gw, tile).unwrap();
+        assert_close(&format!("backward_input {tile:?}"), &down(ctx, &dx), &dxref, TOL);
+    }
+    assert!(conv3d::forward_with_tile(ctx, &gx, &gw, &gb, Tile { wg: 64, co_b: 9, xb: 8 }).is_err());
+}
+
+#[test]
+fn backward_weight_is_deterministic_and_accurate_on_many_voxels() {
+    // 2 x 40³ voxels: many chunks per sample, fixed-order sums.
+    let ctx = ctx();
+    let c = case(2, 2, 3, (40, 40, 40), 3, 80);
+    let (gx, gdy) = (up(ctx, &c.x), up(ctx, &c.dy));
+    let a = down(ctx, &conv3d::backward_weight(ctx, &gx, &gdy, 3).unwrap());
+    let b = down(ctx, &conv3d::backward_weight(ctx, &gx, &gdy, 3).unwrap());
+    assert_eq!(a.data, b.data, "backward_weight must be bit-identical across runs");
+    assert_close("backward_weight 2x2->3 40³", &a, &reference::backward_weight(&c.x, &c.dy, 3), 1e-5);
+}
+
+#[test]
+fn split_path_matches_reference() {
+    // 2x5x7x9x11: one channel is 2772 bytes; with 4-8 KiB bindings the input
+    // and output are split into channel groups (input groups accumulate).
+    for (cap, k) in [(4096u64, 3usize), (8192, 3), (8192, 1), (8192, 5)] {
+        let ctx = capped_ctx(cap);
+        let c = case(2, 5, 4, (7, 9, 11), k, 90 + cap + k as u64);
+        assert!(c.x.shape.bytes() / 2 > ctx.binding_limit(), "one sample must exceed one binding");
+        check_all(&ctx, &c, &format!("split cap={cap} k={k}"));
+    }
+    // Transposed weights read through row windows too: many output channels.
+    let ctx = capped_ctx(8192);
+    check_all(&ctx, &case(1, 3, 19, (3, 4, 5), 3, 95), "split cap=8192 3->19");
+}
+
+#[test]
+fn channel_larger_than_a_binding_is_a_clear_error() {
+    let ctx = capped_ctx(4096);
+    let x = up(&ctx, &rand(Shape5::new(1, 1, 11, 11, 11), 100));
+    let w = up(&ctx, &rand(Shape5::new(2, 1, 3, 3, 3), 101));
+    let b = up(&ctx, &rand(Shape5::new(1, 2, 1, 1, 1), 102));
+    let e = conv3d::forward(&ctx, &x, &w, &b).unwrap_err().to_string();
+    assert!(e.contains("one channel") && e.contains("storage binding"), "{e}");
+    let e = conv3d::backward_weight(&ctx, &x, &x, 3).unwrap_err().to_string();
+    assert!(e.contains("one channel") && e.contains("storage binding"), "{e}");
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let x = Shape5::new(2, 3, 7, 9, 11);
+    assert_eq!(conv3d::output_shape(x, Shape5::new(5, 3, 3, 3, 3)).unwrap(), Shape5::new(2, 5, 7, 9, 11));
+    let even = conv3d::output_shape(x, Shape5::new(5, 3, 4, 4, 4)).unwrap_err().to_string();
+    assert!(even.contains("conv3d") && even.contains("odd"), "{even}");
+    let mismatch = conv3d::output_shape(x, Shape5::new(5, 4, 3, 3, 3)).unwrap_err().to_string();
+    assert!(mismatch.contains("input channels"), "{mismatch}");
+    assert!(conv3d::output_shape(x, Shape5::new(5, 3, 3, 3, 1)).is_err());
+    assert!(conv3d::output_shape(x, Shape5::new(5, 3, 9, 9, 9)).is_err());
+
+    let ctx = ctx();
+    let gx = up(ctx, &rand(x, 1));
+    let gw = up(ctx, &rand(Shape5::new(5, 3, 3, 3, 3), 2));
+    let bad_b = up(ctx, &rand(Shape5::new(1, 4, 1, 1, 1), 3));
+    let e = conv3d::forward(ctx, &gx, &gw, &bad_b).unwrap_err().to_string();
+    assert!(e.contains("bias"), "{e}");
+    let e = conv3d::forward(ctx, &gx, &up(ctx, &rand(Shape5::new(5, 2, 3, 3, 3), 4)), &bad_b).unwrap_err().to_string();
+    assert!(e.contains("input channels"), "{e}");
+    // dy with the wrong channel count / volume.
+    assert!(conv3d::backward_input(ctx, &gx, &gw).is_err());
+    let dy = up(ctx, &rand(Shape5::new(2, 5, 7, 9, 10), 5));
+    assert!(conv3d::backward_weight(ctx, &gx, &dy, 3).is_err());
+    assert!(conv3d::backward_weight(ctx, &gx, &gx, 4).is_err());
+}
+
+/// `L = Σ y ⊙ g` in f64.
+fn loss(x: &CpuTensor, w: &CpuTensor, b: &CpuTensor, g: &CpuTensor) -> f64 {
+    reference::forward(x, w, b).data.iter().zip(&g.data).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Central differences of `L` along every element of one argument, against
+/// the analytic gradient `grad`.
+fn fd_check(what: &str, grad: &CpuTensor, mut f: impl FnMut(usize, f32) -> f64) {
+    let eps = 1e-2f32;
+    let mut num = 0f64;
+    let mut den = 0f64;
+    for (i, &gv) in grad.data.iter().enumerate() {
+        let fd = (f(i, eps) - f(i, -eps)) / (2.0 * eps as f64);
+        num += (fd - gv as f64).powi(2);
+        den += (gv as f64).powi(2);
+    }
+    let e = (num / den).sqrt();
+    assert!(den > 0.0 && e < 1e-4, "{what}: finite-difference relative error {e:.3e} (tolerance 1e-4)");
+}
+
+#[test]
+fn reference_backwards_match_finite_differences() {
+    for (k, seed) in [(3usize, 200u64), (1, 210), (5, 220)] {
+        let c = case(1, 2, 3, (3, 4, 5), k, seed);
+        let (x, w, b, g) = (&c.x, &c.w, &c.b, &c.dy);
+        fd_check(&format!("dx k={k}"), &reference::backward_input(g, w), |i, e| {
+            let mut xp = x.clone();
+            xp.data[i] += e;
+            loss(&xp, w, b, g)
+        });
+        fd_check(&format!("dw k={k}"), &reference::backward_weight(x, g, k), |i, e| {
+            let mut wp = w.clone();
+            wp.data[i] += e;
+            loss(x, &wp, b, g)
+        });
+        fd_check(&format!("db k={k}"), &reference::backward_bias(g), |i, e| {
+            let mut bp = b.clone();
+            bp.data[i] += e;
+            loss(x, w, &bp, g)
+        });
+    }
+}
+
+/// Median GPU time and GFLOP/s, and the CPU reference time, for the shapes
+/// the lead benchmarks. Run with
+/// `cargo test --release --test ops_conv3d -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_conv3d() {
+    let ctx = ctx();
+    println!("adapter: {}", ctx.describe());
+    let reps: usize = std::env::var("CONV_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    for (cin, cout, d, k) in [(16usize, 16usize, 64usize, 3usize), (32, 32, 32, 5)] {
+        let c = case(1, cin, cout, (d, d, d), k, 300);
+        let (gx, gw, gb, gdy) = (up(ctx, &c.x), up(ctx, &c.w), up(ctx, &c.b), up(ctx, &c.dy));
+        let fl = conv3d::flops(c.x.shape, cout, k);
+        let time = |f: &dyn Fn()| {
+            f(); // warm-up: pipelines built, buffers allocated
+            ctx.sync().unwrap();
+            let mut t: Vec<f64> = (0..reps)
+                .map(|_| {
+                    let s = std::time::Instant::now();
+                    f();
+                    ctx.sync().unwrap();
+                    s.elapsed().as_secs_f64()
+                })
+                .collect();
+            t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            t[t.len() / 2]
+        };
+        let fwd = time(&|| drop(conv3d::forward(ctx, &gx, &gw, &gb).unwrap()));
+        let bwi = time(&|| drop(conv3d::backward_input(ctx, &gdy, &gw).unwrap()));
+        let bww = time(&|| drop(conv3d::backward_weight(ctx, &gx, &gdy, k).unwrap()));
+        let cpu = |f: &dyn Fn()| {
+            let s = std::time::Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        };
+        let cf = cpu(&|| drop(reference::forward(&c.x, &c.w, &c.b)));
+        let ci = cpu(&|| drop(reference::backward_input(&c.dy, &c.w)));
+        let cw = cpu(&|| drop(reference::backward_weight(&c.x, &c.dy, k)));
+        println!("{cin}->{cout} k={k} {d}^3 ({:.2} GFLOP per pass), median of {reps}:", fl / 1e9);
+        for (name, g, cref) in [("forward", fwd, cf), ("backward_input", bwi, ci), ("backward_weight", bww, cw)] {
+            println!(
+                "  {name:16} GPU {:8.1} ms {:6.2} GFLOP/s | CPU reference {:8.1} ms {:5.2} GFLOP/s | speed-up {:5.1}x",
+                g * 1e3,
+                fl / g / 1e9,
+                cref * 1e3,
+                fl / cref / 1e9,
+                cref / g
+            );
+        }
+    }
+    if let Ok(spec) = std::env::var("CONV_TILES") {
+        // e.g. CONV_TILES="64,8,8 64,4,8 64,8,4": forward only, 16->16 k=3 64³.
+        let c = case(1, 16, 16, (64, 64, 64), 3, 300);
+        let (gx, gw, gb) = (up(ctx, &c.x), up(ctx, &c.w), up(ctx, &c.b));
+        let fl = conv3d::flops(c.x.shape, 16, 3);
+        for t in spec.split_whitespace() {
+            let v: Vec<u32> = t.split(',').map(|s| s.parse().unwrap()).collect();
+            let tile = Tile { wg: v[0], co_b: v[1], xb: v[2] };
+            drop(conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap());
+            ctx.sync().unwrap();
+            let mut ts: Vec<f64> = (0..reps)
+                .map(|_| {
+                    let s = std::time::Instant::now();
+                    drop(conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap());
+                    ctx.sync().unwrap();
+                    s.elapsed().as_secs_f64()
+                })
+                .collect();
+            ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let m = ts[ts.len() / 2];
+            println!("  tile {tile:?}: {:.1} ms {:.2} GFLOP/s", m * 1e3, fl / m / 1e9);
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Training data: dataset loading and its errors, patches, config files.
+
+use std::path::Path;
+
+use qcanet_gpu::io;
+use qcanet_gpu::preprocess::Normalization;
+use qcanet_gpu::train::config::TrainConfig;
+use qcanet_gpu::train::dataset::{load_split, DataOptions, Target};
+use qcanet_gpu::train::patch::{dilate, extract, random_patch, reflect, Augment, Sample, Vol};
+use qcanet_gpu::train::{plot_curves, tile_starts, EpochRecord};
+use rand::SeedableRng;
+
+const DIMS: [usize; 3] = [6, 10, 12];
+
+fn opts() -> DataOptions {
+    DataOptions {
+        target: Target::Nsn,
+        voxel_um: [0.8, 0.8, 1.6],
+        isotropic: true,
+        normalization: Normalization::Percentile { low: 1.0, high: 99.8 },
+        dilate: 0,
+    }
+}
+
+fn image(seed: u32) -> Vec<u16> {
+    (0..DIMS.iter().product::<usize>())
+        .map(|i| (((i as u32).wrapping_mul(2654435761u32) ^ seed) % 4000) as u16 + 100)
+        .collect()
+}
+
+fn gt() -> Vec<u8> {
+    (0..DIMS.iter().product::<usize>()).map(|i| if i % 7 == 0 { 255 } else { 0 }).collect()
+}
+
+/// A valid dataset with one training image `a.tif`.
+fn dataset(dir: &Path) {
+    for sub in ["images_raw", "images_nsn", "images_ndn", "split_list"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    io::write_u16(&dir.join("images_raw/a.tif"), DIMS, &image(1), None).unwrap();
+    io::write_u8(&dir.join("images_nsn/a.tif"), DIMS, &gt(), None).unwrap();
+    io::write_u8(&dir.join("images_ndn/a.tif"), DIMS, &gt(), None).unwrap();
+    std::fs::write(dir.join("split_list/train.txt"), "a.tif\n").unwrap();
+}
+
+#[test]
+fn loads_and_prepares_a_pair() {
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    let s = load_split(d.path(), "train", &opts()).unwrap();
+    assert_eq!(s.len(), 1);
+    // z 6 × (1.6 / 0.8) = 12 slices after interpolation.
+    assert_eq!(s[0].image.dims, [12, 10, 12]);
+    assert_eq!(s[0].target.dims, [12, 10, 12]);
+    assert!(s[0].target.data.iter().all(|&v| v == 0.0 || v == 1.0));
+    assert!(s[0].target.data.iter().any(|&v| v == 1.0));
+    let (lo, hi) = s[0].image.data.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(lo >= -0.1 && hi <= 1.1 && hi > 0.5, "normalised range {lo}..{hi}");
+}
+
+#[track_caller]
+fn expect_err(dir: &Path, split: &str, needles: &[&str]) {
+    let e = load_split(dir, split, &opts()).err().expect("should fail").to_string();
+    for n in needles {
+        assert!(e.contains(n), "error '{e}' should mention '{n}'");
+    }
+}
+
+#[test]
+fn missing_ground_truth_names_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    std::fs::remove_file(d.path().join("images_nsn/a.tif")).unwrap();
+    expect_err(d.path(), "train", &["images_nsn/a.tif", "ground truth missing"]);
+}
+
+#[test]
+fn missing_split_list_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    expect_err(d.path(), "validation", &["split_list/validation.txt"]);
+}
+
+#[test]
+fn shape_mismatch_names_both() {
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    io::write_u8(&d.path().join("images_nsn/a.tif"), [6, 10, 11], &vec![0u8; 660], None).unwrap();
+    expect_err(d.path(), "train", &["images_nsn/a.tif", "[6, 10, 11]", "[6, 10, 12]"]);
+}
+
+#[test]
+fn non_binary_ground_truth_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    let mut g = gt();
+    g[1] = 128;
+    io::write_u8(&d.path().join("images_nsn/a.tif"), DIMS, &g, None).unwrap();
+    expect_err(d.path(), "train", &["images_nsn/a.tif", "not binary"]);
+}
+
+#[test]
+fn unreadable_tiff_names_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    std::fs::write(d.path().join("images_raw/a.tif"), b"this is not a TIFF file at all").unwrap();
+    expect_err(d.path(), "train", &["images_raw/a.tif"]);
+}
+
+#[test]
+fn nan_in_image_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    let mut v: Vec<f32> = image(3).iter().map(|&x| x as f32).collect();
+    v[5] = f32::NAN;
+    // io's writers refuse NaN, so write the pages with the tiff crate.
+    let f = std::fs::File::create(d.path().join("images_raw/a.tif")).unwrap();
+    let mut enc = tiff::encoder::TiffEncoder::new(f).unwrap();
+    let plane = DIMS[1] * DIMS[2];
+    for z in 0..DIMS[0] {
+        enc.write_image::<tiff::encoder::colortype::Gray32Float>(
+            DIMS[2] as u32,
+            DIMS[1] as u32,
+            &v[z * plane..(z + 1) * plane],
+        )
+        .unwrap();
+    }
+    drop(enc);
+    expect_err(d.path(), "train", &["images_raw/a.tif", "NaN"]);
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.toml");
+    std::fs::write(&p, "model = \"ndn\"\nepochs = 3\nlearning_rate = 0.1\n").unwrap();
+    let e = TrainConfig::from_toml_file(&p).unwrap_err().to_string();
+    assert!(e.contains("learning_rate") && e.contains("t.toml"), "{e}");
+    std::fs::write(&p, "model = \"ndn\"\nepochs = 3\npatch = 32\n[augment]\nflips = false\nbrightness = [1.0, 2.0]\ngamma = [1.0, 1.0]\n").unwrap();
+    let c = TrainConfig::from_toml_file(&p).unwrap();
+    assert_eq!(c.epochs, 3);
+    assert_eq!(c.patch, 32);
+    assert_eq!(c.net_config().unwrap().depth, 4);
+    assert_eq!(c.dilate_radius(), 2);
+    // Round trip of the effective config.
+    let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
+    assert_eq!(back, c);
+}
+
+#[test]
+fn reflect_and_tiles() {
+    let r: Vec<usize> = (-3..8).map(|i| reflect(i, 4)).collect();
+    assert_eq!(r, vec![3, 2, 1, 0, 1, 2, 3, 2, 1, 0, 1]);
+    assert_eq!(tile_starts(10, 16, 4), vec![0]);
+    assert_eq!(tile_starts(40, 16, 4), vec![0, 12, 24]);
+    assert_eq!(tile_starts(16, 16, 4), vec![0]);
+}
+
+#[test]
+fn patches_flip_and_reflect_consistently() {
+    let dims = [3, 4, 5];
+    let n = 60;
+    let img: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let s =
+        Sample { name: "t".into(), image: Vol::new(dims, img.clone()).unwrap(), target: Vol::new(dims, img).unwrap() };
+    // Identity extraction.
+    let (a, b) = extract(&s, [0, 0, 0], dims, [false; 3]);
+    assert_eq!(a, s.image.data);
+    assert_eq!(a, b);
+    // Flipping x reverses each row.
+    let (f, _) = extract(&s, [0, 0, 0], dims, [false, false, true]);
+    assert_eq!(&f[..5], &[4.0, 3.0, 2.0, 1.0, 0.0]);
+    // Larger than the volume: reflected, image and target stay aligned.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    for _ in 0..20 {
+        let (i, t) =
+            random_patch(&s, [8, 8, 8], &Augment { flips: true, brightness: [1.0, 1.0], gamma: [1.0, 1.0] }, &mut rng);
+        assert_eq!(i.len(), 512);
+        assert_eq!(i, t);
+    }
+    // Intensity augmentation changes the image, never the target.
+    let (i, t) = random_patch(&s, [3, 4, 5], &Augment::default(), &mut rng);
+    assert_ne!(i, t);
+    assert!(t.iter().all(|v| v.fract() == 0.0));
+}
+
+#[test]
+fn dilation_grows_a_point_to_a_ball() {
+    let mut v = vec![0f32; 9 * 9 * 9];
+    v[(4 * 9 + 4) * 9 + 4] = 1.0;
+    let d = dilate(&Vol::new([9, 9, 9], v).unwrap(), 2);
+    // Ball of radius 2: 33 voxels.
+    assert_eq!(d.data.iter().filter(|&&x| x == 1.0).count(), 33);
+}
+
+#[test]
+fn plot_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("c.png");
+    let recs: Vec<EpochRecord> = (1..=4)
+        .map(|e| EpochRecord {
+            epoch: e,
+            step: e * 10,
+            train_loss: 1.0 / e as f64,
+            val_loss: 1.2 / e as f64,
+            val_iou: 0.2 * e as f64,
+            seconds: 1.0,
+        })
+        .collect();
+    plot_curves(&p, &recs).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+}
