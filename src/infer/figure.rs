@@ -205,7 +205,9 @@ pub fn write_png(fig: &Figure, path: &Path) -> Result<()> {
         }
         be.present().map_err(|e| Error::file(path, format!("cannot write PNG: {e}")))?;
     }
-    tmp.persist(path)
+    let f = tmp
+        .persist(path)
         .map_err(|e| Error::file(path, format!("cannot rename the finished file into place: {}", e.error)))?;
+    crate::infer::job::readable_by_all(&f);
     Ok(())
 }

@@ -217,9 +217,23 @@ pub fn write_atomic_with(
         write(&mut w)?;
         w.flush().map_err(|e| Error::file(path, format!("write failed: {e}")))?;
     }
-    tmp.persist(path)
+    let f = tmp
+        .persist(path)
         .map_err(|e| Error::file(path, format!("cannot rename the finished file into place: {}", e.error)))?;
+    readable_by_all(&f);
     Ok(())
+}
+
+/// Temporary files are created owner-only (0600); a finished output gets the
+/// usual 0644 so colleagues and other jobs can read it.
+pub fn readable_by_all(f: &std::fs::File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    #[cfg(not(unix))]
+    let _ = f;
 }
 
 /// Concatenates per-time-point CSVs (same header) into `dest`, once all exist.
@@ -251,4 +265,165 @@ pub fn gather_csvs(parts: &[PathBuf], dest: &Path) -> Result<bool> {
             .map_err(|e| Error::file(dest, e))
     })?;
     Ok(true)
+}
+
+/// Settings of [`run_job`].
+#[derive(Clone, Debug, Default)]
+pub struct JobOptions {
+    /// Write outputs here instead of beside each input (created if missing).
+    pub out_dir: Option<PathBuf>,
+    pub shard: Shard,
+    /// Recompute and replace outputs that already exist.
+    pub overwrite: bool,
+    /// Also write the NSN and NDN foreground probabilities.
+    pub save_probabilities: bool,
+}
+
+/// What a job did.
+#[derive(Clone, Debug, Default)]
+pub struct JobReport {
+    /// Time points segmented and written.
+    pub written: usize,
+    /// Time points whose outputs were already complete.
+    pub skipped: usize,
+    /// (input, message) of every input or time point that failed.
+    pub failed: Vec<(String, String)>,
+}
+
+impl JobReport {
+    /// An error listing every failure, or Ok.
+    pub fn into_result(self) -> Result<JobReport> {
+        if self.failed.is_empty() {
+            return Ok(self);
+        }
+        let list: Vec<String> = self.failed.iter().map(|(w, m)| format!("  {w}: {m}")).collect();
+        Err(Error::invalid(format!(
+            "{} of {} time point(s) or input(s) failed:\n{}",
+            self.failed.len(),
+            self.failed.len() + self.written + self.skipped,
+            list.join("\n")
+        )))
+    }
+}
+
+/// Segments every input this shard owns and writes its outputs; see the
+/// module documentation for inputs, shards and resuming. `segment` does the
+/// work for one volume. A failing input or time point is reported and the job
+/// goes on with the others ([`JobReport::into_result`] turns failures into an
+/// error); nothing partial is ever left under an output's name.
+pub fn run_job(
+    inputs: &[PathBuf],
+    opts: &JobOptions,
+    segment: &mut dyn FnMut(&crate::io::Volume, &indicatif::ProgressBar) -> Result<super::pipeline::Segmentation>,
+    pb: &indicatif::ProgressBar,
+) -> Result<JobReport> {
+    let inputs = expand_inputs(inputs)?;
+    if let Some(d) = &opts.out_dir {
+        std::fs::create_dir_all(d).map_err(|e| Error::file(d, format!("cannot create output folder: {e}")))?;
+    }
+    let by_file = inputs.len() > 1;
+    let files: Vec<usize> = if by_file { opts.shard.units(inputs.len()) } else { vec![0] };
+    if by_file {
+        log::info!("{} inputs; shard {}/{} takes {}", inputs.len(), opts.shard.index, opts.shard.count, files.len());
+    }
+    let out_dir = opts.out_dir.as_deref();
+    let mut report = JobReport::default();
+    for &fi in &files {
+        let input = &inputs[fi];
+        let name = input.display().to_string();
+        // A single-volume input whose outputs exist is skipped without reading it.
+        let single = Outputs::for_input(input, out_dir, None, opts.save_probabilities);
+        if !opts.overwrite && single.complete() {
+            log::info!("{name}: skipped, outputs exist ({}; --overwrite to redo)", single.labels.display());
+            report.skipped += 1;
+            continue;
+        }
+        pb.set_message(format!("reading {name}"));
+        let volumes = match crate::io::read_stack(input) {
+            Ok(v) if v.is_empty() => {
+                report.failed.push((name, "holds no image".into()));
+                continue;
+            }
+            Ok(v) => v,
+            Err(e) => {
+                log::error!("{e}");
+                report.failed.push((name, e.to_string()));
+                continue;
+            }
+        };
+        let n_t = volumes.len();
+        let times: Vec<usize> = if by_file { (0..n_t).collect() } else { opts.shard.units(n_t) };
+        if !by_file && n_t > 1 {
+            log::info!(
+                "{name}: {n_t} time points; shard {}/{} takes {}",
+                opts.shard.index,
+                opts.shard.count,
+                times.len()
+            );
+        }
+        let mut wrote_here = false;
+        for &t in &times {
+            let time = (n_t > 1).then_some((t, n_t));
+            let what = if n_t > 1 { format!("{name} t={t}") } else { name.clone() };
+            let outs = Outputs::for_input(input, out_dir, time, opts.save_probabilities);
+            if let Err(e) = check_not_input(&outs, &inputs) {
+                report.failed.push((what, e.to_string()));
+                continue;
+            }
+            if !opts.overwrite && outs.complete() {
+                log::info!("{what}: skipped, outputs exist ({}; --overwrite to redo)", outs.labels.display());
+                report.skipped += 1;
+                continue;
+            }
+            pb.set_message(what.clone());
+            let r = segment(&volumes[t], pb).and_then(|s| write_outputs(&outs, &s, time.map(|(t, _)| t)));
+            match r {
+                Ok(n) => {
+                    log::info!("{what}: {n} nuclei -> {}", outs.labels.display());
+                    report.written += 1;
+                    wrote_here = true;
+                }
+                Err(e) => {
+                    log::error!("{what}: {e}");
+                    report.failed.push((what, e.to_string()));
+                }
+            }
+        }
+        if n_t > 1 {
+            let dest = series_criteria(input, out_dir);
+            if wrote_here || opts.overwrite || !dest.is_file() {
+                let parts: Vec<PathBuf> =
+                    (0..n_t).map(|t| Outputs::for_input(input, out_dir, Some((t, n_t)), false).criteria).collect();
+                match gather_csvs(&parts, &dest) {
+                    Ok(true) => log::info!("{name}: all {n_t} time points -> {}", dest.display()),
+                    Ok(false) => log::info!("{name}: {} gathered once every time point is done", dest.display()),
+                    Err(e) => report.failed.push((name.clone(), e.to_string())),
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Writes one time point's outputs (each atomically); returns the nucleus count.
+pub fn write_outputs(outs: &Outputs, s: &super::pipeline::Segmentation, time: Option<usize>) -> Result<usize> {
+    let voxel = Some(s.voxel_um);
+    if (outs.nsn_prob.is_some() && s.nsn_prob.is_none()) || (outs.ndn_prob.is_some() && s.ndn_prob.is_none()) {
+        return Err(Error::invalid("probability maps were asked for but the segmentation did not keep them"));
+    }
+    if let (Some(p), Some(v)) = (&outs.nsn_prob, &s.nsn_prob) {
+        crate::io::write_f32(p, s.dims, v, voxel)?;
+    }
+    if let (Some(p), Some(v)) = (&outs.ndn_prob, &s.ndn_prob) {
+        crate::io::write_f32(p, s.dims, v, voxel)?;
+    }
+    crate::io::write_atomic(&outs.criteria, |w| crate::postprocess::criteria::write_csv(w, &s.criteria, time))?;
+    crate::io::write_labels_u16(&outs.labels, s.dims, &s.labels, voxel)?;
+    // io's atomic writer leaves temporary-file permissions (0600).
+    #[cfg(unix)]
+    for p in outs.paths() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644));
+    }
+    Ok(s.criteria.len())
 }
