@@ -16,41 +16,54 @@ struct Params {
 @group(0) @binding(3) var<uniform> p: Params;
 
 override WG: u32 = 256u;
+// Elements per invocation: invocation `lid` of workgroup `g` handles
+// g*WG*PER + k*WG + lid for k < PER (neighbouring lanes, neighbouring elements).
+override PER: u32 = 8u;
 
-fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x) * WG + lid;
+fn first_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * WG * PER + lid;
 }
 
 @compute @workgroup_size(WG)
 fn relu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    out[p.base_out + i] = max(a[p.base_a + i], 0.0);
+    let i0 = first_id(wid, nwg, lid);
+    for (var k = 0u; k < PER; k = k + 1u) {
+        let i = i0 + k * WG;
+        if (i >= p.n) { return; }
+        out[p.base_out + i] = max(a[p.base_a + i], 0.0);
+    }
 }
 
-// a = forward input x, b = dy: dx = dy where x > 0.
 @compute @workgroup_size(WG)
 fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    out[p.base_out + i] = select(0.0, b[p.base_b + i], a[p.base_a + i] > 0.0);
+    let i0 = first_id(wid, nwg, lid);
+    for (var k = 0u; k < PER; k = k + 1u) {
+        let i = i0 + k * WG;
+        if (i >= p.n) { return; }
+        out[p.base_out + i] = select(0.0, b[p.base_b + i], a[p.base_a + i] > 0.0);
+    }
 }
 
 @compute @workgroup_size(WG)
 fn sigmoid_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    let x = a[p.base_a + i];
-    // Stable for large |x|: exp of a non-positive number only.
-    let e = exp(-abs(x));
-    out[p.base_out + i] = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+    let i0 = first_id(wid, nwg, lid);
+    for (var k = 0u; k < PER; k = k + 1u) {
+        let i = i0 + k * WG;
+        if (i >= p.n) { return; }
+        let x = a[p.base_a + i];
+        // Stable for large |x|: exp of a non-positive number only.
+        let e = exp(-abs(x));
+        out[p.base_out + i] = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+    }
 }
 
-// a = forward output y, b = dy: dx = dy * y * (1 - y).
 @compute @workgroup_size(WG)
 fn sigmoid_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wid, nwg, lid);
-    if (i >= p.n) { return; }
-    let y = a[p.base_a + i];
-    out[p.base_out + i] = b[p.base_b + i] * y * (1.0 - y);
+    let i0 = first_id(wid, nwg, lid);
+    for (var k = 0u; k < PER; k = k + 1u) {
+        let i = i0 + k * WG;
+        if (i >= p.n) { return; }
+        let y = a[p.base_a + i];
+        out[p.base_out + i] = b[p.base_b + i] * y * (1.0 - y);
+    }
 }

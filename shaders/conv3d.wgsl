@@ -13,11 +13,9 @@
 //   workgroup, so weight loads and z bounds are uniform), invocations walk
 //   (y, x-block) positions of the plane. Input-channel groups (split path)
 //   accumulate into the output when `accumulate = 1`.
-// - `weight_partials`: dW partial sums without atomics. A workgroup owns one
-//   (voxel chunk, co block, ci, kz, ky); each invocation sums a contiguous run
-//   of voxels into CO_B x K registers (the K taps along x), then the workgroup
-//   adds its lanes in fixed order. `weight_finish` sums the partials of every
-//   sample and chunk in fixed order: bit-identical from run to run.
+// - `weight_partials`: dW partial sums without atomics, one per (sample,
+//   chunk of rows, weight); `weight_finish` sums the partials of every sample
+//   and chunk in fixed order: bit-identical from run to run.
 
 override WG: u32 = 64u;
 override CO_B: u32 = 8u;
@@ -28,7 +26,6 @@ const MAX_CO: u32 = 8u;
 const MAX_XB: u32 = 8u;
 const MAX_K: u32 = 7u;
 const MAX_ROW: u32 = 14u;     // MAX_XB + MAX_K - 1
-const RED_SIZE: u32 = 3584u;  // >= WG * CO_B * K for weight_partials
 
 // ---------------------------------------------------------------- packing
 
@@ -111,10 +108,16 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let cob = g / per_cob;
     let rem = g % per_cob;
     let z = rem / cp.tiles;
+    // No early return and no lane-dependent `continue` below: control flow
+    // stays uniform, so llvmpipe keeps the loop counters (and hence the
+    // weight addresses) uniform and loads weights once per workgroup batch
+    // instead of once per lane. Lanes past the plane compute and do not store.
     let p = (rem % cp.tiles) * WG + lid;
-    if (p >= cp.h * cp.nxb) { return; }
-    let y = p / cp.nxb;
-    let x0 = (p % cp.nxb) * XB;
+    let live = p < cp.h * cp.nxb;
+    let pc = min(p, cp.h * cp.nxb - 1u);
+    let y = pc / cp.nxb;
+    let x0 = (pc % cp.nxb) * XB;
+    let hi = i32(cp.h);
     let r = i32(K / 2u);
     let k3 = K * K * K;
     let wi = i32(cp.w);
@@ -132,11 +135,11 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             if (iz < 0 || iz >= i32(cp.d)) { continue; }
             for (var ky = 0u; ky < K; ky = ky + 1u) {
                 let iy = i32(y + ky) - r;
-                if (iy < 0 || iy >= i32(cp.h)) { continue; }
-                let rb = xc + (u32(iz) * cp.h + u32(iy)) * cp.w;
+                let yin = iy >= 0 && iy < hi;
+                let rb = xc + (u32(iz) * cp.h + u32(clamp(iy, 0, hi - 1))) * cp.w;
                 for (var j = 0u; j < XB + K - 1u; j = j + 1u) {
                     let ix = i32(x0 + j) - r;
-                    let inside = ix >= 0 && ix < wi;
+                    let inside = yin && ix >= 0 && ix < wi;
                     row[j] = select(0.0, cx[rb + u32(clamp(ix, 0, wi - 1))], inside);
                 }
                 let wr = wc + (kz * K + ky) * K * CO_B;
@@ -151,6 +154,7 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
+    if (!live) { return; }
     let ob = (z * cp.h + y) * cp.w;
     for (var o = 0u; o < CO_B; o = o + 1u) {
         let co = cob * CO_B + o;
@@ -175,6 +179,158 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
+// ---------------------------------------------------------------- forward, vec4 variant
+
+// The packed weights seen as vec4 (CO_B a multiple of 4; the packed
+// segment is its own buffer, so its window starts at element 0).
+@group(0) @binding(1) var<storage, read> cw4: array<vec4<f32>>;
+
+fn wsc(i: u32) -> f32 {
+    return cw4[i / 4u][i % 4u];
+}
+
+fn shifted(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, s: u32) -> vec4<f32> {
+    switch s {
+        case 0u: { return a; }
+        case 1u: { return vec4<f32>(a.yzw, b.x); }
+        case 2u: { return vec4<f32>(a.zw, b.xy); }
+        case 3u: { return vec4<f32>(a.w, b.xyz); }
+        case 4u: { return b; }
+        case 5u: { return vec4<f32>(b.yzw, c.x); }
+        case 6u: { return vec4<f32>(b.zw, c.xy); }
+        default: { return vec4<f32>(b.w, c.xyz); }
+    }
+}
+
+fn load_x(rb: u32, ix: i32, yin: bool) -> f32 {
+    let wi = i32(cp.w);
+    return select(0.0, cx[rb + u32(clamp(ix, 0, wi - 1))], yin && ix >= 0 && ix < wi);
+}
+
+fn load4(rb: u32, ix: i32, yin: bool) -> vec4<f32> {
+    return vec4<f32>(load_x(rb, ix, yin), load_x(rb, ix + 1, yin), load_x(rb, ix + 2, yin), load_x(rb, ix + 3, yin));
+}
+
+fn store4(co: u32, x0: u32, oz: u32, v: vec4<f32>) {
+    if (co >= cp.co_n) { return; }
+    var bias = 0.0;
+    if (cp.use_bias != 0u) {
+        bias = cb[cp.base_b + co];
+    }
+    let oc = cp.base_out + co * cp.spatial + oz;
+    for (var xi = 0u; xi < 4u; xi = xi + 1u) {
+        let x = x0 + xi;
+        if (x < cp.w) {
+            var r = v[xi];
+            if (cp.accumulate != 0u) {
+                r = r + cout[oc + x];
+            } else {
+                r = r + bias;
+            }
+            cout[oc + x] = r;
+        }
+    }
+}
+
+// Same contract as `conv_forward` for XB = 4 or 8: the CO_B x XB accumulators
+// are vec4 variables (no arrays, which llvmpipe keeps in memory); the
+// `CO_B > o` and `XB > 4` tests are on override constants and fold away.
+@compute @workgroup_size(WG)
+fn conv_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x + wid.y * nwg.x;
+    let per_cob = cp.d * cp.tiles;
+    if (g >= cp.n_cob * per_cob) { return; }
+    let cob = g / per_cob;
+    let rem = g % per_cob;
+    let z = rem / cp.tiles;
+    let p = (rem % cp.tiles) * WG + lid;
+    let live = p < cp.h * cp.nxb;
+    let pc = min(p, cp.h * cp.nxb - 1u);
+    let y = pc / cp.nxb;
+    let x0 = (pc % cp.nxb) * XB;
+    let hi = i32(cp.h);
+    let r = i32(K / 2u);
+    let k3 = K * K * K;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var bcc0 = vec4<f32>(0.0);
+    var bcc1 = vec4<f32>(0.0);
+    var bcc2 = vec4<f32>(0.0);
+    var bcc3 = vec4<f32>(0.0);
+    var bcc4 = vec4<f32>(0.0);
+    var bcc5 = vec4<f32>(0.0);
+    var bcc6 = vec4<f32>(0.0);
+    var bcc7 = vec4<f32>(0.0);
+    for (var ci = 0u; ci < cp.ci_n; ci = ci + 1u) {
+        let xc = cp.base_x + ci * cp.spatial;
+        let wc = cp.base_w + (cob * cp.ci_n + ci) * k3 * CO_B;
+        for (var kz = 0u; kz < K; kz = kz + 1u) {
+            let iz = i32(z + kz) - r;
+            if (iz < 0 || iz >= i32(cp.d)) { continue; }
+            for (var ky = 0u; ky < K; ky = ky + 1u) {
+                let iy = i32(y + ky) - r;
+                let yin = iy >= 0 && iy < hi;
+                let rb = xc + (u32(iz) * cp.h + u32(clamp(iy, 0, hi - 1))) * cp.w;
+                let ix0 = i32(x0) - r;
+                let a = load4(rb, ix0, yin);
+                var b = vec4<f32>(0.0);
+                var c = vec4<f32>(0.0);
+                var e = vec4<f32>(0.0);
+                if (K > 1u || XB > 4u) { b = load4(rb, ix0 + 4, yin); }
+                if (K > 5u || (XB > 4u && K > 1u)) { c = load4(rb, ix0 + 8, yin); }
+                if (XB > 4u && K > 5u) { e = load4(rb, ix0 + 12, yin); }
+                let wr = wc + (kz * K + ky) * K * CO_B;
+                for (var kx = 0u; kx < K; kx = kx + 1u) {
+                    let xv = shifted(a, b, c, kx);
+                    var xw = vec4<f32>(0.0);
+                    if (XB > 4u) { xw = shifted(b, c, e, kx); }
+                    let wb = wr + kx * CO_B;
+                    var w0 = 0.0; var w1 = 0.0; var w2 = 0.0; var w3 = 0.0;
+                    var w4 = 0.0; var w5 = 0.0; var w6 = 0.0; var w7 = 0.0;
+                    if (CO_B % 4u == 0u) {
+                        let wa = cw4[wb / 4u];
+                        w0 = wa.x; w1 = wa.y; w2 = wa.z; w3 = wa.w;
+                        if (CO_B > 4u) { let wc = cw4[wb / 4u + 1u]; w4 = wc.x; w5 = wc.y; w6 = wc.z; w7 = wc.w; }
+                    } else {
+                        w0 = wsc(wb);
+                        if (CO_B > 1u) { w1 = wsc(wb + 1u); }
+                        if (CO_B > 2u) { w2 = wsc(wb + 2u); }
+                        if (CO_B > 3u) { w3 = wsc(wb + 3u); }
+                        if (CO_B > 4u) { w4 = wsc(wb + 4u); }
+                        if (CO_B > 5u) { w5 = wsc(wb + 5u); }
+                        if (CO_B > 6u) { w6 = wsc(wb + 6u); }
+                        if (CO_B > 7u) { w7 = wsc(wb + 7u); }
+                    }
+                    { acc0 = fma(vec4<f32>(w0), xv, acc0); if (XB > 4u) { bcc0 = fma(vec4<f32>(w0), xw, bcc0); } }
+                    if (CO_B > 1u) { acc1 = fma(vec4<f32>(w1), xv, acc1); if (XB > 4u) { bcc1 = fma(vec4<f32>(w1), xw, bcc1); } }
+                    if (CO_B > 2u) { acc2 = fma(vec4<f32>(w2), xv, acc2); if (XB > 4u) { bcc2 = fma(vec4<f32>(w2), xw, bcc2); } }
+                    if (CO_B > 3u) { acc3 = fma(vec4<f32>(w3), xv, acc3); if (XB > 4u) { bcc3 = fma(vec4<f32>(w3), xw, bcc3); } }
+                    if (CO_B > 4u) { acc4 = fma(vec4<f32>(w4), xv, acc4); if (XB > 4u) { bcc4 = fma(vec4<f32>(w4), xw, bcc4); } }
+                    if (CO_B > 5u) { acc5 = fma(vec4<f32>(w5), xv, acc5); if (XB > 4u) { bcc5 = fma(vec4<f32>(w5), xw, bcc5); } }
+                    if (CO_B > 6u) { acc6 = fma(vec4<f32>(w6), xv, acc6); if (XB > 4u) { bcc6 = fma(vec4<f32>(w6), xw, bcc6); } }
+                    if (CO_B > 7u) { acc7 = fma(vec4<f32>(w7), xv, acc7); if (XB > 4u) { bcc7 = fma(vec4<f32>(w7), xw, bcc7); } }
+                }
+            }
+        }
+    }
+    if (!live) { return; }
+    let oz = (z * cp.h + y) * cp.w;
+    if (CO_B > 0u) { store4(cob * CO_B + 0u, x0, oz, acc0); if (XB > 4u) { store4(cob * CO_B + 0u, x0 + 4u, oz, bcc0); } }
+    if (CO_B > 1u) { store4(cob * CO_B + 1u, x0, oz, acc1); if (XB > 4u) { store4(cob * CO_B + 1u, x0 + 4u, oz, bcc1); } }
+    if (CO_B > 2u) { store4(cob * CO_B + 2u, x0, oz, acc2); if (XB > 4u) { store4(cob * CO_B + 2u, x0 + 4u, oz, bcc2); } }
+    if (CO_B > 3u) { store4(cob * CO_B + 3u, x0, oz, acc3); if (XB > 4u) { store4(cob * CO_B + 3u, x0 + 4u, oz, bcc3); } }
+    if (CO_B > 4u) { store4(cob * CO_B + 4u, x0, oz, acc4); if (XB > 4u) { store4(cob * CO_B + 4u, x0 + 4u, oz, bcc4); } }
+    if (CO_B > 5u) { store4(cob * CO_B + 5u, x0, oz, acc5); if (XB > 4u) { store4(cob * CO_B + 5u, x0 + 4u, oz, bcc5); } }
+    if (CO_B > 6u) { store4(cob * CO_B + 6u, x0, oz, acc6); if (XB > 4u) { store4(cob * CO_B + 6u, x0 + 4u, oz, bcc6); } }
+    if (CO_B > 7u) { store4(cob * CO_B + 7u, x0, oz, acc7); if (XB > 4u) { store4(cob * CO_B + 7u, x0 + 4u, oz, bcc7); } }
+}
+
 // ---------------------------------------------------------------- weight gradient
 
 struct WeightParams {
@@ -185,11 +341,15 @@ struct WeightParams {
     co_n: u32,        // output channels (of dy) in this group
     ci_n: u32,        // input channels (of x) in this group
     n_cob: u32,       // ceil(co_n / CO_B)
-    chunk: u32,       // voxels per chunk (a multiple of WG)
+    n_lg: u32,        // lane groups: ceil(ci_n * K * K / WG)
+    chunk_rows: u32,  // (z, y) rows per chunk
     nchunks: u32,
     base_x: u32,
     base_dy: u32,
     base_part: u32,   // partial index of (this sample, chunk 0, co 0, ci 0, tap 0)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> gx: array<f32>;
@@ -197,83 +357,78 @@ struct WeightParams {
 @group(0) @binding(2) var<storage, read_write> gpart: array<f32>;
 @group(0) @binding(3) var<uniform> gp: WeightParams;
 
-var<workgroup> red: array<f32, RED_SIZE>;
-
+// A workgroup owns (chunk of rows, co block, lane group); each lane owns one
+// (ci, kz, ky) and accumulates CO_B x K (the kx taps) over every voxel of the
+// chunk in order. The voxel loop is uniform, so dy values are loaded once per
+// voxel for all lanes; x comes through a sliding window of K values along x
+// (one lane-dependent load per voxel). No cross-lane sums, no atomics.
 @compute @workgroup_size(WG)
 fn weight_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = wid.x + wid.y * nwg.x;
-    // Uniform across the workgroup: every invocation returns or none does.
-    if (g >= gp.nchunks * gp.n_cob * gp.ci_n * K * K) { return; }
-    let ky = g % K;
-    let kz = (g / K) % K;
-    let ci = (g / (K * K)) % gp.ci_n;
-    let cob = (g / (K * K * gp.ci_n)) % gp.n_cob;
-    let chunk = g / (K * K * gp.ci_n * gp.n_cob);
+    if (g >= gp.nchunks * gp.n_cob * gp.n_lg) { return; }
+    let lg = g % gp.n_lg;
+    let cob = (g / gp.n_lg) % gp.n_cob;
+    let chunk = g / (gp.n_lg * gp.n_cob);
+    let nt = gp.ci_n * K * K;
+    let t = lg * WG + lid;
+    let live = t < nt;
+    let tc = min(t, nt - 1u);
+    let ky = tc % K;
+    let kz = (tc / K) % K;
+    let ci = tc / (K * K);
     let r = i32(K / 2u);
     let wi = i32(gp.w);
-    let nv = CO_B * K;
+    let hi = i32(gp.h);
+    let di = i32(gp.d);
+    let xc = gp.base_x + ci * gp.spatial;
 
+    var dyo: array<u32, MAX_CO>;
+    for (var o = 0u; o < CO_B; o = o + 1u) {
+        dyo[o] = gp.base_dy + min(cob * CO_B + o, gp.co_n - 1u) * gp.spatial;
+    }
     var acc: array<f32, 56>;  // MAX_CO * MAX_K
-    for (var i = 0u; i < nv; i = i + 1u) {
+    for (var i = 0u; i < CO_B * K; i = i + 1u) {
         acc[i] = 0.0;
     }
-    let vpt = gp.chunk / WG;
-    let start = chunk * gp.chunk + lid * vpt;
-    let end = min(start + vpt, gp.spatial);
-    if (start < end) {
-        var x = start % gp.w;
-        var t = start / gp.w;
-        var y = t % gp.h;
-        var z = t / gp.h;
-        let xc = gp.base_x + ci * gp.spatial;
-        var dyo: array<u32, MAX_CO>;
-        for (var o = 0u; o < CO_B; o = o + 1u) {
-            dyo[o] = gp.base_dy + min(cob * CO_B + o, gp.co_n - 1u) * gp.spatial;
+    var xr: array<f32, MAX_K>;
+    let row0 = chunk * gp.chunk_rows;
+    let row1 = min(row0 + gp.chunk_rows, gp.d * gp.h);
+    for (var rw = row0; rw < row1; rw = rw + 1u) {
+        let z = rw / gp.h;
+        let y = rw % gp.h;
+        let iz = i32(z + kz) - r;
+        let iy = i32(y + ky) - r;
+        let rin = iz >= 0 && iz < di && iy >= 0 && iy < hi;
+        let rb = xc + (u32(clamp(iz, 0, di - 1)) * gp.h + u32(clamp(iy, 0, hi - 1))) * gp.w;
+        // xr[m] = x at ix = m - 1 - r for m = 1..K-1 (xr[0] is shifted out).
+        for (var m = 1u; m < K; m = m + 1u) {
+            let ix = i32(m) - 1 - r;
+            xr[m] = select(0.0, gx[rb + u32(clamp(ix, 0, wi - 1))], rin && ix >= 0 && ix < wi);
         }
-        var xr: array<f32, MAX_K>;
-        for (var v = start; v < end; v = v + 1u) {
-            let iz = i32(z + kz) - r;
-            let iy = i32(y + ky) - r;
-            if (iz >= 0 && iz < i32(gp.d) && iy >= 0 && iy < i32(gp.h)) {
-                let rb = xc + (u32(iz) * gp.h + u32(iy)) * gp.w;
+        let vb = rw * gp.w;
+        for (var x = 0u; x < gp.w; x = x + 1u) {
+            for (var j = 0u; j + 1u < K; j = j + 1u) {
+                xr[j] = xr[j + 1u];
+            }
+            let ix = i32(x) + r;
+            xr[K - 1u] = select(0.0, gx[rb + u32(clamp(ix, 0, wi - 1))], rin && ix < wi);
+            // now xr[kx] = x at (iz, iy, x + kx - r)
+            for (var o = 0u; o < CO_B; o = o + 1u) {
+                let gv = gdy[dyo[o] + vb + x];
                 for (var kx = 0u; kx < K; kx = kx + 1u) {
-                    let ix = i32(x + kx) - r;
-                    xr[kx] = select(0.0, gx[rb + u32(clamp(ix, 0, wi - 1))], ix >= 0 && ix < wi);
-                }
-                for (var o = 0u; o < CO_B; o = o + 1u) {
-                    let gv = gdy[dyo[o] + v];
-                    for (var kx = 0u; kx < K; kx = kx + 1u) {
-                        acc[o * K + kx] = fma(gv, xr[kx], acc[o * K + kx]);
-                    }
-                }
-            }
-            x = x + 1u;
-            if (x == gp.w) {
-                x = 0u;
-                y = y + 1u;
-                if (y == gp.h) {
-                    y = 0u;
-                    z = z + 1u;
+                    acc[o * K + kx] = fma(gv, xr[kx], acc[o * K + kx]);
                 }
             }
         }
     }
-    for (var i = 0u; i < nv; i = i + 1u) {
-        red[lid * nv + i] = acc[i];
-    }
-    workgroupBarrier();
-    if (lid < nv) {
-        var s = 0.0;
-        for (var l = 0u; l < WG; l = l + 1u) {
-            s = s + red[l * nv + lid];
-        }
-        let o = lid / K;
-        let kx = lid % K;
+    if (!live) { return; }
+    let k3 = K * K * K;
+    for (var o = 0u; o < CO_B; o = o + 1u) {
         let co = cob * CO_B + o;
-        if (co < gp.co_n) {
-            let k3 = K * K * K;
-            let tap = (kz * K + ky) * K + kx;
-            gpart[gp.base_part + ((chunk * gp.co_n + co) * gp.ci_n + ci) * k3 + tap] = s;
+        if (co >= gp.co_n) { break; }
+        let pb = gp.base_part + ((chunk * gp.co_n + co) * gp.ci_n + ci) * k3 + (kz * K + ky) * K;
+        for (var kx = 0u; kx < K; kx = kx + 1u) {
+            gpart[pb + kx] = acc[o * K + kx];
         }
     }
 }

@@ -54,8 +54,10 @@ struct Params {
 
 override WG: u32 = 64u;
 // Register blocks (constants: they size function-scope arrays).
-const CO_B: u32 = 8u;  // forward: output channels per invocation
-const CI_B: u32 = 16u; // backward_input: input channels per invocation
+const CO_B: u32 = 4u;  // forward: output channels per invocation
+const VB: u32 = 4u;    // forward: input voxels per invocation
+const CI_B: u32 = 8u;  // backward_input: input channels per invocation
+const VB_I: u32 = 4u;  // backward_input: input voxels per invocation
 const CI_BW: u32 = 8u; // weight_partials: input channels per invocation
 
 @group(0) @binding(0) var<storage, read> src: array<f32>;
@@ -82,60 +84,83 @@ fn tap_off(t: u32) -> u32 {
     return (a * (2u * p.h) + b) * (2u * p.w) + c;
 }
 
-// Grid: samples x ceil(c_out / CO_B) x ceil(spatial / WG) workgroups.
+// Grid: samples x ceil(c_out / CO_B) x ceil(spatial / (WG * VB)) workgroups.
+// Invocation lid of voxel chunk vc handles voxels (vc * VB + k) * WG + lid, k < VB.
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let spatial = p.d * p.h * p.w;
-    let nvc = (spatial + WG - 1u) / WG;
+    let nvc = (spatial + WG * VB - 1u) / (WG * VB);
     let ncb = (p.c_out + CO_B - 1u) / CO_B;
     let g = linear_wg(wid, nwg);
     if (g >= p.samples * ncb * nvc) { return; }
     let vc = g % nvc;
     let cb = (g / nvc) % ncb;
     let s = g / (nvc * ncb);
-    let v = vc * WG + lid;
-    if (v >= spatial) { return; }
+    let v0 = vc * VB * WG + lid;
+    if (v0 >= spatial) { return; }
     let co_first = cb * CO_B;
 
-    var lo: array<vec4<f32>, CO_B>;
-    var hi: array<vec4<f32>, CO_B>;
-    for (var j = 0u; j < CO_B; j = j + 1u) {
-        lo[j] = vec4<f32>(0.0);
-        hi[j] = vec4<f32>(0.0);
+    // acc[(k * CO_B + j) * 2 + half]: voxel k, output channel j, taps 4*half .. 4*half+3.
+    var acc: array<vec4<f32>, 2u * CO_B * VB>;
+    for (var i = 0u; i < 2u * CO_B * VB; i = i + 1u) {
+        acc[i] = vec4<f32>(0.0);
     }
-    let xs = p.src_base + s * p.src_stride + v;
+    var xo: array<u32, VB>;
+    for (var k = 0u; k < VB; k = k + 1u) {
+        // Voxels past the end read a valid voxel; their results are not stored.
+        xo[k] = p.src_base + s * p.src_stride + min(v0 + k * WG, spatial - 1u);
+    }
+    var wcol: array<u32, CO_B>;
+    for (var j = 0u; j < CO_B; j = j + 1u) {
+        // Tail block: clamp the column (its results are not stored).
+        wcol[j] = p.co0 + min(co_first + j, p.c_out - 1u);
+    }
     for (var ci = 0u; ci < p.c_red; ci = ci + 1u) {
-        let xv = src[xs + ci * spatial];
-        let row = (p.ci0 + ci) * p.c_out_total + p.co0;
+        var xv: array<vec4<f32>, VB>;
+        for (var k = 0u; k < VB; k = k + 1u) {
+            xv[k] = vec4<f32>(src[xo[k] + ci * spatial]);
+        }
+        let row = (p.ci0 + ci) * p.c_out_total;
         for (var j = 0u; j < CO_B; j = j + 1u) {
-            // Tail block: clamp the column (its results are not stored).
-            let wi = (row + min(co_first + j, p.c_out - 1u)) * 2u;
-            lo[j] = fma(vec4<f32>(xv), w4[wi], lo[j]);
-            hi[j] = fma(vec4<f32>(xv), w4[wi + 1u], hi[j]);
+            let wi = (row + wcol[j]) * 2u;
+            let wl = w4[wi];
+            let wh = w4[wi + 1u];
+            for (var k = 0u; k < VB; k = k + 1u) {
+                let a = (k * CO_B + j) * 2u;
+                acc[a] = fma(xv[k], wl, acc[a]);
+                acc[a + 1u] = fma(xv[k], wh, acc[a + 1u]);
+            }
         }
     }
 
-    let x = v % p.w;
-    let y = (v / p.w) % p.h;
-    let z = v / (p.w * p.h);
-    let corner = out_corner(z, y, x);
     let hw2 = 4u * p.h * p.w;
     let w2 = 2u * p.w;
     let ospatial = 8u * spatial;
-    for (var j = 0u; j < CO_B; j = j + 1u) {
-        let co = co_first + j;
-        if (co < p.c_out) {
-            let o = p.dst_base + s * p.dst_stride + co * ospatial + corner;
-            var idx = array<u32, 8>(o, o + 1u, o + w2, o + w2 + 1u, o + hw2, o + hw2 + 1u, o + hw2 + w2, o + hw2 + w2 + 1u);
-            var vals = array<f32, 8>(lo[j].x, lo[j].y, lo[j].z, lo[j].w, hi[j].x, hi[j].y, hi[j].z, hi[j].w);
-            if (p.accumulate != 0u) {
-                for (var t = 0u; t < 8u; t = t + 1u) {
-                    dst[idx[t]] = dst[idx[t]] + vals[t];
-                }
-            } else {
-                let b = bias[p.co0 + co];
-                for (var t = 0u; t < 8u; t = t + 1u) {
-                    dst[idx[t]] = vals[t] + b;
+    for (var k = 0u; k < VB; k = k + 1u) {
+        let v = v0 + k * WG;
+        if (v < spatial) {
+            let x = v % p.w;
+            let y = (v / p.w) % p.h;
+            let z = v / (p.w * p.h);
+            let corner = out_corner(z, y, x);
+            for (var j = 0u; j < CO_B; j = j + 1u) {
+                let co = co_first + j;
+                if (co < p.c_out) {
+                    let o = p.dst_base + s * p.dst_stride + co * ospatial + corner;
+                    var idx = array<u32, 8>(o, o + 1u, o + w2, o + w2 + 1u, o + hw2, o + hw2 + 1u, o + hw2 + w2, o + hw2 + w2 + 1u);
+                    let lo = acc[(k * CO_B + j) * 2u];
+                    let hi = acc[(k * CO_B + j) * 2u + 1u];
+                    var vals = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+                    if (p.accumulate != 0u) {
+                        for (var t = 0u; t < 8u; t = t + 1u) {
+                            dst[idx[t]] = dst[idx[t]] + vals[t];
+                        }
+                    } else {
+                        let b = bias[p.co0 + co];
+                        for (var t = 0u; t < 8u; t = t + 1u) {
+                            dst[idx[t]] = vals[t] + b;
+                        }
+                    }
                 }
             }
         }
@@ -143,52 +168,71 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 // dx[n, ci, z, y, x] = sum_co sum_t dy[n, co, 2z+a, 2y+b, 2x+c] * w[ci, co, t]
-// Grid: samples x ceil(c_out / CI_B) x ceil(spatial / WG) workgroups, where
-// here c_out counts the input channels written and c_red the dy channels.
+// Grid: samples x ceil(c_out / CI_B) x ceil(spatial / (WG * VB_I)) workgroups,
+// where here c_out counts the input channels written and c_red the dy channels.
+// Invocation lid of chunk vc handles voxels (vc * VB_I + k) * WG + lid, k < VB_I,
+// so each weight load serves VB_I voxels.
 @compute @workgroup_size(WG)
 fn backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let spatial = p.d * p.h * p.w;
-    let nvc = (spatial + WG - 1u) / WG;
+    let nvc = (spatial + WG * VB_I - 1u) / (WG * VB_I);
     let ncb = (p.c_out + CI_B - 1u) / CI_B;
     let g = linear_wg(wid, nwg);
     if (g >= p.samples * ncb * nvc) { return; }
     let vc = g % nvc;
     let cb = (g / nvc) % ncb;
     let s = g / (nvc * ncb);
-    let v = vc * WG + lid;
-    if (v >= spatial) { return; }
+    let v0 = vc * VB_I * WG + lid;
+    if (v0 >= spatial) { return; }
     let ci_first = cb * CI_B;
-
-    let x = v % p.w;
-    let y = (v / p.w) % p.h;
-    let z = v / (p.w * p.h);
     let hw2 = 4u * p.h * p.w;
     let w2 = 2u * p.w;
     let ospatial = 8u * spatial;
-    let o0 = p.src_base + s * p.src_stride + out_corner(z, y, x);
 
-    var acc: array<f32, CI_B>;
+    var o0: array<u32, VB_I>;
+    for (var k = 0u; k < VB_I; k = k + 1u) {
+        // Voxels past the end read a valid voxel; their results are not stored.
+        let v = min(v0 + k * WG, spatial - 1u);
+        o0[k] = p.src_base + s * p.src_stride + out_corner(v / (p.w * p.h), (v / p.w) % p.h, v % p.w);
+    }
+    var wrow: array<u32, CI_B>;
     for (var j = 0u; j < CI_B; j = j + 1u) {
-        acc[j] = 0.0;
+        wrow[j] = (p.ci0 + min(ci_first + j, p.c_out - 1u)) * p.c_out_total + p.co0;
+    }
+    var acc: array<f32, CI_B * VB_I>;
+    for (var i = 0u; i < CI_B * VB_I; i = i + 1u) {
+        acc[i] = 0.0;
     }
     for (var co = 0u; co < p.c_red; co = co + 1u) {
-        let o = o0 + co * ospatial;
-        let dlo = vec4<f32>(src[o], src[o + 1u], src[o + w2], src[o + w2 + 1u]);
-        let dhi = vec4<f32>(src[o + hw2], src[o + hw2 + 1u], src[o + hw2 + w2], src[o + hw2 + w2 + 1u]);
+        var dlo: array<vec4<f32>, VB_I>;
+        var dhi: array<vec4<f32>, VB_I>;
+        for (var k = 0u; k < VB_I; k = k + 1u) {
+            let o = o0[k] + co * ospatial;
+            dlo[k] = vec4<f32>(src[o], src[o + 1u], src[o + w2], src[o + w2 + 1u]);
+            dhi[k] = vec4<f32>(src[o + hw2], src[o + hw2 + 1u], src[o + hw2 + w2], src[o + hw2 + w2 + 1u]);
+        }
         for (var j = 0u; j < CI_B; j = j + 1u) {
-            let ci = p.ci0 + min(ci_first + j, p.c_out - 1u);
-            let wi = (ci * p.c_out_total + p.co0 + co) * 2u;
-            acc[j] = acc[j] + dot(dlo, w4[wi]) + dot(dhi, w4[wi + 1u]);
+            let wi = (wrow[j] + co) * 2u;
+            let wl = w4[wi];
+            let wh = w4[wi + 1u];
+            for (var k = 0u; k < VB_I; k = k + 1u) {
+                acc[k * CI_B + j] = acc[k * CI_B + j] + dot(dlo[k], wl) + dot(dhi[k], wh);
+            }
         }
     }
-    for (var j = 0u; j < CI_B; j = j + 1u) {
-        let ci = ci_first + j;
-        if (ci < p.c_out) {
-            let i = p.dst_base + s * p.dst_stride + ci * spatial + v;
-            if (p.accumulate != 0u) {
-                dst[i] = dst[i] + acc[j];
-            } else {
-                dst[i] = acc[j];
+    for (var k = 0u; k < VB_I; k = k + 1u) {
+        let v = v0 + k * WG;
+        if (v < spatial) {
+            for (var j = 0u; j < CI_B; j = j + 1u) {
+                let ci = ci_first + j;
+                if (ci < p.c_out) {
+                    let i = p.dst_base + s * p.dst_stride + ci * spatial + v;
+                    if (p.accumulate != 0u) {
+                        dst[i] = dst[i] + acc[k * CI_B + j];
+                    } else {
+                        dst[i] = acc[k * CI_B + j];
+                    }
+                }
             }
         }
     }

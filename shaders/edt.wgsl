@@ -127,18 +127,25 @@ fn edt_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     fout[i] = select(sqrt(v), bitcast<f32>(p.inf_bits), v >= HALF_BIG);
 }
 
+// Seeds are packed coordinates z << 20 | y << 10 | x (dimensions ≤ 1024),
+// so distances need no integer division.
+fn pack(z: u32, y: u32, x: u32) -> u32 {
+    return (z << 20u) | (y << 10u) | x;
+}
+
 @compute @workgroup_size(WG)
 fn jfa_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear(wid, nwg, lid);
     if (i >= numel()) { return; }
-    seed_out[i] = select(NONE, i, mask[i] == 0u);
+    let hw = p.h * p.w;
+    let seed = pack(i / hw, (i / p.w) % p.h, i % p.w);
+    seed_out[i] = select(NONE, seed, mask[i] == 0u);
 }
 
 fn dist2(z: i32, y: i32, x: i32, s: u32) -> f32 {
-    let hw = p.h * p.w;
-    let dz = f32(z - i32(s / hw)) * p.sz;
-    let dy = f32(y - i32((s / p.w) % p.h)) * p.sy;
-    let dx = f32(x - i32(s % p.w)) * p.sx;
+    let dz = f32(z - i32(s >> 20u)) * p.sz;
+    let dy = f32(y - i32((s >> 10u) & 1023u)) * p.sy;
+    let dx = f32(x - i32(s & 1023u)) * p.sx;
     return dz * dz + dy * dy + dx * dx;
 }
 
@@ -164,11 +171,12 @@ fn jfa_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         for (var dy = -1; dy <= 1; dy = dy + 1) {
             let ny = y + dy * st;
             if (ny < 0 || ny >= i32(p.h)) { continue; }
+            let row = u32(nz) * hw + u32(ny) * p.w;
             for (var dx = -1; dx <= 1; dx = dx + 1) {
                 let nx = x + dx * st;
                 if (nx < 0 || nx >= i32(p.w)) { continue; }
-                let s = seed_in[u32(nz) * hw + u32(ny) * p.w + u32(nx)];
-                if (s == NONE) { continue; }
+                let s = seed_in[row + u32(nx)];
+                if (s == NONE || s == best) { continue; }
                 let dd = dist2(z, y, x, s);
                 if (dd < bd || (dd == bd && s < best)) {
                     bd = dd;

@@ -211,7 +211,7 @@ struct FinishParams {
     count: u32,      // partials
     mode: u32,       // 0: CE, 1: BCE, 2: Dice
     numel: f32,      // BCE: element count
-    smooth: f32,     // Dice
+    smoothing: f32,  // Dice
 }
 
 @group(0) @binding(0) var<storage, read> fpart: array<vec4<f32>>;
@@ -235,8 +235,8 @@ fn loss_finish(@builtin(local_invocation_index) lid: u32) {
             s.w = fp.numel;
             floss[0] = s.x / fp.numel;
         } else {
-            s.w = fp.smooth;
-            floss[0] = 1.0 - (2.0 * s.x + fp.smooth) / (s.y + s.z + fp.smooth);
+            s.w = fp.smoothing;
+            floss[0] = 1.0 - (2.0 * s.x + fp.smoothing) / (s.y + s.z + fp.smoothing);
         }
         fsums[0] = s;
     }

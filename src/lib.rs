@@ -12,6 +12,7 @@
 //!
 //! The library knows no command line: `src/main.rs` and `src/cli/` do.
 
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod infer;

@@ -3,7 +3,7 @@
 //! (errors naming the file, never a panic); atomic writes.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use qcanet_gpu::io::{self, Volume};

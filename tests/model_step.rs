@@ -136,3 +136,37 @@ fn bad_input_sides_are_refused() {
     let e = g.predict(ctx, &x).err().unwrap().to_string();
     assert!(e.contains("multiples of 4"), "{e}");
 }
+
+/// Activations larger than one storage binding (forced with a 16 KiB cap;
+/// weights, at most 11.4 KiB here, must fit one binding):
+/// the same training-mode forward, gradients and inference as uncapped.
+#[test]
+fn split_bindings_match_whole_bindings() {
+    let whole = ctx();
+    let capped = common::capped_ctx(16384);
+    let cfg = NetConfig { depth: 1, base: 3, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
+    let layout = Layout::new(&cfg);
+    let (p, b) = (layout.init_params(4), layout.init_buffers());
+    // One channel of one sample is 8·16·14·4 = 7 KiB: every activation with
+    // more than two channels spans several bindings.
+    let shape = Shape5::new(2, 1, 8, 16, 14);
+    let x = rand(shape, 9);
+    let t = target(shape, 10);
+    let spec = LossSpec::Ce { class_weights: vec![1.0, 2.0] };
+    let run = |c: &qcanet_gpu::gpu::GpuContext| {
+        let net = Net::<Gpu>::from_host(c, cfg.clone(), &p, &b).unwrap();
+        let (gx, gt) = (up(c, &x), up(c, &t));
+        let (z, tape) = net.forward_train(c, &gx).unwrap();
+        let (_, dz) = net.loss(c, &spec, &z, &gt).unwrap();
+        let grads = net.backward(c, tape, &dz).unwrap();
+        let probs = net.predict(c, &gx).unwrap();
+        (down(c, &z), grads.iter().map(|g| down(c, g)).collect::<Vec<_>>(), down(c, &probs))
+    };
+    let (z0, g0, p0) = run(whole);
+    let (z1, g1, p1) = run(&capped);
+    assert_close("logits (split bindings)", &z1, &z0, 1e-5);
+    assert_close("probabilities (split bindings)", &p1, &p0, 1e-5);
+    for (i, s) in layout.params.iter().enumerate().filter(|(_, s)| !pre_bn_bias(&s.name)) {
+        assert_close(&format!("grad {} (split bindings)", s.name), &g1[i], &g0[i], 1e-4);
+    }
+}

@@ -248,3 +248,59 @@ fn bad_shapes_are_errors() {
     let e = batchnorm::forward_train(ctx, &one, &g, &b, &rm, &rv, &BnConfig::default()).unwrap_err().to_string();
     assert!(e.contains("one value per channel"), "{e}");
 }
+
+/// Throughput report, not a check: `cargo test --test ops_batchnorm -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_throughput() {
+    use qcanet_gpu::ops::{loss, optim};
+    let (_serial, ctx) = poisoned();
+    ctx.set_poison_new_tensors(false);
+    let median = |f: &mut dyn FnMut()| {
+        f();
+        ctx.sync().unwrap();
+        let mut t: Vec<f64> = (0..5)
+            .map(|_| {
+                let s = std::time::Instant::now();
+                f();
+                ctx.sync().unwrap();
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        t[2]
+    };
+    println!("adapter: {}", ctx.describe());
+    for shape in [Shape5::new(1, 16, 48, 48, 48), Shape5::new(1, 32, 64, 64, 64)] {
+        let k = case(shape, 1);
+        let (x, g, b, rm, rv) = (up(ctx, &k.x), up(ctx, &k.gamma), up(ctx, &k.beta), up(ctx, &k.rm), up(ctx, &k.rv));
+        let dy = up(ctx, &rand(shape, 2));
+        let cfg = BnConfig::default();
+        let (_, saved) = batchnorm::forward_train(ctx, &x, &g, &b, &rm, &rv, &cfg).unwrap();
+        let mb = shape.bytes() as f64 / 1e6;
+        let f = median(&mut || drop(batchnorm::forward_train(ctx, &x, &g, &b, &rm, &rv, &cfg).unwrap()));
+        let i = median(&mut || drop(batchnorm::forward_infer(ctx, &x, &g, &b, &rm, &rv, &cfg).unwrap()));
+        let w = median(&mut || drop(batchnorm::backward(ctx, &x, &g, &saved, &dy).unwrap()));
+        let r = median(&mut || drop(qcanet_gpu::ops::activation::relu_forward(ctx, &x).unwrap()));
+        println!("relu_forward {shape} (element-wise, for scale): {r:.1} ms");
+        println!(
+            "batchnorm {shape} ({mb:.0} MB): forward_train {f:.1} ms, forward_infer {i:.1} ms, backward {w:.1} ms"
+        );
+    }
+    let s = Shape5::new(1, 2, 48, 48, 48);
+    let z = up(ctx, &rand(s, 3));
+    let t = up(ctx, &CpuTensor::from_vec(s.with_c(1), (0..s.spatial()).map(|i| (i % 2) as f32).collect()));
+    let z1 = up(ctx, &rand(s.with_c(1), 4));
+    let ce = median(&mut || drop(loss::softmax_cross_entropy(ctx, &z, &t, &[0.3, 1.0]).unwrap()));
+    let bce = median(&mut || drop(loss::bce_with_logits(ctx, &z1, &t, 3.0).unwrap()));
+    let dice = median(&mut || drop(loss::soft_dice(ctx, &z, &t, 1, 1.0).unwrap()));
+    println!("losses {s}: softmax_cross_entropy {ce:.1} ms, bce_with_logits {bce:.1} ms, soft_dice {dice:.1} ms");
+    let ps: Vec<GpuTensorBox> = (0..20).map(|i| up(ctx, &rand(Shape5::new(16, 16, 3, 3, 3), 10 + i))).collect();
+    let gs: Vec<GpuTensorBox> = (0..20).map(|i| up(ctx, &rand(Shape5::new(16, 16, 3, 3, 3), 40 + i))).collect();
+    let (pr, gr): (Vec<_>, Vec<_>) = (ps.iter().collect(), gs.iter().collect());
+    let mut opt = optim::Optimizer::new(ctx, optim::OptimizerConfig::default(), &pr).unwrap();
+    let a = median(&mut || opt.step(ctx, &pr, &gr).unwrap());
+    println!("adam step, 20 tensors of 16x16x3x3x3 ({} params): {a:.2} ms", 20 * 16 * 16 * 27);
+}
+
+type GpuTensorBox = qcanet_gpu::gpu::GpuTensor;

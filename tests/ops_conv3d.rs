@@ -80,7 +80,13 @@ fn conv3d_other_tiles_match_reference() {
     let (gx, gw, gb, gdy) = (up(ctx, &c.x), up(ctx, &c.w), up(ctx, &c.b), up(ctx, &c.dy));
     let yref = reference::forward(&c.x, &c.w, &c.b);
     let dxref = reference::backward_input(&c.dy, &c.w);
-    for tile in [Tile { wg: 64, co_b: 4, xb: 8 }, Tile { wg: 32, co_b: 8, xb: 4 }, Tile { wg: 128, co_b: 3, xb: 5 }] {
+    for tile in [
+        Tile { wg: 64, co_b: 4, xb: 8 },
+        Tile { wg: 32, co_b: 8, xb: 4 },
+        Tile { wg: 128, co_b: 3, xb: 5 },
+        Tile { wg: 16, co_b: 3, xb: 8 },
+        Tile { wg: 64, co_b: 5, xb: 4 },
+    ] {
         let y = conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap();
         assert_close(&format!("forward {tile:?}"), &down(ctx, &y), &yref, TOL);
         let dx = conv3d::backward_input_with_tile(ctx, &gdy, &gw, tile).unwrap();
@@ -227,7 +233,11 @@ fn measure_conv3d() {
         let fwd = time(&|| drop(conv3d::forward(ctx, &gx, &gw, &gb).unwrap()));
         let bwi = time(&|| drop(conv3d::backward_input(ctx, &gdy, &gw).unwrap()));
         let bww = time(&|| drop(conv3d::backward_weight(ctx, &gx, &gdy, k).unwrap()));
+        let skip_cpu = std::env::var("CONV_NO_CPU").is_ok();
         let cpu = |f: &dyn Fn()| {
+            if skip_cpu {
+                return f64::NAN;
+            }
             let s = std::time::Instant::now();
             f();
             s.elapsed().as_secs_f64()
@@ -246,6 +256,33 @@ fn measure_conv3d() {
                 cref / g
             );
         }
+    }
+    if std::env::var("CONV_PEAK").is_ok() {
+        // Calibration: the FMA throughput of this driver right now (8
+        // independent chains per invocation, no memory traffic).
+        const PEAK: qcanet_gpu::gpu::ShaderSource = qcanet_gpu::gpu::ShaderSource {
+            name: "conv3d_test_peak",
+            wgsl: "@group(0) @binding(0) var<storage, read_write> o: array<f32>;
+override WG: u32 = 64u;
+@compute @workgroup_size(WG)
+fn peak(@builtin(global_invocation_id) gid: vec3<u32>) {
+    var a = vec4<f32>(f32(gid.x)); var b = a + 1.0; var c = vec4<f32>(0.999);
+    for (var i = 0u; i < 4096u; i = i + 1u) { a = fma(a, c, vec4<f32>(0.5)); b = fma(b, c, vec4<f32>(0.25)); }
+    o[gid.x] = dot(a, b);
+}",
+        };
+        let p = ctx.pipeline(&PEAK, "peak", &[("WG", 64.0)]).unwrap();
+        let n = 64 * 1024;
+        let o = ctx.zeros(Shape5::new(1, 1, 1, 1, n), "peak").unwrap();
+        let run = || {
+            ctx.dispatch("peak", &p, &[qcanet_gpu::gpu::Arg::Whole(&o.buf)], [1024, 1, 1]).unwrap();
+            ctx.sync().unwrap();
+        };
+        run();
+        let s = std::time::Instant::now();
+        run();
+        let t = s.elapsed().as_secs_f64();
+        println!("  FMA peak now: {:.2} GFLOP/s", (n * 4096 * 8 * 2) as f64 / t / 1e9);
     }
     if let Ok(spec) = std::env::var("CONV_TILES") {
         // e.g. CONV_TILES="64,8,8 64,4,8 64,8,4": forward only, 16->16 k=3 64³.

@@ -172,7 +172,7 @@ fn timings() {
             t[t.len() / 2]
         };
         let name = format!("{cin}->{cout} {side}^3->{}^3", 2 * side);
-        let mut run = |label: &str, f: &mut dyn FnMut()| {
+        let run = |label: &str, f: &mut dyn FnMut()| {
             let t = median(f);
             println!("{name} {label}: {:.2} ms, {:.2} GFLOP/s", t * 1e3, flops / t / 1e9);
         };
@@ -188,7 +188,7 @@ fn timings() {
             ct::backward_weight(ctx, &gx, &gdy).unwrap();
             ctx.sync().unwrap();
         });
-        let mut cpu = |label: &str, f: &mut dyn FnMut()| {
+        let cpu = |label: &str, f: &mut dyn FnMut()| {
             let s = std::time::Instant::now();
             f();
             let t = s.elapsed().as_secs_f64();

@@ -149,8 +149,9 @@ fn edt_jfa_error_is_small() {
         }
     }
     println!("JFA worst: fraction wrong {worst_frac:.4}, max abs error {worst_abs:.3} µm");
-    assert!(worst_frac < 0.01, "JFA wrong on {:.2}% of voxels", 100.0 * worst_frac);
-    assert!(worst_abs < 1.75, "JFA max error {worst_abs} µm");
+    // Measured here: no voxel wrong; at 128³ (touching spheres) 0.034 % wrong, max 0.19 µm.
+    assert!(worst_frac < 0.002, "JFA wrong on {:.3}% of voxels", 100.0 * worst_frac);
+    assert!(worst_abs < 0.8, "JFA max error {worst_abs} µm");
 }
 
 #[test]
@@ -261,10 +262,9 @@ fn watershed_gpu_agrees_with_priority_flood() {
             let g = watershed::watershed(ctx, &surface, &markers, &f.mask, dims, conn).unwrap();
             let r = watershed::reference::watershed(&surface, &markers, &f.mask, dims, conn);
             let what = format!("spheres {dims:?} ({} spheres) {conn:?}", f.count());
-            // Measured: 98.8 % (6-connected), above 99 % (26-connected); the
-            // rest are ties in arrival order where two floods meet.
-            let bound = if conn == Connectivity::Six { 0.985 } else { 0.99 };
-            check_watershed(&what, &g, &r, &markers, &f.mask, bound);
+            // Measured 99.35-99.6 %; the rest are ties in arrival order where
+            // two floods meet.
+            check_watershed(&what, &g, &r, &markers, &f.mask, 0.99);
         }
     }
 }
@@ -347,6 +347,10 @@ fn watershed_rejects_bad_input() {
     assert!(edt::edt(ctx, &k[1..], &Grid::isotropic(dims), EdtMethod::Exact).is_err());
     assert!(edt::edt(ctx, &k, &Grid::new(dims, [1.0, 0.0, 1.0]), EdtMethod::Exact).is_err());
     assert!(ccl::label(ctx, &k, [0, 4, 5], Connectivity::Six).is_err());
+    let long = Grid::new([1, 1, 1025], [1.0; 3]);
+    let e = edt::edt(ctx, &vec![1u8; 1025], &long, EdtMethod::Jfa).unwrap_err();
+    assert!(e.to_string().contains("1024"), "{e}");
+    assert!(edt::edt(ctx, &vec![1u8; 1025], &long, EdtMethod::Exact).is_ok());
 }
 
 #[test]

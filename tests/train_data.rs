@@ -53,14 +53,14 @@ fn loads_and_prepares_a_pair() {
     assert_eq!(s[0].image.dims, [12, 10, 12]);
     assert_eq!(s[0].target.dims, [12, 10, 12]);
     assert!(s[0].target.data.iter().all(|&v| v == 0.0 || v == 1.0));
-    assert!(s[0].target.data.iter().any(|&v| v == 1.0));
+    assert!(s[0].target.data.contains(&1.0));
     let (lo, hi) = s[0].image.data.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     assert!(lo >= -0.1 && hi <= 1.1 && hi > 0.5, "normalised range {lo}..{hi}");
 }
 
 #[track_caller]
 fn expect_err(dir: &Path, split: &str, needles: &[&str]) {
-    let e = load_split(dir, split, &opts()).err().expect("should fail").to_string();
+    let e = load_split(dir, split, &opts()).expect_err("should fail").to_string();
     for n in needles {
         assert!(e.contains(n), "error '{e}' should mention '{n}'");
     }

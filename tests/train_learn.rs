@@ -93,7 +93,11 @@ fn small_nsn_learns_blobs() {
         val_overlap: 0,
         progress: false,
     };
-    let records = fit(&mut net, ctx, &mut opt, &train, &val, &s, 1, |_, _, _| Ok(())).unwrap();
+    // Three epochs at lr 1e-2, then one at 1e-3 to settle.
+    let mut records = fit(&mut net, ctx, &mut opt, &train, &val, &s, 1, |_, _, _| Ok(())).unwrap();
+    opt.set_lr(1e-3).unwrap();
+    let s = FitSettings { epochs: 4, ..s };
+    records.extend(fit(&mut net, ctx, &mut opt, &train, &val, &s, 4, |_, _, _| Ok(())).unwrap());
     for r in &records {
         eprintln!(
             "epoch {}: train loss {:.4} val loss {:.4} val IoU {:.4}",

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check || echo "warning: code is not formatted (cargo fmt)"
-cargo test --release --all-targets
+cargo test

@@ -1,8 +1,74 @@
-//! `qcanet-gpu bench` (being built; see the issue tracker).
+//! `qcanet-gpu bench`: each op forward and backward on the GPU against the
+//! CPU reference, the instance stage, and whole networks; a table or JSON.
+
+use qcanet_gpu::bench::{self, BenchOptions};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Also run 128³ op shapes, the widest NDN layers, and 512³ for the instance stage.
+    #[arg(long)]
+    full: bool,
+    /// Cube sides for the op table (default 32,64; with --full 32,64,128).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+    /// Cube sides for the instance stage (default 128,256; with --full 128,256,512).
+    #[arg(long, value_delimiter = ',')]
+    post_sizes: Option<Vec<usize>>,
+    /// Which parts to run: ops, post, net (comma-separated; default all).
+    #[arg(long, value_delimiter = ',', default_value = "ops,post,net")]
+    only: Vec<String>,
+    /// GPU repetitions per case (median reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Only op cases whose name contains one of these comma-separated texts.
+    #[arg(long)]
+    filter: Option<String>,
+    /// CPU reference budget per run in GFLOP (or GB); beyond it the reference runs at a smaller check shape.
+    #[arg(long, default_value_t = 4.0)]
+    cpu_budget: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_g: &super::Global, _a: Args) -> anyhow::Result<()> {
-    anyhow::bail!("'bench' is not built yet")
+pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
+    let ctx = g.context()?;
+    let want = |p: &str| a.only.iter().any(|o| o.trim() == p);
+    let sizes = a.sizes.unwrap_or(if a.full { vec![32, 64, 128] } else { vec![32, 64] });
+    let post_sizes = a.post_sizes.unwrap_or(if a.full { vec![128, 256, 512] } else { vec![128, 256] });
+    let opts =
+        BenchOptions { sizes, repeats: a.repeats, cpu_budget: a.cpu_budget * 1e9, filter: a.filter, full: a.full };
+    let say = |s: &str| {
+        if !a.json {
+            println!("{s}");
+        }
+    };
+    say(&format!("adapter: {}", ctx.describe()));
+    let mut json = serde_json::json!({ "adapter": ctx.describe() });
+    if want("ops") {
+        say(&bench::table_header());
+        let rows = bench::run_ops(&ctx, &opts, |r| say(&bench::format_row(r)))?;
+        json["ops"] = serde_json::to_value(rows)?;
+    }
+    if want("post") {
+        say(&format!(
+            "\n{:<34} {:<24} {:>10} {:>12} {:>21}\n{}",
+            "instance stage",
+            "field",
+            "GPU ms",
+            "CPU ref ms",
+            "speed-up",
+            "-".repeat(105)
+        ));
+        let reports = bench::run_post(&ctx, &post_sizes, a.repeats.min(5), say)?;
+        json["post"] = serde_json::to_value(reports)?;
+    }
+    if want("net") {
+        let rows = bench::run_networks(&ctx, &opts, say)?;
+        json["networks"] = serde_json::to_value(rows)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    Ok(())
 }

@@ -86,6 +86,12 @@ pub struct Args {
     no_intensity_augment: bool,
     #[arg(long)]
     seed: Option<u64>,
+    /// Validation tile side (whole validation volumes are predicted in tiles; default 96).
+    #[arg(long)]
+    val_tile: Option<usize>,
+    /// Overlap of validation tiles (default 16).
+    #[arg(long)]
+    val_overlap: Option<usize>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -116,7 +122,21 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = &a.$f { c.$f = v.clone().into(); } )* };
     }
-    set!(data, out, patch, epochs, steps_per_epoch, batch, lr, momentum, weight_decay, seed, classes);
+    set!(
+        data,
+        out,
+        patch,
+        epochs,
+        steps_per_epoch,
+        batch,
+        lr,
+        momentum,
+        weight_decay,
+        seed,
+        classes,
+        val_tile,
+        val_overlap
+    );
     if a.depth.is_some() {
         c.depth = a.depth;
     }

@@ -70,12 +70,20 @@ impl GpuContext {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::OutOfMemory { op: what.to_string(), bytes: size, what: e.to_string() });
         }
-        Ok(Arc::new(buf))
+        let buf = Arc::new(buf);
+        self.track_alloc(&buf);
+        Ok(buf)
     }
 
-    /// A new tensor whose contents are undefined (zeroed by wgpu).
+    /// A new tensor for a kernel to overwrite completely. Its contents are
+    /// unspecified: NaN when [`GpuContext::set_poison_new_tensors`] is on (as
+    /// in the tests), so an element a kernel never writes shows up.
     pub fn empty(&self, shape: Shape5, what: &str) -> Result<GpuTensor> {
-        Ok(GpuTensor { buf: self.create_storage(shape.bytes(), &format!("{what} {shape}"))?, shape })
+        let t = GpuTensor { buf: self.create_storage(shape.bytes(), &format!("{what} {shape}"))?, shape };
+        if self.poison_new_tensors() {
+            self.fill(&t.buf, f32::NAN)?;
+        }
+        Ok(t)
     }
 
     /// A new tensor filled with `value` (NaN to poison outputs in tests).
@@ -119,9 +127,7 @@ impl GpuContext {
             return Ok(());
         }
         // Pending dispatches must run before this write lands.
-        self.flush()?;
-        self.queue.write_buffer(buf, offset, bytes);
-        Ok(())
+        self.flush_then(|| self.queue.write_buffer(buf, offset, bytes))
     }
 
     /// Fills a whole buffer with one f32 value.

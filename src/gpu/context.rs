@@ -126,6 +126,9 @@ pub struct GpuContext {
     pending: Mutex<Pending>,
     errors: Arc<Mutex<Vec<String>>>,
     poison: std::sync::atomic::AtomicBool,
+    /// Live storage buffers (weak) and their sizes, for memory accounting.
+    allocs: Mutex<Vec<(std::sync::Weak<wgpu::Buffer>, u64)>>,
+    peak: std::sync::atomic::AtomicU64,
 }
 
 /// Dispatches recorded before the pending encoder is submitted on its own.
@@ -229,6 +232,8 @@ impl GpuContext {
             pending: Mutex::new(Pending { encoder: None, labels: Vec::new() }),
             errors,
             poison: std::sync::atomic::AtomicBool::new(false),
+            allocs: Mutex::default(),
+            peak: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -246,6 +251,35 @@ impl GpuContext {
     }
     pub fn poison_new_tensors(&self) -> bool {
         self.poison.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records a new storage buffer; returns the bytes now live.
+    pub(crate) fn track_alloc(&self, buf: &Arc<wgpu::Buffer>) -> u64 {
+        let mut a = self.allocs.lock().unwrap();
+        a.retain(|(w, _)| w.strong_count() > 0);
+        a.push((Arc::downgrade(buf), buf.size()));
+        let live: u64 = a.iter().map(|(_, s)| s).sum();
+        self.peak.fetch_max(live, std::sync::atomic::Ordering::Relaxed);
+        live
+    }
+
+    /// Bytes of storage buffers (tensors) alive now.
+    pub fn live_bytes(&self) -> u64 {
+        let mut a = self.allocs.lock().unwrap();
+        a.retain(|(w, _)| w.strong_count() > 0);
+        a.iter().map(|(_, s)| s).sum()
+    }
+
+    /// Most bytes of storage buffers alive at once since the last
+    /// [`GpuContext::reset_peak_bytes`].
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts a new peak measurement from what is alive now.
+    pub fn reset_peak_bytes(&self) {
+        let live = self.live_bytes();
+        self.peak.store(live, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn has_f16(&self) -> bool {
@@ -290,14 +324,22 @@ impl GpuContext {
 
     /// Submits the pending work (does not wait for it).
     pub fn flush(&self) -> Result<()> {
-        let (enc, labels) = {
+        self.flush_then(|| ())
+    }
+
+    /// Submits the pending work, then runs `then` (e.g. a queue write) while
+    /// still holding the encoder lock, so that threads sharing the context
+    /// submit their batches in the order they recorded them.
+    pub(crate) fn flush_then<R>(&self, then: impl FnOnce() -> R) -> Result<R> {
+        let (r, labels) = {
             let mut p = self.pending.lock().unwrap();
-            (p.encoder.take(), std::mem::take(&mut p.labels))
+            if let Some(enc) = p.encoder.take() {
+                self.queue.submit(Some(enc.finish()));
+            }
+            (then(), std::mem::take(&mut p.labels))
         };
-        if let Some(enc) = enc {
-            self.queue.submit(Some(enc.finish()));
-        }
-        self.check_errors(&labels)
+        self.check_errors(&labels)?;
+        Ok(r)
     }
 
     /// Submits the pending work and waits for the GPU to finish it.

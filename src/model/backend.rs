@@ -32,6 +32,7 @@ impl LossSpec {
 }
 
 /// Tensor operations of one device. All tensors are f32 in N, C, D, H, W.
+#[allow(clippy::type_complexity)]
 pub trait Backend {
     /// A tensor on this device (cheap to clone on the GPU: a shared buffer).
     type T: Clone;

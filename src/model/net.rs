@@ -123,7 +123,7 @@ impl<B: Backend> Net<B> {
             let (p, idx) = B::pool(be, &h)?;
             let hs = B::shape(be, &h);
             skips.push(h);
-            if let Some(t) = tape.as_deref_mut() {
+            if let Some(t) = &mut tape {
                 t.pools.push((idx, hs));
             }
             h = self.cbr(be, &l.enc[level][0], &p, &mut tape)?;
@@ -142,7 +142,7 @@ impl<B: Backend> Net<B> {
             drop(cat);
             h = self.cbr(be, &d.cbr[1], &h, &mut tape)?;
         }
-        if let Some(t) = tape.as_deref_mut() {
+        if let Some(t) = &mut tape {
             t.head_x = h.clone();
         }
         B::conv(be, &h, &self.params[l.head_w], &self.params[l.head_b])

@@ -63,6 +63,7 @@ pub fn read_weights(path: &Path) -> Result<HostWeights> {
 }
 
 /// Writes network tensors plus `extra` tensors and metadata.
+#[allow(clippy::too_many_arguments)]
 pub fn write_weights(
     path: &Path,
     meta: &WeightsMeta,

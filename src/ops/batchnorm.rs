@@ -256,7 +256,7 @@ fn finish(
         nchunks: nchunks as u32,
         one: 1.0,
         count: count as f32,
-        eps: eps,
+        eps,
         momentum: cfg.momentum,
         unbias: if count > 1.0 { (count / (count - 1.0)) as f32 } else { 1.0 },
     };

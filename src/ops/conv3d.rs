@@ -9,9 +9,10 @@
 //!   constants, so one source serves several tile shapes).
 //! - [`backward_input`] is the same convolution with channel-swapped,
 //!   tap-flipped weights (the packing kernel builds them): no second conv.
-//! - [`backward_weight`] is deterministic (no float atomics): per-chunk
-//!   partial sums in registers and a fixed-order workgroup sum, then a
-//!   fixed-order sum over samples and chunks. Bit-identical across runs.
+//! - [`backward_weight`] is deterministic (no float atomics): each lane owns
+//!   one (input channel, kz, ky) and sums `co_b x k` weights over a chunk of
+//!   rows in order (partial sums), then a fixed-order sum over samples and
+//!   chunks. Bit-identical across runs.
 //! - [`backward_bias`] is [`crate::ops::reduce::channel_sum`].
 //!
 //! Tensors larger than one storage binding: per sample, input channels are
@@ -40,18 +41,18 @@ pub struct Tile {
 
 /// Tile used by [`forward`] and [`backward_input`].
 pub const FORWARD_TILE: Tile = Tile { wg: 64, co_b: 8, xb: 8 };
-/// Workgroup size and output-channel block of the weight-gradient kernel.
-pub const WEIGHT_WG: u32 = 64;
+/// Workgroup size and output-channel block of the weight-gradient kernel
+/// (lanes are (input channel, kz, ky) triples; each holds `WEIGHT_CO_B x k`
+/// sums).
+pub const WEIGHT_WG: u32 = 16;
 pub const WEIGHT_CO_B: u32 = 8;
 /// Workgroup size of the weight-packing and finishing kernels.
 pub const PACK_WG: u32 = 256;
-/// Most voxel chunks per sample in the weight gradient (more parallelism,
-/// larger partial buffers).
+/// Most chunks of (z, y) rows per sample in the weight gradient (more
+/// parallelism, larger partial buffers); each lane sums its chunk in order.
 const MAX_CHUNKS: usize = 64;
-/// Smallest number of voxels one weight-gradient invocation sums.
-const MIN_VOXELS_PER_INVOCATION: usize = 16;
-/// Workgroup reduction buffer of `weight_partials` (RED_SIZE in the shader).
-const RED_SIZE: u32 = 3584;
+/// Fewest voxels per weight-gradient chunk.
+const MIN_CHUNK_VOXELS: usize = 1024;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -100,11 +101,13 @@ struct WeightParams {
     co_n: u32,
     ci_n: u32,
     n_cob: u32,
-    chunk: u32,
+    n_lg: u32,
+    chunk_rows: u32,
     nchunks: u32,
     base_x: u32,
     base_dy: u32,
     base_part: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -298,7 +301,9 @@ fn conv_core(
     }
 
     let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
-    let conv = ctx.pipeline(&SHADER, "conv_forward", &consts)?;
+    // xb = 4 or 8: the vec4 variant (accumulators in variables, not an array).
+    let entry = if tile.xb == 4 || tile.xb == 8 { "conv_forward4" } else { "conv_forward" };
+    let conv = ctx.pipeline(&SHADER, entry, &consts)?;
     let pack =
         ctx.pipeline(&SHADER, "pack_weights", &[("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)])?;
     let out = ctx.empty(out_shape, op)?;
@@ -311,10 +316,13 @@ fn conv_core(
         for ig in ranges(in_c, ci_g) {
             // Pack this (output group, input group) of the weights.
             let seg_len = n_cob * co_b * ig.len() * k3;
-            let seg = ctx.empty(Shape5::new(1, 1, 1, 1, seg_len), "conv3d packed weights")?;
+            // Its own buffer (window base 0), padded to whole vec4s: the
+            // vec4 kernel reads it as array<vec4<f32>>.
+            let seg = ctx.zeros(Shape5::new(1, 1, 1, 1, seg_len.div_ceil(4) * 4), "conv3d packed weights")?;
             let rows = if transposed { ig.clone() } else { og.clone() };
             let wsrc = ctx.window(&w.buf, rows.start * row_len, rows.len() * row_len)?;
             let wseg = seg.full_window(ctx)?;
+            debug_assert_eq!(wseg.base, 0);
             let pp = PackParams {
                 o0: og.start as u32,
                 o_n: og.len() as u32,
@@ -392,7 +400,6 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize
     let k3 = k * k * k;
     let (cin, cout, spatial, nsamp) = (xs.c, gs.c, xs.spatial(), xs.n);
     let maxw = ctx.max_window_elems().min(u32::MAX as usize / 2);
-    let wg = WEIGHT_WG as usize;
     let co_b = WEIGHT_CO_B as usize;
     if spatial > maxw {
         return Err(too_big(op, "one channel", spatial, ctx));
@@ -400,7 +407,6 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize
     if cin * k3 > maxw {
         return Err(too_big(op, "the weights of one output channel", cin * k3, ctx));
     }
-    debug_assert!(WEIGHT_WG * WEIGHT_CO_B * MAX_K as u32 <= RED_SIZE);
 
     // Groups: dy window (co), x window (ci), dW rows (co), and the partial
     // buffer (samples x chunks x co x ci x k³, at least one chunk).
@@ -430,11 +436,12 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize
         let n_cob = og.len().div_ceil(co_b);
         for ig in ranges(cin, ci_g) {
             let e_n = og.len() * ig.len() * k3;
-            let want = spatial.div_ceil(wg * MIN_VOXELS_PER_INVOCATION).clamp(1, MAX_CHUNKS);
+            let rows = xs.d * xs.h;
+            let want = spatial.div_ceil(MIN_CHUNK_VOXELS).clamp(1, MAX_CHUNKS).min(rows);
             let fit = (maxw / (nsamp * e_n)).max(1);
-            let nchunks0 = want.min(fit);
-            let chunk = spatial.div_ceil(nchunks0).div_ceil(wg) * wg;
-            let nchunks = spatial.div_ceil(chunk);
+            let chunk_rows = rows.div_ceil(want.min(fit));
+            let nchunks = rows.div_ceil(chunk_rows);
+            let n_lg = (ig.len() * k * k).div_ceil(WEIGHT_WG as usize);
             let part = ctx.empty(Shape5::new(1, 1, 1, nsamp * nchunks, e_n), "conv3d weight partials")?;
             let wp = part.full_window(ctx)?;
             for n in 0..nsamp {
@@ -448,17 +455,19 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize
                     co_n: og.len() as u32,
                     ci_n: ig.len() as u32,
                     n_cob: n_cob as u32,
-                    chunk: chunk as u32,
+                    n_lg: n_lg as u32,
+                    chunk_rows: chunk_rows as u32,
                     nchunks: nchunks as u32,
                     base_x: wx.base,
                     base_dy: wdy.base,
                     base_part: wp.base + (n * nchunks * e_n) as u32,
+                    _pad: [0; 3],
                 };
                 ctx.dispatch(
                     &label,
                     &partials,
                     &[Arg::Buf(&wx), Arg::Buf(&wdy), Arg::Buf(&wp), Arg::Uniform(bytemuck::bytes_of(&p))],
-                    grid((nchunks * n_cob * ig.len() * k * k) as u64),
+                    grid((nchunks * n_cob * n_lg) as u64),
                 )?;
             }
             let wdw = ctx.window(&dw.buf, og.start * cin * k3, og.len() * cin * k3)?;

@@ -14,6 +14,9 @@
 //! The weight gradient is deterministic: per-chunk partial sums, then a
 //! fixed-order sum of the partials, no float atomics.
 
+// One-element vectors of ranges are meant: "one group covering everything".
+#![allow(clippy::single_range_in_vec_init)]
+
 use std::ops::Range;
 
 use crate::error::{Error, Result};
@@ -25,9 +28,13 @@ pub const SHADER: ShaderSource = crate::shader!("conv_transpose3d");
 /// Workgroup size of every kernel of this op.
 pub const WG: u32 = 64;
 /// Output channels per invocation in `forward` (must match the shader's `CO_B`).
-pub const CO_B: usize = 8;
+pub const CO_B: usize = 4;
+/// Input voxels per invocation in `forward` (shader `VB`).
+pub const VB: usize = 4;
 /// Input channels per invocation in `backward_input` (shader `CI_B`).
-pub const CI_B: usize = 16;
+pub const CI_B: usize = 8;
+/// Input voxels per invocation in `backward_input` (shader `VB_I`).
+pub const VB_I: usize = 4;
 /// Input channels per invocation in `weight_partials` (shader `CI_BW`).
 pub const CI_BW: usize = 8;
 /// Input voxels (at least) summed by one invocation of `weight_partials`.
@@ -184,7 +191,7 @@ pub fn forward(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) ->
                     accumulate: (k > 0) as u32,
                     ..Default::default()
                 };
-                let groups = s.len() * co.len().div_ceil(CO_B) * xs.spatial().div_ceil(WG as usize);
+                let groups = s.len() * co.len().div_ceil(CO_B) * xs.spatial().div_ceil(WG as usize * VB);
                 dispatch(ctx, &label, "forward", [Some(&wx), Some(&wy), None], Some(w), Some(b), &p, groups as u64)?;
             }
         }
@@ -237,7 +244,7 @@ pub fn backward_input(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor) -> Result
                     accumulate: (k > 0) as u32,
                     ..Default::default()
                 };
-                let groups = s.len() * ci.len().div_ceil(CI_B) * xs.spatial().div_ceil(WG as usize);
+                let groups = s.len() * ci.len().div_ceil(CI_B) * xs.spatial().div_ceil(WG as usize * VB_I);
                 dispatch(
                     ctx,
                     &label,

@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
 
 /// Workgroup size of every element-wise kernel.
-pub const WG: u32 = 256;
+pub const WG: u32 = 64;
+/// Elements per invocation (amortises per-invocation cost, which dominates
+/// on software rasterisers).
+pub const PER: u32 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -37,7 +40,7 @@ pub fn map(
             format!("element counts differ: a {}, b {:?}, out {}", a.shape, b.map(|b| b.shape), out.shape),
         ));
     }
-    let pipeline = ctx.pipeline(src, entry, &[("WG", WG as f64)])?;
+    let pipeline = ctx.pipeline(src, entry, &[("WG", WG as f64), ("PER", PER as f64)])?;
     let b = b.unwrap_or(a);
     let chunk = ctx.max_window_elems().min(u32::MAX as usize / 2);
     let label = format!("{entry} {}", out.shape);
@@ -52,7 +55,7 @@ pub fn map(
             &label,
             &pipeline,
             &[Arg::Buf(&wa), Arg::Buf(&wb), Arg::Buf(&wo), Arg::Uniform(bytemuck::bytes_of(&params))],
-            grid((len as u64).div_ceil(WG as u64)),
+            grid((len as u64).div_ceil((WG * PER) as u64)),
         )?;
         start += len;
     }

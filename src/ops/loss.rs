@@ -242,6 +242,7 @@ fn pair_partials(
     Ok((part, count))
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Records a gradient kernel (`bce_grad`, `dice_grad`, `fill_zero`) over the
 /// runs (start in a, start in b, start in out, length).
 fn pair_grad(
@@ -361,6 +362,7 @@ pub fn soft_dice(
 }
 
 /// Plain-Rust references (f64 arithmetic), returning `(loss, gradient)`.
+#[allow(clippy::needless_range_loop)]
 pub mod reference {
     use crate::error::{Error, Result};
     use crate::tensor::CpuTensor;

@@ -125,6 +125,7 @@ struct Params {
 }
 
 /// An optimizer over a fixed list of parameter tensors, with its state on the GPU.
+#[derive(Debug)]
 pub struct Optimizer {
     config: OptimizerConfig,
     shapes: Vec<Shape5>,
@@ -302,6 +303,7 @@ impl Optimizer {
 }
 
 /// Plain-Rust reference optimizers (f64 arithmetic, f64 state).
+#[allow(clippy::needless_range_loop)]
 pub mod reference {
     use super::OptimizerConfig;
     use crate::tensor::CpuTensor;

@@ -7,6 +7,9 @@
 //! with per-voxel running statistics kept in two scratch buffers (one
 //! channel of one sample must fit a binding).
 
+// One-element vectors of ranges are meant: "one group covering everything".
+#![allow(clippy::single_range_in_vec_init)]
+
 use std::ops::Range;
 
 use crate::error::{Error, Result};

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::edt::{self, EdtError, EdtMethod};
 use super::{ccl, spheres, upload_mask, watershed, Connectivity, Grid, InstanceOptions};
 use crate::error::Result;
-use crate::gpu::GpuContext;
+use crate::gpu::{median, GpuContext};
 
 /// One stage at one size.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -30,14 +30,6 @@ pub struct BenchReport {
     pub spheres: usize,
     pub timings: Vec<StageTiming>,
     pub jfa_error: EdtError,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
 }
 
 fn time_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {

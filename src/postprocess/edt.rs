@@ -11,7 +11,8 @@
 //!   (Felzenszwalb & Huttenlocher 2012), one pass per axis (x, y, z), one
 //!   invocation per 1-D line, squared distances in f32. Equals the f64
 //!   reference to float rounding.
-//! - [`EdtMethod::Jfa`]: jump flooding on nearest-background indices with
+//! - [`EdtMethod::Jfa`]: jump flooding on nearest-background voxels (packed
+//!   coordinates, at most [`JFA_MAX_DIM`] per axis) with
 //!   steps N/2, …, 1 and two extra passes (2, 1) (JFA+2); approximate: see
 //!   [`compare`] and the report of `tests/postprocess_edt.rs`.
 
@@ -174,9 +175,21 @@ pub fn jfa_steps(dims: [usize; 3]) -> Vec<u32> {
     v
 }
 
+/// Largest dimension JFA supports (seeds pack z, y, x in 10 bits each).
+pub const JFA_MAX_DIM: usize = 1024;
+
 fn jfa(ctx: &GpuContext, mask: &GpuVolume, grid: &Grid) -> Result<GpuVolume> {
     let [d, h, w] = grid.dims;
     let n = grid.numel();
+    if grid.dims.iter().any(|&k| k > JFA_MAX_DIM) {
+        return Err(crate::Error::shape(
+            "edt jfa",
+            format!(
+                "volume {:?}: jump flooding supports at most {JFA_MAX_DIM} voxels per axis; use the exact EDT",
+                grid.dims
+            ),
+        ));
+    }
     check_fits(ctx, "edt jfa", grid.dims, 1)?;
     let s0 = new_volume(ctx, grid.dims, 0, "jfa seeds A")?;
     let s1 = new_volume(ctx, grid.dims, 0, "jfa seeds B")?;

@@ -59,7 +59,7 @@ impl std::str::FromStr for Normalization {
         }
         let low: f32 = parts[0].parse().map_err(|_| bad())?;
         let high: f32 = parts[1].parse().map_err(|_| bad())?;
-        if !(0.0..100.0).contains(&low) || !(low < high && high <= 100.0) {
+        if !((0.0..100.0).contains(&low) && low < high && high <= 100.0) {
             return Err(bad());
         }
         Ok(Normalization::Percentile { low, high })
@@ -121,7 +121,7 @@ pub fn normalization_range(data: &[f32], n: Normalization) -> (f32, f32) {
 /// Maps `lo` → 0 and `hi` → 1 linearly (no clipping); all zeros when `hi <= lo`.
 pub fn normalize_range(data: &mut [f32], lo: f32, hi: f32) {
     let span = hi as f64 - lo as f64;
-    if !(span > 0.0) || !span.is_finite() {
+    if span.is_nan() || span <= 0.0 || !span.is_finite() {
         data.iter_mut().for_each(|x| *x = 0.0);
         return;
     }

@@ -195,7 +195,7 @@ impl TrainConfig {
             return bad(format!("lr {} must be positive", self.lr));
         }
         let [lo, hi] = self.percentiles;
-        if !(0.0..100.0).contains(&lo) || !(lo < hi && hi <= 100.0) {
+        if !((0.0..100.0).contains(&lo) && lo < hi && hi <= 100.0) {
             return bad(format!("percentiles {lo}, {hi}: need 0 <= low < high <= 100"));
         }
         if self.voxel_size.iter().any(|v| !v.is_finite() || *v <= 0.0) {

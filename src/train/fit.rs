@@ -59,6 +59,7 @@ pub fn epoch_rng(seed: u64, epoch: usize) -> rand::rngs::StdRng {
 /// `steps_per_epoch` steps on random patches of `train`, then validation
 /// on every whole volume of `val` (mean loss, mean foreground IoU). Calls
 /// `on_epoch` after each epoch (checkpoints, logs); returns the records.
+#[allow(clippy::too_many_arguments)]
 pub fn fit<B: Backend>(
     net: &mut Net<B>,
     cx: &B::Ctx,
@@ -112,6 +113,17 @@ pub fn fit<B: Backend>(
             loss_sum += l;
             bar.set_message(format!("loss {:.4}", loss_sum / (step + 1) as f64));
             bar.inc(1);
+            // Without a terminal (logs, nohup), report progress ten times an epoch.
+            let every = s.steps_per_epoch.div_ceil(10);
+            if bar.is_hidden() && ((step + 1) % every == 0 || step + 1 == s.steps_per_epoch) {
+                log::info!(
+                    "epoch {epoch} step {}/{}: loss {:.4} ({:.1} s/step)",
+                    step + 1,
+                    s.steps_per_epoch,
+                    loss_sum / (step + 1) as f64,
+                    t0.elapsed().as_secs_f64() / (step + 1) as f64
+                );
+            }
         }
         bar.finish_and_clear();
         let (mut vl, mut vi) = (0.0, 0.0);

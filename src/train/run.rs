@@ -51,9 +51,7 @@ pub struct RunSummary {
 pub fn normalization(cfg: &TrainConfig) -> Normalization {
     match cfg.normalization {
         NormKind::Minmax => Normalization::MinMax,
-        NormKind::Percentile => {
-            Normalization::Percentile { low: cfg.percentiles[0].into(), high: cfg.percentiles[1].into() }
-        }
+        NormKind::Percentile => Normalization::Percentile { low: cfg.percentiles[0], high: cfg.percentiles[1] },
     }
 }
 
@@ -195,7 +193,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         format!("{} ({})", data.display(), train.iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", "));
     let mut meta = WeightsMeta {
         config: net_cfg.clone(),
-        normalization: opts.normalization.clone(),
+        normalization: opts.normalization,
         isotropic: cfg.isotropic,
         trained_on,
         epochs: 0,

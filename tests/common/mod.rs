@@ -11,8 +11,10 @@ use qcanet_gpu::tensor::{rel_err, CpuTensor, Shape5};
 pub fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
     CTX.get_or_init(|| {
-        GpuContext::new(&ContextOptions::from_env())
-            .unwrap_or_else(|e| panic!("GPU tests need an adapter (install mesa-vulkan-drivers): {e}"))
+        let c = GpuContext::new(&ContextOptions::from_env())
+            .unwrap_or_else(|e| panic!("GPU tests need an adapter (install mesa-vulkan-drivers): {e}"));
+        c.set_poison_new_tensors(true);
+        c
     })
 }
 

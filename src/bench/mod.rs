@@ -1,0 +1,310 @@
+//! `qcanet-gpu bench` and `cargo bench`: every op, forward and backward, on
+//! the GPU against its CPU reference at the layer shapes of the QCANet
+//! networks, plus whole networks and the post-processing stage.
+//!
+//! GPU times are medians of repeated runs (device timestamps where the
+//! adapter has them). The CPU reference runs at the same shape when that
+//! costs less than a budget; otherwise it runs at a smaller "check" shape with
+//! the same channels, its time is scaled by the work ratio (marked `~`), and
+//! the relative error is measured at that check shape on both devices.
+
+mod cases;
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::gpu::{median, GpuContext, GpuTensor, GpuTimer, TimerKind};
+use crate::tensor::{rel_err, CpuTensor};
+
+pub use cases::op_cases;
+
+/// Settings of a benchmark run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Cube sides to run at (32 and 64 by default; 128 with `--full`).
+    pub sizes: Vec<usize>,
+    /// GPU repetitions (the median is reported).
+    pub repeats: usize,
+    /// Most floating-point operations (or bytes) the CPU reference may spend
+    /// per run before it moves to a smaller check shape.
+    pub cpu_budget: f64,
+    /// Run only cases whose name contains one of these comma-separated texts.
+    pub filter: Option<String>,
+    /// Include the largest layer shapes.
+    pub full: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions { sizes: vec![32, 64], repeats: 5, cpu_budget: 4e9, filter: None, full: false }
+    }
+}
+
+/// What a case's work counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Unit {
+    /// Floating-point operations: rate in GFLOP/s.
+    Flop,
+    /// Bytes read and written: rate in GB/s.
+    Byte,
+}
+
+/// One benchmark case: an op at a size, with inputs, GPU and CPU versions.
+pub struct Case {
+    pub name: String,
+    pub unit: Unit,
+    /// Shape description at side `s`.
+    pub shape: Box<dyn Fn(usize) -> String>,
+    /// Work (flops or bytes) at side `s`.
+    pub work: Box<dyn Fn(usize) -> f64>,
+    /// Random inputs at side `s`.
+    pub inputs: Box<dyn Fn(usize) -> Vec<CpuTensor>>,
+    pub gpu: Box<dyn Fn(&GpuContext, &[GpuTensor]) -> Result<Vec<GpuTensor>>>,
+    pub cpu: Box<dyn Fn(&[CpuTensor]) -> Vec<CpuTensor>>,
+    /// Smallest side at which the case is meaningful (e.g. 2^depth).
+    pub min_side: usize,
+}
+
+/// One line of the results table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub case: String,
+    pub shape: String,
+    pub gpu_ms: f64,
+    pub cpu_ms: f64,
+    /// True when the CPU time was measured at `check_shape` and scaled.
+    pub cpu_scaled: bool,
+    pub check_shape: String,
+    pub rate: f64,
+    pub unit: Unit,
+    pub speedup: f64,
+    pub rel_err: f64,
+    pub timer: TimerKind,
+}
+
+fn time_gpu(ctx: &GpuContext, case: &Case, inputs: &[GpuTensor], repeats: usize) -> Result<f64> {
+    let mut timer = GpuTimer::new(ctx);
+    // Warm-up builds pipelines and allocations.
+    drop((case.gpu)(ctx, inputs)?);
+    ctx.sync()?;
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        timer.start(ctx)?;
+        let out = (case.gpu)(ctx, inputs)?;
+        times.push(timer.stop(ctx)?);
+        drop(out);
+    }
+    Ok(median(times))
+}
+
+fn compare(ctx: &GpuContext, case: &Case, s: usize) -> Result<(f64, f64)> {
+    let inputs = (case.inputs)(s);
+    let g: Vec<GpuTensor> = inputs.iter().map(|t| ctx.upload(t)).collect::<Result<_>>()?;
+    let gout = (case.gpu)(ctx, &g)?;
+    let t0 = Instant::now();
+    let cout = (case.cpu)(&inputs);
+    let cpu_s = t0.elapsed().as_secs_f64();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (x, y) in gout.iter().zip(&cout) {
+        a.extend(ctx.download(x)?.data);
+        b.extend_from_slice(&y.data);
+    }
+    Ok((cpu_s, rel_err(&a, &b)))
+}
+
+/// Runs one case at side `s`.
+pub fn run_case(ctx: &GpuContext, case: &Case, s: usize, opts: &BenchOptions) -> Result<Row> {
+    let inputs = (case.inputs)(s);
+    let g: Vec<GpuTensor> = inputs.iter().map(|t| ctx.upload(t)).collect::<Result<_>>()?;
+    drop(inputs);
+    let gpu_s = time_gpu(ctx, case, &g, opts.repeats)?;
+    drop(g);
+    let work = (case.work)(s);
+    // The CPU side: full shape within budget, else the largest check side that fits.
+    let mut check = s;
+    while check > case.min_side && (case.work)(check) > opts.cpu_budget {
+        check = (check / 2).max(case.min_side);
+    }
+    let (cpu_check_s, err) = compare(ctx, case, check)?;
+    let cpu_s = cpu_check_s * work / (case.work)(check);
+    let scale = match case.unit {
+        Unit::Flop => 1e-9,
+        Unit::Byte => 1e-9,
+    };
+    Ok(Row {
+        case: case.name.clone(),
+        shape: (case.shape)(s),
+        gpu_ms: gpu_s * 1e3,
+        cpu_ms: cpu_s * 1e3,
+        cpu_scaled: check != s,
+        check_shape: (case.shape)(check),
+        rate: work * scale / gpu_s,
+        unit: case.unit,
+        speedup: cpu_s / gpu_s,
+        rel_err: err,
+        timer: GpuTimer::new(ctx).kind(),
+    })
+}
+
+/// Runs every op case at every size, calling `each` as rows complete.
+pub fn run_ops(ctx: &GpuContext, opts: &BenchOptions, mut each: impl FnMut(&Row)) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for s in &opts.sizes {
+        for case in op_cases(opts.full) {
+            if opts.filter.as_ref().is_some_and(|f| !f.split(',').any(|p| case.name.contains(p.trim()))) {
+                continue;
+            }
+            if *s < case.min_side {
+                continue;
+            }
+            let row = run_case(ctx, &case, *s, opts)?;
+            each(&row);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Table header matching [`format_row`].
+pub fn table_header() -> String {
+    format!(
+        "{:<34} {:<24} {:>10} {:>12} {:>10} {:>9} {:>9}\n{}",
+        "case",
+        "shape",
+        "GPU ms",
+        "CPU ref ms",
+        "rate",
+        "speed-up",
+        "rel err",
+        "-".repeat(114)
+    )
+}
+
+/// One table line; `~` marks a CPU time scaled from a smaller check shape.
+pub fn format_row(r: &Row) -> String {
+    let unit = match r.unit {
+        Unit::Flop => "GFLOP/s",
+        Unit::Byte => "GB/s",
+    };
+    format!(
+        "{:<34} {:<24} {:>10.2} {:>11.1}{} {:>5.1} {:<7} {:>8.1}x {:>9.1e}",
+        r.case,
+        r.shape,
+        r.gpu_ms,
+        r.cpu_ms,
+        if r.cpu_scaled { "~" } else { " " },
+        r.rate,
+        unit,
+        r.speedup,
+        r.rel_err
+    )
+}
+
+/// The instance stage (EDT exact and JFA, labelling, watershed, whole stage)
+/// on a touching-spheres field at each side in `sizes`, as table lines.
+pub fn run_post(
+    ctx: &GpuContext,
+    sizes: &[usize],
+    reps: usize,
+    mut each: impl FnMut(&str),
+) -> Result<Vec<crate::postprocess::bench::BenchReport>> {
+    let mut out = Vec::new();
+    for &s in sizes {
+        let r = match crate::postprocess::bench::bench_stages(ctx, s, reps, reps.min(3)) {
+            Ok(r) => r,
+            Err(e) => {
+                each(&format!("{s}^3: skipped: {e}"));
+                continue;
+            }
+        };
+        for t in &r.timings {
+            each(&format!(
+                "{:<34} {:<24} {:>10.1} {:>12.1} {:>20.1}x",
+                t.stage,
+                format!("{s}^3, {} spheres", r.spheres),
+                t.gpu_ms,
+                t.cpu_ms,
+                t.cpu_ms / t.gpu_ms
+            ));
+        }
+        each(&format!(
+            "JFA error at {s}^3: {:.4} % of voxels wrong, max {:.3} µm",
+            100.0 * r.jfa_error.frac_wrong,
+            r.jfa_error.max_abs
+        ));
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// One whole-network line: forward and one training step.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetRow {
+    pub network: String,
+    pub side: usize,
+    pub params: usize,
+    pub forward_ms: f64,
+    pub forward_gflops: f64,
+    pub train_step_ms: f64,
+    pub train_step_gflops: f64,
+    pub peak_gpu_mib: f64,
+}
+
+/// Forward and one training step of the NSN and the NDN (paper sizes) at
+/// 64³ (and 128³ with `full`), with peak GPU memory.
+pub fn run_networks(ctx: &GpuContext, opts: &BenchOptions, mut each: impl FnMut(&str)) -> Result<Vec<NetRow>> {
+    use crate::model::{Arch, NetConfig};
+    let sides: &[usize] = if opts.full { &[64, 128] } else { &[64] };
+    each(&format!(
+        "\n{:<10} {:>6} {:>11} {:>12} {:>9} {:>14} {:>9} {:>14}\n{}",
+        "network",
+        "side",
+        "params",
+        "forward ms",
+        "GFLOP/s",
+        "train step ms",
+        "GFLOP/s",
+        "peak GPU MiB",
+        "-".repeat(92)
+    ));
+    let mut rows = Vec::new();
+    for arch in [Arch::Nsn, Arch::Ndn] {
+        let cfg = NetConfig::preset(arch);
+        for &side in sides {
+            ctx.sync()?;
+            ctx.reset_peak_bytes();
+            let b = match crate::model::bench::bench_network(ctx, &cfg, side, 1, opts.repeats.min(3)) {
+                Ok(b) => b,
+                Err(e) => {
+                    each(&format!("{arch:?} {side}^3: skipped: {e}"));
+                    continue;
+                }
+            };
+            let row = NetRow {
+                network: format!("{arch:?}"),
+                side,
+                params: b.params,
+                forward_ms: b.forward_s * 1e3,
+                forward_gflops: b.forward_gflops,
+                train_step_ms: b.train_step_s * 1e3,
+                train_step_gflops: b.train_step_gflops,
+                peak_gpu_mib: ctx.peak_bytes() as f64 / (1 << 20) as f64,
+            };
+            each(&format!(
+                "{:<10} {:>6} {:>11} {:>12.0} {:>9.2} {:>14.0} {:>9.2} {:>14.0}",
+                row.network,
+                row.side,
+                row.params,
+                row.forward_ms,
+                row.forward_gflops,
+                row.train_step_ms,
+                row.train_step_gflops,
+                row.peak_gpu_mib
+            ));
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}

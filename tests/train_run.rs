@@ -1,0 +1,128 @@
+//! A whole training run from files: output folder protection, checkpoints,
+//! CSV log, plot, best weights loadable for inference, and --resume.
+
+mod common;
+
+use std::path::Path;
+
+use qcanet_gpu::io;
+use qcanet_gpu::model::{Arch, Network};
+use qcanet_gpu::train::config::TrainConfig;
+use qcanet_gpu::train::run::{read_log, run, BEST, BEST_F16, LAST, LOG, PLOT};
+
+const DIMS: [usize; 3] = [8, 16, 12];
+
+fn dataset(dir: &Path) {
+    for sub in ["images_raw", "images_nsn", "images_ndn", "split_list"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let n: usize = DIMS.iter().product();
+    for (name, seed) in [("a.tif", 1u32), ("b.tif", 2)] {
+        let gt: Vec<u8> = (0..n)
+            .map(|i| {
+                let (z, y, x) = (i / 192, i / 12 % 16, i % 12);
+                let c = 4 + seed as usize * 2;
+                (((z as i32 - 4).pow(2) + (y as i32 - c as i32).pow(2) + (x as i32 - 6).pow(2)) < 12) as u8 * 255
+            })
+            .collect();
+        let img: Vec<u16> =
+            gt.iter().enumerate().map(|(i, &g)| 200 + g as u16 * 8 + ((i as u32 * 7919 + seed) % 50) as u16).collect();
+        io::write_u16(&dir.join("images_raw").join(name), DIMS, &img, None).unwrap();
+        io::write_u8(&dir.join("images_nsn").join(name), DIMS, &gt, None).unwrap();
+        io::write_u8(&dir.join("images_ndn").join(name), DIMS, &gt, None).unwrap();
+    }
+    std::fs::write(dir.join("split_list/train.txt"), "a.tif\n").unwrap();
+    std::fs::write(dir.join("split_list/validation.txt"), "b.tif\n").unwrap();
+}
+
+#[test]
+fn run_checkpoints_and_resumes() {
+    let ctx = common::ctx();
+    let d = tempfile::tempdir().unwrap();
+    dataset(&d.path().join("data"));
+    let out = d.path().join("run");
+    let cfg = TrainConfig {
+        model: Arch::Nsn,
+        data: Some(d.path().join("data")),
+        out: Some(out.clone()),
+        depth: Some(1),
+        base: Some(2),
+        patch: 8,
+        epochs: 1,
+        steps_per_epoch: 2,
+        batch: 2,
+        isotropic: false,
+        val_tile: 16,
+        ..TrainConfig::default()
+    };
+    let s = run(ctx, &cfg, false, false, false).unwrap();
+    assert_eq!(s.records.len(), 1);
+    for f in [LAST, BEST, BEST_F16, LOG, PLOT, "config.toml"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    // A second run into the same folder is refused unless asked.
+    let e = run(ctx, &cfg, false, false, false).unwrap_err().to_string();
+    assert!(e.contains("--resume") && e.contains("--overwrite"), "{e}");
+    // Resume to epoch 2: the log continues.
+    let cfg2 = TrainConfig { epochs: 2, ..cfg.clone() };
+    let s2 = run(ctx, &cfg2, true, false, false).unwrap();
+    // The summary holds the whole run: epoch 1 from the log, epoch 2 new.
+    assert_eq!(s2.records.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
+    let log = read_log(&out.join(LOG)).unwrap();
+    assert_eq!(log.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2]);
+    // The best weights load for inference with their metadata, f32 and f16.
+    for f in [BEST, BEST_F16] {
+        let net = Network::load(ctx, &out.join(f)).unwrap();
+        assert_eq!(net.meta.config.base, 2);
+        assert!(net.meta.val_iou.is_some());
+        assert!(net.meta.trained_on.contains("a.tif"));
+    }
+    // --overwrite replaces the run.
+    let s3 = run(ctx, &cfg, false, true, false).unwrap();
+    assert_eq!(read_log(&out.join(LOG)).unwrap().len(), 1);
+    assert_eq!(s3.records[0].epoch, 1);
+}
+
+#[test]
+fn weights_file_errors_name_tensor_and_file() {
+    let ctx = common::ctx();
+    let d = tempfile::tempdir().unwrap();
+    // Not a safetensors file.
+    let p = d.path().join("junk.safetensors");
+    std::fs::write(&p, b"junk").unwrap();
+    let e = Network::load(ctx, &p).err().unwrap().to_string();
+    assert!(e.contains("junk.safetensors"), "{e}");
+    // A weights file missing one tensor.
+    let meta = qcanet_gpu::model::WeightsMeta {
+        config: qcanet_gpu::model::NetConfig { depth: 1, base: 2, ..qcanet_gpu::model::NetConfig::preset(Arch::Nsn) },
+        normalization: qcanet_gpu::preprocess::Normalization::MinMax,
+        isotropic: true,
+        trained_on: "test".into(),
+        epochs: 0,
+        val_iou: None,
+    };
+    let net = Network::new(ctx, meta.clone(), 0).unwrap();
+    let good = d.path().join("good.safetensors");
+    net.save(ctx, &good).unwrap();
+    let mut f = qcanet_gpu::model::st::read(&good).unwrap();
+    f.tensors.remove("dec1.0.conv.weight");
+    let layout = qcanet_gpu::model::Layout::new(&meta.config);
+    let mut params = Vec::new();
+    for s in &layout.params {
+        if let Some((dims, data)) = f.tensors.get(&s.name) {
+            let _ = dims;
+            params.push((s.name.clone(), qcanet_gpu::tensor::CpuTensor::from_vec(s.shape, data.clone())));
+        }
+    }
+    let bad = d.path().join("bad.safetensors");
+    let named: Vec<(String, &qcanet_gpu::tensor::CpuTensor)> = params.iter().map(|(n, t)| (n.clone(), t)).collect();
+    qcanet_gpu::model::st::write(&bad, &named, false, f.metadata.clone()).unwrap();
+    let e = Network::load(ctx, &bad).err().unwrap().to_string();
+    assert!(e.contains("bad.safetensors") && e.contains("dec1.0.conv.weight"), "{e}");
+    // Round trip: saved and reloaded weights predict the same.
+    let back = Network::load(ctx, &good).unwrap();
+    let x = common::up(ctx, &common::rand(qcanet_gpu::tensor::Shape5::new(1, 1, 4, 6, 8), 3));
+    let a = common::down(ctx, &net.predict(ctx, &x).unwrap());
+    let b = common::down(ctx, &back.predict(ctx, &x).unwrap());
+    assert_eq!(a, b);
+}
