@@ -330,3 +330,29 @@ fn an_output_that_is_also_an_input_is_refused() {
     assert!(e.contains("a_labels.tif") && e.contains("input"), "{e}");
     assert_eq!(std::fs::read(&al).unwrap(), before, "an input was overwritten");
 }
+
+/// With trained bundled weights: the example embryo's 16 nuclei and a
+/// synthetic embryo's known count. Ignored by default because the bundled
+/// networks are still placeholders (see weights/README.md); run with
+/// `cargo test --release --test infer_pipeline -- --ignored`.
+#[test]
+#[ignore = "needs trained weights/nsn.safetensors and weights/ndn.safetensors"]
+fn bundled_weights_count_known_nuclei() {
+    use qcanet_gpu::infer::net::{load_checked, locate_weights, stage};
+    use qcanet_gpu::model::Arch;
+    let ctx = common::ctx();
+    let nsn = load_checked(ctx, &locate_weights("nsn.safetensors").unwrap(), Arch::Nsn).unwrap();
+    let ndn = load_checked(ctx, &locate_weights("ndn.safetensors").unwrap(), Arch::Ndn).unwrap();
+    let (mut sn, mut sd) = (stage(ctx, &nsn, "NSN"), stage(ctx, &ndn, "NDN"));
+    let opts = SegmentOptions { tile: [128; 3], stride: [64; 3], ..Default::default() };
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/16_cell_stage.tif");
+    let vol = io::read_volume(&example).unwrap();
+    let s = segment(ctx, &mut sn, &mut sd, &vol, &opts, &ProgressBar::hidden()).unwrap();
+    eprintln!("example: {} nuclei (16 expected)", s.criteria.len());
+    assert!((14..=18).contains(&s.criteria.len()), "example: {} nuclei, 16 expected", s.criteria.len());
+    let cfg = qcanet_gpu::synth::SynthConfig { nuclei: 8, ..Default::default() };
+    let e = qcanet_gpu::synth::generate(&cfg, 5);
+    let s = segment(ctx, &mut sn, &mut sd, &e.raw, &opts, &ProgressBar::hidden()).unwrap();
+    eprintln!("synthetic: {} nuclei ({} expected)", s.criteria.len(), e.nuclei);
+    assert!(s.criteria.len().abs_diff(e.nuclei) <= 1, "synthetic: {} nuclei, {} expected", s.criteria.len(), e.nuclei);
+}

@@ -41,6 +41,15 @@ pub fn stage<'a>(ctx: &'a GpuContext, net: &'a Network, name: &str) -> Stage<'a>
     }
 }
 
+/// "NSN", "NDN" or "3-D U-Net".
+pub fn arch_title(a: Arch) -> &'static str {
+    match a {
+        Arch::Nsn => "NSN",
+        Arch::Ndn => "NDN",
+        Arch::Unet3d => "3-D U-Net",
+    }
+}
+
 /// Loads `path` and refuses a network of another architecture than `want`
 /// (an NDN file given as the NSN, say), naming the file. Tensor-level
 /// mismatches are refused by [`Network::load`], naming the tensor.
@@ -55,8 +64,8 @@ pub fn load_checked(ctx: &GpuContext, path: &Path, want: Arch) -> Result<Network
             path,
             format!(
                 "holds a {} network but a {} network is needed here (its metadata says arch = {})",
-                got.name().to_uppercase(),
-                want.name().to_uppercase(),
+                arch_title(got),
+                arch_title(want),
                 got.name()
             ),
         ));
@@ -64,7 +73,7 @@ pub fn load_checked(ctx: &GpuContext, path: &Path, want: Arch) -> Result<Network
     log::info!(
         "{}: {} (depth {}, width {}, {}³ kernels), normalisation {}, trained on {}",
         path.display(),
-        got.name().to_uppercase(),
+        arch_title(got),
         net.config().depth,
         net.config().base,
         net.config().kernel,

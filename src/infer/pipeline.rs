@@ -113,6 +113,18 @@ pub fn foreground(
         plan.tile_dims(),
         plan.axes.iter().map(|a| a.padded).collect::<Vec<_>>()
     );
+    let m = stage.predictor.side_multiple();
+    let whole: Vec<usize> = dims.iter().map(|&l| l.div_ceil(m) * m).collect();
+    let tiled = plan.n_tiles() * plan.tile_dims().iter().product::<usize>();
+    if plan.n_tiles() > 1 && 2 * whole.iter().product::<usize>() <= tiled {
+        log::info!(
+            "{}: {} overlapping tiles predict {:.1}× the volume's voxels; if memory allows, --tile {} covers it in one tile",
+            stage.name,
+            plan.n_tiles(),
+            tiled as f64 / (dims.iter().product::<usize>()) as f64,
+            whole.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
+        );
+    }
     pb.inc_length(plan.n_tiles() as u64);
     let classes = stage.predictor.classes();
     if stage.foreground_channel >= classes {
