@@ -29,7 +29,7 @@ fn figure_panels_hold_raw_and_label_colours() {
     let raw: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32).collect();
     // Label 4 only in z = 0 at (y 1, x 2); label 9 at the middle slice (z 2) at (y 3, x 4).
     let mut a = vec![0u32; n];
-    a[1 * 9 + 2] = 4;
+    a[9 + 2] = 4; // (z 0, y 1, x 2)
     a[(2 * 7 + 3) * 9 + 4] = 9;
     let b = vec![0u32; n];
     let rows = [Row { name: "NSN + CCL".into(), labels: &a }, Row { name: "QCANet".into(), labels: &b }];
@@ -86,7 +86,7 @@ fn mismatched_volumes_are_errors() {
     assert!(e.to_string().contains("labels of 'x'"), "{e}");
     assert!(compose(&raw, [2, 3, 5], &[], 1).is_err());
     let missing = std::path::Path::new("/nonexistent-dir/fig.png");
-    let f = compose(&raw, [2, 3, 4], &[Row { name: "x".into(), labels: &vec![0; 24] }], 1).unwrap();
+    let f = compose(&raw, [2, 3, 4], &[Row { name: "x".into(), labels: &[0; 24] }], 1).unwrap();
     let e = write_png(&f, missing).unwrap_err();
     assert!(e.to_string().contains("fig.png"), "{e}");
 }

@@ -145,7 +145,7 @@ fn one_stack_end_to_end_then_resume_and_overwrite() {
     let input = d.path().join("embryo.tif");
     write_stack(&input, &embryo(1));
     let opts = JobOptions { save_probabilities: true, ..Default::default() };
-    let r = job(&[input.clone()], &opts, 0.3).unwrap().into_result().unwrap();
+    let r = job(std::slice::from_ref(&input), &opts, 0.3).unwrap().into_result().unwrap();
     assert_eq!((r.written, r.skipped), (1, 0));
     let (labels, n) = labels_of(&d.path().join("embryo_labels.tif"));
     assert_eq!(labels.dims, DIMS);
@@ -188,17 +188,17 @@ fn one_stack_end_to_end_then_resume_and_overwrite() {
     // Resume: everything exists, nothing is recomputed or rewritten.
     let mtime = |n: &str| std::fs::metadata(d.path().join(n)).unwrap().modified().unwrap();
     let t_labels = mtime("embryo_labels.tif");
-    let r = job(&[input.clone()], &opts, 0.3).unwrap();
+    let r = job(std::slice::from_ref(&input), &opts, 0.3).unwrap();
     assert_eq!((r.written, r.skipped), (0, 1));
     assert_eq!(mtime("embryo_labels.tif"), t_labels);
     // One output of the set missing: the time point is redone.
     std::fs::remove_file(d.path().join("embryo_ndn_prob.tif")).unwrap();
-    let r = job(&[input.clone()], &opts, 0.3).unwrap();
+    let r = job(std::slice::from_ref(&input), &opts, 0.3).unwrap();
     assert_eq!((r.written, r.skipped), (1, 0));
     assert_eq!(files_in(d.path()), before);
     // Overwrite recomputes (a different NSN threshold changes the probabilities).
     let old = std::fs::read(d.path().join("embryo_nsn_prob.tif")).unwrap();
-    let r = job(&[input.clone()], &JobOptions { overwrite: true, ..opts.clone() }, 0.4).unwrap();
+    let r = job(std::slice::from_ref(&input), &JobOptions { overwrite: true, ..opts.clone() }, 0.4).unwrap();
     assert_eq!((r.written, r.skipped), (1, 0));
     assert_ne!(std::fs::read(d.path().join("embryo_nsn_prob.tif")).unwrap(), old);
     assert_eq!(files_in(d.path()), before, "no temporary file left");
@@ -211,10 +211,10 @@ fn time_series_shards_over_time_points_and_gathers_the_csv() {
     write_series(&input, &[embryo(1), embryo(2), embryo(3)]);
     let out = d.path().join("out");
     let opts = |i| JobOptions { out_dir: Some(out.clone()), shard: Shard::new(i, 2).unwrap(), ..Default::default() };
-    let r = job(&[input.clone()], &opts(1), 0.3).unwrap().into_result().unwrap();
+    let r = job(std::slice::from_ref(&input), &opts(1), 0.3).unwrap().into_result().unwrap();
     assert_eq!(r.written, 1);
     assert_eq!(files_in(&out), vec!["series_t001_criteria.csv", "series_t001_labels.tif"]);
-    let r = job(&[input.clone()], &opts(0), 0.3).unwrap().into_result().unwrap();
+    let r = job(std::slice::from_ref(&input), &opts(0), 0.3).unwrap().into_result().unwrap();
     assert_eq!(r.written, 2);
     let names = files_in(&out);
     assert_eq!(names.len(), 7, "{names:?}");
@@ -301,7 +301,7 @@ fn bad_inputs_are_reported_by_name_and_leave_no_output() {
     }
     let bad = [flat, rgb, cut, nan];
     for b in &bad {
-        let r = job(&[b.clone()], &JobOptions::default(), 0.3).unwrap();
+        let r = job(std::slice::from_ref(b), &JobOptions::default(), 0.3).unwrap();
         assert_eq!(r.written, 0);
         let e = r.into_result().unwrap_err().to_string();
         assert!(e.contains(&b.display().to_string()), "error does not name {}: {e}", b.display());

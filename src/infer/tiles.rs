@@ -168,6 +168,7 @@ pub fn extract_tile(volume: &[f32], dims: [usize; 3], plan: &TilePlan, o: [usize
     CpuTensor::from_vec(Shape5::new(1, 1, td, th, tw), data)
 }
 
+#[allow(clippy::needless_range_loop)] // index loops mirror the tile/volume geometry
 /// Predicts `volume` (dims z, y, x) tile by tile and blends the outputs:
 /// returns (1, classes, z, y, x). `on_tile` is called after each tile (progress).
 pub fn predict_sliding(
@@ -247,6 +248,7 @@ pub fn predict_sliding(
     Ok(CpuTensor::from_vec(Shape5::new(1, classes, dims[0], dims[1], dims[2]), acc))
 }
 
+#[allow(clippy::needless_range_loop)]
 /// Sum of blending weights every voxel of the volume receives (for tests and
 /// diagnostics): strictly positive everywhere when the tiles cover the volume.
 pub fn weight_sum(dims: [usize; 3], plan: &TilePlan) -> Vec<f32> {
