@@ -1,8 +1,109 @@
-//! `qcanet-gpu figure` (being built; see the issue tracker).
+//! `qcanet-gpu figure`: the method comparison of the QCANet paper's Figure 3
+//! for one stack (NSN + CCL, 3-D U-Net + CCL when its weights exist, QCANet).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use indicatif::ProgressBar;
+use qcanet_gpu::infer::figure::{compose, write_png, Row};
+use qcanet_gpu::infer::net::{load_checked, locate_weights, stage, weights_path};
+use qcanet_gpu::infer::pipeline::{compare_methods, components, SegmentOptions};
+use qcanet_gpu::model::Arch;
+use qcanet_gpu::postprocess::Connectivity;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The TIFF stack to show (3-D; for a time series see --time).
+    input: PathBuf,
+    /// The PNG to write.
+    #[arg(short = 'o', long, default_value = "figure.png")]
+    out: PathBuf,
+    /// NSN weights (default: weights/nsn.safetensors).
+    #[arg(long)]
+    nsn: Option<PathBuf>,
+    /// NDN weights (default: weights/ndn.safetensors).
+    #[arg(long)]
+    ndn: Option<PathBuf>,
+    /// 3-D U-Net weights (default: weights/unet3d.safetensors if it exists; the row is left out otherwise).
+    #[arg(long)]
+    unet: Option<PathBuf>,
+    /// Ground truth to show as the last row: a label stack, or a 0/255 mask (labelled by connected components).
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Time point of a 4-D stack.
+    #[arg(long, default_value_t = 0)]
+    time: usize,
+    /// Voxel size X,Y,Z in µm when the file does not carry one.
+    #[arg(long, value_parser = |s: &str| qcanet_gpu::io::parse_voxel_size(s).map_err(|e| e.to_string()), default_value = "0.8,0.8,1.75")]
+    voxel_size: [f64; 3],
+    /// Tile side (isotropic voxels).
+    #[arg(long, default_value_t = 96)]
+    tile: usize,
+    /// Tile stride.
+    #[arg(long, default_value_t = 48)]
+    stride: usize,
+    /// Pixels per voxel in the figure.
+    #[arg(long, default_value_t = 2)]
+    scale: usize,
+}
 
-pub fn run(_g: &super::Global, _a: Args) -> anyhow::Result<()> {
-    anyhow::bail!("'figure' is not built yet")
+pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
+    let mut vols = qcanet_gpu::io::read_stack(&a.input)?;
+    let n_t = vols.len();
+    if a.time >= n_t {
+        anyhow::bail!("{}: --time {} but the stack has {n_t} time point(s)", a.input.display(), a.time);
+    }
+    let vol = vols.swap_remove(a.time);
+    let truth = match &a.truth {
+        Some(p) => {
+            let t = qcanet_gpu::io::read_volume(p)?;
+            if t.dims != vol.dims {
+                anyhow::bail!("{}: ground truth is {:?} (z,y,x) but the stack is {:?}", p.display(), t.dims, vol.dims);
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let nsn_path = weights_path(a.nsn.as_deref(), "nsn.safetensors").context("NSN weights")?;
+    let ndn_path = weights_path(a.ndn.as_deref(), "ndn.safetensors").context("NDN weights")?;
+    let unet_path = match &a.unet {
+        Some(p) => Some(p.clone()),
+        None => locate_weights("unet3d.safetensors").ok(),
+    };
+    if unet_path.is_none() {
+        log::info!("no 3-D U-Net weights (weights/unet3d.safetensors): that row is left out");
+    }
+    let ctx = g.context()?;
+    let nsn = load_checked(&ctx, &nsn_path, Arch::Nsn).context("--nsn")?;
+    let ndn = load_checked(&ctx, &ndn_path, Arch::Ndn).context("--ndn")?;
+    let unet = match &unet_path {
+        Some(p) => Some(load_checked(&ctx, p, Arch::Unet3d).context("--unet")?),
+        None => None,
+    };
+    let opts =
+        SegmentOptions { tile: [a.tile; 3], stride: [a.stride; 3], voxel_um: a.voxel_size, ..Default::default() };
+    let (mut sn, mut sd) = (stage(&ctx, &nsn, "NSN"), stage(&ctx, &ndn, "NDN"));
+    let mut su = unet.as_ref().map(|u| stage(&ctx, u, "3-D U-Net"));
+    let pb = ProgressBar::new(0);
+    let mut rows = compare_methods(&ctx, &mut sn, &mut sd, su.as_mut(), &vol, &opts, &pb)?;
+    pb.finish_and_clear();
+    if let Some(t) = truth {
+        let binary = t.data.iter().all(|&v| v == 0.0 || v == t.data.iter().cloned().fold(0.0, f32::max));
+        let labels = if binary {
+            let m: Vec<u8> = t.data.iter().map(|&v| u8::from(v > 0.0)).collect();
+            components(&ctx, &m, t.dims, Connectivity::TwentySix)?
+        } else {
+            t.data.iter().map(|&v| v.max(0.0) as u32).collect()
+        };
+        rows.push(("ground truth".to_string(), labels));
+    }
+    for (name, l) in &rows {
+        let n = l.iter().copied().max().unwrap_or(0);
+        log::info!("{name}: {n} objects");
+    }
+    let rows: Vec<Row> = rows.iter().map(|(n, l)| Row { name: n.clone(), labels: l }).collect();
+    let fig = compose(&vol.data, vol.dims, &rows, a.scale)?;
+    write_png(&fig, &a.out)?;
+    log::info!("wrote {} ({}×{} px)", a.out.display(), fig.width, fig.height);
+    Ok(())
 }

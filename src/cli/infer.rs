@@ -1,8 +1,132 @@
-//! `qcanet-gpu infer` (being built; see the issue tracker).
+//! `qcanet-gpu infer`: segment and label nuclei in TIFF stacks end to end.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use qcanet_gpu::infer::job::{run_job, JobOptions};
+use qcanet_gpu::infer::net::{load_checked, stage, weights_path};
+use qcanet_gpu::infer::pipeline::{segment, SegmentOptions, DEFAULT_VOXEL_UM};
+use qcanet_gpu::infer::Shard;
+use qcanet_gpu::model::Arch;
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(after_help = "\
+Outputs, beside each input unless --out-dir: STACK_labels.tif (16-bit labels, input's shape and voxel size),
+STACK_criteria.csv (one row per nucleus); a 4-D (T,Z,Y,X) stack gives STACK_tNNN_labels.tif and
+STACK_tNNN_criteria.csv per time point and STACK_criteria.csv with a time column once all are done.
+Existing complete outputs are skipped (resume) unless --overwrite.
 
-pub fn run(_g: &super::Global, _a: Args) -> anyhow::Result<()> {
-    anyhow::bail!("'infer' is not built yet")
+Cluster job arrays: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (0-based) processes every N-th input
+(several inputs) or time point (one 4-D input).")]
+pub struct Args {
+    /// TIFF stacks (3-D, or 4-D time series) or folders of them.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Folder for the outputs (default: beside each input).
+    #[arg(short = 'o', long)]
+    out_dir: Option<PathBuf>,
+    /// NSN weights (default: weights/nsn.safetensors; see QCANET_WEIGHTS).
+    #[arg(long)]
+    nsn: Option<PathBuf>,
+    /// NDN weights (default: weights/ndn.safetensors).
+    #[arg(long)]
+    ndn: Option<PathBuf>,
+    /// Voxel size X,Y,Z in µm when the file does not carry one.
+    #[arg(long, value_parser = parse_voxel, default_value = "0.8,0.8,1.75")]
+    voxel_size: [f64; 3],
+    /// Tile side in (isotropic) voxels: one value or Z,Y,X; multiples of the network's side multiple.
+    #[arg(long, value_parser = parse_triple, default_value = "96")]
+    tile: [usize; 3],
+    /// Distance between tile origins (at most the tile side): one value or Z,Y,X.
+    #[arg(long, value_parser = parse_triple, default_value = "48")]
+    stride: [usize; 3],
+    /// Reflected context added around the volume before tiling, in voxels (costs extra tiles).
+    #[arg(long, default_value_t = 0)]
+    margin: usize,
+    /// Foreground probability threshold for both networks.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// Also write the NSN and NDN foreground probabilities (f32 TIFF, STACK_nsn_prob.tif, STACK_ndn_prob.tif).
+    #[arg(long)]
+    save_probabilities: bool,
+    /// Process only shard I of N (0 <= I < N): every N-th input or time point starting at I.
+    #[arg(long, value_parser = |s: &str| Shard::parse(s).map_err(|e| e.to_string()), default_value = "0/1")]
+    shard: Shard,
+    /// Recompute and replace outputs that already exist.
+    #[arg(long)]
+    overwrite: bool,
+    /// Give segmented components without a detection marker their own label instead of dropping them.
+    #[arg(long)]
+    label_unmarked: bool,
+    /// Approximate (jump-flooding) distance transform instead of the exact one.
+    #[arg(long)]
+    fast_edt: bool,
+}
+
+fn parse_voxel(s: &str) -> Result<[f64; 3], String> {
+    qcanet_gpu::io::parse_voxel_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_triple(s: &str) -> Result<[usize; 3], String> {
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>().map_err(|_| format!("'{s}': expected N or Z,Y,X (positive integers)")))
+        .collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [a] if *a > 0 => Ok([*a; 3]),
+        [z, y, x] if *z > 0 && *y > 0 && *x > 0 => Ok([*z, *y, *x]),
+        _ => Err(format!("'{s}': expected N or Z,Y,X (positive integers)")),
+    }
+}
+
+pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    // Check the inputs before opening the GPU and loading weights.
+    let inputs = qcanet_gpu::infer::job::expand_inputs(&a.inputs)?;
+    let nsn_path = weights_path(a.nsn.as_deref(), "nsn.safetensors").context("NSN weights")?;
+    let ndn_path = weights_path(a.ndn.as_deref(), "ndn.safetensors").context("NDN weights")?;
+    let ctx = g.context()?;
+    let nsn = load_checked(&ctx, &nsn_path, Arch::Nsn).context("--nsn")?;
+    let ndn = load_checked(&ctx, &ndn_path, Arch::Ndn).context("--ndn")?;
+    let mut sn = stage(&ctx, &nsn, "NSN");
+    let mut sd = stage(&ctx, &ndn, "NDN");
+    let mut opts = SegmentOptions {
+        tile: a.tile,
+        stride: a.stride,
+        margin: a.margin,
+        threshold: a.threshold,
+        voxel_um: a.voxel_size,
+        keep_probabilities: a.save_probabilities,
+        ..Default::default()
+    };
+    opts.instance.label_unmarked_components = a.label_unmarked;
+    opts.instance.exact_edt = !a.fast_edt;
+    if a.voxel_size != DEFAULT_VOXEL_UM {
+        log::info!("voxel size {:?} µm for files that do not carry one", a.voxel_size);
+    }
+    let job = JobOptions {
+        out_dir: a.out_dir.clone(),
+        shard: a.shard,
+        overwrite: a.overwrite,
+        save_probabilities: a.save_probabilities,
+    };
+    let pb = if log::log_enabled!(log::Level::Info) { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] tiles {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut seg = |v: &qcanet_gpu::io::Volume, pb: &ProgressBar| segment(&ctx, &mut sn, &mut sd, v, &opts, pb);
+    let report = run_job(&inputs, &job, &mut seg, &pb)?;
+    pb.finish_and_clear();
+    log::info!(
+        "done in {:.1} s: {} written, {} skipped (complete), {} failed",
+        t0.elapsed().as_secs_f64(),
+        report.written,
+        report.skipped,
+        report.failed.len()
+    );
+    report.into_result()?;
+    Ok(())
 }

@@ -1,0 +1,429 @@
+//! The batch side of inference: which files to read, which of them this shard
+//! processes, what each writes, and which outputs are already complete.
+//!
+//! - Inputs are files or folders (every `.tif`/`.tiff` inside, sorted, minus
+//!   files that are this program's own outputs).
+//! - `--shard I/N` keeps every N-th unit starting at I: the units are the input
+//!   files when there are several, the time points when there is one input
+//!   (a 4-D T×Z×Y×X stack), so a job array spreads either kind of series.
+//! - Every output is written to a temporary name and renamed, so an output
+//!   under its final name is complete; a unit whose outputs all exist is
+//!   skipped unless `overwrite`, and an interrupted run resumes where it stopped.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// `I/N`: this job takes units I, I+N, I+2N, … (0-based).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { index: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    pub fn new(index: usize, count: usize) -> Result<Self> {
+        if count == 0 || index >= count {
+            return Err(Error::invalid(format!(
+                "shard {index}/{count}: need 0 <= I < N (e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with a 0-based array)"
+            )));
+        }
+        Ok(Shard { index, count })
+    }
+    /// Parses `I/N`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::invalid(format!("--shard '{s}': expected I/N with 0 <= I < N, e.g. 0/4"));
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let i = i.trim().parse::<usize>().map_err(|_| bad())?;
+        let n = n.trim().parse::<usize>().map_err(|_| bad())?;
+        Shard::new(i, n)
+    }
+    pub fn selects(&self, unit: usize) -> bool {
+        unit % self.count == self.index
+    }
+    /// The units of `0..n` this shard processes.
+    pub fn units(&self, n: usize) -> Vec<usize> {
+        (self.index..n).step_by(self.count).collect()
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Shard::parse(s)
+    }
+}
+
+/// Suffixes (before `.tif` / `.csv`) of the files `infer` writes.
+pub const LABELS_SUFFIX: &str = "_labels";
+pub const CRITERIA_SUFFIX: &str = "_criteria";
+pub const NSN_PROB_SUFFIX: &str = "_nsn_prob";
+pub const NDN_PROB_SUFFIX: &str = "_ndn_prob";
+
+fn is_tiff(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"))
+}
+
+/// Whether `p` looks like a file `infer` wrote (so a folder run does not take
+/// its own earlier outputs as inputs).
+pub fn is_output_name(p: &Path) -> bool {
+    let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    is_tiff(p) && [LABELS_SUFFIX, NSN_PROB_SUFFIX, NDN_PROB_SUFFIX].iter().any(|s| stem.ends_with(s))
+}
+
+/// Files named on the command line, folders expanded to their `.tif`/`.tiff`
+/// files (sorted by name, this program's outputs left out). Errors name the
+/// path that does not exist or the folder without stacks.
+pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::invalid("no input: give one or more TIFF stacks or folders"));
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::file(p, format!("cannot list folder: {e}")))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && is_tiff(f))
+                .collect();
+            let before = found.len();
+            found.retain(|f| !is_output_name(f));
+            if before > found.len() {
+                log::info!("{}: leaving out {} earlier output file(s)", p.display(), before - found.len());
+            }
+            if found.is_empty() {
+                return Err(Error::file(p, "folder holds no .tif/.tiff stacks"));
+            }
+            found.sort();
+            out.extend(found);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::file(p, "no such file or folder"));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
+    Ok(out)
+}
+
+/// The files written for one time point of one input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outputs {
+    /// 16-bit label stack.
+    pub labels: PathBuf,
+    /// Per-nucleus criteria (with a time column for a series).
+    pub criteria: PathBuf,
+    /// NSN and NDN foreground probabilities (f32), when asked for.
+    pub nsn_prob: Option<PathBuf>,
+    pub ndn_prob: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Output names for `input`: beside it, or in `out_dir`. `time` is
+    /// `(t, T)` for time point t of a series of T (`stack_t003_labels.tif`).
+    pub fn for_input(input: &Path, out_dir: Option<&Path>, time: Option<(usize, usize)>, probabilities: bool) -> Self {
+        let base = base_name(input, out_dir, time);
+        let with = |suffix: &str, ext: &str| {
+            let mut s = base.clone().into_os_string();
+            s.push(suffix);
+            s.push(ext);
+            PathBuf::from(s)
+        };
+        Outputs {
+            labels: with(LABELS_SUFFIX, ".tif"),
+            criteria: with(CRITERIA_SUFFIX, ".csv"),
+            nsn_prob: probabilities.then(|| with(NSN_PROB_SUFFIX, ".tif")),
+            ndn_prob: probabilities.then(|| with(NDN_PROB_SUFFIX, ".tif")),
+        }
+    }
+    pub fn paths(&self) -> Vec<&Path> {
+        let mut v = vec![self.labels.as_path(), self.criteria.as_path()];
+        v.extend(self.nsn_prob.as_deref());
+        v.extend(self.ndn_prob.as_deref());
+        v
+    }
+    /// All outputs exist (they are written atomically, so existing = complete).
+    pub fn complete(&self) -> bool {
+        self.paths().iter().all(|p| p.is_file())
+    }
+}
+
+/// Path prefix of an input's outputs: the input's stem (in `out_dir` if given),
+/// plus `_tNNN` for time point t of a series of T (at least 3 digits).
+pub fn base_name(input: &Path, out_dir: Option<&Path>, time: Option<(usize, usize)>) -> PathBuf {
+    let stem = input.file_stem().map(|s| s.to_os_string()).unwrap_or_else(|| "stack".into());
+    let dir = match out_dir {
+        Some(d) => d.to_path_buf(),
+        None => input.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let mut name = stem;
+    if let Some((t, n)) = time {
+        let width = n.saturating_sub(1).to_string().len().max(3);
+        name.push(format!("_t{t:0width$}"));
+    }
+    dir.join(name)
+}
+
+/// The series-wide criteria CSV (`stack_criteria.csv`) gathered from the
+/// per-time-point CSVs of a T-point series.
+pub fn series_criteria(input: &Path, out_dir: Option<&Path>) -> PathBuf {
+    let mut s = base_name(input, out_dir, None).into_os_string();
+    s.push(CRITERIA_SUFFIX);
+    s.push(".csv");
+    PathBuf::from(s)
+}
+
+/// Refuses outputs that would overwrite an input.
+pub fn check_not_input(outputs: &Outputs, inputs: &[PathBuf]) -> Result<()> {
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let ins: Vec<PathBuf> = inputs.iter().filter_map(|p| canon(p)).collect();
+    for o in outputs.paths() {
+        if let Some(c) = canon(o) {
+            if ins.contains(&c) {
+                return Err(Error::file(
+                    o,
+                    "is also an input; refusing to overwrite it (use --out-dir or rename the input)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `path` atomically: `write` fills a temporary file in the same
+/// folder, which is then renamed over `path`; on error nothing is left behind.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>,
+) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", path.file_name().and_then(|s| s.to_str()).unwrap_or("out")))
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(|e| Error::file(path, format!("cannot create a temporary file beside it: {e}")))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        write(&mut w)?;
+        w.flush().map_err(|e| Error::file(path, format!("write failed: {e}")))?;
+    }
+    let f = tmp
+        .persist(path)
+        .map_err(|e| Error::file(path, format!("cannot rename the finished file into place: {}", e.error)))?;
+    readable_by_all(&f);
+    Ok(())
+}
+
+/// Temporary files are created owner-only (0600); a finished output gets the
+/// usual 0644 so colleagues and other jobs can read it.
+pub fn readable_by_all(f: &std::fs::File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    #[cfg(not(unix))]
+    let _ = f;
+}
+
+/// Concatenates per-time-point CSVs (same header) into `dest`, once all exist.
+/// Returns false (and writes nothing) while some are missing.
+pub fn gather_csvs(parts: &[PathBuf], dest: &Path) -> Result<bool> {
+    if parts.iter().any(|p| !p.is_file()) {
+        return Ok(false);
+    }
+    let mut header: Option<String> = None;
+    let mut body = String::new();
+    for p in parts {
+        let text = std::fs::read_to_string(p).map_err(|e| Error::file(p, format!("cannot read: {e}")))?;
+        let mut lines = text.lines();
+        let h = lines.next().unwrap_or("").to_string();
+        match &header {
+            None => header = Some(h),
+            Some(prev) if *prev != h => return Err(Error::file(p, "CSV header differs from the other time points")),
+            _ => {}
+        }
+        for l in lines.filter(|l| !l.is_empty()) {
+            body.push_str(l);
+            body.push('\n');
+        }
+    }
+    write_atomic_with(dest, |w| {
+        use std::io::Write;
+        writeln!(w, "{}", header.unwrap_or_default())
+            .and_then(|_| w.write_all(body.as_bytes()))
+            .map_err(|e| Error::file(dest, e))
+    })?;
+    Ok(true)
+}
+
+/// Settings of [`run_job`].
+#[derive(Clone, Debug, Default)]
+pub struct JobOptions {
+    /// Write outputs here instead of beside each input (created if missing).
+    pub out_dir: Option<PathBuf>,
+    pub shard: Shard,
+    /// Recompute and replace outputs that already exist.
+    pub overwrite: bool,
+    /// Also write the NSN and NDN foreground probabilities.
+    pub save_probabilities: bool,
+}
+
+/// What a job did.
+#[derive(Clone, Debug, Default)]
+pub struct JobReport {
+    /// Time points segmented and written.
+    pub written: usize,
+    /// Time points whose outputs were already complete.
+    pub skipped: usize,
+    /// (input, message) of every input or time point that failed.
+    pub failed: Vec<(String, String)>,
+}
+
+impl JobReport {
+    /// An error listing every failure, or Ok.
+    pub fn into_result(self) -> Result<JobReport> {
+        if self.failed.is_empty() {
+            return Ok(self);
+        }
+        let list: Vec<String> = self.failed.iter().map(|(w, m)| format!("  {w}: {m}")).collect();
+        Err(Error::invalid(format!(
+            "{} of {} time point(s) or input(s) failed:\n{}",
+            self.failed.len(),
+            self.failed.len() + self.written + self.skipped,
+            list.join("\n")
+        )))
+    }
+}
+
+/// Segments every input this shard owns and writes its outputs; see the
+/// module documentation for inputs, shards and resuming. `segment` does the
+/// work for one volume. A failing input or time point is reported and the job
+/// goes on with the others ([`JobReport::into_result`] turns failures into an
+/// error); nothing partial is ever left under an output's name.
+pub fn run_job(
+    inputs: &[PathBuf],
+    opts: &JobOptions,
+    segment: &mut dyn FnMut(&crate::io::Volume, &indicatif::ProgressBar) -> Result<super::pipeline::Segmentation>,
+    pb: &indicatif::ProgressBar,
+) -> Result<JobReport> {
+    let inputs = expand_inputs(inputs)?;
+    if let Some(d) = &opts.out_dir {
+        std::fs::create_dir_all(d).map_err(|e| Error::file(d, format!("cannot create output folder: {e}")))?;
+    }
+    let by_file = inputs.len() > 1;
+    let files: Vec<usize> = if by_file { opts.shard.units(inputs.len()) } else { vec![0] };
+    if by_file {
+        log::info!("{} inputs; shard {}/{} takes {}", inputs.len(), opts.shard.index, opts.shard.count, files.len());
+    }
+    let out_dir = opts.out_dir.as_deref();
+    let mut report = JobReport::default();
+    for &fi in &files {
+        let input = &inputs[fi];
+        let name = input.display().to_string();
+        // A single-volume input whose outputs exist is skipped without reading it.
+        let single = Outputs::for_input(input, out_dir, None, opts.save_probabilities);
+        if !opts.overwrite && single.complete() {
+            log::info!("{name}: skipped, outputs exist ({}; --overwrite to redo)", single.labels.display());
+            report.skipped += 1;
+            continue;
+        }
+        pb.set_message(format!("reading {name}"));
+        let volumes = match crate::io::read_stack(input) {
+            Ok(v) if v.is_empty() => {
+                report.failed.push((name, "holds no image".into()));
+                continue;
+            }
+            Ok(v) => v,
+            Err(e) => {
+                log::error!("{e}");
+                report.failed.push((name, e.to_string()));
+                continue;
+            }
+        };
+        let n_t = volumes.len();
+        let times: Vec<usize> = if by_file { (0..n_t).collect() } else { opts.shard.units(n_t) };
+        if !by_file && n_t > 1 {
+            log::info!(
+                "{name}: {n_t} time points; shard {}/{} takes {}",
+                opts.shard.index,
+                opts.shard.count,
+                times.len()
+            );
+        }
+        let mut wrote_here = false;
+        for &t in &times {
+            let time = (n_t > 1).then_some((t, n_t));
+            let what = if n_t > 1 { format!("{name} t={t}") } else { name.clone() };
+            let outs = Outputs::for_input(input, out_dir, time, opts.save_probabilities);
+            if let Err(e) = check_not_input(&outs, &inputs) {
+                report.failed.push((what, e.to_string()));
+                continue;
+            }
+            if !opts.overwrite && outs.complete() {
+                log::info!("{what}: skipped, outputs exist ({}; --overwrite to redo)", outs.labels.display());
+                report.skipped += 1;
+                continue;
+            }
+            pb.set_message(what.clone());
+            let r = segment(&volumes[t], pb).and_then(|s| write_outputs(&outs, &s, time.map(|(t, _)| t)));
+            match r {
+                Ok(n) => {
+                    log::info!("{what}: {n} nuclei -> {}", outs.labels.display());
+                    report.written += 1;
+                    wrote_here = true;
+                }
+                Err(e) => {
+                    log::error!("{what}: {e}");
+                    report.failed.push((what, e.to_string()));
+                }
+            }
+        }
+        if n_t > 1 {
+            let dest = series_criteria(input, out_dir);
+            if wrote_here || opts.overwrite || !dest.is_file() {
+                let parts: Vec<PathBuf> =
+                    (0..n_t).map(|t| Outputs::for_input(input, out_dir, Some((t, n_t)), false).criteria).collect();
+                match gather_csvs(&parts, &dest) {
+                    Ok(true) => log::info!("{name}: all {n_t} time points -> {}", dest.display()),
+                    Ok(false) => log::info!("{name}: {} gathered once every time point is done", dest.display()),
+                    Err(e) => report.failed.push((name.clone(), e.to_string())),
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Writes one time point's outputs (each atomically); returns the nucleus count.
+pub fn write_outputs(outs: &Outputs, s: &super::pipeline::Segmentation, time: Option<usize>) -> Result<usize> {
+    let voxel = Some(s.voxel_um);
+    if (outs.nsn_prob.is_some() && s.nsn_prob.is_none()) || (outs.ndn_prob.is_some() && s.ndn_prob.is_none()) {
+        return Err(Error::invalid("probability maps were asked for but the segmentation did not keep them"));
+    }
+    if let (Some(p), Some(v)) = (&outs.nsn_prob, &s.nsn_prob) {
+        crate::io::write_f32(p, s.dims, v, voxel)?;
+    }
+    if let (Some(p), Some(v)) = (&outs.ndn_prob, &s.ndn_prob) {
+        crate::io::write_f32(p, s.dims, v, voxel)?;
+    }
+    crate::io::write_atomic(&outs.criteria, |w| crate::postprocess::criteria::write_csv(w, &s.criteria, time))?;
+    crate::io::write_labels_u16(&outs.labels, s.dims, &s.labels, voxel)?;
+    // io's atomic writer leaves temporary-file permissions (0600).
+    #[cfg(unix)]
+    for p in outs.paths() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644));
+    }
+    Ok(s.criteria.len())
+}

@@ -1,0 +1,132 @@
+//! The networks behind the [`Predictor`] trait, loading them with an
+//! architecture check, and finding the bundled weights.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::infer::pipeline::Stage;
+use crate::infer::tiles::Predictor;
+use crate::model::{Arch, Network};
+use crate::tensor::CpuTensor;
+
+/// A [`Network`] predicting one tile at a time on the GPU.
+pub struct NetPredictor<'a> {
+    pub ctx: &'a GpuContext,
+    pub net: &'a Network,
+}
+
+impl Predictor for NetPredictor<'_> {
+    fn side_multiple(&self) -> usize {
+        self.net.config().side_multiple()
+    }
+    fn classes(&self) -> usize {
+        self.net.config().classes
+    }
+    fn predict_tile(&mut self, tile: &CpuTensor) -> Result<CpuTensor> {
+        let x = self.ctx.upload(tile)?;
+        let y = self.net.predict(self.ctx, &x)?;
+        self.ctx.download(&y)
+    }
+}
+
+/// A sliding-window stage for `net`, preparing inputs as its metadata says.
+pub fn stage<'a>(ctx: &'a GpuContext, net: &'a Network, name: &str) -> Stage<'a> {
+    Stage {
+        name: name.to_string(),
+        predictor: Box::new(NetPredictor { ctx, net }),
+        foreground_channel: net.config().foreground_channel(),
+        normalization: net.meta.normalization,
+        isotropic: net.meta.isotropic,
+    }
+}
+
+/// "NSN", "NDN" or "3-D U-Net".
+pub fn arch_title(a: Arch) -> &'static str {
+    match a {
+        Arch::Nsn => "NSN",
+        Arch::Ndn => "NDN",
+        Arch::Unet3d => "3-D U-Net",
+    }
+}
+
+/// Loads `path` and refuses a network of another architecture than `want`
+/// (an NDN file given as the NSN, say), naming the file. Tensor-level
+/// mismatches are refused by [`Network::load`], naming the tensor.
+pub fn load_checked(ctx: &GpuContext, path: &Path, want: Arch) -> Result<Network> {
+    if !path.is_file() {
+        return Err(Error::file(path, "weights file not found"));
+    }
+    let net = Network::load(ctx, path)?;
+    let got = net.config().arch;
+    if got != want {
+        return Err(Error::file(
+            path,
+            format!(
+                "holds a {} network but a {} network is needed here (its metadata says arch = {})",
+                arch_title(got),
+                arch_title(want),
+                got.name()
+            ),
+        ));
+    }
+    log::info!(
+        "{}: {} (depth {}, width {}, {}³ kernels), normalisation {}, trained on {}",
+        path.display(),
+        arch_title(got),
+        net.config().depth,
+        net.config().base,
+        net.config().kernel,
+        net.meta.normalization,
+        net.meta.trained_on
+    );
+    Ok(net)
+}
+
+/// Environment variable naming a folder of weights files.
+pub const WEIGHTS_ENV: &str = "QCANET_WEIGHTS";
+
+/// Where a bundled weights file (`nsn.safetensors`, …) is looked for, in
+/// order: `$QCANET_WEIGHTS/`, `./weights/`, `weights/` in every folder above
+/// the executable (a cargo build inside the repository), and the repository
+/// this binary was built from.
+pub fn weight_candidates(file: &str) -> Vec<PathBuf> {
+    let mut c = Vec::new();
+    if let Some(d) = std::env::var_os(WEIGHTS_ENV) {
+        c.push(PathBuf::from(d).join(file));
+    }
+    if let Ok(d) = std::env::current_dir() {
+        c.push(d.join("weights").join(file));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for a in exe.ancestors().skip(1) {
+            c.push(a.join("weights").join(file));
+        }
+    }
+    c.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(file));
+    let mut seen = std::collections::HashSet::new();
+    c.retain(|p| seen.insert(p.clone()));
+    c
+}
+
+/// The first existing [`weight_candidates`] path, or an error listing where it looked.
+pub fn locate_weights(file: &str) -> Result<PathBuf> {
+    let c = weight_candidates(file);
+    if let Some(p) = c.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    let list: Vec<String> = c.iter().map(|p| format!("  {}", p.display())).collect();
+    Err(Error::invalid(format!(
+        "weights file {file} not found; looked in:\n{}\npass the file explicitly, or set {WEIGHTS_ENV} to the folder holding it",
+        list.join("\n")
+    )))
+}
+
+/// An explicit path, or the bundled file found by [`locate_weights`].
+pub fn weights_path(explicit: Option<&Path>, file: &str) -> Result<PathBuf> {
+    match explicit {
+        Some(p) if !p.is_file() => Err(Error::file(p, "weights file not found")),
+        Some(p) => Ok(p.to_path_buf()),
+        None => locate_weights(file),
+    }
+}

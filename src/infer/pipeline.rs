@@ -1,0 +1,219 @@
+//! One volume through QCANet: isotropic z, normalisation, NSN and NDN by
+//! sliding window, threshold, back to the input grid, marker watershed,
+//! per-nucleus criteria. Also the NSN-only (connected components) baseline
+//! used by the figure.
+
+use indicatif::ProgressBar;
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::infer::tiles::{predict_sliding, Predictor, TilePlan};
+use crate::io::Volume;
+use crate::postprocess::criteria::{measure, NucleusCriteria};
+use crate::postprocess::{Connectivity, Grid, InstanceOptions};
+use crate::preprocess::{self, Interp, Normalization};
+
+/// The microscope voxel of the QCANet example embryos (x, y, z µm), used when
+/// neither the file nor the user says.
+pub const DEFAULT_VOXEL_UM: [f64; 3] = [0.8, 0.8, 1.75];
+
+/// A network ready for sliding-window prediction, with how its input must be
+/// prepared (from its weights' metadata).
+pub struct Stage<'a> {
+    /// "NSN", "NDN", "3-D U-Net": for messages.
+    pub name: String,
+    pub predictor: Box<dyn Predictor + 'a>,
+    /// Output channel holding the foreground probability.
+    pub foreground_channel: usize,
+    pub normalization: Normalization,
+    /// Whether the network expects isotropic voxels (z resampled).
+    pub isotropic: bool,
+}
+
+/// Settings of [`segment`] that do not come from the weights.
+#[derive(Clone, Debug)]
+pub struct SegmentOptions {
+    /// Tile side and stride per axis (z, y, x), in network-input voxels.
+    pub tile: [usize; 3],
+    pub stride: [usize; 3],
+    /// Reflected context around the volume (0: tiles stop at the volume's edge).
+    pub margin: usize,
+    /// Foreground probability above which a voxel is foreground.
+    pub threshold: f32,
+    /// Voxel size (x, y, z µm) when the file has none.
+    pub voxel_um: [f64; 3],
+    pub instance: InstanceOptions,
+    /// Keep the foreground probabilities (on the input grid) in the result.
+    pub keep_probabilities: bool,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        SegmentOptions {
+            tile: [96; 3],
+            stride: [48; 3],
+            margin: 0,
+            threshold: 0.5,
+            voxel_um: DEFAULT_VOXEL_UM,
+            instance: InstanceOptions::default(),
+            keep_probabilities: false,
+        }
+    }
+}
+
+/// The result for one volume, on the input grid.
+pub struct Segmentation {
+    pub dims: [usize; 3],
+    /// Voxel size used (x, y, z µm): the file's, else the option's.
+    pub voxel_um: [f64; 3],
+    /// One label per nucleus, 0 background.
+    pub labels: Vec<u32>,
+    pub criteria: Vec<NucleusCriteria>,
+    pub nsn_prob: Option<Vec<f32>>,
+    pub ndn_prob: Option<Vec<f32>>,
+}
+
+/// The voxel size to use for `vol` (file first, then `fallback`), checked.
+pub fn voxel_of(vol: &Volume, fallback: [f64; 3]) -> Result<[f64; 3]> {
+    let v = vol.voxel_um.unwrap_or(fallback);
+    if !v.iter().all(|s| s.is_finite() && *s > 0.0) {
+        return Err(Error::invalid(format!("voxel size {v:?} µm must be positive")));
+    }
+    Ok(v)
+}
+
+/// The physical grid of `vol` for post-processing (spacing z, y, x).
+pub fn grid_of(dims: [usize; 3], voxel_um: [f64; 3]) -> Grid {
+    Grid::new(dims, [voxel_um[2] as f32, voxel_um[1] as f32, voxel_um[0] as f32])
+}
+
+/// Runs one network over `vol` by sliding window and returns its foreground
+/// probability on the input grid (z back to the input depth, nearest).
+/// `pb` gets the number of tiles added to its length and one tick per tile.
+pub fn foreground(
+    stage: &mut Stage,
+    vol: &Volume,
+    voxel_um: [f64; 3],
+    opts: &SegmentOptions,
+    pb: &ProgressBar,
+) -> Result<Vec<f32>> {
+    let [d, h, w] = vol.dims;
+    let nd = if stage.isotropic { preprocess::isotropic_depth(d, voxel_um) } else { d };
+    let mut x =
+        if nd != d { preprocess::resample_z(&vol.data, vol.dims, nd, Interp::Linear) } else { vol.data.clone() };
+    preprocess::normalize(&mut x, stage.normalization);
+    let dims = [nd, h, w];
+    let plan = TilePlan::new(dims, opts.tile, opts.stride, stage.predictor.side_multiple(), opts.margin)
+        .map_err(|e| Error::invalid(format!("{}: {e}", stage.name)))?;
+    log::debug!(
+        "{}: {:?} voxels, {} tiles of {:?} (padded {:?})",
+        stage.name,
+        dims,
+        plan.n_tiles(),
+        plan.tile_dims(),
+        plan.axes.iter().map(|a| a.padded).collect::<Vec<_>>()
+    );
+    let m = stage.predictor.side_multiple();
+    let whole: Vec<usize> = dims.iter().map(|&l| l.div_ceil(m) * m).collect();
+    let tiled = plan.n_tiles() * plan.tile_dims().iter().product::<usize>();
+    if plan.n_tiles() > 1 && 2 * whole.iter().product::<usize>() <= tiled {
+        log::info!(
+            "{}: {} overlapping tiles predict {:.1}× the volume's voxels; if memory allows, --tile {} covers it in one tile",
+            stage.name,
+            plan.n_tiles(),
+            tiled as f64 / (dims.iter().product::<usize>()) as f64,
+            whole.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
+        );
+    }
+    pb.inc_length(plan.n_tiles() as u64);
+    let classes = stage.predictor.classes();
+    if stage.foreground_channel >= classes {
+        return Err(Error::invalid(format!(
+            "{}: foreground channel {} but the network has {classes} output channels",
+            stage.name, stage.foreground_channel
+        )));
+    }
+    let probs = predict_sliding(stage.predictor.as_mut(), &x, dims, &plan, &mut || pb.inc(1))?;
+    let fg = probs.channel(0, stage.foreground_channel).to_vec();
+    Ok(if nd != d { preprocess::resample_z(&fg, dims, d, Interp::Nearest) } else { fg })
+}
+
+/// `p > threshold` as a 0/1 mask.
+pub fn threshold(p: &[f32], t: f32) -> Vec<u8> {
+    p.iter().map(|&v| u8::from(v > t)).collect()
+}
+
+/// QCANet on one volume: NSN mask, NDN markers, marker watershed, criteria.
+/// An empty segmentation or one without markers gives no nuclei (with a
+/// warning), not an error.
+pub fn segment(
+    ctx: &GpuContext,
+    nsn: &mut Stage,
+    ndn: &mut Stage,
+    vol: &Volume,
+    opts: &SegmentOptions,
+    pb: &ProgressBar,
+) -> Result<Segmentation> {
+    let voxel_um = voxel_of(vol, opts.voxel_um)?;
+    let pn = foreground(nsn, vol, voxel_um, opts, pb)?;
+    let pd = foreground(ndn, vol, voxel_um, opts, pb)?;
+    let (seg, det) = (threshold(&pn, opts.threshold), threshold(&pd, opts.threshold));
+    let grid = grid_of(vol.dims, voxel_um);
+    let labels = instances(ctx, &seg, &det, &grid, &opts.instance)?;
+    let criteria = measure(&labels, &grid, Some(&vol.data))?;
+    let keep = opts.keep_probabilities;
+    Ok(Segmentation {
+        dims: vol.dims,
+        voxel_um,
+        labels,
+        criteria,
+        nsn_prob: keep.then_some(pn),
+        ndn_prob: keep.then_some(pd),
+    })
+}
+
+/// `qcanet_instances`, except that an empty mask or a mask without markers
+/// gives an empty label image with a warning.
+pub fn instances(ctx: &GpuContext, seg: &[u8], det: &[u8], grid: &Grid, opts: &InstanceOptions) -> Result<Vec<u32>> {
+    if !seg.iter().any(|&v| v != 0) {
+        log::warn!("the segmentation is empty: no nuclei");
+        return Ok(vec![0; seg.len()]);
+    }
+    let marked = seg.iter().zip(det).any(|(&s, &d)| s != 0 && d != 0);
+    if !marked && !opts.label_unmarked_components {
+        log::warn!("no detection marker inside the segmentation: no nuclei (see --label-unmarked)");
+        return Ok(vec![0; seg.len()]);
+    }
+    crate::postprocess::qcanet_instances(ctx, seg, det, grid, opts)
+}
+
+/// The NSN-only baseline: connected components of the thresholded foreground.
+pub fn components(ctx: &GpuContext, mask: &[u8], dims: [usize; 3], conn: Connectivity) -> Result<Vec<u32>> {
+    Ok(crate::postprocess::ccl::label(ctx, mask, dims, conn)?.0)
+}
+
+/// Label images of the methods compared in the figure, for one volume:
+/// NSN + connected components, optionally a 3-D U-Net + connected components,
+/// and QCANet (NSN + NDN + marker watershed). The NSN runs once for both.
+pub fn compare_methods(
+    ctx: &GpuContext,
+    nsn: &mut Stage,
+    ndn: &mut Stage,
+    unet: Option<&mut Stage>,
+    vol: &Volume,
+    opts: &SegmentOptions,
+    pb: &ProgressBar,
+) -> Result<Vec<(String, Vec<u32>)>> {
+    let voxel_um = voxel_of(vol, opts.voxel_um)?;
+    let grid = grid_of(vol.dims, voxel_um);
+    let conn = opts.instance.connectivity;
+    let seg = threshold(&foreground(nsn, vol, voxel_um, opts, pb)?, opts.threshold);
+    let mut rows = vec![("NSN + CCL".to_string(), components(ctx, &seg, vol.dims, conn)?)];
+    if let Some(u) = unet {
+        let m = threshold(&foreground(u, vol, voxel_um, opts, pb)?, opts.threshold);
+        rows.push(("3-D U-Net + CCL".to_string(), components(ctx, &m, vol.dims, conn)?));
+    }
+    let det = threshold(&foreground(ndn, vol, voxel_um, opts, pb)?, opts.threshold);
+    rows.push(("QCANet".to_string(), instances(ctx, &seg, &det, &grid, &opts.instance)?));
+    Ok(rows)
+}

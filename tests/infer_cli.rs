@@ -1,0 +1,177 @@
+//! The `qcanet-gpu infer` and `figure` commands as a user runs them, with tiny
+//! random-initialised networks (plumbing, not accuracy): outputs, exit codes,
+//! messages naming the file, weights for the wrong network, no partial files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use qcanet_gpu::io;
+use qcanet_gpu::model::network::{write_weights, WeightsMeta};
+use qcanet_gpu::model::{Arch, Layout, NetConfig, Network};
+use qcanet_gpu::preprocess::Normalization;
+
+const DIMS: [usize; 3] = [9, 20, 22];
+const VOXEL: [f64; 3] = [0.8, 0.8, 1.75];
+
+fn meta(arch: Arch) -> WeightsMeta {
+    WeightsMeta {
+        config: NetConfig { arch, depth: 1, base: 4, kernel: 3, in_channels: 1, classes: 2 },
+        normalization: Normalization::default(),
+        isotropic: true,
+        trained_on: "nothing (random init, test)".into(),
+        epochs: 0,
+        val_iou: None,
+    }
+}
+
+/// Tiny NSN and NDN weights in `dir`.
+fn weights(dir: &Path) -> (PathBuf, PathBuf) {
+    let ctx = common::ctx();
+    let (n, d) = (dir.join("nsn.safetensors"), dir.join("ndn.safetensors"));
+    Network::new(ctx, meta(Arch::Nsn), 1).unwrap().save(ctx, &n).unwrap();
+    Network::new(ctx, meta(Arch::Ndn), 2).unwrap().save(ctx, &d).unwrap();
+    (n, d)
+}
+
+fn stack(path: &Path) {
+    let n: usize = DIMS.iter().product();
+    let data: Vec<u16> = (0..n).map(|i| (100 + (i * 7919) % 1000) as u16).collect();
+    io::write_u16(path, DIMS, &data, Some(VOXEL)).unwrap();
+}
+
+fn run(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_qcanet-gpu"));
+    c.args(args).env("RUST_LOG", "info");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn files(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn infer_writes_labels_and_criteria_and_resumes() {
+    let w = tempfile::tempdir().unwrap();
+    let (n, d) = weights(w.path());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("st.tif");
+    stack(&input);
+    let args =
+        ["infer", s(&input), "--nsn", s(&n), "--ndn", s(&d), "--tile", "16", "--stride", "8", "--save-probabilities"];
+    let o = run(&args, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        files(dir.path()),
+        vec!["st.tif", "st_criteria.csv", "st_labels.tif", "st_ndn_prob.tif", "st_nsn_prob.tif"],
+        "{}",
+        stderr(&o)
+    );
+    let l = io::read_volume(&dir.path().join("st_labels.tif")).unwrap();
+    assert_eq!(l.dims, DIMS);
+    let v = l.voxel_um.unwrap();
+    assert!((0..3).all(|i| (v[i] - VOXEL[i]).abs() < 1e-4), "{v:?}");
+    let csv = std::fs::read_to_string(dir.path().join("st_criteria.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().starts_with("label"), "{csv}");
+    // Second run: skipped, says so, exit 0.
+    let o = run(&args, &[]);
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("skipped"), "{}", stderr(&o));
+}
+
+#[test]
+fn weights_for_the_wrong_network_are_refused() {
+    let w = tempfile::tempdir().unwrap();
+    let (n, d) = weights(w.path());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("st.tif");
+    stack(&input);
+    // An NDN file passed as --nsn.
+    let o = run(&["infer", s(&input), "--nsn", s(&d), "--ndn", s(&n)], &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("ndn.safetensors") && e.contains("NDN network") && e.contains("--nsn"), "{e}");
+    // A file whose tensors do not fit what its metadata describes: the tensor is named.
+    let bad = w.path().join("bad.safetensors");
+    let small = meta(Arch::Nsn);
+    let mut big = small.clone();
+    big.config.base = 8;
+    let ctx = common::ctx();
+    let net = Network::new(ctx, small.clone(), 3).unwrap();
+    let params = net.net.params_to_host(ctx).unwrap();
+    let buffers = net.net.buffers_to_host(ctx).unwrap();
+    let layout = Layout::new(&small.config);
+    write_weights(&bad, &big, &layout, &params, &buffers, &[], Default::default(), false).unwrap();
+    let o = run(&["infer", s(&input), "--nsn", s(&bad), "--ndn", s(&d)], &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("bad.safetensors") && e.contains("enc"), "tensor not named: {e}");
+    // A missing file.
+    let o = run(&["infer", s(&input), "--nsn", "/no/such/nsn.safetensors", "--ndn", s(&d)], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/no/such/nsn.safetensors"), "{}", stderr(&o));
+    assert_eq!(files(dir.path()), vec!["st.tif"], "outputs written despite the errors");
+}
+
+#[test]
+fn bad_input_exits_non_zero_naming_the_file() {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let w = tempfile::tempdir().unwrap();
+    let (n, d) = weights(w.path());
+    let dir = tempfile::tempdir().unwrap();
+    let flat = dir.path().join("flat.tif");
+    let mut e = TiffEncoder::new(std::fs::File::create(&flat).unwrap()).unwrap();
+    e.write_image::<colortype::Gray16>(8, 6, &[7u16; 48]).unwrap();
+    drop(e);
+    let o = run(&["infer", s(&flat), "--nsn", s(&n), "--ndn", s(&d)], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("flat.tif"), "{}", stderr(&o));
+    let o = run(&["infer", s(&dir.path().join("missing.tif")), "--nsn", s(&n), "--ndn", s(&d)], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("missing.tif"), "{}", stderr(&o));
+    let o = run(&["infer", s(&flat), "--shard", "3/3", "--nsn", s(&n), "--ndn", s(&d)], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("shard"), "{}", stderr(&o));
+    assert_eq!(files(dir.path()), vec!["flat.tif"]);
+}
+
+#[test]
+fn missing_default_weights_say_where_they_were_looked_for() {
+    let e = qcanet_gpu::infer::net::locate_weights("no-such-net.safetensors").unwrap_err().to_string();
+    assert!(
+        e.contains("looked in") && e.contains("QCANET_WEIGHTS") && e.contains("weights/no-such-net.safetensors"),
+        "{e}"
+    );
+}
+
+#[test]
+fn figure_draws_a_png() {
+    let w = tempfile::tempdir().unwrap();
+    let (n, d) = weights(w.path());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("st.tif");
+    stack(&input);
+    let png = dir.path().join("fig.png");
+    let o = run(
+        &["figure", s(&input), "-o", s(&png), "--nsn", s(&n), "--ndn", s(&d), "--tile", "16", "--stride", "8"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b = std::fs::read(&png).unwrap();
+    assert_eq!(&b[..4], b"\x89PNG");
+}

@@ -1,0 +1,136 @@
+//! Batch plumbing of `infer`: shards, inputs, output names, skip/resume, CSV gathering.
+
+use std::path::{Path, PathBuf};
+
+use qcanet_gpu::infer::job::{
+    base_name, check_not_input, expand_inputs, gather_csvs, is_output_name, series_criteria, write_atomic_with,
+};
+use qcanet_gpu::infer::{Outputs, Shard};
+
+#[test]
+fn shard_parsing_and_selection() {
+    assert_eq!(Shard::parse("0/1").unwrap(), Shard::default());
+    let s: Shard = "2/4".parse().unwrap();
+    assert_eq!(s.units(11), vec![2, 6, 10]);
+    assert!(s.selects(6) && !s.selects(7));
+    for bad in ["4/4", "5/4", "0/0", "1", "a/b", "-1/3", "1/-3", ""] {
+        let e = Shard::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("shard"), "{bad}: {e}");
+    }
+    // Every unit is taken by exactly one shard.
+    for n in 1..6 {
+        let mut all: Vec<usize> = (0..n).flat_map(|i| Shard::new(i, n).unwrap().units(13)).collect();
+        all.sort();
+        assert_eq!(all, (0..13).collect::<Vec<_>>());
+    }
+}
+
+fn touch(p: &Path) {
+    std::fs::write(p, b"x").unwrap();
+}
+
+#[test]
+fn folders_expand_to_sorted_stacks_without_earlier_outputs() {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["b.tif", "a.TIFF", "c.tiff", "a_labels.tif", "a_nsn_prob.tif", "notes.txt", "a_criteria.csv"] {
+        touch(&d.path().join(f));
+    }
+    std::fs::create_dir(d.path().join("sub.tif")).unwrap();
+    let got = expand_inputs(&[d.path().to_path_buf()]).unwrap();
+    let names: Vec<_> = got.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+    assert_eq!(names, vec!["a.TIFF", "b.tif", "c.tiff"]);
+    // Files given explicitly are kept in order, duplicates dropped.
+    let b = d.path().join("b.tif");
+    let got = expand_inputs(&[b.clone(), d.path().join("c.tiff"), b.clone()]).unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(is_output_name(Path::new("x/s_t003_labels.tif")) && !is_output_name(Path::new("labels.tif")));
+    // Errors name the path.
+    let e = expand_inputs(&[d.path().join("missing.tif")]).unwrap_err().to_string();
+    assert!(e.contains("missing.tif") && e.contains("no such"), "{e}");
+    let empty = tempfile::tempdir().unwrap();
+    let e = expand_inputs(&[empty.path().to_path_buf()]).unwrap_err().to_string();
+    assert!(e.contains(&empty.path().display().to_string()) && e.contains("no .tif"), "{e}");
+    assert!(expand_inputs(&[]).is_err());
+}
+
+#[test]
+fn output_names_beside_input_or_in_out_dir() {
+    let o = Outputs::for_input(Path::new("/data/stack.tif"), None, None, false);
+    assert_eq!(o.labels, PathBuf::from("/data/stack_labels.tif"));
+    assert_eq!(o.criteria, PathBuf::from("/data/stack_criteria.csv"));
+    assert_eq!(o.paths().len(), 2);
+    let o = Outputs::for_input(Path::new("/data/stack.tif"), Some(Path::new("/out")), Some((3, 40)), true);
+    assert_eq!(o.labels, PathBuf::from("/out/stack_t003_labels.tif"));
+    assert_eq!(o.criteria, PathBuf::from("/out/stack_t003_criteria.csv"));
+    assert_eq!(o.nsn_prob, Some(PathBuf::from("/out/stack_t003_nsn_prob.tif")));
+    assert_eq!(o.ndn_prob, Some(PathBuf::from("/out/stack_t003_ndn_prob.tif")));
+    assert_eq!(base_name(Path::new("s.tif"), None, Some((7, 1500))), PathBuf::from("s_t0007"));
+    assert_eq!(series_criteria(Path::new("/d/s.tiff"), None), PathBuf::from("/d/s_criteria.csv"));
+}
+
+#[test]
+fn complete_means_every_output_exists() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("s.tif");
+    touch(&input);
+    let o = Outputs::for_input(&input, None, None, true);
+    assert!(!o.complete());
+    touch(&o.labels);
+    touch(&o.criteria);
+    touch(o.nsn_prob.as_ref().unwrap());
+    assert!(!o.complete(), "one probability map still missing");
+    touch(o.ndn_prob.as_ref().unwrap());
+    assert!(o.complete());
+    // Without probabilities the same run is complete with fewer files.
+    assert!(Outputs::for_input(&input, None, None, false).complete());
+}
+
+#[test]
+fn outputs_never_overwrite_inputs() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a.tif");
+    let al = d.path().join("a_labels.tif");
+    touch(&a);
+    touch(&al);
+    let o = Outputs::for_input(&a, None, None, false);
+    let e = check_not_input(&o, &[a.clone(), al.clone()]).unwrap_err().to_string();
+    assert!(e.contains("a_labels.tif") && e.contains("input"), "{e}");
+    assert!(check_not_input(&o, &[a]).is_ok());
+}
+
+#[test]
+fn atomic_writes_leave_nothing_on_failure() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("out.csv");
+    let e = write_atomic_with(&p, |w| {
+        use std::io::Write;
+        w.write_all(b"half a file").unwrap();
+        Err(qcanet_gpu::Error::invalid("simulated failure"))
+    });
+    assert!(e.is_err());
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "partial or temporary file left behind");
+    write_atomic_with(&p, |w| {
+        use std::io::Write;
+        w.write_all(b"done\n").map_err(qcanet_gpu::Error::from)
+    })
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "done\n");
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn series_csv_is_gathered_once_every_time_point_exists() {
+    let d = tempfile::tempdir().unwrap();
+    let parts: Vec<PathBuf> = (0..3).map(|t| d.path().join(format!("s_t{t:03}_criteria.csv"))).collect();
+    let dest = d.path().join("s_criteria.csv");
+    std::fs::write(&parts[0], "time,label,volume\n0,1,10\n0,2,12\n").unwrap();
+    std::fs::write(&parts[2], "time,label,volume\n2,1,9\n").unwrap();
+    assert!(!gather_csvs(&parts, &dest).unwrap());
+    assert!(!dest.exists());
+    std::fs::write(&parts[1], "time,label,volume\n").unwrap(); // a time point without nuclei
+    assert!(gather_csvs(&parts, &dest).unwrap());
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "time,label,volume\n0,1,10\n0,2,12\n2,1,9\n");
+    std::fs::write(&parts[1], "time,label\n1,1\n").unwrap();
+    let e = gather_csvs(&parts, &dest).unwrap_err().to_string();
+    assert!(e.contains("s_t001_criteria.csv") && e.contains("header"), "{e}");
+}
