@@ -90,7 +90,35 @@ impl GpuContext {
     /// The compiled pipeline for `entry` of `src` with override `constants`,
     /// built on first use and cached.
     pub fn pipeline(&self, src: &ShaderSource, entry: &str, constants: &[(&str, f64)]) -> Result<Arc<Pipeline>> {
-        let mut key = format!("{}::{entry}", src.name);
+        self.pipeline_impl(src, entry, constants, false)
+    }
+
+    /// [`GpuContext::pipeline`] from a shader module built without runtime
+    /// checks (`ShaderRuntimeChecks::unchecked()`: no index clamping of local
+    /// arrays and buffers by naga, no loop-bounding counters, no integer
+    /// division guards). Only for kernels that bounds-check every index
+    /// themselves and whose loops provably terminate: each such kernel states
+    /// this in its source. On lavapipe the loop counters naga adds to every
+    /// loop cost measurable time in hot convolution loops, and buffer access
+    /// stays robust there anyway (robustBufferAccess2 is handled by the driver).
+    pub fn pipeline_trusted(
+        &self,
+        src: &ShaderSource,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<Pipeline>> {
+        self.pipeline_impl(src, entry, constants, true)
+    }
+
+    fn pipeline_impl(
+        &self,
+        src: &ShaderSource,
+        entry: &str,
+        constants: &[(&str, f64)],
+        trusted: bool,
+    ) -> Result<Arc<Pipeline>> {
+        let module_key = if trusted { format!("{}#trusted", src.name) } else { src.name.to_string() };
+        let mut key = format!("{module_key}::{entry}");
         for (k, v) in constants {
             key.push_str(&format!(";{k}={v}"));
         }
@@ -100,14 +128,30 @@ impl GpuContext {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = {
             let mut mods = self.modules.lock().unwrap();
-            mods.entry(src.name)
-                .or_insert_with(|| {
-                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            match mods.get(module_key.as_str()) {
+                Some(m) => m.clone(),
+                None => {
+                    let desc = wgpu::ShaderModuleDescriptor {
                         label: Some(src.name),
                         source: wgpu::ShaderSource::Wgsl(src.wgsl.into()),
-                    })
-                })
-                .clone()
+                    };
+                    let m = if trusted {
+                        // SAFETY: only reached through `pipeline_trusted`, whose
+                        // callers guarantee in-range indices and terminating loops.
+                        unsafe {
+                            self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                        }
+                    } else {
+                        self.device.create_shader_module(desc)
+                    };
+                    // The cache is keyed by &'static str: trusted modules get a
+                    // distinct key, leaked once per shader file (bounded).
+                    let k: &'static str =
+                        if trusted { Box::leak(module_key.clone().into_boxed_str()) } else { src.name };
+                    mods.insert(k, m.clone());
+                    m
+                }
+            }
         };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&key),

@@ -40,7 +40,7 @@ pub struct Tile {
 }
 
 /// Tile used by [`forward`] and [`backward_input`].
-pub const FORWARD_TILE: Tile = Tile { wg: 64, co_b: 8, xb: 8 };
+pub const FORWARD_TILE: Tile = Tile { wg: 32, co_b: 8, xb: 8 };
 /// Workgroup size and output-channel block of the weight-gradient kernel
 /// (lanes are (input channel, kz, ky) triples; each holds `WEIGHT_CO_B x k`
 /// sums).
@@ -247,6 +247,19 @@ fn too_big(op: &str, what: &str, values: usize, ctx: &GpuContext) -> Error {
     )
 }
 
+/// The pipeline for `entry` of the conv3d shader. Every kernel in
+/// `shaders/conv3d.wgsl` bounds-checks each buffer and local-array index
+/// itself and has loops with fixed trip counts (see the comments there), so
+/// the module is built without naga's runtime checks: on lavapipe the
+/// loop-bounding counters and index clamps in the hot loops cost time.
+fn pipeline(ctx: &GpuContext, entry: &str, consts: &[(&str, f64)]) -> Result<std::sync::Arc<crate::gpu::Pipeline>> {
+    if std::env::var_os("CONV_CHECKED").is_some() {
+        ctx.pipeline(&SHADER, entry, consts)
+    } else {
+        ctx.pipeline_trusted(&SHADER, entry, consts)
+    }
+}
+
 /// Consecutive ranges of `n` in steps of `step` (the last one shorter).
 fn ranges(n: usize, step: usize) -> Vec<std::ops::Range<usize>> {
     (0..n).step_by(step.max(1)).map(|s| s..(s + step).min(n)).collect()
@@ -303,9 +316,8 @@ fn conv_core(
     let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
     // xb = 4 or 8: the vec4 variant (accumulators in variables, not an array).
     let entry = if tile.xb == 4 || tile.xb == 8 { "conv_forward4" } else { "conv_forward" };
-    let conv = ctx.pipeline(&SHADER, entry, &consts)?;
-    let pack =
-        ctx.pipeline(&SHADER, "pack_weights", &[("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)])?;
+    let conv = pipeline(ctx, entry, &consts)?;
+    let pack = pipeline(ctx, "pack_weights", &[("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)])?;
     let out = ctx.empty(out_shape, op)?;
     let label = format!("{op} x {s} w {} -> {out_shape}", w.shape);
     let nxb = s.w.div_ceil(tile.xb as usize);
@@ -426,8 +438,8 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize
     }
 
     let wconsts = [("WG", WEIGHT_WG as f64), ("CO_B", WEIGHT_CO_B as f64), ("K", k as f64)];
-    let partials = ctx.pipeline(&SHADER, "weight_partials", &wconsts)?;
-    let finish = ctx.pipeline(&SHADER, "weight_finish", &[("WG", PACK_WG as f64), ("K", k as f64)])?;
+    let partials = pipeline(ctx, "weight_partials", &wconsts)?;
+    let finish = pipeline(ctx, "weight_finish", &[("WG", PACK_WG as f64), ("K", k as f64)])?;
     let dw_shape = Shape5::new(cout, cin, k, k, k);
     let dw = ctx.empty(dw_shape, op)?;
     let label = format!("{op} x {xs} dy {gs} -> {dw_shape}");
