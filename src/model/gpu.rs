@@ -1,7 +1,7 @@
 //! [`Backend`] on the GPU: the WGSL ops.
 
 use super::backend::{Backend, LossSpec};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::ops::{activation, batchnorm, concat, conv3d, conv_transpose3d, elementwise, loss, optim, pool, softmax};
 use crate::tensor::{CpuTensor, Shape5};
