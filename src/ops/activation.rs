@@ -1,10 +1,10 @@
-//! ReLU and sigmoid, forward and backward (`shaders/activation.wgsl`).
+//! ReLU and sigmoid, forward and backward (kernels in `shaders/elementwise.wgsl`).
 
 use super::elementwise;
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor, ShaderSource};
 
-pub const SHADER: ShaderSource = crate::shader!("activation");
+pub const SHADER: ShaderSource = elementwise::SHADER;
 
 fn unary(ctx: &GpuContext, entry: &str, a: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
     let out = ctx.empty(a.shape, entry)?;

@@ -1,14 +1,14 @@
 //! Driver for element-wise kernels: splits tensors of any size into windows
 //! that fit one storage binding and dispatches a kernel per window.
 //!
-//! Kernel contract (see `shaders/activation.wgsl`): bindings `a`, `b` (read),
+//! Kernel contract (see `shaders/elementwise.wgsl`): bindings `a`, `b` (read),
 //! `out` (read_write), uniform `{n, base_a, base_b, base_out}`, workgroup size
 //! override `WG`, 1-D grid folded by [`crate::gpu::grid`].
 
 use crate::error::{Error, Result};
 use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
 
-/// Element-wise arithmetic kernels (`shaders/elementwise.wgsl`).
+/// Element-wise kernels: activations and arithmetic (`shaders/elementwise.wgsl`).
 pub const SHADER: ShaderSource = crate::shader!("elementwise");
 
 /// Workgroup size of every element-wise kernel.
