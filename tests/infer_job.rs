@@ -2,9 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use qcanet_gpu::infer::job::{
-    base_name, check_not_input, expand_inputs, gather_csvs, is_output_name, series_criteria, write_atomic_with,
-};
+use qcanet_gpu::infer::job::{base_name, check_not_input, expand_inputs, gather_csvs, is_output_name, series_criteria};
 use qcanet_gpu::infer::{Outputs, Shard};
 
 #[test]
@@ -102,18 +100,13 @@ fn outputs_never_overwrite_inputs() {
 fn atomic_writes_leave_nothing_on_failure() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("out.csv");
-    let e = write_atomic_with(&p, |w| {
-        use std::io::Write;
+    let e = qcanet_gpu::io::write_atomic(&p, |w| {
         w.write_all(b"half a file").unwrap();
         Err(qcanet_gpu::Error::invalid("simulated failure"))
     });
     assert!(e.is_err());
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "partial or temporary file left behind");
-    write_atomic_with(&p, |w| {
-        use std::io::Write;
-        w.write_all(b"done\n").map_err(qcanet_gpu::Error::from)
-    })
-    .unwrap();
+    qcanet_gpu::io::write_atomic(&p, |w| w.write_all(b"done\n").map_err(qcanet_gpu::Error::from)).unwrap();
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "done\n");
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
 }

@@ -208,6 +208,6 @@ pub fn write_png(fig: &Figure, path: &Path) -> Result<()> {
     let f = tmp
         .persist(path)
         .map_err(|e| Error::file(path, format!("cannot rename the finished file into place: {}", e.error)))?;
-    crate::infer::job::readable_by_all(&f);
+    crate::io::readable_by_all(&f);
     Ok(())
 }

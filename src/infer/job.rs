@@ -199,43 +199,6 @@ pub fn check_not_input(outputs: &Outputs, inputs: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Writes `path` atomically: `write` fills a temporary file in the same
-/// folder, which is then renamed over `path`; on error nothing is left behind.
-pub fn write_atomic_with(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<()>,
-) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", path.file_name().and_then(|s| s.to_str()).unwrap_or("out")))
-        .suffix(".part")
-        .tempfile_in(dir)
-        .map_err(|e| Error::file(path, format!("cannot create a temporary file beside it: {e}")))?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        write(&mut w)?;
-        w.flush().map_err(|e| Error::file(path, format!("write failed: {e}")))?;
-    }
-    let f = tmp
-        .persist(path)
-        .map_err(|e| Error::file(path, format!("cannot rename the finished file into place: {}", e.error)))?;
-    readable_by_all(&f);
-    Ok(())
-}
-
-/// Temporary files are created owner-only (0600); a finished output gets the
-/// usual 0644 so colleagues and other jobs can read it.
-pub fn readable_by_all(f: &std::fs::File) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    #[cfg(not(unix))]
-    let _ = f;
-}
-
 /// Concatenates per-time-point CSVs (same header) into `dest`, once all exist.
 /// Returns false (and writes nothing) while some are missing.
 pub fn gather_csvs(parts: &[PathBuf], dest: &Path) -> Result<bool> {
@@ -258,8 +221,7 @@ pub fn gather_csvs(parts: &[PathBuf], dest: &Path) -> Result<bool> {
             body.push('\n');
         }
     }
-    write_atomic_with(dest, |w| {
-        use std::io::Write;
+    crate::io::write_atomic(dest, |w| {
         writeln!(w, "{}", header.unwrap_or_default())
             .and_then(|_| w.write_all(body.as_bytes()))
             .map_err(|e| Error::file(dest, e))

@@ -37,9 +37,23 @@ pub(crate) fn write_atomic_seek(path: &Path, f: impl FnOnce(&mut BufWriter<File>
     w.flush().map_err(|e| Error::file(path, format!("write failed: {e}")))?;
     drop(w);
     tmp.as_file().sync_all().map_err(|e| Error::file(path, format!("sync failed: {e}")))?;
-    tmp.persist(path)
+    let f = tmp
+        .persist(path)
         .map_err(|e| Error::file(path, format!("cannot rename temporary file into place: {}", e.error)))?;
+    readable_by_all(&f);
     Ok(())
+}
+
+/// Temporary files are created owner-only (0600); a finished output gets the
+/// usual 0644 so colleagues and other jobs can read it.
+pub fn readable_by_all(f: &File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    #[cfg(not(unix))]
+    let _ = f;
 }
 
 /// Atomic write of any file: the closure writes to a temporary file in the
