@@ -179,8 +179,8 @@ pub fn flat_windows(len: usize, multiple: usize, max_elems: usize) -> Vec<std::o
 
 /// A new output tensor of `shape` whose buffer holds at least `elems` values.
 /// When the context poisons new tensors (tests), it is filled with NaN so an
-/// element a kernel fails to write shows up. (Stands in for poisoning in
-/// [`GpuContext::empty`] itself.)
+/// element a kernel fails to write shows up, as [`GpuContext::empty`] does;
+/// unlike it, the buffer may hold more values (`elems`) than the shape.
 pub fn new_output(ctx: &GpuContext, shape: Shape5, elems: usize, what: &str) -> Result<GpuTensor> {
     let elems = elems.max(shape.numel());
     let buf = ctx.create_storage(elems as u64 * 4, &format!("{what} {shape}"))?;
