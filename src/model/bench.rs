@@ -8,7 +8,7 @@ use super::config::NetConfig;
 use super::gpu::Gpu;
 use super::net::Net;
 use crate::error::Result;
-use crate::gpu::GpuContext;
+use crate::gpu::{median, GpuContext};
 use crate::ops::optim;
 use crate::tensor::{CpuTensor, Shape5};
 
@@ -29,11 +29,6 @@ pub struct NetBench {
     /// Training step GFLOP/s, counting a step as 3 forward passes (forward,
     /// input gradient, weight gradient).
     pub train_step_gflops: f64,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Times inference and one training step of a network built from `cfg`
