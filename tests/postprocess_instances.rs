@@ -64,6 +64,29 @@ fn touching_spheres_are_recovered() {
 }
 
 #[test]
+fn volumes_larger_than_a_binding_fall_back_to_the_cpu() {
+    // A binding cap below the volume's key array: the stage must still give
+    // the reference's labels (it runs the CPU reference), never an error.
+    let dims = [23, 41, 45];
+    let n: usize = dims.iter().product();
+    let grid = Grid::new(dims, [1.75, 0.8, 0.8]);
+    let f = spheres::touching_spheres(&grid, 30, (3.5, 6.0), 5);
+    assert!(f.count() >= 3, "only {} spheres", f.count());
+    let capped = capped_ctx((n * 4) as u64); // one u32 per voxel fits, the watershed key does not
+    for unmarked in [false, true] {
+        let opts = InstanceOptions { label_unmarked_components: unmarked, ..Default::default() };
+        let got = qcanet_instances(&capped, &f.mask, &f.markers, &grid, &opts).unwrap();
+        let want = reference_instances(&f.mask, &f.markers, &grid, &opts).unwrap();
+        assert_eq!(got, want, "unmarked={unmarked}");
+        assert_eq!(got.iter().copied().max().unwrap() as usize, f.count());
+    }
+    // The input checks still apply on that path.
+    let empty = vec![0u8; n];
+    assert!(qcanet_instances(&capped, &empty, &f.markers, &grid, &InstanceOptions::default()).is_err());
+    assert!(qcanet_instances(&capped, &f.mask, &empty, &grid, &InstanceOptions::default()).is_err());
+}
+
+#[test]
 fn unmarked_components_get_new_labels() {
     let ctx = ctx();
     let dims = [21, 40, 44];

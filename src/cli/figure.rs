@@ -7,7 +7,7 @@ use anyhow::Context;
 use indicatif::ProgressBar;
 use qcanet_gpu::infer::figure::{compose, write_png, Row};
 use qcanet_gpu::infer::net::{load_checked, locate_weights, stage, weights_path};
-use qcanet_gpu::infer::pipeline::{compare_methods, components, SegmentOptions};
+use qcanet_gpu::infer::pipeline::{compare_methods, components, voxel_of, SegmentOptions};
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::postprocess::Connectivity;
 
@@ -45,6 +45,10 @@ pub struct Args {
     /// Pixels per voxel in the figure.
     #[arg(long, default_value_t = 2)]
     scale: usize,
+    /// Also write each method's labels as 16-bit TIFFs into this folder
+    /// (STACK_nsn_ccl_labels.tif, STACK_unet_ccl_labels.tif, STACK_qcanet_labels.tif), e.g. for `qcanet-gpu eval`.
+    #[arg(long)]
+    save_labels: Option<PathBuf>,
 }
 
 pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
@@ -95,15 +99,44 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         } else {
             t.data.iter().map(|&v| v.max(0.0) as u32).collect()
         };
-        rows.push(("ground truth".to_string(), labels));
+        rows.push((TRUTH_ROW.to_string(), labels));
     }
     for (name, l) in &rows {
         let n = l.iter().copied().max().unwrap_or(0);
         log::info!("{name}: {n} objects");
+    }
+    if let Some(dir) = &a.save_labels {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+        let stem = a.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "stack".into());
+        let stem = if n_t > 1 { format!("{stem}_t{:03}", a.time) } else { stem };
+        for (name, l) in rows.iter().filter(|(n, _)| n != TRUTH_ROW) {
+            let path = dir.join(format!("{stem}_{}_labels.tif", method_slug(name)));
+            qcanet_gpu::io::write_labels_u16(&path, vol.dims, l, Some(voxel_of(&vol, opts.voxel_um)?))?;
+            log::info!("{name}: labels written to {}", path.display());
+        }
     }
     let rows: Vec<Row> = rows.iter().map(|(n, l)| Row { name: n.clone(), labels: l }).collect();
     let fig = compose(&vol.data, vol.dims, &rows, a.scale)?;
     write_png(&fig, &a.out)?;
     log::info!("wrote {} ({}×{} px)", a.out.display(), fig.width, fig.height);
     Ok(())
+}
+
+const TRUTH_ROW: &str = "ground truth";
+
+/// File-name part for a figure row: "NSN + CCL" -> "nsn_ccl".
+fn method_slug(name: &str) -> String {
+    let s = name.to_lowercase().replace("3-d ", "").replace("u-net", "unet");
+    let s: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    s.split('_').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("_")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slugs() {
+        assert_eq!(super::method_slug("NSN + CCL"), "nsn_ccl");
+        assert_eq!(super::method_slug("3-D U-Net + CCL"), "unet_ccl");
+        assert_eq!(super::method_slug("QCANet"), "qcanet");
+    }
 }

@@ -187,9 +187,15 @@ pub fn instances(ctx: &GpuContext, seg: &[u8], det: &[u8], grid: &Grid, opts: &I
     crate::postprocess::qcanet_instances(ctx, seg, det, grid, opts)
 }
 
-/// The NSN-only baseline: connected components of the thresholded foreground.
+/// The NSN-only baseline: connected components of the thresholded foreground
+/// (on the CPU, with a warning, for volumes larger than one GPU binding).
 pub fn components(ctx: &GpuContext, mask: &[u8], dims: [usize; 3], conn: Connectivity) -> Result<Vec<u32>> {
-    Ok(crate::postprocess::ccl::label(ctx, mask, dims, conn)?.0)
+    use crate::postprocess::{ccl, check_fits};
+    if let Err(e) = check_fits(ctx, "components", dims, 1) {
+        log::warn!("{e}; labelling on the CPU instead");
+        return Ok(ccl::reference::label(mask, dims, conn).0);
+    }
+    Ok(ccl::label(ctx, mask, dims, conn)?.0)
 }
 
 /// Label images of the methods compared in the figure, for one volume:

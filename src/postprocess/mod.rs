@@ -238,7 +238,12 @@ pub(crate) fn launch(
 /// Errors: lengths that do not match the grid, an invalid grid, an empty
 /// `seg`, a `det` with no voxel inside `seg` (unless
 /// `label_unmarked_components`, where every component of `seg` becomes one
-/// nucleus), and volumes too large for one binding.
+/// nucleus).
+///
+/// Volumes whose per-voxel arrays do not fit in one storage binding of this
+/// adapter (on lavapipe, about 256³ voxels) run through
+/// [`reference_instances`] on the CPU instead, with a warning: the GPU kernels
+/// of this stage do not split volumes across bindings.
 /// A `seg` with no background voxel is allowed: its EDT is +inf everywhere
 /// and the watershed then splits by geodesic distance to the markers.
 pub fn qcanet_instances(
@@ -249,20 +254,11 @@ pub fn qcanet_instances(
     opts: &InstanceOptions,
 ) -> Result<Vec<u32>> {
     const OP: &str = "qcanet_instances";
-    grid.validate(OP)?;
-    grid.check_len(OP, "segmentation mask", seg.len())?;
-    grid.check_len(OP, "detection mask", det.len())?;
-    if !seg.iter().any(|&v| v != 0) {
-        return Err(Error::invalid(format!("{OP}: the segmentation mask is empty (no foreground voxel)")));
+    let has_marker = check_instance_inputs(OP, seg, det, grid, opts)?;
+    if let Err(e) = check_fits(ctx, OP, grid.dims, watershed::ARRAYS_PER_VOXEL) {
+        log::warn!("{e}; running the instance stage on the CPU instead (exact, slower)");
+        return reference_instances(seg, det, grid, opts);
     }
-    let has_marker = seg.iter().zip(det).any(|(&s, &d)| s != 0 && d != 0);
-    if !has_marker && !opts.label_unmarked_components {
-        return Err(Error::invalid(format!(
-            "{OP}: no markers: the detection mask has no foreground voxel inside the segmentation mask \
-             (use label_unmarked_components to label every segmented component instead)"
-        )));
-    }
-    check_fits(ctx, OP, grid.dims, 1)?;
     let gseg = upload_mask(ctx, seg, grid.dims, "qcanet_instances seg")?;
     let mut labels = if has_marker {
         let gdet = upload_mask(ctx, det, grid.dims, "qcanet_instances det")?;
@@ -287,6 +283,25 @@ pub fn qcanet_instances(
         label_unmarked(&mut labels, &cc, ncc);
     }
     Ok(labels)
+}
+
+/// The input checks of the instance stage; returns whether `det` has a
+/// voxel inside `seg`.
+fn check_instance_inputs(op: &str, seg: &[u8], det: &[u8], grid: &Grid, opts: &InstanceOptions) -> Result<bool> {
+    grid.validate(op)?;
+    grid.check_len(op, "segmentation mask", seg.len())?;
+    grid.check_len(op, "detection mask", det.len())?;
+    if !seg.iter().any(|&v| v != 0) {
+        return Err(Error::invalid(format!("{op}: the segmentation mask is empty (no foreground voxel)")));
+    }
+    let has_marker = seg.iter().zip(det).any(|(&s, &d)| s != 0 && d != 0);
+    if !has_marker && !opts.label_unmarked_components {
+        return Err(Error::invalid(format!(
+            "{op}: no markers: the detection mask has no foreground voxel inside the segmentation mask \
+             (use label_unmarked_components to label every segmented component instead)"
+        )));
+    }
+    Ok(has_marker)
 }
 
 /// Renumbers the labels present to 1..k keeping their order (0 stays 0).
@@ -333,11 +348,9 @@ pub fn label_unmarked(labels: &mut [u32], cc: &[u32], ncc: u32) {
 
 /// The same stage on the CPU with the reference EDT, labelling and
 /// priority-flood watershed (slow; for tests and benchmarks).
+/// Same inputs, errors and output as [`qcanet_instances`].
 pub fn reference_instances(seg: &[u8], det: &[u8], grid: &Grid, opts: &InstanceOptions) -> Result<Vec<u32>> {
-    const OP: &str = "reference_instances";
-    grid.validate(OP)?;
-    grid.check_len(OP, "segmentation mask", seg.len())?;
-    grid.check_len(OP, "detection mask", det.len())?;
+    check_instance_inputs("reference_instances", seg, det, grid, opts)?;
     let (markers, _) = ccl::reference::label(det, grid.dims, opts.marker_connectivity);
     let dist = edt::reference::edt(seg, grid);
     let surface: Vec<f32> = dist.iter().map(|&d| -d).collect();

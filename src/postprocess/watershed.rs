@@ -29,6 +29,9 @@ pub const BATCH: usize = 8;
 /// Largest marker label the GPU watershed supports (labels are stored + 1
 /// in a u32 code beside the mask flag).
 pub const MAX_LABEL: u32 = u32::MAX - 2;
+/// 32-bit words per voxel in the largest array the GPU watershed binds (its
+/// key), which [`check_fits`] compares with the binding limit.
+pub const ARRAYS_PER_VOXEL: usize = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -94,7 +97,7 @@ pub fn watershed_gpu(
             format!("surface {:?}, markers {:?} and mask {:?} differ", surface.dims, markers.dims, dims),
         ));
     }
-    check_fits(ctx, "watershed", dims, 2)?;
+    check_fits(ctx, "watershed", dims, ARRAYS_PER_VOXEL)?;
     let n: usize = dims.iter().product();
     let code = new_volume(ctx, dims, 0, "watershed code")?;
     let key = [new_volume(ctx, dims, n, "watershed key A")?, new_volume(ctx, dims, n, "watershed key B")?];
