@@ -15,8 +15,14 @@
 //!
 //! Both: markers outside the mask are ignored, voxels outside the mask are 0,
 //! and mask voxels that no marker can reach (their component has no marker)
-//! keep label 0. The two agree on the vast majority of voxels (tests require
-//! ≥ 99 %); they can differ where two floods meet on a tie.
+//! keep label 0. Both give every voxel a marker whose flood reaches it at the
+//! lowest level (the smallest, over paths inside the mask, of the largest
+//! surface value on the path); they can differ only where two markers tie on
+//! that level, which the priority flood breaks by arrival order and the
+//! relaxation by its key. `tests/postprocess_ops.rs` checks exactly that on
+//! every voxel; on touching spheres (the QCANet setting) the two agree on
+//! 99.35–99.6 % of mask voxels, on plateau-heavy inputs (small balls, markers
+//! on slopes) on 63–99.8 %.
 
 use super::{check_fits, launch, new_volume, upload_f32, upload_mask, upload_u32, Connectivity, GpuVolume};
 use crate::error::{Error, Result};
