@@ -170,3 +170,52 @@ fn split_bindings_match_whole_bindings() {
         assert_close(&format!("grad {} (split bindings)", s.name), &g1[i], &g0[i], 1e-4);
     }
 }
+
+#[test]
+fn bn_recalibration_averages_batch_statistics() {
+    // Batch statistics in training mode do not depend on the running
+    // statistics, so re-estimating from [x1, x2] must give the mean of what
+    // [x1] and [x2] give alone, whatever the starting buffers; the GPU must
+    // match the CPU reference, and the parameters must not move.
+    let ctx = ctx();
+    let cfg = NetConfig { depth: 1, base: 3, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
+    let layout = Layout::new(&cfg);
+    let p0 = layout.init_params(21);
+    let fresh = layout.init_buffers();
+    // Arbitrary starting statistics (positive variances).
+    let odd: Vec<CpuTensor> =
+        fresh.iter().enumerate().map(|(i, b)| CpuTensor::random(b.shape, 40 + i as u64, 0.5, 2.0)).collect();
+    let shape = Shape5::new(1, 1, 6, 10, 8);
+    let (x1, x2) = (rand(shape, 31), rand(shape, 32));
+    let cpu = |start: &[CpuTensor], xs: &[&CpuTensor]| {
+        let mut n = Net::<Cpu>::from_host(&(), cfg.clone(), &p0, start).unwrap();
+        let k = n.recalibrate_bn(&(), xs.iter().map(|x| Ok((*x).clone()))).unwrap();
+        assert_eq!(k, xs.len());
+        assert_eq!(n.params_to_host(&()).unwrap(), p0, "parameters changed");
+        n.buffers_to_host(&()).unwrap()
+    };
+    let a = cpu(&fresh, &[&x1]);
+    let b = cpu(&fresh, &[&x2]);
+    let ab = cpu(&odd, &[&x1, &x2]);
+    for (i, spec) in layout.buffers.iter().enumerate() {
+        assert!(a[i].data != fresh[i].data, "{}: not re-estimated", spec.name);
+        let mean: Vec<f32> = a[i].data.iter().zip(&b[i].data).map(|(p, q)| (p + q) / 2.0).collect();
+        let e = rel_err(&ab[i].data, &mean);
+        assert!(
+            e < 1e-5,
+            "{}: [x1, x2] gives {:?}, mean of the two {:?} (rel err {e:.2e})",
+            spec.name,
+            ab[i].data,
+            mean
+        );
+    }
+    // GPU against CPU, from the odd start.
+    let mut g = Net::<Gpu>::from_host(ctx, cfg.clone(), &p0, &odd).unwrap();
+    g.recalibrate_bn(ctx, [&x1, &x2].into_iter().map(|x| Ok(up(ctx, x)))).unwrap();
+    let gb = g.buffers_to_host(ctx).unwrap();
+    for (i, spec) in layout.buffers.iter().enumerate() {
+        assert_close(&spec.name, &gb[i], &ab[i], 1e-4);
+    }
+    // No batches: nothing changes.
+    assert_eq!(cpu(&odd, &[]), odd);
+}

@@ -91,6 +91,7 @@ fn small_nsn_learns_blobs() {
         seed: 3,
         val_tile: 24,
         val_overlap: 0,
+        bn_recalibration: 4,
         progress: false,
     };
     // Three epochs at lr 1e-2, then one at 1e-3 to settle.

@@ -92,6 +92,9 @@ pub struct Args {
     /// Overlap of validation tiles (default 16).
     #[arg(long)]
     val_overlap: Option<usize>,
+    /// Re-estimate batch-norm statistics from this many random training batches before each validation (default 16; 0: off).
+    #[arg(long)]
+    bn_recalibration: Option<usize>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -135,7 +138,8 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
         seed,
         classes,
         val_tile,
-        val_overlap
+        val_overlap,
+        bn_recalibration
     );
     if a.depth.is_some() {
         c.depth = a.depth;

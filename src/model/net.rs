@@ -38,6 +38,8 @@ pub struct Tape<B: Backend> {
     head_x: B::T,
     /// Updated BN running statistics (committed by [`Net::train_step`]).
     pub new_buffers: Vec<Option<B::T>>,
+    /// Weight of this batch's statistics in the running-statistics update.
+    momentum: f32,
 }
 
 impl<B: Backend> Net<B> {
@@ -100,7 +102,7 @@ impl<B: Backend> Net<B> {
                     &self.buffers[c.rm],
                     &self.buffers[c.rv],
                     BN_EPS,
-                    BN_MOMENTUM,
+                    t.momentum,
                 )?;
                 let y = B::relu(be, &a)?;
                 t.new_buffers[c.rm] = Some(rm);
@@ -169,15 +171,41 @@ impl<B: Backend> Net<B> {
 
     /// Training-mode forward: logits and the tape for [`Net::backward`].
     pub fn forward_train(&self, be: &B::Ctx, x: &B::T) -> Result<(B::T, Tape<B>)> {
+        self.forward_train_momentum(be, x, BN_MOMENTUM)
+    }
+
+    fn forward_train_momentum(&self, be: &B::Ctx, x: &B::T, momentum: f32) -> Result<(B::T, Tape<B>)> {
         let mut tape = Tape {
             cbrs: Vec::new(),
             pools: Vec::new(),
             ups: Vec::new(),
             head_x: x.clone(),
             new_buffers: (0..self.buffers.len()).map(|_| None).collect(),
+            momentum,
         };
         let z = self.forward_impl(be, x, Some(&mut tape))?;
         Ok((z, tape))
+    }
+
+    /// Re-estimates the batch-norm running statistics as the plain average of
+    /// the batch statistics of `batches` ("precise BN", Wu & Johnson 2021):
+    /// a training-mode forward pass per batch, the k-th with momentum 1/k, so
+    /// the result no longer depends on the last few batches of training.
+    /// Parameters are unchanged. Returns the number of batches used; with
+    /// none, the statistics are left as they were.
+    pub fn recalibrate_bn(&mut self, be: &B::Ctx, batches: impl IntoIterator<Item = Result<B::T>>) -> Result<usize> {
+        let mut k = 0usize;
+        for x in batches {
+            let x = x?;
+            k += 1;
+            let (_, mut tape) = self.forward_train_momentum(be, &x, 1.0 / k as f32)?;
+            for (b, nb) in self.buffers.iter_mut().zip(std::mem::take(&mut tape.new_buffers)) {
+                if let Some(nb) = nb {
+                    *b = nb;
+                }
+            }
+        }
+        Ok(k)
     }
 
     fn cbr_backward(

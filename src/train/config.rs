@@ -77,6 +77,11 @@ pub struct TrainConfig {
     /// Validation tile side (whole volumes are predicted in tiles).
     pub val_tile: usize,
     pub val_overlap: usize,
+    /// Before each validation, re-estimate the batch-norm running statistics
+    /// from this many random training batches ("precise BN"; 0: keep the
+    /// running averages of training, which with batch 1 follow the last few
+    /// patches and make validation and inference erratic).
+    pub bn_recalibration: usize,
     /// Also write `best_f16.safetensors` (half-size weights for inference).
     pub save_f16: bool,
 }
@@ -112,6 +117,7 @@ impl Default for TrainConfig {
             seed: 0,
             val_tile: 96,
             val_overlap: 16,
+            bn_recalibration: 16,
             save_f16: true,
         }
     }

@@ -25,6 +25,9 @@ pub struct FitSettings {
     /// Validation tile side and overlap (whole volumes predicted in tiles).
     pub val_tile: usize,
     pub val_overlap: usize,
+    /// Batches for re-estimating the BN running statistics before each
+    /// validation (0: none); see [`Net::recalibrate_bn`].
+    pub bn_recalibration: usize,
     /// Show a progress bar on a terminal.
     pub progress: bool,
 }
@@ -126,6 +129,16 @@ pub fn fit<B: Backend>(
             }
         }
         bar.finish_and_clear();
+        if s.bn_recalibration > 0 {
+            // Its own random stream, so training patches do not depend on it.
+            let mut rng = epoch_rng(s.seed ^ 0xB4_7C_4E_0B, epoch);
+            let batches = (0..s.bn_recalibration).map(|_| {
+                let (x, _) = random_batch(train, patch, s.batch, &s.augment, &mut rng);
+                B::upload(cx, &x)
+            });
+            let n = net.recalibrate_bn(cx, batches)?;
+            log::debug!("epoch {epoch}: batch-norm statistics re-estimated from {n} batches");
+        }
         let (mut vl, mut vi) = (0.0, 0.0);
         for v in val {
             let (l, iou) = validate_sample(net, cx, v, s.val_tile.max(m), s.val_overlap, &s.loss)?;

@@ -247,6 +247,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         seed: cfg.seed,
         val_tile: cfg.val_tile,
         val_overlap: cfg.val_overlap,
+        bn_recalibration: cfg.bn_recalibration,
         progress,
     };
     fit(&mut net, ctx, &mut opt, &train, &val, &settings, first_epoch, |r, net, opt| {
