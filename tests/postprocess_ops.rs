@@ -239,8 +239,7 @@ struct Ws<'a> {
 fn flood_levels(ws: &Ws) -> std::collections::BTreeMap<u32, Vec<f32>> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
-    let [d, h, w] = ws.dims;
-    let n = d * h * w;
+    let n: usize = ws.dims.iter().product();
     let key = |v: f32| {
         let b = v.to_bits();
         if b & 0x8000_0000 != 0 {
@@ -264,13 +263,7 @@ fn flood_levels(ws: &Ws) -> std::collections::BTreeMap<u32, Vec<f32>> {
             if k != key(lv[i]) {
                 continue;
             }
-            let (z, y, x) = ((i / (h * w)) as i64, ((i / w) % h) as i64, (i % w) as i64);
-            for o in &offs {
-                let (nz, ny, nx) = (z + o[0], y + o[1], x + o[2]);
-                if nz < 0 || ny < 0 || nx < 0 || nz >= d as i64 || ny >= h as i64 || nx >= w as i64 {
-                    continue;
-                }
-                let j = (nz as usize * h + ny as usize) * w + nx as usize;
+            for j in Connectivity::neighbours(&offs, ws.dims, i) {
                 let v = lv[i].max(ws.surface[j]);
                 if ws.mask[j] != 0 && v < lv[j] {
                     lv[j] = v;

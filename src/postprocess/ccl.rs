@@ -91,7 +91,6 @@ pub mod reference {
 
     /// Breadth-first labelling; components numbered 1..n by lowest linear index.
     pub fn label(mask: &[u8], dims: [usize; 3], conn: Connectivity) -> (Vec<u32>, u32) {
-        let [d, h, w] = dims;
         let offs = conn.offsets();
         let mut out = vec![0u32; mask.len()];
         let mut n = 0;
@@ -104,13 +103,7 @@ pub mod reference {
             out[start] = n;
             queue.push_back(start);
             while let Some(i) = queue.pop_front() {
-                let (z, y, x) = ((i / (h * w)) as i64, ((i / w) % h) as i64, (i % w) as i64);
-                for o in &offs {
-                    let (nz, ny, nx) = (z + o[0], y + o[1], x + o[2]);
-                    if nz < 0 || ny < 0 || nx < 0 || nz >= d as i64 || ny >= h as i64 || nx >= w as i64 {
-                        continue;
-                    }
-                    let j = (nz as usize * h + ny as usize) * w + nx as usize;
+                for j in Connectivity::neighbours(&offs, dims, i) {
                     if mask[j] != 0 && out[j] == 0 {
                         out[j] = n;
                         queue.push_back(j);

@@ -114,6 +114,20 @@ impl Connectivity {
         }
         v
     }
+
+    /// Linear indices of the in-volume neighbours of voxel `i` of a
+    /// (z, y, x) volume of `dims`, for the CPU references; `offs` is
+    /// [`Connectivity::offsets`] (computed once by the caller).
+    pub fn neighbours(offs: &[[i64; 3]], dims: [usize; 3], i: usize) -> impl Iterator<Item = usize> + '_ {
+        let [d, h, w] = dims.map(|v| v as i64);
+        let i = i as i64;
+        let (z, y, x) = (i / (h * w), (i / w) % h, i % w);
+        offs.iter().filter_map(move |o| {
+            let (nz, ny, nx) = (z + o[0], y + o[1], x + o[2]);
+            let inside = (0..d).contains(&nz) && (0..h).contains(&ny) && (0..w).contains(&nx);
+            inside.then(|| ((nz * h + ny) * w + nx) as usize)
+        })
+    }
 }
 
 /// Settings of [`qcanet_instances`].

@@ -190,7 +190,6 @@ pub mod reference {
     /// `markers` (0 = none) spread over `mask` in order of (surface value,
     /// arrival). Markers outside the mask are ignored.
     pub fn watershed(surface: &[f32], markers: &[u32], mask: &[u8], dims: [usize; 3], conn: Connectivity) -> Vec<u32> {
-        let [d, h, w] = dims;
         let offs = conn.offsets();
         let mut out: Vec<u32> = markers.iter().zip(mask).map(|(&m, &k)| if k != 0 { m } else { 0 }).collect();
         let mut heap = BinaryHeap::new();
@@ -202,13 +201,7 @@ pub mod reference {
             }
         }
         while let Some(Reverse((_, _, i))) = heap.pop() {
-            let (z, y, x) = ((i / (h * w)) as i64, ((i / w) % h) as i64, (i % w) as i64);
-            for o in &offs {
-                let (nz, ny, nx) = (z + o[0], y + o[1], x + o[2]);
-                if nz < 0 || ny < 0 || nx < 0 || nz >= d as i64 || ny >= h as i64 || nx >= w as i64 {
-                    continue;
-                }
-                let j = (nz as usize * h + ny as usize) * w + nx as usize;
+            for j in Connectivity::neighbours(&offs, dims, i) {
                 if mask[j] != 0 && out[j] == 0 {
                     out[j] = out[i];
                     heap.push(Reverse((key(surface[j]), age, j)));
