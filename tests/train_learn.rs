@@ -84,7 +84,7 @@ fn small_nsn_learns_blobs() {
     let s = FitSettings {
         patch: 16,
         batch: 2,
-        epochs: 3,
+        epochs: 4,
         steps_per_epoch: 25,
         loss: LossSpec::Ce { class_weights: vec![1.0, 1.0] },
         augment: Augment { flips: true, brightness: [1.0, 1.0], gamma: [1.0, 1.0] },
@@ -92,13 +92,16 @@ fn small_nsn_learns_blobs() {
         val_tile: 24,
         val_overlap: 0,
         bn_recalibration: 4,
+        lr: 1e-2,
+        lr_final: 1e-3,
         progress: false,
     };
-    // Three epochs at lr 1e-2, then one at 1e-3 to settle.
-    let mut records = fit(&mut net, ctx, &mut opt, &train, &val, &s, 1, |_, _, _| Ok(())).unwrap();
-    opt.set_lr(1e-3).unwrap();
-    let s = FitSettings { epochs: 4, ..s };
-    records.extend(fit(&mut net, ctx, &mut opt, &train, &val, &s, 4, |_, _, _| Ok(())).unwrap());
+    // lr falls from 1e-2 to 1e-3 along a cosine over the four epochs.
+    let records = fit(&mut net, ctx, &mut opt, &train, &val, &s, 1, |_, _, _| Ok(())).unwrap();
+    match opt.config() {
+        OptimizerConfig::Adam(a) => assert!((a.lr - 1e-3).abs() < 1e-9, "last step's lr {} is not lr_final", a.lr),
+        c => panic!("optimizer changed kind: {c:?}"),
+    }
     for r in &records {
         eprintln!(
             "epoch {}: train loss {:.4} val loss {:.4} val IoU {:.4}",

@@ -49,6 +49,9 @@ pub struct Args {
     /// Learning rate.
     #[arg(long)]
     lr: Option<f32>,
+    /// Learning rate at the last step, reached along a cosine decay (default lr/100; equal to --lr: constant).
+    #[arg(long)]
+    lr_final: Option<f32>,
     /// adam or sgd.
     #[arg(long)]
     optimizer: Option<String>,
@@ -155,6 +158,9 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if a.pos_weight.is_some() {
         c.pos_weight = a.pos_weight;
+    }
+    if a.lr_final.is_some() {
+        c.lr_final = a.lr_final;
     }
     if let Some(o) = &a.optimizer {
         c.optimizer = match o.to_ascii_lowercase().as_str() {

@@ -117,4 +117,6 @@ pub trait Backend {
     fn loss(cx: &Self::Ctx, spec: &LossSpec, logits: &Self::T, target: &Self::T) -> Result<(Self::T, Self::T)>;
     /// One optimizer update of `params` from `grads` (same order).
     fn opt_step(cx: &Self::Ctx, opt: &mut Self::Opt, params: &mut [Self::T], grads: &[Self::T]) -> Result<()>;
+    /// Sets the learning rate of later steps (schedules); state is kept.
+    fn set_lr(opt: &mut Self::Opt, lr: f32) -> Result<()>;
 }

@@ -154,4 +154,7 @@ impl Backend for Cpu {
         opt.step(params, grads);
         Ok(())
     }
+    fn set_lr(opt: &mut optim::reference::CpuOptimizer, lr: f32) -> Result<()> {
+        opt.set_lr(lr)
+    }
 }

@@ -176,4 +176,7 @@ impl Backend for Gpu {
         let g: Vec<&GpuTensor> = grads.iter().collect();
         opt.step(ctx, &p, &g)
     }
+    fn set_lr(opt: &mut optim::Optimizer, lr: f32) -> Result<()> {
+        opt.set_lr(lr)
+    }
 }

@@ -322,6 +322,18 @@ pub mod reference {
             CpuOptimizer { config, step: 0, state }
         }
 
+        /// Changes the learning rate (for schedules); the state is kept.
+        pub fn set_lr(&mut self, lr: f32) -> crate::error::Result<()> {
+            let mut c = self.config.clone();
+            match &mut c {
+                OptimizerConfig::Sgd(s) => s.lr = lr,
+                OptimizerConfig::Adam(a) => a.lr = lr,
+            }
+            c.validate()?;
+            self.config = c;
+            Ok(())
+        }
+
         pub fn step(&mut self, params: &mut [CpuTensor], grads: &[CpuTensor]) {
             self.step += 1;
             let t = self.step as f64;

@@ -52,6 +52,10 @@ pub struct TrainConfig {
     pub steps_per_epoch: usize,
     pub batch: usize,
     pub lr: f32,
+    /// Learning rate at the last step: the rate falls from `lr` to this
+    /// along a cosine over all steps of the run (default lr / 100; set it
+    /// equal to `lr` for a constant rate).
+    pub lr_final: Option<f32>,
     pub optimizer: OptimizerKind,
     pub momentum: f32,
     pub weight_decay: f32,
@@ -101,6 +105,7 @@ impl Default for TrainConfig {
             steps_per_epoch: 50,
             batch: 1,
             lr: 1e-3,
+            lr_final: None,
             optimizer: OptimizerKind::Adam,
             momentum: 0.9,
             weight_decay: 0.0,
@@ -184,6 +189,11 @@ impl TrainConfig {
         Ok(spec)
     }
 
+    /// The learning rate at the last step (see [`TrainConfig::lr_final`]).
+    pub fn lr_final(&self) -> f32 {
+        self.lr_final.unwrap_or(self.lr / 100.0)
+    }
+
     pub fn dilate_radius(&self) -> usize {
         self.dilate.unwrap_or(if self.model == Arch::Ndn { 2 } else { 0 })
     }
@@ -199,6 +209,10 @@ impl TrainConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr {} must be positive", self.lr));
+        }
+        let lf = self.lr_final();
+        if !(lf.is_finite() && lf >= 0.0 && lf <= self.lr) {
+            return bad(format!("lr_final {lf} must be between 0 and lr {}", self.lr));
         }
         let [lo, hi] = self.percentiles;
         if !((0.0..100.0).contains(&lo) && lo < hi && hi <= 100.0) {

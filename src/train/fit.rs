@@ -28,8 +28,23 @@ pub struct FitSettings {
     /// Batches for re-estimating the BN running statistics before each
     /// validation (0: none); see [`Net::recalibrate_bn`].
     pub bn_recalibration: usize,
+    /// Learning rate of the first and of the last step; in between it
+    /// follows a cosine (equal values: constant).
+    pub lr: f32,
+    pub lr_final: f32,
     /// Show a progress bar on a terminal.
     pub progress: bool,
+}
+
+/// Cosine learning-rate decay: `lr` at step 0, `lr_final` at step
+/// `total - 1` (0-based global step over the whole run).
+pub fn cosine_lr(lr: f32, lr_final: f32, step: usize, total: usize) -> f32 {
+    if total <= 1 {
+        return lr;
+    }
+    let t = step.min(total - 1) as f64 / (total - 1) as f64;
+    let c = 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+    (lr_final as f64 + (lr as f64 - lr_final as f64) * c) as f32
 }
 
 /// A batch of random augmented patches: image (N,1,p,p,p), target (N,1,p,p,p).
@@ -102,6 +117,8 @@ pub fn fit<B: Backend>(
         bar.set_prefix(format!("{epoch}/{}", s.epochs));
         let mut loss_sum = 0.0;
         for step in 0..s.steps_per_epoch {
+            let global = (epoch - 1) * s.steps_per_epoch + step;
+            B::set_lr(opt, cosine_lr(s.lr, s.lr_final, global, s.epochs * s.steps_per_epoch))?;
             let (x, t) = random_batch(train, patch, s.batch, &s.augment, &mut rng);
             let x = B::upload(cx, &x)?;
             let t = B::upload(cx, &t)?;
@@ -166,4 +183,22 @@ pub fn fit<B: Backend>(
         records.push(r);
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cosine_lr;
+
+    #[test]
+    fn cosine_lr_runs_from_lr_to_final_and_falls_monotonically() {
+        let (lr, fin, n) = (1e-3f32, 1e-5f32, 37);
+        assert_eq!(cosine_lr(lr, fin, 0, n), lr);
+        assert!((cosine_lr(lr, fin, n - 1, n) - fin).abs() < 1e-9);
+        assert!((cosine_lr(lr, fin, 18, n) - (lr + fin) / 2.0).abs() < 1e-8, "midpoint");
+        let v: Vec<f32> = (0..n).map(|s| cosine_lr(lr, fin, s, n)).collect();
+        assert!(v.windows(2).all(|w| w[1] < w[0]), "{v:?}");
+        // Constant when lr_final == lr, and a one-step run uses lr.
+        assert!((0..n).all(|s| cosine_lr(lr, lr, s, n) == lr));
+        assert_eq!(cosine_lr(lr, fin, 0, 1), lr);
+    }
 }

@@ -248,6 +248,8 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         val_tile: cfg.val_tile,
         val_overlap: cfg.val_overlap,
         bn_recalibration: cfg.bn_recalibration,
+        lr: cfg.lr,
+        lr_final: cfg.lr_final(),
         progress,
     };
     fit(&mut net, ctx, &mut opt, &train, &val, &settings, first_epoch, |r, net, opt| {
