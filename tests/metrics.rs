@@ -83,3 +83,24 @@ fn mask_to_labels() {
     assert_eq!(all, img(["1100000022", "0010000022", "0000000000", "3000000004"]));
     assert!(labels_from_mask(&m[1..], DIMS, Connectivity::Six).is_err());
 }
+
+#[test]
+fn marker_detection_counts_one_marker_per_object() {
+    // GT objects 1, 2, 3, 4. Markers: 5 inside 1 (found); 6 and 7 both inside
+    // 2 (two markers: not found); 8 spans 3 and 4 (shared: neither found);
+    // 9 hits nothing (stray).
+    let gt = img(["1110222000", "1110222000", "3330004440", "3330004440"]);
+    let pr = img(["0500607000", "0000000000", "0088888000", "0000000009"]);
+    let o = metrics::overlaps(&pr, &gt).unwrap();
+    let d = metrics::marker_detection(&o);
+    assert_eq!((d.found, d.pred_objects, d.gt_objects), (1, 5, 4), "{d:?}");
+    assert!((d.f1() - 2.0 / 9.0).abs() < 1e-12);
+    // One marker in each object and nothing else: 1.
+    let pr = img(["0100020000", "0000000000", "0300000400", "0000000000"]);
+    let d = metrics::marker_detection(&metrics::overlaps(&pr, &gt).unwrap());
+    assert_eq!((d.found, d.f1()), (4, 1.0));
+    // Nothing predicted: 0; nothing at all: 1.
+    let none = vec![0u32; gt.len()];
+    assert_eq!(metrics::marker_detection(&metrics::overlaps(&none, &gt).unwrap()).f1(), 0.0);
+    assert_eq!(metrics::marker_detection(&metrics::overlaps(&none, &none).unwrap()).f1(), 1.0);
+}

@@ -204,10 +204,36 @@ fn plot_is_written() {
             train_loss: 1.0 / e as f64,
             val_loss: 1.2 / e as f64,
             val_iou: 0.2 * e as f64,
+            val_detection: 0.15 * e as f64,
             seconds: 1.0,
         })
         .collect();
     plot_curves(&p, &recs).unwrap();
     let bytes = std::fs::read(&p).unwrap();
     assert_eq!(&bytes[1..4], b"PNG");
+}
+
+#[test]
+fn best_epoch_is_chosen_by_marker_f1_then_iou() {
+    let r = |d: f64, i: f64| EpochRecord {
+        epoch: 1,
+        step: 1,
+        train_loss: 0.1,
+        val_loss: 0.1,
+        val_iou: i,
+        val_detection: d,
+        seconds: 1.0,
+    };
+    assert!(r(0.5, 0.2).beats(None));
+    // A higher marker F1 wins over a higher IoU, and the reverse loses.
+    assert!(r(0.9, 0.1).beats(Some((0.8, 0.9))));
+    assert!(!r(0.7, 0.99).beats(Some((0.8, 0.1))));
+    // Equal F1: IoU decides; equal both: not better.
+    assert!(r(0.8, 0.5).beats(Some((0.8, 0.4))));
+    assert!(!r(0.8, 0.4).beats(Some((0.8, 0.4))));
+    // Runs without detection (NSN, U-Net): IoU alone.
+    let n = f64::NAN;
+    assert!(r(n, 0.6).beats(Some((n, 0.5))));
+    assert!(!r(n, 0.4).beats(Some((n, 0.5))));
+    assert!(!r(n, n).beats(None));
 }

@@ -92,6 +92,7 @@ fn small_nsn_learns_blobs() {
         val_tile: 24,
         val_overlap: 0,
         bn_recalibration: 4,
+        detection: false,
         lr: 1e-2,
         lr_final: 1e-3,
         progress: false,

@@ -126,3 +126,37 @@ fn weights_file_errors_name_tensor_and_file() {
     let b = common::down(ctx, &back.predict(ctx, &x).unwrap());
     assert_eq!(a, b);
 }
+
+#[test]
+fn ndn_runs_score_marker_detection_and_old_logs_still_read() {
+    let ctx = common::ctx();
+    let d = tempfile::tempdir().unwrap();
+    dataset(&d.path().join("data"));
+    let out = d.path().join("run");
+    let cfg = TrainConfig {
+        model: Arch::Ndn,
+        data: Some(d.path().join("data")),
+        out: Some(out.clone()),
+        depth: Some(1),
+        base: Some(2),
+        kernel: Some(3),
+        patch: 8,
+        epochs: 1,
+        steps_per_epoch: 2,
+        batch: 2,
+        isotropic: false,
+        dilate: Some(0),
+        val_tile: 16,
+        ..TrainConfig::default()
+    };
+    let s = run(ctx, &cfg, false, false, false).unwrap();
+    let det = s.records[0].val_detection;
+    assert!((0.0..=1.0).contains(&det), "marker F1 {det}");
+    let log = read_log(&out.join(LOG)).unwrap();
+    assert!((log[0].val_detection - det).abs() < 1e-6, "{} vs {det}", log[0].val_detection);
+    // A log of an earlier version (no detection column) still reads.
+    let old = out.join("old.csv");
+    std::fs::write(&old, "epoch,step,train_loss,val_loss,val_iou,seconds\n1,2,0.5,0.4,0.3,1.00\n").unwrap();
+    let r = read_log(&old).unwrap();
+    assert!(r[0].val_detection.is_nan() && (r[0].val_iou - 0.3).abs() < 1e-12, "{r:?}");
+}

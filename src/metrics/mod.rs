@@ -179,6 +179,45 @@ pub fn match_instances(o: &Overlap, threshold: f64) -> Matching {
     }
 }
 
+/// Marker detection: how well predicted objects (detection blobs) give one
+/// marker per ground-truth object, which is what a marker watershed needs.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Detection {
+    /// Ground-truth objects overlapped by exactly one predicted object that
+    /// overlaps no other ground-truth object.
+    pub found: usize,
+    pub pred_objects: usize,
+    pub gt_objects: usize,
+}
+
+impl Detection {
+    /// 2·found / (predicted + ground truth): 1 when every object has exactly
+    /// one marker and there is no stray one (1 also when both are empty).
+    pub fn f1(&self) -> f64 {
+        let n = self.pred_objects + self.gt_objects;
+        if n == 0 {
+            1.0
+        } else {
+            2.0 * self.found as f64 / n as f64
+        }
+    }
+}
+
+/// One-to-one marker detection by overlap (any overlap counts; no IoU
+/// threshold, since markers are meant to be smaller than their objects).
+/// A ground-truth object hit by two markers, or sharing its marker with
+/// another object, is not found.
+pub fn marker_detection(o: &Overlap) -> Detection {
+    let mut per_p: HashMap<u32, usize> = HashMap::new();
+    let mut per_g: HashMap<u32, Vec<u32>> = HashMap::new();
+    for &(p, g) in o.inter.keys() {
+        *per_p.entry(p).or_default() += 1;
+        per_g.entry(g).or_default().push(p);
+    }
+    let found = per_g.values().filter(|ps| ps.len() == 1 && per_p[&ps[0]] == 1).count();
+    Detection { found, pred_objects: o.pred_sizes.len(), gt_objects: o.gt_sizes.len() }
+}
+
 /// The thresholds 0.50, 0.55, …, 0.95.
 pub fn ap_thresholds() -> Vec<f64> {
     (0..10).map(|k| 0.5 + 0.05 * k as f64).collect()

@@ -28,6 +28,9 @@ pub struct FitSettings {
     /// Batches for re-estimating the BN running statistics before each
     /// validation (0: none); see [`Net::recalibrate_bn`].
     pub bn_recalibration: usize,
+    /// Also score marker detection on validation (NDN runs): see
+    /// [`crate::metrics::marker_detection`].
+    pub detection: bool,
     /// Learning rate of the first and of the last step; in between it
     /// follows a cosine (equal values: constant).
     pub lr: f32,
@@ -156,11 +159,12 @@ pub fn fit<B: Backend>(
             let n = net.recalibrate_bn(cx, batches)?;
             log::debug!("epoch {epoch}: batch-norm statistics re-estimated from {n} batches");
         }
-        let (mut vl, mut vi) = (0.0, 0.0);
+        let (mut vl, mut vi, mut vd) = (0.0, 0.0, 0.0);
         for v in val {
-            let (l, iou) = validate_sample(net, cx, v, s.val_tile.max(m), s.val_overlap, &s.loss)?;
-            vl += l;
-            vi += iou;
+            let r = validate_sample(net, cx, v, s.val_tile.max(m), s.val_overlap, &s.loss, s.detection)?;
+            vl += r.loss;
+            vi += r.iou;
+            vd += r.detection.unwrap_or(f64::NAN);
         }
         let nv = val.len().max(1) as f64;
         let r = EpochRecord {
@@ -169,10 +173,13 @@ pub fn fit<B: Backend>(
             train_loss: loss_sum / s.steps_per_epoch as f64,
             val_loss: if val.is_empty() { f64::NAN } else { vl / nv },
             val_iou: if val.is_empty() { f64::NAN } else { vi / nv },
+            val_detection: if val.is_empty() { f64::NAN } else { vd / nv },
             seconds: t0.elapsed().as_secs_f64(),
         };
+        let det =
+            if r.val_detection.is_finite() { format!(", marker F1 {:.4}", r.val_detection) } else { String::new() };
         log::info!(
-            "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val IoU {:.4} ({:.1} s)",
+            "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val IoU {:.4}{det} ({:.1} s)",
             s.epochs,
             r.train_loss,
             r.val_loss,

@@ -11,4 +11,4 @@ pub mod validate;
 pub use fit::{epoch_rng, fit, random_batch, FitSettings};
 pub use patch::{dilate, foreground_iou, random_patch, Augment, Sample, Vol};
 pub use plot::{plot_curves, EpochRecord};
-pub use validate::{predict_volume, tile_starts, validate_sample};
+pub use validate::{predict_volume, tile_starts, validate_sample, ValScores};

@@ -19,7 +19,28 @@ pub struct EpochRecord {
     pub train_loss: f64,
     pub val_loss: f64,
     pub val_iou: f64,
+    /// Marker detection F1 on the validation volumes (NDN runs; NaN for
+    /// the others): see [`crate::metrics::marker_detection`].
+    pub val_detection: f64,
     pub seconds: f64,
+}
+
+impl EpochRecord {
+    /// Whether this epoch beats the best so far (`best`: its validation
+    /// detection F1 and IoU): by detection F1 where it was measured, ties
+    /// and runs without it by IoU.
+    pub fn beats(&self, best: Option<(f64, f64)>) -> bool {
+        if !self.val_iou.is_finite() && !self.val_detection.is_finite() {
+            return false;
+        }
+        let Some((bd, bi)) = best else { return true };
+        let key = |v: f64| if v.is_finite() { v } else { f64::NEG_INFINITY };
+        match key(self.val_detection).total_cmp(&key(bd)) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => key(self.val_iou) > key(bi),
+        }
+    }
 }
 
 const FONT_CANDIDATES: &[&str] = &[
@@ -99,7 +120,9 @@ fn draw(path: &Path, records: &[EpochRecord], text: bool) -> std::result::Result
     let mut b = ChartBuilder::on(&right);
     b.margin(12);
     if text {
-        b.caption("validation foreground IoU", ("sans-serif", 20)).x_label_area_size(36).y_label_area_size(56);
+        b.caption("validation IoU (green), marker F1 (magenta)", ("sans-serif", 20))
+            .x_label_area_size(36)
+            .y_label_area_size(56);
     }
     let mut c = b.build_cartesian_2d(0f64..max_epoch, 0f64..1f64)?;
     if text {
@@ -108,6 +131,8 @@ fn draw(path: &Path, records: &[EpochRecord], text: bool) -> std::result::Result
         c.configure_mesh().disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw()?;
     }
     c.draw_series(LineSeries::new(series(|r| r.val_iou), GREEN.stroke_width(2)))?;
+    // Marker detection F1 (NDN runs), on the same 0–1 axis.
+    c.draw_series(LineSeries::new(series(|r| r.val_detection), MAGENTA.stroke_width(2)))?;
     root.present()?;
     Ok(())
 }

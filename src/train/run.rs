@@ -35,6 +35,9 @@ pub struct CheckpointInfo {
     pub epoch: usize,
     pub optimizer_steps: u64,
     pub best_val_iou: Option<f64>,
+    /// Marker detection F1 of the best epoch (NDN runs).
+    #[serde(default)]
+    pub best_val_detection: Option<f64>,
     pub best_epoch: Option<usize>,
     pub config: TrainConfig,
 }
@@ -72,24 +75,25 @@ pub fn optimizer_config(cfg: &TrainConfig) -> optim::OptimizerConfig {
 
 /// Writes the CSV log (all epochs so far) atomically.
 pub fn write_log(path: &Path, records: &[EpochRecord]) -> Result<()> {
-    let mut s = String::from("epoch,step,train_loss,val_loss,val_iou,seconds\n");
+    let mut s = String::from("epoch,step,train_loss,val_loss,val_iou,seconds,val_detection_f1\n");
     for r in records {
         s.push_str(&format!(
-            "{},{},{:.6},{:.6},{:.6},{:.2}\n",
-            r.epoch, r.step, r.train_loss, r.val_loss, r.val_iou, r.seconds
+            "{},{},{:.6},{:.6},{:.6},{:.2},{:.6}\n",
+            r.epoch, r.step, r.train_loss, r.val_loss, r.val_iou, r.seconds, r.val_detection
         ));
     }
     crate::model::st::write_atomic(path, s.as_bytes())
 }
 
-/// Reads a CSV log written by [`write_log`].
+/// Reads a CSV log written by [`write_log`] (also the 6-column logs of
+/// earlier versions, without the detection column).
 pub fn read_log(path: &Path) -> Result<Vec<EpochRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let bad = || Error::file(path, format!("line {}: not a training log line", i + 1));
-        if f.len() != 6 {
+        if f.len() != 6 && f.len() != 7 {
             return Err(bad());
         }
         let p = |s: &str| s.trim().parse::<f64>().map_err(|_| bad());
@@ -100,6 +104,7 @@ pub fn read_log(path: &Path) -> Result<Vec<EpochRecord>> {
             val_loss: p(f[3])?,
             val_iou: p(f[4])?,
             seconds: p(f[5])?,
+            val_detection: if f.len() == 7 { p(f[6])? } else { f64::NAN },
         });
     }
     Ok(out)
@@ -216,7 +221,8 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             let records = read_log(&out.join(LOG)).unwrap_or_default();
             let records: Vec<EpochRecord> = records.into_iter().filter(|r| r.epoch <= info.epoch).collect();
             log::info!("resuming {} after epoch {}", out.display(), info.epoch);
-            (net, opt, info.epoch + 1, info.best_val_iou, info.best_epoch, records)
+            let best = info.best_val_iou.map(|i| (info.best_val_detection.unwrap_or(f64::NAN), i));
+            (net, opt, info.epoch + 1, best, info.best_epoch, records)
         }
         None => {
             let net = Net::<Gpu>::init(ctx, net_cfg.clone(), cfg.seed)?;
@@ -248,6 +254,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         val_tile: cfg.val_tile,
         val_overlap: cfg.val_overlap,
         bn_recalibration: cfg.bn_recalibration,
+        detection: cfg.target() == super::dataset::Target::Ndn,
         lr: cfg.lr,
         lr_final: cfg.lr_final(),
         progress,
@@ -255,15 +262,16 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
     fit(&mut net, ctx, &mut opt, &train, &val, &settings, first_epoch, |r, net, opt| {
         records.push(r.clone());
         meta.epochs = r.epoch;
-        let improved = r.val_iou.is_finite() && best.is_none_or(|b| r.val_iou > b);
+        let improved = r.beats(best);
         if improved {
-            best = Some(r.val_iou);
+            best = Some((r.val_detection, r.val_iou));
             best_epoch = Some(r.epoch);
         }
         let info = CheckpointInfo {
             epoch: r.epoch,
             optimizer_steps: opt.step_count(),
-            best_val_iou: best,
+            best_val_iou: best.map(|b| b.1),
+            best_val_detection: best.map(|b| b.0).filter(|v| v.is_finite()),
             best_epoch,
             config: cfg.clone(),
         };
@@ -282,7 +290,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         }
         Ok(())
     })?;
-    Ok(RunSummary { out, records, best_val_iou: best, best_epoch })
+    Ok(RunSummary { out, records, best_val_iou: best.map(|b| b.1), best_epoch })
 }
 
 fn dims_to_shape(dims: &[usize]) -> crate::tensor::Shape5 {

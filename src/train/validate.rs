@@ -76,7 +76,21 @@ pub fn predict_volume<B: Backend>(
     Ok((acc, (tiles > 0).then(|| loss_sum / tiles as f64)))
 }
 
-/// Validation of one sample: (mean tile loss, foreground IoU at 0.5).
+/// Scores of one validation volume.
+#[derive(Clone, Copy, Debug)]
+pub struct ValScores {
+    /// Mean loss over tiles.
+    pub loss: f64,
+    /// Foreground IoU at probability 0.5.
+    pub iou: f64,
+    /// Marker detection F1 (when asked for): the connected components
+    /// (26-connected) of probability > 0.5 against those of the target.
+    pub detection: Option<f64>,
+}
+
+/// Validation of one sample; with `detection`, also scores the prediction
+/// as markers ([`crate::metrics::marker_detection`]). Target blobs that
+/// touch count as one object.
 pub fn validate_sample<B: Backend>(
     net: &Net<B>,
     cx: &B::Ctx,
@@ -84,7 +98,18 @@ pub fn validate_sample<B: Backend>(
     tile: usize,
     overlap: usize,
     spec: &LossSpec,
-) -> Result<(f64, f64)> {
+    detection: bool,
+) -> Result<ValScores> {
     let (p, loss) = predict_volume(net, cx, &s.image, tile, overlap, Some((&s.target, spec)))?;
-    Ok((loss.unwrap_or(f64::NAN), foreground_iou(&p, &s.target.data, 0.5)))
+    let detection = if detection {
+        let conn = crate::postprocess::Connectivity::TwentySix;
+        let pm: Vec<u8> = p.iter().map(|&v| (v > 0.5) as u8).collect();
+        let gm: Vec<u8> = s.target.data.iter().map(|&v| (v > 0.5) as u8).collect();
+        let pl = crate::metrics::labels_from_mask(&pm, s.image.dims, conn)?;
+        let gl = crate::metrics::labels_from_mask(&gm, s.image.dims, conn)?;
+        Some(crate::metrics::marker_detection(&crate::metrics::overlaps(&pl, &gl)?).f1())
+    } else {
+        None
+    };
+    Ok(ValScores { loss: loss.unwrap_or(f64::NAN), iou: foreground_iou(&p, &s.target.data, 0.5), detection })
 }
