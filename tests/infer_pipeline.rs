@@ -332,12 +332,10 @@ fn an_output_that_is_also_an_input_is_refused() {
 }
 
 /// With the bundled weights: the example embryo's 16 nuclei and a synthetic
-/// embryo's known count. Ignored because the bundled networks (trained on one
-/// real embryo, see weights/README.md) do not reach it yet: measured 15 of 16
-/// on the example (inside the bound) and 5 of 8 on this synthetic embryo.
-/// Run with `cargo test --release --test infer_pipeline -- --ignored`.
+/// embryo's known count, each within one (measured with the weights of
+/// 2026-11-26: 16 of 16 and 8 of 8). Guards the shipped weights and the whole
+/// inference path together; about 100 s on lavapipe with 2 cores.
 #[test]
-#[ignore = "the bundled weights find 5 of 8 synthetic nuclei (weights/README.md)"]
 fn bundled_weights_count_known_nuclei() {
     use qcanet_gpu::infer::net::{load_checked, locate_weights, stage};
     use qcanet_gpu::model::Arch;
@@ -350,7 +348,7 @@ fn bundled_weights_count_known_nuclei() {
     let vol = io::read_volume(&example).unwrap();
     let s = segment(ctx, &mut sn, &mut sd, &vol, &opts, &ProgressBar::hidden()).unwrap();
     eprintln!("example: {} nuclei (16 expected)", s.criteria.len());
-    assert!((14..=18).contains(&s.criteria.len()), "example: {} nuclei, 16 expected", s.criteria.len());
+    assert!((15..=17).contains(&s.criteria.len()), "example: {} nuclei, 16 expected", s.criteria.len());
     let cfg = qcanet_gpu::synth::SynthConfig { nuclei: 8, ..Default::default() };
     let e = qcanet_gpu::synth::generate(&cfg, 5);
     let s = segment(ctx, &mut sn, &mut sd, &e.raw, &opts, &ProgressBar::hidden()).unwrap();
