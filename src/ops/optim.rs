@@ -58,6 +58,17 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// The same settings with learning rate `lr` (checked).
+    pub fn with_lr(&self, lr: f32) -> Result<Self> {
+        let mut c = self.clone();
+        match &mut c {
+            OptimizerConfig::Sgd(s) => s.lr = lr,
+            OptimizerConfig::Adam(a) => a.lr = lr,
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
     /// Checks the hyper-parameters as PyTorch does.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str, v: f32| Err(Error::invalid(format!("optimizer: invalid {what} {v}")));
@@ -156,13 +167,7 @@ impl Optimizer {
 
     /// Changes the learning rate (for schedules); the state is kept.
     pub fn set_lr(&mut self, lr: f32) -> Result<()> {
-        let mut c = self.config.clone();
-        match &mut c {
-            OptimizerConfig::Sgd(s) => s.lr = lr,
-            OptimizerConfig::Adam(a) => a.lr = lr,
-        }
-        c.validate()?;
-        self.config = c;
+        self.config = self.config.with_lr(lr)?;
         Ok(())
     }
 
@@ -324,13 +329,7 @@ pub mod reference {
 
         /// Changes the learning rate (for schedules); the state is kept.
         pub fn set_lr(&mut self, lr: f32) -> crate::error::Result<()> {
-            let mut c = self.config.clone();
-            match &mut c {
-                OptimizerConfig::Sgd(s) => s.lr = lr,
-                OptimizerConfig::Adam(a) => a.lr = lr,
-            }
-            c.validate()?;
-            self.config = c;
+            self.config = self.config.with_lr(lr)?;
             Ok(())
         }
 
