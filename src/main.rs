@@ -37,6 +37,8 @@ enum Command {
     Infer(cli::infer::Args),
     /// Draw the method-comparison figure for one stack.
     Figure(cli::figure::Args),
+    /// Choose the NSN's and NDN's thresholds on validation volumes and store them in the weights.
+    Calibrate(cli::calibrate::Args),
 }
 
 fn main() {
@@ -56,6 +58,7 @@ fn main() {
         Command::Train(a) => cli::train::run(&g, a),
         Command::Infer(a) => cli::infer::run(&g, a),
         Command::Figure(a) => cli::figure::run(&g, a),
+        Command::Calibrate(a) => cli::calibrate::run(&g, a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

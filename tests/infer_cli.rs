@@ -23,6 +23,7 @@ fn meta(arch: Arch) -> WeightsMeta {
         trained_on: "nothing (random init, test)".into(),
         epochs: 0,
         val_iou: None,
+        threshold: None,
     }
 }
 

@@ -70,6 +70,7 @@ fn stage(name: &str, level: f32) -> Stage<'static> {
         foreground_channel: 1,
         normalization: Normalization::default(),
         isotropic: true,
+        threshold: 0.5,
     }
 }
 

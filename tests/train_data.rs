@@ -8,7 +8,7 @@ use qcanet_gpu::train::config::TrainConfig;
 use qcanet_gpu::train::dataset::{load_split, DataOptions, Target};
 use qcanet_gpu::train::patch::{dilate, extract, random_patch, reflect, Augment, Sample, Vol};
 use qcanet_gpu::train::{plot_curves, tile_starts, EpochRecord};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 const DIMS: [usize; 3] = [6, 10, 12];
 
@@ -173,8 +173,7 @@ fn patches_flip_and_reflect_consistently() {
     // Larger than the volume: reflected, image and target stay aligned.
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     for _ in 0..20 {
-        let (i, t) =
-            random_patch(&s, [8, 8, 8], &Augment { flips: true, brightness: [1.0, 1.0], gamma: [1.0, 1.0] }, &mut rng);
+        let (i, t) = random_patch(&s, [8, 8, 8], &Augment { flips: true, ..Augment::none() }, &mut rng);
         assert_eq!(i.len(), 512);
         assert_eq!(i, t);
     }
@@ -205,6 +204,9 @@ fn plot_is_written() {
             val_loss: 1.2 / e as f64,
             val_iou: 0.2 * e as f64,
             val_detection: 0.15 * e as f64,
+            val_f1: 0.1 * e as f64,
+            val_seg: 0.08 * e as f64,
+            val_inst_iou: 0.2 * e as f64,
             seconds: 1.0,
         })
         .collect();
@@ -222,6 +224,9 @@ fn best_epoch_is_chosen_by_marker_f1_then_iou() {
         val_loss: 0.1,
         val_iou: i,
         val_detection: d,
+        val_f1: f64::NAN,
+        val_seg: f64::NAN,
+        val_inst_iou: f64::NAN,
         seconds: 1.0,
     };
     assert!(r(0.5, 0.2).beats(None));
@@ -236,4 +241,93 @@ fn best_epoch_is_chosen_by_marker_f1_then_iou() {
     assert!(r(n, 0.6).beats(Some((n, 0.5))));
     assert!(!r(n, 0.4).beats(Some((n, 0.5))));
     assert!(!r(n, n).beats(None));
+    // With instance scores (a partner network), F1 then SEG rank, whatever the IoU.
+    let q = |f1: f64, seg: f64, iou: f64| EpochRecord { val_f1: f1, val_seg: seg, ..r(n, iou) };
+    assert_eq!(q(0.9, 0.7, 0.1).key(), (0.9, 0.7));
+    assert!(q(0.9, 0.1, 0.1).beats(Some(q(0.8, 0.9, 0.9).key())));
+    assert!(!q(0.8, 0.9, 0.9).beats(Some(q(0.9, 0.1, 0.1).key())));
+    assert!(q(0.9, 0.6, 0.1).beats(Some(q(0.9, 0.5, 0.9).key())));
+    assert!(!q(0.9, 0.5, 0.9).beats(Some(q(0.9, 0.5, 0.1).key())));
+}
+
+#[test]
+fn gaussian_blur_matches_a_direct_3d_convolution() {
+    use qcanet_gpu::train::patch::{gaussian_blur, gaussian_kernel};
+    let dims = [5, 7, 6];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let v: Vec<f32> = (0..dims.iter().product::<usize>()).map(|_| rng.random_range(-1.0..2.0)).collect();
+    let sigma = [1.3f32, 0.6, 0.9];
+    let k: Vec<Vec<f32>> = sigma.iter().map(|&s| gaussian_kernel(s)).collect();
+    for kk in &k {
+        assert!((kk.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(kk.len() % 2 == 1 && kk.len() > 1);
+    }
+    assert_eq!(gaussian_kernel(0.05), vec![1.0]);
+    let got = gaussian_blur(&v, dims, sigma);
+    // Direct triple sum with the separable weights (f64), reflecting at the edges.
+    let r: Vec<isize> = k.iter().map(|kk| (kk.len() / 2) as isize).collect();
+    for z in 0..dims[0] {
+        for y in 0..dims[1] {
+            for x in 0..dims[2] {
+                let mut acc = 0f64;
+                for (a, &wa) in k[0].iter().enumerate() {
+                    let zz = reflect(z as isize + a as isize - r[0], dims[0]);
+                    for (b, &wb) in k[1].iter().enumerate() {
+                        let yy = reflect(y as isize + b as isize - r[1], dims[1]);
+                        for (c, &wc) in k[2].iter().enumerate() {
+                            let xx = reflect(x as isize + c as isize - r[2], dims[2]);
+                            acc += wa as f64 * wb as f64 * wc as f64 * v[(zz * dims[1] + yy) * dims[2] + xx] as f64;
+                        }
+                    }
+                }
+                let g = got[(z * dims[1] + y) * dims[2] + x];
+                assert!((g as f64 - acc).abs() < 1e-5, "({z},{y},{x}): {g} vs {acc}");
+            }
+        }
+    }
+}
+
+#[test]
+fn offset_and_noise_augmentations_stay_in_their_ranges() {
+    let dims = [6, 7, 8];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let img: Vec<f32> = (0..dims.iter().product::<usize>()).map(|_| rng.random_range(0.0..1.0)).collect();
+    let s = Sample {
+        name: "t".into(),
+        image: Vol::new(dims, img.clone()).unwrap(),
+        target: Vol::new(dims, img.iter().map(|&v| (v > 0.5) as u8 as f32).collect()).unwrap(),
+    };
+    // Offset only: the whole patch moves by one value within ±0.2.
+    let aug = Augment { offset: 0.2, ..Augment::none() };
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let (i, t) = random_patch(&s, dims, &aug, &mut rng);
+        let d: Vec<f32> = i.iter().zip(&s.image.data).map(|(a, b)| a - b).collect();
+        assert!(d.iter().all(|x| (x - d[0]).abs() < 1e-6), "one offset per patch");
+        assert!(d[0].abs() <= 0.2);
+        assert_eq!(t, s.target.data);
+        seen.push(d[0]);
+    }
+    assert!(seen.iter().any(|&o| o > 0.05) && seen.iter().any(|&o| o < -0.05), "{seen:?}");
+    // Noise only: zero-mean differences with a standard deviation below the cap.
+    let aug = Augment { noise: 0.3, ..Augment::none() };
+    let mut sds = Vec::new();
+    for _ in 0..20 {
+        let (i, _) = random_patch(&s, dims, &aug, &mut rng);
+        let d: Vec<f64> = i.iter().zip(&s.image.data).map(|(a, b)| (a - b) as f64).collect();
+        let n = d.len() as f64;
+        let mean = d.iter().sum::<f64>() / n;
+        let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!(mean.abs() < 0.05 + 3.0 * sd / n.sqrt(), "mean {mean} sd {sd}");
+        assert!(sd < 0.33, "sd {sd}");
+        sds.push(sd);
+    }
+    assert!(sds.iter().any(|&v| v > 0.1), "{sds:?}");
+    // Blur only: changes the image but keeps its mean (reflecting edges keep it roughly).
+    let aug = Augment { blur: 2.0, blur_z: 2.0, ..Augment::none() };
+    let changed = (0..10).any(|_| random_patch(&s, dims, &aug, &mut rng).0 != s.image.data);
+    assert!(changed);
+    // Bad ranges are refused by name.
+    let e = Augment { noise: -1.0, ..Augment::none() }.validate().unwrap_err().to_string();
+    assert!(e.contains("noise"), "{e}");
 }

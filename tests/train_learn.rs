@@ -87,7 +87,7 @@ fn small_nsn_learns_blobs() {
         epochs: 4,
         steps_per_epoch: 25,
         loss: LossSpec::Ce { class_weights: vec![1.0, 1.0] },
-        augment: Augment { flips: true, brightness: [1.0, 1.0], gamma: [1.0, 1.0] },
+        augment: Augment { flips: true, ..Augment::none() },
         seed: 3,
         val_tile: 24,
         val_overlap: 0,
@@ -96,6 +96,7 @@ fn small_nsn_learns_blobs() {
         lr: 1e-2,
         lr_final: 1e-3,
         progress: false,
+        instances: None,
     };
     // lr falls from 1e-2 to 1e-3 along a cosine over the four epochs.
     let records = fit(&mut net, ctx, &mut opt, &train, &val, &s, 1, |_, _, _| Ok(())).unwrap();

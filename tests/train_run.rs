@@ -100,6 +100,7 @@ fn weights_file_errors_name_tensor_and_file() {
         trained_on: "test".into(),
         epochs: 0,
         val_iou: None,
+        threshold: None,
     };
     let net = Network::new(ctx, meta.clone(), 0).unwrap();
     let good = d.path().join("good.safetensors");
@@ -159,4 +160,85 @@ fn ndn_runs_score_marker_detection_and_old_logs_still_read() {
     std::fs::write(&old, "epoch,step,train_loss,val_loss,val_iou,seconds\n1,2,0.5,0.4,0.3,1.00\n").unwrap();
     let r = read_log(&old).unwrap();
     assert!(r[0].val_detection.is_nan() && (r[0].val_iou - 0.3).abs() < 1e-12, "{r:?}");
+}
+
+/// The dataset above plus `labels_instance/` (one nucleus per volume).
+fn dataset_with_instances(dir: &Path) {
+    dataset(dir);
+    std::fs::create_dir_all(dir.join("labels_instance")).unwrap();
+    for name in ["a.tif", "b.tif"] {
+        let v = io::read_volume(&dir.join("images_nsn").join(name)).unwrap();
+        let l: Vec<u8> = v.data.iter().map(|&x| (x > 0.0) as u8).collect();
+        io::write_u8(&dir.join("labels_instance").join(name), DIMS, &l, None).unwrap();
+    }
+}
+
+#[test]
+fn fine_tuning_starts_from_the_file_and_validates_by_instances() {
+    let ctx = common::ctx();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    dataset_with_instances(&data);
+    let base = TrainConfig {
+        data: Some(data.clone()),
+        depth: Some(1),
+        base: Some(2),
+        patch: 8,
+        epochs: 1,
+        steps_per_epoch: 2,
+        batch: 1,
+        isotropic: false,
+        val_tile: 16,
+        bn_recalibration: 0,
+        ..TrainConfig::default()
+    };
+    // A small NSN and NDN to start from and to pair with.
+    let nsn0 = d.path().join("nsn0");
+    run(ctx, &TrainConfig { model: Arch::Nsn, out: Some(nsn0.clone()), ..base.clone() }, false, false, false).unwrap();
+    let ndn0 = d.path().join("ndn0");
+    run(ctx, &TrainConfig { model: Arch::Ndn, out: Some(ndn0.clone()), ..base.clone() }, false, false, false).unwrap();
+
+    // Fine-tune the NSN with a negligible learning rate: it starts from the
+    // file (the weights stay equal to it) and every epoch is scored through
+    // the instance stage with the NDN.
+    let out = d.path().join("ft");
+    let ft = TrainConfig {
+        model: Arch::Nsn,
+        out: Some(out.clone()),
+        init: Some(nsn0.join(LAST)),
+        val_partner: Some(ndn0.join(BEST)),
+        depth: None,
+        base: None,
+        lr: 1e-12,
+        lr_final: Some(1e-12),
+        ..base.clone()
+    };
+    let s = run(ctx, &ft, false, false, false).unwrap();
+    let r = &s.records[0];
+    for v in [r.val_f1, r.val_seg, r.val_inst_iou] {
+        assert!((0.0..=1.0).contains(&v), "instance scores must be measured: {r:?}");
+    }
+    assert_eq!(r.key(), (r.val_f1, r.val_seg), "instance F1 ranks epochs");
+    let log = read_log(&out.join(LOG)).unwrap();
+    assert_eq!(log[0].val_f1.to_bits(), r.val_f1.to_bits(), "the log keeps the instance columns");
+    let a = Network::load(ctx, &nsn0.join(LAST)).unwrap().net.params_to_host(ctx).unwrap();
+    let b = Network::load(ctx, &out.join(LAST)).unwrap().net.params_to_host(ctx).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        let m = x.data.iter().zip(&y.data).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(m < 1e-6, "weights moved by {m}: not started from --init");
+    }
+
+    // Refusals, each naming the problem.
+    let e = |c: TrainConfig| run(ctx, &c, false, true, false).unwrap_err().to_string();
+    let msg = e(TrainConfig { depth: Some(2), ..ft.clone() });
+    assert!(msg.contains("depth") && msg.contains("--init"), "{msg}");
+    let msg = e(TrainConfig { val_partner: Some(nsn0.join(BEST)), ..ft.clone() });
+    assert!(msg.contains("--val-partner") && msg.contains("NDN"), "{msg}");
+    let both = d.path().join("both.txt");
+    std::fs::write(&both, "b.tif\n").unwrap();
+    let msg = e(TrainConfig { train_list: Some(both.clone()), val_list: Some(both), ..ft.clone() });
+    assert!(msg.contains("b.tif") && msg.contains("validation"), "{msg}");
+    std::fs::remove_dir_all(data.join("labels_instance")).unwrap();
+    let msg = e(ft.clone());
+    assert!(msg.contains("labels_instance"), "{msg}");
 }

@@ -45,9 +45,10 @@ pub struct Args {
     /// Reflected context added around the volume before tiling, in voxels (costs extra tiles).
     #[arg(long, default_value_t = 0)]
     margin: usize,
-    /// Foreground probability threshold for both networks.
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f32,
+    /// Foreground probability threshold for both networks (default: each network's own, chosen on
+    /// validation volumes by `qcanet-gpu calibrate` and stored in its weights, else 0.5).
+    #[arg(long)]
+    threshold: Option<f32>,
     /// Also write the NSN and NDN foreground probabilities (f32 TIFF, STACK_nsn_prob.tif, STACK_ndn_prob.tif).
     #[arg(long)]
     save_probabilities: bool,

@@ -1,6 +1,7 @@
 //! One module per command: its clap arguments and a `run` that calls the library.
 
 pub mod bench;
+pub mod calibrate;
 pub mod devices;
 pub mod eval;
 pub mod figure;

@@ -10,8 +10,9 @@ use qcanet_gpu::train::config::{LossKind, NormKind, OptimizerKind, TrainConfig};
 #[command(after_help = "Dataset layout (as in QCANet): DIR/images_raw/, DIR/images_nsn/ (segmentation ground truth), \
 DIR/images_ndn/ (detection ground truth), paired by file name; DIR/split_list/train.txt and validation.txt.\n\
 Every setting can also come from a TOML file (--config); flags override it. The output folder receives \
-last.safetensors (resumable checkpoint), best.safetensors and best_f16.safetensors (best validation IoU), \
-log.csv, curves.png and config.toml.")]
+last.safetensors (resumable checkpoint), best.safetensors and best_f16.safetensors (best validation epoch: \
+instance F1 then SEG with --val-partner, else marker F1 then IoU for an NDN, else IoU), log.csv, curves.png and \
+config.toml.")]
 pub struct Args {
     /// TOML file with any of the settings below (snake_case keys, e.g. steps_per_epoch = 20).
     #[arg(long)]
@@ -25,6 +26,20 @@ pub struct Args {
     /// Output folder (must be new or empty unless --resume or --overwrite).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Start from these weights (fine-tuning); the network settings come from the file.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// File listing the training names, one a line (default DATA/split_list/train.txt).
+    #[arg(long)]
+    train_list: Option<PathBuf>,
+    /// File listing the validation names (default DATA/split_list/validation.txt).
+    #[arg(long)]
+    val_list: Option<PathBuf>,
+    /// The other QCANet network (an NDN when training an NSN or U-Net, an NSN when training an NDN):
+    /// every validation volume then also goes through the instance stage and is scored against
+    /// DATA/labels_instance/ (F1, SEG, IoU), and the best checkpoint is the one with the best F1.
+    #[arg(long)]
+    val_partner: Option<PathBuf>,
     /// Number of max-pool levels (default: the model's preset).
     #[arg(long)]
     depth: Option<usize>,
@@ -84,7 +99,7 @@ pub struct Args {
     /// Dilate the ground truth by this many voxels (default 2 for ndn, else 0).
     #[arg(long)]
     dilate: Option<usize>,
-    /// Switch off intensity augmentation (brightness ×0.5–4, gamma 0.7–1.4).
+    /// Switch off intensity augmentation (blur, gamma, gain, offset, noise; see `augment` in a --config file).
     #[arg(long)]
     no_intensity_augment: bool,
     #[arg(long)]
@@ -144,6 +159,16 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
         val_overlap,
         bn_recalibration
     );
+    for (f, v) in [
+        (&mut c.init, &a.init),
+        (&mut c.train_list, &a.train_list),
+        (&mut c.val_list, &a.val_list),
+        (&mut c.val_partner, &a.val_partner),
+    ] {
+        if v.is_some() {
+            *f = v.clone();
+        }
+    }
     if a.depth.is_some() {
         c.depth = a.depth;
     }
@@ -197,8 +222,7 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
         c.isotropic = false;
     }
     if a.no_intensity_augment {
-        c.augment.brightness = [1.0, 1.0];
-        c.augment.gamma = [1.0, 1.0];
+        c.augment = c.augment.intensity_off();
     }
     c.validate()?;
     Ok(c)

@@ -7,6 +7,7 @@
 //! - [`job`]: inputs, shards, output names, skipping complete outputs, atomic writes, the job driver.
 //! - [`figure`]: the method-comparison figure.
 
+pub mod calibrate;
 pub mod figure;
 pub mod job;
 pub mod net;

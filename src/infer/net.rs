@@ -38,6 +38,7 @@ pub fn stage<'a>(ctx: &'a GpuContext, net: &'a Network, name: &str) -> Stage<'a>
         foreground_channel: net.config().foreground_channel(),
         normalization: net.meta.normalization,
         isotropic: net.meta.isotropic,
+        threshold: net.meta.threshold.unwrap_or(crate::infer::pipeline::DEFAULT_THRESHOLD),
     }
 }
 

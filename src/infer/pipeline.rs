@@ -28,7 +28,13 @@ pub struct Stage<'a> {
     pub normalization: Normalization,
     /// Whether the network expects isotropic voxels (z resampled).
     pub isotropic: bool,
+    /// Foreground probability threshold: the one chosen for this network on
+    /// validation volumes (its weights' metadata), else 0.5.
+    pub threshold: f32,
 }
+
+/// The threshold used when a network's weights do not name one.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
 /// Settings of [`segment`] that do not come from the weights.
 #[derive(Clone, Debug)]
@@ -38,8 +44,9 @@ pub struct SegmentOptions {
     pub stride: [usize; 3],
     /// Reflected context around the volume (0: tiles stop at the volume's edge).
     pub margin: usize,
-    /// Foreground probability above which a voxel is foreground.
-    pub threshold: f32,
+    /// Foreground probability above which a voxel is foreground, for every
+    /// network (None: each network's own, [`Stage::threshold`]).
+    pub threshold: Option<f32>,
     /// Voxel size (x, y, z µm) when the file has none.
     pub voxel_um: [f64; 3],
     pub instance: InstanceOptions,
@@ -53,7 +60,7 @@ impl Default for SegmentOptions {
             tile: [96; 3],
             stride: [48; 3],
             margin: 0,
-            threshold: 0.5,
+            threshold: None,
             voxel_um: DEFAULT_VOXEL_UM,
             instance: InstanceOptions::default(),
             keep_probabilities: false,
@@ -138,6 +145,13 @@ pub fn foreground(
     Ok(if nd != d { preprocess::resample_z(&fg, dims, d, Interp::Nearest) } else { fg })
 }
 
+impl SegmentOptions {
+    /// The threshold for `stage`: the override, else the stage's own.
+    pub fn threshold_for(&self, stage: &Stage) -> f32 {
+        self.threshold.unwrap_or(stage.threshold)
+    }
+}
+
 /// `p > threshold` as a 0/1 mask.
 pub fn threshold(p: &[f32], t: f32) -> Vec<u8> {
     p.iter().map(|&v| u8::from(v > t)).collect()
@@ -157,7 +171,7 @@ pub fn segment(
     let voxel_um = voxel_of(vol, opts.voxel_um)?;
     let pn = foreground(nsn, vol, voxel_um, opts, pb)?;
     let pd = foreground(ndn, vol, voxel_um, opts, pb)?;
-    let (seg, det) = (threshold(&pn, opts.threshold), threshold(&pd, opts.threshold));
+    let (seg, det) = (threshold(&pn, opts.threshold_for(nsn)), threshold(&pd, opts.threshold_for(ndn)));
     let grid = grid_of(vol.dims, voxel_um);
     let labels = instances(ctx, &seg, &det, &grid, &opts.instance)?;
     let criteria = measure(&labels, &grid, Some(&vol.data))?;
@@ -213,13 +227,14 @@ pub fn compare_methods(
     let voxel_um = voxel_of(vol, opts.voxel_um)?;
     let grid = grid_of(vol.dims, voxel_um);
     let conn = opts.instance.connectivity;
-    let seg = threshold(&foreground(nsn, vol, voxel_um, opts, pb)?, opts.threshold);
+    let seg = threshold(&foreground(nsn, vol, voxel_um, opts, pb)?, opts.threshold_for(nsn));
     let mut rows = vec![("NSN + CCL".to_string(), components(ctx, &seg, vol.dims, conn)?)];
     if let Some(u) = unet {
-        let m = threshold(&foreground(u, vol, voxel_um, opts, pb)?, opts.threshold);
+        let t = opts.threshold_for(u);
+        let m = threshold(&foreground(u, vol, voxel_um, opts, pb)?, t);
         rows.push(("3-D U-Net + CCL".to_string(), components(ctx, &m, vol.dims, conn)?));
     }
-    let det = threshold(&foreground(ndn, vol, voxel_um, opts, pb)?, opts.threshold);
+    let det = threshold(&foreground(ndn, vol, voxel_um, opts, pb)?, opts.threshold_for(ndn));
     rows.push(("QCANet".to_string(), instances(ctx, &seg, &det, &grid, &opts.instance)?));
     Ok(rows)
 }

@@ -19,6 +19,8 @@
 //! Empty sets: a score over zero objects is 1 when both images have no
 //! objects and 0 otherwise (likewise IoU and Dice of two empty foregrounds).
 
+pub mod instances;
+
 use std::collections::HashMap;
 
 use crate::error::Result;

@@ -27,6 +27,10 @@ pub struct WeightsMeta {
     pub trained_on: String,
     pub epochs: usize,
     pub val_iou: Option<f32>,
+    /// Foreground probability threshold chosen on validation volumes
+    /// (`qcanet-gpu calibrate`); inference uses 0.5 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
 }
 
 /// A network on the GPU: parameters, BN running statistics and metadata.

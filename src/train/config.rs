@@ -41,6 +41,20 @@ pub struct TrainConfig {
     pub data: Option<PathBuf>,
     /// Output folder for checkpoints, log and plot.
     pub out: Option<PathBuf>,
+    /// Start from these weights instead of a random initialisation
+    /// (fine-tuning): the network settings come from the file, and depth,
+    /// base and kernel, when also given, must agree with it.
+    pub init: Option<PathBuf>,
+    /// Files listing the training and validation names, one a line (default:
+    /// the dataset's `split_list/train.txt` and `validation.txt`).
+    pub train_list: Option<PathBuf>,
+    pub val_list: Option<PathBuf>,
+    /// The other QCANet network (an NDN when training an NSN, an NSN when
+    /// training an NDN): with it every validation volume also goes through the
+    /// whole instance stage (NSN + NDN + marker watershed) and is scored against
+    /// `labels_instance/` (F1 at IoU 0.5, SEG, foreground IoU); the kept
+    /// checkpoint is then the one with the best mean instance F1 (ties: SEG).
+    pub val_partner: Option<PathBuf>,
     pub depth: Option<usize>,
     pub base: Option<usize>,
     pub kernel: Option<usize>,
@@ -96,6 +110,10 @@ impl Default for TrainConfig {
             model: Arch::Nsn,
             data: None,
             out: None,
+            init: None,
+            train_list: None,
+            val_list: None,
+            val_partner: None,
             depth: None,
             base: None,
             kernel: None,
@@ -221,12 +239,8 @@ impl TrainConfig {
         if self.voxel_size.iter().any(|v| !v.is_finite() || *v <= 0.0) {
             return bad(format!("voxel size {:?} must be positive", self.voxel_size));
         }
-        let a = &self.augment;
-        if a.brightness[0] <= 0.0 || a.brightness[0] > a.brightness[1] || a.gamma[0] <= 0.0 || a.gamma[0] > a.gamma[1] {
-            return bad(format!(
-                "augment ranges brightness {:?} gamma {:?} must be positive, low <= high",
-                a.brightness, a.gamma
-            ));
+        if let Err(e) = self.augment.validate() {
+            return bad(e.to_string());
         }
         self.net_config()?;
         self.loss_spec()?;

@@ -46,20 +46,42 @@ pub struct DataOptions {
 /// The names listed in `DIR/split_list/{split}.txt`.
 pub fn split_names(dir: &Path, split: &str) -> Result<Vec<String>> {
     let list = dir.join("split_list").join(format!("{split}.txt"));
-    let text = std::fs::read_to_string(&list).map_err(|e| {
-        Error::file(&list, format!("cannot read the {split} list ({e}); a dataset needs split_list/{split}.txt"))
-    })?;
+    if !list.exists() {
+        return Err(Error::file(
+            &list,
+            format!("cannot read the {split} list; a dataset needs split_list/{split}.txt"),
+        ));
+    }
+    list_names(&list)
+}
+
+/// The names in a list file: one a line, blank lines and `#` comments skipped.
+pub fn list_names(list: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(list).map_err(|e| Error::file(list, format!("cannot read the list: {e}")))?;
     let names: Vec<String> =
         text.lines().map(|l| l.trim()).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
     if names.is_empty() {
-        return Err(Error::file(&list, "lists no images"));
+        return Err(Error::file(list, "lists no images"));
     }
     Ok(names)
 }
 
+/// The names of a split: from `list` when given, else `DIR/split_list/{split}.txt`.
+pub fn names_of(dir: &Path, split: &str, list: Option<&Path>) -> Result<Vec<String>> {
+    match list {
+        Some(l) => list_names(l),
+        None => split_names(dir, split),
+    }
+}
+
 /// Loads the images of one split with their ground truth, prepared per `o`.
 pub fn load_split(dir: &Path, split: &str, o: &DataOptions) -> Result<Vec<Sample>> {
-    split_names(dir, split)?
+    load_names(dir, &split_names(dir, split)?, o)
+}
+
+/// Loads the named images with their ground truth, prepared per `o`.
+pub fn load_names(dir: &Path, names: &[String], o: &DataOptions) -> Result<Vec<Sample>> {
+    names
         .iter()
         .map(|name| load_pair(&dir.join("images_raw").join(name), &dir.join(o.target.folder()).join(name), o))
         .collect()
@@ -123,26 +145,62 @@ pub fn binarize(path: &Path, data: &[f32]) -> Result<Vec<f32>> {
 pub fn prepare(
     path: &Path,
     dims: [usize; 3],
-    mut image: Vec<f32>,
+    image: Vec<f32>,
     mut target: Vec<f32>,
     voxel_um: [f64; 3],
     o: &DataOptions,
 ) -> Result<Sample> {
-    let mut dims = dims;
-    if o.isotropic {
-        let new_d = preprocess::isotropic_depth(dims[0], voxel_um);
-        if new_d != dims[0] {
-            image = preprocess::resample_z(&image, dims, new_d, Interp::Linear);
-            target = preprocess::resample_z(&target, dims, new_d, Interp::Nearest);
-            dims[0] = new_d;
-        }
+    let d0 = dims[0];
+    let image = prepare_image(dims, image, voxel_um, o.isotropic, o.normalization)?;
+    let dims = image.dims;
+    if dims[0] != d0 {
+        target = preprocess::resample_z(&target, [d0, dims[1], dims[2]], dims[0], Interp::Nearest);
     }
-    preprocess::normalize(&mut image, o.normalization);
     let mut t = Vol::new(dims, target)?;
     if o.dilate > 0 {
         t = dilate(&t, o.dilate);
     }
-    Ok(Sample { name: display_name(path), image: Vol::new(dims, image)?, target: t })
+    Ok(Sample { name: display_name(path), image, target: t })
+}
+
+/// An image as a network sees it: z interpolated to isotropic voxels
+/// (linear) when `isotropic`, then normalised.
+pub fn prepare_image(
+    dims: [usize; 3],
+    mut image: Vec<f32>,
+    voxel_um: [f64; 3],
+    isotropic: bool,
+    normalization: Normalization,
+) -> Result<Vol> {
+    let mut dims = dims;
+    if isotropic {
+        let new_d = preprocess::isotropic_depth(dims[0], voxel_um);
+        if new_d != dims[0] {
+            image = preprocess::resample_z(&image, dims, new_d, Interp::Linear);
+            dims[0] = new_d;
+        }
+    }
+    preprocess::normalize(&mut image, normalization);
+    Vol::new(dims, image)
+}
+
+/// Instance labels (`labels_instance/NAME`): non-negative whole numbers.
+pub fn read_instance_labels(path: &Path) -> Result<(crate::io::Volume, Vec<u32>)> {
+    if !path.exists() {
+        return Err(Error::file(
+            path,
+            "instance ground truth missing (validation by instances needs labels_instance/)",
+        ));
+    }
+    let v = io::read_volume(path)?;
+    let mut labels = Vec::with_capacity(v.data.len());
+    for &x in &v.data {
+        if !(x >= 0.0 && x.fract() == 0.0 && x < u32::MAX as f32) {
+            return Err(Error::file(path, format!("holds {x}: instance labels must be whole numbers >= 0")));
+        }
+        labels.push(x as u32);
+    }
+    Ok((v, labels))
 }
 
 fn display_name(p: &Path) -> String {

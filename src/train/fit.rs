@@ -8,6 +8,7 @@ use super::patch::{random_patch, Augment, Sample};
 use super::plot::EpochRecord;
 use super::validate::validate_sample;
 use crate::error::{Error, Result};
+use crate::metrics::instances::InstanceValidation;
 use crate::model::{Backend, LossSpec, Net};
 use crate::tensor::{CpuTensor, Shape5};
 
@@ -37,6 +38,10 @@ pub struct FitSettings {
     pub lr_final: f32,
     /// Show a progress bar on a terminal.
     pub progress: bool,
+    /// Score every validation volume through the whole instance stage with a
+    /// partner network ([`InstanceValidation`]; its volumes in the order of
+    /// the validation samples).
+    pub instances: Option<InstanceValidation>,
 }
 
 /// Cosine learning-rate decay: `lr` at step 0, `lr_final` at step
@@ -160,13 +165,44 @@ pub fn fit<B: Backend>(
             log::debug!("epoch {epoch}: batch-norm statistics re-estimated from {n} batches");
         }
         let (mut vl, mut vi, mut vd) = (0.0, 0.0, 0.0);
-        for v in val {
-            let r = validate_sample(net, cx, v, s.val_tile.max(m), s.val_overlap, &s.loss, s.detection)?;
+        let (mut f1, mut seg, mut iiou) = (0.0, 0.0, 0.0);
+        if let Some(iv) = &s.instances {
+            if iv.volumes.len() != val.len() {
+                return Err(Error::invalid(format!(
+                    "instance validation has {} volumes for {} validation samples",
+                    iv.volumes.len(),
+                    val.len()
+                )));
+            }
+        }
+        for (k, v) in val.iter().enumerate() {
+            let inst = s.instances.as_ref().map(|iv| (&iv.volumes[k], iv));
+            let r = validate_sample(net, cx, v, s.val_tile.max(m), s.val_overlap, &s.loss, s.detection, inst)?;
             vl += r.loss;
             vi += r.iou;
             vd += r.detection.unwrap_or(f64::NAN);
+            match r.instances {
+                Some(q) => {
+                    log::info!(
+                        "  {}: {} of {} nuclei, F1 {:.3}, SEG {:.3}, IoU {:.3}",
+                        v.name,
+                        q.predicted,
+                        q.truth,
+                        q.f1,
+                        q.seg,
+                        q.iou
+                    );
+                    f1 += q.f1;
+                    seg += q.seg;
+                    iiou += q.iou;
+                }
+                None => {
+                    (f1, seg, iiou) = (f64::NAN, f64::NAN, f64::NAN);
+                }
+            }
         }
         let nv = val.len().max(1) as f64;
+        let some = !val.is_empty();
         let r = EpochRecord {
             epoch,
             step: epoch * s.steps_per_epoch,
@@ -174,10 +210,16 @@ pub fn fit<B: Backend>(
             val_loss: if val.is_empty() { f64::NAN } else { vl / nv },
             val_iou: if val.is_empty() { f64::NAN } else { vi / nv },
             val_detection: if val.is_empty() { f64::NAN } else { vd / nv },
+            val_f1: if some { f1 / nv } else { f64::NAN },
+            val_seg: if some { seg / nv } else { f64::NAN },
+            val_inst_iou: if some { iiou / nv } else { f64::NAN },
             seconds: t0.elapsed().as_secs_f64(),
         };
-        let det =
+        let mut det =
             if r.val_detection.is_finite() { format!(", marker F1 {:.4}", r.val_detection) } else { String::new() };
+        if r.val_f1.is_finite() {
+            det += &format!(", instances: F1 {:.4}, SEG {:.4}, IoU {:.4}", r.val_f1, r.val_seg, r.val_inst_iou);
+        }
         log::info!(
             "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val IoU {:.4}{det} ({:.1} s)",
             s.epochs,

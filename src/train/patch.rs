@@ -39,7 +39,12 @@ pub struct Sample {
     pub target: Vol,
 }
 
-/// Augmentation settings (all applied per patch, seeded).
+/// Augmentation settings (all applied per patch, seeded), in the order
+/// blur, gamma, gain (brightness), offset, noise. Together they cover what
+/// changes between microscopes after percentile normalisation: optics and z
+/// step (blur, stronger along z), camera gain and reporter brightness (gain,
+/// gamma), background offset left after normalisation (offset) and shot and
+/// read noise (noise).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Augment {
@@ -49,18 +54,121 @@ pub struct Augment {
     pub brightness: [f32; 2],
     /// Random gamma range applied to max(v, 0); (1, 1) disables.
     pub gamma: [f32; 2],
+    /// Largest additive offset (normalised units): each patch gets one drawn
+    /// uniformly from ±offset; 0 disables.
+    #[serde(default)]
+    pub offset: f32,
+    /// Largest standard deviation of added Gaussian noise (normalised units):
+    /// each patch draws its σ uniformly from 0..noise; 0 disables.
+    #[serde(default)]
+    pub noise: f32,
+    /// Largest Gaussian blur σ in y and x (voxels): half the patches are
+    /// blurred, σ drawn uniformly from 0..blur; 0 disables.
+    #[serde(default)]
+    pub blur: f32,
+    /// Largest blur σ along z (voxels), drawn on its own: a coarser z step
+    /// or a longer point-spread function; 0 disables.
+    #[serde(default)]
+    pub blur_z: f32,
 }
 
 impl Default for Augment {
     fn default() -> Self {
-        Augment { flips: true, brightness: [0.5, 4.0], gamma: [0.7, 1.4] }
+        Augment {
+            flips: true,
+            brightness: [0.5, 4.0],
+            gamma: [0.7, 1.4],
+            offset: 0.1,
+            noise: 0.1,
+            blur: 1.0,
+            blur_z: 1.5,
+        }
     }
 }
 
 impl Augment {
     pub fn none() -> Self {
-        Augment { flips: false, brightness: [1.0, 1.0], gamma: [1.0, 1.0] }
+        Augment {
+            flips: false,
+            brightness: [1.0, 1.0],
+            gamma: [1.0, 1.0],
+            offset: 0.0,
+            noise: 0.0,
+            blur: 0.0,
+            blur_z: 0.0,
+        }
     }
+
+    /// Flips only: every intensity augmentation off.
+    pub fn intensity_off(&self) -> Self {
+        Augment { flips: self.flips, ..Augment::none() }
+    }
+
+    /// Checks the ranges (messages name the setting).
+    pub fn validate(&self) -> Result<()> {
+        let (b, g) = (self.brightness, self.gamma);
+        if !(b[0] > 0.0 && b[0] <= b[1] && g[0] > 0.0 && g[0] <= g[1]) {
+            return Err(Error::invalid(format!(
+                "augment ranges brightness {b:?} gamma {g:?} must be positive, low <= high"
+            )));
+        }
+        for (name, v) in [("offset", self.offset), ("noise", self.noise), ("blur", self.blur), ("blur_z", self.blur_z)]
+        {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::invalid(format!("augment {name} {v} must be a finite value >= 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A uniform draw from `lo..hi` (`lo` when the range is empty).
+fn uniform(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
+    if lo < hi {
+        rng.random_range(lo..hi)
+    } else {
+        lo
+    }
+}
+
+/// A normalised 1-D Gaussian kernel of standard deviation `sigma` (voxels),
+/// truncated at 3σ; `[1]` for σ below 0.1.
+pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    if sigma < 0.1 {
+        return vec![1.0];
+    }
+    let r = (3.0 * sigma).ceil() as isize;
+    let k: Vec<f64> = (-r..=r).map(|i| (-(i * i) as f64 / (2.0 * (sigma as f64).powi(2))).exp()).collect();
+    let s: f64 = k.iter().sum();
+    k.iter().map(|v| (v / s) as f32).collect()
+}
+
+/// Separable Gaussian blur of a (z, y, x) volume with σ `[sz, sy, sx]`
+/// (voxels), reflecting at the edges like [`reflect`].
+pub fn gaussian_blur(data: &[f32], dims: [usize; 3], sigma: [f32; 3]) -> Vec<f32> {
+    let mut cur = data.to_vec();
+    let strides = [dims[1] * dims[2], dims[2], 1];
+    for axis in 0..3 {
+        let k = gaussian_kernel(sigma[axis]);
+        if k.len() == 1 {
+            continue;
+        }
+        let r = (k.len() / 2) as isize;
+        let (n, st) = (dims[axis], strides[axis]);
+        let mut out = vec![0f32; cur.len()];
+        for (i, o) in out.iter_mut().enumerate() {
+            let pos = (i / st) % n;
+            let base = i - pos * st;
+            let mut acc = 0f64;
+            for (j, &w) in k.iter().enumerate() {
+                let q = reflect(pos as isize + j as isize - r, n);
+                acc += w as f64 * cur[base + q * st] as f64;
+            }
+            *o = acc as f32;
+        }
+        cur = out;
+    }
+    cur
 }
 
 /// Mirror index `i` (possibly outside `0..n`) into `0..n` (reflect without
@@ -91,18 +199,23 @@ pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl
         origin[a] = if n >= p { rng.random_range(0..=n - p) } else { rng.random_range(n - p..=0) } as isize;
         flip[a] = aug.flips && rng.random_bool(0.5);
     }
-    let scale = if aug.brightness[0] < aug.brightness[1] {
-        rng.random_range(aug.brightness[0]..aug.brightness[1])
-    } else {
-        aug.brightness[0]
-    };
-    let gamma = if aug.gamma[0] < aug.gamma[1] { rng.random_range(aug.gamma[0]..aug.gamma[1]) } else { aug.gamma[0] };
-    let (img, tgt) = extract(s, origin, patch, flip);
-    let img = if scale != 1.0 || gamma != 1.0 {
-        img.into_iter().map(|v| v.max(0.0).powf(gamma) * scale).collect()
-    } else {
-        img
-    };
+    let scale = uniform(rng, aug.brightness[0], aug.brightness[1]);
+    let gamma = uniform(rng, aug.gamma[0], aug.gamma[1]);
+    let (mut img, tgt) = extract(s, origin, patch, flip);
+    if (aug.blur > 0.0 || aug.blur_z > 0.0) && rng.random_bool(0.5) {
+        let sxy = uniform(rng, 0.0, aug.blur);
+        let sz = uniform(rng, 0.0, aug.blur_z);
+        img = gaussian_blur(&img, patch, [sz, sxy, sxy]);
+    }
+    if scale != 1.0 || gamma != 1.0 {
+        img.iter_mut().for_each(|v| *v = v.max(0.0).powf(gamma) * scale);
+    }
+    let offset = uniform(rng, -aug.offset, aug.offset);
+    let sigma = uniform(rng, 0.0, aug.noise);
+    if offset != 0.0 || sigma > 0.0 {
+        let normal = rand_distr::Normal::new(0.0f32, sigma.max(f32::MIN_POSITIVE)).expect("finite sigma");
+        img.iter_mut().for_each(|v| *v += offset + if sigma > 0.0 { rng.sample(normal) } else { 0.0 });
+    }
     (img, tgt)
 }
 

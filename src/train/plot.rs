@@ -22,23 +22,40 @@ pub struct EpochRecord {
     /// Marker detection F1 on the validation volumes (NDN runs; NaN for
     /// the others): see [`crate::metrics::marker_detection`].
     pub val_detection: f64,
+    /// Whole-volume instance scores of the validation volumes through the
+    /// instance stage with the partner network (NaN without one): mean F1 at
+    /// IoU 0.5, mean SEG and mean foreground IoU of the labels.
+    pub val_f1: f64,
+    pub val_seg: f64,
+    pub val_inst_iou: f64,
     pub seconds: f64,
 }
 
 impl EpochRecord {
-    /// Whether this epoch beats the best so far (`best`: its validation
-    /// detection F1 and IoU): by detection F1 where it was measured, ties
-    /// and runs without it by IoU.
+    /// What ranks epochs, most important first: the instance F1 and SEG where
+    /// the whole instance stage was scored; else the marker detection F1 and
+    /// the IoU (NDN runs); else the IoU alone (first value NaN).
+    pub fn key(&self) -> (f64, f64) {
+        if self.val_f1.is_finite() {
+            (self.val_f1, self.val_seg)
+        } else {
+            (self.val_detection, self.val_iou)
+        }
+    }
+
+    /// Whether this epoch beats the best so far (`best`: the best epoch's
+    /// [`EpochRecord::key`]), comparing the keys in order.
     pub fn beats(&self, best: Option<(f64, f64)>) -> bool {
-        if !self.val_iou.is_finite() && !self.val_detection.is_finite() {
+        let (a, b) = self.key();
+        if !a.is_finite() && !b.is_finite() {
             return false;
         }
-        let Some((bd, bi)) = best else { return true };
+        let Some((ba, bb)) = best else { return true };
         let key = |v: f64| if v.is_finite() { v } else { f64::NEG_INFINITY };
-        match key(self.val_detection).total_cmp(&key(bd)) {
+        match key(a).total_cmp(&key(ba)) {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal => key(self.val_iou) > key(bi),
+            std::cmp::Ordering::Equal => key(b) > key(bb),
         }
     }
 }
@@ -120,7 +137,7 @@ fn draw(path: &Path, records: &[EpochRecord], text: bool) -> std::result::Result
     let mut b = ChartBuilder::on(&right);
     b.margin(12);
     if text {
-        b.caption("validation IoU (green), marker F1 (magenta)", ("sans-serif", 20))
+        b.caption("val IoU (green), marker F1 (magenta), F1 (black), SEG (blue)", ("sans-serif", 16))
             .x_label_area_size(36)
             .y_label_area_size(56);
     }
@@ -133,6 +150,9 @@ fn draw(path: &Path, records: &[EpochRecord], text: bool) -> std::result::Result
     c.draw_series(LineSeries::new(series(|r| r.val_iou), GREEN.stroke_width(2)))?;
     // Marker detection F1 (NDN runs), on the same 0–1 axis.
     c.draw_series(LineSeries::new(series(|r| r.val_detection), MAGENTA.stroke_width(2)))?;
+    // Instance scores through the whole pipeline (runs with a partner network).
+    c.draw_series(LineSeries::new(series(|r| r.val_f1), BLACK.stroke_width(2)))?;
+    c.draw_series(LineSeries::new(series(|r| r.val_seg), BLUE.stroke_width(2)))?;
     root.present()?;
     Ok(())
 }

@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::config::{NormKind, OptimizerKind, TrainConfig};
-use super::dataset::{load_split, DataOptions};
+use super::dataset::{load_names, names_of, prepare_image, read_instance_labels, DataOptions, Target};
 use super::fit::{fit, FitSettings};
 use super::plot::{plot_curves, EpochRecord};
+use super::validate::predict_volume;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::metrics::instances::{InstanceTruth, InstanceValidation, Role};
 use crate::model::network::{read_weights, write_weights, WeightsMeta};
 use crate::model::{Gpu, Net};
 use crate::ops::optim;
@@ -39,6 +41,10 @@ pub struct CheckpointInfo {
     #[serde(default)]
     pub best_val_detection: Option<f64>,
     pub best_epoch: Option<usize>,
+    /// The best epoch's ranking key ([`EpochRecord::key`]; JSON has no
+    /// NaN, so an unmeasured part is stored as null).
+    #[serde(default)]
+    pub best_key: Option<(Option<f64>, Option<f64>)>,
     pub config: TrainConfig,
 }
 
@@ -75,25 +81,35 @@ pub fn optimizer_config(cfg: &TrainConfig) -> optim::OptimizerConfig {
 
 /// Writes the CSV log (all epochs so far) atomically.
 pub fn write_log(path: &Path, records: &[EpochRecord]) -> Result<()> {
-    let mut s = String::from("epoch,step,train_loss,val_loss,val_iou,seconds,val_detection_f1\n");
+    let mut s =
+        String::from("epoch,step,train_loss,val_loss,val_iou,seconds,val_detection_f1,val_f1,val_seg,val_inst_iou\n");
     for r in records {
         s.push_str(&format!(
-            "{},{},{:.6},{:.6},{:.6},{:.2},{:.6}\n",
-            r.epoch, r.step, r.train_loss, r.val_loss, r.val_iou, r.seconds, r.val_detection
+            "{},{},{:.6},{:.6},{:.6},{:.2},{:.6},{:.6},{:.6},{:.6}\n",
+            r.epoch,
+            r.step,
+            r.train_loss,
+            r.val_loss,
+            r.val_iou,
+            r.seconds,
+            r.val_detection,
+            r.val_f1,
+            r.val_seg,
+            r.val_inst_iou
         ));
     }
     crate::model::st::write_atomic(path, s.as_bytes())
 }
 
-/// Reads a CSV log written by [`write_log`] (also the 6-column logs of
-/// earlier versions, without the detection column).
+/// Reads a CSV log written by [`write_log`] (also the 6- and 7-column logs
+/// of earlier versions, without the detection or instance columns).
 pub fn read_log(path: &Path) -> Result<Vec<EpochRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let bad = || Error::file(path, format!("line {}: not a training log line", i + 1));
-        if f.len() != 6 && f.len() != 7 {
+        if ![6, 7, 10].contains(&f.len()) {
             return Err(bad());
         }
         let p = |s: &str| s.trim().parse::<f64>().map_err(|_| bad());
@@ -104,7 +120,10 @@ pub fn read_log(path: &Path) -> Result<Vec<EpochRecord>> {
             val_loss: p(f[3])?,
             val_iou: p(f[4])?,
             seconds: p(f[5])?,
-            val_detection: if f.len() == 7 { p(f[6])? } else { f64::NAN },
+            val_detection: if f.len() >= 7 { p(f[6])? } else { f64::NAN },
+            val_f1: if f.len() == 10 { p(f[7])? } else { f64::NAN },
+            val_seg: if f.len() == 10 { p(f[8])? } else { f64::NAN },
+            val_inst_iou: if f.len() == 10 { p(f[9])? } else { f64::NAN },
         });
     }
     Ok(out)
@@ -184,16 +203,34 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         normalization: normalization(&cfg),
         dilate: cfg.dilate_radius(),
     };
-    let train = load_split(&data, "train", &opts)?;
-    let val = load_split(&data, "validation", &opts)?;
+    let train_names = names_of(&data, "train", cfg.train_list.as_deref())?;
+    let val_names = names_of(&data, "validation", cfg.val_list.as_deref())?;
+    if let Some(n) = val_names.iter().find(|n| train_names.contains(n)) {
+        return Err(Error::invalid(format!(
+            "{n} is listed for both training and validation: a validation volume must not be trained on"
+        )));
+    }
+    let train = load_names(&data, &train_names, &opts)?;
+    let val = load_names(&data, &val_names, &opts)?;
     log::info!(
         "{}: {} training and {} validation volumes ({})",
         data.display(),
         train.len(),
         val.len(),
-        train.iter().map(|s| format!("{} {:?}", s.name, s.image.dims)).collect::<Vec<_>>().join(", ")
+        if train.len() <= 8 {
+            train.iter().map(|s| format!("{} {:?}", s.name, s.image.dims)).collect::<Vec<_>>().join(", ")
+        } else {
+            format!("{} … {}", train[0].name, train[train.len() - 1].name)
+        }
     );
-    let net_cfg = cfg.net_config()?;
+    let net_cfg = match &cfg.init {
+        Some(p) if ckpt.is_none() => init_config(&cfg, p)?,
+        _ => cfg.net_config()?,
+    };
+    let instances = match &cfg.val_partner {
+        Some(p) => Some(instance_validation(ctx, &cfg, &data, &val_names, p)?),
+        None => None,
+    };
     let trained_on =
         format!("{} ({})", data.display(), train.iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", "));
     let mut meta = WeightsMeta {
@@ -203,7 +240,9 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         trained_on,
         epochs: 0,
         val_iou: None,
+        threshold: None,
     };
+    let mut best_iou: Option<f64> = None;
     let (mut net, mut opt, first_epoch, mut best, mut best_epoch, mut records) = match ckpt {
         Some((w, info)) => {
             let net = Net::<Gpu>::from_host(ctx, w.meta.config.clone(), &w.params, &w.buffers)?;
@@ -221,11 +260,28 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             let records = read_log(&out.join(LOG)).unwrap_or_default();
             let records: Vec<EpochRecord> = records.into_iter().filter(|r| r.epoch <= info.epoch).collect();
             log::info!("resuming {} after epoch {}", out.display(), info.epoch);
-            let best = info.best_val_iou.map(|i| (info.best_val_detection.unwrap_or(f64::NAN), i));
+            let nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
+            let best = info
+                .best_key
+                .map(|(a, b)| (nan(a), nan(b)))
+                .or(info.best_val_iou.map(|i| (nan(info.best_val_detection), i)));
+            best_iou = info.best_val_iou;
             (net, opt, info.epoch + 1, best, info.best_epoch, records)
         }
         None => {
-            let net = Net::<Gpu>::init(ctx, net_cfg.clone(), cfg.seed)?;
+            let net = match &cfg.init {
+                Some(p) => {
+                    let w = read_weights(p)?;
+                    log::info!(
+                        "starting from {} ({}, trained on {})",
+                        p.display(),
+                        w.meta.config.arch,
+                        w.meta.trained_on
+                    );
+                    Net::<Gpu>::from_host(ctx, w.meta.config.clone(), &w.params, &w.buffers)?
+                }
+                None => Net::<Gpu>::init(ctx, net_cfg.clone(), cfg.seed)?,
+            };
             let opt = optim::Optimizer::new(ctx, optimizer_config(&cfg), &net.params.iter().collect::<Vec<_>>())?;
             (net, opt, 1, None, None, Vec::new())
         }
@@ -258,20 +314,23 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         lr: cfg.lr,
         lr_final: cfg.lr_final(),
         progress,
+        instances,
     };
     fit(&mut net, ctx, &mut opt, &train, &val, &settings, first_epoch, |r, net, opt| {
         records.push(r.clone());
         meta.epochs = r.epoch;
         let improved = r.beats(best);
         if improved {
-            best = Some((r.val_detection, r.val_iou));
+            best = Some(r.key());
+            best_iou = Some(r.val_iou);
             best_epoch = Some(r.epoch);
         }
         let info = CheckpointInfo {
             epoch: r.epoch,
             optimizer_steps: opt.step_count(),
-            best_val_iou: best.map(|b| b.1),
-            best_val_detection: best.map(|b| b.0).filter(|v| v.is_finite()),
+            best_val_iou: best_iou,
+            best_val_detection: best.filter(|_| !r.val_f1.is_finite()).map(|b| b.0).filter(|v| v.is_finite()),
+            best_key: best.map(|(a, b)| (a.is_finite().then_some(a), b.is_finite().then_some(b))),
             best_epoch,
             config: cfg.clone(),
         };
@@ -290,7 +349,89 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         }
         Ok(())
     })?;
-    Ok(RunSummary { out, records, best_val_iou: best.map(|b| b.1), best_epoch })
+    Ok(RunSummary { out, records, best_val_iou: best_iou, best_epoch })
+}
+
+/// The network settings of `--init` weights, checked against the run's:
+/// the file decides, and depth, base or kernel given as well must agree.
+fn init_config(cfg: &TrainConfig, path: &Path) -> Result<crate::model::NetConfig> {
+    let w = read_weights(path)?;
+    let c = w.meta.config;
+    let conflict = |what: &str, want: Option<usize>, have: usize| match want {
+        Some(v) if v != have => {
+            Err(Error::file(path, format!("--init: the file's network has {what} {have}, the run asks for {v}")))
+        }
+        _ => Ok(()),
+    };
+    conflict("depth", cfg.depth, c.depth)?;
+    conflict("base width", cfg.base, c.base)?;
+    conflict("kernel", cfg.kernel, c.kernel)?;
+    if c.arch != cfg.model {
+        return Err(Error::file(path, format!("--init: holds a {} but the run trains a {}", c.arch, cfg.model)));
+    }
+    if c.classes != cfg.classes {
+        return Err(Error::file(
+            path,
+            format!("--init: {} output classes, the run asks for {}", c.classes, cfg.classes),
+        ));
+    }
+    Ok(c)
+}
+
+/// Instance validation with the partner network in `partner`: its mask of
+/// every validation volume (predicted once, here) and the volumes'
+/// `labels_instance/` ground truth.
+fn instance_validation(
+    ctx: &GpuContext,
+    cfg: &TrainConfig,
+    data: &Path,
+    names: &[String],
+    partner: &Path,
+) -> Result<InstanceValidation> {
+    let w = crate::model::network::Network::load(ctx, partner)?;
+    let role = if cfg.target() == Target::Ndn { Role::Detection } else { Role::Segmentation };
+    let partner_is_ndn = w.meta.config.arch == crate::model::Arch::Ndn;
+    if partner_is_ndn != (role == Role::Segmentation) {
+        return Err(Error::file(
+            partner,
+            format!(
+                "--val-partner holds a {}; a {} run needs {}",
+                w.meta.config.arch,
+                cfg.model,
+                if role == Role::Segmentation { "an NDN (the markers)" } else { "an NSN or U-Net (the segmentation)" }
+            ),
+        ));
+    }
+    let side = w.net.cfg.side_multiple();
+    let mut volumes = Vec::new();
+    for name in names {
+        let raw_path = data.join("images_raw").join(name);
+        let raw = crate::io::read_volume(&raw_path)?;
+        let (gt, labels) = read_instance_labels(&data.join("labels_instance").join(name))?;
+        if gt.dims != raw.dims {
+            return Err(Error::file(
+                data.join("labels_instance").join(name),
+                format!("is {:?} (z, y, x) but the image is {:?}", gt.dims, raw.dims),
+            ));
+        }
+        let voxel_um = raw.voxel_um.unwrap_or(cfg.voxel_size);
+        let img = prepare_image(raw.dims, raw.data, voxel_um, w.meta.isotropic, w.meta.normalization)?;
+        let (p, _) = predict_volume(&w.net, ctx, &img, cfg.val_tile.max(side), cfg.val_overlap, None)?;
+        let p = if img.dims[0] != raw.dims[0] {
+            crate::preprocess::resample_z(&p, img.dims, raw.dims[0], crate::preprocess::Interp::Nearest)
+        } else {
+            p
+        };
+        let partner: Vec<u8> = p.iter().map(|&v| u8::from(v > 0.5)).collect();
+        log::info!(
+            "{name}: partner {} predicted ({} voxels on), {} true nuclei",
+            w.meta.config.arch,
+            partner.iter().filter(|&&v| v != 0).count(),
+            labels.iter().copied().max().unwrap_or(0)
+        );
+        volumes.push(InstanceTruth { name: name.clone(), dims: raw.dims, voxel_um, labels, partner });
+    }
+    Ok(InstanceValidation { volumes, role, threshold: 0.5, options: crate::postprocess::InstanceOptions::default() })
 }
 
 fn dims_to_shape(dims: &[usize]) -> crate::tensor::Shape5 {

@@ -2,6 +2,7 @@
 
 use super::patch::{extract, foreground_iou, Sample, Vol};
 use crate::error::Result;
+use crate::metrics::instances::{score_instances, InstanceScores, InstanceTruth, InstanceValidation};
 use crate::model::{Backend, LossSpec, Net};
 use crate::tensor::{CpuTensor, Shape5};
 
@@ -86,11 +87,15 @@ pub struct ValScores {
     /// Marker detection F1 (when asked for): the connected components
     /// (26-connected) of probability > 0.5 against those of the target.
     pub detection: Option<f64>,
+    /// Scores through the whole instance stage (with instance validation).
+    pub instances: Option<InstanceScores>,
 }
 
 /// Validation of one sample; with `detection`, also scores the prediction
-/// as markers ([`crate::metrics::marker_detection`]). Target blobs that
-/// touch count as one object.
+/// as markers ([`crate::metrics::marker_detection`]; target blobs that
+/// touch count as one object); with `instances`, also through the whole
+/// instance stage ([`score_instances`]).
+#[allow(clippy::too_many_arguments)]
 pub fn validate_sample<B: Backend>(
     net: &Net<B>,
     cx: &B::Ctx,
@@ -99,8 +104,13 @@ pub fn validate_sample<B: Backend>(
     overlap: usize,
     spec: &LossSpec,
     detection: bool,
+    instances: Option<(&InstanceTruth, &InstanceValidation)>,
 ) -> Result<ValScores> {
     let (p, loss) = predict_volume(net, cx, &s.image, tile, overlap, Some((&s.target, spec)))?;
+    let instances = match instances {
+        Some((t, v)) => Some(score_instances(&p, s.image.dims, t, v)?),
+        None => None,
+    };
     let detection = if detection {
         let conn = crate::postprocess::Connectivity::TwentySix;
         let pm: Vec<u8> = p.iter().map(|&v| (v > 0.5) as u8).collect();
@@ -111,5 +121,5 @@ pub fn validate_sample<B: Backend>(
     } else {
         None
     };
-    Ok(ValScores { loss: loss.unwrap_or(f64::NAN), iou: foreground_iou(&p, &s.target.data, 0.5), detection })
+    Ok(ValScores { loss: loss.unwrap_or(f64::NAN), iou: foreground_iou(&p, &s.target.data, 0.5), detection, instances })
 }

@@ -1,0 +1,116 @@
+//! `qcanet-gpu calibrate`: choose the NSN's and NDN's thresholds on validation volumes.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use qcanet_gpu::infer::calibrate::{predict, search};
+use qcanet_gpu::infer::net::{load_checked, stage, weights_path};
+use qcanet_gpu::infer::pipeline::SegmentOptions;
+use qcanet_gpu::model::Arch;
+use qcanet_gpu::train::dataset::{names_of, read_instance_labels};
+
+#[derive(clap::Args)]
+#[command(after_help = "Predicts every listed volume once with both networks (as `infer` does), scores the whole \
+instance stage against DATA/labels_instance/ over a grid of thresholds (the NSN's first, then the NDN's), and \
+writes copies of the weights (f16) with the chosen thresholds in their metadata, where `infer` reads them, plus \
+calibration.csv with every trial. Use validation volumes only: a volume that chose a threshold is no longer held out.")]
+pub struct Args {
+    /// NSN weights (default: the bundled ones).
+    #[arg(long)]
+    nsn: Option<PathBuf>,
+    /// NDN weights (default: the bundled ones).
+    #[arg(long)]
+    ndn: Option<PathBuf>,
+    /// Dataset folder (images_raw/, labels_instance/, split_list/).
+    #[arg(long)]
+    data: PathBuf,
+    /// File listing the volumes to calibrate on (default DATA/split_list/validation.txt).
+    #[arg(long)]
+    list: Option<PathBuf>,
+    /// Thresholds to try, comma-separated, each strictly between 0 and 1.
+    #[arg(long, default_value = "0.2,0.3,0.4,0.5,0.6,0.7,0.8")]
+    thresholds: String,
+    /// Tile side for prediction, as `infer --tile`.
+    #[arg(long, default_value_t = 96)]
+    tile: usize,
+    /// Distance between tile origins, as `infer --stride`.
+    #[arg(long, default_value_t = 48)]
+    stride: usize,
+    /// Folder for nsn.safetensors, ndn.safetensors and calibration.csv.
+    #[arg(long, short)]
+    out_dir: PathBuf,
+    /// Replace existing files in --out-dir.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
+    let grid: Vec<f32> = a
+        .thresholds
+        .split(',')
+        .map(|t| t.trim().parse::<f32>().map_err(|_| anyhow::anyhow!("--thresholds: '{t}' is not a number")))
+        .collect::<anyhow::Result<_>>()?;
+    let names = names_of(&a.data, "validation", a.list.as_deref())?;
+    let nsn_path = weights_path(a.nsn.as_deref(), "nsn.safetensors").context("NSN weights")?;
+    let ndn_path = weights_path(a.ndn.as_deref(), "ndn.safetensors").context("NDN weights")?;
+    let outs =
+        [a.out_dir.join("nsn.safetensors"), a.out_dir.join("ndn.safetensors"), a.out_dir.join("calibration.csv")];
+    for o in &outs {
+        let same = |p: &PathBuf| std::fs::canonicalize(p).ok() == std::fs::canonicalize(o).ok();
+        if o.exists() && (same(&nsn_path) || same(&ndn_path)) {
+            anyhow::bail!("{}: is one of the input weights; choose another --out-dir", o.display());
+        }
+        if o.exists() && !a.overwrite {
+            anyhow::bail!("{}: exists (use --overwrite to replace it)", o.display());
+        }
+    }
+    let ctx = g.context()?;
+    let mut nsn = load_checked(&ctx, &nsn_path, Arch::Nsn).context("--nsn")?;
+    let mut ndn = load_checked(&ctx, &ndn_path, Arch::Ndn).context("--ndn")?;
+    let opts = SegmentOptions { tile: [a.tile; 3], stride: [a.stride; 3], ..Default::default() };
+    let pb = indicatif::ProgressBar::new(0);
+    let mut vols = Vec::new();
+    {
+        let mut sn = stage(&ctx, &nsn, "NSN");
+        let mut sd = stage(&ctx, &ndn, "NDN");
+        for (i, name) in names.iter().enumerate() {
+            let raw_path = a.data.join("images_raw").join(name);
+            let vol = qcanet_gpu::io::read_volume(&raw_path)?;
+            let (gt, labels) = read_instance_labels(&a.data.join("labels_instance").join(name))?;
+            if gt.dims != vol.dims {
+                anyhow::bail!("{}: ground truth is {:?} but the image is {:?}", name, gt.dims, vol.dims);
+            }
+            log::info!("{name} ({}/{}): predicting", i + 1, names.len());
+            vols.push(predict(&mut sn, &mut sd, name, &vol, labels, &opts, &pb)?);
+        }
+    }
+    pb.finish_and_clear();
+    let (best, all) = search(&vols, &grid, &opts.instance)?;
+    let mut csv = String::from("nsn_threshold,ndn_threshold,mean_f1,mean_seg,mean_iou\n");
+    for t in &all {
+        csv.push_str(&format!("{:.3},{:.3},{:.6},{:.6},{:.6}\n", t.nsn, t.ndn, t.f1, t.seg, t.iou));
+    }
+    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("{}: cannot create", a.out_dir.display()))?;
+    nsn.meta.threshold = Some(best.nsn);
+    ndn.meta.threshold = Some(best.ndn);
+    nsn.save_f16(&ctx, &outs[0])?;
+    ndn.save_f16(&ctx, &outs[1])?;
+    qcanet_gpu::model::st::write_atomic(&outs[2], csv.as_bytes())?;
+    let first = all[0];
+    println!(
+        "{} volumes; at 0.5/0.5: F1 {:.4}, SEG {:.4}, IoU {:.4}\nchosen NSN {:.2}, NDN {:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}\nwrote {}, {}, {}",
+        vols.len(),
+        first.f1,
+        first.seg,
+        first.iou,
+        best.nsn,
+        best.ndn,
+        best.f1,
+        best.seg,
+        best.iou,
+        outs[0].display(),
+        outs[1].display(),
+        outs[2].display()
+    );
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Scoring through the instance stage and threshold calibration, on
+//! hand-made probabilities with known answers.
+
+use qcanet_gpu::infer::calibrate::{search, trial, CalibrationVolume};
+use qcanet_gpu::metrics::instances::{score_instances, InstanceTruth, InstanceValidation, Role};
+use qcanet_gpu::postprocess::InstanceOptions;
+
+const DIMS: [usize; 3] = [12, 20, 28];
+
+/// Two touching balls (labels 1, 2), radius 5, centres 9 voxels apart in x.
+fn truth() -> Vec<u32> {
+    let mut l = vec![0u32; DIMS.iter().product()];
+    for z in 0..DIMS[0] {
+        for y in 0..DIMS[1] {
+            for x in 0..DIMS[2] {
+                let d =
+                    |cx: f64| ((z as f64 - 6.0).powi(2) + (y as f64 - 10.0).powi(2) + (x as f64 - cx).powi(2)).sqrt();
+                let i = (z * DIMS[1] + y) * DIMS[2] + x;
+                if d(9.5) <= 5.0 {
+                    l[i] = 1;
+                } else if d(18.5) <= 5.0 {
+                    l[i] = 2;
+                }
+            }
+        }
+    }
+    l
+}
+
+/// Pseudo-random values in 0..1 (no pattern to fit).
+fn jitter(i: usize) -> f32 {
+    ((i as u64).wrapping_mul(2654435761) % 1000) as f32 / 1000.0
+}
+
+/// Segmentation probability: `fg` (±0.02 jitter) inside the nuclei, 0.1 outside;
+/// detection: 0.9 within 2 voxels of each centre, else `bg_det`.
+fn volume(fg: f32, bg_det: f32) -> CalibrationVolume {
+    let labels = truth();
+    let nsn: Vec<f32> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| if l > 0 { fg + 0.04 * (jitter(i) - 0.5) } else { 0.1 * jitter(i) })
+        .collect();
+    let mut ndn = vec![bg_det; labels.len()];
+    for z in 0..DIMS[0] {
+        for y in 0..DIMS[1] {
+            for x in 0..DIMS[2] {
+                for cx in [9.5f64, 18.5] {
+                    if ((z as f64 - 6.0).powi(2) + (y as f64 - 10.0).powi(2) + (x as f64 - cx).powi(2)).sqrt() <= 2.0 {
+                        ndn[(z * DIMS[1] + y) * DIMS[2] + x] = 0.9;
+                    }
+                }
+            }
+        }
+    }
+    CalibrationVolume { name: "v".into(), dims: DIMS, voxel_um: [1.0; 3], nsn, ndn, labels }
+}
+
+#[test]
+fn instance_scores_of_a_perfect_pair_and_of_swapped_roles() {
+    let v = volume(0.9, 0.05);
+    let opts = InstanceOptions::default();
+    let markers: Vec<u8> = v.ndn.iter().map(|&p| (p > 0.5) as u8).collect();
+    let seg: Vec<u8> = v.nsn.iter().map(|&p| (p > 0.5) as u8).collect();
+    let t =
+        InstanceTruth { name: "v".into(), dims: DIMS, voxel_um: [1.0; 3], labels: v.labels.clone(), partner: markers };
+    let iv = InstanceValidation { volumes: vec![], role: Role::Segmentation, threshold: 0.5, options: opts };
+    let s = score_instances(&v.nsn, DIMS, &t, &iv).unwrap();
+    assert_eq!((s.predicted, s.truth), (2, 2));
+    assert_eq!(s.f1, 1.0);
+    assert!(s.seg > 0.8 && s.iou > 0.99, "{s:?}");
+    // The same pair from the detection side gives the same scores.
+    let t2 = InstanceTruth { partner: seg, ..t.clone() };
+    let iv2 = InstanceValidation { role: Role::Detection, ..iv.clone() };
+    let s2 = score_instances(&v.ndn, DIMS, &t2, &iv2).unwrap();
+    assert_eq!((s2.predicted, s2.f1), (2, 1.0));
+    assert!((s2.seg - s.seg).abs() < 1e-12);
+    // One marker only: the two nuclei merge into one object that matches at most one.
+    let one: Vec<u8> = t.partner.iter().enumerate().map(|(i, &m)| m * u8::from(i % DIMS[2] < 14)).collect();
+    let s3 = score_instances(&v.nsn, DIMS, &InstanceTruth { partner: one, ..t.clone() }, &iv).unwrap();
+    assert_eq!(s3.predicted, 1);
+    assert!(s3.f1 < 1.0 && s3.f1 > 0.0, "{s3:?}");
+    // No marker at all: no nuclei, F1 0 (not an error).
+    let none = vec![0u8; t.partner.len()];
+    let s4 = score_instances(&v.nsn, DIMS, &InstanceTruth { partner: none, ..t.clone() }, &iv).unwrap();
+    assert_eq!((s4.predicted, s4.f1), (0, 0.0));
+    // A prediction on a z-interpolated grid is brought back to the labels' depth.
+    let deep: Vec<f32> = (0..2 * DIMS[0])
+        .flat_map(|z| {
+            let k = z / 2 * DIMS[1] * DIMS[2];
+            v.nsn[k..k + DIMS[1] * DIMS[2]].to_vec()
+        })
+        .collect();
+    let s5 = score_instances(&deep, [2 * DIMS[0], DIMS[1], DIMS[2]], &t, &iv).unwrap();
+    assert_eq!(s5.f1, 1.0);
+}
+
+#[test]
+fn calibration_finds_the_thresholds_that_recover_the_nuclei() {
+    // The segmentation is under-confident (0.35 inside nuclei): at 0.5 nothing
+    // is found; 0.2 or 0.3 finds both nuclei. The detection background is 0.55,
+    // so at 0.5 the whole volume is one marker; 0.6 or above separates them.
+    // Neither threshold alone helps: only the pair does.
+    let vols = vec![volume(0.35, 0.55)];
+    let opts = InstanceOptions::default();
+    let at_half = trial(&vols, 0.5, 0.5, &opts).unwrap();
+    assert_eq!(at_half.f1, 0.0);
+    let grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
+    let (best, all) = search(&vols, &grid, &opts).unwrap();
+    assert_eq!(all.len(), 49);
+    assert_eq!(all[0], at_half);
+    assert_eq!(best.f1, 1.0, "{best:?}");
+    assert!(best.nsn <= 0.3 && best.ndn >= 0.6, "{best:?}");
+    // Among equally good values the one nearest 0.5 wins.
+    assert_eq!((best.nsn, best.ndn), (0.3, 0.6));
+    // Bad grids are refused.
+    assert!(search(&vols, &[0.0, 0.5], &opts).unwrap_err().to_string().contains("between 0 and 1"));
+    assert!(trial(&[], 0.5, 0.5, &opts).is_err());
+}
