@@ -18,6 +18,11 @@
 //!
 //! Empty sets: a score over zero objects is 1 when both images have no
 //! objects and 0 otherwise (likewise IoU and Dice of two empty foregrounds).
+//!
+//! [`dataset`] scores folders of predictions against folders of ground truth.
+
+pub mod dataset;
+mod plot;
 
 use std::collections::HashMap;
 use std::path::Path;
