@@ -1,20 +1,20 @@
-//! `qcanet-gpu eval`: scores predicted labels against ground truth. Either
-//! image may be a label image or a binary mask (then labelled by connected
-//! components).
+//! `qcanet-gpu eval`: scores predicted labels against ground truth, one pair
+//! of files or two folders paired by name. Either image may be a label image
+//! or a binary mask (then labelled by connected components).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::bail;
-use qcanet_gpu::io;
-use qcanet_gpu::metrics::{self, Evaluation};
+use qcanet_gpu::metrics::{self, dataset, Evaluation};
 use qcanet_gpu::postprocess::Connectivity;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Predicted labels (or a binary mask).
+    /// Predicted labels (or a binary mask), or a folder of them
+    /// (NAME_labels.tif as `infer` writes, or NAME.tif).
     #[arg(long)]
     pred: PathBuf,
-    /// Ground-truth labels (or a binary mask).
+    /// Ground-truth labels (or a binary mask), or a folder of NAME.tif.
     #[arg(long)]
     gt: PathBuf,
     /// Neighbourhood for labelling binary masks: 6 or 26.
@@ -23,24 +23,15 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-/// Labels of a TIFF: kept as they are, or, for a binary mask (one non-zero
-/// value), its connected components.
-pub fn read_labels(path: &Path, conn: Connectivity) -> anyhow::Result<(Vec<u32>, [usize; 3], bool)> {
-    let v = io::read_volume(path)?;
-    if let Some(bad) = v.data.iter().find(|&&x| x < 0.0 || x.fract() != 0.0 || x > u32::MAX as f32) {
-        bail!("{}: value {bad} is not a label (labels are non-negative integers)", path.display());
-    }
-    let mut distinct = v.data.iter().filter(|&&x| x != 0.0).map(|&x| x as u32);
-    let first = distinct.next();
-    let binary = first.is_some_and(|f| distinct.all(|x| x == f));
-    if binary {
-        let mask: Vec<u8> = v.data.iter().map(|&x| (x != 0.0) as u8).collect();
-        Ok((metrics::labels_from_mask(&mask, v.dims, conn)?, v.dims, true))
-    } else {
-        Ok((v.data.iter().map(|&x| x as u32).collect(), v.dims, false))
-    }
+    /// Folders: only the volumes named in this file, one a line (e.g. split_list/validation.txt).
+    #[arg(long)]
+    list: Option<PathBuf>,
+    /// Folders: the per-volume CSV [default: PRED/eval.csv].
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Folders: F1 and SEG against true nuclei, PNG [default: the CSV's name with .png].
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 fn print_table(e: &Evaluation) {
@@ -58,23 +49,38 @@ fn print_table(e: &Evaluation) {
     println!("AP (IoU 0.5:0.95)   {:.4}", e.average_precision);
 }
 
+fn run_folders(a: &Args, conn: Connectivity) -> anyhow::Result<()> {
+    let e = dataset::evaluate_folders(&a.pred, &a.gt, a.list.as_deref(), conn)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{}", e.table());
+    }
+    let (csv, plot) = dataset::report_paths(&a.pred, a.csv.as_deref(), a.plot.as_deref());
+    e.write_csv(&csv)?;
+    e.plot(&plot)?;
+    log::info!("wrote {} and {}", csv.display(), plot.display());
+    Ok(())
+}
+
 pub fn run(_g: &super::Global, a: Args) -> anyhow::Result<()> {
     let conn = match a.connectivity {
         6 => Connectivity::Six,
         26 => Connectivity::TwentySix,
         c => bail!("--connectivity must be 6 or 26, not {c}"),
     };
-    let (pred, pdims, pbin) = read_labels(&a.pred, conn)?;
-    let (gt, gdims, gbin) = read_labels(&a.gt, conn)?;
-    if pdims != gdims {
-        bail!("{} is {:?} (z, y, x) but {} is {:?}", a.pred.display(), pdims, a.gt.display(), gdims);
-    }
-    for (p, b) in [(&a.pred, pbin), (&a.gt, gbin)] {
-        if b {
-            log::info!("{} is a binary mask: labelled by connected components", p.display());
+    match (a.pred.is_dir(), a.gt.is_dir()) {
+        (true, true) => return run_folders(&a, conn),
+        (false, false) => {}
+        (p, _) => {
+            let (dir, file) = if p { (&a.pred, &a.gt) } else { (&a.gt, &a.pred) };
+            bail!("{} is a folder but {} is not: give two files or two folders", dir.display(), file.display());
         }
     }
-    let e = metrics::evaluate(&pred, &gt, pdims)?;
+    if a.list.is_some() || a.csv.is_some() || a.plot.is_some() {
+        bail!("--list, --csv and --plot apply to folders; --pred and --gt are files");
+    }
+    let e = metrics::evaluate_files(&a.pred, &a.gt, conn)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {

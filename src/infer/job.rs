@@ -13,6 +13,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::io::is_tiff;
+/// Suffixes (before `.tif` / `.csv`) of the files `infer` writes.
+pub use crate::io::{CRITERIA_SUFFIX, LABELS_SUFFIX, NDN_PROB_SUFFIX, NSN_PROB_SUFFIX};
 
 /// `I/N`: this job takes units I, I+N, I+2N, … (0-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,18 +61,6 @@ impl std::str::FromStr for Shard {
     fn from_str(s: &str) -> Result<Self> {
         Shard::parse(s)
     }
-}
-
-/// Suffixes (before `.tif` / `.csv`) of the files `infer` writes.
-pub const LABELS_SUFFIX: &str = "_labels";
-pub const CRITERIA_SUFFIX: &str = "_criteria";
-pub const NSN_PROB_SUFFIX: &str = "_nsn_prob";
-pub const NDN_PROB_SUFFIX: &str = "_ndn_prob";
-
-fn is_tiff(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"))
 }
 
 /// Whether `p` looks like a file `infer` wrote (so a folder run does not take

@@ -1,8 +1,10 @@
-//! File formats: TIFF stacks (read/write, voxel size) and atomic writes.
+//! File formats: TIFF stacks (read/write, voxel size), atomic writes, PNG
+//! plots and the names of `infer`'s outputs.
 //!
 //! Volumes are z, y, x (x fastest) in `f32`; voxel sizes are x, y, z in µm.
 
 mod atomic;
+pub mod png;
 pub mod tiff;
 
 pub use self::atomic::{readable_by_all, write_atomic};
@@ -10,7 +12,22 @@ pub use self::tiff::{
     read_stack, read_volume, unit_to_um, write_f32, write_labels_u16, write_u16, write_u32, write_u8, ImageJMeta,
 };
 
+use std::path::Path;
+
 use crate::error::{Error, Result};
+
+/// Suffixes (before `.tif` / `.csv`) of the files `infer` writes.
+pub const LABELS_SUFFIX: &str = "_labels";
+pub const CRITERIA_SUFFIX: &str = "_criteria";
+pub const NSN_PROB_SUFFIX: &str = "_nsn_prob";
+pub const NDN_PROB_SUFFIX: &str = "_ndn_prob";
+
+/// Whether `p` is named `.tif` or `.tiff` (any case).
+pub fn is_tiff(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"))
+}
 
 /// One 3-D grey stack (one time point).
 #[derive(Clone, Debug)]

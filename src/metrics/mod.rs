@@ -18,12 +18,18 @@
 //!
 //! Empty sets: a score over zero objects is 1 when both images have no
 //! objects and 0 otherwise (likewise IoU and Dice of two empty foregrounds).
+//!
+//! [`dataset`] scores folders of predictions against folders of ground truth.
+
+pub mod dataset;
+mod plot;
 
 pub mod instances;
 
 use std::collections::HashMap;
+use std::path::Path;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::postprocess::{ccl, Connectivity, Grid};
 
 /// Voxel counts of objects and of their pairwise intersections.
@@ -276,4 +282,58 @@ pub fn labels_from_mask(mask: &[u8], dims: [usize; 3], conn: Connectivity) -> Re
     g.validate("labels_from_mask")?;
     g.check_len("labels_from_mask", "mask", mask.len())?;
     Ok(ccl::reference::label(mask, dims, conn).0)
+}
+
+/// A label image read from a TIFF by [`read_labels`].
+#[derive(Clone, Debug)]
+pub struct LabelImage {
+    pub labels: Vec<u32>,
+    /// z, y, x
+    pub dims: [usize; 3],
+    /// The file was a binary mask (one non-zero value), labelled by
+    /// connected components.
+    pub binary: bool,
+}
+
+/// Labels of a TIFF: kept as they are, or, for a binary mask (one non-zero
+/// value), its connected components. An image with a negative or fractional
+/// value (e.g. probabilities) is refused, naming the file.
+pub fn read_labels(path: &Path, conn: Connectivity) -> Result<LabelImage> {
+    let v = crate::io::read_volume(path)?;
+    if let Some(bad) = v.data.iter().find(|&&x| x < 0.0 || x.fract() != 0.0 || x > u32::MAX as f32) {
+        return Err(Error::file(path, format!("value {bad} is not a label (labels are non-negative integers)")));
+    }
+    let mut distinct = v.data.iter().filter(|&&x| x != 0.0).map(|&x| x as u32);
+    let first = distinct.next();
+    let binary = first.is_some_and(|f| distinct.all(|x| x == f));
+    let labels = if binary {
+        let mask: Vec<u8> = v.data.iter().map(|&x| (x != 0.0) as u8).collect();
+        labels_from_mask(&mask, v.dims, conn)?
+    } else {
+        v.data.iter().map(|&x| x as u32).collect()
+    };
+    Ok(LabelImage { labels, dims: v.dims, binary })
+}
+
+/// Reads a predicted and a ground-truth label image (see [`read_labels`];
+/// binary masks are logged) and scores them. Errors name the file that is
+/// not a label image, or both files when their shapes differ.
+pub fn evaluate_files(pred: &Path, gt: &Path, conn: Connectivity) -> Result<Evaluation> {
+    let p = read_labels(pred, conn)?;
+    let g = read_labels(gt, conn)?;
+    if p.dims != g.dims {
+        return Err(Error::invalid(format!(
+            "{} is {:?} (z, y, x) but {} is {:?}",
+            pred.display(),
+            p.dims,
+            gt.display(),
+            g.dims
+        )));
+    }
+    for (path, image) in [(pred, &p), (gt, &g)] {
+        if image.binary {
+            log::info!("{} is a binary mask: labelled by connected components", path.display());
+        }
+    }
+    evaluate(&p.labels, &g.labels, p.dims)
 }

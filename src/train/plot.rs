@@ -1,15 +1,12 @@
-//! The training-curve PNG (loss and validation IoU against epoch).
-//!
-//! Text needs a font registered at run time (plotters' ab_glyph backend has
-//! none built in): DejaVu Sans or Liberation Sans from the usual system
-//! folders. Without one the plot is drawn without text rather than failing.
+//! The training-curve PNG (loss and validation IoU against epoch); drawn
+//! without text when no system font is found (see [`crate::io::png`]).
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::io::png::{chart, font_available, write_png, Area, DrawResult};
 
 /// One epoch's numbers, as in the CSV log.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,48 +57,14 @@ impl EpochRecord {
     }
 }
 
-const FONT_CANDIDATES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-    "C:\\Windows\\Fonts\\arial.ttf",
-];
-
-/// Registers a system font as "sans-serif" once; false if none was found.
-fn font_available() -> bool {
-    static FONT: OnceLock<bool> = OnceLock::new();
-    *FONT.get_or_init(|| {
-        for p in FONT_CANDIDATES {
-            if let Ok(bytes) = std::fs::read(p) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        log::warn!(
-            "no TrueType font found (looked for DejaVu Sans, Liberation Sans): training plot drawn without text"
-        );
-        false
-    })
-}
-
 /// Draws loss (train, validation) and validation IoU against epoch into a
 /// PNG at `path` (written to a temporary name, then renamed).
 pub fn plot_curves(path: &Path, records: &[EpochRecord]) -> Result<()> {
     let text = font_available();
-    let tmp = path.with_extension("tmp.png");
-    draw(&tmp, records, text).map_err(|e| Error::file(path, format!("cannot draw the training plot: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
-    Ok(())
+    write_png(path, (1000, 420), "training plot", |root| draw(root, records, text))
 }
 
-fn draw(path: &Path, records: &[EpochRecord], text: bool) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let root = BitMapBackend::new(path, (1000, 420)).into_drawing_area();
+fn draw(root: &Area<'_>, records: &[EpochRecord], text: bool) -> DrawResult {
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(500);
     let max_epoch = records.iter().map(|r| r.epoch).max().unwrap_or(1).max(1) as f64;
@@ -113,17 +76,7 @@ fn draw(path: &Path, records: &[EpochRecord], text: bool) -> std::result::Result
         records.iter().map(|r| (r.epoch as f64, f(r))).filter(|p| finite(p.1)).collect()
     };
 
-    let mut b = ChartBuilder::on(&left);
-    b.margin(12);
-    if text {
-        b.caption("loss", ("sans-serif", 20)).x_label_area_size(36).y_label_area_size(56);
-    }
-    let mut c = b.build_cartesian_2d(0f64..max_epoch, 0f64..max_loss)?;
-    if text {
-        c.configure_mesh().x_desc("epoch").y_desc("loss").draw()?;
-    } else {
-        c.configure_mesh().disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw()?;
-    }
+    let mut c = chart(&left, text, "loss", ["epoch", "loss"], (0f64..max_epoch, 0f64..max_loss), false)?;
     let tl = c.draw_series(LineSeries::new(series(|r| r.train_loss), BLUE.stroke_width(2)))?;
     if text {
         tl.label("train").legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
@@ -134,25 +87,13 @@ fn draw(path: &Path, records: &[EpochRecord], text: bool) -> std::result::Result
         c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     }
 
-    let mut b = ChartBuilder::on(&right);
-    b.margin(12);
-    if text {
-        b.caption("val IoU (green), marker F1 (magenta), F1 (black), SEG (blue)", ("sans-serif", 16))
-            .x_label_area_size(36)
-            .y_label_area_size(56);
-    }
-    let mut c = b.build_cartesian_2d(0f64..max_epoch, 0f64..1f64)?;
-    if text {
-        c.configure_mesh().x_desc("epoch").y_desc("IoU").draw()?;
-    } else {
-        c.configure_mesh().disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw()?;
-    }
+    let caption = "val IoU (green), marker F1 (magenta), F1 (black), SEG (blue)";
+    let mut c = chart(&right, text, caption, ["epoch", "score"], (0f64..max_epoch, 0f64..1f64), false)?;
     c.draw_series(LineSeries::new(series(|r| r.val_iou), GREEN.stroke_width(2)))?;
     // Marker detection F1 (NDN runs), on the same 0–1 axis.
     c.draw_series(LineSeries::new(series(|r| r.val_detection), MAGENTA.stroke_width(2)))?;
     // Instance scores through the whole pipeline (runs with a partner network).
     c.draw_series(LineSeries::new(series(|r| r.val_f1), BLACK.stroke_width(2)))?;
     c.draw_series(LineSeries::new(series(|r| r.val_seg), BLUE.stroke_width(2)))?;
-    root.present()?;
     Ok(())
 }
