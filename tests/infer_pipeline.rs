@@ -4,6 +4,7 @@
 //! overwrite, time series, shards, and bad inputs.
 
 mod common;
+use common::files_in;
 
 use std::path::{Path, PathBuf};
 
@@ -130,13 +131,6 @@ fn labels_of(path: &Path) -> (Volume, usize) {
     ids.dedup();
     let n = ids.len();
     (v, n)
-}
-
-fn files_in(d: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    v.sort();
-    v
 }
 
 #[test]
