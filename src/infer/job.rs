@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 
 /// `I/N`: this job takes units I, I+N, I+2N, … (0-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,8 +278,8 @@ impl JobReport {
 pub fn run_job(
     inputs: &[PathBuf],
     opts: &JobOptions,
-    segment: &mut dyn FnMut(&crate::io::Volume, &indicatif::ProgressBar) -> Result<super::pipeline::Segmentation>,
-    pb: &indicatif::ProgressBar,
+    segment: &mut dyn FnMut(&crate::io::Volume, &Progress) -> Result<super::pipeline::Segmentation>,
+    pb: &Progress,
 ) -> Result<JobReport> {
     let inputs = expand_inputs(inputs)?;
     if let Some(d) = &opts.out_dir {
