@@ -2,7 +2,8 @@
 //! or DX12 GPU through hand-written WGSL kernels.
 //!
 //! Modules, each depending only on those above it:
-//! - [`error`], [`tensor`]: error type, shapes and host tensors
+//! - [`error`], [`tensor`], [`progress`]: error type, shapes and host tensors,
+//!   progress bars or log lines for long loops
 //! - [`gpu`]: runtime (device, buffers, pipeline cache, dispatch); knows no op
 //! - [`ops`]: each op's WGSL kernel, CPU reference and backward; knows no network
 //! - [`io`], [`preprocess`], [`synth`]: files, volume preprocessing, synthetic data
@@ -22,6 +23,7 @@ pub mod model;
 pub mod ops;
 pub mod postprocess;
 pub mod preprocess;
+pub mod progress;
 pub mod synth;
 pub mod tensor;
 pub mod train;

@@ -3,6 +3,7 @@
 //! messages naming the file, weights for the wrong network, no partial files.
 
 mod common;
+use common::files_in;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -59,13 +60,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn files(d: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn infer_writes_labels_and_criteria_and_resumes() {
     let w = tempfile::tempdir().unwrap();
@@ -78,7 +72,7 @@ fn infer_writes_labels_and_criteria_and_resumes() {
     let o = run(&args, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
-        files(dir.path()),
+        files_in(dir.path()),
         vec!["st.tif", "st_criteria.csv", "st_labels.tif", "st_ndn_prob.tif", "st_nsn_prob.tif"],
         "{}",
         stderr(&o)
@@ -126,7 +120,7 @@ fn weights_for_the_wrong_network_are_refused() {
     let o = run(&["infer", s(&input), "--nsn", "/no/such/nsn.safetensors", "--ndn", s(&d)], &[]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("/no/such/nsn.safetensors"), "{}", stderr(&o));
-    assert_eq!(files(dir.path()), vec!["st.tif"], "outputs written despite the errors");
+    assert_eq!(files_in(dir.path()), vec!["st.tif"], "outputs written despite the errors");
 }
 
 #[test]
@@ -148,7 +142,7 @@ fn bad_input_exits_non_zero_naming_the_file() {
     let o = run(&["infer", s(&flat), "--shard", "3/3", "--nsn", s(&n), "--ndn", s(&d)], &[]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("shard"), "{}", stderr(&o));
-    assert_eq!(files(dir.path()), vec!["flat.tif"]);
+    assert_eq!(files_in(dir.path()), vec!["flat.tif"]);
 }
 
 #[test]

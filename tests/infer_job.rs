@@ -1,9 +1,14 @@
-//! Batch plumbing of `infer`: shards, inputs, output names, skip/resume, CSV gathering.
+//! Batch plumbing of `infer`: shards, inputs, output names, skip/resume, all-or-none outputs, CSV gathering.
+
+mod common;
+use common::files_in;
 
 use std::path::{Path, PathBuf};
 
-use qcanet_gpu::infer::job::{base_name, check_not_input, expand_inputs, gather_csvs, is_output_name, series_criteria};
-use qcanet_gpu::infer::{Outputs, Shard};
+use qcanet_gpu::infer::job::{
+    base_name, check_not_input, expand_inputs, gather_csvs, is_output_name, series_criteria, write_outputs,
+};
+use qcanet_gpu::infer::{Outputs, Segmentation, Shard};
 
 #[test]
 fn shard_parsing_and_selection() {
@@ -109,6 +114,60 @@ fn atomic_writes_leave_nothing_on_failure() {
     qcanet_gpu::io::write_atomic(&p, |w| w.write_all(b"done\n").map_err(qcanet_gpu::Error::from)).unwrap();
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "done\n");
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+}
+
+/// A 2×3×4 segmentation without nuclei, with both probability maps.
+fn segmentation() -> Segmentation {
+    Segmentation {
+        dims: [2, 3, 4],
+        voxel_um: [0.8, 0.8, 1.75],
+        labels: vec![0; 24],
+        criteria: vec![],
+        nsn_prob: Some(vec![0.5; 24]),
+        ndn_prob: Some(vec![0.25; 24]),
+    }
+}
+
+#[test]
+fn an_inputs_outputs_appear_together_or_not_at_all() {
+    let d = tempfile::tempdir().unwrap();
+    let outs = Outputs::for_input(&d.path().join("s.tif"), None, None, true);
+
+    // The last output cannot be renamed into place (a folder has its name):
+    // the outputs renamed before it are removed again.
+    std::fs::create_dir(&outs.labels).unwrap();
+    let e = write_outputs(&outs, &segmentation(), None).unwrap_err().to_string();
+    assert!(e.contains("s_labels.tif"), "{e}");
+    assert_eq!(files_in(d.path()), vec!["s_labels.tif"], "only the folder may be left");
+    std::fs::remove_dir(&outs.labels).unwrap();
+
+    // Writing fails part-way (the labels do not fit 16 bits; a full disk
+    // fails the same way): nothing appears, no temporary file is left, and
+    // the error names the output, not a temporary file.
+    let mut too_large = segmentation();
+    too_large.labels[5] = 70_000;
+    let e = write_outputs(&outs, &too_large, None).unwrap_err().to_string();
+    assert!(e.contains("s_labels.tif:"), "{e}");
+    assert!(files_in(d.path()).is_empty(), "left behind: {:?}", files_in(d.path()));
+    let mut not_finite = segmentation();
+    not_finite.ndn_prob.as_mut().unwrap()[0] = f32::NAN;
+    write_outputs(&outs, &not_finite, None).unwrap_err();
+    assert!(files_in(d.path()).is_empty(), "left behind: {:?}", files_in(d.path()));
+
+    // Success: all four, readable by all.
+    assert_eq!(write_outputs(&outs, &segmentation(), None).unwrap(), 0);
+    assert!(outs.complete());
+    assert_eq!(files_in(d.path()), vec!["s_criteria.csv", "s_labels.tif", "s_ndn_prob.tif", "s_nsn_prob.tif"]);
+    #[cfg(unix)]
+    for p in outs.paths() {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o644, "{}", p.display());
+    }
+    // A failed rewrite leaves the earlier complete outputs as they were.
+    let before: Vec<Vec<u8>> = outs.paths().iter().map(|p| std::fs::read(p).unwrap()).collect();
+    write_outputs(&outs, &too_large, None).unwrap_err();
+    let after: Vec<Vec<u8>> = outs.paths().iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(before == after && files_in(d.path()).len() == 4);
 }
 
 #[test]

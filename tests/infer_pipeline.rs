@@ -4,15 +4,16 @@
 //! overwrite, time series, shards, and bad inputs.
 
 mod common;
+use common::files_in;
 
 use std::path::{Path, PathBuf};
 
-use indicatif::ProgressBar;
 use qcanet_gpu::infer::job::{run_job, JobOptions, JobReport};
 use qcanet_gpu::infer::pipeline::{segment, SegmentOptions, Stage};
 use qcanet_gpu::infer::{Predictor, Shard};
 use qcanet_gpu::io::{self, Volume};
 use qcanet_gpu::preprocess::Normalization;
+use qcanet_gpu::progress::Progress;
 use qcanet_gpu::tensor::CpuTensor;
 use qcanet_gpu::Result;
 use rand::{Rng, SeedableRng};
@@ -83,8 +84,8 @@ fn job(inputs: &[PathBuf], opts: &JobOptions, nsn_level: f32) -> Result<JobRepor
     let ctx = common::ctx();
     let (mut sn, mut sd) = (stage("NSN", nsn_level), stage("NDN", 0.8));
     let so = options(opts.save_probabilities);
-    let mut seg = |v: &Volume, pb: &ProgressBar| segment(ctx, &mut sn, &mut sd, v, &so, pb);
-    run_job(inputs, opts, &mut seg, &ProgressBar::hidden())
+    let mut seg = |v: &Volume, pb: &Progress| segment(ctx, &mut sn, &mut sd, v, &so, pb);
+    run_job(inputs, opts, &mut seg, &Progress::hidden())
 }
 
 fn write_stack(path: &Path, data: &[f32]) {
@@ -131,13 +132,6 @@ fn labels_of(path: &Path) -> (Volume, usize) {
     ids.dedup();
     let n = ids.len();
     (v, n)
-}
-
-fn files_in(d: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -347,12 +341,12 @@ fn bundled_weights_count_known_nuclei() {
     let opts = SegmentOptions { tile: [128; 3], stride: [64; 3], ..Default::default() };
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/16_cell_stage.tif");
     let vol = io::read_volume(&example).unwrap();
-    let s = segment(ctx, &mut sn, &mut sd, &vol, &opts, &ProgressBar::hidden()).unwrap();
+    let s = segment(ctx, &mut sn, &mut sd, &vol, &opts, &Progress::hidden()).unwrap();
     eprintln!("example: {} nuclei (16 expected)", s.criteria.len());
     assert!((15..=17).contains(&s.criteria.len()), "example: {} nuclei, 16 expected", s.criteria.len());
     let cfg = qcanet_gpu::synth::SynthConfig { nuclei: 8, ..Default::default() };
     let e = qcanet_gpu::synth::generate(&cfg, 5);
-    let s = segment(ctx, &mut sn, &mut sd, &e.raw, &opts, &ProgressBar::hidden()).unwrap();
+    let s = segment(ctx, &mut sn, &mut sd, &e.raw, &opts, &Progress::hidden()).unwrap();
     eprintln!("synthetic: {} nuclei ({} expected)", s.criteria.len(), e.nuclei);
     assert!(s.criteria.len().abs_diff(e.nuclei) <= 1, "synthetic: {} nuclei, {} expected", s.criteria.len(), e.nuclei);
 }

@@ -5,25 +5,13 @@
 
 mod common;
 use common::*;
-use qcanet_gpu::gpu::GpuContext;
+use qcanet_gpu::gpu::{ContextOptions, GpuContext};
 use qcanet_gpu::ops::batchnorm::{self, reference, BnConfig, BnSaved};
 use qcanet_gpu::tensor::{rel_err, CpuTensor, Shape5};
 
 const SHAPE: Shape5 = Shape5::new(2, 3, 7, 9, 11);
 /// f32 kernels against the f64 reference.
 const TOL: f64 = 1e-5;
-
-/// Serialises the tests that share `ctx()`: `GpuContext::flush` submits
-/// outside its lock, so two threads' batches can reach the queue out of
-/// order (reported to the lead); until that is fixed, one test at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn poisoned() -> (std::sync::MutexGuard<'static, ()>, &'static GpuContext) {
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let c = ctx();
-    c.set_poison_new_tensors(true);
-    (guard, c)
-}
 
 struct Case {
     x: CpuTensor,
@@ -61,7 +49,7 @@ fn check_train(ctx: &GpuContext, k: &Case, cfg: &BnConfig, what: &str, tol: f64)
 
 #[test]
 fn forward_train_and_running_stats_match_reference() {
-    let (_serial, ctx) = poisoned();
+    let ctx = ctx();
     let cfg = BnConfig::default();
     for (shape, seed) in [(SHAPE, 1u64), (Shape5::new(1, 5, 3, 5, 7), 10), (Shape5::new(3, 2, 17, 19, 23), 20)] {
         check_train(ctx, &case(shape, seed), &cfg, &format!("train {shape}"), TOL);
@@ -72,7 +60,7 @@ fn forward_train_and_running_stats_match_reference() {
 
 #[test]
 fn forward_infer_matches_reference() {
-    let (_serial, ctx) = poisoned();
+    let ctx = ctx();
     let cfg = BnConfig::default();
     let k = case(SHAPE, 40);
     let y = batchnorm::forward_infer(
@@ -95,7 +83,7 @@ fn forward_infer_matches_reference() {
 
 #[test]
 fn backward_matches_reference() {
-    let (_serial, ctx) = poisoned();
+    let ctx = ctx();
     let cfg = BnConfig::default();
     for (shape, seed) in [(SHAPE, 50u64), (Shape5::new(3, 2, 17, 19, 23), 60)] {
         let k = case(shape, seed);
@@ -152,7 +140,7 @@ fn large_offset_statistics_are_accurate_and_deterministic() {
     // variance entirely; the two-pass double-float mean keeps y accurate.
     use rand::SeedableRng;
     use rand_distr::{Distribution, Normal};
-    let (_serial, ctx) = poisoned();
+    let ctx = ctx();
     let shape = Shape5::new(1, 3, 64, 64, 64);
     let mut rng = rand::rngs::StdRng::seed_from_u64(80);
     let normal = Normal::new(0.0f32, 1.0).unwrap();
@@ -235,7 +223,7 @@ fn split_path_for_tensors_larger_than_a_binding() {
 
 #[test]
 fn bad_shapes_are_errors() {
-    let (_serial, ctx) = poisoned();
+    let ctx = ctx();
     let k = case(SHAPE, 100);
     let x = up(ctx, &k.x);
     let wrong = up(ctx, &rand(Shape5::new(1, 4, 1, 1, 1), 101));
@@ -254,8 +242,8 @@ fn bad_shapes_are_errors() {
 #[ignore]
 fn measure_throughput() {
     use qcanet_gpu::ops::{loss, optim};
-    let (_serial, ctx) = poisoned();
-    ctx.set_poison_new_tensors(false);
+    // Its own context without NaN poisoning, so the shared one stays poisoned.
+    let ctx = &GpuContext::new(&ContextOptions::from_env()).expect("GPU adapter");
     let median = |f: &mut dyn FnMut()| {
         f();
         ctx.sync().unwrap();

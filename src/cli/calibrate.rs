@@ -68,7 +68,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let mut nsn = load_checked(&ctx, &nsn_path, Arch::Nsn).context("--nsn")?;
     let mut ndn = load_checked(&ctx, &ndn_path, Arch::Ndn).context("--ndn")?;
     let opts = SegmentOptions { tile: [a.tile; 3], stride: [a.stride; 3], ..Default::default() };
-    let pb = indicatif::ProgressBar::new(0);
+    let pb = qcanet_gpu::progress::Progress::counter("tiles");
     let mut vols = Vec::new();
     {
         let mut sn = stage(&ctx, &nsn, "NSN");
@@ -84,7 +84,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
             vols.push(predict(&mut sn, &mut sd, name, &vol, labels, &opts, &pb)?);
         }
     }
-    pb.finish_and_clear();
+    pb.finish();
     let (best, all) = search(&vols, &grid, &opts.instance)?;
     let mut csv = String::from("nsn_threshold,ndn_threshold,mean_f1,mean_seg,mean_iou\n");
     for t in &all {

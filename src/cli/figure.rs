@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use indicatif::ProgressBar;
 use qcanet_gpu::infer::figure::{compose, write_png, Row};
 use qcanet_gpu::infer::net::{load_checked, locate_weights, stage, weights_path};
 use qcanet_gpu::infer::pipeline::{compare_methods, components, voxel_of, SegmentOptions};
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::postprocess::Connectivity;
+use qcanet_gpu::progress::Progress;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -88,9 +88,9 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         SegmentOptions { tile: [a.tile; 3], stride: [a.stride; 3], voxel_um: a.voxel_size, ..Default::default() };
     let (mut sn, mut sd) = (stage(&ctx, &nsn, "NSN"), stage(&ctx, &ndn, "NDN"));
     let mut su = unet.as_ref().map(|u| stage(&ctx, u, "3-D U-Net"));
-    let pb = ProgressBar::new(0);
+    let pb = Progress::counter("tiles");
     let mut rows = compare_methods(&ctx, &mut sn, &mut sd, su.as_mut(), &vol, &opts, &pb)?;
-    pb.finish_and_clear();
+    pb.finish();
     if let Some(t) = truth {
         let binary = t.data.iter().all(|&v| v == 0.0 || v == t.data.iter().cloned().fold(0.0, f32::max));
         let labels = if binary {

@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use qcanet_gpu::infer::job::{run_job, JobOptions};
 use qcanet_gpu::infer::net::{load_checked, stage, weights_path};
 use qcanet_gpu::infer::pipeline::{segment, SegmentOptions, DEFAULT_VOXEL_UM};
 use qcanet_gpu::infer::Shard;
 use qcanet_gpu::model::Arch;
+use qcanet_gpu::progress::Progress;
 
 #[derive(clap::Args)]
 #[command(after_help = "\
@@ -113,14 +113,10 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         overwrite: a.overwrite,
         save_probabilities: a.save_probabilities,
     };
-    let pb = if log::log_enabled!(log::Level::Info) { ProgressBar::new(0) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] tiles {pos}/{len} {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut seg = |v: &qcanet_gpu::io::Volume, pb: &ProgressBar| segment(&ctx, &mut sn, &mut sd, v, &opts, pb);
+    let pb = Progress::counter("tiles");
+    let mut seg = |v: &qcanet_gpu::io::Volume, pb: &Progress| segment(&ctx, &mut sn, &mut sd, v, &opts, pb);
     let report = run_job(&inputs, &job, &mut seg, &pb)?;
-    pb.finish_and_clear();
+    pb.finish();
     log::info!(
         "done in {:.1} s: {} written, {} skipped (complete), {} failed",
         t0.elapsed().as_secs_f64(),

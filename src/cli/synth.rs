@@ -100,18 +100,13 @@ pub fn run(_g: &super::Global, a: Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&a.output).with_context(|| format!("{}: cannot create", a.output.display()))?;
 
-    let bar = indicatif::ProgressBar::new(a.count as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} synth [{bar:30}] {pos}/{len} {msg} ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = qcanet_gpu::progress::Progress::bar("synth", a.count as u64);
     let t0 = std::time::Instant::now();
     let names = synth::write_dataset_with_progress(&a.output, &cfg, a.count, a.validation, a.seed, &mut |i, n| {
+        bar.set_message(n);
         bar.set_position(i as u64);
-        bar.set_message(n.to_string());
     })?;
-    bar.finish_and_clear();
+    bar.finish();
     log::info!(
         "wrote {} stacks ({} train, {} validation) of {:?} voxels to {} in {:.1} s",
         names.len(),

@@ -7,7 +7,7 @@
 //! IoU 0.5, then mean SEG; among equal scores the pair nearest 0.5 wins. The thresholds found go into the weights'
 //! metadata, where `infer` reads them.
 
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 
 use crate::error::{Error, Result};
 use crate::io::Volume;
@@ -34,7 +34,7 @@ pub fn predict(
     vol: &Volume,
     labels: Vec<u32>,
     opts: &SegmentOptions,
-    pb: &ProgressBar,
+    pb: &Progress,
 ) -> Result<CalibrationVolume> {
     if labels.len() != vol.data.len() {
         return Err(Error::invalid(format!("{name}: ground truth and image differ in size")));

@@ -6,9 +6,10 @@
 //! - `--shard I/N` keeps every N-th unit starting at I: the units are the input
 //!   files when there are several, the time points when there is one input
 //!   (a 4-D T×Z×Y×X stack), so a job array spreads either kind of series.
-//! - Every output is written to a temporary name and renamed, so an output
-//!   under its final name is complete; a unit whose outputs all exist is
-//!   skipped unless `overwrite`, and an interrupted run resumes where it stopped.
+//! - A unit's outputs are written to temporary names and renamed together, so
+//!   an output under its final name is complete and its siblings are there
+//!   too; a unit whose outputs all exist is skipped unless `overwrite`, and an
+//!   interrupted run resumes where it stopped.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::io::is_tiff;
 /// Suffixes (before `.tif` / `.csv`) of the files `infer` writes.
 pub use crate::io::{CRITERIA_SUFFIX, LABELS_SUFFIX, NDN_PROB_SUFFIX, NSN_PROB_SUFFIX};
+use crate::progress::Progress;
 
 /// `I/N`: this job takes units I, I+N, I+2N, … (0-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,8 +269,8 @@ impl JobReport {
 pub fn run_job(
     inputs: &[PathBuf],
     opts: &JobOptions,
-    segment: &mut dyn FnMut(&crate::io::Volume, &indicatif::ProgressBar) -> Result<super::pipeline::Segmentation>,
-    pb: &indicatif::ProgressBar,
+    segment: &mut dyn FnMut(&crate::io::Volume, &Progress) -> Result<super::pipeline::Segmentation>,
+    pb: &Progress,
 ) -> Result<JobReport> {
     let inputs = expand_inputs(inputs)?;
     if let Some(d) = &opts.out_dir {
@@ -358,25 +360,25 @@ pub fn run_job(
     Ok(report)
 }
 
-/// Writes one time point's outputs (each atomically); returns the nucleus count.
+/// Writes one time point's outputs, all or none: each goes to a temporary
+/// file first and they are renamed into place together (see
+/// [`crate::io::FileGroup`]), so a failure (a full disk, say) leaves none of
+/// them. Returns the nucleus count.
 pub fn write_outputs(outs: &Outputs, s: &super::pipeline::Segmentation, time: Option<usize>) -> Result<usize> {
     let voxel = Some(s.voxel_um);
     if (outs.nsn_prob.is_some() && s.nsn_prob.is_none()) || (outs.ndn_prob.is_some() && s.ndn_prob.is_none()) {
         return Err(Error::invalid("probability maps were asked for but the segmentation did not keep them"));
     }
-    if let (Some(p), Some(v)) = (&outs.nsn_prob, &s.nsn_prob) {
-        crate::io::write_f32(p, s.dims, v, voxel)?;
+    let mut group = crate::io::FileGroup::new();
+    for (p, v) in [(&outs.nsn_prob, &s.nsn_prob), (&outs.ndn_prob, &s.ndn_prob)] {
+        if let (Some(p), Some(v)) = (p, v) {
+            group.add(p, |t| crate::io::write_f32(t, s.dims, v, voxel))?;
+        }
     }
-    if let (Some(p), Some(v)) = (&outs.ndn_prob, &s.ndn_prob) {
-        crate::io::write_f32(p, s.dims, v, voxel)?;
-    }
-    crate::io::write_atomic(&outs.criteria, |w| crate::postprocess::criteria::write_csv(w, &s.criteria, time))?;
-    crate::io::write_labels_u16(&outs.labels, s.dims, &s.labels, voxel)?;
-    // io's atomic writer leaves temporary-file permissions (0600).
-    #[cfg(unix)]
-    for p in outs.paths() {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644));
-    }
+    group.add(&outs.criteria, |t| {
+        crate::io::write_atomic(t, |w| crate::postprocess::criteria::write_csv(w, &s.criteria, time))
+    })?;
+    group.add(&outs.labels, |t| crate::io::write_labels_u16(t, s.dims, &s.labels, voxel))?;
+    group.commit()?;
     Ok(s.criteria.len())
 }

@@ -3,8 +3,6 @@
 //! per-nucleus criteria. Also the NSN-only (connected components) baseline
 //! used by the figure.
 
-use indicatif::ProgressBar;
-
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::infer::tiles::{predict_sliding, Predictor, TilePlan};
@@ -12,6 +10,7 @@ use crate::io::Volume;
 use crate::postprocess::criteria::{measure, NucleusCriteria};
 use crate::postprocess::{Connectivity, Grid, InstanceOptions};
 use crate::preprocess::{self, Interp, Normalization};
+use crate::progress::Progress;
 
 /// The microscope voxel of the QCANet example embryos (x, y, z µm), used when
 /// neither the file nor the user says.
@@ -102,7 +101,7 @@ pub fn foreground(
     vol: &Volume,
     voxel_um: [f64; 3],
     opts: &SegmentOptions,
-    pb: &ProgressBar,
+    pb: &Progress,
 ) -> Result<Vec<f32>> {
     let [d, h, w] = vol.dims;
     let nd = if stage.isotropic { preprocess::isotropic_depth(d, voxel_um) } else { d };
@@ -166,7 +165,7 @@ pub fn segment(
     ndn: &mut Stage,
     vol: &Volume,
     opts: &SegmentOptions,
-    pb: &ProgressBar,
+    pb: &Progress,
 ) -> Result<Segmentation> {
     let voxel_um = voxel_of(vol, opts.voxel_um)?;
     let pn = foreground(nsn, vol, voxel_um, opts, pb)?;
@@ -222,7 +221,7 @@ pub fn compare_methods(
     unet: Option<&mut Stage>,
     vol: &Volume,
     opts: &SegmentOptions,
-    pb: &ProgressBar,
+    pb: &Progress,
 ) -> Result<Vec<(String, Vec<u32>)>> {
     let voxel_um = voxel_of(vol, opts.voxel_um)?;
     let grid = grid_of(vol.dims, voxel_um);

@@ -1,7 +1,8 @@
 //! Atomic file writes: everything goes to a hidden temporary file in the
 //! target's directory, is flushed and synced, and is renamed over the final
 //! name only when the writer succeeded. A failing or panicking writer leaves
-//! no file under the final name (and no temporary file either).
+//! no file under the final name (and no temporary file either). A
+//! [`FileGroup`] does the same for several files that belong together.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -62,4 +63,60 @@ pub fn readable_by_all(f: &File) {
 /// there is untouched).
 pub fn write_atomic(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     write_atomic_seek(path, |w| f(w))
+}
+
+/// Files that appear together or not at all (one input's labels, criteria
+/// and probability maps). [`FileGroup::add`] writes each to a hidden
+/// temporary file beside its final name; [`FileGroup::commit`] renames them
+/// all into place. If a write or a rename fails, the temporary files are
+/// removed and so is every file this group already renamed into place;
+/// dropping a group without committing removes its temporary files.
+#[derive(Default)]
+pub struct FileGroup {
+    staged: Vec<(tempfile::TempPath, PathBuf)>,
+}
+
+impl FileGroup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes the member `path`: `write` gets the temporary path to write
+    /// (with any writer of this module, or any other). Errors that name the
+    /// temporary file name `path` instead.
+    pub fn add(&mut self, path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let dir = parent_dir(path);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::file(path, format!("cannot create a temporary file in {}: {e}", dir.display())))?
+            .into_temp_path();
+        write(&tmp).map_err(|e| match e {
+            Error::File { path: p, message } if p == *tmp => Error::file(path, message),
+            e => e,
+        })?;
+        self.staged.push((tmp, path.to_path_buf()));
+        Ok(())
+    }
+
+    /// Renames every member into place, in the order added.
+    pub fn commit(mut self) -> Result<()> {
+        let mut done: Vec<PathBuf> = Vec::new();
+        for (tmp, path) in self.staged.drain(..) {
+            if let Err(e) = tmp.persist(&path) {
+                // The temporary files not yet renamed are removed as the drain drops them.
+                for p in &done {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(Error::file(&path, format!("cannot rename temporary file into place: {}", e.error)));
+            }
+            if let Ok(f) = File::open(&path) {
+                readable_by_all(&f);
+            }
+            done.push(path);
+        }
+        Ok(())
+    }
 }

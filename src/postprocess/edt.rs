@@ -14,7 +14,8 @@
 //! - [`EdtMethod::Jfa`]: jump flooding on nearest-background voxels (packed
 //!   coordinates, at most [`JFA_MAX_DIM`] per axis) with
 //!   steps N/2, …, 1 and two extra passes (2, 1) (JFA+2); approximate: see
-//!   [`compare`] and the report of `tests/postprocess_edt.rs`.
+//!   [`compare`] and the report of `edt_jfa_error_is_small` in
+//!   `tests/postprocess_ops.rs`.
 
 use super::{check_fits, launch, new_volume, upload_mask, GpuVolume, Grid};
 use crate::error::Result;

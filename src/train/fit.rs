@@ -10,6 +10,7 @@ use super::validate::validate_sample;
 use crate::error::{Error, Result};
 use crate::metrics::instances::InstanceValidation;
 use crate::model::{Backend, LossSpec, Net};
+use crate::progress::Progress;
 use crate::tensor::{CpuTensor, Shape5};
 
 /// Loop settings.
@@ -36,7 +37,8 @@ pub struct FitSettings {
     /// follows a cosine (equal values: constant).
     pub lr: f32,
     pub lr_final: f32,
-    /// Show a progress bar on a terminal.
+    /// Report progress: a bar on a terminal, else log lines at a steady
+    /// pace (see [`crate::progress`]).
     pub progress: bool,
     /// Score every validation volume through the whole instance stage with a
     /// partner network ([`InstanceValidation`]; its volumes in the order of
@@ -112,17 +114,10 @@ pub fn fit<B: Backend>(
         let t0 = Instant::now();
         let mut rng = epoch_rng(s.seed, epoch);
         let bar = if s.progress {
-            indicatif::ProgressBar::new(s.steps_per_epoch as u64)
+            Progress::bar(&format!("epoch {epoch}/{} step", s.epochs), s.steps_per_epoch as u64)
         } else {
-            indicatif::ProgressBar::hidden()
+            Progress::hidden()
         };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(format!("{epoch}/{}", s.epochs));
         let mut loss_sum = 0.0;
         for step in 0..s.steps_per_epoch {
             let global = (epoch - 1) * s.steps_per_epoch + step;
@@ -141,19 +136,8 @@ pub fn fit<B: Backend>(
             loss_sum += l;
             bar.set_message(format!("loss {:.4}", loss_sum / (step + 1) as f64));
             bar.inc(1);
-            // Without a terminal (logs, nohup), report progress ten times an epoch.
-            let every = s.steps_per_epoch.div_ceil(10);
-            if bar.is_hidden() && ((step + 1) % every == 0 || step + 1 == s.steps_per_epoch) {
-                log::info!(
-                    "epoch {epoch} step {}/{}: loss {:.4} ({:.1} s/step)",
-                    step + 1,
-                    s.steps_per_epoch,
-                    loss_sum / (step + 1) as f64,
-                    t0.elapsed().as_secs_f64() / (step + 1) as f64
-                );
-            }
         }
-        bar.finish_and_clear();
+        bar.finish();
         if s.bn_recalibration > 0 {
             // Its own random stream, so training patches do not depend on it.
             let mut rng = epoch_rng(s.seed ^ 0xB4_7C_4E_0B, epoch);

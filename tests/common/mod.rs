@@ -1,7 +1,8 @@
-//! Shared helpers for GPU tests: one context per test binary, random tensors,
-//! NaN-poisoned outputs and the relative-error check.
+//! Shared test helpers: one GPU context per test binary, random tensors,
+//! NaN-poisoned outputs, the relative-error check, a folder's file names.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use qcanet_gpu::gpu::{ContextOptions, GpuContext, GpuTensor};
@@ -49,4 +50,12 @@ pub fn assert_close(what: &str, gpu: &CpuTensor, reference: &CpuTensor, tol: f64
     assert!(reference.data.iter().any(|&v| v != 0.0), "{what}: reference is all zeros, the test would prove nothing");
     let e = rel_err(&gpu.data, &reference.data);
     assert!(e < tol, "{what}: relative error {e:.3e} (tolerance {tol:.1e})");
+}
+
+/// The names in folder `d`, sorted (hidden and temporary files included).
+pub fn files_in(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    v.sort();
+    v
 }
