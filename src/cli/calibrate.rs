@@ -31,10 +31,10 @@ pub struct Args {
     #[arg(long, default_value = "0.2,0.3,0.4,0.5,0.6,0.7,0.8")]
     thresholds: String,
     /// Tile side for prediction, as `infer --tile`.
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_TILE)]
     tile: usize,
     /// Distance between tile origins, as `infer --stride`.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_STRIDE)]
     stride: usize,
     /// Folder for nsn.safetensors, ndn.safetensors and calibration.csv.
     #[arg(long, short)]

@@ -37,10 +37,10 @@ pub struct Args {
     #[arg(long, value_parser = |s: &str| qcanet_gpu::io::parse_voxel_size(s).map_err(|e| e.to_string()), default_value = "0.8,0.8,1.75")]
     voxel_size: [f64; 3],
     /// Tile side (isotropic voxels).
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_TILE)]
     tile: usize,
     /// Tile stride.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_STRIDE)]
     stride: usize,
     /// Pixels per voxel in the figure.
     #[arg(long, default_value_t = 2)]

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use qcanet_gpu::infer::job::{run_job, JobOptions};
 use qcanet_gpu::infer::net::{load_checked, stage, weights_path};
-use qcanet_gpu::infer::pipeline::{segment, SegmentOptions, DEFAULT_VOXEL_UM};
+use qcanet_gpu::infer::pipeline::{segment, SegmentOptions, DEFAULT_STRIDE, DEFAULT_TILE, DEFAULT_VOXEL_UM};
 use qcanet_gpu::infer::Shard;
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::progress::Progress;
@@ -36,12 +36,13 @@ pub struct Args {
     /// Voxel size X,Y,Z in µm when the file does not carry one.
     #[arg(long, value_parser = parse_voxel, default_value = "0.8,0.8,1.75")]
     voxel_size: [f64; 3],
-    /// Tile side in (isotropic) voxels: one value or Z,Y,X; multiples of the network's side multiple.
-    #[arg(long, value_parser = parse_triple, default_value = "96")]
-    tile: [usize; 3],
-    /// Distance between tile origins (at most the tile side): one value or Z,Y,X.
-    #[arg(long, value_parser = parse_triple, default_value = "48")]
-    stride: [usize; 3],
+    /// Tile side in (isotropic) voxels: one value or Z,Y,X; multiples of the network's side multiple
+    /// [default: 160; a volume that fits is predicted in one pass].
+    #[arg(long, value_parser = parse_triple)]
+    tile: Option<[usize; 3]>,
+    /// Distance between tile origins (at most the tile side): one value or Z,Y,X [default: 128].
+    #[arg(long, value_parser = parse_triple)]
+    stride: Option<[usize; 3]>,
     /// Reflected context added around the volume before tiling, in voxels (costs extra tiles).
     #[arg(long, default_value_t = 0)]
     margin: usize,
@@ -94,8 +95,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let mut sn = stage(&ctx, &nsn, "NSN");
     let mut sd = stage(&ctx, &ndn, "NDN");
     let mut opts = SegmentOptions {
-        tile: a.tile,
-        stride: a.stride,
+        tile: a.tile.unwrap_or([DEFAULT_TILE; 3]),
+        stride: a.stride.unwrap_or([DEFAULT_STRIDE; 3]),
         margin: a.margin,
         threshold: a.threshold,
         voxel_um: a.voxel_size,

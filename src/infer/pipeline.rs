@@ -35,6 +35,14 @@ pub struct Stage<'a> {
 /// The threshold used when a network's weights do not name one.
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
+/// Default tile side (isotropic voxels): large enough that a BBBC050-sized
+/// stack (about 112 × 140 × 140 after z interpolation) is predicted in one
+/// pass, since every extra tile costs its whole volume again; small enough
+/// that a width-16 network's activations stay near 1 GiB.
+pub const DEFAULT_TILE: usize = 160;
+/// Default distance between tile origins: 32 voxels of blended overlap.
+pub const DEFAULT_STRIDE: usize = 128;
+
 /// Settings of [`segment`] that do not come from the weights.
 #[derive(Clone, Debug)]
 pub struct SegmentOptions {
@@ -56,8 +64,8 @@ pub struct SegmentOptions {
 impl Default for SegmentOptions {
     fn default() -> Self {
         SegmentOptions {
-            tile: [96; 3],
-            stride: [48; 3],
+            tile: [DEFAULT_TILE; 3],
+            stride: [DEFAULT_STRIDE; 3],
             margin: 0,
             threshold: None,
             voxel_um: DEFAULT_VOXEL_UM,
