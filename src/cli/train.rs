@@ -232,9 +232,15 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let cfg = settings(&a)?;
     let ctx = g.context()?;
     let s = qcanet_gpu::train::run::run(&ctx, &cfg, a.resume, a.overwrite, true).context("training failed")?;
-    match (s.best_val_iou, s.best_epoch) {
-        (Some(iou), Some(e)) => println!(
-            "done: best validation IoU {iou:.4} at epoch {e}; weights in {}",
+    let best = s.best_epoch.and_then(|e| s.records.iter().find(|r| r.epoch == e));
+    match best {
+        Some(r) => println!(
+            "done: best validation epoch {} (instance F1 {:.4}, SEG {:.4}, marker F1 {:.4}, IoU {:.4}; NaN: not measured); weights in {}",
+            r.epoch,
+            r.val_f1,
+            r.val_seg,
+            r.val_detection,
+            r.val_iou,
             s.out.join(qcanet_gpu::train::run::BEST).display()
         ),
         _ => println!("done; checkpoint in {}", s.out.join(qcanet_gpu::train::run::LAST).display()),

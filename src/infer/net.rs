@@ -42,6 +42,14 @@ pub fn stage<'a>(ctx: &'a GpuContext, net: &'a Network, name: &str) -> Stage<'a>
     }
 }
 
+/// `s` cut to about `n` characters (on a character boundary), with "…" when cut.
+fn short(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// "NSN", "NDN" or "3-D U-Net".
 pub fn arch_title(a: Arch) -> &'static str {
     match a {
@@ -72,14 +80,15 @@ pub fn load_checked(ctx: &GpuContext, path: &Path, want: Arch) -> Result<Network
         ));
     }
     log::info!(
-        "{}: {} (depth {}, width {}, {}³ kernels), normalisation {}, trained on {}",
+        "{}: {} (depth {}, width {}, {}³ kernels), normalisation {}, threshold {}, trained on {}",
         path.display(),
         arch_title(got),
         net.config().depth,
         net.config().base,
         net.config().kernel,
         net.meta.normalization,
-        net.meta.trained_on
+        net.meta.threshold.map_or("0.5 (default)".to_string(), |t| format!("{t} (calibrated)")),
+        short(&net.meta.trained_on, 160)
     );
     Ok(net)
 }
