@@ -328,7 +328,10 @@ fn an_output_that_is_also_an_input_is_refused() {
 
 /// With the bundled weights: the example embryo's 16 nuclei and a synthetic
 /// embryo's known count, each within one (measured with the weights of
-/// 2026-11-26: 16 of 16 and 8 of 8). Guards the shipped weights and the whole
+/// 2026-11-26: 16 of 16 and 8 of 8; with the BBBC050 weights of 2026-12-02:
+/// 16 of 16 and 7 of 8). The example is a frame of BBBC050
+/// Emb02, which those weights trained on: a smoke test of the whole path, not
+/// an accuracy claim (tests/accuracy_bbbc050.rs holds that). Guards the shipped weights and the whole
 /// inference path together; about 100 s on lavapipe with 2 cores.
 #[test]
 fn bundled_weights_count_known_nuclei() {
