@@ -59,6 +59,12 @@ fn run_checkpoints_and_resumes() {
     assert_eq!(s.records.len(), 1);
     for f in [LAST, BEST, BEST_F16, LOG, PLOT, "config.toml"] {
         assert!(out.join(f).exists(), "{f} missing");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(out.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o644, "{f}: finished files are readable by all");
+        }
     }
     // A second run into the same folder is refused unless asked.
     let e = run(ctx, &cfg, false, false, false).unwrap_err().to_string();

@@ -2,7 +2,6 @@
 //! metadata; written to a temporary file in the same folder and renamed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
@@ -52,17 +51,10 @@ pub fn write(
     write_atomic(path, &data)
 }
 
-/// Writes bytes to a temporary file beside `path`, then renames it.
+/// Writes bytes atomically through [`crate::io::write_atomic`] (temporary
+/// file beside `path`, renamed into place, readable by all).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::file(path, format!("cannot create: {e}")))?;
-    tmp.write_all(data).map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
-    tmp.as_file().sync_all().map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
-    tmp.persist(path).map_err(|e| Error::file(path, format!("cannot rename into place: {e}")))?;
-    Ok(())
+    crate::io::write_atomic(path, |w| w.write_all(data).map_err(|e| Error::file(path, format!("cannot write: {e}"))))
 }
 
 /// A safetensors file read into f32 host data.
