@@ -184,23 +184,16 @@ pub fn prepare_image(
     Vol::new(dims, image)
 }
 
-/// Instance labels (`labels_instance/NAME`): non-negative whole numbers.
-pub fn read_instance_labels(path: &Path) -> Result<(crate::io::Volume, Vec<u32>)> {
+/// Instance labels (`labels_instance/NAME`), read as `eval` reads them
+/// ([`crate::metrics::read_labels`]); a missing file is named as such.
+pub fn read_instance_labels(path: &Path) -> Result<crate::metrics::LabelImage> {
     if !path.exists() {
         return Err(Error::file(
             path,
             "instance ground truth missing (validation by instances needs labels_instance/)",
         ));
     }
-    let v = io::read_volume(path)?;
-    let mut labels = Vec::with_capacity(v.data.len());
-    for &x in &v.data {
-        if !(x >= 0.0 && x.fract() == 0.0 && x < u32::MAX as f32) {
-            return Err(Error::file(path, format!("holds {x}: instance labels must be whole numbers >= 0")));
-        }
-        labels.push(x as u32);
-    }
-    Ok((v, labels))
+    crate::metrics::read_labels(path, crate::postprocess::Connectivity::TwentySix)
 }
 
 fn display_name(p: &Path) -> String {

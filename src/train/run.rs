@@ -407,7 +407,7 @@ fn instance_validation(
     for name in names {
         let raw_path = data.join("images_raw").join(name);
         let raw = crate::io::read_volume(&raw_path)?;
-        let (gt, labels) = read_instance_labels(&data.join("labels_instance").join(name))?;
+        let gt = read_instance_labels(&data.join("labels_instance").join(name))?;
         if gt.dims != raw.dims {
             return Err(Error::file(
                 data.join("labels_instance").join(name),
@@ -427,9 +427,9 @@ fn instance_validation(
             "{name}: partner {} predicted ({} voxels on), {} true nuclei",
             w.meta.config.arch,
             partner.iter().filter(|&&v| v != 0).count(),
-            labels.iter().copied().max().unwrap_or(0)
+            gt.labels.iter().copied().max().unwrap_or(0)
         );
-        volumes.push(InstanceTruth { name: name.clone(), dims: raw.dims, voxel_um, labels, partner });
+        volumes.push(InstanceTruth { name: name.clone(), dims: raw.dims, voxel_um, labels: gt.labels, partner });
     }
     Ok(InstanceValidation { volumes, role, threshold: 0.5, options: crate::postprocess::InstanceOptions::default() })
 }
