@@ -9,6 +9,7 @@
 //! the relative error is measured at that check shape on both devices.
 
 mod cases;
+mod ceiling;
 
 use std::time::Instant;
 
@@ -19,6 +20,7 @@ use crate::gpu::{median, GpuContext, GpuTensor, GpuTimer, TimerKind};
 use crate::tensor::{rel_err, CpuTensor};
 
 pub use cases::op_cases;
+pub use ceiling::{fma_ceiling, fma_values as fma_ceiling_values, reference_value as ceiling_reference_value, Ceiling};
 
 /// Settings of a benchmark run.
 #[derive(Clone, Debug)]
@@ -249,25 +251,38 @@ pub struct NetRow {
     pub forward_gflops: f64,
     pub train_step_ms: f64,
     pub train_step_gflops: f64,
+    /// Forward and training-step rates as fractions of the adapter's f32 FMA
+    /// ceiling measured in the same run (NaN without one).
+    pub forward_of_ceiling: f64,
+    pub train_step_of_ceiling: f64,
     pub peak_gpu_mib: f64,
 }
 
 /// Forward and one training step of the NSN and the NDN (paper sizes) at
-/// 64³ (and 128³ with `full`), with peak GPU memory.
-pub fn run_networks(ctx: &GpuContext, opts: &BenchOptions, mut each: impl FnMut(&str)) -> Result<Vec<NetRow>> {
+/// 64³ (and 128³ with `full`), with peak GPU memory and each rate as a
+/// fraction of `ceiling` (the adapter's f32 FMA ceiling in GFLOP/s, see
+/// [`fma_ceiling`]; NaN leaves the fractions out).
+pub fn run_networks(
+    ctx: &GpuContext,
+    opts: &BenchOptions,
+    ceiling: f64,
+    mut each: impl FnMut(&str),
+) -> Result<Vec<NetRow>> {
     use crate::model::{Arch, NetConfig};
     let sides: &[usize] = if opts.full { &[64, 128] } else { &[64] };
     each(&format!(
-        "\n{:<10} {:>6} {:>11} {:>12} {:>9} {:>14} {:>9} {:>14}\n{}",
+        "\n{:<10} {:>6} {:>11} {:>12} {:>9} {:>9} {:>14} {:>9} {:>9} {:>14}\n{}",
         "network",
         "side",
         "params",
         "forward ms",
         "GFLOP/s",
+        "ceiling",
         "train step ms",
         "GFLOP/s",
+        "ceiling",
         "peak GPU MiB",
-        "-".repeat(92)
+        "-".repeat(112)
     ));
     let mut rows = Vec::new();
     for arch in [Arch::Nsn, Arch::Ndn] {
@@ -290,17 +305,21 @@ pub fn run_networks(ctx: &GpuContext, opts: &BenchOptions, mut each: impl FnMut(
                 forward_gflops: b.forward_gflops,
                 train_step_ms: b.train_step_s * 1e3,
                 train_step_gflops: b.train_step_gflops,
+                forward_of_ceiling: b.forward_gflops / ceiling,
+                train_step_of_ceiling: b.train_step_gflops / ceiling,
                 peak_gpu_mib: ctx.peak_bytes() as f64 / (1 << 20) as f64,
             };
             each(&format!(
-                "{:<10} {:>6} {:>11} {:>12.0} {:>9.2} {:>14.0} {:>9.2} {:>14.0}",
+                "{:<10} {:>6} {:>11} {:>12.0} {:>9.2} {:>8.0}% {:>14.0} {:>9.2} {:>8.0}% {:>14.0}",
                 row.network,
                 row.side,
                 row.params,
                 row.forward_ms,
                 row.forward_gflops,
+                row.forward_of_ceiling * 100.0,
                 row.train_step_ms,
                 row.train_step_gflops,
+                row.train_step_of_ceiling * 100.0,
                 row.peak_gpu_mib
             ));
             rows.push(row);

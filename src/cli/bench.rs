@@ -45,6 +45,17 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     };
     say(&format!("adapter: {}", ctx.describe()));
     let mut json = serde_json::json!({ "adapter": ctx.describe() });
+    let ceiling = if want("net") || want("ops") {
+        let c = bench::fma_ceiling(&ctx, a.repeats)?;
+        say(&format!(
+            "f32 FMA ceiling: {:.1} GFLOP/s (median of {} runs of {} workgroups, {:.0} ms each)",
+            c.gflops, a.repeats, c.workgroups, c.run_ms
+        ));
+        json["fma_ceiling"] = serde_json::to_value(c)?;
+        c.gflops
+    } else {
+        f64::NAN
+    };
     if want("ops") {
         say(&bench::table_header());
         let rows = bench::run_ops(&ctx, &opts, |r| say(&bench::format_row(r)))?;
@@ -64,7 +75,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         json["post"] = serde_json::to_value(reports)?;
     }
     if want("net") {
-        let rows = bench::run_networks(&ctx, &opts, say)?;
+        let rows = bench::run_networks(&ctx, &opts, ceiling, say)?;
         json["networks"] = serde_json::to_value(rows)?;
     }
     if a.json {
