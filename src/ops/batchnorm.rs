@@ -17,7 +17,7 @@ use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
 use crate::ops::reduce::{chunk_plan, flat_windows, new_output};
 use crate::tensor::Shape5;
 
-pub const SHADER: ShaderSource = crate::shader!("batchnorm");
+pub const SHADER: ShaderSource = crate::shader!("batchnorm", prelude);
 /// Workgroup size of the reduction kernels (partials and finish).
 pub const RED_WG: u32 = 128;
 /// Workgroup size of the element-wise kernels.

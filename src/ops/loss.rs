@@ -10,7 +10,7 @@ use crate::gpu::{grid, split_units, Arg, GpuContext, GpuTensor, ShaderSource};
 use crate::ops::reduce::{flat_windows, new_output, REDUCE_CHUNK};
 use crate::tensor::Shape5;
 
-pub const SHADER: ShaderSource = crate::shader!("loss");
+pub const SHADER: ShaderSource = crate::shader!("loss", prelude);
 /// Workgroup size of the reduction kernels.
 pub const RED_WG: u32 = 128;
 /// Workgroup size of the gradient kernels.

@@ -14,3 +14,19 @@ pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+
+use crate::gpu::ShaderSource;
+
+/// Every op shader as its pipelines compile it (prelude included where a
+/// shader uses one), for checks that need no GPU (`tests/shaders_naga.rs`).
+pub const SHADERS: &[ShaderSource] = &[
+    batchnorm::SHADER,
+    conv3d::SHADER,
+    conv_transpose3d::SHADER,
+    elementwise::SHADER,
+    loss::SHADER,
+    optim::SHADER,
+    pool::SHADER,
+    reduce::SHADER,
+    softmax::SHADER,
+];

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::gpu::{grid, split_units, Arg, GpuContext, GpuTensor, ShaderSource};
 use crate::tensor::Shape5;
 
-pub const SHADER: ShaderSource = crate::shader!("reduce");
+pub const SHADER: ShaderSource = crate::shader!("reduce", prelude);
 /// Workgroup size and values summed per invocation in pass 1.
 pub const WG: u32 = 256;
 pub const PER_THREAD: u32 = 16;
