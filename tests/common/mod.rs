@@ -94,7 +94,7 @@ pub fn fd_check(what: &str, grad: &CpuTensor, x: &CpuTensor, step: f32, tol: f64
     let den: f64 = fd.iter().map(|v| v * v).sum();
     assert!(den != 0.0, "{what}: finite differences are all zero, the test would prove nothing");
     let e = (num / den).sqrt();
-    if !(e < tol) {
+    if e.is_nan() || e >= tol {
         let worst = (0..fd.len()).max_by(|&a, &b| diff(a).total_cmp(&diff(b))).unwrap();
         panic!(
             "{what}: finite-difference relative error {e:.3e} (tolerance {tol:.1e}, step {step:e}); largest \
