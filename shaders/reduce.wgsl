@@ -10,6 +10,9 @@ struct PartialParams {
     channels: u32,   // channels in this window
     base_x: u32,     // element offset of the window's first channel
     part_base: u32,  // index in `part` of this window's first (channel, chunk)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct FinishParams {
