@@ -34,23 +34,7 @@ struct PartParams {
     lo_at: u32,      // index in pmean of the mean's low-order parts, or 0xffffffff if absent
 }
 
-var<workgroup> tree: array<vec4<f32>, WG>;
-
-fn tree_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
-    tree[lid] = v;
-    workgroupBarrier();
-    var s = WG / 2u;
-    while (s > 0u) {
-        if (lid < s) {
-            tree[lid] = tree[lid] + tree[lid + s];
-        }
-        workgroupBarrier();
-        s = s / 2u;
-    }
-    let r = tree[0];
-    workgroupBarrier();
-    return r;
-}
+// `tree_sum` is in the prelude (shaders/prelude.wgsl).
 
 @group(0) @binding(0) var<storage, read> px: array<f32>;
 @group(0) @binding(1) var<storage, read> pdy: array<f32>;

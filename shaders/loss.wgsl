@@ -8,23 +8,7 @@
 
 override WG: u32 = 128u;
 
-var<workgroup> tree: array<vec4<f32>, WG>;
-
-fn tree_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
-    tree[lid] = v;
-    workgroupBarrier();
-    var s = WG / 2u;
-    while (s > 0u) {
-        if (lid < s) {
-            tree[lid] = tree[lid] + tree[lid + s];
-        }
-        workgroupBarrier();
-        s = s / 2u;
-    }
-    let r = tree[0];
-    workgroupBarrier();
-    return r;
-}
+// `tree_sum` is in the prelude (shaders/prelude.wgsl).
 
 struct Params {
     n: u32,          // softmax CE: samples in the window; others: elements in the window

@@ -10,6 +10,9 @@ struct PartialParams {
     channels: u32,   // channels in this window
     base_x: u32,     // element offset of the window's first channel
     part_base: u32,  // index in `part` of this window's first (channel, chunk)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct FinishParams {
@@ -22,24 +25,14 @@ struct FinishParams {
 override WG: u32 = 256u;
 override PER_THREAD: u32 = 16u;
 
-var<workgroup> tree: array<f32, WG>;
-
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> part: array<f32>;
 @group(0) @binding(2) var<uniform> pp: PartialParams;
 
-fn tree_sum(lid: u32, v: f32) -> f32 {
-    tree[lid] = v;
-    workgroupBarrier();
-    var s = WG / 2u;
-    while (s > 0u) {
-        if (lid < s) {
-            tree[lid] = tree[lid] + tree[lid + s];
-        }
-        workgroupBarrier();
-        s = s / 2u;
-    }
-    return tree[0];
+// The prelude's vec4 `tree_sum` (shaders/prelude.wgsl) on (v, 0, 0, 0): its
+// x component adds in the same order as a scalar tree would.
+fn tree_sum1(lid: u32, v: f32) -> f32 {
+    return tree_sum(lid, vec4<f32>(v, 0.0, 0.0, 0.0)).x;
 }
 
 @compute @workgroup_size(WG)
@@ -58,7 +51,7 @@ fn channel_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
             acc = acc + x[chan + i];
         }
     }
-    let total = tree_sum(lid, acc);
+    let total = tree_sum1(lid, acc);
     if (lid == 0u) {
         part[pp.part_base + g] = total;
     }
@@ -80,7 +73,7 @@ fn channel_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let j = t % fp.nchunks;
         acc = acc + fpart[(n * fp.channels + c) * fp.nchunks + j];
     }
-    let total = tree_sum(lid, acc);
+    let total = tree_sum1(lid, acc);
     if (lid == 0u) {
         fout[c] = total;
     }

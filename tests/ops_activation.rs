@@ -43,7 +43,7 @@ fn activation_outputs_are_fully_written() {
     // prove the driver's windows cover every element.
     let ctx = ctx();
     let x = rand(SHAPE, 3);
-    let out = ctx.filled(SHAPE, f32::NAN, "poisoned").unwrap();
+    let out = poisoned(ctx, SHAPE);
     qcanet_gpu::ops::elementwise::map(ctx, &activation::SHADER, "relu_forward", &up(ctx, &x), None, &out).unwrap();
     assert_close("relu into poisoned", &down(ctx, &out), &activation::reference::relu_forward(&x), TOL);
 }

@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use qcanet_gpu::gpu::{ContextOptions, GpuContext};
+use qcanet_gpu::gpu::GpuContext;
 use qcanet_gpu::ops::batchnorm::{self, reference, BnConfig, BnSaved};
 use qcanet_gpu::tensor::{rel_err, CpuTensor, Shape5};
 
@@ -108,19 +108,6 @@ fn loss(k: &Case, x: &CpuTensor, gamma: &CpuTensor, beta: &CpuTensor, r: &CpuTen
     y.data.iter().zip(&r.data).map(|(&a, &b)| a as f64 * b as f64).sum()
 }
 
-fn fd_grad(t: &CpuTensor, f: impl Fn(&CpuTensor) -> f64) -> CpuTensor {
-    let h = 1e-3f32;
-    let mut g = CpuTensor::zeros(t.shape);
-    for i in 0..t.data.len() {
-        let (mut p, mut m) = (t.clone(), t.clone());
-        p.data[i] += h;
-        m.data[i] -= h;
-        let hh = (p.data[i] as f64 - m.data[i] as f64) / 2.0;
-        g.data[i] = ((f(&p) - f(&m)) / (2.0 * hh)) as f32;
-    }
-    g
-}
-
 #[test]
 fn reference_backward_matches_finite_differences() {
     let k = case(Shape5::new(2, 2, 2, 3, 2), 70);
@@ -128,10 +115,10 @@ fn reference_backward_matches_finite_differences() {
     let (_, mean, invstd, _, _) = reference::forward_train(&k.x, &k.gamma, &k.beta, &k.rm, &k.rv, &BnConfig::default());
     let (dx, dg, db) = reference::backward(&k.x, &k.gamma, &mean, &invstd, &r);
     // Central differences on f32 outputs: truncation O(h²) and rounding ~1e-7/h.
-    let fd_tol = 2e-3;
-    assert_close("fd dx", &dx, &fd_grad(&k.x, |x| loss(&k, x, &k.gamma, &k.beta, &r)), fd_tol);
-    assert_close("fd dgamma", &dg, &fd_grad(&k.gamma, |g| loss(&k, &k.x, g, &k.beta, &r)), fd_tol);
-    assert_close("fd dbeta", &db, &fd_grad(&k.beta, |b| loss(&k, &k.x, &k.gamma, b, &r)), fd_tol);
+    let (h, fd_tol) = (1e-3, 2e-3);
+    fd_check("fd dx", &dx, &k.x, h, fd_tol, |x| loss(&k, x, &k.gamma, &k.beta, &r));
+    fd_check("fd dgamma", &dg, &k.gamma, h, fd_tol, |g| loss(&k, &k.x, g, &k.beta, &r));
+    fd_check("fd dbeta", &db, &k.beta, h, fd_tol, |b| loss(&k, &k.x, &k.gamma, b, &r));
 }
 
 #[test]
@@ -243,21 +230,9 @@ fn bad_shapes_are_errors() {
 fn measure_throughput() {
     use qcanet_gpu::ops::{loss, optim};
     // Its own context without NaN poisoning, so the shared one stays poisoned.
-    let ctx = &GpuContext::new(&ContextOptions::from_env()).expect("GPU adapter");
-    let median = |f: &mut dyn FnMut()| {
-        f();
-        ctx.sync().unwrap();
-        let mut t: Vec<f64> = (0..5)
-            .map(|_| {
-                let s = std::time::Instant::now();
-                f();
-                ctx.sync().unwrap();
-                s.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        t[2]
-    };
+    let ctx = &unpoisoned_ctx();
+    // Median of 5, in ms.
+    let median = |f: &mut dyn FnMut()| time_median(ctx, 5, f) * 1e3;
     println!("adapter: {}", ctx.describe());
     for shape in [Shape5::new(1, 16, 48, 48, 48), Shape5::new(1, 32, 64, 64, 64)] {
         let k = case(shape, 1);

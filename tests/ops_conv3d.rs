@@ -165,41 +165,17 @@ fn loss(x: &CpuTensor, w: &CpuTensor, b: &CpuTensor, g: &CpuTensor) -> f64 {
     reference::forward(x, w, b).data.iter().zip(&g.data).map(|(&a, &b)| a as f64 * b as f64).sum()
 }
 
-/// Central differences of `L` along every element of one argument, against
-/// the analytic gradient `grad`.
-fn fd_check(what: &str, grad: &CpuTensor, mut f: impl FnMut(usize, f32) -> f64) {
-    let eps = 1e-2f32;
-    let mut num = 0f64;
-    let mut den = 0f64;
-    for (i, &gv) in grad.data.iter().enumerate() {
-        let fd = (f(i, eps) - f(i, -eps)) / (2.0 * eps as f64);
-        num += (fd - gv as f64).powi(2);
-        den += (gv as f64).powi(2);
-    }
-    let e = (num / den).sqrt();
-    assert!(den > 0.0 && e < 1e-4, "{what}: finite-difference relative error {e:.3e} (tolerance 1e-4)");
-}
-
 #[test]
 fn reference_backwards_match_finite_differences() {
+    // Central differences of `L` (step 1e-2) along every element of each
+    // argument, against the reference gradients.
+    let (step, tol) = (1e-2, 1e-4);
     for (k, seed) in [(3usize, 200u64), (1, 210), (5, 220)] {
         let c = case(1, 2, 3, (3, 4, 5), k, seed);
         let (x, w, b, g) = (&c.x, &c.w, &c.b, &c.dy);
-        fd_check(&format!("dx k={k}"), &reference::backward_input(g, w), |i, e| {
-            let mut xp = x.clone();
-            xp.data[i] += e;
-            loss(&xp, w, b, g)
-        });
-        fd_check(&format!("dw k={k}"), &reference::backward_weight(x, g, k), |i, e| {
-            let mut wp = w.clone();
-            wp.data[i] += e;
-            loss(x, &wp, b, g)
-        });
-        fd_check(&format!("db k={k}"), &reference::backward_bias(g), |i, e| {
-            let mut bp = b.clone();
-            bp.data[i] += e;
-            loss(x, w, &bp, g)
-        });
+        fd_check(&format!("dx k={k}"), &reference::backward_input(g, w), x, step, tol, |x| loss(x, w, b, g));
+        fd_check(&format!("dw k={k}"), &reference::backward_weight(x, g, k), w, step, tol, |w| loss(x, w, b, g));
+        fd_check(&format!("db k={k}"), &reference::backward_bias(g), b, step, tol, |b| loss(x, w, b, g));
     }
 }
 
@@ -216,20 +192,7 @@ fn measure_conv3d() {
         let c = case(1, cin, cout, (d, d, d), k, 300);
         let (gx, gw, gb, gdy) = (up(ctx, &c.x), up(ctx, &c.w), up(ctx, &c.b), up(ctx, &c.dy));
         let fl = conv3d::flops(c.x.shape, cout, k);
-        let time = |f: &dyn Fn()| {
-            f(); // warm-up: pipelines built, buffers allocated
-            ctx.sync().unwrap();
-            let mut t: Vec<f64> = (0..reps)
-                .map(|_| {
-                    let s = std::time::Instant::now();
-                    f();
-                    ctx.sync().unwrap();
-                    s.elapsed().as_secs_f64()
-                })
-                .collect();
-            t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            t[t.len() / 2]
-        };
+        let time = |f: &dyn Fn()| time_median(ctx, reps, f);
         let fwd = time(&|| drop(conv3d::forward(ctx, &gx, &gw, &gb).unwrap()));
         let bwi = time(&|| drop(conv3d::backward_input(ctx, &gdy, &gw).unwrap()));
         let bww = time(&|| drop(conv3d::backward_weight(ctx, &gx, &gdy, k).unwrap()));
@@ -292,18 +255,7 @@ fn peak(@builtin(global_invocation_id) gid: vec3<u32>) {
         for t in spec.split_whitespace() {
             let v: Vec<u32> = t.split(',').map(|s| s.parse().unwrap()).collect();
             let tile = Tile { wg: v[0], co_b: v[1], xb: v[2] };
-            drop(conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap());
-            ctx.sync().unwrap();
-            let mut ts: Vec<f64> = (0..reps)
-                .map(|_| {
-                    let s = std::time::Instant::now();
-                    drop(conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap());
-                    ctx.sync().unwrap();
-                    s.elapsed().as_secs_f64()
-                })
-                .collect();
-            ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let m = ts[ts.len() / 2];
+            let m = time_median(ctx, reps, || drop(conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap()));
             println!("  tile {tile:?}: {:.1} ms {:.2} GFLOP/s", m * 1e3, fl / m / 1e9);
         }
     }

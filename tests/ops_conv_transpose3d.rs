@@ -87,26 +87,10 @@ fn reference_gradients_match_finite_differences() {
         let y = reference::forward(x, w, b);
         y.data.iter().zip(&g.data).map(|(&a, &b)| a as f64 * b as f64).sum()
     };
-    let eps = 1e-2f32;
-    let fd = |t: &CpuTensor, which: usize| -> CpuTensor {
-        let mut out = CpuTensor::zeros(t.shape);
-        for i in 0..t.data.len() {
-            let mut p = t.clone();
-            let mut m = t.clone();
-            p.data[i] += eps;
-            m.data[i] -= eps;
-            let (lp, lm) = match which {
-                0 => (loss(&p, &w, &b), loss(&m, &w, &b)),
-                1 => (loss(&x, &p, &b), loss(&x, &m, &b)),
-                _ => (loss(&x, &w, &p), loss(&x, &w, &m)),
-            };
-            out.data[i] = ((lp - lm) / (2.0 * eps as f64)) as f32;
-        }
-        out
-    };
-    assert_close("fd dx", &reference::backward_input(&g, &w), &fd(&x, 0), 1e-4);
-    assert_close("fd dw", &reference::backward_weight(&x, &g), &fd(&w, 1), 1e-4);
-    assert_close("fd db", &reference::backward_bias(&g), &fd(&b, 2), 1e-4);
+    let (step, tol) = (1e-2, 1e-4);
+    fd_check("fd dx", &reference::backward_input(&g, &w), &x, step, tol, |x| loss(x, &w, &b));
+    fd_check("fd dw", &reference::backward_weight(&x, &g), &w, step, tol, |w| loss(&x, w, &b));
+    fd_check("fd db", &reference::backward_bias(&g), &b, step, tol, |b| loss(&x, &w, b));
 }
 
 #[test]
@@ -159,21 +143,9 @@ fn timings() {
         let dy = rand(ct::output_shape(xs, w.shape).unwrap(), 4);
         let (gx, gw, gb, gdy) = (up(ctx, &x), up(ctx, &w), up(ctx, &b), up(ctx, &dy));
         let flops = ct::flops(xs, cout);
-        let median = |f: &mut dyn FnMut()| -> f64 {
-            f(); // warm-up (pipeline build)
-            let mut t: Vec<f64> = (0..reps)
-                .map(|_| {
-                    let s = std::time::Instant::now();
-                    f();
-                    s.elapsed().as_secs_f64()
-                })
-                .collect();
-            t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            t[t.len() / 2]
-        };
         let name = format!("{cin}->{cout} {side}^3->{}^3", 2 * side);
         let run = |label: &str, f: &mut dyn FnMut()| {
-            let t = median(f);
+            let t = time_median(ctx, reps, f);
             println!("{name} {label}: {:.2} ms, {:.2} GFLOP/s", t * 1e3, flops / t / 1e9);
         };
         run("gpu forward", &mut || {

@@ -14,7 +14,8 @@ use rand::{Rng, SeedableRng};
 const SHAPE: Shape5 = Shape5::new(2, 3, 7, 9, 11);
 /// f32 kernels against the f64 references.
 const TOL: f64 = 1e-5;
-/// Reference gradients against central differences (h = 1e-3 in f64).
+/// Reference gradients against central differences (h = 1e-3, in f64).
+const FD_STEP: f32 = 1e-3;
 const FD_TOL: f64 = 1e-5;
 
 fn scalar(ctx: &GpuContext, t: &GpuTensor) -> f32 {
@@ -175,18 +176,6 @@ fn losses_split_path() {
     assert!(e.contains("storage binding"), "{e}");
 }
 
-fn fd(t: &CpuTensor, f: impl Fn(&CpuTensor) -> f64) -> CpuTensor {
-    let mut g = CpuTensor::zeros(t.shape);
-    for i in 0..t.data.len() {
-        let (mut p, mut m) = (t.clone(), t.clone());
-        p.data[i] += 1e-3;
-        m.data[i] -= 1e-3;
-        let h = (p.data[i] as f64 - m.data[i] as f64) / 2.0;
-        g.data[i] = ((f(&p) - f(&m)) / (2.0 * h)) as f32;
-    }
-    g
-}
-
 #[test]
 fn reference_gradients_match_finite_differences() {
     let s = Shape5::new(2, 3, 2, 2, 3);
@@ -194,17 +183,17 @@ fn reference_gradients_match_finite_differences() {
     let t = classes(s.with_c(1), 3, 51);
     let w = [0.3, 1.0, 2.0];
     let (_, g) = lref::softmax_cross_entropy(&z, &t, &w).unwrap();
-    assert_close("fd ce", &g, &fd(&z, |z| lref::softmax_cross_entropy(z, &t, &w).unwrap().0), FD_TOL);
+    fd_check("fd ce", &g, &z, FD_STEP, FD_TOL, |z| lref::softmax_cross_entropy(z, &t, &w).unwrap().0);
 
     let z1 = CpuTensor::random(s.with_c(1), 52, -3.0, 3.0);
     let t1 = binary(s.with_c(1), 53);
     assert!(t1.data.contains(&0.0) && t1.data.contains(&1.0));
     let (_, g) = lref::bce_with_logits(&z1, &t1, 2.5);
-    assert_close("fd bce", &g, &fd(&z1, |z| lref::bce_with_logits(z, &t1, 2.5).0), FD_TOL);
+    fd_check("fd bce", &g, &z1, FD_STEP, FD_TOL, |z| lref::bce_with_logits(z, &t1, 2.5).0);
 
     let p = CpuTensor::random(s, 54, 0.05, 0.95);
     let (_, g) = lref::soft_dice(&p, &t1, 2, 1.0);
-    assert_close("fd dice", &g, &fd(&p, |p| lref::soft_dice(p, &t1, 2, 1.0).0), FD_TOL);
+    fd_check("fd dice", &g, &p, FD_STEP, FD_TOL, |p| lref::soft_dice(p, &t1, 2, 1.0).0);
 }
 
 const PARAM_SHAPES: [Shape5; 3] = [Shape5::new(5, 3, 3, 3, 3), Shape5::new(1, 5, 1, 1, 1), Shape5::new(2, 3, 7, 9, 11)];

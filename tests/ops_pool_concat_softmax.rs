@@ -100,15 +100,8 @@ fn pool_reference_backward_matches_finite_differences() {
         let (y, _) = pool::reference::forward(x);
         y.data.iter().zip(&g.data).map(|(&a, &b)| a as f64 * b as f64).sum()
     };
-    let eps = 1e-4f32; // below half the smallest gap between values of a window
-    let mut fd = CpuTensor::zeros(xs);
-    for i in 0..x.data.len() {
-        let (mut p, mut m) = (x.clone(), x.clone());
-        p.data[i] += eps;
-        m.data[i] -= eps;
-        fd.data[i] = ((loss(&p) - loss(&m)) / (2.0 * eps as f64)) as f32;
-    }
-    assert_close("pool fd", &pool::reference::backward(&idx, xs, &g), &fd, 1e-3);
+    let step = 1e-4; // below half the smallest gap between values of a window
+    fd_check("pool fd", &pool::reference::backward(&idx, xs, &g), &x, step, 1e-3, loss);
 }
 
 #[test]
@@ -222,16 +215,8 @@ fn softmax_reference_backward_matches_finite_differences() {
     let loss = |x: &CpuTensor| -> f64 {
         softmax::reference::forward(x).data.iter().zip(&g.data).map(|(&a, &b)| a as f64 * b as f64).sum()
     };
-    let eps = 1e-2f32;
-    let mut fd = CpuTensor::zeros(xs);
-    for i in 0..x.data.len() {
-        let (mut p, mut m) = (x.clone(), x.clone());
-        p.data[i] += eps;
-        m.data[i] -= eps;
-        fd.data[i] = ((loss(&p) - loss(&m)) / (2.0 * eps as f64)) as f32;
-    }
     let y = softmax::reference::forward(&x);
-    assert_close("softmax fd", &softmax::reference::backward(&y, &g), &fd, 1e-3);
+    fd_check("softmax fd", &softmax::reference::backward(&y, &g), &x, 1e-2, 1e-3, loss);
 }
 
 #[test]

@@ -1,36 +1,72 @@
-//! Parses and validates every WGSL file under `shaders/` with naga. Needs no
-//! GPU, so a broken shader fails here first, with naga's message.
+//! Parses and validates every shader with naga exactly as its pipelines
+//! compile it (with `shaders/prelude.wgsl` in front where the shader uses
+//! the prelude), and checks that every WGSL file under `shaders/` is one of
+//! those shaders. Needs no GPU, so a broken shader fails here first, with
+//! naga's message.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+
+use qcanet_gpu::gpu::ShaderSource;
+use qcanet_gpu::{ops, postprocess};
+
+const PRELUDE: &str = "prelude.wgsl";
+
+fn shaders_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders")
+}
+
+/// Every shader the library compiles.
+fn compiled() -> Vec<ShaderSource> {
+    let mut v = ops::SHADERS.to_vec();
+    v.extend([postprocess::ccl::SHADER, postprocess::edt::SHADER, postprocess::watershed::SHADER]);
+    v
+}
 
 #[test]
 fn every_shader_parses_and_validates() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut checked = 0;
     let mut failures = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    entries.sort();
-    for path in entries {
-        if path.extension().and_then(|e| e.to_str()) != Some("wgsl") {
-            continue;
-        }
-        let src = std::fs::read_to_string(&path).unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        match naga::front::wgsl::parse_str(&src) {
-            Err(e) => failures.push(format!("{name}: parse error:\n{}", e.emit_to_string(&src))),
+    for s in compiled() {
+        let name = s.name;
+        match naga::front::wgsl::parse_str(s.wgsl) {
+            Err(e) => failures.push(format!("{name}: parse error:\n{}", e.emit_to_string(s.wgsl))),
             Ok(module) => {
                 let mut v =
                     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
                 if let Err(e) = v.validate(&module) {
-                    failures.push(format!("{name}: validation error:\n{}", e.emit_to_string(&src)));
+                    failures.push(format!("{name}: validation error:\n{}", e.emit_to_string(s.wgsl)));
                 }
                 if module.entry_points.is_empty() {
                     failures.push(format!("{name}: no entry points"));
                 }
             }
         }
-        checked += 1;
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    assert!(checked >= 2, "found only {checked} shaders in {}", dir.display());
+}
+
+#[test]
+fn every_shader_file_is_compiled_as_a_file_or_after_the_prelude() {
+    let dir = shaders_dir();
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let prelude = read(PRELUDE);
+    let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.ends_with(".wgsl") && f != PRELUDE)
+        .collect();
+    let shaders = compiled();
+    let names: BTreeSet<String> = shaders.iter().map(|s| format!("{}.wgsl", s.name)).collect();
+    assert_eq!(names.len(), shaders.len(), "two shaders share a name");
+    assert_eq!(on_disk, names, "shader files under {} and shaders the library compiles differ", dir.display());
+    let mut with_prelude = 0;
+    for s in &shaders {
+        let file = read(&format!("{}.wgsl", s.name));
+        if s.wgsl != file {
+            assert_eq!(s.wgsl, format!("{prelude}{file}"), "{}: neither its file nor the prelude and its file", s.name);
+            with_prelude += 1;
+        }
+    }
+    // The prelude is validated only through the shaders that use it.
+    assert!(with_prelude > 0, "no shader uses {PRELUDE}: the validation above would not check it");
 }

@@ -23,13 +23,24 @@ pub struct ShaderSource {
     pub wgsl: &'static str,
 }
 
-/// `include_str!` a file from `shaders/` as a [`ShaderSource`].
+/// `include_str!` a file from `shaders/` as a [`ShaderSource`];
+/// `shader!("name", prelude)` puts `shaders/prelude.wgsl` (helpers shared by
+/// several kernels, e.g. the workgroup `tree_sum`) in front of it.
 #[macro_export]
 macro_rules! shader {
     ($name:literal) => {
         $crate::gpu::ShaderSource {
             name: $name,
             wgsl: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
+        }
+    };
+    ($name:literal, prelude) => {
+        $crate::gpu::ShaderSource {
+            name: $name,
+            wgsl: concat!(
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/prelude.wgsl")),
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
+            ),
         }
     };
 }

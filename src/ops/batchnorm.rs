@@ -17,7 +17,7 @@ use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
 use crate::ops::reduce::{chunk_plan, flat_windows, new_output};
 use crate::tensor::Shape5;
 
-pub const SHADER: ShaderSource = crate::shader!("batchnorm");
+pub const SHADER: ShaderSource = crate::shader!("batchnorm", prelude);
 /// Workgroup size of the reduction kernels (partials and finish).
 pub const RED_WG: u32 = 128;
 /// Workgroup size of the element-wise kernels.
@@ -50,21 +50,21 @@ pub struct BnSaved {
     pub invstd: GpuTensor,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct PartParams {
-    spatial: u32,
-    chunk: u32,
-    nchunks: u32,
-    nc: u32,
-    j0: u32,
-    nj: u32,
-    c0: u32,
-    part_base: u32,
-    base_x: u32,
-    base_y: u32,
-    mode: u32,
-    lo_at: u32,
+uniform_params! {
+    struct PartParams {
+        spatial: u32,
+        chunk: u32,
+        nchunks: u32,
+        nc: u32,
+        j0: u32,
+        nj: u32,
+        c0: u32,
+        part_base: u32,
+        base_x: u32,
+        base_y: u32,
+        mode: u32,
+        lo_at: u32,
+    }
 }
 
 const NO_LO: u32 = u32::MAX;
@@ -75,38 +75,38 @@ fn has_lo(mean: &GpuTensor) -> bool {
     mean.buf.size() >= 2 * mean.shape.bytes()
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct FinishParams {
-    channels: u32,
-    samples: u32,
-    nchunks: u32,
-    one: f32,
-    count: f32,
-    eps: f32,
-    momentum: f32,
-    unbias: f32,
+uniform_params! {
+    struct FinishParams {
+        channels: u32,
+        samples: u32,
+        nchunks: u32,
+        one: f32,
+        count: f32,
+        eps: f32,
+        momentum: f32,
+        unbias: f32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CoefParams {
-    channels: u32,
-    eps: f32,
-    _pad: [u32; 2],
+uniform_params! {
+    struct CoefParams {
+        channels: u32,
+        eps: f32,
+        _pad: [u32; 2],
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ApplyParams {
-    n: u32,
-    start: u32,
-    spatial: u32,
-    channels: u32,
-    base_x: u32,
-    base_y: u32,
-    base_out: u32,
-    _pad: u32,
+uniform_params! {
+    struct ApplyParams {
+        n: u32,
+        start: u32,
+        spatial: u32,
+        channels: u32,
+        base_x: u32,
+        base_y: u32,
+        base_out: u32,
+        _pad: u32,
+    }
 }
 
 const MODE_RAW: u32 = 0;

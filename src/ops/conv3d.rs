@@ -54,73 +54,73 @@ const MAX_CHUNKS: usize = 64;
 /// Fewest voxels per weight-gradient chunk.
 const MIN_CHUNK_VOXELS: usize = 1024;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct PackParams {
-    o0: u32,
-    o_n: u32,
-    i0: u32,
-    i_n: u32,
-    c1: u32,
-    transposed: u32,
-    base_src: u32,
-    row0: u32,
-    total: u32,
-    base_dst: u32,
-    _pad: [u32; 2],
+uniform_params! {
+    struct PackParams {
+        o0: u32,
+        o_n: u32,
+        i0: u32,
+        i_n: u32,
+        c1: u32,
+        transposed: u32,
+        base_src: u32,
+        row0: u32,
+        total: u32,
+        base_dst: u32,
+        _pad: [u32; 2],
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConvParams {
-    d: u32,
-    h: u32,
-    w: u32,
-    spatial: u32,
-    ci_n: u32,
-    co_n: u32,
-    nxb: u32,
-    tiles: u32,
-    base_x: u32,
-    base_w: u32,
-    base_b: u32,
-    base_out: u32,
-    accumulate: u32,
-    use_bias: u32,
-    n_cob: u32,
-    _pad: u32,
+uniform_params! {
+    struct ConvParams {
+        d: u32,
+        h: u32,
+        w: u32,
+        spatial: u32,
+        ci_n: u32,
+        co_n: u32,
+        nxb: u32,
+        tiles: u32,
+        base_x: u32,
+        base_w: u32,
+        base_b: u32,
+        base_out: u32,
+        accumulate: u32,
+        use_bias: u32,
+        n_cob: u32,
+        _pad: u32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct WeightParams {
-    d: u32,
-    h: u32,
-    w: u32,
-    spatial: u32,
-    co_n: u32,
-    ci_n: u32,
-    n_cob: u32,
-    n_lg: u32,
-    chunk_rows: u32,
-    nchunks: u32,
-    base_x: u32,
-    base_dy: u32,
-    base_part: u32,
-    _pad: [u32; 3],
+uniform_params! {
+    struct WeightParams {
+        d: u32,
+        h: u32,
+        w: u32,
+        spatial: u32,
+        co_n: u32,
+        ci_n: u32,
+        n_cob: u32,
+        n_lg: u32,
+        chunk_rows: u32,
+        nchunks: u32,
+        base_x: u32,
+        base_dy: u32,
+        base_part: u32,
+        _pad: [u32; 3],
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct FinishParams {
-    e_n: u32,
-    m_n: u32,
-    ci_n: u32,
-    cin_total: u32,
-    i0: u32,
-    base_part: u32,
-    base_dw: u32,
-    _pad: u32,
+uniform_params! {
+    struct FinishParams {
+        e_n: u32,
+        m_n: u32,
+        ci_n: u32,
+        cin_total: u32,
+        i0: u32,
+        base_part: u32,
+        base_dw: u32,
+        _pad: u32,
+    }
 }
 
 /// The kernel size of weights `w`, checked: cubic, odd, 1..=MAX_K.

@@ -40,31 +40,32 @@ pub const CI_BW: usize = 8;
 /// Input voxels (at least) summed by one invocation of `weight_partials`.
 pub const CHUNK_VOXELS: usize = 512;
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    samples: u32,
-    d: u32,
-    h: u32,
-    w: u32,
-    c_red: u32,
-    c_out: u32,
-    ci0: u32,
-    co0: u32,
-    c_out_total: u32,
-    src_base: u32,
-    src_stride: u32,
-    dst_base: u32,
-    dst_stride: u32,
-    accumulate: u32,
-    src2_base: u32,
-    src2_stride: u32,
-    rows_per_chunk: u32,
-    nchunks: u32,
-    m_total: u32,
-    m0: u32,
-    count: u32,
-    _pad: [u32; 3],
+uniform_params! {
+    #[derive(Default)]
+    struct Params {
+        samples: u32,
+        d: u32,
+        h: u32,
+        w: u32,
+        c_red: u32,
+        c_out: u32,
+        ci0: u32,
+        co0: u32,
+        c_out_total: u32,
+        src_base: u32,
+        src_stride: u32,
+        dst_base: u32,
+        dst_stride: u32,
+        accumulate: u32,
+        src2_base: u32,
+        src2_stride: u32,
+        rows_per_chunk: u32,
+        nchunks: u32,
+        m_total: u32,
+        m0: u32,
+        count: u32,
+        _pad: [u32; 3],
+    }
 }
 
 /// Output shape of the transposed convolution of `x` with weights `w`.

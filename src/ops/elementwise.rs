@@ -17,13 +17,13 @@ pub const WG: u32 = 64;
 /// on software rasterisers).
 pub const PER: u32 = 8;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    base_a: u32,
-    base_b: u32,
-    base_out: u32,
+uniform_params! {
+    struct Params {
+        n: u32,
+        base_a: u32,
+        base_b: u32,
+        base_out: u32,
+    }
 }
 
 /// Runs `entry` of `src` element-wise: `out[i] = f(a[i], b[i])`. `b` may be

@@ -10,36 +10,37 @@ use crate::gpu::{grid, split_units, Arg, GpuContext, GpuTensor, ShaderSource};
 use crate::ops::reduce::{flat_windows, new_output, REDUCE_CHUNK};
 use crate::tensor::Shape5;
 
-pub const SHADER: ShaderSource = crate::shader!("loss");
+pub const SHADER: ShaderSource = crate::shader!("loss", prelude);
 /// Workgroup size of the reduction kernels.
 pub const RED_WG: u32 = 128;
 /// Workgroup size of the gradient kernels.
 pub const WG: u32 = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    spatial: u32,
-    classes: u32,
-    chunk: u32,
-    nchunks: u32,
-    part_base: u32,
-    base_a: u32,
-    base_b: u32,
-    base_out: u32,
-    _pad0: u32,
-    pos_weight: f32,
-    _pad1: u32,
+uniform_params! {
+    #[derive(Default)]
+    struct Params {
+        n: u32,
+        spatial: u32,
+        classes: u32,
+        chunk: u32,
+        nchunks: u32,
+        part_base: u32,
+        base_a: u32,
+        base_b: u32,
+        base_out: u32,
+        _pad0: u32,
+        pos_weight: f32,
+        _pad1: u32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct FinishParams {
-    count: u32,
-    mode: u32,
-    numel: f32,
-    smooth: f32,
+uniform_params! {
+    struct FinishParams {
+        count: u32,
+        mode: u32,
+        numel: f32,
+        smoothing: f32,
+    }
 }
 
 const MODE_CE: u32 = 0;
@@ -153,7 +154,7 @@ pub fn softmax_cross_entropy(
             grid((g.len() * nchunks) as u64),
         )?;
     }
-    let fp = FinishParams { count: 0, mode: MODE_CE, numel: 0.0, smooth: 0.0 };
+    let fp = FinishParams { count: 0, mode: MODE_CE, numel: 0.0, smoothing: 0.0 };
     let (loss, sums) = finish(ctx, &part, s.n * nchunks, fp, &label)?;
     let bad = ctx.read_f32(&sums.buf, 2, 1)?[0];
     if bad > 0.0 {
@@ -310,7 +311,7 @@ pub fn bce_with_logits(
     let label = format!("{op} {}", logits.shape);
     let n = logits.numel();
     let (part, count) = pair_partials(ctx, "bce_partials", logits, target, &[(0, 0, n)], pos_weight, &label)?;
-    let fp = FinishParams { count: 0, mode: MODE_BCE, numel: n as f32, smooth: 0.0 };
+    let fp = FinishParams { count: 0, mode: MODE_BCE, numel: n as f32, smoothing: 0.0 };
     let (loss, sums) = finish(ctx, &part, count, fp, &label)?;
     let grad = new_output(ctx, logits.shape, 0, "bce gradient")?;
     pair_grad(ctx, "bce_grad", logits, target, &grad, &sums, &[(0, 0, 0, n)], pos_weight, &label)?;
@@ -341,7 +342,7 @@ pub fn soft_dice(
     let sp = s.spatial();
     let runs: Vec<_> = (0..s.n).map(|n| (s.idx(n, channel, 0, 0, 0), n * sp, sp)).collect();
     let (part, count) = pair_partials(ctx, "dice_partials", probs, target, &runs, 0.0, &label)?;
-    let fp = FinishParams { count: 0, mode: MODE_DICE, numel: 0.0, smooth };
+    let fp = FinishParams { count: 0, mode: MODE_DICE, numel: 0.0, smoothing: smooth };
     let (loss, sums) = finish(ctx, &part, count, fp, &label)?;
     let grad = new_output(ctx, s, 0, "dice gradient")?;
     let mut fg = Vec::new();

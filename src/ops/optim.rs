@@ -116,23 +116,24 @@ impl OptimizerConfig {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    base_p: u32,
-    base_g: u32,
-    base_s1: u32,
-    base_s2: u32,
-    _pad: [u32; 3],
-    lr: f32,
-    weight_decay: f32,
-    momentum: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    step_size: f32,
-    bc2_sqrt: f32,
+uniform_params! {
+    #[derive(Default)]
+    struct Params {
+        n: u32,
+        base_p: u32,
+        base_g: u32,
+        base_s1: u32,
+        base_s2: u32,
+        _pad: [u32; 3],
+        lr: f32,
+        weight_decay: f32,
+        momentum: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        step_size: f32,
+        bc2_sqrt: f32,
+    }
 }
 
 /// An optimizer over a fixed list of parameter tensors, with its state on the GPU.

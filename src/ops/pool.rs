@@ -28,20 +28,21 @@ pub struct MaxPoolIndices {
     pub out_shape: Shape5,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    planes: u32,
-    d: u32,
-    h: u32,
-    w: u32,
-    od: u32,
-    oh: u32,
-    ow: u32,
-    x_base: u32,
-    y_base: u32,
-    i_base: u32,
-    _pad: [u32; 2],
+uniform_params! {
+    #[derive(Default)]
+    struct Params {
+        planes: u32,
+        d: u32,
+        h: u32,
+        w: u32,
+        od: u32,
+        oh: u32,
+        ow: u32,
+        x_base: u32,
+        y_base: u32,
+        i_base: u32,
+        _pad: [u32; 2],
+    }
 }
 
 /// `(N, C, floor(D/2), floor(H/2), floor(W/2))`; an error if a side is below 2.

@@ -7,31 +7,31 @@ use crate::error::Result;
 use crate::gpu::{grid, split_units, Arg, GpuContext, GpuTensor, ShaderSource};
 use crate::tensor::Shape5;
 
-pub const SHADER: ShaderSource = crate::shader!("reduce");
+pub const SHADER: ShaderSource = crate::shader!("reduce", prelude);
 /// Workgroup size and values summed per invocation in pass 1.
 pub const WG: u32 = 256;
 pub const PER_THREAD: u32 = 16;
 /// Voxels of one channel summed by one workgroup in pass 1.
 pub const CHUNK: usize = (WG * PER_THREAD) as usize;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct PartialParams {
-    spatial: u32,
-    nchunks: u32,
-    channels: u32,
-    base_x: u32,
-    part_base: u32,
-    _pad: [u32; 3],
+uniform_params! {
+    struct PartialParams {
+        spatial: u32,
+        nchunks: u32,
+        channels: u32,
+        base_x: u32,
+        part_base: u32,
+        _pad: [u32; 3],
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct FinishParams {
-    channels: u32,
-    samples: u32,
-    nchunks: u32,
-    _pad: u32,
+uniform_params! {
+    struct FinishParams {
+        channels: u32,
+        samples: u32,
+        nchunks: u32,
+        _pad: u32,
+    }
 }
 
 /// Sum of each channel over N, D, H, W: shape (1, C, 1, 1, 1).

@@ -20,20 +20,21 @@ pub const SHADER: ShaderSource = crate::shader!("softmax");
 /// Workgroup size of every kernel.
 pub const WG: u32 = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    voxels: u32,
-    samples: u32,
-    channels: u32,
-    first: u32,
-    a_base: u32,
-    b_base: u32,
-    out_base: u32,
-    stride: u32,
-    m_base: u32,
-    s_base: u32,
-    _pad: [u32; 2],
+uniform_params! {
+    #[derive(Default)]
+    struct Params {
+        voxels: u32,
+        samples: u32,
+        channels: u32,
+        first: u32,
+        a_base: u32,
+        b_base: u32,
+        out_base: u32,
+        stride: u32,
+        m_base: u32,
+        s_base: u32,
+        _pad: [u32; 2],
+    }
 }
 
 enum Plan {
