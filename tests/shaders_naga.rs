@@ -20,6 +20,7 @@ fn shaders_dir() -> std::path::PathBuf {
 fn compiled() -> Vec<ShaderSource> {
     let mut v = ops::SHADERS.to_vec();
     v.extend([postprocess::ccl::SHADER, postprocess::edt::SHADER, postprocess::watershed::SHADER]);
+    v.push(qcanet_gpu::bench::CEILING_SHADER);
     v
 }
 

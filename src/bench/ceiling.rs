@@ -6,8 +6,11 @@
 //! way.
 
 use crate::error::Result;
-use crate::gpu::{median, Arg, GpuContext, GpuTimer};
+use crate::gpu::{median, Arg, GpuContext, GpuTimer, ShaderSource};
 use crate::shader;
+
+/// The ceiling kernel.
+pub const SHADER: ShaderSource = shader!("fma_ceiling");
 
 /// Invocations per workgroup.
 const WG: u32 = 64;
@@ -56,7 +59,7 @@ pub fn fma_ceiling(ctx: &GpuContext, repeats: usize) -> Result<Ceiling> {
 }
 
 fn pipeline(ctx: &GpuContext) -> Result<std::sync::Arc<crate::gpu::Pipeline>> {
-    ctx.pipeline(&shader!("fma_ceiling"), "fma_ceiling", &[("WG", WG as f64), ("ITERS", ITERS as f64)])
+    ctx.pipeline(&SHADER, "fma_ceiling", &[("WG", WG as f64), ("ITERS", ITERS as f64)])
 }
 
 /// Runs the ceiling kernel once over `groups` workgroups and returns each

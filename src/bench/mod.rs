@@ -20,7 +20,10 @@ use crate::gpu::{median, GpuContext, GpuTensor, GpuTimer, TimerKind};
 use crate::tensor::{rel_err, CpuTensor};
 
 pub use cases::op_cases;
-pub use ceiling::{fma_ceiling, fma_values as fma_ceiling_values, reference_value as ceiling_reference_value, Ceiling};
+pub use ceiling::{
+    fma_ceiling, fma_values as fma_ceiling_values, reference_value as ceiling_reference_value, Ceiling,
+    SHADER as CEILING_SHADER,
+};
 
 /// Settings of a benchmark run.
 #[derive(Clone, Debug)]
