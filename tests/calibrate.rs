@@ -103,10 +103,10 @@ fn calibration_finds_the_thresholds_that_recover_the_nuclei() {
     // Neither threshold alone helps: only the pair does.
     let vols = vec![volume(0.35, 0.55)];
     let opts = InstanceOptions::default();
-    let at_half = trial(&vols, 0.5, 0.5, &opts).unwrap();
+    let at_half = trial(&vols, 0.5, 0.5, 0.0, &opts).unwrap();
     assert_eq!(at_half.f1, 0.0);
     let grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
-    let (best, all) = search(&vols, &grid, &opts).unwrap();
+    let (best, all) = search(&vols, &grid, &[0.0], &opts).unwrap();
     assert_eq!(all.len(), 49);
     assert_eq!(all[0], at_half);
     assert_eq!(best.f1, 1.0, "{best:?}");
@@ -114,6 +114,44 @@ fn calibration_finds_the_thresholds_that_recover_the_nuclei() {
     // Among equally good values the one nearest 0.5 wins.
     assert_eq!((best.nsn, best.ndn), (0.3, 0.6));
     // Bad grids are refused.
-    assert!(search(&vols, &[0.0, 0.5], &opts).unwrap_err().to_string().contains("between 0 and 1"));
-    assert!(trial(&[], 0.5, 0.5, &opts).is_err());
+    assert!(search(&vols, &[0.0, 0.5], &[0.0], &opts).unwrap_err().to_string().contains("between 0 and 1"));
+    assert!(trial(&[], 0.5, 0.5, 0.0, &opts).is_err());
+}
+
+#[test]
+fn calibration_finds_the_marker_dynamic_that_splits_touching_centres() {
+    // The detection probability of each nucleus falls from 0.99 at its centre
+    // by 0.02 per voxel, so the two blobs touch at about 0.9: at any threshold
+    // of the grid they are one marker and the nuclei merge. Their summits
+    // stand about 0.09 above the saddle: a dynamic of 0.05 splits them, 0.2
+    // keeps only one.
+    let mut v = volume(0.9, 0.05);
+    let labels = truth();
+    for z in 0..DIMS[0] {
+        for y in 0..DIMS[1] {
+            for x in 0..DIMS[2] {
+                let i = (z * DIMS[1] + y) * DIMS[2] + x;
+                if labels[i] > 0 {
+                    let cx = if labels[i] == 1 { 9.5 } else { 18.5 };
+                    let d = ((z as f64 - 6.0).powi(2) + (y as f64 - 10.0).powi(2) + (x as f64 - cx).powi(2)).sqrt();
+                    v.ndn[i] = (0.99 - 0.02 * d) as f32;
+                }
+            }
+        }
+    }
+    let vols = vec![v];
+    let opts = InstanceOptions::default();
+    let grid = [0.3, 0.5, 0.7];
+    for t in grid {
+        let plain = trial(&vols, 0.5, t, 0.0, &opts).unwrap();
+        assert!(plain.f1 < 1.0, "threshold {t} alone separates the centres: {plain:?}");
+    }
+    assert_eq!(trial(&vols, 0.5, 0.5, 0.05, &opts).unwrap().f1, 1.0);
+    assert!(trial(&vols, 0.5, 0.5, 0.2, &opts).unwrap().f1 < 1.0);
+    let (best, all) = search(&vols, &grid, &[0.0, 0.05, 0.2], &opts).unwrap();
+    assert_eq!(all.len(), 27);
+    assert_eq!((best.f1, best.dynamic), (1.0, 0.05), "{best:?}");
+    assert_eq!((best.nsn, best.ndn), (0.5, 0.5), "nearest 0.5 among equals: {best:?}");
+    assert!(search(&vols, &grid, &[], &opts).is_err());
+    assert!(search(&vols, &grid, &[1.0], &opts).unwrap_err().to_string().contains("dynamic"));
 }

@@ -25,6 +25,7 @@ fn meta(arch: Arch) -> WeightsMeta {
         epochs: 0,
         val_iou: None,
         threshold: None,
+        marker_dynamic: None,
     }
 }
 

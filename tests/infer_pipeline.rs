@@ -72,6 +72,7 @@ fn stage(name: &str, level: f32) -> Stage<'static> {
         normalization: Normalization::default(),
         isotropic: true,
         threshold: 0.5,
+        marker_dynamic: 0.0,
     }
 }
 

@@ -107,6 +107,7 @@ fn weights_file_errors_name_tensor_and_file() {
         epochs: 0,
         val_iou: None,
         threshold: None,
+        marker_dynamic: None,
     };
     let net = Network::new(ctx, meta.clone(), 0).unwrap();
     let good = d.path().join("good.safetensors");

@@ -11,8 +11,8 @@ use qcanet_gpu::train::dataset::{names_of, read_instance_labels};
 
 #[derive(clap::Args)]
 #[command(after_help = "Predicts every listed volume once with both networks (as `infer` does), scores the whole \
-instance stage against DATA/labels_instance/ over a grid of thresholds (the NSN's first, then the NDN's), and \
-writes copies of the weights (f16) with the chosen thresholds in their metadata, where `infer` reads them, plus \
+instance stage against DATA/labels_instance/ over a grid of thresholds (the NSN's first, then the NDN's) and marker dynamics, and \
+writes copies of the weights (f16) with the chosen thresholds and dynamic in their metadata, where `infer` reads them, plus \
 calibration.csv with every trial. Use validation volumes only: a volume that chose a threshold is no longer held out.")]
 pub struct Args {
     /// NSN weights (default: the bundled ones).
@@ -30,6 +30,10 @@ pub struct Args {
     /// Thresholds to try, comma-separated, each strictly between 0 and 1.
     #[arg(long, default_value = "0.2,0.3,0.4,0.5,0.6,0.7,0.8")]
     thresholds: String,
+    /// Dynamics of the NDN's markers to try with each pair, comma-separated, in [0, 1) (0: every component
+    /// above the threshold is a marker, as the original QCANet).
+    #[arg(long, default_value = "0,0.05,0.1,0.2")]
+    dynamics: String,
     /// Tile side for prediction, as `infer --tile`.
     #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_TILE)]
     tile: usize,
@@ -49,6 +53,11 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         .thresholds
         .split(',')
         .map(|t| t.trim().parse::<f32>().map_err(|_| anyhow::anyhow!("--thresholds: '{t}' is not a number")))
+        .collect::<anyhow::Result<_>>()?;
+    let dynamics: Vec<f32> = a
+        .dynamics
+        .split(',')
+        .map(|t| t.trim().parse::<f32>().map_err(|_| anyhow::anyhow!("--dynamics: '{t}' is not a number")))
         .collect::<anyhow::Result<_>>()?;
     let names = names_of(&a.data, "validation", a.list.as_deref())?;
     let nsn_path = weights_path(a.nsn.as_deref(), "nsn.safetensors").context("NSN weights")?;
@@ -85,26 +94,28 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         }
     }
     pb.finish();
-    let (best, all) = search(&vols, &grid, &opts.instance)?;
-    let mut csv = String::from("nsn_threshold,ndn_threshold,mean_f1,mean_seg,mean_iou\n");
+    let (best, all) = search(&vols, &grid, &dynamics, &opts.instance)?;
+    let mut csv = String::from("nsn_threshold,ndn_threshold,marker_dynamic,mean_f1,mean_seg,mean_iou\n");
     for t in &all {
-        csv.push_str(&format!("{:.3},{:.3},{:.6},{:.6},{:.6}\n", t.nsn, t.ndn, t.f1, t.seg, t.iou));
+        csv.push_str(&format!("{:.3},{:.3},{:.3},{:.6},{:.6},{:.6}\n", t.nsn, t.ndn, t.dynamic, t.f1, t.seg, t.iou));
     }
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("{}: cannot create", a.out_dir.display()))?;
     nsn.meta.threshold = Some(best.nsn);
     ndn.meta.threshold = Some(best.ndn);
+    ndn.meta.marker_dynamic = Some(best.dynamic);
     nsn.save_f16(&ctx, &outs[0])?;
     ndn.save_f16(&ctx, &outs[1])?;
     qcanet_gpu::model::st::write_atomic(&outs[2], csv.as_bytes())?;
     let first = all[0];
     println!(
-        "{} volumes; at 0.5/0.5: F1 {:.4}, SEG {:.4}, IoU {:.4}\nchosen NSN {:.2}, NDN {:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}\nwrote {}, {}, {}",
+        "{} volumes; at 0.5/0.5: F1 {:.4}, SEG {:.4}, IoU {:.4}\nchosen NSN {:.2}, NDN {:.2}, marker dynamic {:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}\nwrote {}, {}, {}",
         vols.len(),
         first.f1,
         first.seg,
         first.iou,
         best.nsn,
         best.ndn,
+        best.dynamic,
         best.f1,
         best.seg,
         best.iou,

@@ -50,6 +50,11 @@ pub struct Args {
     /// validation volumes by `qcanet-gpu calibrate` and stored in its weights, else 0.5).
     #[arg(long)]
     threshold: Option<f32>,
+    /// Dynamic of the NDN's markers: only summits of its probability at least this far above the saddle
+    /// to a higher summit seed a nucleus, so touching centres stay apart (default: the NDN's own, chosen by
+    /// `qcanet-gpu calibrate`, else 0: every component above the threshold, as the original QCANet).
+    #[arg(long, value_parser = parse_dynamic)]
+    marker_dynamic: Option<f32>,
     /// Also write the NSN and NDN foreground probabilities (f32 TIFF, STACK_nsn_prob.tif, STACK_ndn_prob.tif).
     #[arg(long)]
     save_probabilities: bool,
@@ -69,6 +74,13 @@ pub struct Args {
 
 fn parse_voxel(s: &str) -> Result<[f64; 3], String> {
     qcanet_gpu::io::parse_voxel_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_dynamic(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(h) if (0.0..1.0).contains(&h) => Ok(h),
+        _ => Err(format!("'{s}': expected a number from 0 up to (not including) 1")),
+    }
 }
 
 fn parse_triple(s: &str) -> Result<[usize; 3], String> {
@@ -99,6 +111,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         stride: a.stride.unwrap_or([DEFAULT_STRIDE; 3]),
         margin: a.margin,
         threshold: a.threshold,
+        marker_dynamic: a.marker_dynamic,
         voxel_um: a.voxel_size,
         keep_probabilities: a.save_probabilities,
         ..Default::default()

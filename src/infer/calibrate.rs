@@ -4,17 +4,20 @@
 //! is scored for every pair of thresholds of a grid (a full grid: a search
 //! one threshold at a time gets stuck where neither alone helps, e.g. an
 //! under-confident NSN with over-confident markers), ranking by mean F1 at
-//! IoU 0.5, then mean SEG; among equal scores the pair nearest 0.5 wins. The thresholds found go into the weights'
-//! metadata, where `infer` reads them.
+//! IoU 0.5, then mean SEG; among equal scores the pair nearest 0.5 wins. Each
+//! pair is tried with each dynamic of the NDN's markers (0: plain components
+//! above the threshold; see `postprocess::markers`). The thresholds and the
+//! dynamic found go into the weights' metadata, where `infer` reads them.
 
 use crate::progress::Progress;
 
 use crate::error::{Error, Result};
 use crate::io::Volume;
 use crate::metrics::instances::{score_instances, InstanceTruth, InstanceValidation, Role};
+use crate::postprocess::markers::h_maxima;
 use crate::postprocess::InstanceOptions;
 
-use super::pipeline::{foreground, threshold, voxel_of, SegmentOptions, Stage};
+use super::pipeline::{threshold, voxel_of, Inputs, SegmentOptions, Stage};
 
 /// One validation volume's probabilities (input grid) and ground truth.
 pub struct CalibrationVolume {
@@ -40,16 +43,19 @@ pub fn predict(
         return Err(Error::invalid(format!("{name}: ground truth and image differ in size")));
     }
     let voxel_um = voxel_of(vol, opts.voxel_um)?;
-    let pn = foreground(nsn, vol, voxel_um, opts, pb)?;
-    let pd = foreground(ndn, vol, voxel_um, opts, pb)?;
+    let mut inputs = Inputs::new(vol, voxel_um);
+    let pn = inputs.foreground(nsn, opts, pb)?;
+    let pd = inputs.foreground(ndn, opts, pb)?;
     Ok(CalibrationVolume { name: name.to_string(), dims: vol.dims, voxel_um, nsn: pn, ndn: pd, labels })
 }
 
-/// Mean scores of one pair of thresholds over the volumes.
+/// Mean scores of one setting (thresholds and marker dynamic) over the volumes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Trial {
     pub nsn: f32,
     pub ndn: f32,
+    /// Dynamic of the NDN's markers (0: plain components above the threshold).
+    pub dynamic: f32,
     pub f1: f64,
     pub seg: f64,
     pub iou: f64,
@@ -57,28 +63,52 @@ pub struct Trial {
 
 impl Trial {
     /// Whether `self` ranks above `other`: F1, then SEG, then the distance
-    /// of the thresholds from 0.5 (nearer wins).
+    /// of the thresholds from 0.5 (nearer wins), then the smaller dynamic.
     pub fn better_than(&self, other: &Trial) -> bool {
         let d = |t: &Trial| (t.nsn - 0.5).abs() + (t.ndn - 0.5).abs();
-        (self.f1, self.seg, -d(self)) > (other.f1, other.seg, -d(other))
+        (self.f1, self.seg, -d(self), -self.dynamic) > (other.f1, other.seg, -d(other), -other.dynamic)
     }
 }
 
-/// Scores the thresholds `nsn_t`, `ndn_t` over `vols` (instance stage on
-/// the CPU reference, as training's validation does).
-pub fn trial(vols: &[CalibrationVolume], nsn_t: f32, ndn_t: f32, opts: &InstanceOptions) -> Result<Trial> {
+/// Scores thresholds `nsn_t`, `ndn_t` and marker dynamic `h` over `vols`
+/// (instance stage on the CPU reference, as training's validation does).
+pub fn trial(vols: &[CalibrationVolume], nsn_t: f32, ndn_t: f32, h: f32, opts: &InstanceOptions) -> Result<Trial> {
+    let summits = summits_of(vols, h, opts)?;
+    trial_with(vols, nsn_t, ndn_t, h, &summits, opts)
+}
+
+/// Each volume's h-maxima of the NDN's probability (None for `h = 0`).
+fn summits_of(vols: &[CalibrationVolume], h: f32, opts: &InstanceOptions) -> Result<Vec<Option<Vec<u8>>>> {
+    if !(h.is_finite() && (0.0..1.0).contains(&h)) {
+        return Err(Error::invalid(format!("marker dynamic {h}: dynamics must lie in [0, 1)")));
+    }
+    Ok(vols.iter().map(|c| (h > 0.0).then(|| h_maxima(&c.ndn, c.dims, h, opts.marker_connectivity))).collect())
+}
+
+fn trial_with(
+    vols: &[CalibrationVolume],
+    nsn_t: f32,
+    ndn_t: f32,
+    h: f32,
+    summits: &[Option<Vec<u8>>],
+    opts: &InstanceOptions,
+) -> Result<Trial> {
     if vols.is_empty() {
         return Err(Error::invalid("calibration needs at least one volume"));
     }
     let v = InstanceValidation { volumes: Vec::new(), role: Role::Segmentation, threshold: nsn_t, options: *opts };
     let (mut f1, mut seg, mut iou) = (0.0, 0.0, 0.0);
-    for c in vols {
+    for (c, top) in vols.iter().zip(summits) {
+        let mut partner = threshold(&c.ndn, ndn_t);
+        if let Some(top) = top {
+            partner.iter_mut().zip(top).for_each(|(p, &t)| *p &= t);
+        }
         let t = InstanceTruth {
             name: c.name.clone(),
             dims: c.dims,
             voxel_um: c.voxel_um,
             labels: c.labels.clone(),
-            partner: threshold(&c.ndn, ndn_t),
+            partner,
         };
         let s = score_instances(&c.nsn, c.dims, &t, &v)?;
         f1 += s.f1;
@@ -86,14 +116,23 @@ pub fn trial(vols: &[CalibrationVolume], nsn_t: f32, ndn_t: f32, opts: &Instance
         iou += s.iou;
     }
     let n = vols.len() as f64;
-    Ok(Trial { nsn: nsn_t, ndn: ndn_t, f1: f1 / n, seg: seg / n, iou: iou / n })
+    Ok(Trial { nsn: nsn_t, ndn: ndn_t, dynamic: h, f1: f1 / n, seg: seg / n, iou: iou / n })
 }
 
-/// Every pair of thresholds of `grid` (0.5, 0.5 first); returns the best
-/// trial and all trials in the order run.
-pub fn search(vols: &[CalibrationVolume], grid: &[f32], opts: &InstanceOptions) -> Result<(Trial, Vec<Trial>)> {
+/// Every setting of the grid: each pair of thresholds of `grid` with each
+/// marker dynamic of `dynamics` (0.5, 0.5 with the first dynamic first);
+/// returns the best trial and all trials in the order run.
+pub fn search(
+    vols: &[CalibrationVolume],
+    grid: &[f32],
+    dynamics: &[f32],
+    opts: &InstanceOptions,
+) -> Result<(Trial, Vec<Trial>)> {
     if let Some(t) = grid.iter().find(|t| !(t.is_finite() && **t > 0.0 && **t < 1.0)) {
         return Err(Error::invalid(format!("threshold {t}: thresholds must lie strictly between 0 and 1")));
+    }
+    if dynamics.is_empty() {
+        return Err(Error::invalid("calibration needs at least one marker dynamic (0: plain components)"));
     }
     let mut pairs = vec![(0.5f32, 0.5f32)];
     for &a in grid {
@@ -103,22 +142,25 @@ pub fn search(vols: &[CalibrationVolume], grid: &[f32], opts: &InstanceOptions) 
             }
         }
     }
-    let mut all = Vec::with_capacity(pairs.len());
+    let total = pairs.len() * dynamics.len();
+    let mut all = Vec::with_capacity(total);
     let mut best: Option<Trial> = None;
-    for (k, &(a, b)) in pairs.iter().enumerate() {
-        let r = trial(vols, a, b, opts)?;
-        log::info!(
-            "[{}/{}] NSN {a:.2}, NDN {b:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}",
-            k + 1,
-            pairs.len(),
-            r.f1,
-            r.seg,
-            r.iou
-        );
-        if best.is_none_or(|b| r.better_than(&b)) {
-            best = Some(r);
+    for &h in dynamics {
+        let summits = summits_of(vols, h, opts)?;
+        for &(a, b) in &pairs {
+            let r = trial_with(vols, a, b, h, &summits, opts)?;
+            log::info!(
+                "[{}/{total}] NSN {a:.2}, NDN {b:.2}, dynamic {h:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}",
+                all.len() + 1,
+                r.f1,
+                r.seg,
+                r.iou
+            );
+            if best.is_none_or(|b| r.better_than(&b)) {
+                best = Some(r);
+            }
+            all.push(r);
         }
-        all.push(r);
     }
-    Ok((best.expect("at least the pair 0.5, 0.5"), all))
+    Ok((best.expect("at least one trial"), all))
 }

@@ -38,7 +38,8 @@ pub fn stage<'a>(ctx: &'a GpuContext, net: &'a Network, name: &str) -> Stage<'a>
         foreground_channel: net.config().foreground_channel(),
         normalization: net.meta.normalization,
         isotropic: net.meta.isotropic,
-        threshold: net.meta.threshold.unwrap_or(crate::infer::pipeline::DEFAULT_THRESHOLD),
+        threshold: net.meta.threshold_or_default(),
+        marker_dynamic: net.meta.marker_dynamic_or_zero(),
     }
 }
 
@@ -80,7 +81,7 @@ pub fn load_checked(ctx: &GpuContext, path: &Path, want: Arch) -> Result<Network
         ));
     }
     log::info!(
-        "{}: {} (depth {}, width {}, {}³ kernels), normalisation {}, threshold {}, trained on {}",
+        "{}: {} (depth {}, width {}, {}³ kernels), normalisation {}, threshold {}{}, trained on {}",
         path.display(),
         arch_title(got),
         net.config().depth,
@@ -88,6 +89,7 @@ pub fn load_checked(ctx: &GpuContext, path: &Path, want: Arch) -> Result<Network
         net.config().kernel,
         net.meta.normalization,
         net.meta.threshold.map_or("0.5 (default)".to_string(), |t| format!("{t} (calibrated)")),
+        net.meta.marker_dynamic.filter(|&h| h > 0.0).map_or(String::new(), |h| format!(", marker dynamic {h}")),
         short(&net.meta.trained_on, 160)
     );
     Ok(net)

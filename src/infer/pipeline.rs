@@ -8,6 +8,7 @@ use crate::gpu::GpuContext;
 use crate::infer::tiles::{predict_sliding, Predictor, TilePlan};
 use crate::io::Volume;
 use crate::postprocess::criteria::{measure, NucleusCriteria};
+use crate::postprocess::markers::detection_mask;
 use crate::postprocess::{Connectivity, Grid, InstanceOptions};
 use crate::preprocess::{self, Interp, Normalization};
 use crate::progress::Progress;
@@ -30,10 +31,12 @@ pub struct Stage<'a> {
     /// Foreground probability threshold: the one chosen for this network on
     /// validation volumes (its weights' metadata), else 0.5.
     pub threshold: f32,
+    /// Detection networks: the markers' dynamic (its weights' metadata, else
+    /// 0: plain components of the thresholded probability).
+    pub marker_dynamic: f32,
 }
 
-/// The threshold used when a network's weights do not name one.
-pub const DEFAULT_THRESHOLD: f32 = 0.5;
+pub use crate::model::network::DEFAULT_THRESHOLD;
 
 /// Default tile side (isotropic voxels): large enough that a BBBC050-sized
 /// stack (about 112 × 140 × 140 after z interpolation) is predicted in one
@@ -54,6 +57,9 @@ pub struct SegmentOptions {
     /// Foreground probability above which a voxel is foreground, for every
     /// network (None: each network's own, [`Stage::threshold`]).
     pub threshold: Option<f32>,
+    /// Dynamic of the detection markers (None: the NDN's own,
+    /// [`Stage::marker_dynamic`]); 0 keeps every component above the threshold.
+    pub marker_dynamic: Option<f32>,
     /// Voxel size (x, y, z µm) when the file has none.
     pub voxel_um: [f64; 3],
     pub instance: InstanceOptions,
@@ -68,6 +74,7 @@ impl Default for SegmentOptions {
             stride: [DEFAULT_STRIDE; 3],
             margin: 0,
             threshold: None,
+            marker_dynamic: None,
             voxel_um: DEFAULT_VOXEL_UM,
             instance: InstanceOptions::default(),
             keep_probabilities: false,
@@ -111,12 +118,70 @@ pub fn foreground(
     opts: &SegmentOptions,
     pb: &Progress,
 ) -> Result<Vec<f32>> {
-    let [d, h, w] = vol.dims;
-    let nd = if stage.isotropic { preprocess::isotropic_depth(d, voxel_um) } else { d };
-    let mut x =
-        if nd != d { preprocess::resample_z(&vol.data, vol.dims, nd, Interp::Linear) } else { vol.data.clone() };
-    preprocess::normalize(&mut x, stage.normalization);
-    let dims = [nd, h, w];
+    Inputs::new(vol, voxel_um).foreground(stage, opts, pb)
+}
+
+/// One volume's network inputs (z resampled as the network wants,
+/// normalised), each prepared once and shared by every network that wants
+/// it the same way (the NSN and NDN usually do).
+pub struct Inputs<'v> {
+    vol: &'v Volume,
+    voxel_um: [f64; 3],
+    /// (isotropic, normalisation) → prepared voxels (z, y, x) and dims.
+    prepared: Vec<(bool, Normalization, Vec<f32>, [usize; 3])>,
+}
+
+impl<'v> Inputs<'v> {
+    pub fn new(vol: &'v Volume, voxel_um: [f64; 3]) -> Self {
+        Inputs { vol, voxel_um, prepared: Vec::new() }
+    }
+
+    /// The input `stage` wants (prepared on first use) and its dims.
+    fn input(&mut self, stage: &Stage) -> (&[f32], [usize; 3]) {
+        let key = (stage.isotropic, stage.normalization);
+        let k = match self.prepared.iter().position(|p| (p.0, p.1) == key) {
+            Some(k) => k,
+            None => {
+                let vol = self.vol;
+                let [d, h, w] = vol.dims;
+                let nd = if stage.isotropic { preprocess::isotropic_depth(d, self.voxel_um) } else { d };
+                let mut x = if nd != d {
+                    preprocess::resample_z(&vol.data, vol.dims, nd, Interp::Linear)
+                } else {
+                    vol.data.clone()
+                };
+                preprocess::normalize(&mut x, stage.normalization);
+                self.prepared.push((key.0, key.1, x, [nd, h, w]));
+                self.prepared.len() - 1
+            }
+        };
+        let p = &self.prepared[k];
+        (&p.2, p.3)
+    }
+
+    /// [`foreground`] of `stage` on this volume.
+    pub fn foreground(&mut self, stage: &mut Stage, opts: &SegmentOptions, pb: &Progress) -> Result<Vec<f32>> {
+        let d = self.vol.dims[0];
+        let (x, dims) = self.input(stage);
+        let nd = dims[0];
+        predict_prepared(stage, x, dims, opts, pb).map(|fg| {
+            if nd != d {
+                preprocess::resample_z(&fg, dims, d, Interp::Nearest)
+            } else {
+                fg
+            }
+        })
+    }
+}
+
+/// The foreground probability of `stage` on its prepared input `x` (dims `dims`).
+fn predict_prepared(
+    stage: &mut Stage,
+    x: &[f32],
+    dims: [usize; 3],
+    opts: &SegmentOptions,
+    pb: &Progress,
+) -> Result<Vec<f32>> {
     let plan = TilePlan::new(dims, opts.tile, opts.stride, stage.predictor.side_multiple(), opts.margin)
         .map_err(|e| Error::invalid(format!("{}: {e}", stage.name)))?;
     log::debug!(
@@ -147,15 +212,22 @@ pub fn foreground(
             stage.name, stage.foreground_channel
         )));
     }
-    let probs = predict_sliding(stage.predictor.as_mut(), &x, dims, &plan, &mut || pb.inc(1))?;
-    let fg = probs.channel(0, stage.foreground_channel).to_vec();
-    Ok(if nd != d { preprocess::resample_z(&fg, dims, d, Interp::Nearest) } else { fg })
+    let probs = predict_sliding(stage.predictor.as_mut(), x, dims, &plan, &mut || pb.inc(1))?;
+    Ok(probs.channel(0, stage.foreground_channel).to_vec())
 }
 
 impl SegmentOptions {
     /// The threshold for `stage`: the override, else the stage's own.
     pub fn threshold_for(&self, stage: &Stage) -> f32 {
         self.threshold.unwrap_or(stage.threshold)
+    }
+
+    /// The detection mask of `ndn`'s foreground probability `p` on a volume
+    /// of `dims`: above its threshold, and on a summit of at least its
+    /// marker dynamic (the override, else the stage's own).
+    pub fn markers(&self, ndn: &Stage, p: &[f32], dims: [usize; 3]) -> Result<Vec<u8>> {
+        let h = self.marker_dynamic.unwrap_or(ndn.marker_dynamic);
+        detection_mask(p, dims, self.threshold_for(ndn), h, self.instance.marker_connectivity)
     }
 }
 
@@ -176,9 +248,10 @@ pub fn segment(
     pb: &Progress,
 ) -> Result<Segmentation> {
     let voxel_um = voxel_of(vol, opts.voxel_um)?;
-    let pn = foreground(nsn, vol, voxel_um, opts, pb)?;
-    let pd = foreground(ndn, vol, voxel_um, opts, pb)?;
-    let (seg, det) = (threshold(&pn, opts.threshold_for(nsn)), threshold(&pd, opts.threshold_for(ndn)));
+    let mut inputs = Inputs::new(vol, voxel_um);
+    let pn = inputs.foreground(nsn, opts, pb)?;
+    let pd = inputs.foreground(ndn, opts, pb)?;
+    let (seg, det) = (threshold(&pn, opts.threshold_for(nsn)), opts.markers(ndn, &pd, vol.dims)?);
     let grid = grid_of(vol.dims, voxel_um);
     let labels = instances(ctx, &seg, &det, &grid, &opts.instance)?;
     let criteria = measure(&labels, &grid, Some(&vol.data))?;
@@ -234,14 +307,16 @@ pub fn compare_methods(
     let voxel_um = voxel_of(vol, opts.voxel_um)?;
     let grid = grid_of(vol.dims, voxel_um);
     let conn = opts.instance.connectivity;
-    let seg = threshold(&foreground(nsn, vol, voxel_um, opts, pb)?, opts.threshold_for(nsn));
+    let mut inputs = Inputs::new(vol, voxel_um);
+    let seg = threshold(&inputs.foreground(nsn, opts, pb)?, opts.threshold_for(nsn));
     let mut rows = vec![("NSN + CCL".to_string(), components(ctx, &seg, vol.dims, conn)?)];
     if let Some(u) = unet {
         let t = opts.threshold_for(u);
-        let m = threshold(&foreground(u, vol, voxel_um, opts, pb)?, t);
+        let m = threshold(&inputs.foreground(u, opts, pb)?, t);
         rows.push(("3-D U-Net + CCL".to_string(), components(ctx, &m, vol.dims, conn)?));
     }
-    let det = threshold(&foreground(ndn, vol, voxel_um, opts, pb)?, opts.threshold_for(ndn));
+    let pd = inputs.foreground(ndn, opts, pb)?;
+    let det = opts.markers(ndn, &pd, vol.dims)?;
     rows.push(("QCANet".to_string(), instances(ctx, &seg, &det, &grid, &opts.instance)?));
     Ok(rows)
 }

@@ -31,6 +31,28 @@ pub struct WeightsMeta {
     /// (`qcanet-gpu calibrate`); inference uses 0.5 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
+    /// Detection networks: the dynamic of their markers (only summits of the
+    /// probability at least this far above the saddle to a higher summit are
+    /// markers; see `postprocess::markers`), chosen with the threshold by
+    /// `qcanet-gpu calibrate`. Absent or 0: every component above the
+    /// threshold is a marker, as in the original QCANet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker_dynamic: Option<f32>,
+}
+
+/// The foreground threshold of a network whose weights do not name one.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
+impl WeightsMeta {
+    /// The calibrated threshold, else [`DEFAULT_THRESHOLD`].
+    pub fn threshold_or_default(&self) -> f32 {
+        self.threshold.unwrap_or(DEFAULT_THRESHOLD)
+    }
+
+    /// The calibrated marker dynamic, else 0 (plain components).
+    pub fn marker_dynamic_or_zero(&self) -> f32 {
+        self.marker_dynamic.unwrap_or(0.0)
+    }
 }
 
 /// A network on the GPU: parameters, BN running statistics and metadata.

@@ -240,7 +240,9 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         trained_on,
         epochs: 0,
         val_iou: None,
+        // A new network's thresholds and marker dynamic are chosen afresh by `calibrate`.
         threshold: None,
+        marker_dynamic: None,
     };
     let mut best_iou: Option<f64> = None;
     let (mut net, mut opt, first_epoch, mut best, mut best_epoch, mut records) = match ckpt {
@@ -422,7 +424,12 @@ fn instance_validation(
         } else {
             p
         };
-        let partner: Vec<u8> = p.iter().map(|&v| u8::from(v > 0.5)).collect();
+        // The partner at its own calibrated threshold (and, for an NDN, its
+        // marker dynamic), as `infer` uses it.
+        let t = w.meta.threshold_or_default();
+        let h = if partner_is_ndn { w.meta.marker_dynamic_or_zero() } else { 0.0 };
+        let conn = crate::postprocess::InstanceOptions::default().marker_connectivity;
+        let partner = crate::postprocess::markers::detection_mask(&p, raw.dims, t, h, conn)?;
         log::info!(
             "{name}: partner {} predicted ({} voxels on), {} true nuclei",
             w.meta.config.arch,
