@@ -6,7 +6,8 @@
 //! (weights/README.md has the whole table and the commands).
 //!
 //! An early, a middle and a crowded stage go through the whole `infer` path
-//! (default tiles, each network's stored threshold, marker watershed) and are
+//! (default tiles, each network's stored threshold and the NDN's marker
+//! dynamic, marker watershed) and are
 //! scored against `labels_instance`; the floors sit below what was measured.
 //! The data is required: this test fails, never skips, when it is missing
 //! (CI has `../shared`). About three minutes on lavapipe with 2 cores.
@@ -28,11 +29,12 @@ fn data_dir() -> PathBuf {
 
 /// (volume, true nuclei, F1 floor, SEG floor), floors below the scores
 /// measured with the bundled weights (weights/README.md).
-/// Measured 2026-12-02 on lavapipe: Emb11_t101 F1 1.000, SEG 0.871;
-/// Emb11_t301 F1 1.000, SEG 0.848; Emb11_t451 F1 0.552, SEG 0.380. All
+/// Measured 2026-12-02 on lavapipe with `infer` + `eval` (thresholds NSN
+/// 0.2, NDN 0.3, marker dynamic 0.1): Emb11_t101 F1 1.000, SEG 0.863;
+/// Emb11_t301 F1 1.000, SEG 0.865; Emb11_t451 F1 0.708, SEG 0.482. All
 /// three chose nothing (held out within Emb11).
 const CASES: [(&str, usize, f64, f64); 3] =
-    [("Emb11_t101.tif", 2, 0.99, 0.80), ("Emb11_t301.tif", 8, 0.90, 0.78), ("Emb11_t451.tif", 39, 0.45, 0.30)];
+    [("Emb11_t101.tif", 2, 0.99, 0.80), ("Emb11_t301.tif", 8, 0.90, 0.80), ("Emb11_t451.tif", 39, 0.60, 0.40)];
 
 #[test]
 fn bundled_weights_hold_their_validation_accuracy_on_emb11() {
