@@ -64,6 +64,17 @@ fn conv3d_matches_reference_k1_k3_k5() {
 }
 
 #[test]
+fn conv3d_matches_reference_with_naga_runtime_checks_kept() {
+    // QCANET_CHECKED_KERNELS builds the self-checking conv kernels with naga's
+    // checks too: same results.
+    let mut o = qcanet_gpu::gpu::ContextOptions::from_env();
+    o.checked_kernels = true;
+    let checked = common::context(&o, true);
+    check_all(&checked, &case(2, 3, 5, (5, 7, 9), 3, 15), "checked 2x3->5 5x7x9 k=3");
+    check_all(&checked, &case(1, 9, 17, (3, 5, 7), 5, 25), "checked 1x9->17 3x5x7 k=5");
+}
+
+#[test]
 fn conv3d_channels_not_multiple_of_block() {
     let ctx = ctx();
     check_all(ctx, &case(1, 13, 11, (5, 6, 13), 3, 40), "1x13->11 5x6x13 k=3");

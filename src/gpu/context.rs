@@ -11,6 +11,8 @@ pub const ENV_ADAPTER: &str = "QCANET_ADAPTER";
 /// Environment variable that caps the storage-binding size in bytes (tests use
 /// it to force the split path for tensors larger than one binding).
 pub const ENV_MAX_BINDING: &str = "QCANET_MAX_BINDING";
+/// Environment variable: any non-empty value sets [`ContextOptions::checked_kernels`].
+pub const ENV_CHECKED_KERNELS: &str = "QCANET_CHECKED_KERNELS";
 
 /// How to open the GPU.
 #[derive(Clone, Debug, Default)]
@@ -21,14 +23,22 @@ pub struct ContextOptions {
     /// Cap on the bytes one storage binding may cover, below the adapter's own
     /// `max_storage_buffer_binding_size`. `None`: the adapter's limit.
     pub max_binding_bytes: Option<u64>,
+    /// Build every kernel with naga's runtime checks, also the ones that
+    /// bound-check themselves and are otherwise built without them
+    /// ([`GpuContext::pipeline_trusted`]): slower, for chasing a kernel bug
+    /// or measuring what the checks cost.
+    pub checked_kernels: bool,
 }
 
 impl ContextOptions {
-    /// Options from `QCANET_ADAPTER` and `QCANET_MAX_BINDING`.
+    /// Options from `QCANET_ADAPTER`, `QCANET_MAX_BINDING` and
+    /// `QCANET_CHECKED_KERNELS`, read here once (the library reads no other
+    /// environment when it runs kernels).
     pub fn from_env() -> Self {
         ContextOptions {
             adapter: std::env::var(ENV_ADAPTER).ok().filter(|s| !s.is_empty()),
             max_binding_bytes: std::env::var(ENV_MAX_BINDING).ok().and_then(|s| s.trim().parse().ok()),
+            checked_kernels: std::env::var_os(ENV_CHECKED_KERNELS).is_some_and(|v| !v.is_empty()),
         }
     }
 }
@@ -126,6 +136,8 @@ pub struct GpuContext {
     pending: Mutex<Pending>,
     errors: Arc<Mutex<Vec<String>>>,
     poison: std::sync::atomic::AtomicBool,
+    /// [`ContextOptions::checked_kernels`].
+    pub(super) checked_kernels: bool,
     /// Live storage buffers (weak) and their sizes, for memory accounting.
     allocs: Mutex<Vec<(std::sync::Weak<wgpu::Buffer>, u64)>>,
     peak: std::sync::atomic::AtomicU64,
@@ -232,6 +244,7 @@ impl GpuContext {
             pending: Mutex::new(Pending { encoder: None, labels: Vec::new() }),
             errors,
             poison: std::sync::atomic::AtomicBool::new(false),
+            checked_kernels: opts.checked_kernels,
             allocs: Mutex::default(),
             peak: std::sync::atomic::AtomicU64::new(0),
         })

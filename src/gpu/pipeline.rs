@@ -112,13 +112,14 @@ impl GpuContext {
     /// this in its source. On lavapipe the loop counters naga adds to every
     /// loop cost measurable time in hot convolution loops, and buffer access
     /// stays robust there anyway (robustBufferAccess2 is handled by the driver).
+    /// With [`crate::gpu::ContextOptions::checked_kernels`] the checks stay in.
     pub fn pipeline_trusted(
         &self,
         src: &ShaderSource,
         entry: &str,
         constants: &[(&str, f64)],
     ) -> Result<Arc<Pipeline>> {
-        self.pipeline_impl(src, entry, constants, true)
+        self.pipeline_impl(src, entry, constants, !self.checked_kernels)
     }
 
     fn pipeline_impl(

@@ -250,14 +250,12 @@ fn too_big(op: &str, what: &str, values: usize, ctx: &GpuContext) -> Error {
 /// The pipeline for `entry` of the conv3d shader. Every kernel in
 /// `shaders/conv3d.wgsl` bounds-checks each buffer and local-array index
 /// itself and has loops with fixed trip counts (see the comments there), so
-/// the module is built without naga's runtime checks: on lavapipe the
-/// loop-bounding counters and index clamps in the hot loops cost time.
+/// the module is built without naga's runtime checks (unless the context
+/// was opened with `checked_kernels`, `QCANET_CHECKED_KERNELS=1`): on
+/// lavapipe the loop-bounding counters and index clamps in the hot loops
+/// cost time.
 fn pipeline(ctx: &GpuContext, entry: &str, consts: &[(&str, f64)]) -> Result<std::sync::Arc<crate::gpu::Pipeline>> {
-    if std::env::var_os("CONV_CHECKED").is_some() {
-        ctx.pipeline(&SHADER, entry, consts)
-    } else {
-        ctx.pipeline_trusted(&SHADER, entry, consts)
-    }
+    ctx.pipeline_trusted(&SHADER, entry, consts)
 }
 
 /// Consecutive ranges of `n` in steps of `step` (the last one shorter).

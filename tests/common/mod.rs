@@ -12,7 +12,7 @@ use qcanet_gpu::tensor::{rel_err, CpuTensor, Shape5};
 
 /// A context from `o` whose new tensors are NaN-poisoned when `poison` is
 /// set, so an output element a kernel fails to write shows up as NaN.
-fn context(o: &ContextOptions, poison: bool) -> GpuContext {
+pub fn context(o: &ContextOptions, poison: bool) -> GpuContext {
     let c =
         GpuContext::new(o).unwrap_or_else(|e| panic!("GPU tests need an adapter (install mesa-vulkan-drivers): {e}"));
     c.set_poison_new_tensors(poison);
