@@ -3,7 +3,8 @@
 # split (train Emb01-Emb10, validate Emb11) and the protocol of
 # weights/README.md: checkpoints are chosen by the validation volumes' instance
 # scores (each network paired with the other through the marker watershed),
-# never by a volume reported as held out.
+# never by a volume reported as held out; then calibrates the thresholds and
+# the NDN's marker dynamic on the same volumes.
 #
 #   bash tools/train-bbbc050.sh [DATA] [OUT]
 #   (defaults: ../shared/data/bbbc050 runs/bbbc050; QCANET=path/to/qcanet-gpu to use a built binary)
@@ -44,4 +45,9 @@ $q train --model nsn "${nsn_init[@]}" --val-partner "${init_ndn:-$here/weights/n
 # 2. The NDN, validated with the new NSN as its segmentation partner.
 $q train --model ndn "${ndn_init[@]}" --val-partner "$out/nsn/best.safetensors" --dilate 4 \
   --epochs "${EPOCHS_NDN:-6}" "${common[@]}" --out "$out/ndn"
-echo "weights: $out/nsn/best_f16.safetensors and $out/ndn/best_f16.safetensors"
+# 3. Thresholds and the NDN's marker dynamic, chosen on the same validation volumes.
+calib_list=()
+[ -n "$VAL_LIST" ] && calib_list=(--list "$VAL_LIST")
+$q calibrate --nsn "$out/nsn/best_f16.safetensors" --ndn "$out/ndn/best_f16.safetensors" --data "$data" \
+  "${calib_list[@]}" --out-dir "$out/calib" --overwrite
+echo "weights: $out/calib/nsn.safetensors and $out/calib/ndn.safetensors (calibrated; score them with infer + eval)"
