@@ -251,22 +251,24 @@ fn imagej_contiguous_large_stack_layout() {
     assert!(e.contains("contig_cut.tif") && e.contains("truncated"), "{e}");
 }
 
-fn example(rel: &str) -> Option<PathBuf> {
+/// A file of the example data beside the repository (`../shared`, present in
+/// CI): missing data fails the test, it is never skipped.
+fn example(rel: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/qcanet-example").join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {} is absent", p.display());
-        None
-    }
+    assert!(
+        p.exists(),
+        "{} is missing: these tests need the example data in ../shared/data/qcanet-example",
+        p.display()
+    );
+    p
 }
 
 #[test]
 fn example_embryo_reads_with_its_shape_and_range() {
-    let Some(p) = example("images_raw/16_cell_stage.tif") else { return };
+    let p = example("images_raw/16_cell_stage.tif");
     let v = io::read_volume(&p).unwrap();
     assert_eq!(v.dims, [51, 120, 122]);
-    let Some(p8) = example("images_raw/8_cell_stage.tif") else { return };
+    let p8 = example("images_raw/8_cell_stage.tif");
     let v8 = io::read_volume(&p8).unwrap();
     eprintln!("16-cell {:?}, 8-cell {:?}", v.min_max(), v8.min_max());
     assert_eq!(v8.dims, [51, 120, 122]);
@@ -274,7 +276,7 @@ fn example_embryo_reads_with_its_shape_and_range() {
     let (a, b) = (v.min_max(), v8.min_max());
     assert_eq!((a.0.min(b.0), a.1.max(b.1)), (92.0, 4171.0));
     assert_eq!(v.voxel_um, None, "the example files carry no voxel size");
-    let Some(m) = example("images_nsn/16_cell_stage.tif") else { return };
+    let m = example("images_nsn/16_cell_stage.tif");
     let m = io::read_volume(&m).unwrap();
     assert_eq!(m.dims, [51, 120, 122]);
     assert!(m.data.iter().all(|&x| x == 0.0 || x == 255.0));

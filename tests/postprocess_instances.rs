@@ -161,37 +161,24 @@ fn malformed_input_gives_errors() {
     assert!(l.iter().all(|&v| v == 1 || v == 2));
 }
 
-fn read_tiff_u8(path: &std::path::Path) -> (Vec<u8>, [usize; 3]) {
-    use tiff::decoder::{Decoder, DecodingResult};
-    let mut dec = Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
-    let (w, h) = dec.dimensions().unwrap();
-    let mut data = Vec::new();
-    let mut pages = 0;
-    loop {
-        match dec.read_image().unwrap() {
-            DecodingResult::U8(v) => data.extend(v),
-            other => panic!("{}: expected 8-bit pages, got {:?}", path.display(), std::mem::discriminant(&other)),
-        }
-        pages += 1;
-        if !dec.more_images() {
-            break;
-        }
-        dec.next_image().unwrap();
-    }
-    (data, [pages, h as usize, w as usize])
+/// A 0/255 mask stack read with the project's reader, as 0/1 bytes.
+fn read_mask(path: &std::path::Path) -> (Vec<u8>, [usize; 3]) {
+    let v = qcanet_gpu::io::read_volume(path).unwrap_or_else(|e| panic!("{e}"));
+    (v.data.iter().map(|&x| u8::from(x != 0.0)).collect(), v.dims)
 }
 
 #[test]
 fn example_16_cell_embryo_gives_16_nuclei() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/qcanet-example");
     let (nsn, ndn) = (root.join("images_nsn/16_cell_stage.tif"), root.join("images_ndn/16_cell_stage.tif"));
-    if !nsn.exists() || !ndn.exists() {
-        eprintln!("SKIPPED: {} not found (the example data lives beside the repository)", root.display());
-        return;
-    }
+    assert!(
+        nsn.exists() && ndn.exists(),
+        "{} is missing: this test needs the example data beside the repository (../shared, present in CI)",
+        root.display()
+    );
     let ctx = ctx();
-    let (seg, dims) = read_tiff_u8(&nsn);
-    let (det, dims2) = read_tiff_u8(&ndn);
+    let (seg, dims) = read_mask(&nsn);
+    let (det, dims2) = read_mask(&ndn);
     assert_eq!(dims, dims2);
     assert_eq!(dims, [51, 120, 122]);
     let grid = Grid::new(dims, [1.75, 0.8, 0.8]);

@@ -14,10 +14,10 @@ use crate::progress::Progress;
 use crate::error::{Error, Result};
 use crate::io::Volume;
 use crate::metrics::instances::{score_instances, InstanceTruth, InstanceValidation, Role};
-use crate::postprocess::markers::h_maxima;
+use crate::postprocess::markers::{above_on, h_maxima};
 use crate::postprocess::InstanceOptions;
 
-use super::pipeline::{threshold, voxel_of, Inputs, SegmentOptions, Stage};
+use super::pipeline::{voxel_of, Inputs, SegmentOptions, Stage};
 
 /// One validation volume's probabilities (input grid) and ground truth.
 pub struct CalibrationVolume {
@@ -99,10 +99,7 @@ fn trial_with(
     let v = InstanceValidation { volumes: Vec::new(), role: Role::Segmentation, threshold: nsn_t, options: *opts };
     let (mut f1, mut seg, mut iou) = (0.0, 0.0, 0.0);
     for (c, top) in vols.iter().zip(summits) {
-        let mut partner = threshold(&c.ndn, ndn_t);
-        if let Some(top) = top {
-            partner.iter_mut().zip(top).for_each(|(p, &t)| *p &= t);
-        }
+        let partner = above_on(&c.ndn, ndn_t, top.as_deref());
         let t = InstanceTruth {
             name: c.name.clone(),
             dims: c.dims,

@@ -127,8 +127,15 @@ pub fn foreground(
 pub struct Inputs<'v> {
     vol: &'v Volume,
     voxel_um: [f64; 3],
-    /// (isotropic, normalisation) → prepared voxels (z, y, x) and dims.
-    prepared: Vec<(bool, Normalization, Vec<f32>, [usize; 3])>,
+    prepared: Vec<Prepared>,
+}
+
+/// A volume prepared one way: z resampled (or not) and normalised.
+struct Prepared {
+    isotropic: bool,
+    normalization: Normalization,
+    data: Vec<f32>,
+    dims: [usize; 3],
 }
 
 impl<'v> Inputs<'v> {
@@ -138,8 +145,8 @@ impl<'v> Inputs<'v> {
 
     /// The input `stage` wants (prepared on first use) and its dims.
     fn input(&mut self, stage: &Stage) -> (&[f32], [usize; 3]) {
-        let key = (stage.isotropic, stage.normalization);
-        let k = match self.prepared.iter().position(|p| (p.0, p.1) == key) {
+        let wanted = |p: &Prepared| p.isotropic == stage.isotropic && p.normalization == stage.normalization;
+        let k = match self.prepared.iter().position(wanted) {
             Some(k) => k,
             None => {
                 let vol = self.vol;
@@ -151,12 +158,17 @@ impl<'v> Inputs<'v> {
                     vol.data.clone()
                 };
                 preprocess::normalize(&mut x, stage.normalization);
-                self.prepared.push((key.0, key.1, x, [nd, h, w]));
+                self.prepared.push(Prepared {
+                    isotropic: stage.isotropic,
+                    normalization: stage.normalization,
+                    data: x,
+                    dims: [nd, h, w],
+                });
                 self.prepared.len() - 1
             }
         };
         let p = &self.prepared[k];
-        (&p.2, p.3)
+        (&p.data, p.dims)
     }
 
     /// [`foreground`] of `stage` on this volume.

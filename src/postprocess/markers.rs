@@ -45,12 +45,18 @@ pub fn detection_mask(
             "detection threshold {threshold} and marker dynamic {dynamic} must be finite, the dynamic at least 0"
         )));
     }
-    let above = p.iter().map(|&v| v > threshold);
-    if dynamic == 0.0 {
-        return Ok(above.map(u8::from).collect());
+    let summits = (dynamic > 0.0).then(|| h_maxima(p, dims, dynamic, conn));
+    Ok(above_on(p, threshold, summits.as_deref()))
+}
+
+/// `p > threshold` as a 0/1 mask, and where `summits` is given only on its
+/// non-zero voxels: [`detection_mask`] with the h-maxima computed once by the
+/// caller (calibration tries many thresholds per dynamic). Lengths must agree.
+pub fn above_on(p: &[f32], threshold: f32, summits: Option<&[u8]>) -> Vec<u8> {
+    match summits {
+        None => p.iter().map(|&v| u8::from(v > threshold)).collect(),
+        Some(s) => p.iter().zip(s).map(|(&v, &s)| u8::from(v > threshold && s != 0)).collect(),
     }
-    let summits = h_maxima(p, dims, dynamic, conn);
-    Ok(above.zip(summits).map(|(a, s)| u8::from(a && s != 0)).collect())
 }
 
 /// The h-maxima of `f` (`h > 0`): 1 on the regional maxima of the
