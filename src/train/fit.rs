@@ -140,9 +140,16 @@ pub fn fit<B: Backend>(
         bar.finish();
         if s.bn_recalibration > 0 {
             // Its own random stream, so training patches do not depend on it.
+            // The statistics describe the images inference sees: normalised
+            // volumes with no intensity augmentation (flips keep the
+            // statistics' distribution, so they stay). Augmented patches
+            // (gain 0.5-4 by default) would give means and variances several
+            // times those of any real input, and with them shifted
+            // activations at inference.
             let mut rng = epoch_rng(s.seed ^ 0xB4_7C_4E_0B, epoch);
+            let plain = s.augment.intensity_off();
             let batches = (0..s.bn_recalibration).map(|_| {
-                let (x, _) = random_batch(train, patch, s.batch, &s.augment, &mut rng);
+                let (x, _) = random_batch(train, patch, s.batch, &plain, &mut rng);
                 B::upload(cx, &x)
             });
             let n = net.recalibrate_bn(cx, batches)?;
