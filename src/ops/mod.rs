@@ -34,6 +34,7 @@ pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod table;
 
 use crate::gpu::ShaderSource;
 
