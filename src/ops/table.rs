@@ -314,8 +314,21 @@ const TOL_SUM: f64 = 1e-5;
 const TOL_MAP: f64 = 1e-6;
 
 /// conv3d k×k×k, c_in → c_out: forward, the input, weight and bias gradients.
-fn conv3d_cases(v: &mut Vec<OpCase>, k: usize, ci: usize, co: usize, bench: Bench, checks: &[Check]) {
-    let var = format!("{ci}->{co} k{k}");
+/// A layer of a network is named after it (`NSN 16->16`), others by channels
+/// and kernel (`3->5 k1`).
+fn conv3d_cases(
+    v: &mut Vec<OpCase>,
+    net: Option<&str>,
+    k: usize,
+    ci: usize,
+    co: usize,
+    bench: Bench,
+    checks: &[Check],
+) {
+    let var = match net {
+        Some(net) => format!("{net} {ci}->{co}"),
+        None => format!("{ci}->{co} k{k}"),
+    };
     let ws = Shape5::new(co, ci, k, k, k);
     let b = Shape5::new(1, co, 1, 1, 1);
     let shape = move |d: Dims| format!("{ci}->{co} k{k} {d}");
@@ -824,25 +837,25 @@ pub fn table() -> Vec<OpCase> {
     // the register blocking; a volume smaller than the kernel; the split path
     // (5 channels of 7x9x11 exceed 4-8 KiB bindings, input groups accumulate;
     // 19 output channels read the transposed weights through row windows).
-    conv3d_cases(&mut v, 1, 3, 5, No, &[at(2, 7, 9, 11)]);
-    conv3d_cases(&mut v, 3, 3, 5, No, &[at(2, 7, 9, 11)]);
-    conv3d_cases(&mut v, 5, 3, 5, No, &[at(2, 7, 9, 11)]);
-    conv3d_cases(&mut v, 3, 13, 11, No, &[at(1, 5, 6, 13)]);
-    conv3d_cases(&mut v, 5, 9, 17, No, &[at(2, 3, 5, 7)]);
-    conv3d_cases(&mut v, 5, 2, 3, No, &[at(1, 1, 2, 9)]);
-    conv3d_cases(&mut v, 3, 5, 4, No, &[capped(4096, 2, 7, 9, 11), capped(8192, 2, 7, 9, 11)]);
-    conv3d_cases(&mut v, 1, 5, 4, No, &[capped(8192, 2, 7, 9, 11)]);
-    conv3d_cases(&mut v, 5, 5, 4, No, &[capped(8192, 2, 7, 9, 11)]);
-    conv3d_cases(&mut v, 3, 3, 19, No, &[capped(8192, 1, 3, 4, 5), capped(4096, 1, 3, 4, 5)]);
+    conv3d_cases(&mut v, None, 1, 3, 5, No, &[at(2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 3, 3, 5, No, &[at(2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 5, 3, 5, No, &[at(2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 3, 13, 11, No, &[at(1, 5, 6, 13)]);
+    conv3d_cases(&mut v, None, 5, 9, 17, No, &[at(2, 3, 5, 7)]);
+    conv3d_cases(&mut v, None, 5, 2, 3, No, &[at(1, 1, 2, 9)]);
+    conv3d_cases(&mut v, None, 3, 5, 4, No, &[capped(4096, 2, 7, 9, 11), capped(8192, 2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 1, 5, 4, No, &[capped(8192, 2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 5, 5, 4, No, &[capped(8192, 2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 3, 3, 19, No, &[capped(8192, 1, 3, 4, 5), capped(4096, 1, 3, 4, 5)]);
     // One shader source, several register tiles (override constants).
     for (wg, co_b, xb) in [(64, 4, 8), (32, 8, 4), (128, 3, 5), (16, 3, 8), (64, 5, 4)] {
         conv3d_tile_cases(&mut v, conv3d::Tile { wg, co_b, xb }, &[at(2, 4, 7, 19)]);
     }
     for c in [16, 32, 64] {
-        conv3d_cases(&mut v, 3, c, c, Yes, small);
+        conv3d_cases(&mut v, Some("NSN"), 3, c, c, Yes, small);
     }
     for (c, b) in [(12, Yes), (24, Yes), (48, Yes), (96, Full), (192, Full)] {
-        conv3d_cases(&mut v, 5, c, c, b, small);
+        conv3d_cases(&mut v, Some("NDN"), 5, c, c, b, small);
     }
 
     // Transposed convolution: channel tails of the register blocks, several
