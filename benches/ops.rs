@@ -19,8 +19,15 @@ fn main() {
     }
     println!("adapter: {}", ctx.describe());
     println!("{}", bench::table_header());
-    if let Err(e) = bench::run_ops(&ctx, &opts, |r| println!("{}", bench::format_row(r))) {
-        eprintln!("benchmark failed: {e}");
-        std::process::exit(1);
+    match bench::run_ops(&ctx, &opts, |r| println!("{}", bench::format_row(r))) {
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            std::process::exit(1);
+        }
+        Ok(rows) if rows.iter().any(|r| !r.ok) => {
+            eprintln!("op cases over their tolerance (marked FAIL)");
+            std::process::exit(1);
+        }
+        Ok(_) => {}
     }
 }

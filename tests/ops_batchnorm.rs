@@ -1,7 +1,9 @@
-//! Batch normalisation against its CPU reference: training forward (with the
-//! running-stat update), inference forward, backward; the reference backward
-//! against central finite differences; accuracy at a large offset shape;
-//! the split path for tensors larger than one binding; determinism.
+//! Batch normalisation beyond the op table (`tests/ops_table.rs` holds the
+//! training forward with its statistics and running-stat update, the
+//! inference forward and the backward to the reference on odd shapes, other
+//! eps and momentum, and the split path): the reference backward against
+//! central finite differences, accuracy and determinism at a large offset,
+//! and bad shapes.
 
 mod common;
 use common::*;
@@ -45,61 +47,6 @@ fn check_train(ctx: &GpuContext, k: &Case, cfg: &BnConfig, what: &str, tol: f64)
     assert_close(&format!("{what} running_mean"), &down(ctx, &rm), &rrm, tol);
     assert_close(&format!("{what} running_var"), &down(ctx, &rv), &rrv, tol);
     (y, saved)
-}
-
-#[test]
-fn forward_train_and_running_stats_match_reference() {
-    let ctx = ctx();
-    let cfg = BnConfig::default();
-    for (shape, seed) in [(SHAPE, 1u64), (Shape5::new(1, 5, 3, 5, 7), 10), (Shape5::new(3, 2, 17, 19, 23), 20)] {
-        check_train(ctx, &case(shape, seed), &cfg, &format!("train {shape}"), TOL);
-    }
-    // Another momentum and eps.
-    check_train(ctx, &case(SHAPE, 30), &BnConfig { eps: 1e-3, momentum: 0.3 }, "train momentum 0.3", TOL);
-}
-
-#[test]
-fn forward_infer_matches_reference() {
-    let ctx = ctx();
-    let cfg = BnConfig::default();
-    let k = case(SHAPE, 40);
-    let y = batchnorm::forward_infer(
-        ctx,
-        &up(ctx, &k.x),
-        &up(ctx, &k.gamma),
-        &up(ctx, &k.beta),
-        &up(ctx, &k.rm),
-        &up(ctx, &k.rv),
-        &cfg,
-    )
-    .unwrap();
-    assert_close(
-        "infer y",
-        &down(ctx, &y),
-        &reference::forward_infer(&k.x, &k.gamma, &k.beta, &k.rm, &k.rv, &cfg),
-        TOL,
-    );
-}
-
-#[test]
-fn backward_matches_reference() {
-    let ctx = ctx();
-    let cfg = BnConfig::default();
-    for (shape, seed) in [(SHAPE, 50u64), (Shape5::new(3, 2, 17, 19, 23), 60)] {
-        let k = case(shape, seed);
-        let (_, saved) = check_train(ctx, &k, &cfg, "bwd setup", TOL);
-        let dy = rand(shape, seed + 7);
-        let (dx, dg, db) = batchnorm::backward(ctx, &up(ctx, &k.x), &up(ctx, &k.gamma), &saved, &up(ctx, &dy)).unwrap();
-        let (_, rmean, rinv, _, _) = reference::forward_train(&k.x, &k.gamma, &k.beta, &k.rm, &k.rv, &cfg);
-        let (rdx, rdg, rdb) = reference::backward(&k.x, &k.gamma, &rmean, &rinv, &dy);
-        assert_close(&format!("bwd dx {shape}"), &down(ctx, &dx), &rdx, TOL);
-        assert_close(&format!("bwd dgamma {shape}"), &down(ctx, &dg), &rdg, TOL);
-        assert_close(&format!("bwd dbeta {shape}"), &down(ctx, &db), &rdb, TOL);
-        // A plain (1, C, 1, 1, 1) saved mean (no low-order parts) works too.
-        let plain = BnSaved { mean: up(ctx, &rmean), invstd: up(ctx, &rinv) };
-        let (dx2, _, _) = batchnorm::backward(ctx, &up(ctx, &k.x), &up(ctx, &k.gamma), &plain, &up(ctx, &dy)).unwrap();
-        assert_close(&format!("bwd dx plain saved {shape}"), &down(ctx, &dx2), &rdx, TOL);
-    }
 }
 
 /// Loss L = Σ r·y for fixed random r, from the reference forward in f64.
@@ -168,44 +115,6 @@ fn large_offset_statistics_are_accurate_and_deterministic() {
     let (dx2, dg2, _) = batchnorm::backward(ctx, &up(ctx, &k.x), &up(ctx, &k.gamma), &saved2, &up(ctx, &dy)).unwrap();
     assert_eq!(down(ctx, &dx).data, down(ctx, &dx2).data, "dx must be bit-identical across runs");
     assert_eq!(down(ctx, &dg).data, down(ctx, &dg2).data, "dgamma must be bit-identical across runs");
-}
-
-#[test]
-fn split_path_for_tensors_larger_than_a_binding() {
-    // 4 KiB bindings: each 7x9x11 channel (2772 bytes) fits, the tensor does
-    // not (channel groups); each 17x19x23 channel (29716 bytes) does not fit
-    // either (runs of chunks inside a channel).
-    let ctx = capped_ctx(4096);
-    let cfg = BnConfig::default();
-    for (shape, seed) in [(SHAPE, 90u64), (Shape5::new(2, 3, 17, 19, 23), 91)] {
-        assert!(shape.bytes() > ctx.binding_limit());
-        let k = case(shape, seed);
-        let (_, saved) = check_train(&ctx, &k, &cfg, &format!("split train {shape}"), TOL);
-        let dy = rand(shape, seed + 1);
-        let (dx, dg, db) =
-            batchnorm::backward(&ctx, &up(&ctx, &k.x), &up(&ctx, &k.gamma), &saved, &up(&ctx, &dy)).unwrap();
-        let (_, rmean, rinv, _, _) = reference::forward_train(&k.x, &k.gamma, &k.beta, &k.rm, &k.rv, &cfg);
-        let (rdx, rdg, rdb) = reference::backward(&k.x, &k.gamma, &rmean, &rinv, &dy);
-        assert_close("split dx", &down(&ctx, &dx), &rdx, TOL);
-        assert_close("split dgamma", &down(&ctx, &dg), &rdg, TOL);
-        assert_close("split dbeta", &down(&ctx, &db), &rdb, TOL);
-        let y = batchnorm::forward_infer(
-            &ctx,
-            &up(&ctx, &k.x),
-            &up(&ctx, &k.gamma),
-            &up(&ctx, &k.beta),
-            &up(&ctx, &k.rm),
-            &up(&ctx, &k.rv),
-            &cfg,
-        )
-        .unwrap();
-        assert_close(
-            "split infer",
-            &down(&ctx, &y),
-            &reference::forward_infer(&k.x, &k.gamma, &k.beta, &k.rm, &k.rv, &cfg),
-            TOL,
-        );
-    }
 }
 
 #[test]

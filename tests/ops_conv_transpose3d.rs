@@ -1,77 +1,16 @@
-//! Transposed convolution (k=2, s=2): forward and all three gradients against
-//! the CPU reference on odd shapes and channel counts that do not fill the
-//! register blocks, finite-difference checks of the reference gradients, the
-//! split path for tensors larger than one binding, determinism, bad shapes.
+//! Transposed convolution (k=2, s=2) beyond the op table (`tests/ops_table.rs`
+//! holds forward and all three gradients to the reference, deterministic, on
+//! odd shapes, channel counts that do not fill the register blocks, a single
+//! voxel and the split path): finite-difference checks of the reference
+//! gradients and bad shapes.
 
 mod common;
 use common::*;
 use qcanet_gpu::ops::conv_transpose3d::{self as ct, reference};
 use qcanet_gpu::tensor::{CpuTensor, Shape5};
 
-const TOL: f64 = 1e-5;
-
 fn wshape(cin: usize, cout: usize) -> Shape5 {
     Shape5::new(cin, cout, 2, 2, 2)
-}
-
-/// Runs forward and every backward on the GPU context `ctx` and compares with the reference.
-fn check_all(ctx: &qcanet_gpu::gpu::GpuContext, xs: Shape5, cout: usize, seed: u64, what: &str) {
-    let x = rand(xs, seed);
-    let w = rand(wshape(xs.c, cout), seed + 1);
-    let b = rand(Shape5::new(1, cout, 1, 1, 1), seed + 2);
-    let ys = ct::output_shape(xs, w.shape).unwrap();
-    assert_eq!(ys, Shape5::new(xs.n, cout, 2 * xs.d, 2 * xs.h, 2 * xs.w));
-    let dy = rand(ys, seed + 3);
-    let (gx, gw, gb, gdy) = (up(ctx, &x), up(ctx, &w), up(ctx, &b), up(ctx, &dy));
-    assert_close(
-        &format!("{what} forward"),
-        &down(ctx, &ct::forward(ctx, &gx, &gw, &gb).unwrap()),
-        &reference::forward(&x, &w, &b),
-        TOL,
-    );
-    assert_close(
-        &format!("{what} backward_input"),
-        &down(ctx, &ct::backward_input(ctx, &gdy, &gw).unwrap()),
-        &reference::backward_input(&dy, &w),
-        TOL,
-    );
-    let dw_ref = reference::backward_weight(&x, &dy);
-    let dw1 = down(ctx, &ct::backward_weight(ctx, &gx, &gdy).unwrap());
-    assert_close(&format!("{what} backward_weight"), &dw1, &dw_ref, TOL);
-    let dw2 = down(ctx, &ct::backward_weight(ctx, &gx, &gdy).unwrap());
-    assert_eq!(dw1.data, dw2.data, "{what}: backward_weight must be bit-identical across runs");
-    assert_close(
-        &format!("{what} backward_bias"),
-        &down(ctx, &ct::backward_bias(ctx, &gdy).unwrap()),
-        &reference::backward_bias(&dy),
-        TOL,
-    );
-}
-
-#[test]
-fn matches_reference_on_odd_shapes() {
-    let ctx = ctx();
-    // 3 -> 5 channels: both are tails of the register blocks.
-    check_all(ctx, Shape5::new(2, 3, 4, 5, 3), 5, 10, "2x3x4x5x3 -> 5");
-    // Several blocks plus tails in both directions.
-    check_all(ctx, Shape5::new(1, 19, 2, 3, 3), 17, 20, "1x19x2x3x3 -> 17");
-    // Enough input rows for several weight-gradient chunks (90 rows of 11).
-    check_all(ctx, Shape5::new(2, 3, 9, 10, 11), 5, 30, "2x3x9x10x11 -> 5");
-    // A single voxel.
-    check_all(ctx, Shape5::new(2, 4, 1, 1, 1), 3, 40, "2x4x1x1x1 -> 3");
-}
-
-#[test]
-fn split_path_matches_reference() {
-    // 2 KiB bindings: one output channel (480 values) fits but not two; one
-    // sample of the input (11 x 60 values) does not fit either, so the forward
-    // pass accumulates over input-channel groups and the input gradient over
-    // output-channel groups.
-    let ctx = capped_ctx(2048);
-    let xs = Shape5::new(2, 11, 3, 4, 5);
-    assert!((xs.c * xs.spatial() * 4) as u64 > ctx.binding_limit());
-    assert!((8 * xs.spatial() * 4) as u64 <= ctx.binding_limit());
-    check_all(&ctx, xs, 3, 50, "split 2x11x3x4x5 -> 3");
 }
 
 #[test]

@@ -1,25 +1,24 @@
-//! `qcanet-gpu bench` and `cargo bench`: every op, forward and backward, on
-//! the GPU against its CPU reference at the layer shapes of the QCANet
-//! networks, plus whole networks and the post-processing stage.
+//! `qcanet-gpu bench` and `cargo bench`: every op case of the op table
+//! ([`crate::ops::table`]) that is marked for benchmarking, on the GPU
+//! against its CPU reference at the layer shapes of the QCANet networks, plus
+//! whole networks and the post-processing stage.
 //!
 //! GPU times are medians of repeated runs (device timestamps where the
 //! adapter has them). The CPU reference runs at the same shape when that
 //! costs less than a budget; otherwise it runs at a smaller "check" shape with
 //! the same channels, its time is scaled by the work ratio (marked `~`), and
-//! the relative error is measured at that check shape on both devices.
+//! the relative error is measured at that check shape on both devices and
+//! held to the case's tolerance from the table (the same one the tests use).
 
-mod cases;
 mod ceiling;
-
-use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::gpu::{median, GpuContext, GpuTensor, GpuTimer, TimerKind};
-use crate::tensor::{rel_err, CpuTensor};
+use crate::ops::table::{bench_cases, Dims, OpCase};
 
-pub use cases::op_cases;
+pub use crate::ops::table::Unit;
 pub use ceiling::{
     fma_ceiling, fma_values as fma_ceiling_values, reference_value as ceiling_reference_value, Ceiling,
     SHADER as CEILING_SHADER,
@@ -47,31 +46,6 @@ impl Default for BenchOptions {
     }
 }
 
-/// What a case's work counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Unit {
-    /// Floating-point operations: rate in GFLOP/s.
-    Flop,
-    /// Bytes read and written: rate in GB/s.
-    Byte,
-}
-
-/// One benchmark case: an op at a size, with inputs, GPU and CPU versions.
-pub struct Case {
-    pub name: String,
-    pub unit: Unit,
-    /// Shape description at side `s`.
-    pub shape: Box<dyn Fn(usize) -> String>,
-    /// Work (flops or bytes) at side `s`.
-    pub work: Box<dyn Fn(usize) -> f64>,
-    /// Random inputs at side `s`.
-    pub inputs: Box<dyn Fn(usize) -> Vec<CpuTensor>>,
-    pub gpu: Box<dyn Fn(&GpuContext, &[GpuTensor]) -> Result<Vec<GpuTensor>>>,
-    pub cpu: Box<dyn Fn(&[CpuTensor]) -> Vec<CpuTensor>>,
-    /// Smallest side at which the case is meaningful (e.g. 2^depth).
-    pub min_side: usize,
-}
-
 /// One line of the results table.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
@@ -85,11 +59,16 @@ pub struct Row {
     pub rate: f64,
     pub unit: Unit,
     pub speedup: f64,
+    /// Largest relative error of any output at the check shape (NaN if any is NaN).
     pub rel_err: f64,
+    /// The case's tolerance from the op table.
+    pub tol: f64,
+    /// Every output within `tol`, none NaN, no all-zero reference.
+    pub ok: bool,
     pub timer: TimerKind,
 }
 
-fn time_gpu(ctx: &GpuContext, case: &Case, inputs: &[GpuTensor], repeats: usize) -> Result<f64> {
+fn time_gpu(ctx: &GpuContext, case: &OpCase, inputs: &[GpuTensor], repeats: usize) -> Result<f64> {
     let mut timer = GpuTimer::new(ctx);
     // Warm-up builds pipelines and allocations.
     drop((case.gpu)(ctx, inputs)?);
@@ -104,67 +83,55 @@ fn time_gpu(ctx: &GpuContext, case: &Case, inputs: &[GpuTensor], repeats: usize)
     Ok(median(times))
 }
 
-fn compare(ctx: &GpuContext, case: &Case, s: usize) -> Result<(f64, f64)> {
-    let inputs = (case.inputs)(s);
-    let g: Vec<GpuTensor> = inputs.iter().map(|t| ctx.upload(t)).collect::<Result<_>>()?;
-    let gout = (case.gpu)(ctx, &g)?;
-    let t0 = Instant::now();
-    let cout = (case.cpu)(&inputs);
-    let cpu_s = t0.elapsed().as_secs_f64();
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for (x, y) in gout.iter().zip(&cout) {
-        a.extend(ctx.download(x)?.data);
-        b.extend_from_slice(&y.data);
-    }
-    Ok((cpu_s, rel_err(&a, &b)))
-}
-
-/// Runs one case at side `s`.
-pub fn run_case(ctx: &GpuContext, case: &Case, s: usize, opts: &BenchOptions) -> Result<Row> {
-    let inputs = (case.inputs)(s);
+/// Runs one case at cube side `s`.
+pub fn run_case(ctx: &GpuContext, case: &OpCase, s: usize, opts: &BenchOptions) -> Result<Row> {
+    let dims = Dims::cube(s);
+    let inputs = (case.inputs)(dims);
     let g: Vec<GpuTensor> = inputs.iter().map(|t| ctx.upload(t)).collect::<Result<_>>()?;
     drop(inputs);
     let gpu_s = time_gpu(ctx, case, &g, opts.repeats)?;
     drop(g);
-    let work = (case.work)(s);
+    let work = (case.work)(dims);
     // The CPU side: full shape within budget, else the largest check side that fits.
     let mut check = s;
-    while check > case.min_side && (case.work)(check) > opts.cpu_budget {
+    while check > case.min_side && (case.work)(Dims::cube(check)) > opts.cpu_budget {
         check = (check / 2).max(case.min_side);
     }
-    let (cpu_check_s, err) = compare(ctx, case, check)?;
-    let cpu_s = cpu_check_s * work / (case.work)(check);
-    let scale = match case.unit {
-        Unit::Flop => 1e-9,
-        Unit::Byte => 1e-9,
-    };
+    let compared = case.compare(ctx, Dims::cube(check), false)?;
+    let cpu_s = compared.cpu_s * work / (case.work)(Dims::cube(check));
     Ok(Row {
-        case: case.name.clone(),
-        shape: (case.shape)(s),
+        case: case.name(),
+        shape: (case.shape)(dims),
         gpu_ms: gpu_s * 1e3,
         cpu_ms: cpu_s * 1e3,
         cpu_scaled: check != s,
-        check_shape: (case.shape)(check),
-        rate: work * scale / gpu_s,
+        check_shape: (case.shape)(Dims::cube(check)),
+        rate: work * 1e-9 / gpu_s,
         unit: case.unit,
         speedup: cpu_s / gpu_s,
-        rel_err: err,
+        rel_err: compared.max_error(),
+        tol: case.tol,
+        ok: compared.passes(case.tol),
         timer: GpuTimer::new(ctx).kind(),
     })
 }
 
-/// Runs every op case at every size, calling `each` as rows complete.
+/// Runs every benchmark case of the op table at every size, calling `each`
+/// as rows complete. A row over its tolerance is reported, not an error (see
+/// [`Row::ok`]).
 pub fn run_ops(ctx: &GpuContext, opts: &BenchOptions, mut each: impl FnMut(&Row)) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
+    let cases = bench_cases(opts.full);
     for s in &opts.sizes {
-        for case in op_cases(opts.full) {
-            if opts.filter.as_ref().is_some_and(|f| !f.split(',').any(|p| case.name.contains(p.trim()))) {
+        for case in &cases {
+            let name = case.name();
+            if opts.filter.as_ref().is_some_and(|f| !f.split(',').any(|p| name.contains(p.trim()))) {
                 continue;
             }
             if *s < case.min_side {
                 continue;
             }
-            let row = run_case(ctx, &case, *s, opts)?;
+            let row = run_case(ctx, case, *s, opts)?;
             each(&row);
             rows.push(row);
         }
@@ -183,18 +150,19 @@ pub fn table_header() -> String {
         "rate",
         "speed-up",
         "rel err",
-        "-".repeat(114)
+        "-".repeat(119)
     )
 }
 
-/// One table line; `~` marks a CPU time scaled from a smaller check shape.
+/// One table line; `~` marks a CPU time scaled from a smaller check shape,
+/// `FAIL` an error over the case's tolerance.
 pub fn format_row(r: &Row) -> String {
     let unit = match r.unit {
         Unit::Flop => "GFLOP/s",
         Unit::Byte => "GB/s",
     };
     format!(
-        "{:<34} {:<24} {:>10.2} {:>11.1}{} {:>5.1} {:<7} {:>8.1}x {:>9.1e}",
+        "{:<34} {:<24} {:>10.2} {:>11.1}{} {:>5.1} {:<7} {:>8.1}x {:>9.1e}{}",
         r.case,
         r.shape,
         r.gpu_ms,
@@ -203,7 +171,8 @@ pub fn format_row(r: &Row) -> String {
         r.rate,
         unit,
         r.speedup,
-        r.rel_err
+        r.rel_err,
+        if r.ok { "" } else { " FAIL" }
     )
 }
 

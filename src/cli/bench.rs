@@ -1,5 +1,7 @@
 //! `qcanet-gpu bench`: each op forward and backward on the GPU against the
-//! CPU reference, the instance stage, and whole networks; a table or JSON.
+//! CPU reference (the op table's benchmark cases, each held to its
+//! tolerance: the command fails if one is over), the instance stage, and
+//! whole networks; a table or JSON.
 
 use qcanet_gpu::bench::{self, BenchOptions};
 
@@ -56,9 +58,11 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     } else {
         f64::NAN
     };
+    let mut failed = Vec::new();
     if want("ops") {
         say(&bench::table_header());
         let rows = bench::run_ops(&ctx, &opts, |r| say(&bench::format_row(r)))?;
+        failed = rows.iter().filter(|r| !r.ok).map(|r| format!("{} {}", r.case, r.shape)).collect();
         json["ops"] = serde_json::to_value(rows)?;
     }
     if want("post") {
@@ -80,6 +84,9 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("op cases over their tolerance: {}", failed.join(", "));
     }
     Ok(())
 }

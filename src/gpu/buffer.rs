@@ -106,6 +106,18 @@ impl GpuContext {
         Ok(g)
     }
 
+    /// A new tensor holding a copy of `t`, recorded after pending work
+    /// (no wait): for callers that must not change a tensor an op updates in
+    /// place.
+    pub fn copy(&self, t: &GpuTensor) -> Result<GpuTensor> {
+        let out = self.zeros(t.shape, "copy")?;
+        let size = t.shape.bytes();
+        if size > 0 {
+            self.record("copy", |enc| enc.copy_buffer_to_buffer(&t.buf, 0, &out.buf, 0, size))?;
+        }
+        Ok(out)
+    }
+
     /// Uploads raw values with a shape.
     pub fn upload_slice(&self, shape: Shape5, data: &[f32]) -> Result<GpuTensor> {
         if data.len() != shape.numel() {

@@ -2,6 +2,11 @@
 //! `shaders/`), its GPU forward and backward, its shape rules, and a
 //! `reference` module: a plain-Rust CPU version (f64 accumulation) that the
 //! tests hold the kernels to. Ops know nothing of any network.
+//!
+//! [`table`] states every op case once (inputs, GPU version, reference,
+//! tolerance, test shapes, benchmark role); `tests/ops_table.rs` and
+//! [`crate::bench`] both run it, so a new op or kernel variant is a shader,
+//! its module and a table entry.
 
 /// Declares a uniform-parameter struct that mirrors the WGSL struct of the
 /// same name: `#[repr(C)]`, `Pod`, visible to this module (for
@@ -34,6 +39,7 @@ pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod table;
 
 use crate::gpu::ShaderSource;
 

@@ -128,3 +128,28 @@ pub fn files_in(d: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Runs the op-table cases that `pick` selects at `dims` on `ctx` (NaN
+/// poisoned or not, as `ctx` is), twice, and asserts each case's tolerance;
+/// returns how many ran, so a caller can assert it picked some.
+#[track_caller]
+pub fn assert_table_cases(
+    ctx: &GpuContext,
+    dims: qcanet_gpu::ops::table::Dims,
+    pick: impl Fn(&qcanet_gpu::ops::table::OpCase) -> bool,
+) -> usize {
+    let mut n = 0;
+    for case in qcanet_gpu::ops::table::table().into_iter().filter(|c| pick(c)) {
+        let r = case.compare(ctx, dims, true).unwrap_or_else(|e| panic!("{} at {dims}: {e}", case.name()));
+        assert!(
+            r.passes(case.tol),
+            "{} at {dims}: relative errors {:?} (tolerance {:.1e}) {}",
+            case.name(),
+            r.errors,
+            case.tol,
+            r.problems.join("; ")
+        );
+        n += 1;
+    }
+    n
+}

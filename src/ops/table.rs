@@ -1,0 +1,952 @@
+//! The op table: every op case stated once, for the tests and for `bench`.
+//!
+//! A case is one op in one direction (`conv3d fwd`, `conv3d bwd-input`, …)
+//! at one variant (channels, kernel size, loss weights, register tile, input
+//! kind). It states how to make its random inputs at a batch and spatial
+//! extent ([`Dims`]; never zeros or constants), its GPU version, its CPU
+//! reference (the op module's `reference`, f64 accumulation), the relative
+//! error it must stay within, the small odd shapes the tests run it at
+//! (uncapped and under a capped storage binding, [`Check`]), and whether
+//! `bench` times it at the layer shapes of the networks ([`Bench`]).
+//!
+//! `tests/ops_table.rs` runs every case at its checks with NaN-poisoned
+//! outputs; `qcanet-gpu bench` runs the [`Bench`] cases at cube sides and
+//! reports each one's error against the same tolerance. Adding an op or a
+//! kernel variant is a shader, its op module and an entry here.
+
+use std::fmt;
+use std::time::Instant;
+
+use super::batchnorm::{self, BnConfig, BnSaved};
+use super::optim::{reference::CpuOptimizer, AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
+use super::{activation, concat, conv3d, conv_transpose3d, elementwise, loss, pool, reduce, softmax};
+use crate::error::Result;
+use crate::gpu::{GpuContext, GpuTensor};
+use crate::tensor::{rel_err, CpuTensor, Shape5};
+
+/// Batch size and spatial extent of a run; a case picks its own channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Dims {
+    pub n: usize,
+    pub d: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Dims {
+    pub const fn new(n: usize, d: usize, h: usize, w: usize) -> Self {
+        Dims { n, d, h, w }
+    }
+    /// One sample of `s`³ voxels (the benchmark shapes).
+    pub const fn cube(s: usize) -> Self {
+        Dims { n: 1, d: s, h: s, w: s }
+    }
+    /// The tensor shape with `c` channels.
+    pub const fn with_c(self, c: usize) -> Shape5 {
+        Shape5::new(self.n, c, self.d, self.h, self.w)
+    }
+    /// Every side halved (at least 1): the input of a stride-2 upsampling.
+    pub fn half(self) -> Dims {
+        Dims { n: self.n, d: (self.d / 2).max(1), h: (self.h / 2).max(1), w: (self.w / 2).max(1) }
+    }
+    pub const fn spatial(self) -> usize {
+        self.d * self.h * self.w
+    }
+}
+
+impl fmt::Display for Dims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.n != 1 {
+            write!(f, "{}x", self.n)?;
+        }
+        if self.d == self.h && self.h == self.w {
+            write!(f, "{}^3", self.d)
+        } else {
+            write!(f, "{}x{}x{}", self.d, self.h, self.w)
+        }
+    }
+}
+
+/// What a case's work counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Unit {
+    /// Floating-point operations: rate in GFLOP/s.
+    Flop,
+    /// Bytes read and written: rate in GB/s.
+    Byte,
+}
+
+/// Whether `bench` times a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bench {
+    /// Tests only (small variants, kernel variants).
+    No,
+    /// Every benchmark run.
+    Yes,
+    /// Only with `--full` (the widest layers).
+    Full,
+}
+
+/// One test run of a case: an extent, and optionally a cap on the bytes one
+/// storage binding may cover, small enough that the case's tensors are bound
+/// as windows (the split path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub dims: Dims,
+    pub max_binding: Option<u64>,
+}
+
+/// An uncapped check at `n` samples of `d`×`h`×`w`.
+pub const fn at(n: usize, d: usize, h: usize, w: usize) -> Check {
+    Check { dims: Dims::new(n, d, h, w), max_binding: None }
+}
+
+/// A check at `n` samples of `d`×`h`×`w` with storage bindings capped at `bytes`.
+pub const fn capped(bytes: u64, n: usize, d: usize, h: usize, w: usize) -> Check {
+    Check { dims: Dims::new(n, d, h, w), max_binding: Some(bytes) }
+}
+
+pub type InputsFn = Box<dyn Fn(Dims) -> Vec<CpuTensor>>;
+pub type GpuFn = Box<dyn Fn(&GpuContext, &[GpuTensor]) -> Result<Vec<GpuTensor>>>;
+pub type CpuFn = Box<dyn Fn(&[CpuTensor]) -> Vec<CpuTensor>>;
+
+/// One op, direction and variant.
+pub struct OpCase {
+    /// Op and direction, e.g. `conv3d bwd-input`.
+    pub op: &'static str,
+    /// Channels, kernel, settings, e.g. `16->16 k3`.
+    pub variant: String,
+    pub unit: Unit,
+    /// Largest `‖gpu − ref‖ / ‖ref‖` allowed for each output (0: exact).
+    pub tol: f64,
+    /// Shape description at an extent.
+    pub shape: Box<dyn Fn(Dims) -> String>,
+    /// Work (flops or bytes) at an extent.
+    pub work: Box<dyn Fn(Dims) -> f64>,
+    /// Random inputs at an extent (reproducible).
+    pub inputs: InputsFn,
+    /// The GPU version; it must not change its inputs.
+    pub gpu: GpuFn,
+    /// The CPU reference, output for output.
+    pub cpu: CpuFn,
+    /// Smallest cube side at which `bench` runs it.
+    pub min_side: usize,
+    /// Where the tests run it.
+    pub checks: Vec<Check>,
+    pub bench: Bench,
+}
+
+/// The outcome of running a case on both devices at one extent.
+#[derive(Clone, Debug)]
+pub struct Compared {
+    /// Relative error of each output.
+    pub errors: Vec<f64>,
+    /// Shape mismatches, all-zero references, runs that differ.
+    pub problems: Vec<String>,
+    /// Seconds the CPU reference took.
+    pub cpu_s: f64,
+    /// Bytes of the largest input or output tensor.
+    pub largest_bytes: u64,
+}
+
+impl Compared {
+    /// The largest error (NaN if any is NaN).
+    pub fn max_error(&self) -> f64 {
+        self.errors.iter().fold(0.0, |m, &e| if e.is_nan() || m.is_nan() { f64::NAN } else { m.max(e) })
+    }
+    /// Within `tol` on every output (NaN fails) and no problem.
+    pub fn passes(&self, tol: f64) -> bool {
+        self.problems.is_empty() && self.errors.iter().all(|&e| e <= tol)
+    }
+}
+
+impl OpCase {
+    /// `op variant`, as tables and filters show it.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.op, self.variant)
+    }
+
+    /// Runs the case at `dims` on `ctx` and on the CPU and compares outputs.
+    /// With `twice` the GPU runs a second time and must give bit-identical
+    /// outputs.
+    pub fn compare(&self, ctx: &GpuContext, dims: Dims, twice: bool) -> Result<Compared> {
+        let inputs = (self.inputs)(dims);
+        let g: Vec<GpuTensor> = inputs.iter().map(|t| ctx.upload(t)).collect::<Result<_>>()?;
+        let gpu: Vec<CpuTensor> = (self.gpu)(ctx, &g)?.iter().map(|t| ctx.download(t)).collect::<Result<_>>()?;
+        let mut problems = Vec::new();
+        if twice {
+            let again: Vec<CpuTensor> = (self.gpu)(ctx, &g)?.iter().map(|t| ctx.download(t)).collect::<Result<_>>()?;
+            for (i, (a, b)) in gpu.iter().zip(&again).enumerate() {
+                if a.data.iter().zip(&b.data).any(|(x, y)| x.to_bits() != y.to_bits()) {
+                    problems.push(format!("output {i} differs between two runs"));
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let cpu = (self.cpu)(&inputs);
+        let cpu_s = t0.elapsed().as_secs_f64();
+        if gpu.len() != cpu.len() {
+            problems.push(format!("{} GPU outputs, {} reference outputs", gpu.len(), cpu.len()));
+        }
+        let mut errors = Vec::new();
+        for (i, (a, b)) in gpu.iter().zip(&cpu).enumerate() {
+            if a.shape != b.shape {
+                problems.push(format!("output {i}: shape {} vs reference {}", a.shape, b.shape));
+                errors.push(f64::NAN);
+                continue;
+            }
+            if b.data.iter().all(|&v| v == 0.0) {
+                problems.push(format!("output {i}: reference is all zeros, the check would prove nothing"));
+            }
+            errors.push(rel_err(&a.data, &b.data));
+        }
+        let largest_bytes = inputs.iter().chain(&cpu).map(|t| t.shape.bytes()).max().unwrap_or(0);
+        Ok(Compared { errors, problems, cpu_s, largest_bytes })
+    }
+}
+
+/// A case with default shape text, no work and no checks; the builders fill it in.
+fn case(op: &'static str, variant: impl Into<String>, unit: Unit, tol: f64) -> OpCase {
+    OpCase {
+        op,
+        variant: variant.into(),
+        unit,
+        tol,
+        shape: Box::new(|d| d.to_string()),
+        work: Box::new(|_| 0.0),
+        inputs: Box::new(|_| Vec::new()),
+        gpu: Box::new(|_, _| Ok(Vec::new())),
+        cpu: Box::new(|_| Vec::new()),
+        min_side: 4,
+        checks: Vec::new(),
+        bench: Bench::No,
+    }
+}
+
+impl OpCase {
+    fn shape(mut self, f: impl Fn(Dims) -> String + 'static) -> Self {
+        self.shape = Box::new(f);
+        self
+    }
+    fn work(mut self, f: impl Fn(Dims) -> f64 + 'static) -> Self {
+        self.work = Box::new(f);
+        self
+    }
+    fn inputs(mut self, f: impl Fn(Dims) -> Vec<CpuTensor> + 'static) -> Self {
+        self.inputs = Box::new(f);
+        self
+    }
+    fn gpu(mut self, f: impl Fn(&GpuContext, &[GpuTensor]) -> Result<Vec<GpuTensor>> + 'static) -> Self {
+        self.gpu = Box::new(f);
+        self
+    }
+    fn cpu(mut self, f: impl Fn(&[CpuTensor]) -> Vec<CpuTensor> + 'static) -> Self {
+        self.cpu = Box::new(f);
+        self
+    }
+    fn checks(mut self, c: &[Check]) -> Self {
+        self.checks = c.to_vec();
+        self
+    }
+    fn bench(mut self, b: Bench) -> Self {
+        self.bench = b;
+        self
+    }
+}
+
+/// Uniform values in [-1, 1).
+fn rnd(shape: Shape5, seed: u64) -> CpuTensor {
+    CpuTensor::random(shape, seed, -1.0, 1.0)
+}
+
+/// A loss value as a one-element tensor.
+fn scalar(v: f64) -> CpuTensor {
+    CpuTensor::from_vec(Shape5::new(1, 1, 1, 1, 1), vec![v as f32])
+}
+
+/// Random values with ties: about a third drawn from {-0.5, 0, 0.25, 0.5}, so
+/// many 2×2×2 windows have several equal maxima.
+pub fn with_ties(shape: Shape5, seed: u64) -> CpuTensor {
+    let mut t = rnd(shape, seed);
+    let levels = [-0.5f32, 0.0, 0.25, 0.5];
+    for (i, v) in t.data.iter_mut().enumerate() {
+        let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(seed) >> 40;
+        if h % 3 == 0 {
+            *v = levels[(h / 3 % 4) as usize];
+        }
+    }
+    t
+}
+
+/// Random values whose planes z = 0 and 1 of every channel are all 0.5: the
+/// first row of windows is flat, so the first tap must win.
+pub fn flat_windows(shape: Shape5, seed: u64) -> CpuTensor {
+    let mut t = rnd(shape, seed);
+    let plane = 2 * shape.h * shape.w;
+    t.data.iter_mut().enumerate().for_each(|(i, v)| {
+        if i % shape.spatial() < plane {
+            *v = 0.5
+        }
+    });
+    t
+}
+
+/// Class indices 0..k as f32, reproducible; every class present.
+pub fn classes(shape: Shape5, k: usize, seed: u64) -> CpuTensor {
+    let mut t = CpuTensor::random(shape, seed, 0.0, k as f32);
+    t.data.iter_mut().for_each(|v| *v = v.floor().min(k as f32 - 1.0));
+    for c in 0..k.min(t.data.len()) {
+        t.data[c] = c as f32;
+    }
+    t
+}
+
+/// 0/1 targets, about 30 % ones.
+pub fn binary(shape: Shape5, seed: u64) -> CpuTensor {
+    let mut t = CpuTensor::random(shape, seed, 0.0, 1.0);
+    t.data.iter_mut().for_each(|v| *v = if *v < 0.3 { 1.0 } else { 0.0 });
+    t
+}
+
+/// f32 sums of up to a few thousand products against f64.
+const TOL_SUM: f64 = 1e-5;
+/// Element-wise maps (one rounding or a libm exp).
+const TOL_MAP: f64 = 1e-6;
+
+/// conv3d k×k×k, c_in → c_out: forward, the input, weight and bias gradients.
+/// A layer of a network is named after it (`NSN 16->16`), others by channels
+/// and kernel (`3->5 k1`).
+fn conv3d_cases(
+    v: &mut Vec<OpCase>,
+    net: Option<&str>,
+    k: usize,
+    ci: usize,
+    co: usize,
+    bench: Bench,
+    checks: &[Check],
+) {
+    let var = match net {
+        Some(net) => format!("{net} {ci}->{co}"),
+        None => format!("{ci}->{co} k{k}"),
+    };
+    let ws = Shape5::new(co, ci, k, k, k);
+    let b = Shape5::new(1, co, 1, 1, 1);
+    let shape = move |d: Dims| format!("{ci}->{co} k{k} {d}");
+    let work = move |d: Dims| conv3d::flops(d.with_c(ci), co, k);
+    let c = |op| case(op, var.clone(), Unit::Flop, TOL_SUM).shape(shape).work(work).checks(checks).bench(bench);
+    v.push(
+        c("conv3d fwd")
+            .inputs(move |d| vec![rnd(d.with_c(ci), 1), rnd(ws, 2), rnd(b, 3)])
+            .gpu(|ctx, t| Ok(vec![conv3d::forward(ctx, &t[0], &t[1], &t[2])?]))
+            .cpu(|t| vec![conv3d::reference::forward(&t[0], &t[1], &t[2])]),
+    );
+    v.push(
+        c("conv3d bwd-input")
+            .inputs(move |d| vec![rnd(d.with_c(co), 4), rnd(ws, 2)])
+            .gpu(|ctx, t| Ok(vec![conv3d::backward_input(ctx, &t[0], &t[1])?]))
+            .cpu(|t| vec![conv3d::reference::backward_input(&t[0], &t[1])]),
+    );
+    v.push(
+        c("conv3d bwd-weight")
+            .inputs(move |d| vec![rnd(d.with_c(ci), 1), rnd(d.with_c(co), 4)])
+            .gpu(move |ctx, t| Ok(vec![conv3d::backward_weight(ctx, &t[0], &t[1], k)?]))
+            .cpu(move |t| vec![conv3d::reference::backward_weight(&t[0], &t[1], k)]),
+    );
+    if bench == Bench::No {
+        // The bias gradient is a channel sum: benchmarked as channel_sum.
+        v.push(
+            case("conv3d bwd-bias", var, Unit::Byte, TOL_SUM)
+                .work(move |d| 4.0 * d.with_c(co).numel() as f64)
+                .inputs(move |d| vec![rnd(d.with_c(co), 4)])
+                .gpu(|ctx, t| Ok(vec![conv3d::backward_bias(ctx, &t[0])?]))
+                .cpu(|t| vec![conv3d::reference::backward_bias(&t[0])])
+                .checks(checks),
+        );
+    }
+}
+
+/// conv3d forward and input gradient with a register tile other than the default.
+fn conv3d_tile_cases(v: &mut Vec<OpCase>, tile: conv3d::Tile, checks: &[Check]) {
+    let (k, ci, co) = (3usize, 5usize, 7usize);
+    let ws = Shape5::new(co, ci, k, k, k);
+    let b = Shape5::new(1, co, 1, 1, 1);
+    let var = format!("{ci}->{co} k{k} tile wg{} co{} x{}", tile.wg, tile.co_b, tile.xb);
+    let work = move |d: Dims| conv3d::flops(d.with_c(ci), co, k);
+    v.push(
+        case("conv3d fwd", var.clone(), Unit::Flop, TOL_SUM)
+            .work(work)
+            .inputs(move |d| vec![rnd(d.with_c(ci), 71), rnd(ws, 72), rnd(b, 73)])
+            .gpu(move |ctx, t| Ok(vec![conv3d::forward_with_tile(ctx, &t[0], &t[1], &t[2], tile)?]))
+            .cpu(|t| vec![conv3d::reference::forward(&t[0], &t[1], &t[2])])
+            .checks(checks),
+    );
+    v.push(
+        case("conv3d bwd-input", var, Unit::Flop, TOL_SUM)
+            .work(work)
+            .inputs(move |d| vec![rnd(d.with_c(co), 74), rnd(ws, 72)])
+            .gpu(move |ctx, t| Ok(vec![conv3d::backward_input_with_tile(ctx, &t[0], &t[1], tile)?]))
+            .cpu(|t| vec![conv3d::reference::backward_input(&t[0], &t[1])])
+            .checks(checks),
+    );
+}
+
+/// The 2×2×2 stride-2 transposed convolution c_in → c_out, from the extent
+/// halved to the extent: forward and the three gradients.
+fn conv_t_cases(v: &mut Vec<OpCase>, ci: usize, co: usize, bench: Bench, checks: &[Check]) {
+    let var = if ci == co { format!("c{ci}") } else { format!("{ci}->{co}") };
+    let ws = Shape5::new(ci, co, 2, 2, 2);
+    let b = Shape5::new(1, co, 1, 1, 1);
+    let xs = move |d: Dims| d.half().with_c(ci);
+    let ys = move |d: Dims| {
+        let h = d.half();
+        Shape5::new(d.n, co, 2 * h.d, 2 * h.h, 2 * h.w)
+    };
+    let shape = move |d: Dims| {
+        let h = d.half();
+        format!("{ci}->{co} {h}->{}", Dims::new(d.n, 2 * h.d, 2 * h.h, 2 * h.w))
+    };
+    let work = move |d: Dims| conv_transpose3d::flops(xs(d), co);
+    let c = |op| case(op, var.clone(), Unit::Flop, TOL_SUM).shape(shape).work(work).checks(checks).bench(bench);
+    v.push(
+        c("convT fwd")
+            .inputs(move |d| vec![rnd(xs(d), 1), rnd(ws, 2), rnd(b, 3)])
+            .gpu(|ctx, t| Ok(vec![conv_transpose3d::forward(ctx, &t[0], &t[1], &t[2])?]))
+            .cpu(|t| vec![conv_transpose3d::reference::forward(&t[0], &t[1], &t[2])]),
+    );
+    v.push(
+        c("convT bwd-input")
+            .inputs(move |d| vec![rnd(ys(d), 4), rnd(ws, 2)])
+            .gpu(|ctx, t| Ok(vec![conv_transpose3d::backward_input(ctx, &t[0], &t[1])?]))
+            .cpu(|t| vec![conv_transpose3d::reference::backward_input(&t[0], &t[1])]),
+    );
+    v.push(
+        c("convT bwd-weight")
+            .inputs(move |d| vec![rnd(xs(d), 1), rnd(ys(d), 4)])
+            .gpu(|ctx, t| Ok(vec![conv_transpose3d::backward_weight(ctx, &t[0], &t[1])?]))
+            .cpu(|t| vec![conv_transpose3d::reference::backward_weight(&t[0], &t[1])]),
+    );
+    if bench == Bench::No {
+        v.push(
+            case("convT bwd-bias", var, Unit::Byte, TOL_SUM)
+                .work(move |d| 4.0 * ys(d).numel() as f64)
+                .inputs(move |d| vec![rnd(ys(d), 4)])
+                .gpu(|ctx, t| Ok(vec![conv_transpose3d::backward_bias(ctx, &t[0])?]))
+                .cpu(|t| vec![conv_transpose3d::reference::backward_bias(&t[0])])
+                .checks(checks),
+        );
+    }
+}
+
+/// How a max-pool case draws its input.
+#[derive(Clone, Copy)]
+enum PoolInput {
+    Random,
+    Ties,
+    Flat,
+}
+
+/// 2×2×2 max-pool over c channels: forward, and forward then backward (the
+/// input gradient lands on the argmax, so the comparison is exact and also
+/// checks the argmax, ties included).
+fn pool_cases(v: &mut Vec<OpCase>, c: usize, kind: PoolInput, bench: Bench, checks: &[Check]) {
+    let (name, gen): (&str, fn(Shape5, u64) -> CpuTensor) = match kind {
+        PoolInput::Random => ("", rnd),
+        PoolInput::Ties => (" ties", with_ties),
+        PoolInput::Flat => (" flat windows", flat_windows),
+    };
+    let var = format!("c{c}{name}");
+    let shape = move |d: Dims| d.with_c(c).to_string();
+    v.push(
+        case("maxpool fwd", var.clone(), Unit::Byte, 0.0)
+            .shape(shape)
+            .work(move |d| 4.0 * 1.125 * d.with_c(c).numel() as f64)
+            .inputs(move |d| vec![gen(d.with_c(c), 5)])
+            .gpu(|ctx, t| Ok(vec![pool::forward(ctx, &t[0])?.0]))
+            .cpu(|t| vec![pool::reference::forward(&t[0]).0])
+            .checks(checks)
+            .bench(bench),
+    );
+    v.push(
+        case("maxpool fwd+bwd", var, Unit::Byte, 0.0)
+            .shape(shape)
+            .work(move |d| 4.0 * 2.5 * d.with_c(c).numel() as f64)
+            .inputs(move |d| {
+                let x = gen(d.with_c(c), 5);
+                let dy = rnd(pool::output_shape(x.shape).expect("pool needs sides >= 2"), 19);
+                vec![x, dy]
+            })
+            .gpu(|ctx, t| {
+                let (_, idx) = pool::forward(ctx, &t[0])?;
+                Ok(vec![pool::backward(ctx, &idx, &t[1])?])
+            })
+            .cpu(|t| {
+                let (_, idx) = pool::reference::forward(&t[0]);
+                vec![pool::reference::backward(&idx, t[0].shape, &t[1])]
+            })
+            .checks(checks)
+            .bench(bench),
+    );
+}
+
+/// Channel concatenation a (ca channels) ‖ b (cb channels) and its split
+/// backward: copies, so exact.
+fn concat_cases(v: &mut Vec<OpCase>, ca: usize, cb: usize, bench: Bench, checks: &[Check]) {
+    let var = format!("{ca}+{cb}");
+    let shape = move |d: Dims| format!("{ca}+{cb} {d}");
+    let work = move |d: Dims| 8.0 * d.with_c(ca + cb).numel() as f64;
+    v.push(
+        case("concat fwd", var.clone(), Unit::Byte, 0.0)
+            .shape(shape)
+            .work(work)
+            .inputs(move |d| vec![rnd(d.with_c(ca), 6), rnd(d.with_c(cb), 7)])
+            .gpu(|ctx, t| Ok(vec![concat::forward(ctx, &t[0], &t[1])?]))
+            .cpu(|t| vec![concat::reference::forward(&t[0], &t[1])])
+            .checks(checks)
+            .bench(bench),
+    );
+    v.push(
+        case("concat bwd", var, Unit::Byte, 0.0)
+            .shape(shape)
+            .work(work)
+            .inputs(move |d| vec![rnd(d.with_c(ca + cb), 20)])
+            .gpu(move |ctx, t| {
+                let (a, b) = concat::backward(ctx, &t[0], ca)?;
+                Ok(vec![a, b])
+            })
+            .cpu(move |t| {
+                let (a, b) = concat::reference::backward(&t[0], ca);
+                vec![a, b]
+            })
+            .checks(checks)
+            .bench(bench),
+    );
+}
+
+/// Batch norm over c channels: training forward (y, batch statistics and the
+/// updated running statistics), inference forward, backward from given
+/// statistics, and training forward then backward from the statistics the
+/// GPU saved (as training runs it). `bench` applies to the two training cases.
+fn batchnorm_cases(v: &mut Vec<OpCase>, c: usize, cfg: BnConfig, bench: Bench, checks: &[Check]) {
+    let var = if cfg == BnConfig::default() {
+        format!("c{c}")
+    } else {
+        format!("c{c} eps {:e} momentum {}", cfg.eps, cfg.momentum)
+    };
+    let p = Shape5::new(1, c, 1, 1, 1);
+    // x, gamma, beta, running mean, running var, dy.
+    let inputs = move |d: Dims| {
+        vec![
+            CpuTensor::random(d.with_c(c), 10, -2.0, 3.0),
+            CpuTensor::random(p, 11, 0.5, 1.5),
+            rnd(p, 12),
+            rnd(p, 13),
+            CpuTensor::random(p, 14, 0.5, 2.0),
+            rnd(d.with_c(c), 15),
+        ]
+    };
+    let shape = move |d: Dims| d.with_c(c).to_string();
+    let bytes = move |k: f64| move |d: Dims| k * d.with_c(c).numel() as f64;
+    v.push(
+        case("batchnorm fwd-train", var.clone(), Unit::Byte, TOL_SUM)
+            .shape(shape)
+            .work(bytes(12.0))
+            .inputs(move |d| inputs(d)[..5].to_vec())
+            .gpu(move |ctx, t| {
+                // The running statistics are updated in place: work on copies.
+                let (rm, rv) = (ctx.copy(&t[3])?, ctx.copy(&t[4])?);
+                let (y, saved) = batchnorm::forward_train(ctx, &t[0], &t[1], &t[2], &rm, &rv, &cfg)?;
+                Ok(vec![y, saved.mean, saved.invstd, rm, rv])
+            })
+            .cpu(move |t| {
+                let (y, m, is, rm, rv) = batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg);
+                vec![y, m, is, rm, rv]
+            })
+            .checks(checks)
+            .bench(bench),
+    );
+    v.push(
+        case("batchnorm fwd-infer", var.clone(), Unit::Byte, TOL_SUM)
+            .shape(shape)
+            .work(bytes(8.0))
+            .inputs(move |d| inputs(d)[..5].to_vec())
+            .gpu(move |ctx, t| Ok(vec![batchnorm::forward_infer(ctx, &t[0], &t[1], &t[2], &t[3], &t[4], &cfg)?]))
+            .cpu(move |t| vec![batchnorm::reference::forward_infer(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg)])
+            .checks(checks),
+    );
+    v.push(
+        case("batchnorm bwd", var.clone(), Unit::Byte, TOL_SUM)
+            .shape(shape)
+            .work(bytes(16.0))
+            .inputs(move |d| {
+                // x, gamma, dy, and the reference's batch statistics as a
+                // plain (1, C, 1, 1, 1) saved mean (no low-order parts).
+                let t = inputs(d);
+                let (_, m, is, _, _) = batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg);
+                vec![t[0].clone(), t[1].clone(), t[5].clone(), m, is]
+            })
+            .gpu(|ctx, t| {
+                let saved = BnSaved { mean: t[3].clone(), invstd: t[4].clone() };
+                let (dx, dg, db) = batchnorm::backward(ctx, &t[0], &t[1], &saved, &t[2])?;
+                Ok(vec![dx, dg, db])
+            })
+            .cpu(|t| {
+                let (dx, dg, db) = batchnorm::reference::backward(&t[0], &t[1], &t[3], &t[4], &t[2]);
+                vec![dx, dg, db]
+            })
+            .checks(checks),
+    );
+    v.push(
+        case("batchnorm fwd+bwd", var, Unit::Byte, TOL_SUM)
+            .shape(shape)
+            .work(bytes(28.0))
+            .inputs(inputs)
+            .gpu(move |ctx, t| {
+                let (rm, rv) = (ctx.copy(&t[3])?, ctx.copy(&t[4])?);
+                let (_, saved) = batchnorm::forward_train(ctx, &t[0], &t[1], &t[2], &rm, &rv, &cfg)?;
+                let (dx, dg, db) = batchnorm::backward(ctx, &t[0], &t[1], &saved, &t[5])?;
+                Ok(vec![dx, dg, db])
+            })
+            .cpu(move |t| {
+                let (_, m, is, _, _) = batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg);
+                let (dx, dg, db) = batchnorm::reference::backward(&t[0], &t[1], &m, &is, &t[5]);
+                vec![dx, dg, db]
+            })
+            .checks(checks)
+            .bench(bench),
+    );
+}
+
+/// An element-wise case over c channels: `inputs` at an extent, `bytes` moved per element.
+fn map_case(op: &'static str, c: usize, bytes: f64, bench: Bench, checks: &[Check]) -> OpCase {
+    case(op, format!("c{c}"), Unit::Byte, TOL_MAP)
+        .shape(move |d| d.with_c(c).to_string())
+        .work(move |d| bytes * d.with_c(c).numel() as f64)
+        .checks(checks)
+        .bench(bench)
+}
+
+/// ReLU and sigmoid forward and backward, and `add`, over c channels, inputs
+/// in [-range, range). With `bench` empty every one is a test case; else only
+/// the ops it names, benchmarked as it says.
+fn activation_cases(out: &mut Vec<OpCase>, c: usize, range: f32, bench: &[(&str, Bench)], checks: &[Check]) {
+    let b = |op: &str| bench.iter().find(|(o, _)| *o == op).map_or(Bench::No, |&(_, b)| b);
+    let mut v = Vec::new();
+    let x = move |d: Dims| CpuTensor::random(d.with_c(c), 16, -range, range);
+    let dy = move |d: Dims| rnd(d.with_c(c), 17);
+    v.push(
+        map_case("relu fwd", c, 8.0, b("relu fwd"), checks)
+            .inputs(move |d| vec![x(d)])
+            .gpu(|ctx, t| Ok(vec![activation::relu_forward(ctx, &t[0])?]))
+            .cpu(|t| vec![activation::reference::relu_forward(&t[0])]),
+    );
+    v.push(
+        map_case("relu bwd", c, 12.0, b("relu bwd"), checks)
+            .inputs(move |d| vec![x(d), dy(d)])
+            .gpu(|ctx, t| Ok(vec![activation::relu_backward(ctx, &t[0], &t[1])?]))
+            .cpu(|t| vec![activation::reference::relu_backward(&t[0], &t[1])]),
+    );
+    v.push(
+        map_case("sigmoid fwd", c, 8.0, b("sigmoid fwd"), checks)
+            .inputs(move |d| vec![x(d)])
+            .gpu(|ctx, t| Ok(vec![activation::sigmoid_forward(ctx, &t[0])?]))
+            .cpu(|t| vec![activation::reference::sigmoid_forward(&t[0])]),
+    );
+    v.push(
+        map_case("sigmoid bwd", c, 12.0, b("sigmoid bwd"), checks)
+            .inputs(move |d| vec![activation::reference::sigmoid_forward(&x(d)), dy(d)])
+            .gpu(|ctx, t| Ok(vec![activation::sigmoid_backward(ctx, &t[0], &t[1])?]))
+            .cpu(|t| vec![activation::reference::sigmoid_backward(&t[0], &t[1])]),
+    );
+    v.push(
+        map_case("add", c, 12.0, b("add"), checks)
+            .inputs(move |d| vec![x(d), dy(d)])
+            .gpu(|ctx, t| Ok(vec![elementwise::add(ctx, &t[0], &t[1])?]))
+            .cpu(|t| vec![elementwise::reference::add(&t[0], &t[1])]),
+    );
+    out.extend(v.into_iter().filter(|k| bench.is_empty() || k.bench != Bench::No));
+}
+
+/// Per-channel sums over c channels.
+fn channel_sum_case(v: &mut Vec<OpCase>, c: usize, bench: Bench, checks: &[Check]) {
+    v.push(
+        case("channel_sum", format!("c{c}"), Unit::Byte, TOL_SUM)
+            .shape(move |d| d.with_c(c).to_string())
+            .work(move |d| 4.0 * d.with_c(c).numel() as f64)
+            .inputs(move |d| vec![rnd(d.with_c(c), 2)])
+            .gpu(|ctx, t| Ok(vec![reduce::channel_sum(ctx, &t[0])?]))
+            .cpu(|t| vec![reduce::reference::channel_sum(&t[0])])
+            .checks(checks)
+            .bench(bench),
+    );
+}
+
+/// Channel softmax over c channels with logits in [-range, range): forward,
+/// and backward from the reference's probabilities.
+fn softmax_cases(v: &mut Vec<OpCase>, c: usize, range: f32, bench: Bench, checks: &[Check]) {
+    let var = if range == 4.0 { format!("c{c}") } else { format!("c{c} logits +-{range}") };
+    let x = move |d: Dims| CpuTensor::random(d.with_c(c), 8, -range, range);
+    let shape = move |d: Dims| d.with_c(c).to_string();
+    v.push(
+        case("softmax fwd", var.clone(), Unit::Byte, TOL_SUM)
+            .shape(shape)
+            .work(move |d| 8.0 * d.with_c(c).numel() as f64)
+            .inputs(move |d| vec![x(d)])
+            .gpu(|ctx, t| Ok(vec![softmax::forward(ctx, &t[0])?]))
+            .cpu(|t| vec![softmax::reference::forward(&t[0])])
+            .checks(checks)
+            .bench(bench),
+    );
+    v.push(
+        case("softmax bwd", var, Unit::Byte, TOL_SUM)
+            .shape(shape)
+            .work(move |d| 12.0 * d.with_c(c).numel() as f64)
+            .inputs(move |d| vec![softmax::reference::forward(&x(d)), rnd(d.with_c(c), 9)])
+            .gpu(|ctx, t| Ok(vec![softmax::backward(ctx, &t[0], &t[1])?]))
+            .cpu(|t| vec![softmax::reference::backward(&t[0], &t[1])])
+            .checks(checks)
+            .bench(bench),
+    );
+}
+
+/// Softmax cross-entropy over K = weights.len() classes: loss and gradient.
+fn cross_entropy_case(v: &mut Vec<OpCase>, weights: &[f32], bench: Bench, checks: &[Check]) {
+    let k = weights.len();
+    let w = weights.to_vec();
+    let w2 = w.clone();
+    v.push(
+        case(
+            "softmax cross-entropy",
+            format!("c{k} w {}", weights.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("/")),
+            Unit::Byte,
+            TOL_SUM,
+        )
+        .shape(move |d| d.with_c(k).to_string())
+        .work(move |d| 4.0 * (2 * k + 1) as f64 * d.with_c(1).numel() as f64)
+        .inputs(move |d| vec![CpuTensor::random(d.with_c(k), 22, -3.0, 3.0), classes(d.with_c(1), k, 21)])
+        .gpu(move |ctx, t| {
+            let (l, g) = loss::softmax_cross_entropy(ctx, &t[0], &t[1], &w)?;
+            Ok(vec![l, g])
+        })
+        .cpu(move |t| {
+            let (l, g) = loss::reference::softmax_cross_entropy(&t[0], &t[1], &w2).expect("valid targets");
+            vec![scalar(l), g]
+        })
+        .checks(checks)
+        .bench(bench),
+    );
+}
+
+/// BCE with logits (one channel, logits in [-6, 6) with three saturated
+/// ones) and positive weight `pw`: loss and gradient.
+fn bce_case(v: &mut Vec<OpCase>, pw: f32, bench: Bench, checks: &[Check]) {
+    v.push(
+        case("bce with logits", format!("pos weight {pw}"), Unit::Byte, TOL_SUM)
+            .work(|d| 12.0 * d.with_c(1).numel() as f64)
+            .inputs(|d| {
+                let mut z = CpuTensor::random(d.with_c(1), 24, -6.0, 6.0);
+                // Saturated logits: the stable form must not overflow.
+                for (i, s) in [60.0, -60.0, 100.0].into_iter().enumerate().take(z.data.len()) {
+                    z.data[i] = s;
+                }
+                vec![z, binary(d.with_c(1), 25)]
+            })
+            .gpu(move |ctx, t| {
+                let (l, g) = loss::bce_with_logits(ctx, &t[0], &t[1], pw)?;
+                Ok(vec![l, g])
+            })
+            .cpu(move |t| {
+                let (l, g) = loss::reference::bce_with_logits(&t[0], &t[1], pw);
+                vec![scalar(l), g]
+            })
+            .checks(checks)
+            .bench(bench),
+    );
+}
+
+/// Soft Dice of channel `ch` of c probability channels with smoothing `smooth`.
+fn dice_case(v: &mut Vec<OpCase>, c: usize, ch: usize, smooth: f32, bench: Bench, checks: &[Check]) {
+    v.push(
+        case("soft dice", format!("c{c} ch{ch} smooth {smooth}"), Unit::Byte, TOL_SUM)
+            .shape(move |d| d.with_c(c).to_string())
+            .work(move |d| 4.0 * (2 * c + 1) as f64 * d.with_c(1).numel() as f64)
+            .inputs(move |d| vec![CpuTensor::random(d.with_c(c), 23, 0.0, 1.0), binary(d.with_c(1), 26)])
+            .gpu(move |ctx, t| {
+                let (l, g) = loss::soft_dice(ctx, &t[0], &t[1], ch, smooth)?;
+                Ok(vec![l, g])
+            })
+            .cpu(move |t| {
+                let (l, g) = loss::reference::soft_dice(&t[0], &t[1], ch, smooth);
+                vec![scalar(l), g]
+            })
+            .checks(checks)
+            .bench(bench),
+    );
+}
+
+/// Two optimizer steps over one parameter tensor of c channels, from a fresh
+/// state: the parameters and the state after them.
+fn optimizer_case(
+    v: &mut Vec<OpCase>,
+    name: &'static str,
+    c: usize,
+    cfg: OptimizerConfig,
+    bench: Bench,
+    checks: &[Check],
+) {
+    let cfg2 = cfg.clone();
+    let per_value = cfg.state_names().len() as f64 * 8.0 + 12.0;
+    v.push(
+        case(name, format!("c{c}"), Unit::Byte, TOL_SUM)
+            .shape(move |d| format!("{} params", d.with_c(c).numel()))
+            .work(move |d| 2.0 * per_value * d.with_c(c).numel() as f64)
+            .inputs(move |d| vec![rnd(d.with_c(c), 30), rnd(d.with_c(c), 31), rnd(d.with_c(c), 32)])
+            .gpu(move |ctx, t| {
+                let p = ctx.copy(&t[0])?;
+                let mut opt = Optimizer::new(ctx, cfg.clone(), &[&p])?;
+                opt.step(ctx, &[&p], &[&t[1]])?;
+                opt.step(ctx, &[&p], &[&t[2]])?;
+                let mut out = vec![p.clone()];
+                out.extend(opt.state().into_iter().map(|(_, s)| s.clone()));
+                Ok(out)
+            })
+            .cpu(move |t| {
+                let mut p = vec![t[0].clone()];
+                let mut opt = CpuOptimizer::new(cfg2.clone(), &[&t[0]]);
+                opt.step(&mut p, &t[1..2]);
+                opt.step(&mut p, &t[2..3]);
+                let mut out = p;
+                out.extend(opt.state(&[t[0].shape]).into_iter().map(|(_, s)| s));
+                out
+            })
+            .checks(checks)
+            .bench(bench),
+    );
+}
+
+/// Every case: the small variants the tests need (odd shapes, channel counts
+/// off the register blocking, ties, large logits, split paths) and the layer
+/// shapes of the NSN (3×3×3, 16–64 channels) and the NDN (5×5×5, 12–192
+/// channels) that `bench` times, each also checked at a small extent.
+pub fn table() -> Vec<OpCase> {
+    use Bench::{Full, No, Yes};
+    let mut v = Vec::new();
+    // A small extent for checking the benchmark variants.
+    let small = &[at(1, 3, 4, 5)];
+
+    // conv3d: k = 1, 3, 5 on odd sides; channels that are not multiples of
+    // the register blocking; a volume smaller than the kernel; the split path
+    // (5 channels of 7x9x11 exceed 4-8 KiB bindings, input groups accumulate;
+    // 19 output channels read the transposed weights through row windows).
+    conv3d_cases(&mut v, None, 1, 3, 5, No, &[at(2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 3, 3, 5, No, &[at(2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 5, 3, 5, No, &[at(2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 3, 13, 11, No, &[at(1, 5, 6, 13)]);
+    conv3d_cases(&mut v, None, 5, 9, 17, No, &[at(2, 3, 5, 7)]);
+    conv3d_cases(&mut v, None, 5, 2, 3, No, &[at(1, 1, 2, 9)]);
+    conv3d_cases(&mut v, None, 3, 5, 4, No, &[capped(4096, 2, 7, 9, 11), capped(8192, 2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 1, 5, 4, No, &[capped(8192, 2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 5, 5, 4, No, &[capped(8192, 2, 7, 9, 11)]);
+    conv3d_cases(&mut v, None, 3, 3, 19, No, &[capped(8192, 1, 3, 4, 5), capped(4096, 1, 3, 4, 5)]);
+    // One shader source, several register tiles (override constants).
+    for (wg, co_b, xb) in [(64, 4, 8), (32, 8, 4), (128, 3, 5), (16, 3, 8), (64, 5, 4)] {
+        conv3d_tile_cases(&mut v, conv3d::Tile { wg, co_b, xb }, &[at(2, 4, 7, 19)]);
+    }
+    for c in [16, 32, 64] {
+        conv3d_cases(&mut v, Some("NSN"), 3, c, c, Yes, small);
+    }
+    for (c, b) in [(12, Yes), (24, Yes), (48, Yes), (96, Full), (192, Full)] {
+        conv3d_cases(&mut v, Some("NDN"), 5, c, c, b, small);
+    }
+
+    // Transposed convolution: channel tails of the register blocks, several
+    // weight-gradient chunks, a single input voxel; the split path (2 KiB:
+    // one output channel fits, one input sample does not).
+    conv_t_cases(&mut v, 3, 5, No, &[at(2, 8, 10, 6), at(2, 18, 20, 22)]);
+    conv_t_cases(&mut v, 19, 17, No, &[at(1, 4, 6, 6)]);
+    conv_t_cases(&mut v, 4, 3, No, &[at(2, 2, 2, 2)]);
+    conv_t_cases(&mut v, 11, 3, No, &[capped(2048, 2, 6, 8, 10)]);
+    for c in [64, 128] {
+        conv_t_cases(&mut v, c, c, Yes, &[at(1, 4, 6, 8)]);
+    }
+
+    // Max-pool: odd sides (floor), ties, flat windows, even and smallest
+    // sides; the split path (1 KiB: two 4x5x6 volumes per binding).
+    pool_cases(&mut v, 3, PoolInput::Random, No, &[at(2, 7, 9, 11)]);
+    pool_cases(&mut v, 3, PoolInput::Ties, No, &[at(2, 7, 9, 11)]);
+    pool_cases(&mut v, 2, PoolInput::Flat, No, &[at(1, 4, 4, 4)]);
+    pool_cases(&mut v, 5, PoolInput::Random, No, &[at(1, 2, 6, 4)]);
+    pool_cases(&mut v, 1, PoolInput::Random, No, &[at(3, 2, 3, 2)]);
+    pool_cases(&mut v, 5, PoolInput::Ties, No, &[capped(1024, 2, 4, 5, 6)]);
+    pool_cases(&mut v, 32, PoolInput::Random, Yes, small);
+
+    // Concatenation (copies: exact), also under a 1 KiB cap.
+    concat_cases(&mut v, 3, 5, No, &[at(2, 7, 9, 11)]);
+    concat_cases(&mut v, 2, 3, No, &[capped(1024, 2, 7, 9, 11)]);
+    concat_cases(&mut v, 64, 32, Yes, small);
+
+    // Batch norm: odd shapes, many chunks per channel, other eps and
+    // momentum; the split path (4 KiB: channel groups of 7x9x11, runs of
+    // chunks inside a 17x19x23 channel).
+    let bn_split = &[at(2, 7, 9, 11), capped(4096, 2, 7, 9, 11), capped(4096, 2, 17, 19, 23)];
+    batchnorm_cases(&mut v, 3, BnConfig::default(), No, bn_split);
+    batchnorm_cases(&mut v, 5, BnConfig::default(), No, &[at(1, 3, 5, 7)]);
+    batchnorm_cases(&mut v, 2, BnConfig::default(), No, &[at(3, 17, 19, 23)]);
+    batchnorm_cases(&mut v, 3, BnConfig { eps: 1e-3, momentum: 0.3 }, No, &[at(2, 7, 9, 11)]);
+    batchnorm_cases(&mut v, 32, BnConfig::default(), Yes, small);
+
+    // Element-wise maps: odd shapes, and 1 KiB bindings (a 7x9x11 channel
+    // is split anywhere).
+    activation_cases(&mut v, 3, 4.0, &[], &[at(2, 7, 9, 11), capped(1024, 2, 7, 9, 11)]);
+    activation_cases(&mut v, 32, 4.0, &[("relu bwd", Yes)], small);
+    activation_cases(&mut v, 1, 4.0, &[("sigmoid fwd", Yes)], small);
+    activation_cases(&mut v, 16, 4.0, &[("relu fwd", Yes)], small);
+    activation_cases(&mut v, 64, 4.0, &[("relu fwd", Yes)], small);
+
+    // Per-channel sums: odd shapes, many chunks, one voxel; channel groups
+    // under a 4 KiB cap.
+    channel_sum_case(&mut v, 3, No, &[at(2, 7, 9, 11)]);
+    channel_sum_case(&mut v, 5, No, &[at(3, 17, 19, 23), capped(4096, 2, 7, 9, 11)]);
+    channel_sum_case(&mut v, 2, No, &[at(1, 1, 1, 1)]);
+    for c in [16, 64] {
+        channel_sum_case(&mut v, c, Yes, small);
+    }
+
+    // Softmax: 5 and 2 channels, logits of ±1e4 (a naive exp overflows); 4 KiB
+    // bindings: channel groups with running statistics (5 channels of
+    // 7x9x11), and whole samples per window (7 channels of 3x4x5).
+    softmax_cases(&mut v, 5, 4.0, No, &[at(2, 7, 9, 11)]);
+    softmax_cases(&mut v, 2, 4.0, Yes, &[at(2, 7, 9, 11)]);
+    softmax_cases(&mut v, 5, 1e4, No, &[at(2, 7, 9, 11)]);
+    softmax_cases(&mut v, 5, 50.0, No, &[capped(4096, 2, 7, 9, 11)]);
+    softmax_cases(&mut v, 7, 5.0, No, &[capped(4096, 3, 3, 4, 5)]);
+
+    // Losses: 2, 3 and 5 classes (one of weight 0), many partial sums
+    // (2x33x35x37), saturated BCE logits, Dice of each channel; 4 KiB
+    // bindings (cross-entropy windows hold whole samples; BCE and Dice split
+    // anywhere).
+    cross_entropy_case(&mut v, &[0.2, 1.0, 2.5], No, &[at(2, 7, 9, 11)]);
+    cross_entropy_case(&mut v, &[0.3, 4.0], No, &[at(3, 17, 19, 23), at(2, 33, 35, 37)]);
+    cross_entropy_case(&mut v, &[1.0, 0.5, 2.0, 0.0, 3.0], No, &[at(1, 3, 5, 7)]);
+    cross_entropy_case(&mut v, &[0.7, 1.9], No, &[capped(4096, 3, 5, 6, 7)]);
+    cross_entropy_case(&mut v, &[1.0, 4.0], Yes, small);
+    bce_case(&mut v, 3.0, No, &[at(2, 7, 9, 11), at(2, 33, 35, 37), capped(4096, 2, 17, 19, 23)]);
+    bce_case(&mut v, 0.5, No, &[at(3, 17, 19, 23)]);
+    dice_case(&mut v, 3, 1, 1.0, No, &[at(2, 7, 9, 11)]);
+    dice_case(&mut v, 2, 0, 1e-5, No, &[at(3, 17, 19, 23)]);
+    dice_case(&mut v, 1, 0, 1.0, No, &[at(2, 7, 9, 11)]);
+    dice_case(&mut v, 2, 1, 1.0, Yes, &[at(2, 33, 35, 37), capped(4096, 2, 17, 19, 23)]);
+
+    // Optimizers: two steps, weight decay on; 1 KiB bindings.
+    let adam = OptimizerConfig::Adam(AdamConfig { lr: 0.05, weight_decay: 0.01, ..AdamConfig::default() });
+    let sgd = OptimizerConfig::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.01 });
+    let opt_checks = &[at(2, 7, 9, 11), capped(1024, 2, 7, 9, 11)];
+    optimizer_case(&mut v, "adam step", 3, adam.clone(), No, opt_checks);
+    optimizer_case(&mut v, "sgd step", 3, sgd, No, opt_checks);
+    optimizer_case(&mut v, "adam step", 1, adam, Yes, small);
+    v
+}
+
+/// The cases `bench` times (`full` adds the widest layers).
+pub fn bench_cases(full: bool) -> Vec<OpCase> {
+    table().into_iter().filter(|c| c.bench == Bench::Yes || (full && c.bench == Bench::Full)).collect()
+}

@@ -1,0 +1,96 @@
+//! Every case of the op table (`qcanet_gpu::ops::table`) against its CPU
+//! reference at the table's small odd shapes, with NaN-poisoned outputs, run
+//! twice (bit-identical), uncapped and under the table's capped binding
+//! limits (where at least one capped check of a case must have a tensor
+//! larger than the cap, so the split path runs; others may split only the
+//! op's internal buffers). The same cases are what `bench` times.
+
+mod common;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use common::*;
+use qcanet_gpu::gpu::GpuContext;
+use qcanet_gpu::ops::table::{table, Bench};
+
+#[test]
+fn every_case_matches_its_reference() {
+    let mut capped: HashMap<u64, GpuContext> = HashMap::new();
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for case in table() {
+        // (has a capped check, one of them binds a tensor larger than the cap)
+        let mut split = (false, false);
+        for check in &case.checks {
+            let ctx = match check.max_binding {
+                None => ctx(),
+                Some(b) => &*capped.entry(b).or_insert_with(|| capped_ctx(b)),
+            };
+            let what = format!(
+                "{} at {}{}",
+                case.name(),
+                check.dims,
+                check.max_binding.map_or(String::new(), |b| format!(" (bindings capped at {b} bytes)"))
+            );
+            let r = match case.compare(ctx, check.dims, true) {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!("{what}: {e}"));
+                    continue;
+                }
+            };
+            runs += 1;
+            println!("{what}: errors {:?} (tolerance {:.0e})", r.errors, case.tol);
+            if !r.passes(case.tol) {
+                failures.push(format!(
+                    "{what}: relative errors {:?} (tolerance {:.1e}) {}",
+                    r.errors,
+                    case.tol,
+                    r.problems.join("; ")
+                ));
+            }
+            if check.max_binding.is_some() {
+                split.0 = true;
+                split.1 |= r.largest_bytes > ctx.binding_limit();
+            }
+        }
+        if split.0 && !split.1 {
+            failures.push(format!(
+                "{}: under no capped check is a tensor larger than one binding, the split path may not run",
+                case.name()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {runs} checks failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn every_op_has_uncapped_and_split_checks_and_varied_inputs() {
+    // op -> (uncapped check seen, capped check seen)
+    let mut ops: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    for case in table() {
+        assert!(!case.checks.is_empty(), "{} has no test shape", case.name());
+        assert!(names.insert(case.name()), "two cases named {}", case.name());
+        let e = ops.entry(case.op).or_default();
+        for c in &case.checks {
+            e.0 |= c.max_binding.is_none();
+            e.1 |= c.max_binding.is_some();
+        }
+        let i = case.inputs.as_ref()(case.checks[0].dims);
+        for (k, t) in i.iter().enumerate() {
+            let first = t.data[0];
+            assert!(
+                t.data.iter().any(|&v| v != first) || t.data.len() == 1,
+                "{}: input {k} is constant, the check would prove little",
+                case.name()
+            );
+        }
+    }
+    let missing: Vec<String> = ops
+        .iter()
+        .filter(|(_, (u, c))| !(*u && *c))
+        .map(|(op, (u, c))| format!("{op}: uncapped {u}, capped {c}"))
+        .collect();
+    assert!(missing.is_empty(), "ops without both an uncapped and a capped check: {missing:?}");
+    assert!(table().iter().any(|c| c.bench == Bench::Yes));
+}
