@@ -171,3 +171,21 @@ fn figure_draws_a_png() {
     let b = std::fs::read(&png).unwrap();
     assert_eq!(&b[..4], b"\x89PNG");
 }
+
+#[test]
+fn test_time_augmentation_runs_and_a_bad_view_count_is_refused() {
+    let w = tempfile::tempdir().unwrap();
+    let (n, d) = weights(w.path());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("st.tif");
+    stack(&input);
+    let o = run(&["infer", s(&input), "--nsn", s(&n), "--ndn", s(&d), "--tile", "16", "--tta", "3"], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--tta") && stderr(&o).contains("3 views"), "{}", stderr(&o));
+    assert!(!dir.path().join("st_labels.tif").exists());
+    let o =
+        run(&["infer", s(&input), "--nsn", s(&n), "--ndn", s(&d), "--tile", "16", "--stride", "8", "--tta", "4"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let l = io::read_volume(&dir.path().join("st_labels.tif")).unwrap();
+    assert_eq!(l.dims, DIMS);
+}

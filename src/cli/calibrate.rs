@@ -40,6 +40,9 @@ pub struct Args {
     /// Distance between tile origins, as `infer --stride`.
     #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_STRIDE)]
     stride: usize,
+    /// Test-time augmentation views, as `infer --tta` (calibrate with the setting you will infer with).
+    #[arg(long, default_value_t = 1)]
+    tta: usize,
     /// Folder for nsn.safetensors, ndn.safetensors and calibration.csv.
     #[arg(long, short)]
     out_dir: PathBuf,
@@ -76,7 +79,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let ctx = g.context()?;
     let mut nsn = load_checked(&ctx, &nsn_path, Arch::Nsn).context("--nsn")?;
     let mut ndn = load_checked(&ctx, &ndn_path, Arch::Ndn).context("--ndn")?;
-    let opts = SegmentOptions { tile: [a.tile; 3], stride: [a.stride; 3], ..Default::default() };
+    qcanet_gpu::infer::tta::flips(a.tta).context("--tta")?;
+    let opts = SegmentOptions { tile: [a.tile; 3], stride: [a.stride; 3], tta: a.tta, ..Default::default() };
     let pb = qcanet_gpu::progress::Progress::counter("tiles");
     let mut vols = Vec::new();
     {

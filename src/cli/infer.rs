@@ -70,6 +70,10 @@ pub struct Args {
     /// Approximate (jump-flooding) distance transform instead of the exact one.
     #[arg(long)]
     fast_edt: bool,
+    /// Test-time augmentation: predict each tile in this many mirror images and average them
+    /// (1: off; 2: x; 4: x and y; 8: x, y and z mirrors). N times the prediction time.
+    #[arg(long, default_value_t = 1)]
+    tta: usize,
 }
 
 fn parse_voxel(s: &str) -> Result<[f64; 3], String> {
@@ -99,6 +103,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     // Check the inputs before opening the GPU and loading weights.
     let inputs = qcanet_gpu::infer::job::expand_inputs(&a.inputs)?;
+    qcanet_gpu::infer::tta::flips(a.tta).context("--tta")?;
     let nsn_path = weights_path(a.nsn.as_deref(), "nsn.safetensors").context("NSN weights")?;
     let ndn_path = weights_path(a.ndn.as_deref(), "ndn.safetensors").context("NDN weights")?;
     let ctx = g.context()?;
@@ -114,6 +119,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         marker_dynamic: a.marker_dynamic,
         voxel_um: a.voxel_size,
         keep_probabilities: a.save_probabilities,
+        tta: a.tta,
         ..Default::default()
     };
     opts.instance.label_unmarked_components = a.label_unmarked;

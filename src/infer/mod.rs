@@ -3,6 +3,7 @@
 //! - [`tiles`]: the [`Predictor`] trait, tile planning and blended sliding-window prediction.
 //! - [`pipeline`]: one volume through QCANet (isotropic z, normalisation, NSN, NDN,
 //!   threshold, marker watershed, criteria) and the NSN-only baseline.
+//! - [`tta`]: test-time augmentation (mirror images of each tile, averaged).
 //! - [`net`]: networks as predictors, loading with an architecture check, finding weights.
 //! - [`job`]: inputs, shards, output names, skipping complete outputs, atomic writes, the job driver.
 //! - [`figure`]: the method-comparison figure.
@@ -13,6 +14,7 @@ pub mod job;
 pub mod net;
 pub mod pipeline;
 pub mod tiles;
+pub mod tta;
 
 pub use job::{run_job, JobOptions, JobReport, Outputs, Shard};
 pub use pipeline::{segment, SegmentOptions, Segmentation, Stage};

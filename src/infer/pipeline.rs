@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::infer::tiles::{predict_sliding, Predictor, TilePlan};
+use crate::infer::tta::MirrorMean;
 use crate::io::Volume;
 use crate::postprocess::criteria::{measure, NucleusCriteria};
 use crate::postprocess::markers::detection_mask;
@@ -65,6 +66,9 @@ pub struct SegmentOptions {
     pub instance: InstanceOptions,
     /// Keep the foreground probabilities (on the input grid) in the result.
     pub keep_probabilities: bool,
+    /// Test-time augmentation: each tile predicted in this many mirror
+    /// images, averaged (1: off; 2, 4 or 8; see [`crate::infer::tta`]).
+    pub tta: usize,
 }
 
 impl Default for SegmentOptions {
@@ -75,6 +79,7 @@ impl Default for SegmentOptions {
             margin: 0,
             threshold: None,
             marker_dynamic: None,
+            tta: 1,
             voxel_um: DEFAULT_VOXEL_UM,
             instance: InstanceOptions::default(),
             keep_probabilities: false,
@@ -224,7 +229,12 @@ fn predict_prepared(
             stage.name, stage.foreground_channel
         )));
     }
-    let probs = predict_sliding(stage.predictor.as_mut(), x, dims, &plan, &mut || pb.inc(1))?;
+    let probs = if opts.tta != 1 {
+        let mut mean = MirrorMean::new(stage.predictor.as_mut(), opts.tta)?;
+        predict_sliding(&mut mean, x, dims, &plan, &mut || pb.inc(1))?
+    } else {
+        predict_sliding(stage.predictor.as_mut(), x, dims, &plan, &mut || pb.inc(1))?
+    };
     Ok(probs.channel(0, stage.foreground_channel).to_vec())
 }
 
