@@ -281,8 +281,7 @@ pub mod reference {
                 continue;
             }
             let qf = q as f64;
-            loop {
-                let Some(&p) = v.last() else { break };
+            while let Some(&p) = v.last() {
                 let pf = p as f64;
                 let s = ((fq - f[p]) / (w2 * (qf - pf)) + (qf + pf)) * 0.5;
                 if s <= *z.last().unwrap() {
