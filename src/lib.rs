@@ -17,6 +17,8 @@
 
 pub mod bench;
 pub mod error;
+// `#[macro_use]`: `uniform_params!` (gpu::params) is in scope in the modules below.
+#[macro_use]
 pub mod gpu;
 pub mod infer;
 pub mod io;

@@ -39,16 +39,16 @@ pub const MAX_LABEL: u32 = u32::MAX - 2;
 /// key), which [`check_fits`] compares with the binding limit.
 pub const ARRAYS_PER_VOXEL: usize = 2;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    d: u32,
-    h: u32,
-    w: u32,
-    conn: u32,
-    iter: u32,
-    negate: u32,
-    _pad: [u32; 2],
+uniform_params! {
+    struct Params {
+        d: u32,
+        h: u32,
+        w: u32,
+        conn: u32,
+        iter: u32,
+        negate: u32,
+        _pad: [u32; 2],
+    }
 }
 
 fn check_inputs(surface: &[f32], markers: &[u32], mask: &[u8], dims: [usize; 3]) -> Result<()> {
