@@ -10,7 +10,7 @@
 //! - [`model`]: the networks; [`train`]: losses, optimizers, loop, checkpoints
 //! - [`postprocess`], [`metrics`]: instance labelling and scores
 //! - [`infer`]: the end-to-end job
-//! - [`bench`]: times the op table ([`ops::table`]), the instance stage and
+//! - [`bench`](mod@bench): times the op table ([`ops::table`]), the instance stage and
 //!   whole networks
 //!
 //! The library knows no command line: `src/main.rs` and `src/cli/` do.

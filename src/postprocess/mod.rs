@@ -15,7 +15,7 @@
 //!   (CPU: a priority flood, about 0.3 s for a BBBC050 volume; no GPU kernel yet);
 //! - [`criteria`]: volume, centroid, surface, intensity per nucleus, CSV and summary;
 //! - [`spheres`]: a synthetic field of touching spheres with known labels;
-//! - [`bench`]: timings of each GPU stage against its reference.
+//! - [`bench`](mod@bench): timings of each GPU stage against its reference.
 //!
 //! Volume layout: z-major (`index = (z * H + y) * W + x`), `Grid::dims` =
 //! `[z, y, x]`. Limits: every per-voxel array (4 bytes per voxel) must fit one

@@ -36,7 +36,7 @@ pub const BATCH: usize = 8;
 /// in a u32 code beside the mask flag).
 pub const MAX_LABEL: u32 = u32::MAX - 2;
 /// 32-bit words per voxel in the largest array the GPU watershed binds (its
-/// key), which [`check_fits`] compares with the binding limit.
+/// key), which `postprocess::check_fits` compares with the binding limit.
 pub const ARRAYS_PER_VOXEL: usize = 2;
 
 uniform_params! {
