@@ -10,13 +10,15 @@
 //! - [`model`]: the networks; [`train`]: losses, optimizers, loop, checkpoints
 //! - [`postprocess`], [`metrics`]: instance labelling and scores
 //! - [`infer`]: the end-to-end job
-//! - [`bench`]: times the op table ([`ops::table`]), the instance stage and
+//! - [`bench`](mod@bench): times the op table ([`ops::table`]), the instance stage and
 //!   whole networks
 //!
 //! The library knows no command line: `src/main.rs` and `src/cli/` do.
 
 pub mod bench;
 pub mod error;
+// `#[macro_use]`: `uniform_params!` (gpu::params) is in scope in the modules below.
+#[macro_use]
 pub mod gpu;
 pub mod infer;
 pub mod io;

@@ -32,7 +32,7 @@ enum Command {
     /// Generate synthetic embryo stacks with ground truth.
     Synth(cli::synth::Args),
     /// Train NSN, NDN or a 3-D U-Net.
-    Train(cli::train::Args),
+    Train(Box<cli::train::Args>),
     /// Segment and label nuclei in fluorescence stacks end to end.
     Infer(cli::infer::Args),
     /// Draw the method-comparison figure for one stack.
@@ -55,7 +55,7 @@ fn main() {
         Command::Postprocess(a) => cli::postprocess::run(&g, a),
         Command::Eval(a) => cli::eval::run(&g, a),
         Command::Synth(a) => cli::synth::run(&g, a),
-        Command::Train(a) => cli::train::run(&g, a),
+        Command::Train(a) => cli::train::run(&g, *a),
         Command::Infer(a) => cli::infer::run(&g, a),
         Command::Figure(a) => cli::figure::run(&g, a),
         Command::Calibrate(a) => cli::calibrate::run(&g, a),

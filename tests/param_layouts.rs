@@ -1,13 +1,29 @@
-//! Each Rust uniform-parameter struct of the ops against the WGSL struct of
-//! the same name in its shader (as compiled, prelude included), by naga's
-//! layout: the same size, and each named field at the same offset with the
-//! same size (padding fields, named `_…`, may be split differently). Also
-//! every uniform of every op shader has its Rust struct in the table. Needs
-//! no GPU.
+//! Each Rust uniform-parameter struct (`uniform_params!`: the ops' and the
+//! instance stage's) against the WGSL struct of the same name in its shader
+//! (as compiled, prelude included), by naga's layout: the same size, and
+//! each named field at the same offset with the same size (padding fields,
+//! named `_…`, may be split differently). Also every uniform of every shader
+//! the library compiles has its Rust struct in the lists. Needs no GPU.
 
 use std::collections::BTreeSet;
 
-use qcanet_gpu::ops::{self, ParamLayout};
+use qcanet_gpu::gpu::{ParamLayout, ShaderSource};
+use qcanet_gpu::{ops, postprocess};
+
+/// Every parameter struct the library declares.
+fn layouts() -> Vec<ParamLayout> {
+    let mut v = ops::param_layouts();
+    v.extend(postprocess::param_layouts());
+    v
+}
+
+/// Every shader the library compiles (as `tests/shaders_naga.rs` lists them).
+fn shaders() -> Vec<ShaderSource> {
+    let mut v = ops::SHADERS.to_vec();
+    v.extend(postprocess::SHADERS);
+    v.push(qcanet_gpu::bench::CEILING_SHADER);
+    v
+}
 
 /// A WGSL struct's span and its members as (name, offset, size).
 type WgslStruct = (u32, Vec<(String, u32, u32)>);
@@ -71,17 +87,19 @@ fn check(p: &ParamLayout) -> Vec<String> {
 
 #[test]
 fn rust_param_structs_match_wgsl_structs() {
-    let layouts = ops::param_layouts();
+    let layouts = layouts();
     let errors: Vec<String> = layouts.iter().flat_map(check).collect();
     assert!(errors.is_empty(), "{}", errors.join("\n"));
-    assert!(layouts.len() >= 17, "only {} parameter structs", layouts.len());
+    assert!(layouts.len() >= 20, "only {} parameter structs", layouts.len());
 }
 
 #[test]
-fn every_uniform_of_an_op_shader_has_its_rust_struct() {
-    let listed: BTreeSet<(&str, &str)> = ops::param_layouts().iter().map(|p| (p.shader.name, p.name)).collect();
+fn every_uniform_of_every_shader_has_its_rust_struct() {
+    let layouts = layouts();
+    let listed: BTreeSet<(&str, &str)> = layouts.iter().map(|p| (p.shader.name, p.name)).collect();
+    assert_eq!(listed.len(), layouts.len(), "a parameter struct is listed twice");
     let mut missing = Vec::new();
-    for s in ops::SHADERS {
+    for s in shaders() {
         let (m, _) = module(s.wgsl);
         for (_, g) in m.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::Uniform) {
             let ty = m.types[g.ty].name.clone().unwrap_or_default();
@@ -90,7 +108,11 @@ fn every_uniform_of_an_op_shader_has_its_rust_struct() {
             }
         }
     }
-    assert!(missing.is_empty(), "not in ops::param_layouts():\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "in neither ops::param_layouts() nor postprocess::param_layouts():\n{}",
+        missing.join("\n")
+    );
 }
 
 /// The check can fail: a struct whose fields are swapped or one short is caught.

@@ -72,7 +72,7 @@ fn edt_reference_matches_brute_force() {
         let grid = Grid::new([5, 6, 7], *sp);
         for (k, p) in [0.6, 0.9, 0.97].into_iter().enumerate() {
             let m = random_mask(grid.dims, p, 10 + (s * 3 + k) as u64);
-            assert!(m.iter().any(|&v| v == 0), "test mask needs background");
+            assert!(m.contains(&0), "test mask needs background");
             let r = edt::reference::edt(&m, &grid);
             let b = edt::reference::edt_brute(&m, &grid);
             assert_rel("separable vs brute force", &r, &b, 1e-12);
@@ -202,7 +202,7 @@ fn ccl_long_snake_and_empty() {
         let (g, ng) = ccl::label(ctx, &mask, dims, conn).unwrap();
         assert_eq!((ng, &g), (nr, &r), "{conn:?}");
     }
-    let (g, n) = ccl::label(ctx, &vec![0u8; 7 * 3 * 5], [7, 3, 5], Connectivity::Six).unwrap();
+    let (g, n) = ccl::label(ctx, &[0u8; 7 * 3 * 5], [7, 3, 5], Connectivity::Six).unwrap();
     assert_eq!(n, 0);
     assert!(g.iter().all(|&v| v == 0));
 }
@@ -348,14 +348,14 @@ fn watershed_small_balls_centre_markers() {
     // (`check_watershed`).
     let ctx = ctx();
     for (k, dims) in SHAPES.into_iter().enumerate() {
-        for s in 0..2 {
-            let grid = Grid::new(dims, SPACINGS[s]);
+        for (s, &spacing) in SPACINGS.iter().enumerate() {
+            let grid = Grid::new(dims, spacing);
             let (mask, markers) = random_balls(dims, 12, 70 + (2 * k + s) as u64);
             let surface: Vec<f32> = edt::reference::edt(&mask, &grid).iter().map(|d| -d).collect();
             for conn in [Connectivity::Six, Connectivity::TwentySix] {
                 let g = watershed::watershed(ctx, &surface, &markers, &mask, dims, conn).unwrap();
                 let r = watershed::reference::watershed(&surface, &markers, &mask, dims, conn);
-                let what = format!("small balls {dims:?} {:?} {conn:?}", SPACINGS[s]);
+                let what = format!("small balls {dims:?} {spacing:?} {conn:?}");
                 let ws = Ws { surface: &surface, markers: &markers, mask: &mask, dims, conn };
                 check_watershed(&what, &ws, &g, &r, 0.6);
             }

@@ -19,7 +19,7 @@ fn shaders_dir() -> std::path::PathBuf {
 /// Every shader the library compiles.
 fn compiled() -> Vec<ShaderSource> {
     let mut v = ops::SHADERS.to_vec();
-    v.extend([postprocess::ccl::SHADER, postprocess::edt::SHADER, postprocess::watershed::SHADER]);
+    v.extend(postprocess::SHADERS);
     v.push(qcanet_gpu::bench::CEILING_SHADER);
     v
 }

@@ -1,6 +1,10 @@
 //! The GPU runtime: adapter and device, buffers and tensors, the pipeline
-//! cache and dispatch. It knows nothing of any op or network.
+//! cache and dispatch, and the field layouts of uniform-parameter structs
+//! ([`params`]: `uniform_params!`). It knows nothing of any op or network.
 
+// `#[macro_use]`: `uniform_params!` stays in textual scope after this module.
+#[macro_use]
+pub mod params;
 pub mod buffer;
 pub mod context;
 pub mod pipeline;
@@ -8,5 +12,7 @@ pub mod timer;
 
 pub use buffer::{split_units, GpuTensor, Window};
 pub use context::{list_adapters, no_adapter_help, AdapterSummary, ContextOptions, GpuContext};
+pub(crate) use params::{layout, UniformParams};
+pub use params::{Field, ParamLayout};
 pub use pipeline::{grid, Arg, Pipeline, ShaderSource, MAX_GRID_DIM};
 pub use timer::{median, GpuTimer, TimerKind};

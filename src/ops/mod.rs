@@ -8,26 +8,6 @@
 //! [`crate::bench`] both run it, so a new op or kernel variant is a shader,
 //! its module and a table entry.
 
-/// Declares a uniform-parameter struct that mirrors the WGSL struct of the
-/// same name: `#[repr(C)]`, `Pod`, visible to this module (for
-/// [`param_layouts`]), with its field layout recorded by [`UniformParams`].
-macro_rules! uniform_params {
-    ($(#[$m:meta])* struct $name:ident { $($(#[$fm:meta])* $f:ident: $ft:ty),* $(,)? }) => {
-        $(#[$m])*
-        #[repr(C)]
-        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-        pub(super) struct $name {
-            $($(#[$fm])* $f: $ft),*
-        }
-
-        impl $crate::ops::UniformParams for $name {
-            const NAME: &'static str = stringify!($name);
-            const FIELDS: &'static [$crate::ops::Field] =
-                &[$((stringify!($f), std::mem::offset_of!($name, $f), std::mem::size_of::<$ft>())),*];
-        }
-    };
-}
-
 pub mod activation;
 pub mod batchnorm;
 pub mod concat;
@@ -41,10 +21,8 @@ pub mod reduce;
 pub mod softmax;
 pub mod table;
 
-use crate::gpu::ShaderSource;
-
-/// A field of a parameter struct: name, byte offset, byte size.
-pub type Field = (&'static str, usize, usize);
+use crate::gpu::{layout, ShaderSource};
+pub use crate::gpu::{Field, ParamLayout};
 
 /// Every op shader as its pipelines compile it (prelude included where a
 /// shader uses one), for checks that need no GPU (`tests/shaders_naga.rs`).
@@ -59,30 +37,6 @@ pub const SHADERS: &[ShaderSource] = &[
     reduce::SHADER,
     softmax::SHADER,
 ];
-
-/// A `#[repr(C)]` uniform-parameter struct declared with `uniform_params!`.
-pub(crate) trait UniformParams: bytemuck::Pod {
-    /// The struct's name, also the name of the WGSL struct it mirrors.
-    const NAME: &'static str;
-    /// Every field in declaration order.
-    const FIELDS: &'static [Field];
-}
-
-/// The layout of one Rust parameter struct and the shader whose WGSL struct
-/// of the same name it mirrors.
-#[derive(Clone, Copy, Debug)]
-pub struct ParamLayout {
-    pub shader: ShaderSource,
-    /// Name of the Rust struct and of the WGSL struct.
-    pub name: &'static str,
-    /// `size_of` the Rust struct.
-    pub size: usize,
-    pub fields: &'static [Field],
-}
-
-fn layout<P: UniformParams>(shader: ShaderSource) -> ParamLayout {
-    ParamLayout { shader, name: P::NAME, size: std::mem::size_of::<P>(), fields: P::FIELDS }
-}
 
 /// Every uniform-parameter struct of the ops with its shader, for the
 /// layout check against WGSL (`tests/param_layouts.rs`, no GPU). An op with

@@ -22,16 +22,16 @@ pub const WG: u32 = 64;
 /// Voxels per invocation in the renumbering passes.
 pub const CHUNK: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    d: u32,
-    h: u32,
-    w: u32,
-    conn: u32,
-    nchunks: u32,
-    chunk: u32,
-    _pad: [u32; 2],
+uniform_params! {
+    struct Params {
+        d: u32,
+        h: u32,
+        w: u32,
+        conn: u32,
+        nchunks: u32,
+        chunk: u32,
+        _pad: [u32; 2],
+    }
 }
 
 /// Labels a host mask (non-zero = foreground): (labels, number of components).

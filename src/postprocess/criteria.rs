@@ -79,10 +79,10 @@ pub fn measure(labels: &[u32], grid: &Grid, image: Option<&[f32]>) -> Result<Vec
                 });
                 a.n += 1;
                 let c = [x, y, z];
-                for k in 0..3 {
-                    a.sum[k] += c[k] as f64;
-                    a.lo[k] = a.lo[k].min(c[k]);
-                    a.hi[k] = a.hi[k].max(c[k]);
+                for (k, &ck) in c.iter().enumerate() {
+                    a.sum[k] += ck as f64;
+                    a.lo[k] = a.lo[k].min(ck);
+                    a.hi[k] = a.hi[k].max(ck);
                 }
                 // Exposed faces along x, y, z.
                 let other = |j: Option<usize>| j.is_none_or(|j| labels[j] != l) as u64;

@@ -32,21 +32,21 @@ pub enum EdtMethod {
     Jfa,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    d: u32,
-    h: u32,
-    w: u32,
-    n: u32,
-    stride: u32,
-    lines: u32,
-    step: u32,
-    inf_bits: u32,
-    w2: f32,
-    sz: f32,
-    sy: f32,
-    sx: f32,
+uniform_params! {
+    struct Params {
+        d: u32,
+        h: u32,
+        w: u32,
+        n: u32,
+        stride: u32,
+        lines: u32,
+        step: u32,
+        inf_bits: u32,
+        w2: f32,
+        sz: f32,
+        sy: f32,
+        sx: f32,
+    }
 }
 
 fn params(grid: &Grid) -> Params {
@@ -281,8 +281,7 @@ pub mod reference {
                 continue;
             }
             let qf = q as f64;
-            loop {
-                let Some(&p) = v.last() else { break };
+            while let Some(&p) = v.last() {
                 let pf = p as f64;
                 let s = ((fq - f[p]) / (w2 * (qf - pf)) + (qf + pf)) * 0.5;
                 if s <= *z.last().unwrap() {

@@ -12,7 +12,7 @@
 //! gives the plain threshold mask, QCANet's original markers.
 //!
 //! Plain Rust on the CPU: a priority flood, O(n log n) in the voxels (about
-//! 0.3 s for a BBBC050 volume); [`reference`] is the obviously-correct fixed
+//! 0.3 s for a BBBC050 volume); [`reference`](mod@reference) is the obviously-correct fixed
 //! point iteration the tests hold it to.
 
 use std::cmp::Reverse;

@@ -15,7 +15,7 @@
 //!   (CPU: a priority flood, about 0.3 s for a BBBC050 volume; no GPU kernel yet);
 //! - [`criteria`]: volume, centroid, surface, intensity per nucleus, CSV and summary;
 //! - [`spheres`]: a synthetic field of touching spheres with known labels;
-//! - [`bench`]: timings of each GPU stage against its reference.
+//! - [`bench`](mod@bench): timings of each GPU stage against its reference.
 //!
 //! Volume layout: z-major (`index = (z * H + y) * W + x`), `Grid::dims` =
 //! `[z, y, x]`. Limits: every per-voxel array (4 bytes per voxel) must fit one
@@ -33,7 +33,22 @@ pub mod watershed;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid, Arg, GpuContext, ShaderSource};
+use crate::gpu::{grid, layout, Arg, GpuContext, ParamLayout, ShaderSource};
+
+/// Every shader of the instance stage as its pipelines compile it, for
+/// checks that need no GPU (`tests/shaders_naga.rs`, `tests/param_layouts.rs`).
+pub const SHADERS: &[ShaderSource] = &[ccl::SHADER, edt::SHADER, watershed::SHADER];
+
+/// Every uniform-parameter struct of the instance stage with its shader, for
+/// the layout check against WGSL (`tests/param_layouts.rs`, no GPU), as
+/// [`crate::ops::param_layouts`] for the ops.
+pub fn param_layouts() -> Vec<ParamLayout> {
+    vec![
+        layout::<ccl::Params>(ccl::SHADER),
+        layout::<edt::Params>(edt::SHADER),
+        layout::<watershed::Params>(watershed::SHADER),
+    ]
+}
 
 /// Voxel grid: dimensions and voxel size, both in (z, y, x) order.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

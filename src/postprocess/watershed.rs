@@ -36,19 +36,19 @@ pub const BATCH: usize = 8;
 /// in a u32 code beside the mask flag).
 pub const MAX_LABEL: u32 = u32::MAX - 2;
 /// 32-bit words per voxel in the largest array the GPU watershed binds (its
-/// key), which [`check_fits`] compares with the binding limit.
+/// key), which `postprocess::check_fits` compares with the binding limit.
 pub const ARRAYS_PER_VOXEL: usize = 2;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    d: u32,
-    h: u32,
-    w: u32,
-    conn: u32,
-    iter: u32,
-    negate: u32,
-    _pad: [u32; 2],
+uniform_params! {
+    struct Params {
+        d: u32,
+        h: u32,
+        w: u32,
+        conn: u32,
+        iter: u32,
+        negate: u32,
+        _pad: [u32; 2],
+    }
 }
 
 fn check_inputs(surface: &[f32], markers: &[u32], mask: &[u8], dims: [usize; 3]) -> Result<()> {
