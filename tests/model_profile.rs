@@ -43,3 +43,76 @@ fn profile_ops_48() {
         time("concat", &mut || drop(Gpu::concat(ctx, &y, &x).unwrap()));
     }
 }
+
+/// Where the inference forward pass of the bundled NSN and NDN spends its
+/// time, op by op, at the 16-cell example's isotropic input (112×120×124 for
+/// the NSN, ×128 for the NDN): each op timed alone (sync before and after).
+/// `cargo test --release --test model_profile profile_infer -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn profile_infer() {
+    use qcanet_gpu::model::{net::BN_EPS, Layout, Network};
+    let ctx = common::unpoisoned_ctx();
+    let ctx = &ctx;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+    for (file, w) in [("nsn.safetensors", 124usize), ("ndn.safetensors", 128)] {
+        let net = Network::load(ctx, &root.join(file)).unwrap();
+        let p = &net.net.params;
+        let bufs = &net.net.buffers;
+        let l = Layout::new(net.config());
+        let x = common::up(ctx, &common::rand(Shape5::new(1, 1, 112, 120, w), 7));
+        let mut totals: std::collections::BTreeMap<&str, f64> = Default::default();
+        let mut timed = |what: &'static str, detail: String, f: &mut dyn FnMut() -> qcanet_gpu::gpu::GpuTensor| {
+            ctx.sync().unwrap();
+            let t0 = Instant::now();
+            let y = f();
+            ctx.sync().unwrap();
+            let s = t0.elapsed().as_secs_f64();
+            *totals.entry(what).or_default() += s;
+            eprintln!("{file} {what:8} {detail:40} {s:7.3} s");
+            y
+        };
+        let t_all = Instant::now();
+        let cbr = |c: &qcanet_gpu::model::config::Cbr,
+                   h: &qcanet_gpu::gpu::GpuTensor,
+                   timed: &mut dyn FnMut(
+            &'static str,
+            String,
+            &mut dyn FnMut() -> qcanet_gpu::gpu::GpuTensor,
+        ) -> qcanet_gpu::gpu::GpuTensor| {
+            let z =
+                timed("conv", format!("{}->{} {:?}", c.cin, c.cout, [h.shape.d, h.shape.h, h.shape.w]), &mut || {
+                    Gpu::conv(ctx, h, &p[c.w], &p[c.b]).unwrap()
+                });
+            let a = timed("bn", format!("c{}", c.cout), &mut || {
+                Gpu::bn_infer(ctx, &z, &p[c.gamma], &p[c.beta], &bufs[c.rm], &bufs[c.rv], BN_EPS).unwrap()
+            });
+            drop(z);
+            timed("relu", format!("c{}", c.cout), &mut || Gpu::relu(ctx, &a).unwrap())
+        };
+        let mut skips = Vec::new();
+        let mut h = cbr(&l.enc[0][0], &x, &mut timed);
+        h = cbr(&l.enc[0][1], &h, &mut timed);
+        for level in 1..l.enc.len() {
+            let pooled = timed("pool", format!("c{}", h.shape.c), &mut || Gpu::pool(ctx, &h).unwrap().0);
+            skips.push(h);
+            h = cbr(&l.enc[level][0], &pooled, &mut timed);
+            drop(pooled);
+            h = cbr(&l.enc[level][1], &h, &mut timed);
+        }
+        for d in &l.dec {
+            let u = timed("up", format!("c{}", d.up_c), &mut || Gpu::up(ctx, &h, &p[d.up_w], &p[d.up_b]).unwrap());
+            let skip = skips.pop().unwrap();
+            let cat = timed("concat", format!("{}+{}", u.shape.c, skip.shape.c), &mut || {
+                Gpu::concat(ctx, &u, &skip).unwrap()
+            });
+            drop((u, skip));
+            h = cbr(&d.cbr[0], &cat, &mut timed);
+            drop(cat);
+            h = cbr(&d.cbr[1], &h, &mut timed);
+        }
+        let z = timed("head", String::new(), &mut || Gpu::conv(ctx, &h, &p[l.head_w], &p[l.head_b]).unwrap());
+        let _ = timed("softmax", String::new(), &mut || Gpu::softmax(ctx, &z).unwrap());
+        eprintln!("{file}: total {:.2} s; by op: {totals:?}", t_all.elapsed().as_secs_f64());
+    }
+}
