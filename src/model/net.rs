@@ -54,6 +54,13 @@ pub struct Folded<B: Backend> {
     params: Vec<B::T>,
 }
 
+impl<B: Backend> Folded<B> {
+    /// The parameters, [`Layout::params`] order (for profiling op by op).
+    pub fn params(&self) -> &[B::T] {
+        &self.params
+    }
+}
+
 /// How a forward pass runs.
 enum Mode<'a, B: Backend> {
     /// Batch norm with batch statistics; keeps what backward needs.
