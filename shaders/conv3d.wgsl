@@ -11,8 +11,11 @@
 //   computes CO_B output channels x XB consecutive x-positions; a workgroup
 //   covers one output-channel block and one z-plane (both uniform across the
 //   workgroup, so weight loads and z bounds are uniform), invocations walk
-//   (y, x-block) positions of the plane. Input-channel groups (split path)
-//   accumulate into the output when `accumulate = 1`.
+//   (y, x-block) positions of the plane. Input-channel groups (split path,
+//   or the parts of a never-materialised channel concatenation) accumulate
+//   into the output when `accumulate = 1`; with `relu = 1` the last group
+//   stores max(sum + bias, 0) (conv + folded batch norm + ReLU in one pass
+//   at inference).
 // - `weight_partials`: dW partial sums without atomics, one per (sample,
 //   chunk of rows, weight); `weight_finish` sums the partials of every sample
 //   and chunk in fixed order: bit-identical from run to run.
@@ -91,7 +94,8 @@ struct ConvParams {
     accumulate: u32,  // 1: add to the output (not the first input-channel group)
     use_bias: u32,
     n_cob: u32,       // output-channel blocks: ceil(co_n / CO_B)
-    _pad: u32,
+    relu: u32,        // 1: store max(v, 0) (the fused inference epilogue; only
+                      // on the last input-channel group, when v is the full sum)
 }
 
 @group(0) @binding(0) var<storage, read> cx: array<f32>;
@@ -173,6 +177,9 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 } else {
                     v = v + bias;
                 }
+                if (cp.relu != 0u) {
+                    v = max(v, 0.0);
+                }
                 cout[oc + x] = v;
             }
         }
@@ -226,6 +233,9 @@ fn store4(co: u32, x0: u32, oz: u32, v: vec4<f32>) {
                 r = r + cout[oc + x];
             } else {
                 r = r + bias;
+            }
+            if (cp.relu != 0u) {
+                r = max(r, 0.0);
             }
             cout[oc + x] = r;
         }

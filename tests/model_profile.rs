@@ -43,3 +43,97 @@ fn profile_ops_48() {
         time("concat", &mut || drop(Gpu::concat(ctx, &y, &x).unwrap()));
     }
 }
+
+type T = qcanet_gpu::gpu::GpuTensor;
+
+/// Where the inference forward pass of the bundled NSN and NDN spends its
+/// time, op by op, at the 16-cell example's isotropic input (112×120×124 for
+/// the NSN, ×128 for the NDN): each op timed alone (sync before and after).
+/// With `FOLDED=1`, the path `infer` takes: batch norm folded into the convs
+/// (`Net::fold_bn`), one fused conv + ReLU per CBR (`conv+`), no concatenation.
+/// `[FOLDED=1] cargo test --release --test model_profile profile_infer -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn profile_infer() {
+    use qcanet_gpu::model::{config::Cbr, net::BN_EPS, Layout, Network};
+    let ctx = common::unpoisoned_ctx();
+    let ctx = &ctx;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+    let folded = std::env::var("FOLDED").is_ok_and(|v| v == "1");
+    for (file, w) in [("nsn.safetensors", 124usize), ("ndn.safetensors", 128)] {
+        let net = Network::load(ctx, &root.join(file)).unwrap();
+        let f = net.net.fold_bn(ctx).unwrap();
+        let fp = folded.then(|| f.params());
+        let p = &net.net.params;
+        let bufs = &net.net.buffers;
+        let l = Layout::new(net.config());
+        let x = common::up(ctx, &common::rand(Shape5::new(1, 1, 112, 120, w), 7));
+        let mut totals: std::collections::BTreeMap<&str, f64> = Default::default();
+        let mut timed = |what: &'static str, detail: String, f: &mut dyn FnMut() -> T| {
+            ctx.sync().unwrap();
+            let t0 = Instant::now();
+            let y = f();
+            ctx.sync().unwrap();
+            let s = t0.elapsed().as_secs_f64();
+            *totals.entry(what).or_default() += s;
+            eprintln!("{file} {what:8} {detail:40} {s:7.3} s");
+            y
+        };
+        let t_all = Instant::now();
+        type Timed<'a> = dyn FnMut(&'static str, String, &mut dyn FnMut() -> T) -> T + 'a;
+        let cbr = |c: &Cbr, xs: &[&T], timed: &mut Timed| {
+            let s = xs[0].shape;
+            let detail =
+                format!("{:?}->{} {:?}", xs.iter().map(|x| x.shape.c).collect::<Vec<_>>(), c.cout, [s.d, s.h, s.w]);
+            if let Some(fp) = fp {
+                if std::env::var("AB").is_ok_and(|v| v == "1") {
+                    // The op-by-op CBR first, same contention, for the ratio.
+                    let t0 = Instant::now();
+                    let cat = (xs.len() == 2).then(|| Gpu::concat(ctx, xs[0], xs[1]).unwrap());
+                    let x = cat.as_ref().unwrap_or(xs[0]);
+                    let z = Gpu::conv(ctx, x, &p[c.w], &p[c.b]).unwrap();
+                    let a = Gpu::bn_infer(ctx, &z, &p[c.gamma], &p[c.beta], &bufs[c.rm], &bufs[c.rv], BN_EPS).unwrap();
+                    drop((z, cat));
+                    let _ = Gpu::relu(ctx, &a).unwrap();
+                    ctx.sync().unwrap();
+                    let s = t0.elapsed().as_secs_f64();
+                    eprintln!("{file} {:8} {detail:40} {s:7.3} s", "cbr");
+                }
+                return timed("conv+", detail, &mut || Gpu::conv_fused(ctx, xs, &fp[c.w], &fp[c.b], true).unwrap());
+            }
+            let cat = (xs.len() == 2).then(|| {
+                timed("concat", format!("{}+{}", xs[0].shape.c, xs[1].shape.c), &mut || {
+                    Gpu::concat(ctx, xs[0], xs[1]).unwrap()
+                })
+            });
+            let x = cat.as_ref().unwrap_or(xs[0]);
+            let z = timed("conv", detail, &mut || Gpu::conv(ctx, x, &p[c.w], &p[c.b]).unwrap());
+            drop(cat);
+            let a = timed("bn", format!("c{}", c.cout), &mut || {
+                Gpu::bn_infer(ctx, &z, &p[c.gamma], &p[c.beta], &bufs[c.rm], &bufs[c.rv], BN_EPS).unwrap()
+            });
+            drop(z);
+            timed("relu", format!("c{}", c.cout), &mut || Gpu::relu(ctx, &a).unwrap())
+        };
+        let mut skips = Vec::new();
+        let mut h = cbr(&l.enc[0][0], &[&x], &mut timed);
+        h = cbr(&l.enc[0][1], &[&h], &mut timed);
+        for level in 1..l.enc.len() {
+            let pooled = timed("pool", format!("c{}", h.shape.c), &mut || Gpu::pool(ctx, &h).unwrap().0);
+            skips.push(h);
+            h = cbr(&l.enc[level][0], &[&pooled], &mut timed);
+            drop(pooled);
+            h = cbr(&l.enc[level][1], &[&h], &mut timed);
+        }
+        for d in &l.dec {
+            let u = timed("up", format!("c{}", d.up_c), &mut || Gpu::up(ctx, &h, &p[d.up_w], &p[d.up_b]).unwrap());
+            let skip = skips.pop().unwrap();
+            h = cbr(&d.cbr[0], &[&u, &skip], &mut timed);
+            drop((u, skip));
+            h = cbr(&d.cbr[1], &[&h], &mut timed);
+        }
+        let z = timed("head", String::new(), &mut || Gpu::conv(ctx, &h, &p[l.head_w], &p[l.head_b]).unwrap());
+        let _ = timed("softmax", String::new(), &mut || Gpu::softmax(ctx, &z).unwrap());
+        eprintln!("{file}: total {:.2} s; by op: {totals:?}", t_all.elapsed().as_secs_f64());
+    }
+}

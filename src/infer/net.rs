@@ -7,13 +7,21 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::infer::pipeline::Stage;
 use crate::infer::tiles::Predictor;
-use crate::model::{Arch, Network};
+use crate::model::{Arch, Folded, Gpu, Network};
 use crate::tensor::CpuTensor;
 
-/// A [`Network`] predicting one tile at a time on the GPU.
+/// A [`Network`] predicting one tile at a time on the GPU, with batch norm
+/// folded into its convolutions (done once, at the first tile).
 pub struct NetPredictor<'a> {
     pub ctx: &'a GpuContext,
     pub net: &'a Network,
+    folded: Option<Folded<Gpu>>,
+}
+
+impl<'a> NetPredictor<'a> {
+    pub fn new(ctx: &'a GpuContext, net: &'a Network) -> Self {
+        NetPredictor { ctx, net, folded: None }
+    }
 }
 
 impl Predictor for NetPredictor<'_> {
@@ -25,7 +33,11 @@ impl Predictor for NetPredictor<'_> {
     }
     fn predict_tile(&mut self, tile: &CpuTensor) -> Result<CpuTensor> {
         let x = self.ctx.upload(tile)?;
-        let y = self.net.predict(self.ctx, &x)?;
+        if self.folded.is_none() {
+            self.folded = Some(self.net.net.fold_bn(self.ctx)?);
+        }
+        let folded = self.folded.as_ref().expect("folded above");
+        let y = self.net.net.predict_folded(self.ctx, folded, &x)?;
         self.ctx.download(&y)
     }
 }
@@ -34,7 +46,7 @@ impl Predictor for NetPredictor<'_> {
 pub fn stage<'a>(ctx: &'a GpuContext, net: &'a Network, name: &str) -> Stage<'a> {
     Stage {
         name: name.to_string(),
-        predictor: Box::new(NetPredictor { ctx, net }),
+        predictor: Box::new(NetPredictor::new(ctx, net)),
         foreground_channel: net.config().foreground_channel(),
         normalization: net.meta.normalization,
         isotropic: net.meta.isotropic,

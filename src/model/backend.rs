@@ -53,6 +53,10 @@ pub trait Backend {
 
     /// k³ convolution, stride 1, same padding, with bias.
     fn conv(cx: &Self::Ctx, x: &Self::T, w: &Self::T, b: &Self::T) -> Result<Self::T>;
+    /// Inference form of [`Backend::conv`]: the input is the channel
+    /// concatenation of `xs` (not materialised on the GPU), and ReLU is
+    /// applied to the result when `relu` (conv + folded batch norm + ReLU).
+    fn conv_fused(cx: &Self::Ctx, xs: &[&Self::T], w: &Self::T, b: &Self::T, relu: bool) -> Result<Self::T>;
     /// Gradients of [`Backend::conv`]: (dx if `need_dx`, dw, db).
     fn conv_backward(
         cx: &Self::Ctx,

@@ -36,6 +36,9 @@ impl Backend for Cpu {
     fn conv(_: &(), x: &CpuTensor, w: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         Ok(conv3d::reference::forward(x, w, b))
     }
+    fn conv_fused(_: &(), xs: &[&CpuTensor], w: &CpuTensor, b: &CpuTensor, relu: bool) -> Result<CpuTensor> {
+        Ok(conv3d::reference::forward_fused(xs, w, b, relu))
+    }
     fn conv_backward(
         _: &(),
         x: &CpuTensor,

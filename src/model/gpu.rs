@@ -43,6 +43,9 @@ impl Backend for Gpu {
     fn conv(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         conv3d::forward(ctx, x, w, b)
     }
+    fn conv_fused(ctx: &GpuContext, xs: &[&GpuTensor], w: &GpuTensor, b: &GpuTensor, relu: bool) -> Result<GpuTensor> {
+        conv3d::forward_fused(ctx, xs, w, b, relu)
+    }
     fn conv_backward(
         ctx: &GpuContext,
         x: &GpuTensor,

@@ -18,5 +18,5 @@ pub use backend::{Backend, LossSpec};
 pub use bench::{bench_network, NetBench};
 pub use cpu::Cpu;
 pub use gpu::Gpu;
-pub use net::{Net, Tape};
+pub use net::{Folded, Net, Tape};
 pub use network::{Network, WeightsMeta};

@@ -1,5 +1,6 @@
-//! The encoder–decoder written once over [`Backend`]: forward (training or
-//! inference mode), backward and one training step.
+//! The encoder–decoder written once over [`Backend`]: forward (training,
+//! inference, or inference with batch norm folded into the convolutions),
+//! backward and one training step.
 
 use super::backend::{Backend, LossSpec};
 use super::config::{Cbr, Layout, NetConfig};
@@ -40,6 +41,34 @@ pub struct Tape<B: Backend> {
     pub new_buffers: Vec<Option<B::T>>,
     /// Weight of this batch's statistics in the running-statistics update.
     momentum: f32,
+}
+
+/// Parameters for inference with each CBR's batch norm (running statistics)
+/// folded into its convolution ([`crate::ops::batchnorm::fold_into_conv`]),
+/// so a CBR is one fused conv + ReLU ([`Backend::conv_fused`]) and the
+/// decoder's skip concatenation is never materialised. Made by
+/// [`Net::fold_bn`]; a snapshot: it does not follow later training steps.
+pub struct Folded<B: Backend> {
+    /// [`Layout::params`] order; the CBRs' conv weights and biases folded
+    /// (their gamma and beta are then unused).
+    params: Vec<B::T>,
+}
+
+impl<B: Backend> Folded<B> {
+    /// The parameters, [`Layout::params`] order (for profiling op by op).
+    pub fn params(&self) -> &[B::T] {
+        &self.params
+    }
+}
+
+/// How a forward pass runs.
+enum Mode<'a, B: Backend> {
+    /// Batch norm with batch statistics; keeps what backward needs.
+    Train(&'a mut Tape<B>),
+    /// Batch norm with running statistics, op by op.
+    Infer,
+    /// Batch norm folded into the convolutions.
+    Folded(&'a Folded<B>),
 }
 
 impl<B: Backend> Net<B> {
@@ -84,16 +113,58 @@ impl<B: Backend> Net<B> {
         self.buffers.iter().map(|t| B::download(be, t)).collect()
     }
 
-    fn cbr(&self, be: &B::Ctx, c: &Cbr, x: &B::T, tape: &mut Option<&mut Tape<B>>) -> Result<B::T> {
+    /// Every CBR of the network (encoder, then decoder).
+    fn cbrs(&self) -> impl Iterator<Item = &Cbr> {
+        self.layout.enc.iter().flatten().chain(self.layout.dec.iter().flat_map(|d| d.cbr.iter()))
+    }
+
+    /// The parameters for [`Net::logits_folded`]: batch norm with the
+    /// current running statistics folded into each CBR's convolution (on the
+    /// host, once; a few small downloads and uploads).
+    pub fn fold_bn(&self, be: &B::Ctx) -> Result<Folded<B>> {
+        let mut params = self.params.clone();
+        let host = |t: &B::T| B::download(be, t);
+        for c in self.cbrs() {
+            let (w, b) = crate::ops::batchnorm::fold_into_conv(
+                &host(&self.params[c.w])?,
+                &host(&self.params[c.b])?,
+                &host(&self.params[c.gamma])?,
+                &host(&self.params[c.beta])?,
+                &host(&self.buffers[c.rm])?,
+                &host(&self.buffers[c.rv])?,
+                BN_EPS,
+            )?;
+            params[c.w] = B::upload(be, &w)?;
+            params[c.b] = B::upload(be, &b)?;
+        }
+        Ok(Folded { params })
+    }
+
+    /// One CBR on the channel concatenation of `xs` (one tensor, or the
+    /// decoder's upsampled tensor and skip).
+    fn cbr(&self, be: &B::Ctx, c: &Cbr, xs: &[&B::T], mode: &mut Mode<B>) -> Result<B::T> {
+        if let Mode::Folded(f) = mode {
+            return B::conv_fused(be, xs, &f.params[c.w], &f.params[c.b], true);
+        }
+        let cat;
+        let x = match xs {
+            [x] => *x,
+            [a, b] => {
+                cat = B::concat(be, a, b)?;
+                &cat
+            }
+            _ => return Err(Error::invalid("network: a CBR takes one or two inputs (internal error)")),
+        };
         let p = &self.params;
         let z = B::conv(be, x, &p[c.w], &p[c.b])?;
-        match tape {
-            None => {
+        match mode {
+            Mode::Folded(_) => unreachable!("handled above"),
+            Mode::Infer => {
                 let a = B::bn_infer(be, &z, &p[c.gamma], &p[c.beta], &self.buffers[c.rm], &self.buffers[c.rv], BN_EPS)?;
                 drop(z);
                 B::relu(be, &a)
             }
-            Some(t) => {
+            Mode::Train(t) => {
                 let (a, saved, rm, rv) = B::bn_train(
                     be,
                     &z,
@@ -113,38 +184,36 @@ impl<B: Backend> Net<B> {
         }
     }
 
-    /// Forward pass to logits (N, classes, D, H, W). With a tape, batch norm
-    /// uses batch statistics and everything backward needs is kept.
-    fn forward_impl(&self, be: &B::Ctx, x: &B::T, mut tape: Option<&mut Tape<B>>) -> Result<B::T> {
+    /// Forward pass to logits (N, classes, D, H, W). In training mode batch
+    /// norm uses batch statistics and everything backward needs is kept.
+    fn forward_impl(&self, be: &B::Ctx, x: &B::T, mut mode: Mode<B>) -> Result<B::T> {
         self.cfg.check_input(B::shape(be, x))?;
         let l = &self.layout;
         let mut skips = Vec::with_capacity(self.cfg.depth);
-        let mut h = self.cbr(be, &l.enc[0][0], x, &mut tape)?;
-        h = self.cbr(be, &l.enc[0][1], &h, &mut tape)?;
+        let mut h = self.cbr(be, &l.enc[0][0], &[x], &mut mode)?;
+        h = self.cbr(be, &l.enc[0][1], &[&h], &mut mode)?;
         for level in 1..=self.cfg.depth {
             let (p, idx) = B::pool(be, &h)?;
             let hs = B::shape(be, &h);
             skips.push(h);
-            if let Some(t) = &mut tape {
+            if let Mode::Train(t) = &mut mode {
                 t.pools.push((idx, hs));
             }
-            h = self.cbr(be, &l.enc[level][0], &p, &mut tape)?;
+            h = self.cbr(be, &l.enc[level][0], &[&p], &mut mode)?;
             drop(p);
-            h = self.cbr(be, &l.enc[level][1], &h, &mut tape)?;
+            h = self.cbr(be, &l.enc[level][1], &[&h], &mut mode)?;
         }
         for d in &l.dec {
             let u = B::up(be, &h, &self.params[d.up_w], &self.params[d.up_b])?;
-            if let Some(t) = tape.as_deref_mut() {
+            if let Mode::Train(t) = &mut mode {
                 t.ups.push(h.clone());
             }
             let skip = skips.pop().expect("one skip per decoder level");
-            let cat = B::concat(be, &u, &skip)?;
+            h = self.cbr(be, &d.cbr[0], &[&u, &skip], &mut mode)?;
             drop((u, skip));
-            h = self.cbr(be, &d.cbr[0], &cat, &mut tape)?;
-            drop(cat);
-            h = self.cbr(be, &d.cbr[1], &h, &mut tape)?;
+            h = self.cbr(be, &d.cbr[1], &[&h], &mut mode)?;
         }
-        if let Some(t) = &mut tape {
+        if let Mode::Train(t) = &mut mode {
             t.head_x = h.clone();
         }
         B::conv(be, &h, &self.params[l.head_w], &self.params[l.head_b])
@@ -152,7 +221,23 @@ impl<B: Backend> Net<B> {
 
     /// Inference-mode logits (BN with running statistics).
     pub fn logits(&self, be: &B::Ctx, x: &B::T) -> Result<B::T> {
-        self.forward_impl(be, x, None)
+        self.forward_impl(be, x, Mode::Infer)
+    }
+
+    /// [`Net::logits`] with batch norm folded into the convolutions (`f`
+    /// from [`Net::fold_bn`] on this network): one fused kernel per CBR.
+    /// Equal to [`Net::logits`] up to floating-point rounding.
+    pub fn logits_folded(&self, be: &B::Ctx, f: &Folded<B>, x: &B::T) -> Result<B::T> {
+        if f.params.len() != self.params.len() {
+            return Err(Error::invalid("folded parameters of another network"));
+        }
+        self.forward_impl(be, x, Mode::Folded(f))
+    }
+
+    /// [`Net::predict`] with batch norm folded into the convolutions.
+    pub fn predict_folded(&self, be: &B::Ctx, f: &Folded<B>, x: &B::T) -> Result<B::T> {
+        let z = self.logits_folded(be, f, x)?;
+        self.activate(be, &z)
     }
 
     /// Inference-mode probabilities: softmax (2 classes) or sigmoid (1 class).
@@ -183,7 +268,7 @@ impl<B: Backend> Net<B> {
             new_buffers: (0..self.buffers.len()).map(|_| None).collect(),
             momentum,
         };
-        let z = self.forward_impl(be, x, Some(&mut tape))?;
+        let z = self.forward_impl(be, x, Mode::Train(&mut tape))?;
         Ok((z, tape))
     }
 

@@ -149,7 +149,10 @@ impl Network {
 
     /// Inference: x (N, in_channels, D, H, W), sides divisible by
     /// `side_multiple()`; returns probabilities (N, classes, D, H, W)
-    /// (sigmoid or softmax), BN in inference mode.
+    /// (sigmoid or softmax), BN in inference mode, op by op. `infer` uses
+    /// the same network with batch norm folded into the convolutions
+    /// ([`Net::fold_bn`] once, then [`Net::predict_folded`] per tile: one
+    /// fused kernel per conv + BN + ReLU), equal up to rounding.
     pub fn predict(&self, ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
         self.net.predict(ctx, x)
     }

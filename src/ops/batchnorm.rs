@@ -15,7 +15,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
 use crate::ops::reduce::{chunk_plan, flat_windows, new_output};
-use crate::tensor::Shape5;
+use crate::tensor::{CpuTensor, Shape5};
 
 pub const SHADER: ShaderSource = crate::shader!("batchnorm", prelude);
 /// Workgroup size of the reduction kernels (partials and finish).
@@ -359,6 +359,47 @@ pub fn forward_infer(
     let y = new_output(ctx, s, 0, "batchnorm y")?;
     apply(ctx, "bn_normalize", x, None, &coef, &y, &label)?;
     Ok(y)
+}
+
+/// Batch norm with running statistics folded into the convolution before it
+/// (inference only): with `s = gamma / sqrt(running_var + eps)` per output
+/// channel, `bn(conv(x, w) + b) = conv(x, w·s) + (b − running_mean)·s + beta`.
+/// `w` is (C_out, …) with its output channel in dim 0 (a conv's weights),
+/// the others (1, C_out, 1, 1, 1). Host-side, in f64, rounded once to f32;
+/// done once when a network is prepared for inference
+/// ([`crate::model::Net::fold_bn`]). Returns the folded `(w, b)`.
+pub fn fold_into_conv(
+    w: &CpuTensor,
+    b: &CpuTensor,
+    gamma: &CpuTensor,
+    beta: &CpuTensor,
+    running_mean: &CpuTensor,
+    running_var: &CpuTensor,
+    eps: f32,
+) -> Result<(CpuTensor, CpuTensor)> {
+    let c = w.shape.n;
+    let ch = channel_shape(c);
+    for (name, t) in
+        [("bias", b), ("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)]
+    {
+        if t.shape != ch {
+            return Err(Error::shape(
+                "batchnorm fold_into_conv",
+                format!("{name} {} must be {ch} for conv weights {}", t.shape, w.shape),
+            ));
+        }
+    }
+    let scale: Vec<f64> =
+        (0..c).map(|o| gamma.data[o] as f64 / (running_var.data[o] as f64 + eps as f64).sqrt()).collect();
+    let row = w.shape.numel() / c;
+    let mut wf = w.clone();
+    for (i, v) in wf.data.iter_mut().enumerate() {
+        *v = (*v as f64 * scale[i / row]) as f32;
+    }
+    let bf: Vec<f32> = (0..c)
+        .map(|o| ((b.data[o] as f64 - running_mean.data[o] as f64) * scale[o] + beta.data[o] as f64) as f32)
+        .collect();
+    Ok((wf, CpuTensor::from_vec(ch, bf)))
 }
 
 /// Backward of the training forward: `(dx, dgamma, dbeta)`.

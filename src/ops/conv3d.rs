@@ -7,6 +7,12 @@
 //!   runs a register-blocked direct convolution: each invocation computes
 //!   `co_b` output channels x `xb` consecutive x-positions ([`Tile`], override
 //!   constants, so one source serves several tile shapes).
+//! - [`forward_fused`] is the inference form: the input is a list of
+//!   tensors whose channel concatenation is never materialised (each part is
+//!   a run of input-channel groups accumulating into the output), and the
+//!   store can apply ReLU, so conv + batch norm folded into its weights
+//!   ([`crate::ops::batchnorm::fold_into_conv`]) + ReLU, with the decoder's
+//!   skip concatenation, is one pass over memory.
 //! - [`backward_input`] is the same convolution with channel-swapped,
 //!   tap-flipped weights (the packing kernel builds them): no second conv.
 //! - [`backward_weight`] is deterministic (no float atomics): each lane owns
@@ -87,7 +93,7 @@ uniform_params! {
         accumulate: u32,
         use_bias: u32,
         n_cob: u32,
-        _pad: u32,
+        relu: u32,
     }
 }
 
@@ -192,7 +198,40 @@ pub fn forward_with_tile(
             format!("bias {} must be [1, {}, 1, 1, 1] for weights {}", b.shape, w.shape.n, w.shape),
         ));
     }
-    conv_core(ctx, x, w, Some(b), false, out, tile, "conv3d forward")
+    conv_core(ctx, &[x], w, Some(b), false, false, out, tile, "conv3d forward")
+}
+
+/// Fused inference forward: `y = conv(concat(xs), w) + b`, then ReLU when
+/// `relu`. `xs` are (N, C_i, D, H, W) with equal N, D, H, W, concatenated
+/// along channels in order (not materialised); `w` is (C_out, Σ C_i, k³).
+/// ReLU is applied by the last input-channel group's store, when the sum is
+/// complete.
+pub fn forward_fused(
+    ctx: &GpuContext,
+    xs: &[&GpuTensor],
+    w: &GpuTensor,
+    b: &GpuTensor,
+    relu: bool,
+) -> Result<GpuTensor> {
+    let op = "conv3d forward_fused";
+    let first = xs.first().ok_or_else(|| Error::shape(op, "no input tensors"))?;
+    let f = first.shape;
+    let mut c = 0;
+    for x in xs {
+        let s = x.shape;
+        if (s.n, s.d, s.h, s.w) != (f.n, f.d, f.h, f.w) {
+            return Err(Error::shape(op, format!("inputs {f} and {s} differ in batch or volume size")));
+        }
+        c += s.c;
+    }
+    let out = output_shape(f.with_c(c), w.shape)?;
+    if b.shape != Shape5::new(1, w.shape.n, 1, 1, 1) {
+        return Err(Error::shape(
+            op,
+            format!("bias {} must be [1, {}, 1, 1, 1] for weights {}", b.shape, w.shape.n, w.shape),
+        ));
+    }
+    conv_core(ctx, xs, w, Some(b), false, relu, out, FORWARD_TILE, op)
 }
 
 /// Gradient of the loss with respect to the convolution's input, given the
@@ -218,7 +257,7 @@ pub fn backward_input_with_tile(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor,
         ));
     }
     let out = dy.shape.with_c(w.shape.c);
-    conv_core(ctx, dy, w, None, true, out, tile, op)
+    conv_core(ctx, &[dy], w, None, true, false, out, tile, op)
 }
 
 fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
@@ -263,16 +302,20 @@ fn ranges(n: usize, step: usize) -> Vec<std::ops::Range<usize>> {
     (0..n).step_by(step.max(1)).map(|s| s..(s + step).min(n)).collect()
 }
 
-/// The shared convolution driver. `x` is the conv input (N, I, D, H, W); the
-/// conv's output has `out.c` channels. Forward: `w` is (O, I, k³). Transposed
-/// (input gradient): `w` is (I, O, k³) and is read channel-swapped and flipped.
+/// The shared convolution driver. The conv input is the channel
+/// concatenation of `xs` (N, I, D, H, W in all; shapes checked by the
+/// callers); the conv's output has `out.c` channels. Forward: `w` is
+/// (O, I, k³). Transposed (input gradient, one part): `w` is (I, O, k³) and
+/// is read channel-swapped and flipped. `relu`: the last input-channel group
+/// stores max(sum, 0).
 #[allow(clippy::too_many_arguments)]
 fn conv_core(
     ctx: &GpuContext,
-    x: &GpuTensor,
+    xs: &[&GpuTensor],
     w: &GpuTensor,
     bias: Option<&GpuTensor>,
     transposed: bool,
+    relu: bool,
     out_shape: Shape5,
     tile: Tile,
     op: &str,
@@ -280,8 +323,9 @@ fn conv_core(
     check_tile(ctx, op, tile)?;
     let k = kernel_size(op, w.shape)?;
     let k3 = k * k * k;
-    let s = x.shape;
-    let (in_c, out_c) = (s.c, out_shape.c);
+    let s = xs[0].shape;
+    let in_c: usize = xs.iter().map(|x| x.shape.c).sum();
+    let out_c = out_shape.c;
     let spatial = s.spatial();
     let maxw = ctx.max_window_elems().min(u32::MAX as usize / 2);
     let row_len = w.shape.c * k3; // one dim-0 row of the original weights
@@ -317,13 +361,24 @@ fn conv_core(
     let conv = pipeline(ctx, entry, &consts)?;
     let pack = pipeline(ctx, "pack_weights", &[("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)])?;
     let out = ctx.empty(out_shape, op)?;
-    let label = format!("{op} x {s} w {} -> {out_shape}", w.shape);
+    let label = format!("{op} x {} w {} -> {out_shape}", s.with_c(in_c), w.shape);
     let nxb = s.w.div_ceil(tile.xb as usize);
     let tiles = (s.h * nxb).div_ceil(tile.wg as usize);
+    // Input-channel groups: (part, its channels in the part, the same
+    // channels in the concatenation).
+    let mut groups = Vec::new();
+    let mut c0 = 0;
+    for x in xs {
+        for r in ranges(x.shape.c, ci_g) {
+            groups.push((*x, r.clone(), c0 + r.start..c0 + r.end));
+        }
+        c0 += x.shape.c;
+    }
 
     for og in ranges(out_c, co_g) {
         let n_cob = og.len().div_ceil(co_b);
-        for ig in ranges(in_c, ci_g) {
+        for (gi, (x, local, ig)) in groups.iter().enumerate() {
+            let ig = ig.clone();
             // Pack this (output group, input group) of the weights.
             let seg_len = n_cob * co_b * ig.len() * k3;
             // Its own buffer (window base 0), padded to whole vec4s: the
@@ -357,7 +412,7 @@ fn conv_core(
                 None => wseg.clone(),
             };
             for n in 0..s.n {
-                let wx = ctx.window(&x.buf, s.idx(n, ig.start, 0, 0, 0), ig.len() * spatial)?;
+                let wx = ctx.window(&x.buf, x.shape.idx(n, local.start, 0, 0, 0), ig.len() * spatial)?;
                 let wo = ctx.window(&out.buf, out_shape.idx(n, og.start, 0, 0, 0), og.len() * spatial)?;
                 let cp = ConvParams {
                     d: s.d as u32,
@@ -372,10 +427,10 @@ fn conv_core(
                     base_w: wseg.base,
                     base_b: wb.base,
                     base_out: wo.base,
-                    accumulate: (ig.start > 0) as u32,
+                    accumulate: (gi > 0) as u32,
                     use_bias: bias.is_some() as u32,
                     n_cob: n_cob as u32,
-                    _pad: 0,
+                    relu: (relu && gi + 1 == groups.len()) as u32,
                 };
                 ctx.dispatch(
                     &label,
@@ -566,6 +621,20 @@ pub mod reference {
             }
         }
         y
+    }
+
+    /// [`super::forward_fused`]: `forward(concat(xs), w, b)`, then ReLU when `relu`.
+    pub fn forward_fused(xs: &[&CpuTensor], w: &CpuTensor, b: &CpuTensor, relu: bool) -> CpuTensor {
+        let mut x = xs[0].clone();
+        for p in &xs[1..] {
+            x = crate::ops::concat::reference::forward(&x, p);
+        }
+        let y = forward(&x, w, b);
+        if relu {
+            crate::ops::activation::reference::relu_forward(&y)
+        } else {
+            y
+        }
     }
 
     /// `dx[n, i, v] = Σ_o Σ_tap w[o, i, tap] dy[n, o, v − tap + k/2]`.
