@@ -67,58 +67,6 @@ fn backward_weight_is_deterministic_and_accurate_on_many_voxels() {
     assert_close("backward_weight 2x2->3 40³", &a, &reference::backward_weight(&c.x, &c.dy, 3), TOL);
 }
 
-/// `forward_fused` on the parts `xs` against the reference (concatenate,
-/// convolve, ReLU), with and without ReLU; outputs NaN-poisoned by the
-/// context. Biases are random in [-1, 1), so about half the outputs are
-/// negative and the ReLU is exercised.
-fn check_fused(ctx: &GpuContext, xs: &[CpuTensor], cout: usize, k: usize, seed: u64, what: &str) {
-    let cin: usize = xs.iter().map(|x| x.shape.c).sum();
-    let w = rand(Shape5::new(cout, cin, k, k, k), seed);
-    let b = rand(Shape5::new(1, cout, 1, 1, 1), seed + 1);
-    let (gw, gb) = (up(ctx, &w), up(ctx, &b));
-    let gxs: Vec<_> = xs.iter().map(|x| up(ctx, x)).collect();
-    let parts: Vec<&CpuTensor> = xs.iter().collect();
-    let gparts: Vec<_> = gxs.iter().collect();
-    for relu in [false, true] {
-        let want = reference::forward_fused(&parts, &w, &b, relu);
-        if relu {
-            let neg = reference::forward_fused(&parts, &w, &b, false).data.iter().filter(|&&v| v < 0.0).count();
-            assert!(neg > want.data.len() / 10, "{what}: too few negative outputs ({neg}) to test the ReLU");
-        }
-        let y = conv3d::forward_fused(ctx, &gparts, &gw, &gb, relu).unwrap();
-        assert_close(&format!("{what} relu={relu}"), &down(ctx, &y), &want, TOL);
-    }
-}
-
-#[test]
-fn fused_forward_matches_reference() {
-    let ctx = ctx();
-    // One part (conv + ReLU), and two parts (the decoder's skip
-    // concatenation) with channel counts off the register blocking.
-    for k in [1, 3, 5] {
-        let x = rand(Shape5::new(2, 5, 7, 9, 11), 200 + k as u64);
-        check_fused(ctx, std::slice::from_ref(&x), 11, k, 210, &format!("fused 1 part k={k}"));
-        let a = rand(Shape5::new(2, 6, 5, 7, 13), 220 + k as u64);
-        let b = rand(Shape5::new(2, 3, 5, 7, 13), 230 + k as u64);
-        check_fused(ctx, &[a, b], 9, k, 240, &format!("fused 2 parts k={k}"));
-    }
-}
-
-#[test]
-fn fused_forward_split_path_matches_reference() {
-    // One channel of 5x7x13 is 1820 bytes: with 4-8 KiB bindings each part is
-    // split into groups of 2-4 channels that accumulate into the output, and
-    // the ReLU must wait for the last group (the partial sums of earlier
-    // groups are often negative where the full sum is not).
-    for (cap, k) in [(4096u64, 3usize), (8192, 3), (8192, 5)] {
-        let ctx = capped_ctx(cap);
-        let a = rand(Shape5::new(2, 7, 5, 7, 13), 250 + cap);
-        let b = rand(Shape5::new(2, 5, 5, 7, 13), 260 + cap);
-        assert!(a.shape.bytes() / 2 > ctx.binding_limit(), "one sample must exceed one binding");
-        check_fused(&ctx, &[a, b], 10, k, 270, &format!("fused split cap={cap} k={k}"));
-    }
-}
-
 #[test]
 fn fused_forward_bad_shapes_are_errors() {
     let ctx = ctx();

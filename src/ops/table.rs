@@ -390,6 +390,56 @@ fn conv3d_tile_cases(v: &mut Vec<OpCase>, tile: conv3d::Tile, checks: &[Check]) 
     );
 }
 
+/// The inference conv ([`conv3d::forward_fused`]): the input given as parts
+/// (the decoder's skip concatenation, never built), k×k×k, bias, and ReLU
+/// applied once the sum over every part is complete. Biases in [-1, 1), so
+/// about half the outputs are negative and the ReLU is exercised.
+#[allow(clippy::too_many_arguments)]
+fn conv3d_fused_cases(
+    v: &mut Vec<OpCase>,
+    net: Option<&str>,
+    k: usize,
+    parts: &[usize],
+    co: usize,
+    relu: bool,
+    bench: Bench,
+    checks: &[Check],
+) {
+    let parts = parts.to_vec();
+    let ci: usize = parts.iter().sum();
+    let list = parts.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("+");
+    let act = if relu { " relu" } else { "" };
+    let var = match net {
+        Some(net) => format!("{net} {list}->{co}{act}"),
+        None => format!("{list}->{co} k{k}{act}"),
+    };
+    let ws = Shape5::new(co, ci, k, k, k);
+    let b = Shape5::new(1, co, 1, 1, 1);
+    let np = parts.len();
+    v.push(
+        case("conv3d fused", var, Unit::Flop, TOL_SUM)
+            .shape(move |d: Dims| format!("{list}->{co} k{k} {d}"))
+            .work(move |d: Dims| conv3d::flops(d.with_c(ci), co, k))
+            .inputs(move |d| {
+                let mut t: Vec<CpuTensor> =
+                    parts.iter().enumerate().map(|(i, &c)| rnd(d.with_c(c), 81 + i as u64)).collect();
+                t.push(rnd(ws, 88));
+                t.push(rnd(b, 89));
+                t
+            })
+            .gpu(move |ctx, t| {
+                let xs: Vec<&GpuTensor> = t[..np].iter().collect();
+                Ok(vec![conv3d::forward_fused(ctx, &xs, &t[np], &t[np + 1], relu)?])
+            })
+            .cpu(move |t| {
+                let xs: Vec<&CpuTensor> = t[..np].iter().collect();
+                vec![conv3d::reference::forward_fused(&xs, &t[np], &t[np + 1], relu)]
+            })
+            .checks(checks)
+            .bench(bench),
+    );
+}
+
 /// The 2×2×2 stride-2 transposed convolution c_in → c_out, from the extent
 /// halved to the extent: forward and the three gradients.
 fn conv_t_cases(v: &mut Vec<OpCase>, ci: usize, co: usize, bench: Bench, checks: &[Check]) {
@@ -857,6 +907,22 @@ pub fn table() -> Vec<OpCase> {
     for (c, b) in [(12, Yes), (24, Yes), (48, Yes), (96, Full), (192, Full)] {
         conv3d_cases(&mut v, Some("NDN"), 5, c, c, b, small);
     }
+
+    // The inference conv: one part (conv + ReLU) and two parts (the skip
+    // concatenation) with channel counts off the register blocking, ReLU on
+    // and off; the split path (with 4-8 KiB bindings each part is split into
+    // groups of 2-4 channels that accumulate into the output, and the ReLU
+    // must wait for the last group: partial sums are often negative where
+    // the full sum is not).
+    for k in [1, 3, 5] {
+        for relu in [false, true] {
+            conv3d_fused_cases(&mut v, None, k, &[5], 11, relu, No, &[at(2, 7, 9, 11)]);
+            conv3d_fused_cases(&mut v, None, k, &[6, 3], 9, relu, No, &[at(2, 5, 7, 13)]);
+        }
+    }
+    conv3d_fused_cases(&mut v, None, 3, &[7, 5], 10, true, No, &[capped(4096, 2, 5, 7, 13), capped(8192, 2, 5, 7, 13)]);
+    conv3d_fused_cases(&mut v, None, 5, &[7, 5], 10, true, No, &[capped(8192, 2, 5, 7, 13)]);
+    conv3d_fused_cases(&mut v, Some("NSN"), 3, &[32, 16], 16, true, Yes, small);
 
     // Transposed convolution: channel tails of the register blocks, several
     // weight-gradient chunks, a single input voxel; the split path (2 KiB:
