@@ -16,8 +16,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use qcanet_gpu::infer::net::{load_checked, locate_weights, stage};
 use qcanet_gpu::infer::pipeline::{segment, SegmentOptions};
+use qcanet_gpu::infer::predictors::{load_checked, locate_weights, stage};
 use qcanet_gpu::io;
 use qcanet_gpu::metrics::evaluate;
 use qcanet_gpu::model::Arch;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use qcanet_gpu::io;
-use qcanet_gpu::model::network::{write_weights, WeightsMeta};
+use qcanet_gpu::model::weights::{write_weights, WeightsMeta};
 use qcanet_gpu::model::{Arch, Layout, NetConfig, Network};
 use qcanet_gpu::preprocess::Normalization;
 
@@ -148,7 +148,7 @@ fn bad_input_exits_non_zero_naming_the_file() {
 
 #[test]
 fn missing_default_weights_say_where_they_were_looked_for() {
-    let e = qcanet_gpu::infer::net::locate_weights("no-such-net.safetensors").unwrap_err().to_string();
+    let e = qcanet_gpu::infer::predictors::locate_weights("no-such-net.safetensors").unwrap_err().to_string();
     assert!(
         e.contains("looked in") && e.contains("QCANET_WEIGHTS") && e.contains("weights/no-such-net.safetensors"),
         "{e}"

@@ -336,7 +336,7 @@ fn an_output_that_is_also_an_input_is_refused() {
 /// inference path together; about 100 s on lavapipe with 2 cores.
 #[test]
 fn bundled_weights_count_known_nuclei() {
-    use qcanet_gpu::infer::net::{load_checked, locate_weights, stage};
+    use qcanet_gpu::infer::predictors::{load_checked, locate_weights, stage};
     use qcanet_gpu::model::Arch;
     let ctx = common::ctx();
     let nsn = load_checked(ctx, &locate_weights("nsn.safetensors").unwrap(), Arch::Nsn).unwrap();

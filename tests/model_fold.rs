@@ -9,7 +9,7 @@
 mod common;
 
 use common::{assert_close, capped_ctx, ctx, down, rand, up};
-use qcanet_gpu::model::{net::BN_EPS, Arch, Cpu, Gpu, Layout, Net, NetConfig};
+use qcanet_gpu::model::{unet::BN_EPS, Arch, Cpu, Gpu, Layout, Net, NetConfig};
 use qcanet_gpu::ops::{batchnorm, conv3d};
 use qcanet_gpu::tensor::{CpuTensor, Shape5};
 

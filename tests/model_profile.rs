@@ -55,7 +55,7 @@ type T = qcanet_gpu::gpu::GpuTensor;
 #[test]
 #[ignore]
 fn profile_infer() {
-    use qcanet_gpu::model::{config::Cbr, net::BN_EPS, Layout, Network};
+    use qcanet_gpu::model::{config::Cbr, unet::BN_EPS, Layout, Network};
     let ctx = common::unpoisoned_ctx();
     let ctx = &ctx;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");

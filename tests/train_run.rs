@@ -112,7 +112,7 @@ fn weights_file_errors_name_tensor_and_file() {
     let net = Network::new(ctx, meta.clone(), 0).unwrap();
     let good = d.path().join("good.safetensors");
     net.save(ctx, &good).unwrap();
-    let mut f = qcanet_gpu::model::st::read(&good).unwrap();
+    let mut f = qcanet_gpu::model::safetensors_file::read(&good).unwrap();
     f.tensors.remove("dec1.0.conv.weight");
     let layout = qcanet_gpu::model::Layout::new(&meta.config);
     let mut params = Vec::new();
@@ -124,7 +124,7 @@ fn weights_file_errors_name_tensor_and_file() {
     }
     let bad = d.path().join("bad.safetensors");
     let named: Vec<(String, &qcanet_gpu::tensor::CpuTensor)> = params.iter().map(|(n, t)| (n.clone(), t)).collect();
-    qcanet_gpu::model::st::write(&bad, &named, false, f.metadata.clone()).unwrap();
+    qcanet_gpu::model::safetensors_file::write(&bad, &named, false, f.metadata.clone()).unwrap();
     let e = Network::load(ctx, &bad).err().unwrap().to_string();
     assert!(e.contains("bad.safetensors") && e.contains("dec1.0.conv.weight"), "{e}");
     // Round trip: saved and reloaded weights predict the same.

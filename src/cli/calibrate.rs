@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use qcanet_gpu::infer::calibrate::{predict, search};
-use qcanet_gpu::infer::net::{load_checked, stage, weights_path};
 use qcanet_gpu::infer::pipeline::SegmentOptions;
+use qcanet_gpu::infer::predictors::{load_checked, stage, weights_path};
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::train::dataset::{names_of, read_instance_labels};
 
@@ -109,7 +109,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     ndn.meta.marker_dynamic = Some(best.dynamic);
     nsn.save_f16(&ctx, &outs[0])?;
     ndn.save_f16(&ctx, &outs[1])?;
-    qcanet_gpu::model::st::write_atomic(&outs[2], csv.as_bytes())?;
+    qcanet_gpu::model::safetensors_file::write_atomic(&outs[2], csv.as_bytes())?;
     let first = all[0];
     println!(
         "{} volumes; at 0.5/0.5: F1 {:.4}, SEG {:.4}, IoU {:.4}\nchosen NSN {:.2}, NDN {:.2}, marker dynamic {:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}\nwrote {}, {}, {}",

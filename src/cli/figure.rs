@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use qcanet_gpu::infer::figure::{compose, write_png, Row};
-use qcanet_gpu::infer::net::{load_checked, locate_weights, stage, weights_path};
 use qcanet_gpu::infer::pipeline::{compare_methods, components, voxel_of, SegmentOptions};
+use qcanet_gpu::infer::predictors::{load_checked, locate_weights, stage, weights_path};
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::postprocess::Connectivity;
 use qcanet_gpu::progress::Progress;

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use qcanet_gpu::infer::job::{run_job, JobOptions};
-use qcanet_gpu::infer::net::{load_checked, stage, weights_path};
 use qcanet_gpu::infer::pipeline::{segment, SegmentOptions, DEFAULT_STRIDE, DEFAULT_TILE, DEFAULT_VOXEL_UM};
+use qcanet_gpu::infer::predictors::{load_checked, stage, weights_path};
 use qcanet_gpu::infer::Shard;
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::progress::Progress;

@@ -110,7 +110,8 @@ pub struct Args {
     /// Overlap of validation tiles (default 16).
     #[arg(long)]
     val_overlap: Option<usize>,
-    /// Re-estimate batch-norm statistics from this many random training batches before each validation (default 16; 0: off).
+    /// Re-estimate batch-norm statistics from this many random training batches (flips only, no intensity
+    /// augmentation: the images inference sees) before each validation (default 16; 0: off).
     #[arg(long)]
     bn_recalibration: Option<usize>,
     /// Continue the run in --out from its last checkpoint.

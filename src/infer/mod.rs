@@ -4,15 +4,15 @@
 //! - [`pipeline`]: one volume through QCANet (isotropic z, normalisation, NSN, NDN,
 //!   threshold, marker watershed, criteria) and the NSN-only baseline.
 //! - [`tta`]: test-time augmentation (mirror images of each tile, averaged).
-//! - [`net`]: networks as predictors, loading with an architecture check, finding weights.
+//! - [`predictors`]: networks as predictors, loading with an architecture check, finding weights.
 //! - [`job`]: inputs, shards, output names, skipping complete outputs, atomic writes, the job driver.
 //! - [`figure`]: the method-comparison figure.
 
 pub mod calibrate;
 pub mod figure;
 pub mod job;
-pub mod net;
 pub mod pipeline;
+pub mod predictors;
 pub mod tiles;
 pub mod tta;
 

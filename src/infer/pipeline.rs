@@ -37,7 +37,7 @@ pub struct Stage<'a> {
     pub marker_dynamic: f32,
 }
 
-pub use crate::model::network::DEFAULT_THRESHOLD;
+pub use crate::model::weights::DEFAULT_THRESHOLD;
 
 /// Default tile side (isotropic voxels): large enough that a BBBC050-sized
 /// stack (about 112 × 140 × 140 after z interpolation) is predicted in one

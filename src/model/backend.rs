@@ -1,7 +1,7 @@
 //! The small set of tensor operations a network needs, as a trait with two
 //! implementations: [`super::gpu::Gpu`] (the WGSL ops) and
 //! [`super::cpu::Cpu`] (the ops' plain-Rust references). The network code in
-//! [`super::net`] is written once against this trait, so a training step can
+//! [`super::unet`] is written once against this trait, so a training step can
 //! be run on both and compared.
 
 use crate::error::Result;

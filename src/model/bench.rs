@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::backend::LossSpec;
 use super::config::NetConfig;
 use super::gpu::Gpu;
-use super::net::Net;
+use super::unet::Net;
 use crate::error::Result;
 use crate::gpu::{median, GpuContext};
 use crate::ops::optim;

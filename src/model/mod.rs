@@ -10,13 +10,13 @@ pub mod backend;
 pub mod bench;
 pub mod cpu;
 pub mod gpu;
-pub mod net;
-pub mod network;
-pub mod st;
+pub mod safetensors_file;
+pub mod unet;
+pub mod weights;
 
 pub use backend::{Backend, LossSpec};
 pub use bench::{bench_network, NetBench};
 pub use cpu::Cpu;
 pub use gpu::Gpu;
-pub use net::{Folded, Net, Tape};
-pub use network::{Network, WeightsMeta};
+pub use unet::{Folded, Net, Tape};
+pub use weights::{Network, WeightsMeta};

@@ -96,7 +96,8 @@ pub struct TrainConfig {
     pub val_tile: usize,
     pub val_overlap: usize,
     /// Before each validation, re-estimate the batch-norm running statistics
-    /// from this many random training batches ("precise BN"; 0: keep the
+    /// from this many random training batches, flips only, without intensity
+    /// augmentation: the images inference sees ("precise BN"; 0: keep the
     /// running averages of training, which with batch 1 follow the last few
     /// patches and make validation and inference erratic).
     pub bn_recalibration: usize,

@@ -12,7 +12,7 @@ use super::validate::predict_volume;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::metrics::instances::{InstanceTruth, InstanceValidation, Role};
-use crate::model::network::{read_weights, write_weights, WeightsMeta};
+use crate::model::weights::{read_weights, write_weights, WeightsMeta};
 use crate::model::{Gpu, Net};
 use crate::ops::optim;
 use crate::preprocess::Normalization;
@@ -98,7 +98,7 @@ pub fn write_log(path: &Path, records: &[EpochRecord]) -> Result<()> {
             r.val_inst_iou
         ));
     }
-    crate::model::st::write_atomic(path, s.as_bytes())
+    crate::model::safetensors_file::write_atomic(path, s.as_bytes())
 }
 
 /// Reads a CSV log written by [`write_log`] (also the 6- and 7-column logs
@@ -194,7 +194,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
     } else {
         (cfg.clone(), None)
     };
-    crate::model::st::write_atomic(&out.join(CONFIG), cfg.to_toml().as_bytes())?;
+    crate::model::safetensors_file::write_atomic(&out.join(CONFIG), cfg.to_toml().as_bytes())?;
 
     let opts = DataOptions {
         target: cfg.target(),
@@ -390,7 +390,7 @@ fn instance_validation(
     names: &[String],
     partner: &Path,
 ) -> Result<InstanceValidation> {
-    let w = crate::model::network::Network::load(ctx, partner)?;
+    let w = crate::model::weights::Network::load(ctx, partner)?;
     let role = if cfg.target() == Target::Ndn { Role::Detection } else { Role::Segmentation };
     let partner_is_ndn = w.meta.config.arch == crate::model::Arch::Ndn;
     if partner_is_ndn != (role == Role::Segmentation) {

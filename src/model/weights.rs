@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::config::{Layout, NetConfig};
 use super::gpu::Gpu;
-use super::net::Net;
-use super::st;
+use super::safetensors_file as st;
+use super::unet::Net;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::tensor::CpuTensor;
