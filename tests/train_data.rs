@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use qcanet_gpu::io;
+use qcanet_gpu::preprocess::reflect_index as reflect;
 use qcanet_gpu::preprocess::Normalization;
 use qcanet_gpu::train::config::TrainConfig;
 use qcanet_gpu::train::dataset::{load_split, DataOptions, Target};
-use qcanet_gpu::train::patch::{dilate, extract, random_patch, reflect, Augment, Sample, Vol};
+use qcanet_gpu::train::patch::{dilate, extract, random_patch, Augment, Sample, Vol};
 use qcanet_gpu::train::{plot_curves, tile_starts, EpochRecord};
 use rand::{Rng, SeedableRng};
 

@@ -229,12 +229,9 @@ fn predict_prepared(
             stage.name, stage.foreground_channel
         )));
     }
-    let probs = if opts.tta != 1 {
-        let mut mean = MirrorMean::new(stage.predictor.as_mut(), opts.tta)?;
-        predict_sliding(&mut mean, x, dims, &plan, &mut || pb.inc(1))?
-    } else {
-        predict_sliding(stage.predictor.as_mut(), x, dims, &plan, &mut || pb.inc(1))?
-    };
+    // One view (the default) is the plain prediction.
+    let mut views = MirrorMean::new(stage.predictor.as_mut(), opts.tta)?;
+    let probs = predict_sliding(&mut views, x, dims, &plan, &mut || pb.inc(1))?;
     Ok(probs.channel(0, stage.foreground_channel).to_vec())
 }
 

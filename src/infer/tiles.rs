@@ -124,20 +124,9 @@ impl TilePlan {
     }
 }
 
-/// Maps index `i` of an axis padded by reflection (numpy `reflect`: the edge
-/// voxel is not repeated) to an index in `0..len`; any distance works.
-pub fn reflect_index(i: isize, len: usize) -> usize {
-    if len == 1 {
-        return 0;
-    }
-    let period = 2 * (len as isize - 1);
-    let r = i.rem_euclid(period);
-    if r >= len as isize {
-        (period - r) as usize
-    } else {
-        r as usize
-    }
-}
+/// The reflecting index tiles read the volume through (numpy `reflect`):
+/// one definition, in `preprocess`.
+pub use crate::preprocess::reflect_index;
 
 /// The 1-D blending weights of a tile side: `sin²(π (i + ½) / n)`, strictly
 /// positive, largest in the middle, small at the tile's edges.

@@ -72,6 +72,9 @@ impl Predictor for MirrorMean<'_> {
         self.inner.classes()
     }
     fn predict_tile(&mut self, tile: &CpuTensor) -> Result<CpuTensor> {
+        if self.flips == [[false; 3]] {
+            return self.inner.predict_tile(tile);
+        }
         let mut sum: Option<CpuTensor> = None;
         for &f in &self.flips {
             let y = mirror(&self.inner.predict_tile(&mirror(tile, f))?, f);

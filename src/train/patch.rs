@@ -4,6 +4,7 @@
 use rand::Rng;
 
 use crate::error::{Error, Result};
+use crate::preprocess::reflect_index;
 
 /// A single-channel volume, z-y-x order (x fastest).
 #[derive(Clone, Debug, PartialEq)]
@@ -161,7 +162,7 @@ pub fn gaussian_blur(data: &[f32], dims: [usize; 3], sigma: [f32; 3]) -> Vec<f32
             let base = i - pos * st;
             let mut acc = 0f64;
             for (j, &w) in k.iter().enumerate() {
-                let q = reflect(pos as isize + j as isize - r, n);
+                let q = reflect_index(pos as isize + j as isize - r, n);
                 acc += w as f64 * cur[base + q * st] as f64;
             }
             *o = acc as f32;
@@ -169,22 +170,6 @@ pub fn gaussian_blur(data: &[f32], dims: [usize; 3], sigma: [f32; 3]) -> Vec<f32
         cur = out;
     }
     cur
-}
-
-/// Mirror index `i` (possibly outside `0..n`) into `0..n` (reflect without
-/// repeating the edge, like numpy's 'reflect').
-#[inline]
-pub fn reflect(i: isize, n: usize) -> usize {
-    if n == 1 {
-        return 0;
-    }
-    let n = n as isize;
-    let period = 2 * (n - 1);
-    let mut m = i.rem_euclid(period);
-    if m >= n {
-        m = period - m;
-    }
-    m as usize
 }
 
 /// Samples a patch of `patch` (D, H, W) at a random position (reflecting
@@ -228,7 +213,7 @@ pub fn extract(s: &Sample, origin: [isize; 3], patch: [usize; 3], flip: [bool; 3
     let mut tgt = Vec::with_capacity(n);
     let src = |a: usize, i: usize, len: usize| -> usize {
         let i = if flip[a] { patch[a] - 1 - i } else { i };
-        reflect(origin[a] + i as isize, len)
+        reflect_index(origin[a] + i as isize, len)
     };
     for z in 0..patch[0] {
         let sz = src(0, z, d);
