@@ -15,6 +15,11 @@ struct Cli {
     /// GPU adapter by index or name substring (see `qcanet-gpu devices`); also QCANET_ADAPTER.
     #[arg(long, global = true)]
     adapter: Option<String>,
+    /// Force a kernel variant for an op, OP=VARIANT (e.g. conv3d=f32-4x8;
+    /// repeatable or comma-separated; `qcanet-gpu devices` lists them); also
+    /// QCANET_GPU_KERNEL. Default: the first variant the adapter supports.
+    #[arg(long = "gpu-kernel", global = true, value_name = "OP=VARIANT")]
+    gpu_kernel: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,7 +53,7 @@ fn main() {
     .format_timestamp(None)
     .init();
     let cli = Cli::parse();
-    let g = cli::Global { adapter: cli.adapter };
+    let g = cli::Global { adapter: cli.adapter, gpu_kernel: cli.gpu_kernel };
     let result = match cli.command {
         Command::Devices(a) => cli::devices::run(&g, a),
         Command::Bench(a) => cli::bench::run(&g, a),

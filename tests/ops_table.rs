@@ -94,3 +94,30 @@ fn every_op_has_uncapped_and_split_checks_and_varied_inputs() {
     assert!(missing.is_empty(), "ops without both an uncapped and a capped check: {missing:?}");
     assert!(table().iter().any(|c| c.bench == Bench::Yes));
 }
+
+#[test]
+fn every_registered_kernel_variant_is_checked_and_benchmarked() {
+    use qcanet_gpu::ops::variants::registry;
+    let cases = table();
+    for ops in registry() {
+        let mut seen = BTreeSet::new();
+        for v in &ops.variants {
+            assert!(seen.insert(v.name), "{}: two variants named {}", ops.op, v.name);
+            let tag = format!("[{}]", v.name);
+            let mine: Vec<_> = cases.iter().filter(|c| c.op.starts_with(ops.op) && c.variant.contains(&tag)).collect();
+            assert!(
+                mine.iter().any(|c| c.checks.iter().any(|k| k.max_binding.is_none()))
+                    && mine.iter().any(|c| c.checks.iter().any(|k| k.max_binding.is_some())),
+                "{} variant {} has no uncapped and capped table checks",
+                ops.op,
+                v.name
+            );
+            assert!(mine.iter().any(|c| c.bench == Bench::Yes), "{} variant {} is not benchmarked", ops.op, v.name);
+        }
+        assert!(
+            ops.variants.last().is_some_and(|v| v.needs.is_empty()),
+            "{}: the last variant must need nothing",
+            ops.op
+        );
+    }
+}

@@ -46,7 +46,10 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         }
     };
     say(&format!("adapter: {}", ctx.describe()));
-    let mut json = serde_json::json!({ "adapter": ctx.describe() });
+    let kernels = qcanet_gpu::ops::variants::chosen(&ctx)?;
+    let list: Vec<String> = kernels.iter().map(|(op, v)| format!("{op} {v}")).collect();
+    say(&format!("kernel variants: {} (rows marked [NAME] time one variant each)", list.join(", ")));
+    let mut json = serde_json::json!({ "adapter": ctx.describe(), "kernel_variants": kernels });
     let ceiling = if want("net") || want("ops") {
         let c = bench::fma_ceiling(&ctx, a.repeats)?;
         say(&format!(

@@ -1,6 +1,7 @@
 //! `qcanet-gpu devices`: every adapter wgpu sees, with the limits that matter.
 
 use qcanet_gpu::gpu::{list_adapters, no_adapter_help};
+use qcanet_gpu::ops::variants;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,6 +30,15 @@ pub fn run(_g: &super::Global, a: Args) -> anyhow::Result<()> {
         println!("    invocations/workgroup: {}", d.max_compute_invocations_per_workgroup);
         println!("    subgroup size:         {}..{}", d.subgroup_min_size, d.subgroup_max_size);
         println!("    shader-f16: {}, subgroups: {}, timestamps: {}", d.shader_f16, d.subgroups, d.timestamp_query);
+    }
+    println!("kernel variants (each op runs the first its adapter supports; --gpu-kernel OP=VARIANT forces one):");
+    for ops in variants::registry() {
+        for v in &ops.variants {
+            let needs: Vec<&str> = v.needs.iter().map(|n| n.name()).collect();
+            let needs =
+                if needs.is_empty() { "any adapter".to_string() } else { format!("needs {}", needs.join(", ")) };
+            println!("    {} {:<10} {} ({needs})", ops.op, v.name, v.about);
+        }
     }
     Ok(())
 }

@@ -11,22 +11,41 @@ pub mod synth;
 pub mod train;
 
 use qcanet_gpu::gpu::{ContextOptions, GpuContext};
+use qcanet_gpu::ops::variants;
+
+/// Environment variable with kernel choices, as `--gpu-kernel` (read here,
+/// once, when a command opens the GPU).
+pub const ENV_GPU_KERNEL: &str = "QCANET_GPU_KERNEL";
 
 /// Options shared by every command.
 pub struct Global {
     pub adapter: Option<String>,
+    /// `--gpu-kernel OP=VARIANT` choices.
+    pub gpu_kernel: Vec<String>,
 }
 
 impl Global {
     /// Opens the GPU chosen by `--adapter`, else `QCANET_ADAPTER`, else the
-    /// high-performance adapter.
+    /// high-performance adapter, with the kernel variants forced by
+    /// `QCANET_GPU_KERNEL` and then `--gpu-kernel` (checked here: a wrong
+    /// name fails before any work).
     pub fn context(&self) -> anyhow::Result<GpuContext> {
         let mut o = ContextOptions::from_env();
         if self.adapter.is_some() {
             o.adapter = self.adapter.clone();
         }
+        let env = std::env::var(ENV_GPU_KERNEL).unwrap_or_default();
+        for s in std::iter::once(env.as_str()).chain(self.gpu_kernel.iter().map(String::as_str)) {
+            for (op, v) in variants::parse_choices(s)? {
+                o.kernels.retain(|(o2, _)| *o2 != op);
+                o.kernels.push((op, v));
+            }
+        }
         let ctx = GpuContext::new(&o)?;
+        variants::check_choices(&ctx)?;
         log::info!("using {}", ctx.describe());
+        let chosen: Vec<String> = variants::chosen(&ctx)?.iter().map(|(op, v)| format!("{op} {v}")).collect();
+        log::info!("kernel variants: {}", chosen.join(", "));
         Ok(ctx)
     }
 }

@@ -28,6 +28,12 @@ pub struct ContextOptions {
     /// ([`GpuContext::pipeline_trusted`]): slower, for chasing a kernel bug
     /// or measuring what the checks cost.
     pub checked_kernels: bool,
+    /// Kernel variants forced per op, as (op, variant) names (`--gpu-kernel
+    /// conv3d=f32-4x8`). The runtime stores them and knows no op: each op
+    /// module resolves its own choice (`crate::ops::variants`), and the
+    /// command line checks the names against the registry when it opens the
+    /// GPU. Ops not named here get the best variant the adapter supports.
+    pub kernels: Vec<(String, String)>,
 }
 
 impl ContextOptions {
@@ -39,6 +45,7 @@ impl ContextOptions {
             adapter: std::env::var(ENV_ADAPTER).ok().filter(|s| !s.is_empty()),
             max_binding_bytes: std::env::var(ENV_MAX_BINDING).ok().and_then(|s| s.trim().parse().ok()),
             checked_kernels: std::env::var_os(ENV_CHECKED_KERNELS).is_some_and(|v| !v.is_empty()),
+            kernels: Vec::new(),
         }
     }
 }
@@ -138,6 +145,8 @@ pub struct GpuContext {
     poison: std::sync::atomic::AtomicBool,
     /// [`ContextOptions::checked_kernels`].
     pub(super) checked_kernels: bool,
+    /// [`ContextOptions::kernels`], op name to variant name.
+    kernel_choices: HashMap<String, String>,
     /// Live storage buffers (weak) and their sizes, for memory accounting.
     allocs: Mutex<Vec<(std::sync::Weak<wgpu::Buffer>, u64)>>,
     peak: std::sync::atomic::AtomicU64,
@@ -245,6 +254,7 @@ impl GpuContext {
             errors,
             poison: std::sync::atomic::AtomicBool::new(false),
             checked_kernels: opts.checked_kernels,
+            kernel_choices: opts.kernels.iter().cloned().collect(),
             allocs: Mutex::default(),
             peak: std::sync::atomic::AtomicU64::new(0),
         })
@@ -293,6 +303,18 @@ impl GpuContext {
     pub fn reset_peak_bytes(&self) {
         let live = self.live_bytes();
         self.peak.store(live, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The kernel variant forced for `op` ([`ContextOptions::kernels`]), if any.
+    pub fn kernel_choice(&self, op: &str) -> Option<&str> {
+        self.kernel_choices.get(op).map(String::as_str)
+    }
+
+    /// Every forced (op, variant) pair, sorted by op.
+    pub fn kernel_choices(&self) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> = self.kernel_choices.iter().map(|(o, k)| (o.as_str(), k.as_str())).collect();
+        v.sort();
+        v
     }
 
     pub fn has_f16(&self) -> bool {

@@ -27,6 +27,7 @@
 //! channel (`D*H*W` values of one sample) larger than one binding is an error:
 //! tile the volume first (a 512³ f32 channel is 512 MiB).
 
+use super::variants::{Kernels, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
 use crate::tensor::Shape5;
@@ -45,8 +46,41 @@ pub struct Tile {
     pub xb: u32,
 }
 
-/// Tile used by [`forward`] and [`backward_input`].
-pub const FORWARD_TILE: Tile = Tile { wg: 32, co_b: 8, xb: 8 };
+/// The register tiles of [`forward`], [`forward_fused`] and
+/// [`backward_input`] as kernel variants ([`crate::ops::variants`]),
+/// preferred first. One shader source serves them all (override
+/// constants). 8×8 with 32 lanes was the fastest on lavapipe
+/// (`benches/conv3d_notes.md`) and is the default on every adapter until
+/// another is measured faster there; `qcanet-gpu bench` times each.
+pub static KERNELS: Kernels<Tile> = Kernels {
+    op: "conv3d",
+    variants: &[
+        Variant {
+            name: "f32-8x8",
+            needs: &[],
+            about: "f32, each invocation 8 output channels x 8 x-positions, 32 per workgroup",
+            kernel: Tile { wg: 32, co_b: 8, xb: 8 },
+        },
+        Variant {
+            name: "f32-8x4",
+            needs: &[],
+            about: "f32, 8 output channels x 4 x-positions, 64 per workgroup (half the registers)",
+            kernel: Tile { wg: 64, co_b: 8, xb: 4 },
+        },
+        Variant {
+            name: "f32-4x8",
+            needs: &[],
+            about: "f32, 4 output channels x 8 x-positions, 64 per workgroup (half the registers)",
+            kernel: Tile { wg: 64, co_b: 4, xb: 8 },
+        },
+        Variant {
+            name: "f32-4x4",
+            needs: &[],
+            about: "f32, 4 output channels x 4 x-positions, 128 per workgroup (most parallelism)",
+            kernel: Tile { wg: 128, co_b: 4, xb: 4 },
+        },
+    ],
+};
 /// Workgroup size and output-channel block of the weight-gradient kernel
 /// (lanes are (input channel, kz, ky) triples; each holds `WEIGHT_CO_B x k`
 /// sums).
@@ -180,7 +214,7 @@ pub fn flops(x: Shape5, c_out: usize, k: usize) -> f64 {
 
 /// Convolution forward: `y = conv(x, w) + b`.
 pub fn forward(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-    forward_with_tile(ctx, x, w, b, FORWARD_TILE)
+    forward_with_tile(ctx, x, w, b, KERNELS.choose(ctx)?.kernel)
 }
 
 /// [`forward`] with an explicit register tile (for tuning and benchmarks).
@@ -231,14 +265,14 @@ pub fn forward_fused(
             format!("bias {} must be [1, {}, 1, 1, 1] for weights {}", b.shape, w.shape.n, w.shape),
         ));
     }
-    conv_core(ctx, xs, w, Some(b), false, relu, out, FORWARD_TILE, op)
+    conv_core(ctx, xs, w, Some(b), false, relu, out, KERNELS.choose(ctx)?.kernel, op)
 }
 
 /// Gradient of the loss with respect to the convolution's input, given the
 /// output gradient `dy` (N, C_out, D, H, W) and weights `w`:
 /// a convolution of `dy` with channel-swapped, tap-flipped weights.
 pub fn backward_input(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor) -> Result<GpuTensor> {
-    backward_input_with_tile(ctx, dy, w, FORWARD_TILE)
+    backward_input_with_tile(ctx, dy, w, KERNELS.choose(ctx)?.kernel)
 }
 
 /// [`backward_input`] with an explicit register tile.

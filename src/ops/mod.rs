@@ -20,6 +20,7 @@ pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod table;
+pub mod variants;
 
 use crate::gpu::{layout, ShaderSource};
 pub use crate::gpu::{Field, ParamLayout};

@@ -365,28 +365,50 @@ fn conv3d_cases(
     }
 }
 
-/// conv3d forward and input gradient with a register tile other than the default.
-fn conv3d_tile_cases(v: &mut Vec<OpCase>, tile: conv3d::Tile, checks: &[Check]) {
-    let (k, ci, co) = (3usize, 5usize, 7usize);
+/// conv3d forward and input gradient at an explicit register tile: a
+/// registered kernel variant (`label` is its name, in brackets in the case's
+/// variant) or an extra tile the shader must also handle. `layer`: a
+/// network layer (`NSN 16->16`, k, channels) for benchmarking variants side
+/// by side; `None`: 5 -> 7 channels, k3 (off every register blocking).
+fn conv3d_tile_cases(
+    v: &mut Vec<OpCase>,
+    label: &str,
+    tile: conv3d::Tile,
+    layer: Option<(&str, usize, usize)>,
+    bench: Bench,
+    checks: &[Check],
+) {
+    let (k, ci, co) = match layer {
+        Some((_, k, c)) => (k, c, c),
+        None => (3usize, 5usize, 7usize),
+    };
     let ws = Shape5::new(co, ci, k, k, k);
     let b = Shape5::new(1, co, 1, 1, 1);
-    let var = format!("{ci}->{co} k{k} tile wg{} co{} x{}", tile.wg, tile.co_b, tile.xb);
+    let var = match layer {
+        Some((net, _, _)) => format!("{net} {ci}->{co} [{label}]"),
+        None => format!("{ci}->{co} k{k} [{label}]"),
+    };
+    let shape = move |d: Dims| format!("{ci}->{co} k{k} {d}");
     let work = move |d: Dims| conv3d::flops(d.with_c(ci), co, k);
     v.push(
         case("conv3d fwd", var.clone(), Unit::Flop, TOL_SUM)
+            .shape(shape)
             .work(work)
             .inputs(move |d| vec![rnd(d.with_c(ci), 71), rnd(ws, 72), rnd(b, 73)])
             .gpu(move |ctx, t| Ok(vec![conv3d::forward_with_tile(ctx, &t[0], &t[1], &t[2], tile)?]))
             .cpu(|t| vec![conv3d::reference::forward(&t[0], &t[1], &t[2])])
-            .checks(checks),
+            .checks(checks)
+            .bench(bench),
     );
     v.push(
         case("conv3d bwd-input", var, Unit::Flop, TOL_SUM)
+            .shape(shape)
             .work(work)
             .inputs(move |d| vec![rnd(d.with_c(co), 74), rnd(ws, 72)])
             .gpu(move |ctx, t| Ok(vec![conv3d::backward_input_with_tile(ctx, &t[0], &t[1], tile)?]))
             .cpu(|t| vec![conv3d::reference::backward_input(&t[0], &t[1])])
-            .checks(checks),
+            .checks(checks)
+            .bench(bench),
     );
 }
 
@@ -897,9 +919,20 @@ pub fn table() -> Vec<OpCase> {
     conv3d_cases(&mut v, None, 1, 5, 4, No, &[capped(8192, 2, 7, 9, 11)]);
     conv3d_cases(&mut v, None, 5, 5, 4, No, &[capped(8192, 2, 7, 9, 11)]);
     conv3d_cases(&mut v, None, 3, 3, 19, No, &[capped(8192, 1, 3, 4, 5), capped(4096, 1, 3, 4, 5)]);
-    // One shader source, several register tiles (override constants).
-    for (wg, co_b, xb) in [(64, 4, 8), (32, 8, 4), (128, 3, 5), (16, 3, 8), (64, 5, 4)] {
-        conv3d_tile_cases(&mut v, conv3d::Tile { wg, co_b, xb }, &[at(2, 4, 7, 19)]);
+    // One shader source, several register tiles (override constants):
+    // every registered kernel variant (conv3d::KERNELS; the cases above run
+    // whichever the adapter chooses), and tiles off the usual blockings. The
+    // variants also at an NSN and an NDN layer, which `bench` times side
+    // by side (the preferred one included, so all are timed in one run).
+    for var in conv3d::KERNELS.variants {
+        conv3d_tile_cases(&mut v, var.name, var.kernel, None, No, &[at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19)]);
+        for layer in [("NSN", 3, 16), ("NDN", 5, 12)] {
+            conv3d_tile_cases(&mut v, var.name, var.kernel, Some(layer), Yes, small);
+        }
+    }
+    for (wg, co_b, xb) in [(128, 3, 5), (16, 3, 8), (64, 5, 4)] {
+        let label = format!("wg{wg} co{co_b} x{xb}");
+        conv3d_tile_cases(&mut v, &label, conv3d::Tile { wg, co_b, xb }, None, No, &[at(2, 4, 7, 19)]);
     }
     for c in [16, 32, 64] {
         conv3d_cases(&mut v, Some("NSN"), 3, c, c, Yes, small);

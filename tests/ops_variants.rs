@@ -1,0 +1,121 @@
+//! Kernel variants as data (`qcanet_gpu::ops::variants`): which variant an
+//! op runs (forced, else the first the adapter supports), the errors for a
+//! mistyped or unsupported choice, and a forced variant actually running.
+
+mod common;
+use common::*;
+use qcanet_gpu::gpu::{ContextOptions, GpuContext};
+use qcanet_gpu::ops::conv3d;
+use qcanet_gpu::ops::variants::{check_choices, chosen, parse_choices, pick, registry, Need, OpKernels, VariantInfo};
+use qcanet_gpu::tensor::{rel_err, CpuTensor, Shape5};
+
+fn ops() -> OpKernels {
+    let v = |name, needs| VariantInfo { name, needs, about: "" };
+    OpKernels {
+        op: "demo",
+        variants: vec![v("f16-coop", &[Need::ShaderF16, Need::Subgroups]), v("f16", &[Need::ShaderF16]), v("f32", &[])],
+    }
+}
+
+#[test]
+fn the_first_supported_variant_runs_unless_one_is_forced() {
+    let o = ops();
+    assert_eq!(pick(&o, None, |_| true).unwrap(), 0);
+    assert_eq!(pick(&o, None, |n| n == Need::ShaderF16).unwrap(), 1);
+    assert_eq!(pick(&o, None, |_| false).unwrap(), 2);
+    assert_eq!(pick(&o, Some("f32"), |_| true).unwrap(), 2);
+    assert_eq!(pick(&o, Some("f16"), |n| n == Need::ShaderF16).unwrap(), 1);
+}
+
+#[test]
+fn a_forced_variant_must_exist_and_be_supported() {
+    let o = ops();
+    let e = pick(&o, Some("f64"), |_| true).unwrap_err().to_string();
+    assert!(e.contains("demo") && e.contains("'f64'") && e.contains("f16-coop, f16, f32"), "{e}");
+    let e = pick(&o, Some("f16-coop"), |n| n == Need::ShaderF16).unwrap_err().to_string();
+    assert!(e.contains("needs subgroups"), "{e}");
+}
+
+#[test]
+fn choices_parse_as_op_equals_variant() {
+    assert_eq!(
+        parse_choices("conv3d=f32-4x8, other = x").unwrap(),
+        vec![("conv3d".into(), "f32-4x8".into()), ("other".into(), "x".into())]
+    );
+    assert!(parse_choices("").unwrap().is_empty());
+    for bad in ["conv3d", "conv3d=", "=f32-8x8", "conv3d=f32-8x8,f32"] {
+        let e = parse_choices(bad).unwrap_err().to_string();
+        assert!(e.contains("OP=VARIANT"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn the_registry_names_conv3d_and_the_default_tile() {
+    let reg = registry();
+    let c = reg.iter().find(|o| o.op == "conv3d").expect("conv3d has variants");
+    assert_eq!(c.variants[0].name, "f32-8x8");
+    assert_eq!(conv3d::KERNELS.get("f32-8x8").unwrap().kernel, conv3d::Tile { wg: 32, co_b: 8, xb: 8 });
+}
+
+fn ctx_with(kernels: &[(&str, &str)]) -> GpuContext {
+    let o = ContextOptions {
+        kernels: kernels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        ..ContextOptions::from_env()
+    };
+    context(&o, true)
+}
+
+#[test]
+fn a_forced_variant_runs_and_matches_the_reference() {
+    // The default context runs the preferred variant.
+    assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", "f32-8x8")]);
+    let x = CpuTensor::random(Shape5::new(2, 5, 4, 7, 19), 11, -1.0, 1.0);
+    let w = CpuTensor::random(Shape5::new(7, 5, 3, 3, 3), 12, -1.0, 1.0);
+    let b = CpuTensor::random(Shape5::new(1, 7, 1, 1, 1), 13, -1.0, 1.0);
+    let want = conv3d::reference::forward(&x, &w, &b);
+    let want_dx = conv3d::reference::backward_input(&want, &w);
+    for v in conv3d::KERNELS.variants {
+        let c = ctx_with(&[("conv3d", v.name)]);
+        check_choices(&c).unwrap();
+        assert_eq!(conv3d::KERNELS.choose(&c).unwrap().name, v.name);
+        assert_eq!(chosen(&c).unwrap(), vec![("conv3d", v.name)]);
+        let (gx, gw, gb) = (c.upload(&x).unwrap(), c.upload(&w).unwrap(), c.upload(&b).unwrap());
+        let y = c.download(&conv3d::forward(&c, &gx, &gw, &gb).unwrap()).unwrap();
+        let e = rel_err(&y.data, &want.data);
+        assert!(e < 1e-5, "{}: forward relative error {e}", v.name);
+        let dy = c.upload(&want).unwrap();
+        let dx = c.download(&conv3d::backward_input(&c, &dy, &gw).unwrap()).unwrap();
+        let e = rel_err(&dx.data, &want_dx.data);
+        assert!(e < 1e-5, "{}: input gradient relative error {e}", v.name);
+    }
+}
+
+#[test]
+fn a_mistyped_choice_fails_when_the_gpu_opens() {
+    let e = check_choices(&ctx_with(&[("conv3d", "f32-9x9")])).unwrap_err().to_string();
+    assert!(e.contains("'f32-9x9'") && e.contains("f32-8x8"), "{e}");
+    let e = check_choices(&ctx_with(&[("conv4d", "f32-8x8")])).unwrap_err().to_string();
+    assert!(e.contains("'conv4d'") && e.contains("conv3d"), "{e}");
+}
+
+#[test]
+fn the_command_line_checks_kernel_choices_before_any_work() {
+    use std::process::Command;
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_qcanet-gpu"));
+        c.args(args).env("RUST_LOG", "info").env_remove("QCANET_GPU_KERNEL");
+        if let Some(e) = env {
+            c.env("QCANET_GPU_KERNEL", e);
+        }
+        let o = c.output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let bench = ["bench", "--only", "ops", "--filter", "none", "--repeats", "1"];
+    let (ok, out) = run(&[&["--gpu-kernel", "conv3d=f32-9x9"], &bench[..]].concat(), None);
+    assert!(!ok && out.contains("no kernel variant named 'f32-9x9'"), "{out}");
+    let (ok, out) = run(&bench, Some("conv3d"));
+    assert!(!ok && out.contains("OP=VARIANT"), "{out}");
+    // The flag wins over the environment; the choice is reported.
+    let (ok, out) = run(&[&["--gpu-kernel", "conv3d=f32-4x4"], &bench[..]].concat(), Some("conv3d=f32-8x4"));
+    assert!(ok && out.contains("kernel variants: conv3d f32-4x4"), "{out}");
+}
