@@ -185,6 +185,59 @@ fn patches_flip_and_reflect_consistently() {
 }
 
 #[test]
+fn dilation_never_joins_two_objects() {
+    use qcanet_gpu::postprocess::{ccl, Connectivity};
+    let dims = [11, 13, 17];
+    let n = dims.iter().product::<usize>();
+    let at = |z: usize, y: usize, x: usize| (z * dims[1] + y) * dims[2] + x;
+    let count = |v: &Vol| {
+        let m: Vec<u8> = v.data.iter().map(|&x| (x > 0.5) as u8).collect();
+        ccl::reference::label(&m, dims, Connectivity::TwentySix).1
+    };
+    // Two 2x2x2 markers 5 voxels apart (a radius-3 ball of each overlaps
+    // the other's), a third far away, and random single-voxel markers.
+    let mut v = vec![0f32; n];
+    for (z0, y0, x0) in [(4, 4, 3), (4, 4, 9)] {
+        for (dz, dy, dx) in (0..8).map(|b| (b & 1, (b >> 1) & 1, b >> 2)) {
+            v[at(z0 + dz, y0 + dy, x0 + dx)] = 1.0;
+        }
+    }
+    v[at(9, 11, 15)] = 1.0;
+    let vol = Vol::new(dims, v.clone()).unwrap();
+    for r in 1..=4 {
+        let d = dilate(&vol, r);
+        assert_eq!(count(&d), 3, "radius {r}: the markers must stay three");
+        // Every marker voxel is kept, and the dilation is a superset.
+        assert!(v.iter().zip(&d.data).all(|(&a, &b)| a == 0.0 || b == 1.0), "radius {r}");
+        // Far from the others (8.8 voxels from the nearest, so up to radius 3
+        // no ball reaches another's), the lone voxel grows to a full ball.
+        if r > 3 {
+            continue;
+        }
+        let ball = (0..n).filter(|&i| {
+            let (z, y, x) = (i / (dims[1] * dims[2]), (i / dims[2]) % dims[1], i % dims[2]);
+            let (dz, dy, dx) = (z as i64 - 9, y as i64 - 11, x as i64 - 15);
+            dz * dz + dy * dy + dx * dx <= (r * r) as i64
+        });
+        assert!(ball.clone().all(|i| d.data[i] == 1.0), "radius {r}: the lone marker is not a ball");
+    }
+    // The plain dilation would join the close pair at radius 3: this does not.
+    let d = dilate(&vol, 3);
+    assert_eq!(d.data[at(5, 5, 6)], 1.0, "between the pair, the first marker's side is grown");
+    // Random markers: never more or fewer objects than the input had.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut v = vec![0f32; n];
+    for _ in 0..25 {
+        v[rng.random_range(0..n)] = 1.0;
+    }
+    let vol = Vol::new(dims, v).unwrap();
+    let k = count(&vol);
+    for r in 1..=3 {
+        assert_eq!(count(&dilate(&vol, r)), k, "radius {r}");
+    }
+}
+
+#[test]
 fn dilation_grows_a_point_to_a_ball() {
     let mut v = vec![0f32; 9 * 9 * 9];
     v[(4 * 9 + 4) * 9 + 4] = 1.0;

@@ -96,7 +96,7 @@ pub struct Args {
     /// Keep the z spacing as it is (no interpolation to isotropic voxels).
     #[arg(long)]
     no_isotropic: bool,
-    /// Dilate the ground truth by this many voxels (default 2 for ndn, else 0).
+    /// Dilate the ground truth by this many voxels, never joining two objects (default 2 for ndn, else 0; see `train::patch::dilate`).
     #[arg(long)]
     dilate: Option<usize>,
     /// Switch off intensity augmentation (blur, gamma, gain, offset, noise; see `augment` in a --config file).

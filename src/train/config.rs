@@ -88,7 +88,7 @@ pub struct TrainConfig {
     pub voxel_size: [f64; 3],
     /// Interpolate z to isotropic voxels.
     pub isotropic: bool,
-    /// Dilate the ground truth by this radius (default 2 for NDN, else 0).
+    /// Dilate the ground truth by this radius, never joining two objects (default 2 for NDN, else 0).
     pub dilate: Option<usize>,
     pub augment: Augment,
     pub seed: u64,

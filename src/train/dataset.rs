@@ -39,7 +39,7 @@ pub struct DataOptions {
     /// Interpolate z to isotropic voxels (linear for images, nearest for labels).
     pub isotropic: bool,
     pub normalization: Normalization,
-    /// Dilate the ground truth by a ball of this radius (voxels; NDN markers).
+    /// Dilate the ground truth by a ball of this radius (voxels; NDN markers), never joining two objects ([`super::patch::dilate`]).
     pub dilate: usize,
 }
 

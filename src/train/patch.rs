@@ -4,6 +4,7 @@
 use rand::Rng;
 
 use crate::error::{Error, Result};
+use crate::postprocess::Connectivity;
 use crate::preprocess::reflect_index;
 
 /// A single-channel volume, z-y-x order (x fastest).
@@ -230,40 +231,73 @@ pub fn extract(s: &Sample, origin: [isize; 3], patch: [usize; 3], flip: [bool; 3
     (img, tgt)
 }
 
-/// Binary dilation of a 0/1 volume by a ball of `radius` voxels.
+/// Dilation of a 0/1 volume by a ball of `radius` voxels that never joins
+/// two objects (26-connected components, e.g. the nucleus-centre markers of
+/// the NDN's ground truth): each voxel within `radius` of an object goes to
+/// the nearest one (ties to the lower-numbered), and of two touching voxels
+/// (26-neighbours) of different objects the farther from its own object is
+/// cleared (ties: the higher-numbered), so the result has exactly the
+/// objects of the input, each grown by up to `radius`, with a gap between
+/// any two. A plain dilation joins the markers of neighbouring nuclei at the
+/// crowded stages (BBBC050 Emb01-Emb10, t301-t501: radius 2 joins 15 of
+/// the markers, radius 4 joins 88), and a network trained on joined markers
+/// learns to give two nuclei one.
 pub fn dilate(v: &Vol, radius: usize) -> Vol {
     if radius == 0 {
         return v.clone();
     }
-    let [d, h, w] = v.dims;
+    let dims = v.dims;
+    let [d, h, w] = dims;
+    let mask: Vec<u8> = v.data.iter().map(|&x| (x > 0.5) as u8).collect();
+    let (objects, _) = crate::postprocess::ccl::reference::label(&mask, dims, Connectivity::TwentySix);
     let r = radius as isize;
-    let mut offsets = Vec::new();
+    let mut ball = Vec::new();
     for dz in -r..=r {
         for dy in -r..=r {
             for dx in -r..=r {
-                if dz * dz + dy * dy + dx * dx <= r * r {
-                    offsets.push((dz, dy, dx));
+                let d2 = dz * dz + dy * dy + dx * dx;
+                if d2 <= r * r {
+                    ball.push((dz, dy, dx, d2 as u32));
                 }
             }
         }
     }
-    let mut out = vec![0f32; v.data.len()];
+    // Nearest object (squared distance, object number) of every voxel in reach.
+    let mut near = vec![(u32::MAX, 0u32); mask.len()];
     for z in 0..d {
         for y in 0..h {
             for x in 0..w {
-                if v.data[(z * h + y) * w + x] <= 0.5 {
+                let id = objects[(z * h + y) * w + x];
+                if id == 0 {
                     continue;
                 }
-                for &(dz, dy, dx) in &offsets {
+                for &(dz, dy, dx, d2) in &ball {
                     let (zz, yy, xx) = (z as isize + dz, y as isize + dy, x as isize + dx);
                     if zz >= 0 && yy >= 0 && xx >= 0 && (zz as usize) < d && (yy as usize) < h && (xx as usize) < w {
-                        out[(zz as usize * h + yy as usize) * w + xx as usize] = 1.0;
+                        let j = (zz as usize * h + yy as usize) * w + xx as usize;
+                        near[j] = near[j].min((d2, id));
                     }
                 }
             }
         }
     }
-    Vol { dims: v.dims, data: out }
+    let offs = Connectivity::TwentySix.offsets();
+    let data = (0..mask.len())
+        .map(|i| {
+            let me = near[i];
+            let kept = me.1 != 0
+                && Connectivity::neighbours(&offs, dims, i).all(|j| {
+                    let other = near[j];
+                    other.1 == 0 || other.1 == me.1 || other > me
+                });
+            if kept {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Vol { dims, data }
 }
 
 /// Foreground IoU of `prob > threshold` against `target > 0.5`; 1 when both
