@@ -21,9 +21,31 @@ impl GpuTensor {
         self.shape.numel()
     }
     /// Whole tensor as one binding window (valid only if it fits one binding;
-    /// see [`GpuContext::window`] for the general case).
+    /// see [`GpuTensor::window`] and [`GpuTensor::window_nc`] for parts).
     pub fn full_window(&self, ctx: &GpuContext) -> Result<Window> {
         ctx.window(&self.buf, 0, self.numel())
+    }
+
+    /// The window over elements `[start, start + count)` (flat index).
+    pub fn window(&self, ctx: &GpuContext, start: usize, count: usize) -> Result<Window> {
+        ctx.window(&self.buf, start, count)
+    }
+
+    /// The window over samples `n` and channels `c`: from channel `c.start`
+    /// of sample `n.start` to the end of channel `c.end - 1` of sample
+    /// `n.end - 1`, so `c` must be all channels when `n` holds more than one
+    /// sample (the pieces [`split_units`] plans: whole samples, or channel
+    /// groups of one sample).
+    pub fn window_nc(
+        &self,
+        ctx: &GpuContext,
+        n: &std::ops::Range<usize>,
+        c: &std::ops::Range<usize>,
+    ) -> Result<Window> {
+        let s = self.shape;
+        debug_assert!(n.len() == 1 || c.len() == s.c, "several samples need all channels");
+        let count = (n.len().max(1) - 1) * s.c * s.spatial() + c.len() * s.spatial();
+        ctx.window(&self.buf, s.idx(n.start, c.start, 0, 0, 0), count)
     }
 }
 

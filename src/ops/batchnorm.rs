@@ -153,8 +153,8 @@ fn partials(
     let dy = dy.unwrap_or(x);
     for seg in &plan.segs {
         let (start, len) = (plan.start(seg), plan.len(seg));
-        let wx = ctx.window(&x.buf, start, len)?;
-        let wy = ctx.window(&dy.buf, start, len)?;
+        let wx = x.window(ctx, start, len)?;
+        let wy = dy.window(ctx, start, len)?;
         let pp = PartParams {
             spatial: plan.spatial as u32,
             chunk: plan.chunk as u32,
@@ -199,9 +199,9 @@ fn apply(
     let p = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
     let dy = dy.unwrap_or(x);
     for r in flat_windows(s.numel(), 1, ctx.max_window_elems()) {
-        let wx = ctx.window(&x.buf, r.start, r.len())?;
-        let wy = ctx.window(&dy.buf, r.start, r.len())?;
-        let wo = ctx.window(&out.buf, r.start, r.len())?;
+        let wx = x.window(ctx, r.start, r.len())?;
+        let wy = dy.window(ctx, r.start, r.len())?;
+        let wo = out.window(ctx, r.start, r.len())?;
         let ap = ApplyParams {
             n: r.len() as u32,
             start: r.start as u32,

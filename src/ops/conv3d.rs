@@ -419,7 +419,7 @@ fn conv_core(
             // vec4 kernel reads it as array<vec4<f32>>.
             let seg = ctx.zeros(Shape5::new(1, 1, 1, 1, seg_len.div_ceil(4) * 4), "conv3d packed weights")?;
             let rows = if transposed { ig.clone() } else { og.clone() };
-            let wsrc = ctx.window(&w.buf, rows.start * row_len, rows.len() * row_len)?;
+            let wsrc = w.window(ctx, rows.start * row_len, rows.len() * row_len)?;
             let wseg = seg.full_window(ctx)?;
             debug_assert_eq!(wseg.base, 0);
             let pp = PackParams {
@@ -442,12 +442,12 @@ fn conv_core(
                 grid(seg_len.div_ceil(PACK_WG as usize) as u64),
             )?;
             let wb = match bias {
-                Some(b) => ctx.window(&b.buf, og.start, og.len())?,
+                Some(b) => b.window(ctx, og.start, og.len())?,
                 None => wseg.clone(),
             };
             for n in 0..s.n {
-                let wx = ctx.window(&x.buf, x.shape.idx(n, local.start, 0, 0, 0), ig.len() * spatial)?;
-                let wo = ctx.window(&out.buf, out_shape.idx(n, og.start, 0, 0, 0), og.len() * spatial)?;
+                let wx = x.window_nc(ctx, &(n..n + 1), &(local.start..local.start + ig.len()))?;
+                let wo = out.window_nc(ctx, &(n..n + 1), &og)?;
                 let cp = ConvParams {
                     d: s.d as u32,
                     h: s.h as u32,
@@ -544,8 +544,8 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize
             let part = ctx.empty(Shape5::new(1, 1, 1, nsamp * nchunks, e_n), "conv3d weight partials")?;
             let wp = part.full_window(ctx)?;
             for n in 0..nsamp {
-                let wx = ctx.window(&x.buf, xs.idx(n, ig.start, 0, 0, 0), ig.len() * spatial)?;
-                let wdy = ctx.window(&dy.buf, gs.idx(n, og.start, 0, 0, 0), og.len() * spatial)?;
+                let wx = x.window_nc(ctx, &(n..n + 1), &ig)?;
+                let wdy = dy.window_nc(ctx, &(n..n + 1), &og)?;
                 let p = WeightParams {
                     d: xs.d as u32,
                     h: xs.h as u32,
@@ -569,7 +569,7 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize
                     grid((nchunks * n_cob * n_lg) as u64),
                 )?;
             }
-            let wdw = ctx.window(&dw.buf, og.start * cin * k3, og.len() * cin * k3)?;
+            let wdw = dw.window(ctx, og.start * cin * k3, og.len() * cin * k3)?;
             let fp = FinishParams {
                 e_n: e_n as u32,
                 m_n: (nsamp * nchunks) as u32,

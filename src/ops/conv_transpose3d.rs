@@ -110,14 +110,6 @@ fn plan(ctx: &GpuContext, n: usize, red: (usize, usize), out: (usize, usize), op
     })
 }
 
-/// Window over samples `s` and channels `c` of tensor `t` (channels must be
-/// all of them when more than one sample is covered).
-fn win(ctx: &GpuContext, t: &GpuTensor, s: &Range<usize>, c: &Range<usize>) -> Result<Window> {
-    let sh = t.shape;
-    let count = (s.len() - 1) * sh.c * sh.spatial() + c.len() * sh.spatial();
-    ctx.window(&t.buf, sh.idx(s.start, c.start, 0, 0, 0), count)
-}
-
 fn check_weights(ctx: &GpuContext, w: &GpuTensor, op: &str) -> Result<()> {
     if w.shape.bytes() > ctx.binding_limit() {
         return Err(Error::shape(
@@ -172,9 +164,9 @@ pub fn forward(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) ->
     let label = format!("{op} x{xs} w{} -> {ys}", w.shape);
     for s in &pl.samples {
         for co in &pl.out {
-            let wy = win(ctx, &y, s, co)?;
+            let wy = y.window_nc(ctx, s, co)?;
             for (k, ci) in pl.red.iter().enumerate() {
-                let wx = win(ctx, x, s, ci)?;
+                let wx = x.window_nc(ctx, s, ci)?;
                 let p = Params {
                     samples: s.len() as u32,
                     d: xs.d as u32,
@@ -225,9 +217,9 @@ pub fn backward_input(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor) -> Result
     let label = format!("{op} dy{ds} w{} -> {xs}", w.shape);
     for s in &pl.samples {
         for ci in &pl.out {
-            let wdx = win(ctx, &dx, s, ci)?;
+            let wdx = dx.window_nc(ctx, s, ci)?;
             for (k, co) in pl.red.iter().enumerate() {
-                let wdy = win(ctx, dy, s, co)?;
+                let wdy = dy.window_nc(ctx, s, co)?;
                 let p = Params {
                     samples: s.len() as u32,
                     d: xs.d as u32,
@@ -304,10 +296,10 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor) -> Resul
     let label = format!("{op} x{xs} dy{ds}");
     for s in &samples {
         for ci in &ci_groups {
-            let wx = win(ctx, x, s, ci)?;
-            let wp = ctx.window(&part.buf, ci.start * cout * 8 * m_total, ci.len() * cout * 8 * m_total)?;
+            let wx = x.window_nc(ctx, s, ci)?;
+            let wp = part.window(ctx, ci.start * cout * 8 * m_total, ci.len() * cout * 8 * m_total)?;
             for co in &co_groups {
-                let wdy = win(ctx, dy, s, co)?;
+                let wdy = dy.window_nc(ctx, s, co)?;
                 let p = Params {
                     samples: s.len() as u32,
                     d: xs.d as u32,
@@ -346,8 +338,8 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor) -> Resul
     }
     for ci in &ci_groups {
         let count = ci.len() * cout * 8;
-        let wp = ctx.window(&part.buf, ci.start * cout * 8 * m_total, count * m_total)?;
-        let wdw = ctx.window(&dw.buf, ci.start * cout * 8, count)?;
+        let wp = part.window(ctx, ci.start * cout * 8 * m_total, count * m_total)?;
+        let wdw = dw.window(ctx, ci.start * cout * 8, count)?;
         let p = Params {
             src_base: wp.base,
             dst_base: wdw.base,

@@ -50,9 +50,9 @@ pub fn map(
     let mut start = 0;
     while start < n {
         let len = chunk.min(n - start);
-        let wa = ctx.window(&a.buf, start, len)?;
-        let wb = ctx.window(&b.buf, start, len)?;
-        let wo = ctx.window(&out.buf, start, len)?;
+        let wa = a.window(ctx, start, len)?;
+        let wb = b.window(ctx, start, len)?;
+        let wo = out.window(ctx, start, len)?;
         let params = Params { n: len as u32, base_a: wa.base, base_b: wb.base, base_out: wo.base };
         ctx.dispatch(
             &label,

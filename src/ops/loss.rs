@@ -122,8 +122,8 @@ pub fn softmax_cross_entropy(
     let part = new_output(ctx, Shape5::new(s.n, 1, 1, nchunks, 4), 0, "cross-entropy partials")?;
     let pp = ctx.pipeline(&SHADER, "ce_partials", &[("WG", RED_WG as f64)])?;
     let windows = |g: &std::ops::Range<usize>| -> Result<_> {
-        let wz = ctx.window(&logits.buf, g.start * k * spatial, g.len() * k * spatial)?;
-        let wt = ctx.window(&target.buf, g.start * spatial, g.len() * spatial)?;
+        let wz = logits.window(ctx, g.start * k * spatial, g.len() * k * spatial)?;
+        let wt = target.window(ctx, g.start * spatial, g.len() * spatial)?;
         let params = Params {
             n: g.len() as u32,
             spatial: spatial as u32,
@@ -167,7 +167,7 @@ pub fn softmax_cross_entropy(
     let pg = ctx.pipeline(&SHADER, "ce_grad", &[("WG", WG as f64)])?;
     for g in &groups {
         let (wz, wt, mut params) = windows(g)?;
-        let wg = ctx.window(&grad.buf, g.start * k * spatial, g.len() * k * spatial)?;
+        let wg = grad.window(ctx, g.start * k * spatial, g.len() * k * spatial)?;
         params.base_out = wg.base;
         ctx.dispatch(
             &label,
@@ -213,8 +213,8 @@ fn pair_partials(
     let part = new_output(ctx, Shape5::new(1, 1, 1, count, 4), 0, "loss partials")?;
     let p = ctx.pipeline(&SHADER, entry, &[("WG", RED_WG as f64)])?;
     for (sa, sb, len, base, nch) in plan {
-        let wa = ctx.window(&a.buf, sa, len)?;
-        let wb = ctx.window(&b.buf, sb, len)?;
+        let wa = a.window(ctx, sa, len)?;
+        let wb = b.window(ctx, sb, len)?;
         let params = Params {
             n: len as u32,
             chunk: chunk as u32,
@@ -261,9 +261,9 @@ fn pair_grad(
     let p = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
     for &(sa, sb, so, len) in runs {
         for r in flat_windows(len, 1, max) {
-            let wa = ctx.window(&a.buf, sa + r.start, r.len())?;
-            let wb = ctx.window(&b.buf, sb + r.start, r.len())?;
-            let wo = ctx.window(&out.buf, so + r.start, r.len())?;
+            let wa = a.window(ctx, sa + r.start, r.len())?;
+            let wb = b.window(ctx, sb + r.start, r.len())?;
+            let wo = out.window(ctx, so + r.start, r.len())?;
             let params = Params {
                 n: r.len() as u32,
                 base_a: wa.base,

@@ -231,10 +231,10 @@ impl Optimizer {
             let label = format!("{entry} param {i} {}", p.shape);
             let st = &self.state[i];
             for r in flat_windows(p.numel(), 1, max) {
-                let wp = ctx.window(&p.buf, r.start, r.len())?;
-                let wg = ctx.window(&g.buf, r.start, r.len())?;
-                let w1 = ctx.window(&st.first().unwrap_or(p).buf, r.start, r.len())?;
-                let w2 = ctx.window(&st.get(1).unwrap_or(p).buf, r.start, r.len())?;
+                let wp = p.window(ctx, r.start, r.len())?;
+                let wg = g.window(ctx, r.start, r.len())?;
+                let w1 = st.first().unwrap_or(p).window(ctx, r.start, r.len())?;
+                let w2 = st.get(1).unwrap_or(p).window(ctx, r.start, r.len())?;
                 let u = Params {
                     n: r.len() as u32,
                     base_p: wp.base,

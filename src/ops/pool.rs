@@ -82,8 +82,8 @@ pub fn forward(ctx: &GpuContext, x: &GpuTensor) -> Result<(GpuTensor, MaxPoolInd
     let (si, so) = (xs.spatial(), ys.spatial());
     let label = format!("max_pool forward {xs} -> {ys}");
     for g in split_units(xs.n * xs.c, si, ctx.max_window_elems(), "max_pool forward")? {
-        let wx = ctx.window(&x.buf, g.start * si, g.len() * si)?;
-        let wy = ctx.window(&y.buf, g.start * so, g.len() * so)?;
+        let wx = x.window(ctx, g.start * si, g.len() * si)?;
+        let wy = y.window(ctx, g.start * so, g.len() * so)?;
         let wi = ctx.window(&ibuf, g.start * so, g.len() * so)?;
         let p = params(xs, ys, g.len(), [wx.base, wy.base, wi.base]);
         ctx.dispatch(
@@ -111,8 +111,8 @@ pub fn backward(ctx: &GpuContext, idx: &MaxPoolIndices, dy: &GpuTensor) -> Resul
     let (si, so) = (xs.spatial(), ys.spatial());
     let label = format!("max_pool backward {ys} -> {xs}");
     for g in split_units(xs.n * xs.c, si, ctx.max_window_elems(), "max_pool backward")? {
-        let wdx = ctx.window(&dx.buf, g.start * si, g.len() * si)?;
-        let wdy = ctx.window(&dy.buf, g.start * so, g.len() * so)?;
+        let wdx = dx.window(ctx, g.start * si, g.len() * si)?;
+        let wdy = dy.window(ctx, g.start * so, g.len() * so)?;
         let wi = ctx.window(&idx.buf, g.start * so, g.len() * so)?;
         let p = params(xs, ys, g.len(), [wdx.base, wdy.base, wi.base]);
         ctx.dispatch(

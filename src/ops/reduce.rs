@@ -46,7 +46,7 @@ pub fn channel_sum(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
     let label = format!("channel_sum {s}");
     for n in 0..s.n {
         for group in split_units(s.c, spatial, ctx.max_window_elems(), "channel_sum")? {
-            let wx = ctx.window(&x.buf, s.idx(n, group.start, 0, 0, 0), group.len() * spatial)?;
+            let wx = x.window_nc(ctx, &(n..n + 1), &group)?;
             let part_base = ((n * s.c + group.start) * nchunks) as u32;
             let wp = part.full_window(ctx)?;
             let pp = PartialParams {

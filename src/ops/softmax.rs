@@ -55,11 +55,6 @@ fn plan(ctx: &GpuContext, s: Shape5, op: &str) -> Result<Plan> {
     }
 }
 
-fn win(ctx: &GpuContext, t: &GpuTensor, n: &Range<usize>, c: &Range<usize>) -> Result<Window> {
-    let s = t.shape;
-    ctx.window(&t.buf, s.idx(n.start, c.start, 0, 0, 0), (n.len() - 1) * s.c * s.spatial() + c.len() * s.spatial())
-}
-
 /// Runs forward (`dy = None`) or backward over all of `a`, writing `out`.
 fn run(ctx: &GpuContext, op: &str, a: &GpuTensor, dy: Option<&GpuTensor>, out: &GpuTensor) -> Result<()> {
     let s = a.shape;
@@ -95,7 +90,8 @@ fn run(ctx: &GpuContext, op: &str, a: &GpuTensor, dy: Option<&GpuTensor>, out: &
         Plan::Fused(samples) => {
             let all = 0..s.c;
             for n in &samples {
-                let (wa, wb, wo) = (win(ctx, a, n, &all)?, win(ctx, b, n, &all)?, win(ctx, out, n, &all)?);
+                let (wa, wb, wo) =
+                    (a.window_nc(ctx, n, &all)?, b.window_nc(ctx, n, &all)?, out.window_nc(ctx, n, &all)?);
                 let p = Params { samples: n.len() as u32, a_base: wa.base, b_base: wb.base, out_base: wo.base, ..base };
                 go(if fwd { "fused_forward" } else { "fused_backward" }, &wa, &wb, &wo, None, &p)?;
             }
@@ -108,7 +104,8 @@ fn run(ctx: &GpuContext, op: &str, a: &GpuTensor, dy: Option<&GpuTensor>, out: &
                 let n = n..n + 1;
                 for pass in 0..2 {
                     for (k, c) in groups.iter().enumerate() {
-                        let (wa, wb, wo) = (win(ctx, a, &n, c)?, win(ctx, b, &n, c)?, win(ctx, out, &n, c)?);
+                        let (wa, wb, wo) =
+                            (a.window_nc(ctx, &n, c)?, b.window_nc(ctx, &n, c)?, out.window_nc(ctx, &n, c)?);
                         let p = Params {
                             samples: 1,
                             channels: c.len() as u32,
