@@ -21,8 +21,14 @@ fn bench_reduced_networks() {
         let cfg = NetConfig { depth: 2, base, kernel, ..NetConfig::preset(arch) };
         let b = bench_network(ctx, &cfg, side, 1, 2).unwrap();
         eprintln!(
-            "{arch} depth 2 base {base} k {kernel} at {side}³: forward {:.3} s ({:.2} GFLOP/s), train step {:.3} s ({:.2} GFLOP/s), {:.2} GFLOP/forward",
-            b.forward_s, b.forward_gflops, b.train_step_s, b.train_step_gflops, b.forward_flops / 1e9
+            "{arch} depth 2 base {base} k {kernel} at {side}³: forward {:.3} s ({:.2} GFLOP/s), fused {:.3} s ({:.2} GFLOP/s), train step {:.3} s ({:.2} GFLOP/s), {:.2} GFLOP/forward",
+            b.forward_s,
+            b.forward_gflops,
+            b.fused_forward_s,
+            b.fused_forward_gflops,
+            b.train_step_s,
+            b.train_step_gflops,
+            b.forward_flops / 1e9
         );
     }
 }

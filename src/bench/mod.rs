@@ -221,6 +221,9 @@ pub struct NetRow {
     pub params: usize,
     pub forward_ms: f64,
     pub forward_gflops: f64,
+    /// The fused inference forward (`infer`'s; see [`crate::model::bench::NetBench`]).
+    pub fused_forward_ms: f64,
+    pub fused_forward_gflops: f64,
     pub train_step_ms: f64,
     pub train_step_gflops: f64,
     /// Forward and training-step rates as fractions of the adapter's f32 FMA
@@ -243,18 +246,20 @@ pub fn run_networks(
     use crate::model::{Arch, NetConfig};
     let sides: &[usize] = if opts.full { &[64, 128] } else { &[64] };
     each(&format!(
-        "\n{:<10} {:>6} {:>11} {:>12} {:>9} {:>9} {:>14} {:>9} {:>9} {:>14}\n{}",
+        "\n{:<10} {:>6} {:>11} {:>12} {:>9} {:>9} {:>10} {:>9} {:>14} {:>9} {:>9} {:>14}\n{}",
         "network",
         "side",
         "params",
         "forward ms",
         "GFLOP/s",
         "ceiling",
+        "fused ms",
+        "GFLOP/s",
         "train step ms",
         "GFLOP/s",
         "ceiling",
         "peak GPU MiB",
-        "-".repeat(112)
+        "-".repeat(133)
     ));
     let mut rows = Vec::new();
     for arch in [Arch::Nsn, Arch::Ndn] {
@@ -275,6 +280,8 @@ pub fn run_networks(
                 params: b.params,
                 forward_ms: b.forward_s * 1e3,
                 forward_gflops: b.forward_gflops,
+                fused_forward_ms: b.fused_forward_s * 1e3,
+                fused_forward_gflops: b.fused_forward_gflops,
                 train_step_ms: b.train_step_s * 1e3,
                 train_step_gflops: b.train_step_gflops,
                 forward_of_ceiling: b.forward_gflops / ceiling,
@@ -282,13 +289,15 @@ pub fn run_networks(
                 peak_gpu_mib: ctx.peak_bytes() as f64 / (1 << 20) as f64,
             };
             each(&format!(
-                "{:<10} {:>6} {:>11} {:>12.0} {:>9.2} {:>8.0}% {:>14.0} {:>9.2} {:>8.0}% {:>14.0}",
+                "{:<10} {:>6} {:>11} {:>12.0} {:>9.2} {:>8.0}% {:>10.0} {:>9.2} {:>14.0} {:>9.2} {:>8.0}% {:>14.0}",
                 row.network,
                 row.side,
                 row.params,
                 row.forward_ms,
                 row.forward_gflops,
                 row.forward_of_ceiling * 100.0,
+                row.fused_forward_ms,
+                row.fused_forward_gflops,
                 row.train_step_ms,
                 row.train_step_gflops,
                 row.train_step_of_ceiling * 100.0,

@@ -20,12 +20,18 @@ pub struct NetBench {
     /// Input (N, 1, side, side, side).
     pub batch: usize,
     pub side: usize,
+    /// Inference forward op by op (batch norm with running statistics).
     pub forward_s: f64,
+    /// The forward `infer` runs: batch norm folded into the convolutions
+    /// ([`Net::fold_bn`], once, not timed), one fused kernel per conv + BN +
+    /// ReLU, skip concatenations read in place.
+    pub fused_forward_s: f64,
     pub train_step_s: f64,
     /// Convolution FLOPs of one forward pass.
     pub forward_flops: f64,
-    /// Forward GFLOP/s.
+    /// Forward GFLOP/s (op by op, and fused).
     pub forward_gflops: f64,
+    pub fused_forward_gflops: f64,
     /// Training step GFLOP/s, counting a step as 3 forward passes (forward,
     /// input gradient, weight gradient).
     pub train_step_gflops: f64,
@@ -62,6 +68,18 @@ pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usiz
             fwd.push(t0.elapsed().as_secs_f64());
         }
     }
+    let folded = net.fold_bn(ctx)?;
+    let mut fused = Vec::new();
+    for i in 0..=reps {
+        let t0 = Instant::now();
+        let y = net.predict_folded(ctx, &folded, &x)?;
+        ctx.sync()?;
+        drop(y);
+        if i > 0 {
+            fused.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    drop(folded);
     let mut step = Vec::new();
     for i in 0..=reps {
         let t0 = Instant::now();
@@ -72,16 +90,18 @@ pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usiz
         }
     }
     let flops = cfg.forward_flops(shape);
-    let (f, s) = (median(fwd), median(step));
+    let (f, ff, s) = (median(fwd), median(fused), median(step));
     Ok(NetBench {
         config: cfg.clone(),
         params: cfg.param_count(),
         batch,
         side,
         forward_s: f,
+        fused_forward_s: ff,
         train_step_s: s,
         forward_flops: flops,
         forward_gflops: flops / f / 1e9,
+        fused_forward_gflops: flops / ff / 1e9,
         train_step_gflops: 3.0 * flops / s / 1e9,
     })
 }
