@@ -26,7 +26,9 @@ impl Shape5 {
     pub const fn numel(&self) -> usize {
         self.n * self.c * self.spatial()
     }
-    pub const fn bytes(&self) -> u64 {
+    /// Bytes of this many f32 values (host tensors; a GPU tensor's own
+    /// size is [`crate::gpu::GpuTensor::bytes`], by its element type).
+    pub const fn f32_bytes(&self) -> u64 {
         (self.numel() * 4) as u64
     }
     /// Linear index of element (n, c, z, y, x).

@@ -149,7 +149,7 @@ fn measure_throughput() {
         let dy = up(ctx, &rand(shape, 2));
         let cfg = BnConfig::default();
         let (_, saved) = batchnorm::forward_train(ctx, &x, &g, &b, &rm, &rv, &cfg).unwrap();
-        let mb = shape.bytes() as f64 / 1e6;
+        let mb = shape.f32_bytes() as f64 / 1e6;
         let f = median(&mut || drop(batchnorm::forward_train(ctx, &x, &g, &b, &rm, &rv, &cfg).unwrap()));
         let i = median(&mut || drop(batchnorm::forward_infer(ctx, &x, &g, &b, &rm, &rv, &cfg).unwrap()));
         let w = median(&mut || drop(batchnorm::backward(ctx, &x, &g, &saved, &dy).unwrap()));

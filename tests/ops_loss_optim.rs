@@ -159,7 +159,7 @@ fn adam_matches_reference() {
 fn optimizer_split_path() {
     // 1 KiB bindings: the 2×3×7×9×11 parameter spans many windows.
     let ctx = capped_ctx(1024);
-    assert!(PARAM_SHAPES[2].bytes() > ctx.binding_limit());
+    assert!(PARAM_SHAPES[2].f32_bytes() > ctx.binding_limit());
     let adam = OptimizerConfig::Adam(AdamConfig { lr: 0.05, weight_decay: 0.01, ..AdamConfig::default() });
     optimizer_check(&ctx, adam, &PARAM_SHAPES, 3, "split adam");
     let sgd = OptimizerConfig::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.01 });

@@ -131,6 +131,10 @@ pub fn run_ops(ctx: &GpuContext, opts: &BenchOptions, mut each: impl FnMut(&Row)
             if *s < case.min_side {
                 continue;
             }
+            if let Some(n) = case.unmet_need(ctx) {
+                log::warn!("{name}: not run, the adapter lacks {n}");
+                continue;
+            }
             let row = run_case(ctx, case, *s, opts)?;
             each(&row);
             rows.push(row);

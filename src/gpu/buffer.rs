@@ -1,5 +1,6 @@
-//! GPU tensors: f32 storage buffers with a 5-D shape, upload, download, fill,
-//! and windows for binding part of a buffer larger than one storage binding.
+//! GPU tensors: storage buffers with a 5-D shape and an element type (f32,
+//! or f16 where the adapter has `shader-f16`), upload, download, fill, and
+//! windows for binding part of a buffer larger than one storage binding.
 
 use std::sync::Arc;
 
@@ -9,26 +10,78 @@ use super::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::tensor::{CpuTensor, Shape5};
 
-/// An f32 tensor in one GPU storage buffer (N, C, D, H, W, W fastest).
+/// The element type of a GPU tensor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum DType {
+    /// 32-bit float: every op's kernels.
+    #[default]
+    F32,
+    /// 16-bit float (IEEE binary16), for kernels that need `shader-f16`.
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A tensor in one GPU storage buffer (N, C, D, H, W, W fastest) of
+/// elements of type `dtype`.
 #[derive(Clone, Debug)]
 pub struct GpuTensor {
     pub buf: Arc<wgpu::Buffer>,
     pub shape: Shape5,
+    pub dtype: DType,
 }
 
 impl GpuTensor {
     pub fn numel(&self) -> usize {
         self.shape.numel()
     }
+    /// Bytes of its elements (the buffer may be up to 3 bytes longer).
+    pub fn bytes(&self) -> u64 {
+        (self.numel() * self.dtype.size()) as u64
+    }
     /// Whole tensor as one binding window (valid only if it fits one binding;
     /// see [`GpuTensor::window`] and [`GpuTensor::window_nc`] for parts).
     pub fn full_window(&self, ctx: &GpuContext) -> Result<Window> {
-        ctx.window(&self.buf, 0, self.numel())
+        self.window(ctx, 0, self.numel())
     }
 
-    /// The window over elements `[start, start + count)` (flat index).
+    /// The window over elements `[start, start + count)` (flat index) for
+    /// an f32 kernel: an error for a tensor of another element type, so an
+    /// f32 kernel never reads f16 bits as f32 (see [`GpuTensor::window_as`]).
     pub fn window(&self, ctx: &GpuContext, start: usize, count: usize) -> Result<Window> {
-        ctx.window(&self.buf, start, count)
+        self.window_as(ctx, DType::F32, start, count)
+    }
+
+    /// The window over elements `[start, start + count)` for a kernel that
+    /// reads elements of type `dtype` (which must be this tensor's).
+    pub fn window_as(&self, ctx: &GpuContext, dtype: DType, start: usize, count: usize) -> Result<Window> {
+        if self.dtype != dtype {
+            return Err(Error::shape(
+                "bind",
+                format!("a {} tensor {} given to a kernel that reads {dtype}", self.dtype, self.shape),
+            ));
+        }
+        ctx.window_of(&self.buf, dtype.size(), start, count)
     }
 
     /// The window over samples `n` and channels `c`: from channel `c.start`
@@ -45,7 +98,7 @@ impl GpuTensor {
         let s = self.shape;
         debug_assert!(n.len() == 1 || c.len() == s.c, "several samples need all channels");
         let count = (n.len().max(1) - 1) * s.c * s.spatial() + c.len() * s.spatial();
-        ctx.window(&self.buf, s.idx(n.start, c.start, 0, 0, 0), count)
+        self.window(ctx, s.idx(n.start, c.start, 0, 0, 0), count)
     }
 }
 
@@ -101,9 +154,18 @@ impl GpuContext {
     /// unspecified: NaN when [`GpuContext::set_poison_new_tensors`] is on (as
     /// in the tests), so an element a kernel never writes shows up.
     pub fn empty(&self, shape: Shape5, what: &str) -> Result<GpuTensor> {
-        let t = GpuTensor { buf: self.create_storage(shape.bytes(), &format!("{what} {shape}"))?, shape };
+        self.empty_as(shape, DType::F32, what)
+    }
+
+    /// [`GpuContext::empty`] with elements of type `dtype` (poisoned with
+    /// that type's NaN).
+    pub fn empty_as(&self, shape: Shape5, dtype: DType, what: &str) -> Result<GpuTensor> {
+        let t = self.zeros_as(shape, dtype, what)?;
         if self.poison_new_tensors() {
-            self.fill(&t.buf, f32::NAN)?;
+            match dtype {
+                DType::F32 => self.fill(&t.buf, f32::NAN)?,
+                DType::F16 => self.fill_pattern(&t.buf, [0x00, 0x7E, 0x00, 0x7E])?,
+            }
         }
         Ok(t)
     }
@@ -117,8 +179,15 @@ impl GpuContext {
 
     /// A new tensor of zeros (for kernels that accumulate).
     pub fn zeros(&self, shape: Shape5, what: &str) -> Result<GpuTensor> {
+        self.zeros_as(shape, DType::F32, what)
+    }
+
+    /// A new tensor of zeros with elements of type `dtype`.
+    pub fn zeros_as(&self, shape: Shape5, dtype: DType, what: &str) -> Result<GpuTensor> {
         // wgpu zero-initialises every new buffer.
-        Ok(GpuTensor { buf: self.create_storage(shape.bytes(), &format!("{what} {shape}"))?, shape })
+        let bytes = (shape.numel() * dtype.size()) as u64;
+        let buf = self.create_storage(bytes, &format!("{what} {shape} {dtype}"))?;
+        Ok(GpuTensor { buf, shape, dtype })
     }
 
     /// Uploads a host tensor.
@@ -132,8 +201,8 @@ impl GpuContext {
     /// (no wait): for callers that must not change a tensor an op updates in
     /// place.
     pub fn copy(&self, t: &GpuTensor) -> Result<GpuTensor> {
-        let out = self.zeros(t.shape, "copy")?;
-        let size = t.shape.bytes();
+        let out = self.zeros_as(t.shape, t.dtype, "copy")?;
+        let size = t.bytes().div_ceil(4) * 4;
         if size > 0 {
             self.record("copy", |enc| enc.copy_buffer_to_buffer(&t.buf, 0, &out.buf, 0, size))?;
         }
@@ -166,21 +235,52 @@ impl GpuContext {
 
     /// Fills a whole buffer with one f32 value.
     pub fn fill(&self, buf: &wgpu::Buffer, value: f32) -> Result<()> {
+        self.fill_pattern(buf, value.to_le_bytes())
+    }
+
+    /// Fills a whole buffer with a repeated 4-byte pattern.
+    pub fn fill_pattern(&self, buf: &wgpu::Buffer, pattern: [u8; 4]) -> Result<()> {
         let n = (buf.size() / 4) as usize;
         let chunk = n.min(1 << 22);
-        let v = vec![value; chunk];
+        let v: Vec<u8> = pattern.iter().copied().cycle().take(chunk * 4).collect();
         let mut at = 0;
         while at < n {
             let k = chunk.min(n - at);
-            self.write_f32(buf, at, &v[..k])?;
+            self.write_bytes(buf, (at * 4) as u64, &v[..k * 4])?;
             at += k;
         }
         Ok(())
     }
 
-    /// Downloads a tensor to the host (waits for all pending work).
+    /// Uploads a host tensor as elements of type `dtype` (f16: rounded to
+    /// nearest, ties to even).
+    pub fn upload_as(&self, t: &CpuTensor, dtype: DType) -> Result<GpuTensor> {
+        match dtype {
+            DType::F32 => self.upload(t),
+            DType::F16 => {
+                let g = self.zeros_as(t.shape, dtype, "upload")?;
+                let mut bytes: Vec<u8> =
+                    t.data.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect();
+                bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+                self.write_bytes(&g.buf, 0, &bytes)?;
+                Ok(g)
+            }
+        }
+    }
+
+    /// Downloads a tensor to the host as f32 (waits for all pending work).
     pub fn download(&self, t: &GpuTensor) -> Result<CpuTensor> {
-        let data = self.read_f32(&t.buf, 0, t.numel())?;
+        let data = match t.dtype {
+            DType::F32 => self.read_f32(&t.buf, 0, t.numel())?,
+            DType::F16 => {
+                let bytes = self.read_bytes(&t.buf, 0, t.bytes().div_ceil(4) * 4)?;
+                bytes
+                    .chunks_exact(2)
+                    .take(t.numel())
+                    .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+                    .collect()
+            }
+        };
         Ok(CpuTensor { shape: t.shape, data })
     }
 
@@ -245,16 +345,30 @@ impl GpuContext {
     /// Most f32 elements a [`Window`] may hold so that it fits one binding
     /// whatever its alignment.
     pub fn max_window_elems(&self) -> usize {
-        ((self.binding_limit() - self.limits.min_storage_buffer_offset_alignment as u64) / 4) as usize
+        self.max_window_elems_of(4)
     }
 
-    /// The binding that covers elements `[start, start+count)` of `buf`.
+    /// Most elements of `elem_bytes` bytes a [`Window`] may hold.
+    pub fn max_window_elems_of(&self, elem_bytes: usize) -> usize {
+        ((self.binding_limit() - self.limits.min_storage_buffer_offset_alignment as u64) / elem_bytes as u64) as usize
+    }
+
+    /// The binding that covers f32 elements `[start, start+count)` of `buf`.
     pub fn window(&self, buf: &Arc<wgpu::Buffer>, start: usize, count: usize) -> Result<Window> {
+        self.window_of(buf, 4, start, count)
+    }
+
+    /// The binding that covers elements of `elem_bytes` bytes
+    /// `[start, start+count)` of `buf`; `base` counts such elements.
+    pub fn window_of(&self, buf: &Arc<wgpu::Buffer>, elem_bytes: usize, start: usize, count: usize) -> Result<Window> {
+        let e = elem_bytes as u64;
         let align = self.limits.min_storage_buffer_offset_alignment as u64;
-        let byte_start = start as u64 * 4;
+        let byte_start = start as u64 * e;
         let offset = byte_start / align * align;
-        let base = ((byte_start - offset) / 4) as u32;
-        let end = (byte_start + count.max(1) as u64 * 4).min(buf.size());
+        let base = ((byte_start - offset) / e) as u32;
+        // Bindings cover whole 4-byte words.
+        let end = (byte_start + count.max(1) as u64 * e).div_ceil(4) * 4;
+        let end = end.min(buf.size());
         let size = end - offset;
         if size > self.binding_limit() {
             return Err(Error::Gpu {

@@ -10,7 +10,7 @@ pub mod context;
 pub mod pipeline;
 pub mod timer;
 
-pub use buffer::{split_units, GpuTensor, Window};
+pub use buffer::{split_units, DType, GpuTensor, Window};
 pub use context::{list_adapters, no_adapter_help, AdapterSummary, ContextOptions, GpuContext};
 pub(crate) use params::{layout, UniformParams};
 pub use params::{Field, ParamLayout};

@@ -15,9 +15,7 @@ fn bn_cfg(eps: f32, momentum: f32) -> batchnorm::BnConfig {
 
 /// A new tensor holding a copy of `t` (recorded in the batched encoder).
 pub fn copy(ctx: &GpuContext, t: &GpuTensor) -> Result<GpuTensor> {
-    let out = ctx.zeros(t.shape, "copy")?;
-    ctx.record("copy", |enc| enc.copy_buffer_to_buffer(&t.buf, 0, &out.buf, 0, t.shape.bytes()))?;
-    Ok(out)
+    ctx.copy(t)
 }
 
 impl Backend for Gpu {

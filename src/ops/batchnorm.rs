@@ -72,7 +72,7 @@ const NO_LO: u32 = u32::MAX;
 /// Whether `mean`'s buffer carries the low-order parts of a double-float mean
 /// after its C values (as [`forward_train`] writes it).
 fn has_lo(mean: &GpuTensor) -> bool {
-    mean.buf.size() >= 2 * mean.shape.bytes()
+    mean.buf.size() >= 2 * mean.bytes()
 }
 
 uniform_params! {

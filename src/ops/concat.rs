@@ -5,7 +5,7 @@
 //! no binding-size limit, and every output element is written exactly once.
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuTensor};
+use crate::gpu::{DType, GpuContext, GpuTensor};
 
 /// Records a copy of `count` f32 values between element offsets.
 fn copy(
@@ -17,11 +17,21 @@ fn copy(
     to: usize,
     count: usize,
 ) -> Result<()> {
+    // Buffer copies move whole 4-byte words at 4-byte offsets: f32 only.
+    for t in [src, dst] {
+        if t.dtype != DType::F32 {
+            return Err(Error::shape(
+                label,
+                format!("a {} tensor {}: concatenation copies f32 tensors", t.dtype, t.shape),
+            ));
+        }
+    }
     if count == 0 {
         return Ok(());
     }
+    let e = DType::F32.size();
     ctx.record(label, |enc| {
-        enc.copy_buffer_to_buffer(&src.buf, (at * 4) as u64, &dst.buf, (to * 4) as u64, (count * 4) as u64)
+        enc.copy_buffer_to_buffer(&src.buf, (at * e) as u64, &dst.buf, (to * e) as u64, (count * e) as u64)
     })
 }
 

@@ -111,13 +111,13 @@ fn plan(ctx: &GpuContext, n: usize, red: (usize, usize), out: (usize, usize), op
 }
 
 fn check_weights(ctx: &GpuContext, w: &GpuTensor, op: &str) -> Result<()> {
-    if w.shape.bytes() > ctx.binding_limit() {
+    if w.bytes() > ctx.binding_limit() {
         return Err(Error::shape(
             op,
             format!(
                 "weights {} ({} bytes) exceed one storage binding ({} bytes)",
                 w.shape,
-                w.shape.bytes(),
+                w.bytes(),
                 ctx.binding_limit()
             ),
         ));

@@ -10,6 +10,7 @@
 
 pub mod activation;
 pub mod batchnorm;
+pub mod cast;
 pub mod concat;
 pub mod conv3d;
 pub mod conv_transpose3d;
@@ -29,6 +30,7 @@ pub use crate::gpu::{Field, ParamLayout};
 /// shader uses one), for checks that need no GPU (`tests/shaders_naga.rs`).
 pub const SHADERS: &[ShaderSource] = &[
     batchnorm::SHADER,
+    cast::SHADER,
     conv3d::SHADER,
     conv_transpose3d::SHADER,
     elementwise::SHADER,
@@ -48,6 +50,7 @@ pub fn param_layouts() -> Vec<ParamLayout> {
         layout::<batchnorm::FinishParams>(batchnorm::SHADER),
         layout::<batchnorm::CoefParams>(batchnorm::SHADER),
         layout::<batchnorm::ApplyParams>(batchnorm::SHADER),
+        layout::<cast::Params>(cast::SHADER),
         layout::<conv3d::PackParams>(conv3d::SHADER),
         layout::<conv3d::ConvParams>(conv3d::SHADER),
         layout::<conv3d::WeightParams>(conv3d::SHADER),

@@ -187,5 +187,5 @@ pub fn new_output(ctx: &GpuContext, shape: Shape5, elems: usize, what: &str) -> 
     if ctx.poison_new_tensors() {
         ctx.fill(&buf, f32::NAN)?;
     }
-    Ok(GpuTensor { buf, shape })
+    Ok(GpuTensor { buf, shape, dtype: crate::gpu::DType::F32 })
 }

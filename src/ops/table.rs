@@ -19,9 +19,10 @@ use std::time::Instant;
 
 use super::batchnorm::{self, BnConfig, BnSaved};
 use super::optim::{reference::CpuOptimizer, AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
-use super::{activation, concat, conv3d, conv_transpose3d, elementwise, loss, pool, reduce, softmax};
+use super::variants::Need;
+use super::{activation, cast, concat, conv3d, conv_transpose3d, elementwise, loss, pool, reduce, softmax};
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuTensor};
+use crate::gpu::{DType, GpuContext, GpuTensor};
 use crate::tensor::{rel_err, CpuTensor, Shape5};
 
 /// Batch size and spatial extent of a run; a case picks its own channels.
@@ -134,6 +135,9 @@ pub struct OpCase {
     /// Where the tests run it.
     pub checks: Vec<Check>,
     pub bench: Bench,
+    /// Adapter capabilities the GPU version needs (f16 kernels): where one
+    /// is missing, the tests and `bench` report the case as not run.
+    pub needs: &'static [Need],
 }
 
 /// The outcome of running a case on both devices at one extent.
@@ -200,7 +204,7 @@ impl OpCase {
             }
             errors.push(rel_err(&a.data, &b.data));
         }
-        let largest_bytes = inputs.iter().chain(&cpu).map(|t| t.shape.bytes()).max().unwrap_or(0);
+        let largest_bytes = inputs.iter().chain(&cpu).map(|t| t.shape.f32_bytes()).max().unwrap_or(0);
         Ok(Compared { errors, problems, cpu_s, largest_bytes })
     }
 }
@@ -220,6 +224,7 @@ fn case(op: &'static str, variant: impl Into<String>, unit: Unit, tol: f64) -> O
         min_side: 4,
         checks: Vec::new(),
         bench: Bench::No,
+        needs: &[],
     }
 }
 
@@ -251,6 +256,14 @@ impl OpCase {
     fn bench(mut self, b: Bench) -> Self {
         self.bench = b;
         self
+    }
+    fn needs(mut self, n: &'static [Need]) -> Self {
+        self.needs = n;
+        self
+    }
+    /// The first capability the case needs that `ctx` lacks.
+    pub fn unmet_need(&self, ctx: &GpuContext) -> Option<Need> {
+        self.needs.iter().copied().find(|n| !n.met(ctx))
     }
 }
 
@@ -895,6 +908,40 @@ fn optimizer_case(
     );
 }
 
+/// Conversion to f16 and back (f16 storage for f16 kernels). `scale`
+/// spreads the random values (up to f16's large range, ±6e4). f32 → f16 may
+/// round either way (WGSL), so within one f16 rounding (2^-11 relative per
+/// value); f16 → f32 is exact (the input made f16 on the host, rounded as
+/// the reference rounds).
+fn cast_cases(v: &mut Vec<OpCase>, scale: f32, bench: Bench, checks: &[Check]) {
+    let var = format!("|x| < {scale}");
+    let inputs = move |d: Dims| vec![CpuTensor::random(d.with_c(3), 91, -scale, scale)];
+    let work = |d: Dims| 6.0 * d.with_c(3).numel() as f64;
+    v.push(
+        case("cast to-f16", var.clone(), Unit::Byte, 1e-3)
+            .work(work)
+            .inputs(inputs)
+            .gpu(|ctx, t| Ok(vec![cast::to(ctx, &t[0], DType::F16)?]))
+            .cpu(|t| vec![cast::reference::round_f16(&t[0])])
+            .checks(checks)
+            .bench(bench)
+            .needs(cast::NEEDS),
+    );
+    v.push(
+        case("cast to-f32", var, Unit::Byte, 0.0)
+            .work(work)
+            .inputs(inputs)
+            .gpu(|ctx, t| {
+                let h = ctx.upload_as(&ctx.download(&t[0])?, DType::F16)?;
+                Ok(vec![cast::to(ctx, &h, DType::F32)?])
+            })
+            .cpu(|t| vec![cast::reference::round_f16(&t[0])])
+            .checks(checks)
+            .bench(bench)
+            .needs(cast::NEEDS),
+    );
+}
+
 /// Every case: the small variants the tests need (odd shapes, channel counts
 /// off the register blocking, ties, large logits, split paths) and the layer
 /// shapes of the NSN (3×3×3, 16–64 channels) and the NDN (5×5×5, 12–192
@@ -1034,6 +1081,12 @@ pub fn table() -> Vec<OpCase> {
     dice_case(&mut v, 2, 0, 1e-5, No, &[at(3, 17, 19, 23)]);
     dice_case(&mut v, 1, 0, 1.0, No, &[at(2, 7, 9, 11)]);
     dice_case(&mut v, 2, 1, 1.0, Yes, &[at(2, 33, 35, 37), capped(4096, 2, 17, 19, 23)]);
+
+    // f32 <-> f16 conversion (needs shader-f16): odd element counts (an f16
+    // tensor ends mid-word), values up to f16's range; 1 KiB bindings.
+    cast_cases(&mut v, 1.0, No, &[at(2, 7, 9, 11), capped(1024, 2, 7, 9, 11)]);
+    cast_cases(&mut v, 6e4, No, &[at(1, 3, 5, 7)]);
+    cast_cases(&mut v, 4.0, Yes, small);
 
     // Optimizers: two steps, weight decay on; 1 KiB bindings.
     let adam = OptimizerConfig::Adam(AdamConfig { lr: 0.05, weight_decay: 0.01, ..AdamConfig::default() });

@@ -1,0 +1,79 @@
+//! Element-type conversion of GPU tensors between f32 and f16
+//! (`shaders/cast_f16.wgsl`): the way into and out of the f16 storage that
+//! f16 kernel variants read. Needs the adapter's `shader-f16` feature
+//! ([`NEEDS`]); without it both directions are an error that says so, and
+//! the f32 kernels (which never load this shader) run as before.
+//!
+//! f32 → f16 rounds to one of the two nearest f16 values (WGSL leaves the
+//! choice to the implementation; the reference rounds to nearest, ties to
+//! even), values beyond f16's range (±65504) are not supported; f16 → f32
+//! is exact.
+
+use super::variants::Need;
+use crate::error::{Error, Result};
+use crate::gpu::{grid, Arg, DType, GpuContext, GpuTensor, ShaderSource};
+
+pub const SHADER: ShaderSource = crate::shader!("cast_f16");
+
+/// What the adapter must offer.
+pub const NEEDS: &[Need] = &[Need::ShaderF16];
+
+/// Workgroup size.
+pub const WG: u32 = 256;
+
+uniform_params! {
+    struct Params {
+        n: u32,
+        base_src: u32,
+        base_dst: u32,
+        _pad: u32,
+    }
+}
+
+/// `x` as a tensor of `dtype` (a copy when it already is one).
+pub fn to(ctx: &GpuContext, x: &GpuTensor, dtype: DType) -> Result<GpuTensor> {
+    if x.dtype == dtype {
+        return ctx.copy(x);
+    }
+    let op = match dtype {
+        DType::F16 => "cast to f16",
+        DType::F32 => "cast to f32",
+    };
+    if let Some(n) = NEEDS.iter().find(|n| !n.met(ctx)) {
+        return Err(Error::invalid(format!("{op}: needs {n}, which {} does not offer", ctx.info.name)));
+    }
+    let (entry, src_t) = match dtype {
+        DType::F16 => ("to_f16", DType::F32),
+        DType::F32 => ("to_f32", DType::F16),
+    };
+    let out = ctx.empty_as(x.shape, dtype, op)?;
+    let pipeline = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
+    let n = x.numel();
+    let chunk = ctx.max_window_elems_of(4).min(u32::MAX as usize / 2);
+    let label = format!("{op} {}", x.shape);
+    let mut start = 0;
+    while start < n {
+        let len = chunk.min(n - start);
+        let ws = x.window_as(ctx, src_t, start, len)?;
+        let wd = out.window_as(ctx, dtype, start, len)?;
+        let p = Params { n: len as u32, base_src: ws.base, base_dst: wd.base, _pad: 0 };
+        let u = Arg::Uniform(bytemuck::bytes_of(&p));
+        let args = match dtype {
+            DType::F16 => [Arg::Buf(&ws), Arg::Buf(&wd), Arg::Buf(&ws), Arg::Buf(&wd), u],
+            DType::F32 => [Arg::Buf(&wd), Arg::Buf(&ws), Arg::Buf(&ws), Arg::Buf(&wd), u],
+        };
+        ctx.dispatch(&label, &pipeline, &args, grid((len as u64).div_ceil(WG as u64)))?;
+        start += len;
+    }
+    Ok(out)
+}
+
+/// Plain-Rust reference.
+pub mod reference {
+    use crate::tensor::CpuTensor;
+
+    /// Each value rounded to the nearest f16 (ties to even), as f32.
+    pub fn round_f16(x: &CpuTensor) -> CpuTensor {
+        CpuTensor { shape: x.shape, data: x.data.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect() }
+    }
+}
