@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Makes BBBC050-style stacks look as if taken on another microscope, to measure
+how the networks hold up (a robustness check; it chooses nothing).
+
+For each NAME given, reads DATA/images_raw/NAME.tif and DATA/labels_instance/NAME.tif
+(0.8 x 0.8 x 1.75 um voxels) and writes to OUT/raw/ and OUT/gt/:
+  NAME_z2.tif     z resampled to SLICE um (image linear, labels nearest), nothing else
+  NAME.tif        the same, then counts -> OFFSET + GAIN * (counts - 90) + N(0, NOISE) (uint16)
+Both carry their voxel size (ImageJ spacing and resolution), so `infer` reads it.
+Then: qcanet-gpu infer OUT/raw/*.tif -o OUT/pred && qcanet-gpu eval --pred OUT/pred --gt OUT/gt
+
+Defaults follow what is known of BBBC050's other microscope (background near 1,700
+counts, 2.0 um slices); its gain and read noise are not known: NOISE is a guess.
+Needs python3 with numpy, scipy and tifffile (analysis only; not used by the program).
+"""
+import argparse
+
+import numpy as np
+import tifffile
+from scipy import ndimage as ndi
+
+p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p.add_argument("names", nargs="+", help="volume names without .tif, e.g. Emb11_t451")
+p.add_argument("--data", default="../shared/data/bbbc050")
+p.add_argument("--out", required=True)
+p.add_argument("--slice", type=float, default=2.0, help="new z step in um (source 1.75)")
+p.add_argument("--offset", type=float, default=1700.0)
+p.add_argument("--gain", type=float, default=2.0)
+p.add_argument("--noise", type=float, default=20.0, help="Gaussian read noise, counts (after gain)")
+p.add_argument("--seed", type=int, default=0)
+a = p.parse_args()
+
+import os
+
+for d in ("raw", "gt"):
+    os.makedirs(os.path.join(a.out, d), exist_ok=True)
+rng = np.random.default_rng(a.seed)
+meta = {"spacing": a.slice, "unit": "micron", "axes": "ZYX"}
+
+
+def write(path, x, dtype):
+    tifffile.imwrite(path, x.astype(dtype), imagej=True, resolution=(1 / 0.8, 1 / 0.8), metadata=meta, compression="zlib")
+
+
+for name in a.names:
+    raw = tifffile.imread(os.path.join(a.data, "images_raw", name + ".tif")).astype(np.float64)
+    gt = tifffile.imread(os.path.join(a.data, "labels_instance", name + ".tif"))
+    nz = int(round(raw.shape[0] * 1.75 / a.slice))
+    zz, yy, xx = np.meshgrid(np.arange(nz) * a.slice / 1.75, np.arange(raw.shape[1]), np.arange(raw.shape[2]), indexing="ij")
+    r = ndi.map_coordinates(raw, [zz, yy, xx], order=1, mode="nearest")
+    g = ndi.map_coordinates(gt, [zz, yy, xx], order=0, mode="nearest")
+    shifted = a.offset + a.gain * (r - 90.0) + rng.normal(0.0, a.noise, r.shape)
+    for suffix, img in (("_z2", r), ("", shifted)):
+        write(os.path.join(a.out, "raw", name + suffix + ".tif"), np.clip(np.round(img), 0, 65535), np.uint16)
+        write(os.path.join(a.out, "gt", name + suffix + ".tif"), g, gt.dtype)
+    print(f"{name}: {raw.shape} -> {r.shape}, {len(np.unique(g)) - 1} nuclei")
