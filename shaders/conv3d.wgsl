@@ -20,6 +20,13 @@
 //   chunk of rows, weight); `weight_finish` sums the partials of every sample
 //   and chunk in fixed order: bit-identical from run to run.
 
+// The element type of activations and packed weights (`act`): f32 here;
+// ops::conv3d builds the f16-storage variant of this module by putting
+// `enable f16;` in front and this alias to f16 (storage f16, arithmetic
+// f32). Every load converts to f32 and every store to `act`, identities in
+// the f32 module. The weight-gradient kernels and the bias stay f32.
+alias act = f32;
+
 override WG: u32 = 64u;
 override CO_B: u32 = 8u;
 override XB: u32 = 8u;
@@ -48,7 +55,7 @@ struct PackParams {
 }
 
 @group(0) @binding(0) var<storage, read> pk_src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> pk_dst: array<f32>;
+@group(0) @binding(1) var<storage, read_write> pk_dst: array<act>;
 @group(0) @binding(2) var<uniform> pk: PackParams;
 
 @compute @workgroup_size(WG)
@@ -73,7 +80,7 @@ fn pack_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         }
         v = pk_src[src];
     }
-    pk_dst[pk.base_dst + e] = v;
+    pk_dst[pk.base_dst + e] = act(v);
 }
 
 // ---------------------------------------------------------------- forward
@@ -98,10 +105,10 @@ struct ConvParams {
                       // on the last input-channel group, when v is the full sum)
 }
 
-@group(0) @binding(0) var<storage, read> cx: array<f32>;
-@group(0) @binding(1) var<storage, read> cw: array<f32>;
+@group(0) @binding(0) var<storage, read> cx: array<act>;
+@group(0) @binding(1) var<storage, read> cw: array<act>;
 @group(0) @binding(2) var<storage, read> cb: array<f32>;
-@group(0) @binding(3) var<storage, read_write> cout: array<f32>;
+@group(0) @binding(3) var<storage, read_write> cout: array<act>;
 @group(0) @binding(4) var<uniform> cp: ConvParams;
 
 @compute @workgroup_size(WG)
@@ -144,12 +151,12 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 for (var j = 0u; j < XB + K - 1u; j = j + 1u) {
                     let ix = i32(x0 + j) - r;
                     let inside = yin && ix >= 0 && ix < wi;
-                    row[j] = select(0.0, cx[rb + u32(clamp(ix, 0, wi - 1))], inside);
+                    row[j] = select(0.0, f32(cx[rb + u32(clamp(ix, 0, wi - 1))]), inside);
                 }
                 let wr = wc + (kz * K + ky) * K * CO_B;
                 for (var kx = 0u; kx < K; kx = kx + 1u) {
                     for (var o = 0u; o < CO_B; o = o + 1u) {
-                        let wv = cw[wr + kx * CO_B + o];
+                        let wv = f32(cw[wr + kx * CO_B + o]);
                         for (var xi = 0u; xi < XB; xi = xi + 1u) {
                             acc[o * XB + xi] = fma(wv, row[xi + kx], acc[o * XB + xi]);
                         }
@@ -173,14 +180,14 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             if (x < cp.w) {
                 var v = acc[o * XB + xi];
                 if (cp.accumulate != 0u) {
-                    v = v + cout[oc + x];
+                    v = v + f32(cout[oc + x]);
                 } else {
                     v = v + bias;
                 }
                 if (cp.relu != 0u) {
                     v = max(v, 0.0);
                 }
-                cout[oc + x] = v;
+                cout[oc + x] = act(v);
             }
         }
     }
@@ -190,10 +197,10 @@ fn conv_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
 // The packed weights seen as vec4 (CO_B a multiple of 4; the packed
 // segment is its own buffer, so its window starts at element 0).
-@group(0) @binding(1) var<storage, read> cw4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> cw4: array<vec4<act>>;
 
 fn wsc(i: u32) -> f32 {
-    return cw4[i / 4u][i % 4u];
+    return f32(cw4[i / 4u][i % 4u]);
 }
 
 fn shifted(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, s: u32) -> vec4<f32> {
@@ -211,7 +218,7 @@ fn shifted(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, s: u32) -> vec4<f32> {
 
 fn load_x(rb: u32, ix: i32, yin: bool) -> f32 {
     let wi = i32(cp.w);
-    return select(0.0, cx[rb + u32(clamp(ix, 0, wi - 1))], yin && ix >= 0 && ix < wi);
+    return select(0.0, f32(cx[rb + u32(clamp(ix, 0, wi - 1))]), yin && ix >= 0 && ix < wi);
 }
 
 fn load4(rb: u32, ix: i32, yin: bool) -> vec4<f32> {
@@ -230,14 +237,14 @@ fn store4(co: u32, x0: u32, oz: u32, v: vec4<f32>) {
         if (x < cp.w) {
             var r = v[xi];
             if (cp.accumulate != 0u) {
-                r = r + cout[oc + x];
+                r = r + f32(cout[oc + x]);
             } else {
                 r = r + bias;
             }
             if (cp.relu != 0u) {
                 r = max(r, 0.0);
             }
-            cout[oc + x] = r;
+            cout[oc + x] = act(r);
         }
     }
 }
@@ -304,9 +311,9 @@ fn conv_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                     var w0 = 0.0; var w1 = 0.0; var w2 = 0.0; var w3 = 0.0;
                     var w4 = 0.0; var w5 = 0.0; var w6 = 0.0; var w7 = 0.0;
                     if (CO_B % 4u == 0u) {
-                        let wa = cw4[wb / 4u];
+                        let wa = vec4<f32>(cw4[wb / 4u]);
                         w0 = wa.x; w1 = wa.y; w2 = wa.z; w3 = wa.w;
-                        if (CO_B > 4u) { let wc = cw4[wb / 4u + 1u]; w4 = wc.x; w5 = wc.y; w6 = wc.z; w7 = wc.w; }
+                        if (CO_B > 4u) { let wc = vec4<f32>(cw4[wb / 4u + 1u]); w4 = wc.x; w5 = wc.y; w6 = wc.z; w7 = wc.w; }
                     } else {
                         w0 = wsc(wb);
                         if (CO_B > 1u) { w1 = wsc(wb + 1u); }

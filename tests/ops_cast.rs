@@ -69,6 +69,20 @@ fn f32_kernels_refuse_f16_tensors() {
     assert!(e.contains("f16 tensor") && e.contains("f32"), "{e}");
     let w = up(c, &rand(Shape5::new(3, 2, 3, 3, 3), 5));
     let b = up(c, &rand(Shape5::new(1, 3, 1, 1, 1), 6));
-    let e = conv3d::forward(c, &h, &w, &b).unwrap_err().to_string();
-    assert!(e.contains("f16 tensor"), "{e}");
+    // The conv takes f16 activations (f16 storage, f32 sums; its values are
+    // checked in the op table) but only f32 weights, and its input gradient
+    // is f32 only.
+    let y = conv3d::forward(c, &h, &w, &b).unwrap();
+    assert_eq!((y.dtype, y.shape), (DType::F16, Shape5::new(1, 3, 3, 4, 5)));
+    let w16 = c.upload_as(&rand(Shape5::new(3, 2, 3, 3, 3), 5), DType::F16).unwrap();
+    let e = conv3d::forward(c, &f, &w16, &b).unwrap_err().to_string();
+    assert!(e.contains("must be f32"), "{e}");
+    let e = conv3d::forward(c, &h, &w16, &b).unwrap_err().to_string();
+    assert!(e.contains("must be f32"), "{e}");
+    let e = conv3d::forward_fused(c, &[&h, &f], &up(c, &rand(Shape5::new(3, 4, 3, 3, 3), 7)), &b, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mix f16 and f32"), "{e}");
+    let e = conv3d::backward_input(c, &y, &w).unwrap_err().to_string();
+    assert!(e.contains("f32 only"), "{e}");
 }

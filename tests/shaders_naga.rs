@@ -71,3 +71,18 @@ fn every_shader_file_is_compiled_as_a_file_or_after_the_prelude() {
     // The prelude is validated only through the shaders that use it.
     assert!(with_prelude > 0, "no shader uses {PRELUDE}: the validation above would not check it");
 }
+
+#[test]
+fn the_f16_storage_form_of_the_conv_validates() {
+    // Built from conv3d.wgsl at run time (`enable f16;`, `act` = f16).
+    let s = ops::conv3d::shader_f16();
+    assert!(s.wgsl.starts_with("enable f16;") && s.wgsl.contains("alias act = f16;"));
+    let module = naga::front::wgsl::parse_str(s.wgsl).unwrap_or_else(|e| panic!("{}", e.emit_to_string(s.wgsl)));
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(s.wgsl)));
+    // Without the f16 capability it must be refused (an adapter without
+    // shader-f16 never builds it).
+    let no_f16 = naga::valid::Capabilities::all() - naga::valid::Capabilities::SHADER_FLOAT16;
+    assert!(naga::valid::Validator::new(naga::valid::ValidationFlags::all(), no_f16).validate(&module).is_err());
+}

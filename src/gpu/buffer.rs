@@ -95,10 +95,21 @@ impl GpuTensor {
         n: &std::ops::Range<usize>,
         c: &std::ops::Range<usize>,
     ) -> Result<Window> {
+        self.window_nc_as(ctx, DType::F32, n, c)
+    }
+
+    /// [`GpuTensor::window_nc`] for a kernel that reads elements of `dtype`.
+    pub fn window_nc_as(
+        &self,
+        ctx: &GpuContext,
+        dtype: DType,
+        n: &std::ops::Range<usize>,
+        c: &std::ops::Range<usize>,
+    ) -> Result<Window> {
         let s = self.shape;
         debug_assert!(n.len() == 1 || c.len() == s.c, "several samples need all channels");
         let count = (n.len().max(1) - 1) * s.c * s.spatial() + c.len() * s.spatial();
-        self.window(ctx, s.idx(n.start, c.start, 0, 0, 0), count)
+        self.window_as(ctx, dtype, s.idx(n.start, c.start, 0, 0, 0), count)
     }
 }
 

@@ -13,6 +13,16 @@
 //!   store can apply ReLU, so conv + batch norm folded into its weights
 //!   ([`crate::ops::batchnorm::fold_into_conv`]) + ReLU, with the decoder's
 //!   skip concatenation, is one pass over memory.
+//! - **f16 storage**: [`forward`] and [`forward_fused`] also take f16
+//!   activations ([`crate::gpu::DType::F16`], made by [`crate::ops::cast`])
+//!   where the adapter has `shader-f16`: the same kernels built from the
+//!   same source with its element alias set to f16 ([`shader_f16`]), so
+//!   activations and packed weights are read as f16, every sum is f32, the
+//!   output is f16. Weights and bias stay f32 tensors. With several
+//!   input-channel groups (the parts of a concatenation, or a split input)
+//!   each partial sum is stored as f16 between groups: one more f16
+//!   rounding per group (about 3e-4 relative in the op table's two-part
+//!   cases; the tolerance there is 1e-3). The backward passes are f32 only.
 //! - [`backward_input`] is the same convolution with channel-swapped,
 //!   tap-flipped weights (the packing kernel builds them): no second conv.
 //! - [`backward_weight`] is deterministic (no float atomics): each lane owns
@@ -27,9 +37,10 @@
 //! channel (`D*H*W` values of one sample) larger than one binding is an error:
 //! tile the volume first (a 512³ f32 channel is 512 MiB).
 
+use super::variants::Need;
 use super::variants::{Kernels, Variant};
 use crate::error::{Error, Result};
-use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
+use crate::gpu::{grid, Arg, DType, GpuContext, GpuTensor, ShaderSource};
 use crate::tensor::Shape5;
 
 pub const SHADER: ShaderSource = crate::shader!("conv3d");
@@ -331,6 +342,32 @@ fn pipeline(ctx: &GpuContext, entry: &str, consts: &[(&str, f64)]) -> Result<std
     ctx.pipeline_trusted(&SHADER, entry, consts)
 }
 
+/// The f16-storage form of `shaders/conv3d.wgsl`: `enable f16;` in front and
+/// its element alias `act` set to f16, so activations and packed weights
+/// are read and written as f16 while every sum is f32 (built once).
+pub fn shader_f16() -> &'static ShaderSource {
+    static S: std::sync::OnceLock<ShaderSource> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let f32_alias = "alias act = f32;";
+        assert_eq!(SHADER.wgsl.matches(f32_alias).count(), 1, "conv3d.wgsl declares `{f32_alias}` once");
+        let src = format!("enable f16;\n{}", SHADER.wgsl.replacen(f32_alias, "alias act = f16;", 1));
+        ShaderSource { name: "conv3d_f16", wgsl: Box::leak(src.into_boxed_str()) }
+    })
+}
+
+/// The pipeline of `entry` for activations of type `dtype`.
+fn pipeline_of(
+    ctx: &GpuContext,
+    dtype: DType,
+    entry: &str,
+    consts: &[(&str, f64)],
+) -> Result<std::sync::Arc<crate::gpu::Pipeline>> {
+    match dtype {
+        DType::F32 => pipeline(ctx, entry, consts),
+        DType::F16 => ctx.pipeline_trusted(shader_f16(), entry, consts),
+    }
+}
+
 /// Consecutive ranges of `n` in steps of `step` (the last one shorter).
 fn ranges(n: usize, step: usize) -> Vec<std::ops::Range<usize>> {
     (0..n).step_by(step.max(1)).map(|s| s..(s + step).min(n)).collect()
@@ -355,6 +392,28 @@ fn conv_core(
     op: &str,
 ) -> Result<GpuTensor> {
     check_tile(ctx, op, tile)?;
+    // Activations (inputs and output) f32, or f16 storage (forward only,
+    // where the adapter has shader-f16); weights and bias are f32.
+    let dtype = xs[0].dtype;
+    if let Some(x) = xs.iter().find(|x| x.dtype != dtype) {
+        return Err(Error::shape(op, format!("inputs mix {dtype} and {} tensors", x.dtype)));
+    }
+    for t in std::iter::once(w).chain(bias) {
+        if t.dtype != DType::F32 {
+            return Err(Error::shape(op, format!("weights and bias must be f32, not {} ({})", t.dtype, t.shape)));
+        }
+    }
+    if dtype == DType::F16 {
+        if transposed {
+            return Err(Error::shape(op, "the input gradient is f32 only; this tensor is f16"));
+        }
+        if !Need::ShaderF16.met(ctx) {
+            return Err(Error::invalid(format!(
+                "{op}: f16 tensors need shader-f16, which {} does not offer",
+                ctx.info.name
+            )));
+        }
+    }
     let k = kernel_size(op, w.shape)?;
     let k3 = k * k * k;
     let s = xs[0].shape;
@@ -392,9 +451,10 @@ fn conv_core(
     let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
     // xb = 4 or 8: the vec4 variant (accumulators in variables, not an array).
     let entry = if tile.xb == 4 || tile.xb == 8 { "conv_forward4" } else { "conv_forward" };
-    let conv = pipeline(ctx, entry, &consts)?;
-    let pack = pipeline(ctx, "pack_weights", &[("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)])?;
-    let out = ctx.empty(out_shape, op)?;
+    let conv = pipeline_of(ctx, dtype, entry, &consts)?;
+    let pack_consts = [("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)];
+    let pack = pipeline_of(ctx, dtype, "pack_weights", &pack_consts)?;
+    let out = ctx.empty_as(out_shape, dtype, op)?;
     let label = format!("{op} x {} w {} -> {out_shape}", s.with_c(in_c), w.shape);
     let nxb = s.w.div_ceil(tile.xb as usize);
     let tiles = (s.h * nxb).div_ceil(tile.wg as usize);
@@ -417,10 +477,11 @@ fn conv_core(
             let seg_len = n_cob * co_b * ig.len() * k3;
             // Its own buffer (window base 0), padded to whole vec4s: the
             // vec4 kernel reads it as array<vec4<f32>>.
-            let seg = ctx.zeros(Shape5::new(1, 1, 1, 1, seg_len.div_ceil(4) * 4), "conv3d packed weights")?;
+            let seg_shape = Shape5::new(1, 1, 1, 1, seg_len.div_ceil(4) * 4);
+            let seg = ctx.zeros_as(seg_shape, dtype, "conv3d packed weights")?;
             let rows = if transposed { ig.clone() } else { og.clone() };
             let wsrc = w.window(ctx, rows.start * row_len, rows.len() * row_len)?;
-            let wseg = seg.full_window(ctx)?;
+            let wseg = seg.window_as(ctx, dtype, 0, seg.numel())?;
             debug_assert_eq!(wseg.base, 0);
             let pp = PackParams {
                 o0: og.start as u32,
@@ -446,8 +507,8 @@ fn conv_core(
                 None => wseg.clone(),
             };
             for n in 0..s.n {
-                let wx = x.window_nc(ctx, &(n..n + 1), &(local.start..local.start + ig.len()))?;
-                let wo = out.window_nc(ctx, &(n..n + 1), &og)?;
+                let wx = x.window_nc_as(ctx, dtype, &(n..n + 1), &(local.start..local.start + ig.len()))?;
+                let wo = out.window_nc_as(ctx, dtype, &(n..n + 1), &og)?;
                 let cp = ConvParams {
                     d: s.d as u32,
                     h: s.h as u32,

@@ -429,6 +429,13 @@ fn conv3d_tile_cases(
 /// (the decoder's skip concatenation, never built), k×k×k, bias, and ReLU
 /// applied once the sum over every part is complete. Biases in [-1, 1), so
 /// about half the outputs are negative and the ReLU is exercised.
+///
+/// With `dtype` f16 (needs shader-f16) the parts are cast to f16 on the GPU
+/// (activations read and written as f16, weights packed to f16, sums in
+/// f32), and the reference is the f32 reference on the parts and weights
+/// rounded to f16, its output rounded to f16: the GPU differs by the order
+/// of its f32 sums and by one f16 rounding of each partial sum between
+/// input-channel groups (see [`conv3d`]), hence 1e-3.
 #[allow(clippy::too_many_arguments)]
 fn conv3d_fused_cases(
     v: &mut Vec<OpCase>,
@@ -437,6 +444,7 @@ fn conv3d_fused_cases(
     parts: &[usize],
     co: usize,
     relu: bool,
+    dtype: DType,
     bench: Bench,
     checks: &[Check],
 ) {
@@ -444,16 +452,19 @@ fn conv3d_fused_cases(
     let ci: usize = parts.iter().sum();
     let list = parts.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("+");
     let act = if relu { " relu" } else { "" };
+    let half = dtype == DType::F16;
+    let ty = if half { " f16" } else { "" };
     let var = match net {
-        Some(net) => format!("{net} {list}->{co}{act}"),
-        None => format!("{list}->{co} k{k}{act}"),
+        Some(net) => format!("{net} {list}->{co}{act}{ty}"),
+        None => format!("{list}->{co} k{k}{act}{ty}"),
     };
     let ws = Shape5::new(co, ci, k, k, k);
     let b = Shape5::new(1, co, 1, 1, 1);
     let np = parts.len();
+    let (tol, needs): (f64, &'static [Need]) = if half { (1e-3, cast::NEEDS) } else { (TOL_SUM, &[]) };
     v.push(
-        case("conv3d fused", var, Unit::Flop, TOL_SUM)
-            .shape(move |d: Dims| format!("{list}->{co} k{k} {d}"))
+        case("conv3d fused", var, Unit::Flop, tol)
+            .shape(move |d: Dims| format!("{list}->{co} k{k} {d}{ty}"))
             .work(move |d: Dims| conv3d::flops(d.with_c(ci), co, k))
             .inputs(move |d| {
                 let mut t: Vec<CpuTensor> =
@@ -463,15 +474,22 @@ fn conv3d_fused_cases(
                 t
             })
             .gpu(move |ctx, t| {
-                let xs: Vec<&GpuTensor> = t[..np].iter().collect();
+                let cast = match half {
+                    true => t[..np].iter().map(|x| cast::to(ctx, x, dtype)).collect::<Result<Vec<_>>>()?,
+                    false => Vec::new(),
+                };
+                let xs: Vec<&GpuTensor> = if half { cast.iter().collect() } else { t[..np].iter().collect() };
                 Ok(vec![conv3d::forward_fused(ctx, &xs, &t[np], &t[np + 1], relu)?])
             })
             .cpu(move |t| {
-                let xs: Vec<&CpuTensor> = t[..np].iter().collect();
-                vec![conv3d::reference::forward_fused(&xs, &t[np], &t[np + 1], relu)]
+                let round = |x: &CpuTensor| if half { cast::reference::round_f16(x) } else { x.clone() };
+                let r: Vec<CpuTensor> = t[..np + 1].iter().map(round).collect();
+                let xs: Vec<&CpuTensor> = r[..np].iter().collect();
+                vec![round(&conv3d::reference::forward_fused(&xs, &r[np], &t[np + 1], relu))]
             })
             .checks(checks)
-            .bench(bench),
+            .bench(bench)
+            .needs(needs),
     );
 }
 
@@ -948,6 +966,7 @@ fn cast_cases(v: &mut Vec<OpCase>, scale: f32, bench: Bench, checks: &[Check]) {
 /// channels) that `bench` times, each also checked at a small extent.
 pub fn table() -> Vec<OpCase> {
     use Bench::{Full, No, Yes};
+    use DType::{F16, F32};
     let mut v = Vec::new();
     // A small extent for checking the benchmark variants.
     let small = &[at(1, 3, 4, 5)];
@@ -996,13 +1015,32 @@ pub fn table() -> Vec<OpCase> {
     // the full sum is not).
     for k in [1, 3, 5] {
         for relu in [false, true] {
-            conv3d_fused_cases(&mut v, None, k, &[5], 11, relu, No, &[at(2, 7, 9, 11)]);
-            conv3d_fused_cases(&mut v, None, k, &[6, 3], 9, relu, No, &[at(2, 5, 7, 13)]);
+            conv3d_fused_cases(&mut v, None, k, &[5], 11, relu, F32, No, &[at(2, 7, 9, 11)]);
+            conv3d_fused_cases(&mut v, None, k, &[6, 3], 9, relu, F32, No, &[at(2, 5, 7, 13)]);
         }
     }
-    conv3d_fused_cases(&mut v, None, 3, &[7, 5], 10, true, No, &[capped(4096, 2, 5, 7, 13), capped(8192, 2, 5, 7, 13)]);
-    conv3d_fused_cases(&mut v, None, 5, &[7, 5], 10, true, No, &[capped(8192, 2, 5, 7, 13)]);
-    conv3d_fused_cases(&mut v, Some("NSN"), 3, &[32, 16], 16, true, Yes, small);
+    conv3d_fused_cases(
+        &mut v,
+        None,
+        3,
+        &[7, 5],
+        10,
+        true,
+        F32,
+        No,
+        &[capped(4096, 2, 5, 7, 13), capped(8192, 2, 5, 7, 13)],
+    );
+    conv3d_fused_cases(&mut v, None, 5, &[7, 5], 10, true, F32, No, &[capped(8192, 2, 5, 7, 13)]);
+    conv3d_fused_cases(&mut v, Some("NSN"), 3, &[32, 16], 16, true, F32, Yes, small);
+    // The same with f16 storage (needs shader-f16): k 1/3/5, one and two
+    // parts, ReLU on and off, the split path, and the NSN decoder layer for
+    // `bench` beside its f32 row.
+    for k in [1, 3, 5] {
+        conv3d_fused_cases(&mut v, None, k, &[5], 11, k != 3, F16, No, &[at(2, 7, 9, 11)]);
+        conv3d_fused_cases(&mut v, None, k, &[6, 3], 9, k == 3, F16, No, &[at(2, 5, 7, 13)]);
+    }
+    conv3d_fused_cases(&mut v, None, 3, &[7, 5], 10, true, F16, No, &[capped(4096, 2, 5, 7, 13)]);
+    conv3d_fused_cases(&mut v, Some("NSN"), 3, &[32, 16], 16, true, F16, Yes, small);
 
     // Transposed convolution: channel tails of the register blocks, several
     // weight-gradient chunks, a single input voxel; the split path (2 KiB:
