@@ -107,3 +107,38 @@ fn folded_network_equals_unfolded_split_path() {
     let ctx = capped_ctx(32768);
     check(&ctx, small(Arch::Nsn, 2, 3, 3, 2), Shape5::new(1, 1, 8, 12, 16), 30, "nsn split");
 }
+
+/// f16 activation storage (`--gpu-kernel activations=f16`): on the GPU
+/// the convolutions read and write f16 between layers (sums f32); the CPU
+/// pass rounds its activations to f16 at the same places, so the two agree
+/// up to the order of f32 sums and an f16 rounding of partial sums between
+/// channel groups; against the f32 network the difference is what f16
+/// storage costs.
+#[test]
+fn folded_network_with_f16_activations() {
+    let ctx = ctx();
+    if !ctx.has_f16() {
+        // The cast tests check the error; nothing to compare here.
+        println!("the adapter has no shader-f16: f16 activations not checked");
+        return;
+    }
+    for (cfg, shape, seed) in [
+        (small(Arch::Nsn, 2, 3, 3, 2), Shape5::new(1, 1, 8, 12, 16), 40),
+        (small(Arch::Ndn, 1, 5, 5, 1), Shape5::new(2, 1, 6, 10, 8), 50),
+    ] {
+        let (p, b) = random_net(&cfg, seed);
+        let x = rand(shape, seed + 1);
+        let c = Net::<Cpu>::from_host(&(), cfg.clone(), &p, &b).unwrap();
+        let full = c.logits(&(), &x).unwrap();
+        let cf = c.fold_bn(&()).unwrap().with_half_storage(true);
+        let want = c.logits_folded(&(), &cf, &x).unwrap();
+        let g = Net::<Gpu>::from_host(ctx, cfg, &p, &b).unwrap();
+        let gf = g.fold_bn(ctx).unwrap().with_half_storage(true);
+        assert!(gf.half_storage());
+        let got = down(ctx, &g.logits_folded(ctx, &gf, &up(ctx, &x)).unwrap());
+        assert_close("GPU f16 activations vs CPU f16-rounded", &got, &want, 2e-3);
+        // f16 storage does change the result, by about its rounding.
+        let e = qcanet_gpu::tensor::rel_err(&got.data, &full.data);
+        assert!(e > 1e-6 && e < 1e-2, "f16 activations vs f32: relative error {e}");
+    }
+}

@@ -108,7 +108,9 @@ fn every_registered_kernel_variant_is_checked_and_benchmarked() {
         for v in &ops.variants {
             assert!(seen.insert(v.name), "{}: two variants named {}", ops.op, v.name);
             let tag = format!("[{}]", v.name);
-            let mine: Vec<_> = cases.iter().filter(|c| c.op.starts_with(ops.op) && c.variant.contains(&tag)).collect();
+            // Tagged cases: conv3d's tiles in conv3d cases, the activation
+            // storage types in the fused inference conv's cases.
+            let mine: Vec<_> = cases.iter().filter(|c| c.variant.contains(&tag)).collect();
             assert!(
                 mine.iter().any(|c| c.checks.iter().any(|k| k.max_binding.is_none()))
                     && mine.iter().any(|c| c.checks.iter().any(|k| k.max_binding.is_some())),
@@ -119,8 +121,8 @@ fn every_registered_kernel_variant_is_checked_and_benchmarked() {
             assert!(mine.iter().any(|c| c.bench == Bench::Yes), "{} variant {} is not benchmarked", ops.op, v.name);
         }
         assert!(
-            ops.variants.last().is_some_and(|v| v.needs.is_empty()),
-            "{}: the last variant must need nothing",
+            ops.variants.iter().any(|v| v.needs.is_empty()),
+            "{}: some variant must need nothing (every adapter needs one)",
             ops.op
         );
     }

@@ -4,14 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
+use crate::gpu::{DType, GpuContext};
 use crate::infer::pipeline::Stage;
 use crate::infer::tiles::Predictor;
 use crate::model::{Arch, Folded, Gpu, Network};
 use crate::tensor::CpuTensor;
 
 /// A [`Network`] predicting one tile at a time on the GPU, with batch norm
-/// folded into its convolutions (done once, at the first tile).
+/// folded into its convolutions (done once, at the first tile), activations
+/// stored as the `activations` kernel variant says (f32 by default).
 pub struct NetPredictor<'a> {
     pub ctx: &'a GpuContext,
     pub net: &'a Network,
@@ -34,7 +35,10 @@ impl Predictor for NetPredictor<'_> {
     fn predict_tile(&mut self, tile: &CpuTensor) -> Result<CpuTensor> {
         let x = self.ctx.upload(tile)?;
         if self.folded.is_none() {
-            self.folded = Some(self.net.net.fold_bn(self.ctx)?);
+            // Activation storage: f32, or f16 where forced and supported
+            // (`--gpu-kernel activations=f16`).
+            let half = crate::ops::cast::ACTIVATIONS.choose(self.ctx)?.kernel == DType::F16;
+            self.folded = Some(self.net.net.fold_bn(self.ctx)?.with_half_storage(half));
         }
         let folded = self.folded.as_ref().expect("folded above");
         let y = self.net.net.predict_folded(self.ctx, folded, &x)?;

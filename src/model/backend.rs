@@ -31,7 +31,8 @@ impl LossSpec {
     }
 }
 
-/// Tensor operations of one device. All tensors are f32 in N, C, D, H, W.
+/// Tensor operations of one device. Tensors are N, C, D, H, W, f32 except
+/// the f16 activations of a folded inference pass ([`Backend::half_storage`]).
 #[allow(clippy::type_complexity)]
 pub trait Backend {
     /// A tensor on this device (cheap to clone on the GPU: a shared buffer).
@@ -57,6 +58,14 @@ pub trait Backend {
     /// concatenation of `xs` (not materialised on the GPU), and ReLU is
     /// applied to the result when `relu` (conv + folded batch norm + ReLU).
     fn conv_fused(cx: &Self::Ctx, xs: &[&Self::T], w: &Self::T, b: &Self::T, relu: bool) -> Result<Self::T>;
+    /// `x` in half-precision storage for [`Backend::conv_fused`] (the
+    /// folded inference pass with f16 activations): f16 on the GPU
+    /// (unchanged if it already is); on the CPU the values rounded to f16,
+    /// kept as f32, so the CPU pass rounds where the GPU stores.
+    fn half_storage(cx: &Self::Ctx, x: &Self::T) -> Result<Self::T>;
+    /// `x` as f32 for the ops that take only f32 (pooling, the transposed
+    /// conv, the head): a conversion on the GPU if it is f16, else `x`.
+    fn full_precision(cx: &Self::Ctx, x: &Self::T) -> Result<Self::T>;
     /// Gradients of [`Backend::conv`]: (dx if `need_dx`, dw, db).
     fn conv_backward(
         cx: &Self::Ctx,

@@ -3,7 +3,9 @@
 
 use super::backend::{Backend, LossSpec};
 use crate::error::{Error, Result};
-use crate::ops::{activation, batchnorm, concat, conv3d, conv_transpose3d, elementwise, loss, optim, pool, softmax};
+use crate::ops::{
+    activation, batchnorm, cast, concat, conv3d, conv_transpose3d, elementwise, loss, optim, pool, softmax,
+};
 use crate::tensor::{CpuTensor, Shape5};
 
 /// The CPU reference backend.
@@ -38,6 +40,12 @@ impl Backend for Cpu {
     }
     fn conv_fused(_: &(), xs: &[&CpuTensor], w: &CpuTensor, b: &CpuTensor, relu: bool) -> Result<CpuTensor> {
         Ok(conv3d::reference::forward_fused(xs, w, b, relu))
+    }
+    fn half_storage(_: &(), x: &CpuTensor) -> Result<CpuTensor> {
+        Ok(cast::reference::round_f16(x))
+    }
+    fn full_precision(_: &(), x: &CpuTensor) -> Result<CpuTensor> {
+        Ok(x.clone())
     }
     fn conv_backward(
         _: &(),

@@ -2,8 +2,10 @@
 
 use super::backend::{Backend, LossSpec};
 use crate::error::Result;
-use crate::gpu::{GpuContext, GpuTensor};
-use crate::ops::{activation, batchnorm, concat, conv3d, conv_transpose3d, elementwise, loss, optim, pool, softmax};
+use crate::gpu::{DType, GpuContext, GpuTensor};
+use crate::ops::{
+    activation, batchnorm, cast, concat, conv3d, conv_transpose3d, elementwise, loss, optim, pool, softmax,
+};
 use crate::tensor::{CpuTensor, Shape5};
 
 /// The GPU backend: every op runs as a WGSL kernel on `ctx`.
@@ -43,6 +45,18 @@ impl Backend for Gpu {
     }
     fn conv_fused(ctx: &GpuContext, xs: &[&GpuTensor], w: &GpuTensor, b: &GpuTensor, relu: bool) -> Result<GpuTensor> {
         conv3d::forward_fused(ctx, xs, w, b, relu)
+    }
+    fn half_storage(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
+        match x.dtype {
+            DType::F16 => Ok(x.clone()),
+            DType::F32 => cast::to(ctx, x, DType::F16),
+        }
+    }
+    fn full_precision(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
+        match x.dtype {
+            DType::F32 => Ok(x.clone()),
+            DType::F16 => cast::to(ctx, x, DType::F32),
+        }
     }
     fn conv_backward(
         ctx: &GpuContext,

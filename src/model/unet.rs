@@ -52,9 +52,23 @@ pub struct Folded<B: Backend> {
     /// [`Layout::params`] order; the CBRs' conv weights and biases folded
     /// (their gamma and beta are then unused).
     params: Vec<B::T>,
+    /// Activations stored in half precision between layers
+    /// ([`Folded::with_half_storage`]).
+    half: bool,
 }
 
 impl<B: Backend> Folded<B> {
+    /// Stores the activations between layers in half precision
+    /// ([`Backend::half_storage`]: f16 on the GPU, sums in f32); pooling,
+    /// the transposed convolutions and the head take them back to f32.
+    pub fn with_half_storage(mut self, on: bool) -> Self {
+        self.half = on;
+        self
+    }
+    pub fn half_storage(&self) -> bool {
+        self.half
+    }
+
     /// The parameters, [`Layout::params`] order (for profiling op by op).
     pub fn params(&self) -> &[B::T] {
         &self.params
@@ -137,14 +151,20 @@ impl<B: Backend> Net<B> {
             params[c.w] = B::upload(be, &w)?;
             params[c.b] = B::upload(be, &b)?;
         }
-        Ok(Folded { params })
+        Ok(Folded { params, half: false })
     }
 
     /// One CBR on the channel concatenation of `xs` (one tensor, or the
     /// decoder's upsampled tensor and skip).
     fn cbr(&self, be: &B::Ctx, c: &Cbr, xs: &[&B::T], mode: &mut Mode<B>) -> Result<B::T> {
         if let Mode::Folded(f) = mode {
-            return B::conv_fused(be, xs, &f.params[c.w], &f.params[c.b], true);
+            if !f.half {
+                return B::conv_fused(be, xs, &f.params[c.w], &f.params[c.b], true);
+            }
+            let halves = xs.iter().map(|x| B::half_storage(be, x)).collect::<Result<Vec<_>>>()?;
+            let xs: Vec<&B::T> = halves.iter().collect();
+            let y = B::conv_fused(be, &xs, &f.params[c.w], &f.params[c.b], true)?;
+            return B::half_storage(be, &y);
         }
         let cat;
         let x = match xs {
@@ -189,11 +209,15 @@ impl<B: Backend> Net<B> {
     fn forward_impl(&self, be: &B::Ctx, x: &B::T, mut mode: Mode<B>) -> Result<B::T> {
         self.cfg.check_input(B::shape(be, x))?;
         let l = &self.layout;
+        // Half-precision activations go back to f32 for pooling, the
+        // transposed convolutions and the head.
+        let half = matches!(mode, Mode::Folded(f) if f.half);
+        let full = |t: &B::T| if half { B::full_precision(be, t) } else { Ok(t.clone()) };
         let mut skips = Vec::with_capacity(self.cfg.depth);
         let mut h = self.cbr(be, &l.enc[0][0], &[x], &mut mode)?;
         h = self.cbr(be, &l.enc[0][1], &[&h], &mut mode)?;
         for level in 1..=self.cfg.depth {
-            let (p, idx) = B::pool(be, &h)?;
+            let (p, idx) = B::pool(be, &full(&h)?)?;
             let hs = B::shape(be, &h);
             skips.push(h);
             if let Mode::Train(t) = &mut mode {
@@ -204,7 +228,7 @@ impl<B: Backend> Net<B> {
             h = self.cbr(be, &l.enc[level][1], &[&h], &mut mode)?;
         }
         for d in &l.dec {
-            let u = B::up(be, &h, &self.params[d.up_w], &self.params[d.up_b])?;
+            let u = B::up(be, &full(&h)?, &self.params[d.up_w], &self.params[d.up_b])?;
             if let Mode::Train(t) = &mut mode {
                 t.ups.push(h.clone());
             }
@@ -216,7 +240,7 @@ impl<B: Backend> Net<B> {
         if let Mode::Train(t) = &mut mode {
             t.head_x = h.clone();
         }
-        B::conv(be, &h, &self.params[l.head_w], &self.params[l.head_b])
+        B::conv(be, &full(&h)?, &self.params[l.head_w], &self.params[l.head_b])
     }
 
     /// Inference-mode logits (BN with running statistics).

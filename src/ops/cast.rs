@@ -9,7 +9,7 @@
 //! even), values beyond f16's range (±65504) are not supported; f16 → f32
 //! is exact.
 
-use super::variants::Need;
+use super::variants::{Kernels, Need, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{grid, Arg, DType, GpuContext, GpuTensor, ShaderSource};
 
@@ -17,6 +17,25 @@ pub const SHADER: ShaderSource = crate::shader!("cast_f16");
 
 /// What the adapter must offer.
 pub const NEEDS: &[Need] = &[Need::ShaderF16];
+
+/// How a folded inference pass stores its activations between layers
+/// (`--gpu-kernel activations=f16`): f32, or f16 storage where the adapter
+/// has shader-f16 (the convolutions read and write f16 and sum in f32;
+/// pooling, the transposed convolution and the head take f32, cast on the
+/// way). f32 stays first, so the default everywhere, until the f16 path is
+/// measured faster and as accurate (`weights/README.md`).
+pub static ACTIVATIONS: Kernels<DType> = Kernels {
+    op: "activations",
+    variants: &[
+        Variant { name: "f32", needs: &[], about: "activations stored as f32", kernel: DType::F32 },
+        Variant {
+            name: "f16",
+            needs: NEEDS,
+            about: "activations stored as f16 between layers, sums in f32 (inference)",
+            kernel: DType::F16,
+        },
+    ],
+};
 
 /// Workgroup size.
 pub const WG: u32 = 256;

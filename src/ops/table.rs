@@ -453,10 +453,12 @@ fn conv3d_fused_cases(
     let list = parts.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("+");
     let act = if relu { " relu" } else { "" };
     let half = dtype == DType::F16;
+    // Tagged with the `activations` storage variant it checks.
     let ty = if half { " f16" } else { "" };
+    let tag = if half { "[f16]" } else { "[f32]" };
     let var = match net {
-        Some(net) => format!("{net} {list}->{co}{act}{ty}"),
-        None => format!("{list}->{co} k{k}{act}{ty}"),
+        Some(net) => format!("{net} {list}->{co}{act} {tag}"),
+        None => format!("{list}->{co} k{k}{act} {tag}"),
     };
     let ws = Shape5::new(co, ci, k, k, k);
     let b = Shape5::new(1, co, 1, 1, 1);

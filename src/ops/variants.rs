@@ -3,8 +3,8 @@
 //! needs ([`Need`]). An op asks [`Kernels::choose`] for its kernel at each
 //! call: the variant forced for it on the context
 //! ([`crate::gpu::ContextOptions::kernels`], `--gpu-kernel OP=NAME` on the
-//! command line), else the first variant the adapter supports. The last
-//! variant of every op needs nothing (plain f32), so every adapter has one.
+//! command line), else the first variant the adapter supports. Every op
+//! has a variant that needs nothing (plain f32), so every adapter has one.
 //!
 //! The op table ([`crate::ops::table`]) checks every registered variant
 //! against the op's CPU reference, and `bench` times them side by side.
@@ -110,7 +110,7 @@ pub struct OpKernels {
 /// Every op with kernel variants. An op with a new variant list adds one
 /// line here.
 pub fn registry() -> Vec<OpKernels> {
-    vec![super::conv3d::KERNELS.info()]
+    vec![super::conv3d::KERNELS.info(), super::cast::ACTIVATIONS.info()]
 }
 
 /// The index of the variant to run: `forced` if given (it must exist and
