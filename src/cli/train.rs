@@ -29,7 +29,7 @@ pub struct Args {
     /// Start from these weights (fine-tuning); the network settings come from the file.
     #[arg(long)]
     init: Option<PathBuf>,
-    /// File listing the training names, one a line (default DATA/split_list/train.txt).
+    /// File listing the training names, one a line (default DATA/split_list/train.txt); a name listed k times is sampled k times as often.
     #[arg(long)]
     train_list: Option<PathBuf>,
     /// File listing the validation names (default DATA/split_list/validation.txt).
