@@ -75,6 +75,12 @@ impl<B: Backend> Folded<B> {
     }
 }
 
+/// `t` as f32 for the ops that take only f32 when the pass stores
+/// half-precision activations (`half`), else `t` itself (no copy).
+fn full<'t, B: Backend>(be: &B::Ctx, half: bool, t: &'t B::T) -> Result<std::borrow::Cow<'t, B::T>> {
+    Ok(if half { std::borrow::Cow::Owned(B::full_precision(be, t)?) } else { std::borrow::Cow::Borrowed(t) })
+}
+
 /// How a forward pass runs.
 enum Mode<'a, B: Backend> {
     /// Batch norm with batch statistics; keeps what backward needs.
@@ -212,12 +218,11 @@ impl<B: Backend> Net<B> {
         // Half-precision activations go back to f32 for pooling, the
         // transposed convolutions and the head.
         let half = matches!(mode, Mode::Folded(f) if f.half);
-        let full = |t: &B::T| if half { B::full_precision(be, t) } else { Ok(t.clone()) };
         let mut skips = Vec::with_capacity(self.cfg.depth);
         let mut h = self.cbr(be, &l.enc[0][0], &[x], &mut mode)?;
         h = self.cbr(be, &l.enc[0][1], &[&h], &mut mode)?;
         for level in 1..=self.cfg.depth {
-            let (p, idx) = B::pool(be, &full(&h)?)?;
+            let (p, idx) = B::pool(be, &*full::<B>(be, half, &h)?)?;
             let hs = B::shape(be, &h);
             skips.push(h);
             if let Mode::Train(t) = &mut mode {
@@ -228,7 +233,7 @@ impl<B: Backend> Net<B> {
             h = self.cbr(be, &l.enc[level][1], &[&h], &mut mode)?;
         }
         for d in &l.dec {
-            let u = B::up(be, &full(&h)?, &self.params[d.up_w], &self.params[d.up_b])?;
+            let u = B::up(be, &*full::<B>(be, half, &h)?, &self.params[d.up_w], &self.params[d.up_b])?;
             if let Mode::Train(t) = &mut mode {
                 t.ups.push(h.clone());
             }
@@ -240,7 +245,7 @@ impl<B: Backend> Net<B> {
         if let Mode::Train(t) = &mut mode {
             t.head_x = h.clone();
         }
-        B::conv(be, &full(&h)?, &self.params[l.head_w], &self.params[l.head_b])
+        B::conv(be, &*full::<B>(be, half, &h)?, &self.params[l.head_w], &self.params[l.head_b])
     }
 
     /// Inference-mode logits (BN with running statistics).
