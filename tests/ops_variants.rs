@@ -68,7 +68,8 @@ fn ctx_with(kernels: &[(&str, &str)]) -> GpuContext {
 #[test]
 fn a_forced_variant_runs_and_matches_the_reference() {
     // The default context runs the preferred variant.
-    assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", "f32-8x8"), ("activations", "f32")]);
+    let act = if ctx().has_f16() { "f16" } else { "f32" };
+    assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", "f32-8x8"), ("activations", act)]);
     let x = CpuTensor::random(Shape5::new(2, 5, 4, 7, 19), 11, -1.0, 1.0);
     let w = CpuTensor::random(Shape5::new(7, 5, 3, 3, 3), 12, -1.0, 1.0);
     let b = CpuTensor::random(Shape5::new(1, 7, 1, 1, 1), 13, -1.0, 1.0);
@@ -78,7 +79,7 @@ fn a_forced_variant_runs_and_matches_the_reference() {
         let c = ctx_with(&[("conv3d", v.name)]);
         check_choices(&c).unwrap();
         assert_eq!(conv3d::KERNELS.choose(&c).unwrap().name, v.name);
-        assert_eq!(chosen(&c).unwrap(), vec![("conv3d", v.name), ("activations", "f32")]);
+        assert_eq!(chosen(&c).unwrap(), vec![("conv3d", v.name), ("activations", act)]);
         let (gx, gw, gb) = (c.upload(&x).unwrap(), c.upload(&w).unwrap(), c.upload(&b).unwrap());
         let y = c.download(&conv3d::forward(&c, &gx, &gw, &gb).unwrap()).unwrap();
         let e = rel_err(&y.data, &want.data);
@@ -117,22 +118,23 @@ fn the_command_line_checks_kernel_choices_before_any_work() {
     assert!(!ok && out.contains("OP=VARIANT"), "{out}");
     // The flag wins over the environment; the choice is reported.
     let (ok, out) = run(&[&["--gpu-kernel", "conv3d=f32-4x4"], &bench[..]].concat(), Some("conv3d=f32-8x4"));
-    assert!(ok && out.contains("kernel variants: conv3d f32-4x4, activations f32"), "{out}");
+    assert!(ok && out.contains("kernel variants: conv3d f32-4x4, activations "), "{out}");
 }
 
 #[test]
 fn f16_activations_are_a_choice_that_needs_shader_f16() {
     use qcanet_gpu::gpu::DType;
     use qcanet_gpu::ops::cast::ACTIVATIONS;
-    // f32 by default, on every adapter.
-    assert_eq!(ACTIVATIONS.choose(ctx()).unwrap().kernel, DType::F32);
+    // f16 where the adapter has shader-f16, else f32; either can be forced
+    // (f16 only where supported).
+    let want = if ctx().has_f16() { DType::F16 } else { DType::F32 };
+    assert_eq!(ACTIVATIONS.choose(ctx()).unwrap().kernel, want);
     let o = ACTIVATIONS.info();
-    assert_eq!(pick(&o, None, |_| true).unwrap(), 0, "f32 stays the default even with shader-f16");
+    assert_eq!(o.variants[pick(&o, None, |_| true).unwrap()].name, "f16");
+    assert_eq!(o.variants[pick(&o, None, |_| false).unwrap()].name, "f32");
     let e = pick(&o, Some("f16"), |_| false).unwrap_err().to_string();
     assert!(e.contains("needs shader-f16"), "{e}");
-    if ctx().has_f16() {
-        let c = ctx_with(&[("activations", "f16")]);
-        check_choices(&c).unwrap();
-        assert_eq!(ACTIVATIONS.choose(&c).unwrap().kernel, DType::F16);
-    }
+    let c = ctx_with(&[("activations", "f32")]);
+    check_choices(&c).unwrap();
+    assert_eq!(ACTIVATIONS.choose(&c).unwrap().kernel, DType::F32);
 }

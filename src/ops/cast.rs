@@ -18,22 +18,23 @@ pub const SHADER: ShaderSource = crate::shader!("cast_f16");
 /// What the adapter must offer.
 pub const NEEDS: &[Need] = &[Need::ShaderF16];
 
-/// How a folded inference pass stores its activations between layers
-/// (`--gpu-kernel activations=f16`): f32, or f16 storage where the adapter
-/// has shader-f16 (the convolutions read and write f16 and sum in f32;
-/// pooling, the transposed convolution and the head take f32, cast on the
-/// way). f32 stays first, so the default everywhere, until the f16 path is
-/// measured faster and as accurate (`weights/README.md`).
+/// How a folded inference pass stores its activations between layers: f16
+/// where the adapter has shader-f16 (the convolutions read and write f16
+/// and sum in f32; pooling, the transposed convolution and the head take
+/// f32, cast on the way), else f32; `--gpu-kernel activations=f32` forces
+/// f32. f16 is first because it was measured as accurate (all 11 Emb11
+/// volumes: the same F1) and faster (`infer` on the 16-cell example on
+/// lavapipe: 64-66 s against 78-80 s), see `weights/README.md`.
 pub static ACTIVATIONS: Kernels<DType> = Kernels {
     op: "activations",
     variants: &[
-        Variant { name: "f32", needs: &[], about: "activations stored as f32", kernel: DType::F32 },
         Variant {
             name: "f16",
             needs: NEEDS,
             about: "activations stored as f16 between layers, sums in f32 (inference)",
             kernel: DType::F16,
         },
+        Variant { name: "f32", needs: &[], about: "activations stored as f32", kernel: DType::F32 },
     ],
 };
 
