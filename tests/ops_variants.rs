@@ -20,19 +20,19 @@ fn ops() -> OpKernels {
 #[test]
 fn the_first_supported_variant_runs_unless_one_is_forced() {
     let o = ops();
-    assert_eq!(pick(&o, None, |_| true).unwrap(), 0);
-    assert_eq!(pick(&o, None, |n| n == Need::ShaderF16).unwrap(), 1);
-    assert_eq!(pick(&o, None, |_| false).unwrap(), 2);
-    assert_eq!(pick(&o, Some("f32"), |_| true).unwrap(), 2);
-    assert_eq!(pick(&o, Some("f16"), |n| n == Need::ShaderF16).unwrap(), 1);
+    assert_eq!(pick(o.op, &o.variants, None, |_| true).unwrap(), 0);
+    assert_eq!(pick(o.op, &o.variants, None, |n| n == Need::ShaderF16).unwrap(), 1);
+    assert_eq!(pick(o.op, &o.variants, None, |_| false).unwrap(), 2);
+    assert_eq!(pick(o.op, &o.variants, Some("f32"), |_| true).unwrap(), 2);
+    assert_eq!(pick(o.op, &o.variants, Some("f16"), |n| n == Need::ShaderF16).unwrap(), 1);
 }
 
 #[test]
 fn a_forced_variant_must_exist_and_be_supported() {
     let o = ops();
-    let e = pick(&o, Some("f64"), |_| true).unwrap_err().to_string();
+    let e = pick(o.op, &o.variants, Some("f64"), |_| true).unwrap_err().to_string();
     assert!(e.contains("demo") && e.contains("'f64'") && e.contains("f16-coop, f16, f32"), "{e}");
-    let e = pick(&o, Some("f16-coop"), |n| n == Need::ShaderF16).unwrap_err().to_string();
+    let e = pick(o.op, &o.variants, Some("f16-coop"), |n| n == Need::ShaderF16).unwrap_err().to_string();
     assert!(e.contains("needs subgroups"), "{e}");
 }
 
@@ -130,9 +130,9 @@ fn f16_activations_are_a_choice_that_needs_shader_f16() {
     let want = if ctx().has_f16() { DType::F16 } else { DType::F32 };
     assert_eq!(ACTIVATIONS.choose(ctx()).unwrap().kernel, want);
     let o = ACTIVATIONS.info();
-    assert_eq!(o.variants[pick(&o, None, |_| true).unwrap()].name, "f16");
-    assert_eq!(o.variants[pick(&o, None, |_| false).unwrap()].name, "f32");
-    let e = pick(&o, Some("f16"), |_| false).unwrap_err().to_string();
+    assert_eq!(o.variants[pick(o.op, &o.variants, None, |_| true).unwrap()].name, "f16");
+    assert_eq!(o.variants[pick(o.op, &o.variants, None, |_| false).unwrap()].name, "f32");
+    let e = pick(o.op, &o.variants, Some("f16"), |_| false).unwrap_err().to_string();
     assert!(e.contains("needs shader-f16"), "{e}");
     let c = ctx_with(&[("activations", "f32")]);
     check_choices(&c).unwrap();

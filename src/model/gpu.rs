@@ -15,11 +15,6 @@ fn bn_cfg(eps: f32, momentum: f32) -> batchnorm::BnConfig {
     batchnorm::BnConfig { eps, momentum }
 }
 
-/// A new tensor holding a copy of `t` (recorded in the batched encoder).
-pub fn copy(ctx: &GpuContext, t: &GpuTensor) -> Result<GpuTensor> {
-    ctx.copy(t)
-}
-
 impl Backend for Gpu {
     type Ctx = GpuContext;
     type T = GpuTensor;
@@ -47,16 +42,10 @@ impl Backend for Gpu {
         conv3d::forward_fused(ctx, xs, w, b, relu)
     }
     fn half_storage(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
-        match x.dtype {
-            DType::F16 => Ok(x.clone()),
-            DType::F32 => cast::to(ctx, x, DType::F16),
-        }
+        cast::to(ctx, x, DType::F16)
     }
     fn full_precision(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
-        match x.dtype {
-            DType::F32 => Ok(x.clone()),
-            DType::F16 => cast::to(ctx, x, DType::F32),
-        }
+        cast::to(ctx, x, DType::F32)
     }
     fn conv_backward(
         ctx: &GpuContext,
@@ -114,7 +103,7 @@ impl Backend for Gpu {
     ) -> Result<(GpuTensor, batchnorm::BnSaved, GpuTensor, GpuTensor)> {
         // The op updates running statistics in place: update copies, so that
         // a forward pass commits nothing until the step does (as on the CPU).
-        let (rm, rv) = (copy(ctx, rm)?, copy(ctx, rv)?);
+        let (rm, rv) = (ctx.copy(rm)?, ctx.copy(rv)?);
         let (y, saved) = batchnorm::forward_train(ctx, x, gamma, beta, &rm, &rv, &bn_cfg(eps, momentum))?;
         Ok((y, saved, rm, rv))
     }

@@ -9,8 +9,8 @@
 //! even), values beyond f16's range (±65504) are not supported; f16 → f32
 //! is exact.
 
-use super::variants::{Kernels, Need, Variant};
-use crate::error::{Error, Result};
+use super::variants::{require, Kernels, Need, Variant};
+use crate::error::Result;
 use crate::gpu::{grid, Arg, DType, GpuContext, GpuTensor, ShaderSource};
 
 pub const SHADER: ShaderSource = crate::shader!("cast_f16");
@@ -50,18 +50,17 @@ uniform_params! {
     }
 }
 
-/// `x` as a tensor of `dtype` (a copy when it already is one).
+/// `x` as a tensor of `dtype`: `x` itself (the same buffer) when it already
+/// is one, else a converted copy.
 pub fn to(ctx: &GpuContext, x: &GpuTensor, dtype: DType) -> Result<GpuTensor> {
     if x.dtype == dtype {
-        return ctx.copy(x);
+        return Ok(x.clone());
     }
     let op = match dtype {
         DType::F16 => "cast to f16",
         DType::F32 => "cast to f32",
     };
-    if let Some(n) = NEEDS.iter().find(|n| !n.met(ctx)) {
-        return Err(Error::invalid(format!("{op}: needs {n}, which {} does not offer", ctx.info.name)));
-    }
+    require(ctx, op, NEEDS)?;
     let (entry, src_t) = match dtype {
         DType::F16 => ("to_f16", DType::F32),
         DType::F32 => ("to_f32", DType::F16),

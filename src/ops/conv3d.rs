@@ -37,8 +37,7 @@
 //! channel (`D*H*W` values of one sample) larger than one binding is an error:
 //! tile the volume first (a 512³ f32 channel is 512 MiB).
 
-use super::variants::Need;
-use super::variants::{Kernels, Variant};
+use super::variants::{require, Kernels, Need, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{grid, Arg, DType, GpuContext, GpuTensor, ShaderSource};
 use crate::tensor::Shape5;
@@ -407,12 +406,7 @@ fn conv_core(
         if transposed {
             return Err(Error::shape(op, "the input gradient is f32 only; this tensor is f16"));
         }
-        if !Need::ShaderF16.met(ctx) {
-            return Err(Error::invalid(format!(
-                "{op}: f16 tensors need shader-f16, which {} does not offer",
-                ctx.info.name
-            )));
-        }
+        require(ctx, op, &[Need::ShaderF16])?;
     }
     let k = kernel_size(op, w.shape)?;
     let k3 = k * k * k;

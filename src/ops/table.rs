@@ -476,11 +476,9 @@ fn conv3d_fused_cases(
                 t
             })
             .gpu(move |ctx, t| {
-                let cast = match half {
-                    true => t[..np].iter().map(|x| cast::to(ctx, x, dtype)).collect::<Result<Vec<_>>>()?,
-                    false => Vec::new(),
-                };
-                let xs: Vec<&GpuTensor> = if half { cast.iter().collect() } else { t[..np].iter().collect() };
+                // The parts as `dtype` (f32 parts are passed as they are).
+                let parts = t[..np].iter().map(|x| cast::to(ctx, x, dtype)).collect::<Result<Vec<_>>>()?;
+                let xs: Vec<&GpuTensor> = parts.iter().collect();
                 Ok(vec![conv3d::forward_fused(ctx, &xs, &t[np], &t[np + 1], relu)?])
             })
             .cpu(move |t| {

@@ -75,7 +75,7 @@ impl<K> Kernels<K> {
 
     /// The variant this op runs on `ctx` (see the module documentation).
     pub fn choose(&self, ctx: &GpuContext) -> Result<&'static Variant<K>> {
-        let i = pick(&self.info(), ctx.kernel_choice(self.op), |n| n.met(ctx))?;
+        let i = pick(self.op, self.variants, ctx.kernel_choice(self.op), |n| n.met(ctx))?;
         Ok(&self.variants[i])
     }
 
@@ -89,6 +89,30 @@ impl<K> Kernels<K> {
                 .map(|v| VariantInfo { name: v.name, needs: v.needs, about: v.about })
                 .collect(),
         }
+    }
+}
+
+/// A variant's name and what it needs, for [`pick`].
+pub trait Named {
+    fn name(&self) -> &str;
+    fn needs(&self) -> &[Need];
+}
+
+impl<K> Named for Variant<K> {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn needs(&self) -> &[Need] {
+        self.needs
+    }
+}
+
+impl Named for VariantInfo {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn needs(&self) -> &[Need] {
+        self.needs
     }
 }
 
@@ -113,26 +137,37 @@ pub fn registry() -> Vec<OpKernels> {
     vec![super::conv3d::KERNELS.info(), super::cast::ACTIVATIONS.info()]
 }
 
-/// The index of the variant to run: `forced` if given (it must exist and
-/// its needs must be `met`), else the first whose needs are met.
-pub fn pick(ops: &OpKernels, forced: Option<&str>, met: impl Fn(Need) -> bool) -> Result<usize> {
-    let names = || ops.variants.iter().map(|v| v.name).collect::<Vec<_>>().join(", ");
+/// The index in `variants` of the variant of `op` to run: `forced` if
+/// given (it must exist and its needs must be `met`), else the first whose
+/// needs are met.
+pub fn pick<V: Named>(op: &str, variants: &[V], forced: Option<&str>, met: impl Fn(Need) -> bool) -> Result<usize> {
+    let names = || variants.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ");
     if let Some(name) = forced {
-        let (i, v) = ops.variants.iter().enumerate().find(|(_, v)| v.name == name).ok_or_else(|| {
-            Error::invalid(format!("{}: no kernel variant named '{name}' (variants: {})", ops.op, names()))
-        })?;
-        if let Some(n) = v.needs.iter().find(|n| !met(**n)) {
+        let (i, v) =
+            variants.iter().enumerate().find(|(_, v)| v.name() == name).ok_or_else(|| {
+                Error::invalid(format!("{op}: no kernel variant named '{name}' (variants: {})", names()))
+            })?;
+        if let Some(n) = v.needs().iter().find(|n| !met(**n)) {
             return Err(Error::invalid(format!(
-                "{}: kernel variant '{name}' needs {n}, which this adapter does not offer (variants: {})",
-                ops.op,
+                "{op}: kernel variant '{name}' needs {n}, which this adapter does not offer (variants: {})",
                 names()
             )));
         }
         return Ok(i);
     }
-    ops.variants.iter().position(|v| v.needs.iter().all(|n| met(*n))).ok_or_else(|| {
-        Error::invalid(format!("{}: this adapter supports none of the kernel variants {}", ops.op, names()))
-    })
+    variants
+        .iter()
+        .position(|v| v.needs().iter().all(|n| met(*n)))
+        .ok_or_else(|| Error::invalid(format!("{op}: this adapter supports none of the kernel variants {}", names())))
+}
+
+/// An error naming `op` and the first of `needs` the adapter of `ctx`
+/// lacks, if any (for kernels outside a variant list, such as the casts).
+pub fn require(ctx: &GpuContext, op: &str, needs: &[Need]) -> Result<()> {
+    match needs.iter().find(|n| !n.met(ctx)) {
+        Some(n) => Err(Error::invalid(format!("{op}: needs {n}, which {} does not offer", ctx.info.name))),
+        None => Ok(()),
+    }
 }
 
 /// Parses `OP=VARIANT` (the `--gpu-kernel` syntax); several may be given
@@ -160,12 +195,15 @@ pub fn check_choices(ctx: &GpuContext) -> Result<()> {
             let all = reg.iter().map(|o| o.op).collect::<Vec<_>>().join(", ");
             Error::invalid(format!("--gpu-kernel: no op '{op}' has kernel variants (ops with variants: {all})"))
         })?;
-        pick(ops, Some(name), |n| n.met(ctx))?;
+        pick(ops.op, &ops.variants, Some(name), |n| n.met(ctx))?;
     }
     Ok(())
 }
 
 /// The variant each op with variants runs on `ctx`: (op, variant name).
 pub fn chosen(ctx: &GpuContext) -> Result<Vec<(&'static str, &'static str)>> {
-    registry().iter().map(|o| Ok((o.op, o.variants[pick(o, ctx.kernel_choice(o.op), |n| n.met(ctx))?].name))).collect()
+    registry()
+        .iter()
+        .map(|o| Ok((o.op, o.variants[pick(o.op, &o.variants, ctx.kernel_choice(o.op), |n| n.met(ctx))?].name)))
+        .collect()
 }

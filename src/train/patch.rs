@@ -236,9 +236,9 @@ pub fn extract(s: &Sample, origin: [isize; 3], patch: [usize; 3], flip: [bool; 3
 /// the NDN's ground truth): each voxel within `radius` of an object goes to
 /// the nearest one (ties to the lower-numbered), and of two touching voxels
 /// (26-neighbours) of different objects the farther from its own object is
-/// cleared (ties: the higher-numbered), so the result has exactly the
-/// objects of the input, each grown by up to `radius`, with a gap between
-/// any two. A plain dilation joins the markers of neighbouring nuclei at the
+/// cleared (ties: the higher-numbered), so every object keeps its voxels,
+/// grows by up to `radius`, and never touches another (the tests check that
+/// the number of objects stays the same). A plain dilation joins the markers of neighbouring nuclei at the
 /// crowded stages (BBBC050 Emb01-Emb10, t301-t501: radius 2 joins 15 of
 /// the markers, radius 4 joins 88), and a network trained on joined markers
 /// learns to give two nuclei one.
