@@ -85,6 +85,7 @@ fn small_nsn_learns_blobs() {
         patch: 16,
         batch: 2,
         epochs: 4,
+        time_limit: None,
         steps_per_epoch: 25,
         loss: LossSpec::Ce { class_weights: vec![1.0, 1.0] },
         augment: Augment { flips: true, ..Augment::none() },

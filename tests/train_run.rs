@@ -87,6 +87,16 @@ fn run_checkpoints_and_resumes() {
     let s3 = run(ctx, &cfg, false, true, false).unwrap();
     assert_eq!(read_log(&out.join(LOG)).unwrap().len(), 1);
     assert_eq!(s3.records[0].epoch, 1);
+    // A time limit stops after the first epoch that ends past it, with the
+    // checkpoints of a finished epoch; a resume without it finishes the run.
+    let timed = TrainConfig { epochs: 3, time_limit_minutes: Some(0.0), ..cfg.clone() };
+    let s4 = run(ctx, &timed, false, true, false).unwrap();
+    assert_eq!(s4.records.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1]);
+    assert!(out.join(BEST).exists() && out.join(LAST).exists());
+    let s5 = run(ctx, &TrainConfig { time_limit_minutes: None, ..timed.clone() }, true, false, false).unwrap();
+    assert_eq!(s5.records.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let e = run(ctx, &TrainConfig { time_limit_minutes: Some(-1.0), ..timed }, false, true, false).unwrap_err();
+    assert!(e.to_string().contains("time limit"), "{e}");
 }
 
 #[test]

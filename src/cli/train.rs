@@ -57,6 +57,10 @@ pub struct Args {
     patch: Option<usize>,
     #[arg(long)]
     epochs: Option<usize>,
+    /// Stop after the first epoch that ends this many minutes after training started (a time budget;
+    /// the learning-rate decay still spans --epochs, so size --epochs to the budget).
+    #[arg(long, value_name = "MINUTES")]
+    time_limit: Option<f64>,
     #[arg(long)]
     steps_per_epoch: Option<usize>,
     #[arg(long)]
@@ -172,6 +176,9 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if a.depth.is_some() {
         c.depth = a.depth;
+    }
+    if a.time_limit.is_some() {
+        c.time_limit_minutes = a.time_limit;
     }
     if a.base.is_some() {
         c.base = a.base;

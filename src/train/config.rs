@@ -63,6 +63,12 @@ pub struct TrainConfig {
     /// Training patch side (voxels, after z interpolation).
     pub patch: usize,
     pub epochs: usize,
+    /// Stop after the first epoch that ends this many minutes after training
+    /// started (a budget on a lent machine; checkpoints as usual). The
+    /// learning-rate schedule still spans all `epochs`, so a run stopped early
+    /// ends before its rate has decayed: size `epochs` to the budget and keep
+    /// this as the safety net.
+    pub time_limit_minutes: Option<f64>,
     pub steps_per_epoch: usize,
     pub batch: usize,
     pub lr: f32,
@@ -121,6 +127,7 @@ impl Default for TrainConfig {
             classes: 2,
             patch: 128,
             epochs: 50,
+            time_limit_minutes: None,
             steps_per_epoch: 50,
             batch: 1,
             lr: 1e-3,
@@ -222,6 +229,9 @@ impl TrainConfig {
         let bad = |m: String| Err(Error::invalid(format!("training settings: {m}")));
         if self.patch < 4 {
             return bad(format!("patch {} is too small", self.patch));
+        }
+        if self.time_limit_minutes.is_some_and(|m| !(m.is_finite() && m >= 0.0)) {
+            return bad(format!("time limit {:?} minutes must be finite and at least 0", self.time_limit_minutes));
         }
         if self.epochs == 0 || self.steps_per_epoch == 0 || self.batch == 0 {
             return bad("epochs, steps_per_epoch and batch must be at least 1".into());

@@ -20,6 +20,9 @@ pub struct FitSettings {
     pub patch: usize,
     pub batch: usize,
     pub epochs: usize,
+    /// Stop after the first epoch that ends this long after `fit` started
+    /// (None: run every epoch).
+    pub time_limit: Option<std::time::Duration>,
     pub steps_per_epoch: usize,
     pub loss: LossSpec,
     pub augment: Augment,
@@ -110,6 +113,7 @@ pub fn fit<B: Backend>(
         log::info!("patch side {} rounded up to {patch} (a multiple of {m})", s.patch);
     }
     let mut records = Vec::new();
+    let started = Instant::now();
     for epoch in first_epoch..=s.epochs {
         let t0 = Instant::now();
         let mut rng = epoch_rng(s.seed, epoch);
@@ -221,6 +225,16 @@ pub fn fit<B: Backend>(
         );
         on_epoch(&r, net, opt)?;
         records.push(r);
+        if let Some(limit) = s.time_limit.filter(|&l| epoch < s.epochs && started.elapsed() >= l) {
+            log::warn!(
+                "time limit of {:.1} min reached after epoch {epoch} of {} ({:.1} min): stopping; the learning rate \
+                 had not finished its decay (fewer epochs would fit the budget)",
+                limit.as_secs_f64() / 60.0,
+                s.epochs,
+                started.elapsed().as_secs_f64() / 60.0
+            );
+            break;
+        }
     }
     Ok(records)
 }

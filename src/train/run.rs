@@ -178,7 +178,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
     }
     std::fs::create_dir_all(&out).map_err(|e| Error::file(&out, format!("cannot create: {e}")))?;
 
-    // On resume the checkpoint's settings win, except the number of epochs.
+    // On resume the checkpoint's settings win, except the number of epochs and the time limit.
     let (cfg, ckpt) = if resume {
         let w = read_weights(&last)?;
         let json =
@@ -187,6 +187,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             serde_json::from_str(json).map_err(|e| Error::file(&last, format!("invalid checkpoint metadata: {e}")))?;
         let mut c = info.config.clone();
         c.epochs = cfg.epochs;
+        c.time_limit_minutes = cfg.time_limit_minutes;
         c.data = cfg.data.clone();
         c.out = cfg.out.clone();
         info.config = c.clone();
@@ -305,6 +306,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         patch: cfg.patch,
         batch: cfg.batch,
         epochs: cfg.epochs,
+        time_limit: cfg.time_limit_minutes.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
         steps_per_epoch: cfg.steps_per_epoch,
         loss: cfg.loss_spec()?,
         augment: cfg.augment.clone(),
