@@ -142,10 +142,34 @@ pub fn search(
     let total = pairs.len() * dynamics.len();
     let mut all = Vec::with_capacity(total);
     let mut best: Option<Trial> = None;
+    // The settings of one dynamic are independent: scored on all cores,
+    // logged and ranked in grid order (the result does not depend on the
+    // number of threads).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(pairs.len()).max(1);
     for &h in dynamics {
         let summits = summits_of(vols, h, opts)?;
-        for &(a, b) in &pairs {
-            let r = trial_with(vols, a, b, h, &summits, opts)?;
+        let mut scored: Vec<Option<Result<Trial>>> = (0..pairs.len()).map(|_| None).collect();
+        std::thread::scope(|sc| {
+            let summits = &summits;
+            let pairs = &pairs;
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    sc.spawn(move || {
+                        (w..pairs.len())
+                            .step_by(workers)
+                            .map(|i| (i, trial_with(vols, pairs[i].0, pairs[i].1, h, summits, opts)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for hd in handles {
+                for (i, r) in hd.join().expect("a calibration thread panicked") {
+                    scored[i] = Some(r);
+                }
+            }
+        });
+        for (&(a, b), r) in pairs.iter().zip(scored) {
+            let r = r.expect("every setting scored")?;
             log::info!(
                 "[{}/{total}] NSN {a:.2}, NDN {b:.2}, dynamic {h:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}",
                 all.len() + 1,
