@@ -377,6 +377,20 @@ fn offset_and_noise_augmentations_stay_in_their_ranges() {
         sds.push(sd);
     }
     assert!(sds.iter().any(|&v| v > 0.1), "{sds:?}");
+    // Noise is relative to the normalised range: under a gain of 4 it is
+    // four times as large in absolute terms (it is added before the gain).
+    let aug = Augment { noise: 0.3, brightness: [4.0, 4.0], ..Augment::none() };
+    let mut rel = Vec::new();
+    for _ in 0..20 {
+        let (i, _) = random_patch(&s, dims, &aug, &mut rng);
+        let d: Vec<f64> = i.iter().zip(&s.image.data).map(|(a, b)| (a / 4.0 - b) as f64).collect();
+        let n = d.len() as f64;
+        let mean = d.iter().sum::<f64>() / n;
+        let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!(sd < 0.33, "sd {sd} relative to the range");
+        rel.push(sd);
+    }
+    assert!(rel.iter().any(|&v| v > 0.1), "noise shrank under the gain: {rel:?}");
     // Blur only: changes the image but keeps its mean (reflecting edges keep it roughly).
     let aug = Augment { blur: 2.0, blur_z: 2.0, ..Augment::none() };
     let changed = (0..10).any(|_| random_patch(&s, dims, &aug, &mut rng).0 != s.image.data);

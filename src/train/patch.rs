@@ -42,7 +42,8 @@ pub struct Sample {
 }
 
 /// Augmentation settings (all applied per patch, seeded), in the order
-/// blur, gamma, gain (brightness), offset, noise. Together they cover what
+/// blur, gamma, offset, noise, gain (brightness): offset and noise are in the
+/// normalised units inference sees, whatever the gain. Together they cover what
 /// changes between microscopes after percentile normalisation: optics and z
 /// step (blur, stronger along z), camera gain and reporter brightness (gain,
 /// gamma), background offset left after normalisation (offset) and shot and
@@ -56,12 +57,13 @@ pub struct Augment {
     pub brightness: [f32; 2],
     /// Random gamma range applied to max(v, 0); (1, 1) disables.
     pub gamma: [f32; 2],
-    /// Largest additive offset (normalised units): each patch gets one drawn
-    /// uniformly from ±offset; 0 disables.
+    /// Largest additive offset (normalised units, before the gain): each
+    /// patch gets one drawn uniformly from ±offset; 0 disables.
     #[serde(default)]
     pub offset: f32,
-    /// Largest standard deviation of added Gaussian noise (normalised units):
-    /// each patch draws its σ uniformly from 0..noise; 0 disables.
+    /// Largest standard deviation of added Gaussian noise (normalised units,
+    /// before the gain, so relative to the volume's normalised range): each
+    /// patch draws its σ uniformly from 0..noise; 0 disables.
     #[serde(default)]
     pub noise: f32,
     /// Largest Gaussian blur σ in y and x (voxels): half the patches are
@@ -193,14 +195,22 @@ pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl
         let sz = uniform(rng, 0.0, aug.blur_z);
         img = gaussian_blur(&img, patch, [sz, sxy, sxy]);
     }
-    if scale != 1.0 || gamma != 1.0 {
-        img.iter_mut().for_each(|v| *v = v.max(0.0).powf(gamma) * scale);
+    if gamma != 1.0 {
+        img.iter_mut().for_each(|v| *v = v.max(0.0).powf(gamma));
     }
+    // Offset and noise in the volume's normalised units, before the gain:
+    // inference normalises every volume, so what a network meets is noise
+    // relative to the normalised range, whatever the camera's gain. (Added
+    // after a gain of up to 4, σ 0.1 was mostly a few per cent of the
+    // range, and a simulated noisier microscope broke the crowded stages.)
     let offset = uniform(rng, -aug.offset, aug.offset);
     let sigma = uniform(rng, 0.0, aug.noise);
     if offset != 0.0 || sigma > 0.0 {
         let normal = rand_distr::Normal::new(0.0f32, sigma.max(f32::MIN_POSITIVE)).expect("finite sigma");
         img.iter_mut().for_each(|v| *v += offset + if sigma > 0.0 { rng.sample(normal) } else { 0.0 });
+    }
+    if scale != 1.0 {
+        img.iter_mut().for_each(|v| *v *= scale);
     }
     (img, tgt)
 }
