@@ -189,6 +189,37 @@ pub struct Dec {
     pub cbr: [Cbr; 2],
 }
 
+/// One step of a network's forward pass. A network is the list of its
+/// blocks ([`Layout::blocks`]); the forward pass runs them in order with a
+/// stack of skip tensors, and the backward pass runs them in reverse with a
+/// stack of skip gradients (`model::unet`).
+#[derive(Clone, Debug)]
+pub enum Block {
+    /// Conv + batch norm + ReLU. With `concat: Some(c)` its input is the
+    /// channel concatenation of the current tensor (`c` channels, the
+    /// upsampled one) and the skip on top of the stack (a decoder's first CBR).
+    Cbr { cbr: Cbr, concat: Option<usize> },
+    /// Pushes the current tensor onto the skip stack and max-pools it (2³, stride 2).
+    Down,
+    /// Transposed convolution (`c` → `c` channels, kernel 2, stride 2): indices of weight and bias.
+    Up { c: usize, w: usize, b: usize },
+    /// 1×1×1 convolution to the class logits: indices of weight and bias.
+    Head { w: usize, b: usize },
+}
+
+impl Block {
+    /// Short name for messages and tests (`enc1.0`-style names are in the tensors').
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Block::Cbr { concat: None, .. } => "conv-bn-relu",
+            Block::Cbr { concat: Some(_), .. } => "concat-conv-bn-relu",
+            Block::Down => "down",
+            Block::Up { .. } => "up",
+            Block::Head { .. } => "head",
+        }
+    }
+}
+
 /// The parameter and buffer layout of a network, in a fixed order (the
 /// order of gradients and optimizer state too).
 #[derive(Clone, Debug)]
@@ -203,6 +234,10 @@ pub struct Layout {
     pub head_cin: usize,
     pub head_w: usize,
     pub head_b: usize,
+    /// The forward pass, block by block: encoder level 0 (two CBRs); each
+    /// level 1..=L: down, two CBRs; each decoder L..1: up, concat CBR, CBR;
+    /// the head.
+    pub blocks: Vec<Block>,
 }
 
 impl Layout {
@@ -215,6 +250,7 @@ impl Layout {
             head_cin: 2 * cfg.base,
             head_w: 0,
             head_b: 0,
+            blocks: Vec::new(),
         };
         let k = cfg.kernel;
         let b = cfg.base;
@@ -234,7 +270,27 @@ impl Layout {
         }
         l.head_w = l.param("head.weight".into(), Shape5::new(cfg.classes, 2 * b, 1, 1, 1));
         l.head_b = l.param("head.bias".into(), Shape5::new(1, cfg.classes, 1, 1, 1));
+        l.blocks = l.block_list();
         l
+    }
+
+    /// [`Layout::blocks`] from the encoder and decoder levels.
+    fn block_list(&self) -> Vec<Block> {
+        let cbr = |c: &Cbr| Block::Cbr { cbr: c.clone(), concat: None };
+        let mut v = Vec::new();
+        for (level, e) in self.enc.iter().enumerate() {
+            if level > 0 {
+                v.push(Block::Down);
+            }
+            v.extend(e.iter().map(cbr));
+        }
+        for d in &self.dec {
+            v.push(Block::Up { c: d.up_c, w: d.up_w, b: d.up_b });
+            v.push(Block::Cbr { cbr: d.cbr[0].clone(), concat: Some(d.up_c) });
+            v.push(cbr(&d.cbr[1]));
+        }
+        v.push(Block::Head { w: self.head_w, b: self.head_b });
+        v
     }
 
     fn param(&mut self, name: String, shape: Shape5) -> usize {

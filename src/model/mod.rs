@@ -5,7 +5,7 @@
 
 pub mod config;
 
-pub use config::{Arch, Cbr, Dec, Layout, NetConfig, TensorSpec};
+pub use config::{Arch, Block, Cbr, Dec, Layout, NetConfig, TensorSpec};
 pub mod backend;
 pub mod bench;
 pub mod cpu;
@@ -18,5 +18,5 @@ pub use backend::{Backend, LossSpec};
 pub use bench::{bench_network, NetBench};
 pub use cpu::Cpu;
 pub use gpu::Gpu;
-pub use unet::{Folded, Net, Tape};
+pub use unet::{BlockTape, Folded, Net, Tape};
 pub use weights::{Network, WeightsMeta};

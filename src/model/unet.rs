@@ -1,9 +1,11 @@
 //! The encoder–decoder written once over [`Backend`]: forward (training,
 //! inference, or inference with batch norm folded into the convolutions),
-//! backward and one training step.
+//! backward and one training step, each a walk over the network's blocks
+//! ([`Layout::blocks`]): every block has its forward and its backward here,
+//! and the tape is what each block's forward keeps ([`BlockTape`]).
 
 use super::backend::{Backend, LossSpec};
-use super::config::{Cbr, Layout, NetConfig};
+use super::config::{Block, Cbr, Layout, NetConfig};
 use crate::error::{Error, Result};
 use crate::tensor::{CpuTensor, Shape5};
 
@@ -30,13 +32,23 @@ struct CbrTape<B: Backend> {
     y: B::T,
 }
 
-/// Activations kept by a training-mode forward pass for backward.
+/// What one block's training-mode forward keeps for its backward.
+pub struct BlockTape<B: Backend>(Saved<B>);
+
+enum Saved<B: Backend> {
+    Cbr(CbrTape<B>),
+    /// The argmax indices and the shape of the pooled tensor.
+    Down(B::PoolIdx, Shape5),
+    /// The transposed conv's input.
+    Up(B::T),
+    /// The head's input.
+    Head(B::T),
+}
+
+/// Activations kept by a training-mode forward pass for backward: one
+/// [`BlockTape`] per block, in block order.
 pub struct Tape<B: Backend> {
-    cbrs: Vec<CbrTape<B>>,
-    pools: Vec<(B::PoolIdx, Shape5)>,
-    /// Inputs of the transposed convs, decoder order.
-    ups: Vec<B::T>,
-    head_x: B::T,
+    blocks: Vec<BlockTape<B>>,
     /// Updated BN running statistics (committed by [`Net::train_step`]).
     pub new_buffers: Vec<Option<B::T>>,
     /// Weight of this batch's statistics in the running-statistics update.
@@ -79,6 +91,10 @@ impl<B: Backend> Folded<B> {
 /// half-precision activations (`half`), else `t` itself (no copy).
 fn full<'t, B: Backend>(be: &B::Ctx, half: bool, t: &'t B::T) -> Result<std::borrow::Cow<'t, B::T>> {
     Ok(if half { std::borrow::Cow::Owned(B::full_precision(be, t)?) } else { std::borrow::Cow::Borrowed(t) })
+}
+
+fn tape_bug(what: &str) -> Error {
+    Error::invalid(format!("network backward: {what} (internal error: the tape does not match the blocks)"))
 }
 
 /// How a forward pass runs.
@@ -133,9 +149,12 @@ impl<B: Backend> Net<B> {
         self.buffers.iter().map(|t| B::download(be, t)).collect()
     }
 
-    /// Every CBR of the network (encoder, then decoder).
+    /// Every CBR of the network, in block order.
     fn cbrs(&self) -> impl Iterator<Item = &Cbr> {
-        self.layout.enc.iter().flatten().chain(self.layout.dec.iter().flat_map(|d| d.cbr.iter()))
+        self.layout.blocks.iter().filter_map(|b| match b {
+            Block::Cbr { cbr, .. } => Some(cbr),
+            _ => None,
+        })
     }
 
     /// The parameters for [`Net::logits_folded`]: batch norm with the
@@ -204,48 +223,137 @@ impl<B: Backend> Net<B> {
                 let y = B::relu(be, &a)?;
                 t.new_buffers[c.rm] = Some(rm);
                 t.new_buffers[c.rv] = Some(rv);
-                t.cbrs.push(CbrTape { x: x.clone(), z, saved, y: y.clone() });
+                t.blocks.push(BlockTape(Saved::Cbr(CbrTape { x: x.clone(), z, saved, y: y.clone() })));
                 Ok(y)
             }
         }
     }
 
-    /// Forward pass to logits (N, classes, D, H, W). In training mode batch
-    /// norm uses batch statistics and everything backward needs is kept.
+    /// Forward pass to logits (N, classes, D, H, W): the blocks in order. In
+    /// training mode batch norm uses batch statistics and everything backward
+    /// needs is kept.
     fn forward_impl(&self, be: &B::Ctx, x: &B::T, mut mode: Mode<B>) -> Result<B::T> {
         self.cfg.check_input(B::shape(be, x))?;
-        let l = &self.layout;
+        let mut skips = Vec::with_capacity(self.cfg.depth);
+        let mut h = x.clone();
+        for blk in &self.layout.blocks {
+            h = self.block_forward(be, blk, &h, &mut skips, &mut mode)?;
+        }
+        Ok(h)
+    }
+
+    /// One block's forward on `h`, with the stack of skip tensors.
+    fn block_forward(
+        &self,
+        be: &B::Ctx,
+        blk: &Block,
+        h: &B::T,
+        skips: &mut Vec<B::T>,
+        mode: &mut Mode<B>,
+    ) -> Result<B::T> {
         // Half-precision activations go back to f32 for pooling, the
         // transposed convolutions and the head.
         let half = matches!(mode, Mode::Folded(f) if f.half);
-        let mut skips = Vec::with_capacity(self.cfg.depth);
-        let mut h = self.cbr(be, &l.enc[0][0], &[x], &mut mode)?;
-        h = self.cbr(be, &l.enc[0][1], &[&h], &mut mode)?;
-        for level in 1..=self.cfg.depth {
-            let (p, idx) = B::pool(be, &*full::<B>(be, half, &h)?)?;
-            let hs = B::shape(be, &h);
-            skips.push(h);
-            if let Mode::Train(t) = &mut mode {
-                t.pools.push((idx, hs));
+        let p = &self.params;
+        match blk {
+            Block::Cbr { cbr, concat: None } => self.cbr(be, cbr, &[h], mode),
+            Block::Cbr { cbr, concat: Some(_) } => {
+                let skip = skips.pop().ok_or_else(|| tape_bug("a concat block without a skip"))?;
+                self.cbr(be, cbr, &[h, &skip], mode)
             }
-            h = self.cbr(be, &l.enc[level][0], &[&p], &mut mode)?;
-            drop(p);
-            h = self.cbr(be, &l.enc[level][1], &[&h], &mut mode)?;
-        }
-        for d in &l.dec {
-            let u = B::up(be, &*full::<B>(be, half, &h)?, &self.params[d.up_w], &self.params[d.up_b])?;
-            if let Mode::Train(t) = &mut mode {
-                t.ups.push(h.clone());
+            Block::Down => {
+                let (out, idx) = B::pool(be, &*full::<B>(be, half, h)?)?;
+                if let Mode::Train(t) = mode {
+                    t.blocks.push(BlockTape(Saved::Down(idx, B::shape(be, h))));
+                }
+                skips.push(h.clone());
+                Ok(out)
             }
-            let skip = skips.pop().expect("one skip per decoder level");
-            h = self.cbr(be, &d.cbr[0], &[&u, &skip], &mut mode)?;
-            drop((u, skip));
-            h = self.cbr(be, &d.cbr[1], &[&h], &mut mode)?;
+            Block::Up { w, b, .. } => {
+                let out = B::up(be, &*full::<B>(be, half, h)?, &p[*w], &p[*b])?;
+                if let Mode::Train(t) = mode {
+                    t.blocks.push(BlockTape(Saved::Up(h.clone())));
+                }
+                Ok(out)
+            }
+            Block::Head { w, b } => {
+                if let Mode::Train(t) = mode {
+                    t.blocks.push(BlockTape(Saved::Head(h.clone())));
+                }
+                B::conv(be, &*full::<B>(be, half, h)?, &p[*w], &p[*b])
+            }
         }
-        if let Mode::Train(t) = &mut mode {
-            t.head_x = h.clone();
-        }
-        B::conv(be, &*full::<B>(be, half, &h)?, &self.params[l.head_w], &self.params[l.head_b])
+    }
+
+    /// A tape for [`Net::block_forward_train`] (batch-norm momentum as in training).
+    pub fn new_tape(&self) -> Tape<B> {
+        Tape { blocks: Vec::new(), new_buffers: (0..self.buffers.len()).map(|_| None).collect(), momentum: BN_MOMENTUM }
+    }
+
+    /// Block `i` of [`Layout::blocks`] alone in training mode: its output on
+    /// `h` (with the skip stack, as the whole pass keeps it), its
+    /// [`BlockTape`] pushed onto `tape`. For checking blocks one by one; the
+    /// whole pass is [`Net::forward_train`].
+    pub fn block_forward_train(
+        &self,
+        be: &B::Ctx,
+        i: usize,
+        h: &B::T,
+        skips: &mut Vec<B::T>,
+        tape: &mut Tape<B>,
+    ) -> Result<B::T> {
+        let blk = self.layout.blocks.get(i).ok_or_else(|| Error::invalid(format!("no block {i}")))?;
+        self.block_forward(be, blk, h, skips, &mut Mode::Train(tape))
+    }
+
+    /// Block `i`'s backward from its output gradient `dy`, taking its
+    /// [`BlockTape`] from the top of `tape`: its parameters' gradients into
+    /// `grads` ([`Layout::params`] order), a concat block's skip gradient
+    /// pushed onto `dskips` and a down block's popped from it; returns the
+    /// input gradient (None for the first block, whose input is the image).
+    pub fn block_backward(
+        &self,
+        be: &B::Ctx,
+        i: usize,
+        tape: &mut Tape<B>,
+        dy: &B::T,
+        dskips: &mut Vec<B::T>,
+        grads: &mut [Option<B::T>],
+    ) -> Result<Option<B::T>> {
+        let blk = self.layout.blocks.get(i).ok_or_else(|| Error::invalid(format!("no block {i}")))?;
+        let BlockTape(saved) = tape.blocks.pop().ok_or_else(|| tape_bug("the tape is shorter than the blocks"))?;
+        let p = &self.params;
+        Ok(match (blk, saved) {
+            (Block::Cbr { cbr, concat }, Saved::Cbr(t)) => {
+                let dx = self.cbr_backward(be, cbr, t, dy, grads, i > 0)?;
+                match (concat, dx) {
+                    (Some(c), Some(dcat)) => {
+                        let (du, dskip) = B::concat_backward(be, &dcat, *c)?;
+                        dskips.push(dskip);
+                        Some(du)
+                    }
+                    (_, dx) => dx,
+                }
+            }
+            (Block::Down, Saved::Down(idx, xs)) => {
+                let dp = B::pool_backward(be, &idx, xs, dy)?;
+                let ds = dskips.pop().ok_or_else(|| tape_bug("a down block without a skip gradient"))?;
+                Some(B::add(be, &dp, &ds)?)
+            }
+            (Block::Up { w, b, .. }, Saved::Up(x)) => {
+                let (dx, dw, db) = B::up_backward(be, &x, &p[*w], dy)?;
+                grads[*w] = Some(dw);
+                grads[*b] = Some(db);
+                Some(dx)
+            }
+            (Block::Head { w, b }, Saved::Head(x)) => {
+                let (dx, dw, db) = B::conv_backward(be, &x, &p[*w], dy, i > 0)?;
+                grads[*w] = Some(dw);
+                grads[*b] = Some(db);
+                dx
+            }
+            (blk, _) => return Err(tape_bug(&format!("block {i} ({}) meets another block's tape", blk.kind()))),
+        })
     }
 
     /// Inference-mode logits (BN with running statistics).
@@ -289,14 +397,7 @@ impl<B: Backend> Net<B> {
     }
 
     fn forward_train_momentum(&self, be: &B::Ctx, x: &B::T, momentum: f32) -> Result<(B::T, Tape<B>)> {
-        let mut tape = Tape {
-            cbrs: Vec::new(),
-            pools: Vec::new(),
-            ups: Vec::new(),
-            head_x: x.clone(),
-            new_buffers: (0..self.buffers.len()).map(|_| None).collect(),
-            momentum,
-        };
+        let mut tape = Tape { momentum, ..self.new_tape() };
         let z = self.forward_impl(be, x, Mode::Train(&mut tape))?;
         Ok((z, tape))
     }
@@ -343,45 +444,23 @@ impl<B: Backend> Net<B> {
         Ok(dx)
     }
 
-    /// Gradients of every parameter (layout order) from the logits' gradient.
+    /// Gradients of every parameter (layout order) from the logits' gradient:
+    /// the blocks' backwards in reverse order.
     pub fn backward(&self, be: &B::Ctx, mut tape: Tape<B>, dlogits: &B::T) -> Result<Vec<B::T>> {
-        let l = &self.layout;
         let mut grads: Vec<Option<B::T>> = (0..self.params.len()).map(|_| None).collect();
-        let bug = || Error::invalid("network backward: tape does not match the layout (internal error)");
-        let (dh, dw, db) = B::conv_backward(be, &tape.head_x, &self.params[l.head_w], dlogits, true)?;
-        grads[l.head_w] = Some(dw);
-        grads[l.head_b] = Some(db);
-        let mut dh = dh.ok_or_else(bug)?;
-        // Skip gradients, by encoder level 0..L-1.
-        let mut dskips: Vec<Option<B::T>> = (0..self.cfg.depth).map(|_| None).collect();
-        for d in l.dec.iter().rev() {
-            let t1 = tape.cbrs.pop().ok_or_else(bug)?;
-            dh = self.cbr_backward(be, &d.cbr[1], t1, &dh, &mut grads, true)?.ok_or_else(bug)?;
-            let t0 = tape.cbrs.pop().ok_or_else(bug)?;
-            let dcat = self.cbr_backward(be, &d.cbr[0], t0, &dh, &mut grads, true)?.ok_or_else(bug)?;
-            let (du, dskip) = B::concat_backward(be, &dcat, d.up_c)?;
-            drop(dcat);
-            dskips[d.level - 1] = Some(dskip);
-            let up_x = tape.ups.pop().ok_or_else(bug)?;
-            let (dx, dw, db) = B::up_backward(be, &up_x, &self.params[d.up_w], &du)?;
-            grads[d.up_w] = Some(dw);
-            grads[d.up_b] = Some(db);
-            dh = dx;
-        }
-        for level in (0..=self.cfg.depth).rev() {
-            let t1 = tape.cbrs.pop().ok_or_else(bug)?;
-            dh = self.cbr_backward(be, &l.enc[level][1], t1, &dh, &mut grads, true)?.ok_or_else(bug)?;
-            let t0 = tape.cbrs.pop().ok_or_else(bug)?;
-            let need_dx = level > 0;
-            let dx = self.cbr_backward(be, &l.enc[level][0], t0, &dh, &mut grads, need_dx)?;
-            if level > 0 {
-                let (idx, xs) = tape.pools.pop().ok_or_else(bug)?;
-                let dp = B::pool_backward(be, &idx, xs, &dx.ok_or_else(bug)?)?;
-                let ds = dskips[level - 1].take().ok_or_else(bug)?;
-                dh = B::add(be, &dp, &ds)?;
+        let mut dskips = Vec::with_capacity(self.cfg.depth);
+        let mut dh = dlogits.clone();
+        for i in (0..self.layout.blocks.len()).rev() {
+            match self.block_backward(be, i, &mut tape, &dh, &mut dskips, &mut grads)? {
+                Some(d) => dh = d,
+                None if i == 0 => {}
+                None => return Err(tape_bug("a block gave no input gradient")),
             }
         }
-        grads.into_iter().map(|g| g.ok_or_else(bug)).collect()
+        if !tape.blocks.is_empty() || !dskips.is_empty() {
+            return Err(tape_bug("the tape is longer than the blocks"));
+        }
+        grads.into_iter().map(|g| g.ok_or_else(|| tape_bug("a parameter got no gradient"))).collect()
     }
 
     /// Loss and its gradient on training-mode logits.
