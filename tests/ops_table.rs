@@ -3,14 +3,16 @@
 //! twice (bit-identical), uncapped and under the table's capped binding
 //! limits (where at least one capped check of a case must have a tensor
 //! larger than the cap, so the split path runs; others may split only the
-//! op's internal buffers). The same cases are what `bench` times.
+//! op's internal buffers). The same cases are what `bench` times. And
+//! every reference backward against central differences of its reference
+//! forward (`table::grad_cases`), with the one helper `common::fd_check`.
 
 mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use common::*;
 use qcanet_gpu::gpu::GpuContext;
-use qcanet_gpu::ops::table::{table, Bench};
+use qcanet_gpu::ops::table::{grad_cases, table, Bench};
 
 #[test]
 fn every_case_matches_its_reference() {
@@ -125,5 +127,24 @@ fn every_registered_kernel_variant_is_checked_and_benchmarked() {
             "{}: some variant must need nothing (every adapter needs one)",
             ops.op
         );
+    }
+}
+
+#[test]
+fn every_reference_backward_matches_finite_differences() {
+    let cases = grad_cases();
+    let ops: BTreeSet<String> = cases.iter().map(|c| c.op.split(' ').next().unwrap_or("").to_string()).collect();
+    for op in ["conv3d", "convT", "batchnorm", "maxpool", "softmax", "sigmoid", "relu", "bce", "soft"] {
+        assert!(ops.contains(op), "no finite-difference case for {op}: {ops:?}");
+    }
+    for c in &cases {
+        assert!(!c.grads.is_empty(), "{}: no gradient to check", c.op);
+        for (i, name, grad) in &c.grads {
+            fd_check(&format!("{} d{name}", c.op), grad, &c.inputs[*i], c.step, c.tol, |xi| {
+                let mut args = c.inputs.clone();
+                args[*i] = xi.clone();
+                (c.loss)(&args)
+            });
+        }
     }
 }

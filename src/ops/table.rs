@@ -13,6 +13,10 @@
 //! outputs; `qcanet-gpu bench` runs the [`Bench`] cases at cube sides and
 //! reports each one's error against the same tolerance. Adding an op or a
 //! kernel variant is a shader, its op module and an entry here.
+//!
+//! [`grad_cases`] holds each reference backward to central differences of
+//! its reference forward (a [`GradCase`]: inputs, scalar loss, reference
+//! gradients, step and tolerance), which `tests/ops_table.rs` runs too.
 
 use std::fmt;
 use std::time::Instant;
@@ -1139,4 +1143,194 @@ pub fn table() -> Vec<OpCase> {
 /// The cases `bench` times (`full` adds the widest layers).
 pub fn bench_cases(full: bool) -> Vec<OpCase> {
     table().into_iter().filter(|c| c.bench == Bench::Yes || (full && c.bench == Bench::Full)).collect()
+}
+
+/// A finite-difference check of a reference backward: a scalar `loss` of
+/// the op's reference forward at fixed small inputs (usually `Σ y ⊙ g` for a
+/// fixed random `g`), and the reference gradient of each argument it
+/// differentiates. The GPU backwards are held to these references by the
+/// op cases above; these hold the references to the forward they differentiate.
+pub struct GradCase {
+    /// Op and the arguments checked, e.g. `conv3d k5`.
+    pub op: String,
+    /// The arguments of `loss` (reproducible).
+    pub inputs: Vec<CpuTensor>,
+    /// The loss in f64 at given arguments.
+    pub loss: Box<dyn Fn(&[CpuTensor]) -> f64>,
+    /// `(argument index, name, reference gradient)` at `inputs`.
+    pub grads: Vec<(usize, &'static str, CpuTensor)>,
+    /// Central-difference step and the largest relative error allowed.
+    pub step: f32,
+    pub tol: f64,
+}
+
+/// `Σ y ⊙ g` in f64.
+fn dot(y: &CpuTensor, g: &CpuTensor) -> f64 {
+    y.data.iter().zip(&g.data).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Every op's reference backward against central differences of its
+/// reference forward (`tests/ops_table.rs` runs them with one helper).
+pub fn grad_cases() -> Vec<GradCase> {
+    let mut v = Vec::new();
+    // conv3d: linear in x, w and b (L = Σ y ⊙ g; step 1e-2 is exact up to rounding).
+    for (k, seed) in [(3usize, 200u64), (1, 210), (5, 220)] {
+        let (x, w, b) = (
+            rnd(Shape5::new(1, 2, 3, 4, 5), seed),
+            rnd(Shape5::new(3, 2, k, k, k), seed + 1),
+            rnd(Shape5::new(1, 3, 1, 1, 1), seed + 2),
+        );
+        let g = rnd(Shape5::new(1, 3, 3, 4, 5), seed + 3);
+        let grads = vec![
+            (0, "x", conv3d::reference::backward_input(&g, &w)),
+            (1, "w", conv3d::reference::backward_weight(&x, &g, k)),
+            (2, "b", conv3d::reference::backward_bias(&g)),
+        ];
+        v.push(GradCase {
+            op: format!("conv3d k{k}"),
+            inputs: vec![x, w, b],
+            loss: Box::new(move |t| dot(&conv3d::reference::forward(&t[0], &t[1], &t[2]), &g)),
+            grads,
+            step: 1e-2,
+            tol: 1e-4,
+        });
+    }
+    // Transposed conv (k 2, stride 2): linear too.
+    {
+        let xs = Shape5::new(2, 2, 1, 2, 3);
+        let (x, w, b) = (rnd(xs, 60), rnd(Shape5::new(2, 3, 2, 2, 2), 61), rnd(Shape5::new(1, 3, 1, 1, 1), 62));
+        let g = rnd(conv_transpose3d::output_shape(xs, w.shape).expect("valid shapes"), 63);
+        let grads = vec![
+            (0, "x", conv_transpose3d::reference::backward_input(&g, &w)),
+            (1, "w", conv_transpose3d::reference::backward_weight(&x, &g)),
+            (2, "b", conv_transpose3d::reference::backward_bias(&g)),
+        ];
+        v.push(GradCase {
+            op: "convT".into(),
+            inputs: vec![x, w, b],
+            loss: Box::new(move |t| dot(&conv_transpose3d::reference::forward(&t[0], &t[1], &t[2]), &g)),
+            grads,
+            step: 1e-2,
+            tol: 1e-4,
+        });
+    }
+    // Batch norm in training mode (batch statistics): nonlinear in x and
+    // gamma; truncation O(h²) and rounding ~1e-7/h.
+    {
+        let s = Shape5::new(2, 2, 2, 3, 2);
+        let cs = Shape5::new(1, 2, 1, 1, 1);
+        let x = CpuTensor::random(s, 70, -2.0, 3.0);
+        let (gamma, beta) = (CpuTensor::random(cs, 71, 0.5, 1.5), rnd(cs, 72));
+        let (rm, rv) = (rnd(cs, 73), CpuTensor::random(cs, 74, 0.5, 2.0));
+        let r = rnd(s, 75);
+        let cfg = BnConfig::default();
+        let (_, mean, invstd, _, _) = batchnorm::reference::forward_train(&x, &gamma, &beta, &rm, &rv, &cfg);
+        let (dx, dg, db) = batchnorm::reference::backward(&x, &gamma, &mean, &invstd, &r);
+        v.push(GradCase {
+            op: "batchnorm train".into(),
+            inputs: vec![x, gamma, beta],
+            loss: Box::new(move |t| {
+                dot(&batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &rm, &rv, &BnConfig::default()).0, &r)
+            }),
+            grads: vec![(0, "x", dx), (1, "gamma", dg), (2, "beta", db)],
+            step: 1e-3,
+            tol: 2e-3,
+        });
+    }
+    // Max pooling: distinct values (no ties, gaps above twice the step), so the max is differentiable.
+    {
+        let xs = Shape5::new(1, 2, 3, 4, 5);
+        let mut x = rnd(xs, 8);
+        x.data.iter_mut().enumerate().for_each(|(i, v)| *v += i as f32 * 1e-3);
+        let (y, idx) = pool::reference::forward(&x);
+        let g = rnd(y.shape, 9);
+        let grad = pool::reference::backward(&idx, xs, &g);
+        v.push(GradCase {
+            op: "maxpool".into(),
+            inputs: vec![x],
+            loss: Box::new(move |t| dot(&pool::reference::forward(&t[0]).0, &g)),
+            grads: vec![(0, "x", grad)],
+            step: 1e-4,
+            tol: 1e-3,
+        });
+    }
+    // Softmax over channels, and the sigmoid and ReLU maps (ReLU's inputs
+    // kept at least 0.05 from its kink, beyond the step).
+    {
+        let xs = Shape5::new(2, 4, 1, 2, 3);
+        let x = CpuTensor::random(xs, 37, -2.0, 2.0);
+        let g = rnd(xs, 38);
+        let grad = softmax::reference::backward(&softmax::reference::forward(&x), &g);
+        v.push(GradCase {
+            op: "softmax".into(),
+            inputs: vec![x],
+            loss: Box::new(move |t| dot(&softmax::reference::forward(&t[0]), &g)),
+            grads: vec![(0, "x", grad)],
+            step: 1e-2,
+            tol: 1e-3,
+        });
+        let x = CpuTensor::random(xs, 39, -3.0, 3.0);
+        let g = rnd(xs, 40);
+        let grad = activation::reference::sigmoid_backward(&activation::reference::sigmoid_forward(&x), &g);
+        let g2 = g.clone();
+        v.push(GradCase {
+            op: "sigmoid".into(),
+            inputs: vec![x],
+            loss: Box::new(move |t| dot(&activation::reference::sigmoid_forward(&t[0]), &g2)),
+            grads: vec![(0, "x", grad)],
+            step: 1e-2,
+            tol: 1e-3,
+        });
+        let mut x = rnd(xs, 41);
+        x.data.iter_mut().for_each(|v| *v += 0.05f32.copysign(*v));
+        let grad = activation::reference::relu_backward(&x, &g);
+        v.push(GradCase {
+            op: "relu".into(),
+            inputs: vec![x],
+            loss: Box::new(move |t| dot(&activation::reference::relu_forward(&t[0]), &g)),
+            grads: vec![(0, "x", grad)],
+            step: 1e-2,
+            tol: 1e-4,
+        });
+    }
+    // The losses, each its own scalar: weighted cross-entropy (3 classes),
+    // BCE with a positive weight, soft Dice on probabilities.
+    {
+        let s = Shape5::new(2, 3, 2, 2, 3);
+        let z = CpuTensor::random(s, 50, -2.0, 2.0);
+        let t = classes(s.with_c(1), 3, 51);
+        let w = [0.3f32, 1.0, 2.0];
+        let (_, g) = loss::reference::softmax_cross_entropy(&z, &t, &w).expect("valid targets");
+        v.push(GradCase {
+            op: "softmax cross-entropy".into(),
+            inputs: vec![z],
+            loss: Box::new(move |a| loss::reference::softmax_cross_entropy(&a[0], &t, &w).expect("valid targets").0),
+            grads: vec![(0, "logits", g)],
+            step: 1e-3,
+            tol: 1e-5,
+        });
+        let z1 = CpuTensor::random(s.with_c(1), 52, -3.0, 3.0);
+        let t1 = binary(s.with_c(1), 53);
+        let (_, g) = loss::reference::bce_with_logits(&z1, &t1, 2.5);
+        let t1b = t1.clone();
+        v.push(GradCase {
+            op: "bce with logits".into(),
+            inputs: vec![z1],
+            loss: Box::new(move |a| loss::reference::bce_with_logits(&a[0], &t1b, 2.5).0),
+            grads: vec![(0, "logits", g)],
+            step: 1e-3,
+            tol: 1e-5,
+        });
+        let p = CpuTensor::random(s, 54, 0.05, 0.95);
+        let (_, g) = loss::reference::soft_dice(&p, &t1, 2, 1.0);
+        v.push(GradCase {
+            op: "soft dice".into(),
+            inputs: vec![p],
+            loss: Box::new(move |a| loss::reference::soft_dice(&a[0], &t1, 2, 1.0).0),
+            grads: vec![(0, "probs", g)],
+            step: 1e-3,
+            tol: 1e-5,
+        });
+    }
+    v
 }
