@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# One lent-GPU session: trains QCANet's networks from scratch on the BBBC050
+# training split, side by side on the one GPU, then chooses thresholds and
+# scores them the way weights/README.md reports accuracy, and writes what
+# comes back under $OUT (at most 8 files, each under 16 MB).
+#
+# Prepared here by tools/device-kit.sh (binary and data parts); run there as
+# the last `device` call:  bash tools/device-train.sh
+# Dry run on this machine (lavapipe, minutes; three training volumes; data read from ../shared):
+#   SMOKE=1 OUT=/tmp/out DATA=../shared/data/bbbc050 Q=target/release/qcanet-gpu bash tools/device-train.sh
+#   (12 min on 2 cores, one job at a time; with SERIAL= the four runs side by side outgrow 24 GB there)
+#
+# The protocol (weights/README.md): train on Emb01-Emb10; the three choosing
+# volumes Emb11_t151, t351, t501 choose checkpoints (instance F1 through the
+# marker watershed with the bundled partner network), thresholds and marker
+# dynamic (`calibrate`); all 11 Emb11 volumes are then scored with `infer` +
+# `eval`, the other eight having chosen nothing.
+#
+# Runs (each `train` with --time-limit TRAIN_MIN as the safety net; EPOCHS x
+# STEPS sized to fit it at the step times seen on an H200 with runs sharing):
+#   nsn    NSN, the bundled settings (depth 2, width 16, 3^3), class weights 1,4
+#   ndn    NDN, the bundled settings (depth 3, width 8, 3^3), markers dilated by 3 never joining two
+#   ndn5   NDN with the paper's 5^3 kernels (depth 3, width 8)
+#   unet   3-D U-Net baseline, the bundled settings (depth 3, width 16), class weights 1,4
+# then `calibrate` for nsn+ndn and nsn+ndn5, `infer` + `eval` of both pairs on
+# Emb11, the baselines (tools/score-baselines.sh) with the new U-Net, and
+# `bench --only net` (whole networks against the adapter's FMA ceiling).
+#
+# Settings (environment): TRAIN_MIN=6 PATCH=64 BATCH=2 STEPS=60 EPOCHS=10 LR=1e-3
+#   SERIAL=1 runs one job at a time (the default with SMOKE; SERIAL= forces side by side)
+#   DATA (default: assembled from runs/device/part*/bbbc050) Q (default runs/device/part1/bin/qcanet-gpu)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:?OUT must name a folder for the results (the device tool sets it)}
+mkdir -p "$out"
+work=${WORK:-/tmp/qcanet-device}
+rm -rf "$work"
+mkdir -p "$work"
+exec > >(tee -a "$out/device.log") 2>&1
+t_start=$(date +%s)
+stamp() { echo "== $(($(date +%s) - t_start)) s: $*"; }
+
+# Vulkan loader (carried as .gl/*.deb) and the NVIDIA ICD.
+for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" / && ldconfig; done
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+
+q=${Q:-runs/device/part1/bin/qcanet-gpu}
+[ -x "$q" ] || { echo "error: $q missing: carry runs/device/part1 first (tools/device-kit.sh)" >&2; exit 2; }
+if [ -z "${DATA:-}" ]; then
+  DATA=$work/bbbc050
+  for p in runs/device/part*/bbbc050; do cp -rs "$PWD/$p/." "$DATA/"; done
+  want=$(grep -c . "$DATA/split_list/all.txt" 2>/dev/null || echo '?')
+  have=$(find -L "$DATA/images_raw" -name '*.tif' 2>/dev/null | wc -l)
+  if [ "$want" != "$have" ]; then
+    echo "error: $have of $want images in the carried parts (runs/device/part*): an earlier call's part is gone" \
+      "(the machine went back between calls?); carry every part again, back to back" >&2
+    exit 2
+  fi
+fi
+data=$(realpath "$DATA")
+
+if [ -n "${SMOKE:-}" ]; then
+  : "${TRAIN_MIN:=3}" "${PATCH:=16}" "${BATCH:=1}" "${STEPS:=1}" "${EPOCHS:=1}"
+  printf 'Emb01_t001.tif\nEmb05_t301.tif\nEmb09_t501.tif\n' > "$work/train.txt"
+  printf 'Emb11_t151.tif\n' > "$work/val.txt"
+  printf 'Emb11_t151.tif\nEmb11_t201.tif\n' > "$work/eval.txt"
+  grid=(--thresholds 0.3,0.5 --dynamics 0,0.1)
+else
+  printf 'Emb11_t151.tif\nEmb11_t351.tif\nEmb11_t501.tif\n' > "$work/val.txt"
+  cp "$data/split_list/train.txt" "$work/train.txt"
+  cp "$data/split_list/validation.txt" "$work/eval.txt"
+  grid=()
+fi
+train_min=${TRAIN_MIN:-6}
+common=(--data "$data" --train-list "$work/train.txt" --val-list "$work/val.txt" --patch "${PATCH:-64}" --batch "${BATCH:-2}"
+  --steps-per-epoch "${STEPS:-60}" --epochs "${EPOCHS:-10}" --lr "${LR:-1e-3}" --bn-recalibration 8
+  --val-tile 136 --val-overlap 0 --seed 1 --time-limit "$train_min")
+
+stamp "adapter"
+"$q" devices 2>&1 | head -20
+nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv 2>/dev/null
+
+stamp "training 4 runs side by side (time limit $train_min min each)"
+run() { # name, then train arguments
+  local n=$1
+  shift
+  "$q" train "$@" "${common[@]}" --out "$work/$n" > "$work/$n.log" 2>&1
+  echo "$n: exit $? ($(grep -c 'epoch [0-9]*/[0-9]*: train loss' "$work/$n.log") epochs)"
+}
+# Side by side on a GPU; one after another in a dry run (lavapipe keeps
+# every buffer in host memory: four runs at once outgrow a 24 GB machine).
+# (`wait` with the jobs' pids: a bare `wait` would also wait for the log's tee.)
+pids=()
+serial=${SERIAL-${SMOKE:+1}}
+side() { if [ -n "$serial" ]; then "$@"; else "$@" & pids+=($!); fi; }
+join() { [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"; pids=(); }
+side run nsn --model nsn --class-weights 1,4 --val-partner weights/ndn.safetensors
+side run ndn --model ndn --depth 3 --base 8 --kernel 3 --dilate 3 --val-partner weights/nsn.safetensors
+side run ndn5 --model ndn --depth 3 --base 8 --kernel 5 --dilate 3 --val-partner weights/nsn.safetensors
+side run unet --model unet3d --depth 3 --base 16 --kernel 3 --class-weights 1,4
+join
+for n in nsn ndn ndn5 unet; do
+  echo "-- $n"
+  grep -E 'parameters|epoch [0-9]+/[0-9]+:|time limit|error' "$work/$n.log" | cut -c1-220
+done
+
+stamp "calibrate on the choosing volumes"
+for nd in ndn ndn5; do
+  if [ -f "$work/nsn/best_f16.safetensors" ] && [ -f "$work/$nd/best_f16.safetensors" ]; then
+    side "$q" calibrate --nsn "$work/nsn/best_f16.safetensors" --ndn "$work/$nd/best_f16.safetensors" --data "$data" \
+      --list "$work/val.txt" "${grid[@]}" -o "$work/calib-$nd" > "$work/calib-$nd.log" 2>&1
+  fi
+done
+join
+grep -h -A3 -i 'best\|chosen' "$work"/calib-*.log | cut -c1-220
+
+stamp "infer + eval on Emb11"
+for nd in ndn ndn5; do
+  c=$work/calib-$nd
+  [ -f "$c/nsn.safetensors" ] || continue
+  "$q" infer $(sed "s|^|$data/images_raw/|" "$work/eval.txt") --nsn "$c/nsn.safetensors" --ndn "$c/ndn.safetensors" \
+    -o "$work/emb11-$nd" > "$work/infer-$nd.log" 2>&1
+  echo "-- nsn + $nd (calibrated on $(tr '\n' ' ' < "$work/val.txt"))"
+  "$q" eval --pred "$work/emb11-$nd" --gt "$data/labels_instance" --list "$work/eval.txt" 2>&1 | tee "$work/eval-$nd.txt"
+done
+
+stamp "baselines with the new U-Net"
+if [ -f "$work/unet/best_f16.safetensors" ] && [ -f "$work/calib-ndn/nsn.safetensors" ]; then
+  cp "$work/eval.txt" "$work/baseline-list.txt"
+  mkdir -p "$work/bl/split_list"
+  ln -sf "$data/images_raw" "$data/labels_instance" "$work/bl/"
+  cp "$work/eval.txt" "$work/bl/split_list/validation.txt"
+  QCANET=$q FIGURE_ARGS="--nsn $work/calib-ndn/nsn.safetensors --ndn $work/calib-ndn/ndn.safetensors --unet $work/unet/best_f16.safetensors" \
+    bash tools/score-baselines.sh "$work/bl" "$work/baselines" > "$work/baselines.log" 2>&1
+  grep -A14 '^== ' "$work/baselines.log" | grep -E '^==|volumes|>= 40'
+fi
+
+if [ -z "${SMOKE:-}" ]; then
+  stamp "whole networks (bench --only net, 90 s at most)"
+  timeout 90 "$q" bench --only net --repeats 5 > "$work/bench-net.txt" 2>&1
+  cat "$work/bench-net.txt" | grep -v '^\[' | tail -20
+fi
+
+stamp "packing results"
+cd "$work"
+tar czf "$out/results.tgz" --exclude='*.safetensors' --exclude='*_labels.tif' --exclude='bbbc050' --exclude='bl' \
+  --exclude='*.png' ./*.log ./*.txt nsn ndn ndn5 unet calib-* emb11-*/eval.csv baselines/*/eval.txt 2>/dev/null
+tar czf "$out/plots.tgz" ./*/*.png 2>/dev/null
+for f in calib-ndn/nsn calib-ndn/ndn calib-ndn5/ndn unet/best_f16; do
+  [ -f "$f.safetensors" ] && cp "$f.safetensors" "$out/$(echo "$f" | tr '/' '-').safetensors"
+done
+ls -la "$out"
+stamp "done"
