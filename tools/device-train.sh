@@ -23,8 +23,9 @@
 #   ndn5   NDN with the paper's 5^3 kernels (depth 3, width 8)
 #   unet   3-D U-Net baseline, the bundled settings (depth 3, width 16), class weights 1,4
 # then `calibrate` for nsn+ndn and nsn+ndn5, `infer` + `eval` of both pairs on
-# Emb11, the baselines (tools/score-baselines.sh) with the new U-Net, and
-# `bench --only net` (whole networks against the adapter's FMA ceiling).
+# Emb11, the baselines (tools/score-baselines.sh) with the new U-Net,
+# `bench --only net` (whole networks against the adapter's FMA ceiling) and
+# its PyTorch peer (tools/peer_bench.py; the device image has torch).
 #
 # Settings (environment): TRAIN_MIN=6 PATCH=64 BATCH=2 STEPS=60 EPOCHS=10 LR=1e-3
 #   SERIAL=1 runs one job at a time (the default with SMOKE; SERIAL= forces side by side)
@@ -139,7 +140,10 @@ fi
 if [ -z "${SMOKE:-}" ]; then
   stamp "whole networks (bench --only net, 90 s at most)"
   timeout 90 "$q" bench --only net --repeats 5 > "$work/bench-net.txt" 2>&1
-  cat "$work/bench-net.txt" | grep -v '^\[' | tail -20
+  grep -v '^\[' "$work/bench-net.txt" | tail -20
+  stamp "the PyTorch peer of the same networks (tools/peer_bench.py, CUDA, 90 s at most)"
+  timeout 90 python3 tools/peer_bench.py --device cuda --sides 64 --reps 5 > "$work/peer-bench.txt" 2>&1
+  cat "$work/peer-bench.txt"
 fi
 
 stamp "packing results"
