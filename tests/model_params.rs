@@ -49,3 +49,21 @@ fn input_sides_must_divide() {
     assert_eq!(NetConfig::preset(Arch::Nsn).foreground_channel(), 1);
     assert_eq!(NetConfig { classes: 1, ..NetConfig::preset(Arch::Nsn) }.foreground_channel(), 0);
 }
+
+#[test]
+fn forward_flops_count_every_convolution_at_its_level() {
+    // The paper's NSN (depth 2, base 16, 3³) on 64³, written out level by level.
+    let v = 64f64.powi(3);
+    let k3 = 27.0;
+    let expected = 2.0
+        * (v * k3 * (1.0 * 16.0 + 16.0 * 32.0) // encoder level 0
+            + v / 8.0 * k3 * (32.0 * 32.0 + 32.0 * 64.0) // level 1
+            + v / 64.0 * k3 * (64.0 * 64.0 + 64.0 * 128.0) // level 2
+            + v / 64.0 * (128.0 * 128.0 * 8.0) // up from level 2
+            + v / 8.0 * k3 * (192.0 * 64.0 + 64.0 * 64.0) // decoder to level 1
+            + v / 8.0 * (64.0 * 64.0 * 8.0) // up from level 1
+            + v * k3 * (96.0 * 32.0 + 32.0 * 32.0) // decoder to level 0
+            + v * 32.0 * 2.0); // head
+    let got = NetConfig::preset(Arch::Nsn).forward_flops(Shape5::new(1, 1, 64, 64, 64));
+    assert!((got - expected).abs() < 1e-9 * expected, "{got} vs {expected}");
+}

@@ -55,7 +55,7 @@ type T = qcanet_gpu::gpu::GpuTensor;
 #[test]
 #[ignore]
 fn profile_infer() {
-    use qcanet_gpu::model::{config::Cbr, unet::BN_EPS, Layout, Network};
+    use qcanet_gpu::model::{config::Cbr, unet::BN_EPS, Block, Layout, Network};
     let ctx = common::unpoisoned_ctx();
     let ctx = &ctx;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
@@ -115,24 +115,30 @@ fn profile_infer() {
             drop(z);
             timed("relu", format!("c{}", c.cout), &mut || Gpu::relu(ctx, &a).unwrap())
         };
+        // The blocks of `Layout::blocks`, each op timed alone.
         let mut skips = Vec::new();
-        let mut h = cbr(&l.enc[0][0], &[&x], &mut timed);
-        h = cbr(&l.enc[0][1], &[&h], &mut timed);
-        for level in 1..l.enc.len() {
-            let pooled = timed("pool", format!("c{}", h.shape.c), &mut || Gpu::pool(ctx, &h).unwrap().0);
-            skips.push(h);
-            h = cbr(&l.enc[level][0], &[&pooled], &mut timed);
-            drop(pooled);
-            h = cbr(&l.enc[level][1], &[&h], &mut timed);
+        let mut h = x;
+        for blk in &l.blocks {
+            h = match blk {
+                Block::Cbr { cbr: c, concat: None } => cbr(c, &[&h], &mut timed),
+                Block::Cbr { cbr: c, concat: Some(_) } => {
+                    let skip: T = skips.pop().unwrap();
+                    cbr(c, &[&h, &skip], &mut timed)
+                }
+                Block::Down => {
+                    let pooled = timed("pool", format!("c{}", h.shape.c), &mut || Gpu::pool(ctx, &h).unwrap().0);
+                    skips.push(h);
+                    pooled
+                }
+                Block::Up { c, w, b } => {
+                    timed("up", format!("c{c}"), &mut || Gpu::up(ctx, &h, &p[*w], &p[*b]).unwrap())
+                }
+                Block::Head { w, b } => {
+                    timed("head", String::new(), &mut || Gpu::conv(ctx, &h, &p[*w], &p[*b]).unwrap())
+                }
+            };
         }
-        for d in &l.dec {
-            let u = timed("up", format!("c{}", d.up_c), &mut || Gpu::up(ctx, &h, &p[d.up_w], &p[d.up_b]).unwrap());
-            let skip = skips.pop().unwrap();
-            h = cbr(&d.cbr[0], &[&u, &skip], &mut timed);
-            drop((u, skip));
-            h = cbr(&d.cbr[1], &[&h], &mut timed);
-        }
-        let z = timed("head", String::new(), &mut || Gpu::conv(ctx, &h, &p[l.head_w], &p[l.head_b]).unwrap());
+        let z = h;
         let _ = timed("softmax", String::new(), &mut || Gpu::softmax(ctx, &z).unwrap());
         eprintln!("{file}: total {:.2} s; by op: {totals:?}", t_all.elapsed().as_secs_f64());
     }

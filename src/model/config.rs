@@ -132,24 +132,25 @@ impl NetConfig {
     }
 
     /// Multiply-adds ×2 of one forward pass on input `shape` (convs and
-    /// transposed convs only; BN, ReLU, pooling are negligible).
+    /// transposed convs only; BN, ReLU, pooling are negligible), counted
+    /// over [`Layout::blocks`].
     pub fn forward_flops(&self, shape: Shape5) -> f64 {
         let l = Layout::new(self);
-        let mut f = 0.0;
         let vox = |level: usize| (shape.n * shape.spatial()) as f64 / 8f64.powi(level as i32);
-        for (level, cbrs) in l.enc.iter().enumerate() {
-            for c in cbrs {
-                f += 2.0 * vox(level) * (c.cin * c.cout * c.k.pow(3)) as f64;
+        let mut level = 0usize;
+        let mut f = 0.0;
+        for blk in &l.blocks {
+            match blk {
+                Block::Cbr { cbr: c, .. } => f += 2.0 * vox(level) * (c.cin * c.cout * c.k.pow(3)) as f64,
+                Block::Down => level += 1,
+                // Transposed conv: every input voxel writes 8 outputs.
+                Block::Up { c, .. } => {
+                    f += 2.0 * vox(level) * (c * c * 8) as f64;
+                    level -= 1;
+                }
+                Block::Head { w, .. } => f += 2.0 * vox(level) * l.params[*w].shape.numel() as f64,
             }
         }
-        for d in &l.dec {
-            // Transposed conv: every input voxel writes 8 outputs.
-            f += 2.0 * vox(d.level) * (d.up_c * d.up_c * 8) as f64;
-            for c in &d.cbr {
-                f += 2.0 * vox(d.level - 1) * (c.cin * c.cout * c.k.pow(3)) as f64;
-            }
-        }
-        f += 2.0 * vox(0) * (l.head_cin * self.classes) as f64;
         f
     }
 }
@@ -175,18 +176,6 @@ pub struct Cbr {
     /// Indices into [`Layout::buffers`]: running mean and variance.
     pub rm: usize,
     pub rv: usize,
-}
-
-/// One decoder level: transposed conv (2c→2c, k 2, s 2), concatenation with
-/// the skip of level `level - 1`, CBR 3c→c, CBR c→c.
-#[derive(Clone, Debug)]
-pub struct Dec {
-    /// Encoder level whose output this decoder upsamples (L..1).
-    pub level: usize,
-    pub up_c: usize,
-    pub up_w: usize,
-    pub up_b: usize,
-    pub cbr: [Cbr; 2],
 }
 
 /// One step of a network's forward pass. A network is the list of its
@@ -227,13 +216,6 @@ pub struct Layout {
     pub params: Vec<TensorSpec>,
     /// BN running means (init 0) and variances (init 1).
     pub buffers: Vec<TensorSpec>,
-    /// Encoder levels 0..=L, two CBRs each.
-    pub enc: Vec<[Cbr; 2]>,
-    /// Decoders for levels L down to 1.
-    pub dec: Vec<Dec>,
-    pub head_cin: usize,
-    pub head_w: usize,
-    pub head_b: usize,
     /// The forward pass, block by block: encoder level 0 (two CBRs); each
     /// level 1..=L: down, two CBRs; each decoder L..1: up, concat CBR, CBR;
     /// the head.
@@ -242,55 +224,36 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(cfg: &NetConfig) -> Self {
-        let mut l = Layout {
-            params: Vec::new(),
-            buffers: Vec::new(),
-            enc: Vec::new(),
-            dec: Vec::new(),
-            head_cin: 2 * cfg.base,
-            head_w: 0,
-            head_b: 0,
-            blocks: Vec::new(),
-        };
+        let mut l = Layout { params: Vec::new(), buffers: Vec::new(), blocks: Vec::new() };
         let k = cfg.kernel;
         let b = cfg.base;
-        let e = [l.cbr("enc0.0", cfg.in_channels, b, k), l.cbr("enc0.1", b, 2 * b, k)];
-        l.enc.push(e);
+        l.cbr_block("enc0.0", cfg.in_channels, b, k, None);
+        l.cbr_block("enc0.1", b, 2 * b, k, None);
         for i in 1..=cfg.depth {
             let c = b << i;
-            let e = [l.cbr(&format!("enc{i}.0"), c, c, k), l.cbr(&format!("enc{i}.1"), c, 2 * c, k)];
-            l.enc.push(e);
+            l.blocks.push(Block::Down);
+            l.cbr_block(&format!("enc{i}.0"), c, c, k, None);
+            l.cbr_block(&format!("enc{i}.1"), c, 2 * c, k, None);
         }
         for i in (1..=cfg.depth).rev() {
             let c = b << i;
-            let up_w = l.param(format!("dec{i}.up.weight"), Shape5::new(2 * c, 2 * c, 2, 2, 2));
-            let up_b = l.param(format!("dec{i}.up.bias"), Shape5::new(1, 2 * c, 1, 1, 1));
-            let cbr = [l.cbr(&format!("dec{i}.0"), 3 * c, c, k), l.cbr(&format!("dec{i}.1"), c, c, k)];
-            l.dec.push(Dec { level: i, up_c: 2 * c, up_w, up_b, cbr });
+            let w = l.param(format!("dec{i}.up.weight"), Shape5::new(2 * c, 2 * c, 2, 2, 2));
+            let bias = l.param(format!("dec{i}.up.bias"), Shape5::new(1, 2 * c, 1, 1, 1));
+            l.blocks.push(Block::Up { c: 2 * c, w, b: bias });
+            // Its input: the upsampled tensor (2c channels) and the skip (c).
+            l.cbr_block(&format!("dec{i}.0"), 3 * c, c, k, Some(2 * c));
+            l.cbr_block(&format!("dec{i}.1"), c, c, k, None);
         }
-        l.head_w = l.param("head.weight".into(), Shape5::new(cfg.classes, 2 * b, 1, 1, 1));
-        l.head_b = l.param("head.bias".into(), Shape5::new(1, cfg.classes, 1, 1, 1));
-        l.blocks = l.block_list();
+        let w = l.param("head.weight".into(), Shape5::new(cfg.classes, 2 * b, 1, 1, 1));
+        let bias = l.param("head.bias".into(), Shape5::new(1, cfg.classes, 1, 1, 1));
+        l.blocks.push(Block::Head { w, b: bias });
         l
     }
 
-    /// [`Layout::blocks`] from the encoder and decoder levels.
-    fn block_list(&self) -> Vec<Block> {
-        let cbr = |c: &Cbr| Block::Cbr { cbr: c.clone(), concat: None };
-        let mut v = Vec::new();
-        for (level, e) in self.enc.iter().enumerate() {
-            if level > 0 {
-                v.push(Block::Down);
-            }
-            v.extend(e.iter().map(cbr));
-        }
-        for d in &self.dec {
-            v.push(Block::Up { c: d.up_c, w: d.up_w, b: d.up_b });
-            v.push(Block::Cbr { cbr: d.cbr[0].clone(), concat: Some(d.up_c) });
-            v.push(cbr(&d.cbr[1]));
-        }
-        v.push(Block::Head { w: self.head_w, b: self.head_b });
-        v
+    /// A conv-BN-ReLU block with new tensors named `name`.
+    fn cbr_block(&mut self, name: &str, cin: usize, cout: usize, k: usize, concat: Option<usize>) {
+        let cbr = self.cbr(name, cin, cout, k);
+        self.blocks.push(Block::Cbr { cbr, concat });
     }
 
     fn param(&mut self, name: String, shape: Shape5) -> usize {

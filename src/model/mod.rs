@@ -5,7 +5,7 @@
 
 pub mod config;
 
-pub use config::{Arch, Block, Cbr, Dec, Layout, NetConfig, TensorSpec};
+pub use config::{Arch, Block, Cbr, Layout, NetConfig, TensorSpec};
 pub mod backend;
 pub mod bench;
 pub mod cpu;

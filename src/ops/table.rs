@@ -114,6 +114,8 @@ pub const fn capped(bytes: u64, n: usize, d: usize, h: usize, w: usize) -> Check
 pub type InputsFn = Box<dyn Fn(Dims) -> Vec<CpuTensor>>;
 pub type GpuFn = Box<dyn Fn(&GpuContext, &[GpuTensor]) -> Result<Vec<GpuTensor>>>;
 pub type CpuFn = Box<dyn Fn(&[CpuTensor]) -> Vec<CpuTensor>>;
+/// A scalar loss of reference forwards, for finite differences ([`GradCase`]).
+pub type LossFn = Box<dyn Fn(&[CpuTensor]) -> f64>;
 
 /// One op, direction and variant.
 pub struct OpCase {
@@ -1156,7 +1158,7 @@ pub struct GradCase {
     /// The arguments of `loss` (reproducible).
     pub inputs: Vec<CpuTensor>,
     /// The loss in f64 at given arguments.
-    pub loss: Box<dyn Fn(&[CpuTensor]) -> f64>,
+    pub loss: LossFn,
     /// `(argument index, name, reference gradient)` at `inputs`.
     pub grads: Vec<(usize, &'static str, CpuTensor)>,
     /// Central-difference step and the largest relative error allowed.
@@ -1164,9 +1166,10 @@ pub struct GradCase {
     pub tol: f64,
 }
 
-/// `Σ y ⊙ g` in f64.
-fn dot(y: &CpuTensor, g: &CpuTensor) -> f64 {
-    y.data.iter().zip(&g.data).map(|(&a, &b)| a as f64 * b as f64).sum()
+/// The loss `L = Σ f(args) ⊙ g` in f64 (`g` a fixed random tensor), whose
+/// gradient is the op's backward applied to `g`.
+fn against(g: CpuTensor, f: impl Fn(&[CpuTensor]) -> CpuTensor + 'static) -> LossFn {
+    Box::new(move |args| f(args).data.iter().zip(&g.data).map(|(&a, &b)| a as f64 * b as f64).sum())
 }
 
 /// Every op's reference backward against central differences of its
@@ -1189,7 +1192,7 @@ pub fn grad_cases() -> Vec<GradCase> {
         v.push(GradCase {
             op: format!("conv3d k{k}"),
             inputs: vec![x, w, b],
-            loss: Box::new(move |t| dot(&conv3d::reference::forward(&t[0], &t[1], &t[2]), &g)),
+            loss: against(g, |t| conv3d::reference::forward(&t[0], &t[1], &t[2])),
             grads,
             step: 1e-2,
             tol: 1e-4,
@@ -1208,7 +1211,7 @@ pub fn grad_cases() -> Vec<GradCase> {
         v.push(GradCase {
             op: "convT".into(),
             inputs: vec![x, w, b],
-            loss: Box::new(move |t| dot(&conv_transpose3d::reference::forward(&t[0], &t[1], &t[2]), &g)),
+            loss: against(g, |t| conv_transpose3d::reference::forward(&t[0], &t[1], &t[2])),
             grads,
             step: 1e-2,
             tol: 1e-4,
@@ -1229,8 +1232,8 @@ pub fn grad_cases() -> Vec<GradCase> {
         v.push(GradCase {
             op: "batchnorm train".into(),
             inputs: vec![x, gamma, beta],
-            loss: Box::new(move |t| {
-                dot(&batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &rm, &rv, &BnConfig::default()).0, &r)
+            loss: against(r, move |t| {
+                batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &rm, &rv, &BnConfig::default()).0
             }),
             grads: vec![(0, "x", dx), (1, "gamma", dg), (2, "beta", db)],
             step: 1e-3,
@@ -1248,7 +1251,7 @@ pub fn grad_cases() -> Vec<GradCase> {
         v.push(GradCase {
             op: "maxpool".into(),
             inputs: vec![x],
-            loss: Box::new(move |t| dot(&pool::reference::forward(&t[0]).0, &g)),
+            loss: against(g, |t| pool::reference::forward(&t[0]).0),
             grads: vec![(0, "x", grad)],
             step: 1e-4,
             tol: 1e-3,
@@ -1264,7 +1267,7 @@ pub fn grad_cases() -> Vec<GradCase> {
         v.push(GradCase {
             op: "softmax".into(),
             inputs: vec![x],
-            loss: Box::new(move |t| dot(&softmax::reference::forward(&t[0]), &g)),
+            loss: against(g, |t| softmax::reference::forward(&t[0])),
             grads: vec![(0, "x", grad)],
             step: 1e-2,
             tol: 1e-3,
@@ -1272,11 +1275,10 @@ pub fn grad_cases() -> Vec<GradCase> {
         let x = CpuTensor::random(xs, 39, -3.0, 3.0);
         let g = rnd(xs, 40);
         let grad = activation::reference::sigmoid_backward(&activation::reference::sigmoid_forward(&x), &g);
-        let g2 = g.clone();
         v.push(GradCase {
             op: "sigmoid".into(),
             inputs: vec![x],
-            loss: Box::new(move |t| dot(&activation::reference::sigmoid_forward(&t[0]), &g2)),
+            loss: against(g.clone(), |t| activation::reference::sigmoid_forward(&t[0])),
             grads: vec![(0, "x", grad)],
             step: 1e-2,
             tol: 1e-3,
@@ -1287,7 +1289,7 @@ pub fn grad_cases() -> Vec<GradCase> {
         v.push(GradCase {
             op: "relu".into(),
             inputs: vec![x],
-            loss: Box::new(move |t| dot(&activation::reference::relu_forward(&t[0]), &g)),
+            loss: against(g, |t| activation::reference::relu_forward(&t[0])),
             grads: vec![(0, "x", grad)],
             step: 1e-2,
             tol: 1e-4,
