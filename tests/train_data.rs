@@ -7,7 +7,7 @@ use qcanet_gpu::preprocess::reflect_index as reflect;
 use qcanet_gpu::preprocess::Normalization;
 use qcanet_gpu::train::config::TrainConfig;
 use qcanet_gpu::train::dataset::{load_split, DataOptions, Target};
-use qcanet_gpu::train::patch::{dilate, extract, random_patch, Augment, Sample, Vol};
+use qcanet_gpu::train::patch::{acquisition_noise, dilate, extract, random_patch, Augment, Sample, Vol};
 use qcanet_gpu::train::{plot_curves, tile_starts, EpochRecord};
 use rand::{Rng, SeedableRng};
 
@@ -162,8 +162,12 @@ fn patches_flip_and_reflect_consistently() {
     let dims = [3, 4, 5];
     let n = 60;
     let img: Vec<f32> = (0..n).map(|i| i as f32).collect();
-    let s =
-        Sample { name: "t".into(), image: Vol::new(dims, img.clone()).unwrap(), target: Vol::new(dims, img).unwrap() };
+    let s = Sample {
+        name: "t".into(),
+        image: Vol::new(dims, img.clone()).unwrap(),
+        target: Vol::new(dims, img).unwrap(),
+        z_step: 1.0,
+    };
     // Identity extraction.
     let (a, b) = extract(&s, [0, 0, 0], dims, [false; 3]);
     assert_eq!(a, s.image.data);
@@ -350,6 +354,7 @@ fn offset_and_noise_augmentations_stay_in_their_ranges() {
         name: "t".into(),
         image: Vol::new(dims, img.clone()).unwrap(),
         target: Vol::new(dims, img.iter().map(|&v| (v > 0.5) as u8 as f32).collect()).unwrap(),
+        z_step: 1.0,
     };
     // Offset only: the whole patch moves by one value within ±0.2.
     let aug = Augment { offset: 0.2, ..Augment::none() };
@@ -398,4 +403,57 @@ fn offset_and_noise_augmentations_stay_in_their_ranges() {
     // Bad ranges are refused by name.
     let e = Augment { noise: -1.0, ..Augment::none() }.validate().unwrap_err().to_string();
     assert!(e.contains("noise"), "{e}");
+}
+
+/// Sample statistics of `noise` in a (D, H, W) patch: standard deviation
+/// and the correlation of neighbours along z and along x.
+fn noise_stats(noise: &[f32], [d, h, w]: [usize; 3]) -> (f64, f64, f64) {
+    let n = noise.len() as f64;
+    let mean = noise.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = noise.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let corr = |step: usize, count: usize| {
+        let mut s = 0.0;
+        let mut k = 0usize;
+        for i in 0..noise.len() {
+            let along = if step == 1 { i % w } else { i / (h * w) };
+            if along + 1 < count {
+                s += (noise[i] as f64 - mean) * (noise[i + step] as f64 - mean);
+                k += 1;
+            }
+        }
+        s / k as f64 / var
+    };
+    (var.sqrt(), corr(h * w, d), corr(1, w))
+}
+
+#[test]
+fn read_noise_is_drawn_on_the_acquisition_grid() {
+    let dims = [41, 30, 33];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    // Independent per voxel when z was not interpolated.
+    let (sd, cz, cx) = noise_stats(&acquisition_noise(dims, 0.2, 1.0, &mut rng), dims);
+    assert!((sd - 0.2).abs() < 0.01, "sd {sd}");
+    assert!(cz.abs() < 0.05 && cx.abs() < 0.05, "correlations {cz} {cx}");
+    // Slices 2.5 voxels apart, linearly interpolated: neighbours along z are
+    // strongly correlated, along x not at all, and the variance dips between
+    // slices (a node keeps σ², a midpoint σ²/2), so the sd lies between.
+    for step in [2.19f32, 2.5] {
+        let (sd, cz, cx) = noise_stats(&acquisition_noise(dims, 0.2, step, &mut rng), dims);
+        assert!(sd < 0.2 && sd > 0.2 * 0.5f64.sqrt(), "step {step}: sd {sd}");
+        assert!(cz > 0.5, "step {step}: z correlation {cz}");
+        assert!(cx.abs() < 0.05, "step {step}: x correlation {cx}");
+    }
+    // random_patch draws it with the sample's z step.
+    let img: Vec<f32> = (0..dims.iter().product::<usize>()).map(|_| rng.random_range(0.0..1.0)).collect();
+    let s = Sample {
+        name: "t".into(),
+        image: Vol::new(dims, img.clone()).unwrap(),
+        target: Vol::new(dims, img.clone()).unwrap(),
+        z_step: 2.19,
+    };
+    let aug = Augment { noise: 0.3, ..Augment::none() };
+    let (i, _) = random_patch(&s, dims, &aug, &mut rng);
+    let d: Vec<f32> = i.iter().zip(&img).map(|(a, b)| a - b).collect();
+    let (_, cz, cx) = noise_stats(&d, dims);
+    assert!(cz > 0.5 && cx.abs() < 0.1, "patch noise correlations {cz} {cx}");
 }

@@ -65,6 +65,7 @@ fn blobs(side: usize, seed: u64) -> Sample {
         name: format!("blobs{seed}"),
         image: Vol::new([side; 3], img).unwrap(),
         target: Vol::new([side; 3], tgt).unwrap(),
+        z_step: 1.0,
     }
 }
 

@@ -160,7 +160,8 @@ pub fn prepare(
     if o.dilate > 0 {
         t = dilate(&t, o.dilate);
     }
-    Ok(Sample { name: display_name(path), image, target: t })
+    let z_step = dims[0] as f32 / d0 as f32;
+    Ok(Sample { name: display_name(path), image, target: t, z_step })
 }
 
 /// An image as a network sees it: z interpolated to isotropic voxels

@@ -39,6 +39,10 @@ pub struct Sample {
     pub name: String,
     pub image: Vol,
     pub target: Vol,
+    /// The acquisition's z step in the image's voxels (the factor by which
+    /// z was interpolated to isotropic voxels; 1 when it was not): read
+    /// noise is drawn on that grid, as a camera adds it before interpolation.
+    pub z_step: f32,
 }
 
 /// Augmentation settings (all applied per patch, seeded), in the order
@@ -205,14 +209,51 @@ pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl
     // range, and a simulated noisier microscope broke the crowded stages.)
     let offset = uniform(rng, -aug.offset, aug.offset);
     let sigma = uniform(rng, 0.0, aug.noise);
-    if offset != 0.0 || sigma > 0.0 {
-        let normal = rand_distr::Normal::new(0.0f32, sigma.max(f32::MIN_POSITIVE)).expect("finite sigma");
-        img.iter_mut().for_each(|v| *v += offset + if sigma > 0.0 { rng.sample(normal) } else { 0.0 });
+    if offset != 0.0 {
+        img.iter_mut().for_each(|v| *v += offset);
+    }
+    if sigma > 0.0 {
+        // The z step of the noise: the sample's own, or up to a quarter
+        // coarser (another microscope's thicker slices).
+        let step = s.z_step.max(1.0) * uniform(rng, 1.0, 1.25);
+        let noise = acquisition_noise(patch, sigma, step, rng);
+        img.iter_mut().zip(&noise).for_each(|(v, n)| *v += n);
     }
     if scale != 1.0 {
         img.iter_mut().for_each(|v| *v *= scale);
     }
     (img, tgt)
+}
+
+/// Gaussian read noise of standard deviation `sigma` for a (D, H, W) patch
+/// whose z was interpolated from slices `z_step` voxels apart: independent
+/// draws on those slices (at a random phase), linearly interpolated along z
+/// as [`crate::preprocess::resample_z`] interpolates the image. What a
+/// network meets after isotropic interpolation is noise correlated along z
+/// over about `z_step` voxels, whose variance dips between slices; noise
+/// drawn independently per isotropic voxel looks unlike it. `z_step` 1:
+/// independent per voxel.
+pub fn acquisition_noise(patch: [usize; 3], sigma: f32, z_step: f32, rng: &mut impl Rng) -> Vec<f32> {
+    let [d, h, w] = patch;
+    let plane = h * w;
+    let normal = rand_distr::Normal::new(0.0f32, sigma).expect("finite sigma");
+    if z_step <= 1.0 {
+        return (0..d * plane).map(|_| rng.sample(normal)).collect();
+    }
+    let phase = uniform(rng, 0.0, 1.0);
+    let last = ((d.saturating_sub(1)) as f32 / z_step + phase).floor() as usize + 1;
+    let coarse: Vec<f32> = (0..(last + 1) * plane).map(|_| rng.sample(normal)).collect();
+    let mut out = vec![0f32; d * plane];
+    for z in 0..d {
+        let c = z as f32 / z_step + phase;
+        let k = c.floor() as usize;
+        let t = c - k as f32;
+        let (a, b) = (&coarse[k * plane..(k + 1) * plane], &coarse[(k + 1) * plane..(k + 2) * plane]);
+        for ((o, &x0), &x1) in out[z * plane..(z + 1) * plane].iter_mut().zip(a).zip(b) {
+            *o = (1.0 - t) * x0 + t * x1;
+        }
+    }
+    out
 }
 
 /// The patch at `origin` (may be negative or run past the end: reflected),

@@ -42,6 +42,7 @@ pub fn predict_volume<B: Backend>(
         name: String::new(),
         image: image.clone(),
         target: eval.map(|(t, _)| t.clone()).unwrap_or_else(|| image.clone()),
+        z_step: 1.0,
     };
     let (mut loss_sum, mut tiles) = (0.0, 0usize);
     for &z0 in &tile_starts(d, ts[0], overlap) {
