@@ -77,17 +77,26 @@ fn a_forced_variant_runs_and_matches_the_reference() {
     let want_dx = conv3d::reference::backward_input(&want, &w);
     for v in conv3d::KERNELS.variants {
         let c = ctx_with(&[("conv3d", v.name)]);
+        if let Some(n) = v.needs.iter().find(|n| !n.met(&c)) {
+            // Forcing it on an adapter without it is refused by name.
+            let e = check_choices(&c).unwrap_err().to_string();
+            assert!(e.contains(v.name) && e.contains(n.name()), "{e}");
+            println!("{}: not run, the adapter lacks {n}", v.name);
+            continue;
+        }
         check_choices(&c).unwrap();
         assert_eq!(conv3d::KERNELS.choose(&c).unwrap().name, v.name);
         assert_eq!(chosen(&c).unwrap(), vec![("conv3d", v.name), ("activations", act)]);
         let (gx, gw, gb) = (c.upload(&x).unwrap(), c.upload(&w).unwrap(), c.upload(&b).unwrap());
         let y = c.download(&conv3d::forward(&c, &gx, &gw, &gb).unwrap()).unwrap();
         let e = rel_err(&y.data, &want.data);
-        assert!(e < 1e-5, "{}: forward relative error {e}", v.name);
+        // f16 inputs on the cooperative-matrix kernel (op table: TOL_COOP).
+        let tol = if v.kernel.is_coop() { 5e-3 } else { 1e-5 };
+        assert!(e < tol, "{}: forward relative error {e}", v.name);
         let dy = c.upload(&want).unwrap();
         let dx = c.download(&conv3d::backward_input(&c, &dy, &gw).unwrap()).unwrap();
         let e = rel_err(&dx.data, &want_dx.data);
-        assert!(e < 1e-5, "{}: input gradient relative error {e}", v.name);
+        assert!(e < tol, "{}: input gradient relative error {e}", v.name);
     }
 }
 

@@ -86,3 +86,39 @@ fn the_f16_storage_form_of_the_conv_validates() {
     let no_f16 = naga::valid::Capabilities::all() - naga::valid::Capabilities::SHADER_FLOAT16;
     assert!(naga::valid::Validator::new(naga::valid::ValidationFlags::all(), no_f16).validate(&module).is_err());
 }
+
+#[test]
+fn the_cooperative_matrix_conv_validates_and_compiles_to_spirv() {
+    // Never run on lavapipe (no cooperative matrices): what can be checked
+    // without such a GPU is that both forms validate, that a validator
+    // without the capability refuses them, and that naga's SPIR-V writer
+    // (what wgpu hands a Vulkan driver) emits them with the cooperative-
+    // matrix capability, for the kernel sizes the networks use.
+    for s in [&ops::conv3d::SHADER_COOP, ops::conv3d::shader_coop_f16()] {
+        let module = naga::front::wgsl::parse_str(s.wgsl).unwrap_or_else(|e| panic!("{}", e.emit_to_string(s.wgsl)));
+        let no_coop = naga::valid::Capabilities::all() - naga::valid::Capabilities::COOPERATIVE_MATRIX;
+        assert!(
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), no_coop).validate(&module).is_err(),
+            "{}: validates without the cooperative-matrix capability",
+            s.name
+        );
+        for k in [1.0, 3.0, 5.0] {
+            let constants: naga::back::PipelineConstants = [("SG".to_string(), 32.0), ("K".to_string(), k)].into();
+            let info =
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{}", e.emit_to_string(s.wgsl)));
+            let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+                .unwrap_or_else(|e| panic!("{} K={k}: {e}", s.name));
+            let options = naga::back::spv::Options { lang_version: (1, 6), capabilities: None, ..Default::default() };
+            let pipeline = naga::back::spv::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: "conv_coop".into(),
+            };
+            let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+                .unwrap_or_else(|e| panic!("{} K={k}: SPIR-V: {e}", s.name));
+            // OpCapability CooperativeMatrixKHR (6022): opcode 17, one operand.
+            assert!(words.windows(2).any(|w| w == [(2 << 16) | 17, 6022]), "{} K={k}: no CooperativeMatrixKHR", s.name);
+        }
+    }
+}

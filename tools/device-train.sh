@@ -144,6 +144,18 @@ if [ -z "${SMOKE:-}" ]; then
   stamp "the PyTorch peer of the same networks (tools/peer_bench.py, CUDA, 90 s at most)"
   timeout 90 python3 tools/peer_bench.py --device cuda --sides 64 --reps 5 > "$work/peer-bench.txt" 2>&1
   cat "$work/peer-bench.txt"
+  # The cooperative-matrix conv has never run: its op-table cases against
+  # the CPU reference (rel err column; tolerance 5e-3) and its timings,
+  # then the bundled networks on two Emb11 volumes with it forced, scored.
+  stamp "cooperative-matrix conv (coop16-f16) against the CPU reference, 60 s at most"
+  QCANET_COOPERATIVE_MATRIX=1 timeout 60 "$q" devices 2>&1 | grep -i cooperative
+  QCANET_COOPERATIVE_MATRIX=1 timeout 60 "$q" bench --only ops --filter 'conv3d fwd,conv3d bwd-input' --sizes 32,64 \
+    --repeats 3 > "$work/bench-coop.txt" 2>&1
+  grep -v '^\[INFO' "$work/bench-coop.txt" | tail -30
+  printf 'Emb11_t351.tif\nEmb11_t501.tif\n' > "$work/coop-list.txt"
+  timeout 90 "$q" --gpu-kernel conv3d=coop16-f16 infer "$data/images_raw/Emb11_t351.tif" "$data/images_raw/Emb11_t501.tif" \
+    -o "$work/emb11-coop" > "$work/infer-coop.log" 2>&1 && "$q" eval --pred "$work/emb11-coop" --gt "$data/labels_instance" \
+    --list "$work/coop-list.txt" 2>&1 | tee "$work/eval-coop.txt"
 fi
 
 stamp "packing results"

@@ -30,6 +30,8 @@ pub fn run(_g: &super::Global, a: Args) -> anyhow::Result<()> {
         println!("    invocations/workgroup: {}", d.max_compute_invocations_per_workgroup);
         println!("    subgroup size:         {}..{}", d.subgroup_min_size, d.subgroup_max_size);
         println!("    shader-f16: {}, subgroups: {}, timestamps: {}", d.shader_f16, d.subgroups, d.timestamp_query);
+        let coop = if d.cooperative_matrix.is_empty() { "none".to_string() } else { d.cooperative_matrix.join(", ") };
+        println!("    cooperative matrices:  {coop} (used only with QCANET_COOPERATIVE_MATRIX=1)");
     }
     println!("kernel variants (each op runs the first its adapter supports; --gpu-kernel OP=VARIANT forces one):");
     for ops in variants::registry() {

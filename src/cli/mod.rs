@@ -11,7 +11,7 @@ pub mod synth;
 pub mod train;
 
 use qcanet_gpu::gpu::{ContextOptions, GpuContext};
-use qcanet_gpu::ops::variants;
+use qcanet_gpu::ops::variants::{self, Need};
 
 /// Environment variable with kernel choices, as `--gpu-kernel` (read here,
 /// once, when a command opens the GPU).
@@ -41,6 +41,9 @@ impl Global {
                 o.kernels.push((op, v));
             }
         }
+        // A forced variant that needs cooperative matrices opens the device with them.
+        o.cooperative_matrix |=
+            o.kernels.iter().any(|(op, v)| variants::needs_of(op, v).contains(&Need::CoopMatrix16F16));
         let ctx = GpuContext::new(&o)?;
         variants::check_choices(&ctx)?;
         log::info!("using {}", ctx.describe());

@@ -13,6 +13,8 @@ pub const ENV_ADAPTER: &str = "QCANET_ADAPTER";
 pub const ENV_MAX_BINDING: &str = "QCANET_MAX_BINDING";
 /// Environment variable: any non-empty value sets [`ContextOptions::checked_kernels`].
 pub const ENV_CHECKED_KERNELS: &str = "QCANET_CHECKED_KERNELS";
+/// Environment variable: any non-empty value sets [`ContextOptions::cooperative_matrix`].
+pub const ENV_COOPERATIVE_MATRIX: &str = "QCANET_COOPERATIVE_MATRIX";
 
 /// How to open the GPU.
 #[derive(Clone, Debug, Default)]
@@ -34,11 +36,18 @@ pub struct ContextOptions {
     /// command line checks the names against the registry when it opens the
     /// GPU. Ops not named here get the best variant the adapter supports.
     pub kernels: Vec<(String, String)>,
+    /// Open the device with wgpu's experimental cooperative matrices where
+    /// the adapter offers them (`QCANET_COOPERATIVE_MATRIX=1`; the command
+    /// line also sets it when `--gpu-kernel` forces a variant that needs
+    /// them). Off by default: on Vulkan the feature changes how wgpu
+    /// compiles every shader (the Vulkan memory model), and no kernel that
+    /// uses it has run yet.
+    pub cooperative_matrix: bool,
 }
 
 impl ContextOptions {
-    /// Options from `QCANET_ADAPTER`, `QCANET_MAX_BINDING` and
-    /// `QCANET_CHECKED_KERNELS`, read here once (the library reads no other
+    /// Options from `QCANET_ADAPTER`, `QCANET_MAX_BINDING`,
+    /// `QCANET_CHECKED_KERNELS` and `QCANET_COOPERATIVE_MATRIX`, read here once (the library reads no other
     /// environment when it runs kernels).
     pub fn from_env() -> Self {
         ContextOptions {
@@ -46,6 +55,7 @@ impl ContextOptions {
             max_binding_bytes: std::env::var(ENV_MAX_BINDING).ok().and_then(|s| s.trim().parse().ok()),
             checked_kernels: std::env::var_os(ENV_CHECKED_KERNELS).is_some_and(|v| !v.is_empty()),
             kernels: Vec::new(),
+            cooperative_matrix: std::env::var_os(ENV_COOPERATIVE_MATRIX).is_some_and(|v| !v.is_empty()),
         }
     }
 }
@@ -78,6 +88,9 @@ pub struct AdapterSummary {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamp_query: bool,
+    /// The cooperative-matrix shapes the adapter offers, "MxNxK A->C"
+    /// (e.g. "16x16x16 F16->F32"); empty without wgpu's experimental feature.
+    pub cooperative_matrix: Vec<String>,
 }
 
 impl AdapterSummary {
@@ -101,6 +114,14 @@ impl AdapterSummary {
             shader_f16: f.contains(wgpu::Features::SHADER_F16),
             subgroups: f.contains(wgpu::Features::SUBGROUP),
             timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            cooperative_matrix: if f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+                a.cooperative_matrix_properties()
+                    .iter()
+                    .map(|p| format!("{}x{}x{} {:?}->{:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -201,17 +222,27 @@ impl GpuContext {
     pub fn from_adapter(adapter: wgpu::Adapter, opts: &ContextOptions) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted = wgpu::Features::SHADER_F16
+        let mut wanted = wgpu::Features::SHADER_F16
             | wgpu::Features::SUBGROUP
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        if opts.cooperative_matrix {
+            wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let features = adapter.features() & wanted;
+        let experimental_features = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            // SAFETY: wgpu's experimental features may have soundness holes;
+            // asked for only with `cooperative_matrix`, an explicit opt-in.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::default()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("qcanet-gpu"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::default(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -322,6 +353,17 @@ impl GpuContext {
     }
     pub fn has_subgroups(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)
+    }
+    /// Whether the device was opened with cooperative matrices and the
+    /// adapter offers 16x16x16 ones with f16 inputs and f32 sums.
+    pub fn has_coop_matrix_16_f16(&self) -> bool {
+        use wgpu::CooperativeScalarType as S;
+        self.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            && self
+                .adapter
+                .cooperative_matrix_properties()
+                .iter()
+                .any(|p| (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == S::F16 && p.cr_type == S::F32)
     }
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)

@@ -23,6 +23,17 @@
 //!   each partial sum is stored as f16 between groups: one more f16
 //!   rounding per group (about 3e-4 relative in the op table's two-part
 //!   cases; the tolerance there is 1e-3). The backward passes are f32 only.
+//! - **Cooperative matrices** ([`Tile::COOP16`], variant `coop16-f16`,
+//!   `shaders/conv3d_coop.wgsl`): the same convolution (same packed
+//!   weights with 16-channel blocks, same parameters, channel groups,
+//!   fused epilogue and transposed packing for [`backward_input`]) as an
+//!   implicit GEMM on wgpu's experimental 16x16x16 cooperative matrices
+//!   (tensor cores): inputs and weights rounded to f16, sums in f32. Only
+//!   where the device was opened with them
+//!   ([`crate::gpu::ContextOptions::cooperative_matrix`]) and the adapter
+//!   offers f16 x f16 + f32; never chosen unless forced, because it has not
+//!   run on such an adapter yet (lavapipe has none; naga validates it and
+//!   writes its SPIR-V in `tests/shaders_naga.rs`).
 //! - [`backward_input`] is the same convolution with channel-swapped,
 //!   tap-flipped weights (the packing kernel builds them): no second conv.
 //! - [`backward_weight`] is deterministic (no float atomics): each lane owns
@@ -43,17 +54,36 @@ use crate::gpu::{grid, Arg, DType, GpuContext, GpuTensor, ShaderSource};
 use crate::tensor::Shape5;
 
 pub const SHADER: ShaderSource = crate::shader!("conv3d");
+/// The cooperative-matrix form of the forward conv (`conv_coop`; packs its
+/// weights with `pack_weights` of [`SHADER`]).
+pub const SHADER_COOP: ShaderSource = crate::shader!("conv3d_coop");
+/// Output tiles (16 x-positions x 16 output channels) per workgroup of
+/// `conv_coop` (`MT` in the shader).
+const COOP_TILES_PER_WG: usize = 4;
 
 /// Largest supported kernel size (register arrays in the shader are sized for it).
 pub const MAX_K: usize = 7;
 
 /// Register blocking of the convolution kernel: `wg` invocations per
 /// workgroup, each computing `co_b` output channels x `xb` x-positions.
+/// [`Tile::COOP16`] is the cooperative-matrix kernel instead (16 x 16
+/// matrices, one subgroup of 32 per workgroup).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tile {
     pub wg: u32,
     pub co_b: u32,
     pub xb: u32,
+}
+
+impl Tile {
+    /// `conv_coop` of `shaders/conv3d_coop.wgsl`: 16 output channels x 16
+    /// x-positions per matrix, 4 matrices per workgroup of 32 (a subgroup
+    /// on NVIDIA).
+    pub const COOP16: Tile = Tile { wg: 32, co_b: 16, xb: 16 };
+    /// Whether this is the cooperative-matrix kernel.
+    pub fn is_coop(self) -> bool {
+        self == Tile::COOP16
+    }
 }
 
 /// The register tiles of [`forward`], [`forward_fused`] and
@@ -88,6 +118,16 @@ pub static KERNELS: Kernels<Tile> = Kernels {
             needs: &[],
             about: "f32, 4 output channels x 4 x-positions, 128 per workgroup (most parallelism)",
             kernel: Tile { wg: 128, co_b: 4, xb: 4 },
+        },
+        // Last, so never chosen unless forced: it has not yet run on an
+        // adapter that offers it (lavapipe does not); it moves up once the
+        // op table has passed with it on one.
+        Variant {
+            name: "coop16-f16",
+            needs: &[Need::CoopMatrix16F16],
+            about: "cooperative matrices (tensor cores): implicit GEMM, 16x16x16 f16 inputs, f32 sums; \
+                    forced only (--gpu-kernel conv3d=coop16-f16), never run on a GPU yet",
+            kernel: Tile::COOP16,
         },
     ],
 };
@@ -305,6 +345,9 @@ pub fn backward_input_with_tile(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor,
 }
 
 fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
+    if tile.is_coop() {
+        return require(ctx, op, &[Need::CoopMatrix16F16]);
+    }
     let ok = (1..=8).contains(&tile.co_b)
         && (1..=8).contains(&tile.xb)
         && tile.wg >= 1
@@ -352,6 +395,31 @@ pub fn shader_f16() -> &'static ShaderSource {
         let src = format!("enable f16;\n{}", SHADER.wgsl.replacen(f32_alias, "alias act = f16;", 1));
         ShaderSource { name: "conv3d_f16", wgsl: Box::leak(src.into_boxed_str()) }
     })
+}
+
+/// The f16-storage form of `shaders/conv3d_coop.wgsl` (its element alias
+/// `act` set to f16; built once).
+pub fn shader_coop_f16() -> &'static ShaderSource {
+    static S: std::sync::OnceLock<ShaderSource> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let f32_alias = "alias act = f32;";
+        assert_eq!(SHADER_COOP.wgsl.matches(f32_alias).count(), 1, "conv3d_coop.wgsl declares `{f32_alias}` once");
+        let src = SHADER_COOP.wgsl.replacen(f32_alias, "alias act = f16;", 1);
+        ShaderSource { name: "conv3d_coop_f16", wgsl: Box::leak(src.into_boxed_str()) }
+    })
+}
+
+/// The cooperative-matrix conv for activations of type `dtype`.
+fn pipeline_coop(
+    ctx: &GpuContext,
+    dtype: DType,
+    consts: &[(&str, f64)],
+) -> Result<std::sync::Arc<crate::gpu::Pipeline>> {
+    let src = match dtype {
+        DType::F32 => &SHADER_COOP,
+        DType::F16 => shader_coop_f16(),
+    };
+    ctx.pipeline_trusted(src, "conv_coop", consts)
 }
 
 /// The pipeline of `entry` for activations of type `dtype`.
@@ -442,16 +510,23 @@ fn conv_core(
         return Err(too_big(op, "a block of packed weights", pad_co * k3, ctx));
     }
 
-    let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
-    // xb = 4 or 8: the vec4 variant (accumulators in variables, not an array).
-    let entry = if tile.xb == 4 || tile.xb == 8 { "conv_forward4" } else { "conv_forward" };
-    let conv = pipeline_of(ctx, dtype, entry, &consts)?;
+    let conv = if tile.is_coop() {
+        pipeline_coop(ctx, dtype, &[("SG", tile.wg as f64), ("K", k as f64)])?
+    } else {
+        let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
+        // xb = 4 or 8: the vec4 variant (accumulators in variables, not an array).
+        let entry = if tile.xb == 4 || tile.xb == 8 { "conv_forward4" } else { "conv_forward" };
+        pipeline_of(ctx, dtype, entry, &consts)?
+    };
     let pack_consts = [("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)];
     let pack = pipeline_of(ctx, dtype, "pack_weights", &pack_consts)?;
     let out = ctx.empty_as(out_shape, dtype, op)?;
     let label = format!("{op} x {} w {} -> {out_shape}", s.with_c(in_c), w.shape);
     let nxb = s.w.div_ceil(tile.xb as usize);
-    let tiles = (s.h * nxb).div_ceil(tile.wg as usize);
+    // Workgroups per z-plane: each covers `wg` (y, x-block) positions, or
+    // (cooperative matrices) 4 row tiles of 16 x-positions.
+    let per_wg = if tile.is_coop() { COOP_TILES_PER_WG } else { tile.wg as usize };
+    let tiles = (s.h * nxb).div_ceil(per_wg);
     // Input-channel groups: (part, its channels in the part, the same
     // channels in the concatenation).
     let mut groups = Vec::new();

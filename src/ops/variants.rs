@@ -24,6 +24,10 @@ pub enum Need {
     ShaderF16,
     /// Subgroup operations.
     Subgroups,
+    /// wgpu's experimental cooperative matrices with 16x16x16 f16 inputs and
+    /// f32 sums (tensor cores), on a device opened with them
+    /// ([`crate::gpu::ContextOptions::cooperative_matrix`]).
+    CoopMatrix16F16,
 }
 
 impl Need {
@@ -31,6 +35,7 @@ impl Need {
         match self {
             Need::ShaderF16 => "shader-f16",
             Need::Subgroups => "subgroups",
+            Need::CoopMatrix16F16 => "cooperative-matrix-16x16-f16",
         }
     }
     /// Whether the context's device was opened with this capability.
@@ -38,6 +43,7 @@ impl Need {
         match self {
             Need::ShaderF16 => ctx.has_f16(),
             Need::Subgroups => ctx.has_subgroups(),
+            Need::CoopMatrix16F16 => ctx.has_coop_matrix_16_f16(),
         }
     }
 }
@@ -198,6 +204,16 @@ pub fn check_choices(ctx: &GpuContext) -> Result<()> {
         pick(ops.op, &ops.variants, Some(name), |n| n.met(ctx))?;
     }
     Ok(())
+}
+
+/// What the variant `name` of `op` needs (nothing when either is unknown:
+/// [`check_choices`] names those).
+pub fn needs_of(op: &str, name: &str) -> Vec<Need> {
+    registry()
+        .iter()
+        .filter(|o| o.op == op)
+        .flat_map(|o| o.variants.iter().filter(|v| v.name() == name).flat_map(|v| v.needs().to_vec()))
+        .collect()
 }
 
 /// The variant each op with variants runs on `ctx`: (op, variant name).
