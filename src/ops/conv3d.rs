@@ -57,6 +57,9 @@ pub const SHADER: ShaderSource = crate::shader!("conv3d");
 /// The cooperative-matrix form of the forward conv (`conv_coop`; packs its
 /// weights with `pack_weights` of [`SHADER`]).
 pub const SHADER_COOP: ShaderSource = crate::shader!("conv3d_coop");
+/// What the cooperative-matrix conv needs: its matrices, and f16 in WGSL
+/// (`enable f16;`: its inputs are f16 matrices whatever the activations).
+pub const COOP_NEEDS: &[Need] = &[Need::ShaderF16, Need::CoopMatrix16F16];
 /// Output tiles (16 x-positions x 16 output channels) per workgroup of
 /// `conv_coop` (`MT` in the shader).
 const COOP_TILES_PER_WG: usize = 4;
@@ -124,7 +127,7 @@ pub static KERNELS: Kernels<Tile> = Kernels {
         // op table has passed with it on one.
         Variant {
             name: "coop16-f16",
-            needs: &[Need::CoopMatrix16F16],
+            needs: COOP_NEEDS,
             about: "cooperative matrices (tensor cores): implicit GEMM, 16x16x16 f16 inputs, f32 sums; \
                     forced only (--gpu-kernel conv3d=coop16-f16), never run on a GPU yet",
             kernel: Tile::COOP16,
@@ -346,7 +349,7 @@ pub fn backward_input_with_tile(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor,
 
 fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
     if tile.is_coop() {
-        return require(ctx, op, &[Need::CoopMatrix16F16]);
+        return require(ctx, op, COOP_NEEDS);
     }
     let ok = (1..=8).contains(&tile.co_b)
         && (1..=8).contains(&tile.xb)
