@@ -6,7 +6,8 @@ mod common;
 use common::*;
 use qcanet_gpu::metrics;
 use qcanet_gpu::postprocess::{
-    self, criteria, qcanet_instances, reference_instances, spheres, Connectivity, Grid, InstanceOptions,
+    self, criteria, instances, qcanet_instances, reference_instances, spheres, Connectivity, Grid, InstanceOptions,
+    Watershed,
 };
 
 /// For each true sphere: the fraction of its voxels carrying the predicted
@@ -273,4 +274,30 @@ fn sphere_field_is_deterministic_and_sane() {
     // Every sphere has a marker of its own.
     let (_, nm) = postprocess::ccl::reference::label(&a.markers, grid.dims, Connectivity::TwentySix);
     assert_eq!(nm as usize, a.count());
+}
+
+#[test]
+fn the_watershed_option_picks_the_flood_or_the_gpu_stage() {
+    // Default: the CPU priority flood (what calibrate and train score with).
+    assert_eq!(InstanceOptions::default().watershed, Watershed::Flood);
+    assert_eq!("Flood".parse::<Watershed>().unwrap(), Watershed::Flood);
+    assert_eq!(" gpu".parse::<Watershed>().unwrap(), Watershed::Gpu);
+    let e = "cpu".parse::<Watershed>().unwrap_err().to_string();
+    assert!(e.contains("'cpu'") && e.contains("flood") && e.contains("gpu"), "{e}");
+    // Touching spheres with several markers per plateau-prone contact: each
+    // choice gives exactly what its implementation gives, and the two
+    // differ somewhere (so the choice is not a no-op on this input).
+    let ctx = ctx();
+    let dims = [31, 47, 53];
+    let grid = Grid::new(dims, [1.75, 0.8, 0.8]);
+    let f = spheres::touching_spheres(&grid, 40, (4.0, 8.0), 5);
+    let flood = InstanceOptions::default();
+    let gpu = InstanceOptions { watershed: Watershed::Gpu, ..Default::default() };
+    let a = instances(ctx, &f.mask, &f.markers, &grid, &flood).unwrap();
+    let b = instances(ctx, &f.mask, &f.markers, &grid, &gpu).unwrap();
+    assert_eq!(a, reference_instances(&f.mask, &f.markers, &grid, &flood).unwrap());
+    assert_eq!(b, qcanet_instances(ctx, &f.mask, &f.markers, &grid, &gpu).unwrap());
+    let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    println!("{} spheres: flood and GPU relaxation differ on {differ} of {} voxels", f.count(), a.len());
+    assert!(differ > 0, "flood and GPU gave identical labels: the test cannot tell them apart");
 }

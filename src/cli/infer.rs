@@ -9,6 +9,7 @@ use qcanet_gpu::infer::pipeline::{segment, SegmentOptions, DEFAULT_STRIDE, DEFAU
 use qcanet_gpu::infer::predictors::{load_checked, stage, weights_path};
 use qcanet_gpu::infer::Shard;
 use qcanet_gpu::model::Arch;
+use qcanet_gpu::postprocess::Watershed;
 use qcanet_gpu::progress::Progress;
 
 #[derive(clap::Args)]
@@ -67,9 +68,12 @@ pub struct Args {
     /// Give segmented components without a detection marker their own label instead of dropping them.
     #[arg(long)]
     label_unmarked: bool,
-    /// Approximate (jump-flooding) distance transform instead of the exact one.
+    /// Approximate (jump-flooding) distance transform instead of the exact one (with --watershed gpu).
     #[arg(long)]
     fast_edt: bool,
+    /// Instance stage: flood (priority flood on the CPU, exact: what `calibrate` and `train` choose settings with) or gpu (EDT and a relaxation watershed on the GPU: faster on real GPUs; breaks ties on flood plateaus differently).
+    #[arg(long, default_value = "flood")]
+    watershed: Watershed,
     /// Test-time augmentation: predict each tile in this many mirror images and average them
     /// (1: off; 2: x; 4: x and y; 8: x, y and z mirrors). N times the prediction time.
     #[arg(long, default_value_t = 1)]
@@ -124,6 +128,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     };
     opts.instance.label_unmarked_components = a.label_unmarked;
     opts.instance.exact_edt = !a.fast_edt;
+    opts.instance.watershed = a.watershed;
     if a.voxel_size != DEFAULT_VOXEL_UM {
         log::info!("voxel size {:?} µm for files that do not carry one", a.voxel_size);
     }

@@ -1,12 +1,13 @@
 //! `qcanet-gpu postprocess`: the QCANet instance stage on any pair of masks:
-//! `watershed(-EDT(seg), markers = components(det), mask = seg)` on the GPU,
-//! then the per-nucleus criteria.
+//! `watershed(-EDT(seg), markers = components(det), mask = seg)` (priority
+//! flood on the CPU, or on the GPU with `--watershed gpu`), then the
+//! per-nucleus criteria.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use qcanet_gpu::io;
-use qcanet_gpu::postprocess::{criteria, qcanet_instances, Connectivity, Grid, InstanceOptions};
+use qcanet_gpu::postprocess::{criteria, instances, Connectivity, Grid, InstanceOptions, Watershed};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,9 +35,12 @@ pub struct Args {
     /// Give segmentation components without a marker (e.g. nuclei cut by the stack's edge) their own labels instead of dropping them.
     #[arg(long)]
     label_unmarked: bool,
-    /// Jump-flooding EDT (approximate, faster on large GPUs) instead of the exact one.
+    /// Jump-flooding EDT (approximate, faster on large GPUs) instead of the exact one (with --watershed gpu).
     #[arg(long)]
     jfa: bool,
+    /// flood (priority flood on the CPU, exact; what `calibrate` and `train` choose settings with) or gpu (EDT and a relaxation watershed on the GPU; ties on flood plateaus broken differently).
+    #[arg(long, default_value = "flood")]
+    watershed: Watershed,
     /// Replace existing outputs.
     #[arg(long)]
     overwrite: bool,
@@ -116,11 +120,12 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         connectivity: connectivity(a.connectivity)?,
         label_unmarked_components: a.label_unmarked,
         exact_edt: !a.jfa,
+        watershed: a.watershed,
         ..InstanceOptions::default()
     };
     let ctx = g.context()?;
     let t0 = std::time::Instant::now();
-    let labels = qcanet_instances(&ctx, &seg_mask, &det_mask, &grid, &opts)
+    let labels = instances(&ctx, &seg_mask, &det_mask, &grid, &opts)
         .with_context(|| format!("labelling {} with markers from {}", a.seg.display(), a.det.display()))?;
     log::info!("instance stage took {:.2} s", t0.elapsed().as_secs_f64());
     let rows = criteria::measure(&labels, &grid, image.as_ref().map(|v| v.data.as_slice()))?;

@@ -285,7 +285,7 @@ pub fn segment(
     })
 }
 
-/// `qcanet_instances`, except that an empty mask or a mask without markers
+/// [`crate::postprocess::instances`], except that an empty mask or a mask without markers
 /// gives an empty label image with a warning.
 pub fn instances(ctx: &GpuContext, seg: &[u8], det: &[u8], grid: &Grid, opts: &InstanceOptions) -> Result<Vec<u32>> {
     if !seg.iter().any(|&v| v != 0) {
@@ -297,7 +297,7 @@ pub fn instances(ctx: &GpuContext, seg: &[u8], det: &[u8], grid: &Grid, opts: &I
         log::warn!("no detection marker inside the segmentation: no nuclei (see --label-unmarked)");
         return Ok(vec![0; seg.len()]);
     }
-    crate::postprocess::qcanet_instances(ctx, seg, det, grid, opts)
+    crate::postprocess::instances(ctx, seg, det, grid, opts)
 }
 
 /// The NSN-only baseline: connected components of the thresholded foreground
