@@ -9,6 +9,11 @@ For each NAME given, reads DATA/images_raw/NAME.tif and DATA/labels_instance/NAM
 Both carry their voxel size (ImageJ spacing and resolution), so `infer` reads it.
 Then: qcanet-gpu infer OUT/raw/*.tif -o OUT/pred && qcanet-gpu eval --pred OUT/pred --gt OUT/gt
 
+With --dataset, OUT is instead a QCANet-layout dataset `train` and `calibrate` read:
+every file of DATA linked (images_raw, images_nsn, images_ndn, labels_instance,
+split_list), plus NAME_sim.tif in each image folder (the shifted, noisy volume;
+ground truth resampled nearest), so validation lists can name both.
+
 Defaults follow what is known of BBBC050's other microscope (background near 1,700
 counts, 2.0 um slices); its gain and read noise are not known: NOISE is a guess.
 Needs python3 with numpy, scipy and tifffile (analysis only; not used by the program).
@@ -28,11 +33,20 @@ p.add_argument("--offset", type=float, default=1700.0)
 p.add_argument("--gain", type=float, default=2.0)
 p.add_argument("--noise", type=float, default=20.0, help="Gaussian read noise, counts (after gain)")
 p.add_argument("--seed", type=int, default=0)
+p.add_argument("--dataset", action="store_true", help="write a QCANet-layout dataset (DATA linked, NAME_sim.tif added)")
 a = p.parse_args()
 
 import os
 
-for d in ("raw", "gt"):
+FOLDERS = ("images_raw", "images_nsn", "images_ndn", "labels_instance", "split_list")
+if a.dataset:
+    for d in FOLDERS:
+        os.makedirs(os.path.join(a.out, d), exist_ok=True)
+        for f in os.listdir(os.path.join(a.data, d)):
+            link = os.path.join(a.out, d, f)
+            if not os.path.lexists(link):
+                os.symlink(os.path.abspath(os.path.join(a.data, d, f)), link)
+for d in ("raw", "gt") if not a.dataset else ():
     os.makedirs(os.path.join(a.out, d), exist_ok=True)
 rng = np.random.default_rng(a.seed)
 meta = {"spacing": a.slice, "unit": "micron", "axes": "ZYX"}
@@ -50,6 +64,13 @@ for name in a.names:
     r = ndi.map_coordinates(raw, [zz, yy, xx], order=1, mode="nearest")
     g = ndi.map_coordinates(gt, [zz, yy, xx], order=0, mode="nearest")
     shifted = a.offset + a.gain * (r - 90.0) + rng.normal(0.0, a.noise, r.shape)
+    if a.dataset:
+        write(os.path.join(a.out, "images_raw", name + "_sim.tif"), np.clip(np.round(shifted), 0, 65535), np.uint16)
+        for d in ("images_nsn", "images_ndn", "labels_instance"):
+            t = tifffile.imread(os.path.join(a.data, d, name + ".tif"))
+            write(os.path.join(a.out, d, name + "_sim.tif"), ndi.map_coordinates(t, [zz, yy, xx], order=0, mode="nearest"), t.dtype)
+        print(f"{name}: {raw.shape} -> {r.shape}, {len(np.unique(g)) - 1} nuclei")
+        continue
     for suffix, img in (("_z2", r), ("", shifted)):
         write(os.path.join(a.out, "raw", name + suffix + ".tif"), np.clip(np.round(img), 0, 65535), np.uint16)
         write(os.path.join(a.out, "gt", name + suffix + ".tif"), g, gt.dtype)
