@@ -7,7 +7,7 @@
 //!
 //! An early, a middle and a crowded stage go through the whole `infer` path
 //! (default tiles, each network's stored threshold and the NDN's marker
-//! dynamic, marker watershed) and are
+//! dynamic, the default marker watershed) and are
 //! scored against `labels_instance`; the floors sit below what was measured.
 //! The data is required: this test fails, never skips, when it is missing
 //! (CI has `../shared`). About three minutes on lavapipe with 2 cores.
@@ -30,9 +30,10 @@ fn data_dir() -> PathBuf {
 /// (volume, true nuclei, F1 floor, SEG floor), floors below the scores
 /// measured with the bundled weights (weights/README.md).
 /// Measured 2026-12-02 on lavapipe with `infer` + `eval` (thresholds NSN
-/// 0.2, NDN 0.3, marker dynamic 0.1): Emb11_t101 F1 1.000, SEG 0.863;
-/// Emb11_t301 F1 1.000, SEG 0.865; Emb11_t451 F1 0.708, SEG 0.482. All
-/// three chose nothing (held out within Emb11).
+/// 0.2, NDN 0.3, marker dynamic 0.1; the default flood watershed):
+/// Emb11_t101 F1 1.000, SEG 0.863; Emb11_t301 F1 1.000, SEG 0.865;
+/// Emb11_t451 F1 0.677, SEG 0.483 (0.708, 0.482 with `--watershed gpu`).
+/// All three chose nothing (held out within Emb11).
 const CASES: [(&str, usize, f64, f64); 3] =
     [("Emb11_t101.tif", 2, 0.99, 0.80), ("Emb11_t301.tif", 8, 0.90, 0.80), ("Emb11_t451.tif", 39, 0.60, 0.40)];
 
