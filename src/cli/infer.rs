@@ -129,6 +129,9 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     opts.instance.label_unmarked_components = a.label_unmarked;
     opts.instance.exact_edt = !a.fast_edt;
     opts.instance.watershed = a.watershed;
+    if a.fast_edt && a.watershed == Watershed::Flood {
+        log::warn!("--fast-edt applies to --watershed gpu only; the flood uses the exact distance transform");
+    }
     if a.voxel_size != DEFAULT_VOXEL_UM {
         log::info!("voxel size {:?} µm for files that do not carry one", a.voxel_size);
     }

@@ -123,6 +123,9 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         watershed: a.watershed,
         ..InstanceOptions::default()
     };
+    if a.jfa && a.watershed == Watershed::Flood {
+        log::warn!("--jfa applies to --watershed gpu only; the flood uses the exact distance transform");
+    }
     let ctx = g.context()?;
     let t0 = std::time::Instant::now();
     let labels = instances(&ctx, &seg_mask, &det_mask, &grid, &opts)
