@@ -16,6 +16,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use qcanet_gpu::infer::job::NOISE_WARN;
 use qcanet_gpu::infer::pipeline::{segment, SegmentOptions};
 use qcanet_gpu::infer::predictors::{load_checked, locate_weights, stage};
 use qcanet_gpu::io;
@@ -67,4 +68,30 @@ fn bundled_weights_hold_their_validation_accuracy_on_emb11() {
         }
     }
     assert!(failures.is_empty(), "accuracy fell below the floors: {failures:?}");
+}
+
+#[test]
+fn no_bbbc050_volume_trips_the_noise_warning() {
+    // `infer` warns when a stack's read-noise estimate is above every volume
+    // the bundled networks were trained and validated on: check that bound
+    // against all of them (Emb01-Emb11), so the warning means "noisier than
+    // the training data" and never fires on it.
+    let dir = data_dir();
+    let mut seen = Vec::new();
+    for list in ["train.txt", "validation.txt"] {
+        let path = dir.join("split_list").join(list);
+        let names = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for name in names.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let vol = io::read_volume(&dir.join("images_raw").join(name)).unwrap();
+            let s = qcanet_gpu::preprocess::noise_sigma(&vol.data, vol.dims, Default::default());
+            seen.push((s, name.to_string()));
+        }
+    }
+    assert_eq!(seen.len(), 121, "BBBC050's training split has 121 volumes");
+    seen.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (lo, hi) = (&seen[0], &seen[seen.len() - 1]);
+    eprintln!("noise estimates: {:.4} ({}) to {:.4} ({}); warning above {}", lo.0, lo.1, hi.0, hi.1, NOISE_WARN);
+    assert!(hi.0 < NOISE_WARN, "{} has noise {:.4}, at or above the warning level {NOISE_WARN}", hi.1, hi.0);
+    // The bound is tight, not vacuous: the noisiest volume is within 20 %.
+    assert!(hi.0 > 0.8 * NOISE_WARN, "warning level {NOISE_WARN} far above the noisiest volume ({:.4})", hi.0);
 }

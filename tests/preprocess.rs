@@ -187,3 +187,43 @@ fn reflect_padding_matches_definition_and_crop_undoes_it() {
     let l: Vec<u32> = (0..60).collect();
     assert_eq!(preprocess::crop(&preprocess::pad_reflect(&l, dims, [1; 3], [1; 3]), [5, 7, 6], [1; 3], dims), l);
 }
+
+#[test]
+fn noise_estimate_recovers_added_noise_and_ignores_smooth_structure() {
+    use rand_distr::{Distribution, Normal};
+    // Smooth blobs (nucleus-like, 0..1000 counts over a 100-count
+    // background) on a 24 x 40 x 44 grid, then Gaussian noise of known σ.
+    let dims = [24usize, 40, 44];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let centres: Vec<[f64; 3]> = (0..6)
+        .map(|_| [rng.random_range(4.0..20.0), rng.random_range(6.0..34.0), rng.random_range(6.0..38.0)])
+        .collect();
+    let clean: Vec<f32> = (0..dims.iter().product::<usize>())
+        .map(|i| {
+            let (z, y, x) = ((i / (dims[1] * dims[2])) as f64, ((i / dims[2]) % dims[1]) as f64, (i % dims[2]) as f64);
+            let v: f64 = centres
+                .iter()
+                .map(|c| (-((z - c[0]).powi(2) + (y - c[1]).powi(2) + (x - c[2]).powi(2)) / (2.0 * 16.0)).exp())
+                .sum();
+            (100.0 + 1000.0 * v.min(1.0)) as f32
+        })
+        .collect();
+    let n = Normalization::default();
+    let (lo, hi) = preprocess::normalization_range(&clean, n);
+    let smooth = preprocess::noise_sigma(&clean, dims, n);
+    assert!(smooth < 0.01, "smooth image without noise: estimate {smooth}");
+    for sigma_rel in [0.02f64, 0.05, 0.1] {
+        let sd = sigma_rel * (hi - lo) as f64;
+        let noise = Normal::new(0.0, sd).unwrap();
+        let noisy: Vec<f32> = clean.iter().map(|&v| v + noise.sample(&mut rng) as f32).collect();
+        // The range is measured on the noisy image (as infer does), which
+        // the noise widens a little: compare with σ over that range.
+        let (lo2, hi2) = preprocess::normalization_range(&noisy, n);
+        let want = sd / (hi2 - lo2) as f64;
+        let got = preprocess::noise_sigma(&noisy, dims, n) as f64;
+        assert!((got / want - 1.0).abs() < 0.15, "σ {sigma_rel} of the range: estimate {got:.4}, expected {want:.4}");
+    }
+    // Degenerate inputs: constant, two voxels wide.
+    assert_eq!(preprocess::noise_sigma(&vec![5.0; 60], [3, 4, 5], n), 0.0);
+    assert_eq!(preprocess::noise_sigma(&random(24, 1, 0.0, 1.0), [3, 4, 2], n), 0.0);
+}

@@ -331,6 +331,7 @@ pub fn run_job(
                 continue;
             }
             pb.set_message(what.clone());
+            report_noise(&what, &volumes[t]);
             let r = segment(&volumes[t], pb).and_then(|s| write_outputs(&outs, &s, time.map(|(t, _)| t)));
             match r {
                 Ok(n) => {
@@ -381,4 +382,27 @@ pub fn write_outputs(outs: &Outputs, s: &super::pipeline::Segmentation, time: Op
     group.add(&outs.labels, |t| crate::io::write_labels_u16(t, s.dims, &s.labels, voxel))?;
     group.commit()?;
     Ok(s.criteria.len())
+}
+
+/// Highest read-noise estimate ([`crate::preprocess::noise_sigma`],
+/// percentile range) among the BBBC050 volumes the bundled networks were
+/// trained and validated on, rounded up: Emb01-Emb11 range from 0.005 to
+/// 0.056 (the crowded, dim stages highest: Emb08_t501;
+/// `tests/accuracy_bbbc050.rs` checks that every one stays below). A stack
+/// above it is noisier than anything the networks saw; on a simulated
+/// noisier microscope they lost most nuclei at the crowded stages
+/// (weights/README.md, "Robustness"; that simulation's t501 measures 0.061).
+pub const NOISE_WARN: f32 = 0.06;
+
+/// Logs the volume's read-noise estimate, with a warning above [`NOISE_WARN`].
+fn report_noise(what: &str, vol: &crate::io::Volume) {
+    let s = crate::preprocess::noise_sigma(&vol.data, vol.dims, crate::preprocess::Normalization::default());
+    if s > NOISE_WARN {
+        log::warn!(
+            "{what}: read noise about {s:.3} of the intensity range, above {NOISE_WARN}, which no BBBC050 volume \
+             the networks learnt from reaches; expect missed and merged nuclei at crowded stages"
+        );
+    } else {
+        log::info!("{what}: read noise about {s:.3} of the intensity range");
+    }
 }
