@@ -171,6 +171,8 @@ pub struct GpuContext {
     /// Live storage buffers (weak) and their sizes, for memory accounting.
     allocs: Mutex<Vec<(std::sync::Weak<wgpu::Buffer>, u64)>>,
     peak: std::sync::atomic::AtomicU64,
+    /// The running kernel-time profile, if any ([`super::profile`]).
+    pub(crate) profile: super::profile::ProfileSlot,
 }
 
 /// Dispatches recorded before the pending encoder is submitted on its own.
@@ -288,6 +290,7 @@ impl GpuContext {
             kernel_choices: opts.kernels.iter().cloned().collect(),
             allocs: Mutex::default(),
             peak: std::sync::atomic::AtomicU64::new(0),
+            profile: Mutex::default(),
         })
     }
 

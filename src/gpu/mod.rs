@@ -8,6 +8,7 @@ pub mod params;
 pub mod buffer;
 pub mod context;
 pub mod pipeline;
+pub mod profile;
 pub mod timer;
 
 pub use buffer::{split_units, DType, GpuTensor, Window};
@@ -15,4 +16,5 @@ pub use context::{list_adapters, no_adapter_help, AdapterSummary, ContextOptions
 pub(crate) use params::{layout, UniformParams};
 pub use params::{Field, ParamLayout};
 pub use pipeline::{grid, Arg, Pipeline, ShaderSource, MAX_GRID_DIM};
+pub use profile::KernelTime;
 pub use timer::{median, GpuTimer, TimerKind};

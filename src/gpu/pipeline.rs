@@ -227,9 +227,15 @@ impl GpuContext {
             layout: &layout,
             entries: &entries,
         });
+        let profile = self.profile_slot();
         self.record(label, |enc| {
+            let timestamp_writes = profile.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {
+                query_set: qs,
+                beginning_of_pass_write_index: Some(*i),
+                end_of_pass_write_index: Some(*i + 1),
+            });
             let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes });
             pass.set_pipeline(&pipeline.raw);
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);

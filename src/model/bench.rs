@@ -8,7 +8,7 @@ use super::config::NetConfig;
 use super::gpu::Gpu;
 use super::unet::Net;
 use crate::error::Result;
-use crate::gpu::{median, GpuContext};
+use crate::gpu::{median, GpuContext, KernelTime};
 use crate::ops::optim;
 use crate::tensor::{CpuTensor, Shape5};
 
@@ -35,6 +35,11 @@ pub struct NetBench {
     /// Training step GFLOP/s, counting a step as 3 forward passes (forward,
     /// input gradient, weight gradient).
     pub train_step_gflops: f64,
+    /// The kernels' own GPU time in one more run of each (the sum of every
+    /// dispatch's timestamped duration, [`GpuContext::start_kernel_profile`]):
+    /// forward, fused forward, training step, in seconds, with the number of
+    /// dispatches of each. `None` where the adapter has no timestamps.
+    pub kernel_time: Option<[KernelTime; 3]>,
 }
 
 /// Times inference and one training step of a network built from `cfg`
@@ -89,6 +94,16 @@ pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usiz
             step.push(t0.elapsed().as_secs_f64());
         }
     }
+    let kernel_time = if ctx.has_timestamps() {
+        let forward = profiled(ctx, || net.predict(ctx, &x).map(drop))?;
+        let folded = net.fold_bn(ctx)?;
+        let fused = profiled(ctx, || net.predict_folded(ctx, &folded, &x).map(drop))?;
+        drop(folded);
+        let step = profiled(ctx, || net.train_step(ctx, &x, &t, &spec, &mut opt).map(drop))?;
+        Some([forward, fused, step])
+    } else {
+        None
+    };
     let flops = cfg.forward_flops(shape);
     let (f, ff, s) = (median(fwd), median(fused), median(step));
     Ok(NetBench {
@@ -103,5 +118,17 @@ pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usiz
         forward_gflops: flops / f / 1e9,
         fused_forward_gflops: flops / ff / 1e9,
         train_step_gflops: 3.0 * flops / s / 1e9,
+        kernel_time,
     })
+}
+
+/// The kernels' own GPU time of the work `f` records (earlier work waited
+/// for first).
+fn profiled(ctx: &GpuContext, f: impl FnOnce() -> Result<()>) -> Result<KernelTime> {
+    ctx.sync()?;
+    ctx.start_kernel_profile()?;
+    let run = f();
+    let time = ctx.stop_kernel_profile();
+    run?;
+    time
 }
