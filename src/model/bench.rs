@@ -35,11 +35,19 @@ pub struct NetBench {
     /// Training step GFLOP/s, counting a step as 3 forward passes (forward,
     /// input gradient, weight gradient).
     pub train_step_gflops: f64,
-    /// The kernels' own GPU time in one more run of each (the sum of every
-    /// dispatch's timestamped duration, [`GpuContext::start_kernel_profile`]):
-    /// forward, fused forward, training step, in seconds, with the number of
-    /// dispatches of each. `None` where the adapter has no timestamps.
-    pub kernel_time: Option<[KernelTime; 3]>,
+    /// One more run each of the forward, the fused forward and the training
+    /// step with every dispatch timestamped ([`GpuContext::start_kernel_profile`]):
+    /// the kernels' own GPU time against that run's wall time. `None` where
+    /// the adapter has no timestamps.
+    pub kernel_time: Option<[ProfiledRun; 3]>,
+}
+
+/// A run whose dispatches were timed: their summed GPU time and the run's
+/// wall time (start to finished work), in seconds.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct ProfiledRun {
+    pub kernels: KernelTime,
+    pub wall_s: f64,
 }
 
 /// Times inference and one training step of a network built from `cfg`
@@ -122,13 +130,15 @@ pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usiz
     })
 }
 
-/// The kernels' own GPU time of the work `f` records (earlier work waited
-/// for first).
-fn profiled(ctx: &GpuContext, f: impl FnOnce() -> Result<()>) -> Result<KernelTime> {
+/// The kernels' own GPU time of the work `f` records, and the wall time
+/// from its start to the finished work (earlier work waited for first).
+fn profiled(ctx: &GpuContext, f: impl FnOnce() -> Result<()>) -> Result<ProfiledRun> {
     ctx.sync()?;
+    let t0 = Instant::now();
     ctx.start_kernel_profile()?;
     let run = f();
     let time = ctx.stop_kernel_profile();
+    let wall_s = t0.elapsed().as_secs_f64();
     run?;
-    time
+    Ok(ProfiledRun { kernels: time?, wall_s })
 }
