@@ -392,24 +392,22 @@ fn pipeline(ctx: &GpuContext, entry: &str, consts: &[(&str, f64)]) -> Result<std
 /// are read and written as f16 while every sum is f32 (built once).
 pub fn shader_f16() -> &'static ShaderSource {
     static S: std::sync::OnceLock<ShaderSource> = std::sync::OnceLock::new();
-    S.get_or_init(|| {
-        let f32_alias = "alias act = f32;";
-        assert_eq!(SHADER.wgsl.matches(f32_alias).count(), 1, "conv3d.wgsl declares `{f32_alias}` once");
-        let src = format!("enable f16;\n{}", SHADER.wgsl.replacen(f32_alias, "alias act = f16;", 1));
-        ShaderSource { name: "conv3d_f16", wgsl: Box::leak(src.into_boxed_str()) }
-    })
+    S.get_or_init(|| f16_storage_form(&SHADER, "conv3d_f16", "enable f16;\n"))
 }
 
-/// The f16-storage form of `shaders/conv3d_coop.wgsl` (its element alias
-/// `act` set to f16; built once).
+/// The f16-storage form of `shaders/conv3d_coop.wgsl` (it enables f16
+/// itself; built once).
 pub fn shader_coop_f16() -> &'static ShaderSource {
     static S: std::sync::OnceLock<ShaderSource> = std::sync::OnceLock::new();
-    S.get_or_init(|| {
-        let f32_alias = "alias act = f32;";
-        assert_eq!(SHADER_COOP.wgsl.matches(f32_alias).count(), 1, "conv3d_coop.wgsl declares `{f32_alias}` once");
-        let src = SHADER_COOP.wgsl.replacen(f32_alias, "alias act = f16;", 1);
-        ShaderSource { name: "conv3d_coop_f16", wgsl: Box::leak(src.into_boxed_str()) }
-    })
+    S.get_or_init(|| f16_storage_form(&SHADER_COOP, "conv3d_coop_f16", ""))
+}
+
+/// `src` with its one `alias act = f32;` set to f16 and `prefix` in front.
+fn f16_storage_form(src: &ShaderSource, name: &'static str, prefix: &str) -> ShaderSource {
+    let f32_alias = "alias act = f32;";
+    assert_eq!(src.wgsl.matches(f32_alias).count(), 1, "{}.wgsl declares `{f32_alias}` once", src.name);
+    let wgsl = format!("{prefix}{}", src.wgsl.replacen(f32_alias, "alias act = f16;", 1));
+    ShaderSource { name, wgsl: Box::leak(wgsl.into_boxed_str()) }
 }
 
 /// The cooperative-matrix conv for activations of type `dtype`.
