@@ -214,7 +214,9 @@ fn loss_finish(@builtin(local_invocation_index) lid: u32) {
     var s = tree_sum(lid, acc);
     if (lid == 0u) {
         if (fp.mode == 0u) {
-            floss[0] = s.x / s.y;
+            // s.z counts targets that are not class indices: NaN, so the
+            // caller sees it when it reads the loss (no wait inside a step).
+            floss[0] = select(s.x / s.y, bitcast<f32>(0x7fc00000u), s.z > 0.0);
         } else if (fp.mode == 1u) {
             s.w = fp.numel;
             floss[0] = s.x / fp.numel;

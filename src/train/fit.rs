@@ -133,7 +133,8 @@ pub fn fit<B: Backend>(
             let l = B::scalar(cx, &l)?;
             if !l.is_finite() {
                 return Err(Error::invalid(format!(
-                    "training diverged: loss {l} at epoch {epoch} step {}; lower the learning rate",
+                    "training diverged: loss {l} at epoch {epoch} step {}; lower the learning rate \
+                     (a target that is not a class index also gives a NaN loss)",
                     step + 1
                 )));
             }
