@@ -243,6 +243,9 @@ pub struct NetRow {
     pub kernel_ms: [f64; 3],
     pub profiled_wall_ms: [f64; 3],
     pub dispatches: [usize; 3],
+    /// Buffers created and reused, submissions and reads of the last timed
+    /// forward, fused forward and training step.
+    pub counts: [crate::model::bench::RunCounts; 3],
 }
 
 /// Forward and one training step of the NSN and the NDN (paper sizes) at
@@ -302,6 +305,7 @@ pub fn run_networks(
                 kernel_ms: b.kernel_time.map_or([f64::NAN; 3], |k| k.map(|r| r.kernels.seconds * 1e3)),
                 profiled_wall_ms: b.kernel_time.map_or([f64::NAN; 3], |k| k.map(|r| r.wall_s * 1e3)),
                 dispatches: b.kernel_time.map_or([0; 3], |k| k.map(|r| r.kernels.dispatches)),
+                counts: b.counts,
             };
             each(&format!(
                 "{:<10} {:>6} {:>11} {:>12.0} {:>9.2} {:>8.0}% {:>10.0} {:>9.2} {:>14.0} {:>9.2} {:>8.0}% {:>14.0}",
@@ -336,6 +340,14 @@ pub fn run_networks(
                     part(2)
                 ));
             }
+            let c = |i: usize| {
+                let c = &row.counts[i];
+                format!(
+                    "{} buffers created, {} reused, {} submits, {} reads",
+                    c.buffers_created, c.buffers_reused, c.submits, c.reads
+                )
+            };
+            each(&format!("{:<10} last timed run: forward {}; fused {}; train step {}", "", c(0), c(1), c(2)));
             rows.push(row);
         }
     }

@@ -135,9 +135,22 @@ impl Window {
 }
 
 impl GpuContext {
-    /// Allocates a storage buffer of `bytes` (at least 4), reporting
-    /// out-of-memory as an error that names `what`.
+    /// A storage buffer of `bytes` (at least 4) filled with zeros, reporting
+    /// out-of-memory as an error that names `what`. It may be a free buffer
+    /// of the same size from the pool ([`super::pool`]), cleared on the GPU
+    /// after the work already recorded.
     pub fn create_storage(&self, bytes: u64, what: &str) -> Result<Arc<wgpu::Buffer>> {
+        self.storage(bytes, what, true)
+    }
+
+    /// A storage buffer of `bytes` whose contents the caller overwrites
+    /// before anything reads them (a kernel's whole output, an upload): a
+    /// reused buffer keeps its old contents, a new one is zeros.
+    pub fn create_storage_uncleared(&self, bytes: u64, what: &str) -> Result<Arc<wgpu::Buffer>> {
+        self.storage(bytes, what, false)
+    }
+
+    fn storage(&self, bytes: u64, what: &str, zeroed: bool) -> Result<Arc<wgpu::Buffer>> {
         let size = bytes.max(4).div_ceil(4) * 4;
         if size > self.limits.max_buffer_size {
             return Err(Error::OutOfMemory {
@@ -146,6 +159,35 @@ impl GpuContext {
                 what: format!("larger than the adapter's max buffer size of {} bytes", self.limits.max_buffer_size),
             });
         }
+        if self.reuse_buffers {
+            let reused = self.pool.lock().unwrap().take(size);
+            if let Some(buf) = reused {
+                if zeroed {
+                    self.record("clear reused buffer", |enc| enc.clear_buffer(&buf, 0, None))?;
+                }
+                self.note_in_use(self.live_bytes());
+                return Ok(buf);
+            }
+        }
+        self.pool.lock().unwrap().make_room(size, self.reuse_buffers);
+        let buf = match self.new_storage(size, what) {
+            Err(Error::OutOfMemory { .. }) if self.buffer_stats().free_bytes > 0 => {
+                self.release_free_buffers();
+                self.new_storage(size, what)?
+            }
+            r => r?,
+        };
+        let in_use = {
+            let mut pool = self.pool.lock().unwrap();
+            pool.insert(buf.clone());
+            pool.in_use_bytes()
+        };
+        self.note_in_use(in_use);
+        Ok(buf)
+    }
+
+    /// A new storage buffer from the driver (wgpu zero-fills it before first use).
+    fn new_storage(&self, size: u64, what: &str) -> Result<Arc<wgpu::Buffer>> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
@@ -156,14 +198,13 @@ impl GpuContext {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::OutOfMemory { op: what.to_string(), bytes: size, what: e.to_string() });
         }
-        let buf = Arc::new(buf);
-        self.track_alloc(&buf);
-        Ok(buf)
+        Ok(Arc::new(buf))
     }
 
     /// A new tensor for a kernel to overwrite completely. Its contents are
-    /// unspecified: NaN when [`GpuContext::set_poison_new_tensors`] is on (as
-    /// in the tests), so an element a kernel never writes shows up.
+    /// unspecified (a reused buffer's old values): NaN when
+    /// [`GpuContext::set_poison_new_tensors`] is on (as in the tests), so an
+    /// element a kernel never writes shows up.
     pub fn empty(&self, shape: Shape5, what: &str) -> Result<GpuTensor> {
         self.empty_as(shape, DType::F32, what)
     }
@@ -171,7 +212,7 @@ impl GpuContext {
     /// [`GpuContext::empty`] with elements of type `dtype` (poisoned with
     /// that type's NaN).
     pub fn empty_as(&self, shape: Shape5, dtype: DType, what: &str) -> Result<GpuTensor> {
-        let t = self.zeros_as(shape, dtype, what)?;
+        let t = self.tensor(shape, dtype, what, false)?;
         if self.poison_new_tensors() {
             match dtype {
                 DType::F32 => self.fill(&t.buf, f32::NAN)?,
@@ -183,7 +224,7 @@ impl GpuContext {
 
     /// A new tensor filled with `value` (NaN to poison outputs in tests).
     pub fn filled(&self, shape: Shape5, value: f32, what: &str) -> Result<GpuTensor> {
-        let t = self.empty(shape, what)?;
+        let t = self.tensor(shape, DType::F32, what, false)?;
         self.fill(&t.buf, value)?;
         Ok(t)
     }
@@ -195,15 +236,20 @@ impl GpuContext {
 
     /// A new tensor of zeros with elements of type `dtype`.
     pub fn zeros_as(&self, shape: Shape5, dtype: DType, what: &str) -> Result<GpuTensor> {
-        // wgpu zero-initialises every new buffer.
+        self.tensor(shape, dtype, what, true)
+    }
+
+    fn tensor(&self, shape: Shape5, dtype: DType, what: &str, zeroed: bool) -> Result<GpuTensor> {
         let bytes = (shape.numel() * dtype.size()) as u64;
-        let buf = self.create_storage(bytes, &format!("{what} {shape} {dtype}"))?;
+        let what = format!("{what} {shape} {dtype}");
+        let buf =
+            if zeroed { self.create_storage(bytes, &what)? } else { self.create_storage_uncleared(bytes, &what)? };
         Ok(GpuTensor { buf, shape, dtype })
     }
 
     /// Uploads a host tensor.
     pub fn upload(&self, t: &CpuTensor) -> Result<GpuTensor> {
-        let g = self.zeros(t.shape, "upload")?;
+        let g = self.tensor(t.shape, DType::F32, "upload", false)?;
         self.write_f32(&g.buf, 0, &t.data)?;
         Ok(g)
     }
@@ -212,7 +258,7 @@ impl GpuContext {
     /// (no wait): for callers that must not change a tensor an op updates in
     /// place.
     pub fn copy(&self, t: &GpuTensor) -> Result<GpuTensor> {
-        let out = self.zeros_as(t.shape, t.dtype, "copy")?;
+        let out = self.tensor(t.shape, t.dtype, "copy", false)?;
         let size = t.bytes().div_ceil(4) * 4;
         if size > 0 {
             self.record("copy", |enc| enc.copy_buffer_to_buffer(&t.buf, 0, &out.buf, 0, size))?;
@@ -225,7 +271,7 @@ impl GpuContext {
         if data.len() != shape.numel() {
             return Err(Error::shape("upload", format!("{} values for shape {shape}", data.len())));
         }
-        let g = self.zeros(shape, "upload")?;
+        let g = self.tensor(shape, DType::F32, "upload", false)?;
         self.write_f32(&g.buf, 0, data)?;
         Ok(g)
     }
@@ -269,7 +315,7 @@ impl GpuContext {
         match dtype {
             DType::F32 => self.upload(t),
             DType::F16 => {
-                let g = self.zeros_as(t.shape, dtype, "upload")?;
+                let g = self.tensor(t.shape, dtype, "upload", false)?;
                 let mut bytes: Vec<u8> =
                     t.data.iter().flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes()).collect();
                 bytes.resize(bytes.len().div_ceil(4) * 4, 0);
@@ -320,6 +366,7 @@ impl GpuContext {
         });
         self.record("download", |enc| enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size))?;
         self.flush()?;
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);

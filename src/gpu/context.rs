@@ -16,6 +16,9 @@ pub const ENV_CHECKED_KERNELS: &str = "QCANET_CHECKED_KERNELS";
 /// Environment variable: any non-empty value sets [`ContextOptions::cooperative_matrix`].
 pub const ENV_COOPERATIVE_MATRIX: &str = "QCANET_COOPERATIVE_MATRIX";
 
+/// Environment variable: any non-empty value sets [`ContextOptions::no_buffer_reuse`].
+pub const ENV_NO_BUFFER_REUSE: &str = "QCANET_NO_BUFFER_REUSE";
+
 /// How to open the GPU.
 #[derive(Clone, Debug, Default)]
 pub struct ContextOptions {
@@ -43,11 +46,17 @@ pub struct ContextOptions {
     /// compiles every shader (the Vulkan memory model), and no kernel that
     /// uses it has run yet.
     pub cooperative_matrix: bool,
+    /// Give every storage buffer back to the driver as soon as its tensors
+    /// are gone instead of keeping it for the next tensor of the same size
+    /// ([`super::pool`]; `QCANET_NO_BUFFER_REUSE=1`): for measuring what the
+    /// reuse saves, or ruling it out.
+    pub no_buffer_reuse: bool,
 }
 
 impl ContextOptions {
     /// Options from `QCANET_ADAPTER`, `QCANET_MAX_BINDING`,
-    /// `QCANET_CHECKED_KERNELS` and `QCANET_COOPERATIVE_MATRIX`, read here once (the library reads no other
+    /// `QCANET_CHECKED_KERNELS`, `QCANET_COOPERATIVE_MATRIX` and
+    /// `QCANET_NO_BUFFER_REUSE`, read here once (the library reads no other
     /// environment when it runs kernels).
     pub fn from_env() -> Self {
         ContextOptions {
@@ -56,6 +65,7 @@ impl ContextOptions {
             checked_kernels: std::env::var_os(ENV_CHECKED_KERNELS).is_some_and(|v| !v.is_empty()),
             kernels: Vec::new(),
             cooperative_matrix: std::env::var_os(ENV_COOPERATIVE_MATRIX).is_some_and(|v| !v.is_empty()),
+            no_buffer_reuse: std::env::var_os(ENV_NO_BUFFER_REUSE).is_some_and(|v| !v.is_empty()),
         }
     }
 }
@@ -143,6 +153,20 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
     adapters.iter().enumerate().map(|(i, a)| AdapterSummary::of(i, a)).collect()
 }
 
+/// Counts of [`GpuContext::traffic`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Traffic {
+    pub submits: u64,
+    pub reads: u64,
+}
+
+impl Traffic {
+    /// The counts since `before`.
+    pub fn since(&self, before: &Traffic) -> Traffic {
+        Traffic { submits: self.submits - before.submits, reads: self.reads - before.reads }
+    }
+}
+
 /// A pending batch of GPU work: one command encoder and the labels of the ops
 /// recorded into it (for error messages).
 struct Pending {
@@ -168,9 +192,15 @@ pub struct GpuContext {
     pub(super) checked_kernels: bool,
     /// [`ContextOptions::kernels`], op name to variant name.
     kernel_choices: HashMap<String, String>,
-    /// Live storage buffers (weak) and their sizes, for memory accounting.
-    allocs: Mutex<Vec<(std::sync::Weak<wgpu::Buffer>, u64)>>,
+    /// Every storage buffer, in use or free for reuse ([`super::pool`]).
+    pub(crate) pool: Mutex<super::pool::BufferPool>,
+    /// [`ContextOptions::reuse_buffers`].
+    pub(crate) reuse_buffers: bool,
     peak: std::sync::atomic::AtomicU64,
+    /// Command buffers submitted and host reads waited for, since the
+    /// context was made ([`GpuContext::traffic`]).
+    submits: std::sync::atomic::AtomicU64,
+    pub(crate) reads: std::sync::atomic::AtomicU64,
     /// The running kernel-time profile, if any ([`super::profile`]).
     pub(crate) profile: super::profile::ProfileSlot,
 }
@@ -288,8 +318,11 @@ impl GpuContext {
             poison: std::sync::atomic::AtomicBool::new(false),
             checked_kernels: opts.checked_kernels,
             kernel_choices: opts.kernels.iter().cloned().collect(),
-            allocs: Mutex::default(),
+            pool: Mutex::default(),
+            reuse_buffers: !opts.no_buffer_reuse,
             peak: std::sync::atomic::AtomicU64::new(0),
+            submits: Default::default(),
+            reads: Default::default(),
             profile: Mutex::default(),
         })
     }
@@ -310,24 +343,31 @@ impl GpuContext {
         self.poison.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Records a new storage buffer; returns the bytes now live.
-    pub(crate) fn track_alloc(&self, buf: &Arc<wgpu::Buffer>) -> u64 {
-        let mut a = self.allocs.lock().unwrap();
-        a.retain(|(w, _)| w.strong_count() > 0);
-        a.push((Arc::downgrade(buf), buf.size()));
-        let live: u64 = a.iter().map(|(_, s)| s).sum();
-        self.peak.fetch_max(live, std::sync::atomic::Ordering::Relaxed);
-        live
+    /// Notes the bytes in use after an allocation, for [`GpuContext::peak_bytes`].
+    pub(crate) fn note_in_use(&self, in_use: u64) {
+        self.peak.fetch_max(in_use, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Bytes of storage buffers (tensors) alive now.
+    /// Bytes of storage buffers in use now (held by tensors, windows,
+    /// volumes; not the free ones kept for reuse, see
+    /// [`GpuContext::buffer_stats`]).
     pub fn live_bytes(&self) -> u64 {
-        let mut a = self.allocs.lock().unwrap();
-        a.retain(|(w, _)| w.strong_count() > 0);
-        a.iter().map(|(_, s)| s).sum()
+        self.pool.lock().unwrap().in_use_bytes()
     }
 
-    /// Most bytes of storage buffers alive at once since the last
+    /// What the buffer pool has created, reused and dropped, and the bytes
+    /// in use and free now ([`super::pool`]).
+    pub fn buffer_stats(&self) -> super::pool::BufferStats {
+        self.pool.lock().unwrap().stats()
+    }
+
+    /// Hands every free buffer back to the driver (memory other programs
+    /// may want, between jobs).
+    pub fn release_free_buffers(&self) {
+        self.pool.lock().unwrap().trim_to(0);
+    }
+
+    /// Most bytes of storage buffers in use at once since the last
     /// [`GpuContext::reset_peak_bytes`].
     pub fn peak_bytes(&self) -> u64 {
         self.peak.load(std::sync::atomic::Ordering::Relaxed)
@@ -402,6 +442,14 @@ impl GpuContext {
         Ok(full.0)
     }
 
+    /// Command buffers submitted and host reads (downloads) waited for since
+    /// the context was made: a whole forward pass or training step that
+    /// submits once and reads once has no host round trip inside.
+    pub fn traffic(&self) -> Traffic {
+        use std::sync::atomic::Ordering::Relaxed;
+        Traffic { submits: self.submits.load(Relaxed), reads: self.reads.load(Relaxed) }
+    }
+
     /// Submits the pending work (does not wait for it).
     pub fn flush(&self) -> Result<()> {
         self.flush_then(|| ())
@@ -415,6 +463,7 @@ impl GpuContext {
             let mut p = self.pending.lock().unwrap();
             if let Some(enc) = p.encoder.take() {
                 self.queue.submit(Some(enc.finish()));
+                self.submits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             (then(), std::mem::take(&mut p.labels))
         };

@@ -40,6 +40,29 @@ pub struct NetBench {
     /// the kernels' own GPU time against that run's wall time. `None` where
     /// the adapter has no timestamps.
     pub kernel_time: Option<[ProfiledRun; 3]>,
+    /// What the last timed forward, fused forward and training step asked
+    /// of the runtime: buffers created and reused, submissions and reads.
+    /// After the warm-up a run at the same shape should create none.
+    pub counts: [RunCounts; 3],
+}
+
+/// Buffers and host traffic of one run (see [`GpuContext::buffer_stats`] and
+/// [`GpuContext::traffic`]).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct RunCounts {
+    pub buffers_created: u64,
+    pub buffers_reused: u64,
+    pub submits: u64,
+    pub reads: u64,
+}
+
+impl RunCounts {
+    fn measure(ctx: &GpuContext, f: impl FnOnce() -> Result<()>) -> Result<RunCounts> {
+        let (b0, t0) = (ctx.buffer_stats(), ctx.traffic());
+        f()?;
+        let (b, t) = (ctx.buffer_stats().since(&b0), ctx.traffic().since(&t0));
+        Ok(RunCounts { buffers_created: b.created, buffers_reused: b.reused, submits: t.submits, reads: t.reads })
+    }
 }
 
 /// A run whose dispatches were timed: their summed GPU time and the run's
@@ -71,12 +94,14 @@ pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usiz
         &net.params.iter().collect::<Vec<_>>(),
     )?;
     let reps = reps.max(1);
+    let mut counts = [RunCounts::default(); 3];
     let mut fwd = Vec::new();
     for i in 0..=reps {
         let t0 = Instant::now();
-        let y = net.predict(ctx, &x)?;
-        ctx.sync()?;
-        drop(y);
+        counts[0] = RunCounts::measure(ctx, || {
+            let _y = net.predict(ctx, &x)?;
+            ctx.sync()
+        })?;
         if i > 0 {
             fwd.push(t0.elapsed().as_secs_f64());
         }
@@ -85,9 +110,10 @@ pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usiz
     let mut fused = Vec::new();
     for i in 0..=reps {
         let t0 = Instant::now();
-        let y = net.predict_folded(ctx, &folded, &x)?;
-        ctx.sync()?;
-        drop(y);
+        counts[1] = RunCounts::measure(ctx, || {
+            let _y = net.predict_folded(ctx, &folded, &x)?;
+            ctx.sync()
+        })?;
         if i > 0 {
             fused.push(t0.elapsed().as_secs_f64());
         }
@@ -96,8 +122,10 @@ pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usiz
     let mut step = Vec::new();
     for i in 0..=reps {
         let t0 = Instant::now();
-        let l = net.train_step(ctx, &x, &t, &spec, &mut opt)?;
-        ctx.read_f32(&l.buf, 0, 1)?;
+        counts[2] = RunCounts::measure(ctx, || {
+            let l = net.train_step(ctx, &x, &t, &spec, &mut opt)?;
+            ctx.read_f32(&l.buf, 0, 1).map(drop)
+        })?;
         if i > 0 {
             step.push(t0.elapsed().as_secs_f64());
         }
@@ -127,6 +155,7 @@ pub fn bench_network(ctx: &GpuContext, cfg: &NetConfig, side: usize, batch: usiz
         fused_forward_gflops: flops / ff / 1e9,
         train_step_gflops: 3.0 * flops / s / 1e9,
         kernel_time,
+        counts,
     })
 }
 
