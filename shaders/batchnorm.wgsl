@@ -14,6 +14,11 @@
 // is the mean as a double-float).
 // Backward: partials of (dy, dy*(x - mean)) -> dbeta, dgamma and
 // coef = (A, B, C, mean) with dx = A*dy + B*(x - mean) + C (`bn_dx`).
+//
+// A ReLU after the batch norm is fused in: `bn_normalize` clamps at 0 when
+// `relu` is set, and the backward through it (partials mode 3, `bn_dx` with
+// `relu`) reads dy where the fused output r > 0 and 0 elsewhere, so the ReLU's
+// gradient is never written out.
 
 override WG: u32 = 128u;
 
@@ -30,8 +35,12 @@ struct PartParams {
     part_base: u32,  // index in `part` of (sample, c0, chunk 0)
     base_x: u32,     // window base of x
     base_y: u32,     // window base of dy
-    mode: u32,       // 0: (sum x, sum x^2); 1: centred (sum d, sum d^2); 2: backward (sum dy, sum dy*d)
+    mode: u32,       // 0: (sum x, sum x^2); 1: centred (sum d, sum d^2); 2: backward (sum dy, sum dy*d); 3: 2 through a ReLU
     lo_at: u32,      // index in pmean of the mean's low-order parts, or 0xffffffff if absent
+    base_r: u32,     // window base of the fused ReLU output r (mode 3)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // `tree_sum` is in the prelude (shaders/prelude.wgsl).
@@ -41,6 +50,7 @@ struct PartParams {
 @group(0) @binding(2) var<storage, read> pmean: array<f32>;
 @group(0) @binding(3) var<storage, read_write> part: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> pp: PartParams;
+@group(0) @binding(5) var<storage, read> pr: array<f32>;
 
 @compute @workgroup_size(WG)
 fn bn_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -64,6 +74,12 @@ fn bn_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         for (var k = lid; k < lim; k = k + WG) {
             let d = (px[pp.base_x + start + k] - m) - lo;
             let e = pdy[pp.base_y + start + k];
+            acc = acc + vec4<f32>(e, e * d, 0.0, 0.0);
+        }
+    } else if (pp.mode == 3u) {
+        for (var k = lid; k < lim; k = k + WG) {
+            let d = (px[pp.base_x + start + k] - m) - lo;
+            let e = select(0.0, pdy[pp.base_y + start + k], pr[pp.base_r + start + k] > 0.0);
             acc = acc + vec4<f32>(e, e * d, 0.0, 0.0);
         }
     } else {
@@ -209,7 +225,11 @@ struct ApplyParams {
     base_x: u32,
     base_y: u32,
     base_out: u32,
-    _pad: u32,
+    relu: u32,      // 1: the fused ReLU (clamp in bn_normalize; dy masked by r > 0 in bn_dx)
+    base_r: u32,    // window base of the fused ReLU output r (bn_dx)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> ax: array<f32>;
@@ -217,6 +237,7 @@ struct ApplyParams {
 @group(0) @binding(2) var<storage, read_write> aout: array<f32>;
 @group(0) @binding(3) var<storage, read> acoef: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> ap: ApplyParams;
+@group(0) @binding(5) var<storage, read> ar: array<f32>;
 
 @compute @workgroup_size(WG)
 fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -224,7 +245,8 @@ fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= ap.n) { return; }
     let c = ((ap.start + i) / ap.spatial) % ap.channels;
     let k = acoef[c];
-    aout[ap.base_out + i] = ((ax[ap.base_x + i] - k.x) - k.w) * k.y + k.z;
+    let v = ((ax[ap.base_x + i] - k.x) - k.w) * k.y + k.z;
+    aout[ap.base_out + i] = select(v, max(v, 0.0), ap.relu != 0u);
 }
 
 @compute @workgroup_size(WG)
@@ -233,5 +255,9 @@ fn bn_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (i >= ap.n) { return; }
     let c = ((ap.start + i) / ap.spatial) % ap.channels;
     let k = acoef[c];
-    aout[ap.base_out + i] = k.x * ady[ap.base_y + i] + k.y * (ax[ap.base_x + i] - k.w) + k.z;
+    var e = ady[ap.base_y + i];
+    if (ap.relu != 0u && !(ar[ap.base_r + i] > 0.0)) {
+        e = 0.0;
+    }
+    aout[ap.base_out + i] = k.x * e + k.y * (ax[ap.base_x + i] - k.w) + k.z;
 }

@@ -63,7 +63,7 @@ fn fold_into_conv_equals_batchnorm_after_conv() {
     let ch = Shape5::new(1, 5, 1, 1, 1);
     let (g, beta) = (CpuTensor::random(ch, 4, 0.5, 1.5), CpuTensor::random(ch, 5, -0.5, 0.5));
     let (rm, rv) = (CpuTensor::random(ch, 6, -0.3, 0.3), CpuTensor::random(ch, 7, 0.2, 2.0));
-    let cfg = batchnorm::BnConfig { eps: BN_EPS, momentum: 0.1 };
+    let cfg = batchnorm::BnConfig { eps: BN_EPS, momentum: 0.1, relu: false };
     let want = batchnorm::reference::forward_infer(&conv3d::reference::forward(&x, &w, &b), &g, &beta, &rm, &rv, &cfg);
     let (wf, bf) = batchnorm::fold_into_conv(&w, &b, &g, &beta, &rm, &rv, BN_EPS).unwrap();
     assert_close("folded conv", &conv3d::reference::forward(&x, &wf, &bf), &want, TOL_CPU);

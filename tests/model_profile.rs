@@ -35,9 +35,9 @@ fn profile_ops_48() {
         let g = common::up(ctx, &common::rand(Shape5::new(1, co, 1, 1, 1), 4));
         let rm = ctx.zeros(Shape5::new(1, co, 1, 1, 1), "rm").unwrap();
         let rv = ctx.filled(Shape5::new(1, co, 1, 1, 1), 1.0, "rv").unwrap();
-        time("bn train", &mut || drop(Gpu::bn_train(ctx, &y, &g, &b, &rm, &rv, 2e-5, 0.1).unwrap()));
-        let (_, saved, _, _) = Gpu::bn_train(ctx, &y, &g, &b, &rm, &rv, 2e-5, 0.1).unwrap();
-        time("bn backward", &mut || drop(Gpu::bn_backward(ctx, &y, &g, &saved, &y).unwrap()));
+        time("bn train", &mut || drop(Gpu::bn_train(ctx, &y, &g, &b, &rm, &rv, 2e-5, 0.1, true).unwrap()));
+        let (_, saved, _, _) = Gpu::bn_train(ctx, &y, &g, &b, &rm, &rv, 2e-5, 0.1, true).unwrap();
+        time("bn backward", &mut || drop(Gpu::bn_backward(ctx, &y, &g, &saved, Some(&y), &y).unwrap()));
         time("relu", &mut || drop(Gpu::relu(ctx, &y).unwrap()));
         time("pool", &mut || drop(Gpu::pool(ctx, &y).unwrap()));
         time("concat", &mut || drop(Gpu::concat(ctx, &y, &x).unwrap()));
@@ -92,7 +92,8 @@ fn profile_infer() {
                     let cat = (xs.len() == 2).then(|| Gpu::concat(ctx, xs[0], xs[1]).unwrap());
                     let x = cat.as_ref().unwrap_or(xs[0]);
                     let z = Gpu::conv(ctx, x, &p[c.w], &p[c.b]).unwrap();
-                    let a = Gpu::bn_infer(ctx, &z, &p[c.gamma], &p[c.beta], &bufs[c.rm], &bufs[c.rv], BN_EPS).unwrap();
+                    let a = Gpu::bn_infer(ctx, &z, &p[c.gamma], &p[c.beta], &bufs[c.rm], &bufs[c.rv], BN_EPS, false)
+                        .unwrap();
                     drop((z, cat));
                     let _ = Gpu::relu(ctx, &a).unwrap();
                     ctx.sync().unwrap();
@@ -110,7 +111,7 @@ fn profile_infer() {
             let z = timed("conv", detail, &mut || Gpu::conv(ctx, x, &p[c.w], &p[c.b]).unwrap());
             drop(cat);
             let a = timed("bn", format!("c{}", c.cout), &mut || {
-                Gpu::bn_infer(ctx, &z, &p[c.gamma], &p[c.beta], &bufs[c.rm], &bufs[c.rv], BN_EPS).unwrap()
+                Gpu::bn_infer(ctx, &z, &p[c.gamma], &p[c.beta], &bufs[c.rm], &bufs[c.rv], BN_EPS, false).unwrap()
             });
             drop(z);
             timed("relu", format!("c{}", c.cout), &mut || Gpu::relu(ctx, &a).unwrap())

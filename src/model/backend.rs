@@ -84,7 +84,8 @@ pub trait Backend {
     /// Channel concatenation [a, b].
     fn concat(cx: &Self::Ctx, a: &Self::T, b: &Self::T) -> Result<Self::T>;
     fn concat_backward(cx: &Self::Ctx, dy: &Self::T, c_a: usize) -> Result<(Self::T, Self::T)>;
-    /// Batch norm with batch statistics: (y, saved, new running mean, new running var).
+    /// Batch norm with batch statistics, then a ReLU if `relu` (fused):
+    /// (y, saved, new running mean, new running var).
     #[allow(clippy::too_many_arguments)]
     fn bn_train(
         cx: &Self::Ctx,
@@ -95,8 +96,9 @@ pub trait Backend {
         rv: &Self::T,
         eps: f32,
         momentum: f32,
+        relu: bool,
     ) -> Result<(Self::T, Self::BnSaved, Self::T, Self::T)>;
-    /// Batch norm with running statistics.
+    /// Batch norm with running statistics, then a ReLU if `relu` (fused).
     #[allow(clippy::too_many_arguments)]
     fn bn_infer(
         cx: &Self::Ctx,
@@ -106,13 +108,17 @@ pub trait Backend {
         rm: &Self::T,
         rv: &Self::T,
         eps: f32,
+        relu: bool,
     ) -> Result<Self::T>;
-    /// Gradients of [`Backend::bn_train`]: (dx, dgamma, dbeta).
+    /// Gradients of [`Backend::bn_train`]: (dx, dgamma, dbeta). `relu_out`:
+    /// the forward's output when it fused the ReLU (`dy` is then the
+    /// gradient w.r.t. that output).
     fn bn_backward(
         cx: &Self::Ctx,
         x: &Self::T,
         gamma: &Self::T,
         saved: &Self::BnSaved,
+        relu_out: Option<&Self::T>,
         dy: &Self::T,
     ) -> Result<(Self::T, Self::T, Self::T)>;
     fn relu(cx: &Self::Ctx, x: &Self::T) -> Result<Self::T>;

@@ -88,8 +88,9 @@ impl Backend for Cpu {
         rv: &CpuTensor,
         eps: f32,
         momentum: f32,
+        relu: bool,
     ) -> Result<(CpuTensor, (CpuTensor, CpuTensor), CpuTensor, CpuTensor)> {
-        let cfg = batchnorm::BnConfig { eps, momentum };
+        let cfg = batchnorm::BnConfig { eps, momentum, relu };
         let (y, mean, invstd, nrm, nrv) = batchnorm::reference::forward_train(x, gamma, beta, rm, rv, &cfg);
         Ok((y, (mean, invstd), nrm, nrv))
     }
@@ -101,8 +102,9 @@ impl Backend for Cpu {
         rm: &CpuTensor,
         rv: &CpuTensor,
         eps: f32,
+        relu: bool,
     ) -> Result<CpuTensor> {
-        let cfg = batchnorm::BnConfig { eps, momentum: 0.1 };
+        let cfg = batchnorm::BnConfig { eps, momentum: 0.1, relu };
         Ok(batchnorm::reference::forward_infer(x, gamma, beta, rm, rv, &cfg))
     }
     fn bn_backward(
@@ -110,9 +112,13 @@ impl Backend for Cpu {
         x: &CpuTensor,
         gamma: &CpuTensor,
         saved: &(CpuTensor, CpuTensor),
+        relu_out: Option<&CpuTensor>,
         dy: &CpuTensor,
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-        Ok(batchnorm::reference::backward(x, gamma, &saved.0, &saved.1, dy))
+        Ok(match relu_out {
+            Some(r) => batchnorm::reference::backward_through_relu(x, gamma, &saved.0, &saved.1, r, dy),
+            None => batchnorm::reference::backward(x, gamma, &saved.0, &saved.1, dy),
+        })
     }
     fn relu(_: &(), x: &CpuTensor) -> Result<CpuTensor> {
         Ok(activation::reference::relu_forward(x))

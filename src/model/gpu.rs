@@ -11,8 +11,8 @@ use crate::tensor::{CpuTensor, Shape5};
 /// The GPU backend: every op runs as a WGSL kernel on `ctx`.
 pub struct Gpu;
 
-fn bn_cfg(eps: f32, momentum: f32) -> batchnorm::BnConfig {
-    batchnorm::BnConfig { eps, momentum }
+fn bn_cfg(eps: f32, momentum: f32, relu: bool) -> batchnorm::BnConfig {
+    batchnorm::BnConfig { eps, momentum, relu }
 }
 
 impl Backend for Gpu {
@@ -100,11 +100,12 @@ impl Backend for Gpu {
         rv: &GpuTensor,
         eps: f32,
         momentum: f32,
+        relu: bool,
     ) -> Result<(GpuTensor, batchnorm::BnSaved, GpuTensor, GpuTensor)> {
         // The op updates running statistics in place: update copies, so that
         // a forward pass commits nothing until the step does (as on the CPU).
         let (rm, rv) = (ctx.copy(rm)?, ctx.copy(rv)?);
-        let (y, saved) = batchnorm::forward_train(ctx, x, gamma, beta, &rm, &rv, &bn_cfg(eps, momentum))?;
+        let (y, saved) = batchnorm::forward_train(ctx, x, gamma, beta, &rm, &rv, &bn_cfg(eps, momentum, relu))?;
         Ok((y, saved, rm, rv))
     }
     fn bn_infer(
@@ -115,17 +116,22 @@ impl Backend for Gpu {
         rm: &GpuTensor,
         rv: &GpuTensor,
         eps: f32,
+        relu: bool,
     ) -> Result<GpuTensor> {
-        batchnorm::forward_infer(ctx, x, gamma, beta, rm, rv, &bn_cfg(eps, 0.1))
+        batchnorm::forward_infer(ctx, x, gamma, beta, rm, rv, &bn_cfg(eps, 0.1, relu))
     }
     fn bn_backward(
         ctx: &GpuContext,
         x: &GpuTensor,
         gamma: &GpuTensor,
         saved: &batchnorm::BnSaved,
+        relu_out: Option<&GpuTensor>,
         dy: &GpuTensor,
     ) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
-        batchnorm::backward(ctx, x, gamma, saved, dy)
+        match relu_out {
+            Some(r) => batchnorm::backward_through_relu(ctx, x, gamma, saved, r, dy),
+            None => batchnorm::backward(ctx, x, gamma, saved, dy),
+        }
     }
     fn relu(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
         activation::relu_forward(ctx, x)

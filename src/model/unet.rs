@@ -205,12 +205,12 @@ impl<B: Backend> Net<B> {
         match mode {
             Mode::Folded(_) => unreachable!("handled above"),
             Mode::Infer => {
-                let a = B::bn_infer(be, &z, &p[c.gamma], &p[c.beta], &self.buffers[c.rm], &self.buffers[c.rv], BN_EPS)?;
-                drop(z);
-                B::relu(be, &a)
+                B::bn_infer(be, &z, &p[c.gamma], &p[c.beta], &self.buffers[c.rm], &self.buffers[c.rv], BN_EPS, true)
             }
             Mode::Train(t) => {
-                let (a, saved, rm, rv) = B::bn_train(
+                // Batch norm and ReLU in one pass; the backward reads the
+                // ReLU's mask from y (`bn_backward` through it).
+                let (y, saved, rm, rv) = B::bn_train(
                     be,
                     &z,
                     &p[c.gamma],
@@ -219,8 +219,8 @@ impl<B: Backend> Net<B> {
                     &self.buffers[c.rv],
                     BN_EPS,
                     t.momentum,
+                    true,
                 )?;
-                let y = B::relu(be, &a)?;
                 t.new_buffers[c.rm] = Some(rm);
                 t.new_buffers[c.rv] = Some(rv);
                 t.blocks.push(BlockTape(Saved::Cbr(CbrTape { x: x.clone(), z, saved, y: y.clone() })));
@@ -432,10 +432,8 @@ impl<B: Backend> Net<B> {
         grads: &mut [Option<B::T>],
         need_dx: bool,
     ) -> Result<Option<B::T>> {
-        let da = B::relu_backward(be, &t.y, dy)?;
-        drop(t.y);
-        let (dz, dg, dbeta) = B::bn_backward(be, &t.z, &self.params[c.gamma], &t.saved, &da)?;
-        drop((da, t.z, t.saved));
+        let (dz, dg, dbeta) = B::bn_backward(be, &t.z, &self.params[c.gamma], &t.saved, Some(&t.y), dy)?;
+        drop((t.y, t.z, t.saved));
         let (dx, dw, db) = B::conv_backward(be, &t.x, &self.params[c.w], &dz, need_dx)?;
         grads[c.w] = Some(dw);
         grads[c.b] = Some(db);

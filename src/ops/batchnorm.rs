@@ -28,13 +28,17 @@ pub const WG: u32 = 256;
 pub struct BnConfig {
     pub eps: f32,
     pub momentum: f32,
+    /// A ReLU fused after the normalisation (forward: `max(y, 0)` in the
+    /// same pass; backward: [`backward_through_relu`]). Default false.
+    #[serde(default)]
+    pub relu: bool,
 }
 
 impl Default for BnConfig {
     /// eps 2e-5, momentum 0.1 (running-average decay 0.9), as in the original
     /// QCANet (Chainer).
     fn default() -> Self {
-        BnConfig { eps: 2e-5, momentum: 0.1 }
+        BnConfig { eps: 2e-5, momentum: 0.1, relu: false }
     }
 }
 
@@ -64,6 +68,8 @@ uniform_params! {
         base_y: u32,
         mode: u32,
         lo_at: u32,
+        base_r: u32,
+        _pad: [u32; 3],
     }
 }
 
@@ -105,13 +111,16 @@ uniform_params! {
         base_x: u32,
         base_y: u32,
         base_out: u32,
-        _pad: u32,
+        relu: u32,
+        base_r: u32,
+        _pad: [u32; 3],
     }
 }
 
 const MODE_RAW: u32 = 0;
 const MODE_CENTRED: u32 = 1;
 const MODE_BACKWARD: u32 = 2;
+const MODE_BACKWARD_RELU: u32 = 3;
 
 fn channel_shape(c: usize) -> Shape5 {
     Shape5::new(1, c, 1, 1, 1)
@@ -136,12 +145,14 @@ fn check_params(op: &str, x: &GpuTensor, params: &[(&str, &GpuTensor)]) -> Resul
     Ok(())
 }
 
-/// Records the chunk partials of `x` (and `dy` in backward mode) into a new
+/// Records the chunk partials of `x` (and `dy` in the backward modes, masked
+/// by the fused ReLU output `r > 0` in [`MODE_BACKWARD_RELU`]) into a new
 /// (N, C, nchunks) vec4 buffer; returns it and the number of chunks per channel.
 fn partials(
     ctx: &GpuContext,
     x: &GpuTensor,
     dy: Option<&GpuTensor>,
+    r: Option<&GpuTensor>,
     mean: &GpuTensor,
     mode: u32,
     label: &str,
@@ -151,10 +162,12 @@ fn partials(
     let part = new_output(ctx, Shape5::new(s.n, s.c, 1, plan.nchunks, 4), 0, "batchnorm partials")?;
     let p = ctx.pipeline(&SHADER, "bn_partials", &[("WG", RED_WG as f64)])?;
     let dy = dy.unwrap_or(x);
+    let r = r.unwrap_or(dy);
     for seg in &plan.segs {
         let (start, len) = (plan.start(seg), plan.len(seg));
         let wx = x.window(ctx, start, len)?;
         let wy = dy.window(ctx, start, len)?;
+        let wr = r.window(ctx, start, len)?;
         let pp = PartParams {
             spatial: plan.spatial as u32,
             chunk: plan.chunk as u32,
@@ -167,7 +180,9 @@ fn partials(
             base_x: wx.base,
             base_y: wy.base,
             mode,
-            lo_at: if mode == MODE_BACKWARD && has_lo(mean) { s.c as u32 } else { NO_LO },
+            lo_at: if mode >= MODE_BACKWARD && has_lo(mean) { s.c as u32 } else { NO_LO },
+            base_r: wr.base,
+            _pad: [0; 3],
         };
         ctx.dispatch(
             label,
@@ -178,6 +193,7 @@ fn partials(
                 Arg::Whole(&mean.buf),
                 Arg::Whole(&part.buf),
                 Arg::Uniform(bytemuck::bytes_of(&pp)),
+                Arg::Buf(&wr),
             ],
             grid((seg.nc * seg.nj) as u64),
         )?;
@@ -185,22 +201,29 @@ fn partials(
     Ok((part, plan.nchunks))
 }
 
-/// Records `entry` (`bn_normalize` or `bn_dx`) over every element of `out`.
+/// Records `entry` (`bn_normalize` or `bn_dx`) over every element of `out`,
+/// with the fused ReLU where `relu` (`bn_dx`: masked by `r > 0`, `r` the
+/// fused forward's output).
+#[allow(clippy::too_many_arguments)]
 fn apply(
     ctx: &GpuContext,
     entry: &str,
     x: &GpuTensor,
     dy: Option<&GpuTensor>,
+    r: Option<&GpuTensor>,
     coef: &GpuTensor,
     out: &GpuTensor,
+    relu: bool,
     label: &str,
 ) -> Result<()> {
     let s = x.shape;
     let p = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
     let dy = dy.unwrap_or(x);
+    let rt = r.unwrap_or(x);
     for r in flat_windows(s.numel(), 1, ctx.max_window_elems()) {
         let wx = x.window(ctx, r.start, r.len())?;
         let wy = dy.window(ctx, r.start, r.len())?;
+        let wr = rt.window(ctx, r.start, r.len())?;
         let wo = out.window(ctx, r.start, r.len())?;
         let ap = ApplyParams {
             n: r.len() as u32,
@@ -210,7 +233,9 @@ fn apply(
             base_x: wx.base,
             base_y: wy.base,
             base_out: wo.base,
-            _pad: 0,
+            relu: relu as u32,
+            base_r: wr.base,
+            _pad: [0; 3],
         };
         ctx.dispatch(
             label,
@@ -221,6 +246,7 @@ fn apply(
                 Arg::Buf(&wo),
                 Arg::Whole(&coef.buf),
                 Arg::Uniform(bytemuck::bytes_of(&ap)),
+                Arg::Buf(&wr),
             ],
             grid((r.len() as u64).div_ceil(WG as u64)),
         )?;
@@ -282,7 +308,8 @@ fn finish(
 
 /// Training forward: normalises `x` with its batch statistics (biased
 /// variance), updates `running_mean` and `running_var` in place (unbiased
-/// variance), and returns `y` and the saved statistics. Needs more than one
+/// variance), and returns `y` (`max(y, 0)` with `cfg.relu`) and the saved
+/// statistics. Needs more than one
 /// value per channel (N·D·H·W > 1), as PyTorch does.
 pub fn forward_train(
     ctx: &GpuContext,
@@ -311,18 +338,19 @@ pub fn forward_train(
     let invstd = new_output(ctx, channel_shape(s.c), 0, "batchnorm invstd")?;
     let coef = new_output(ctx, Shape5::new(1, s.c, 1, 1, 4), 0, "batchnorm coef")?;
     // Pass 1: mean.
-    let (part, nchunks) = partials(ctx, x, None, &mean, MODE_RAW, &label)?;
+    let (part, nchunks) = partials(ctx, x, None, None, &mean, MODE_RAW, &label)?;
     let bufs = [gamma, beta, &mean, &invstd, running_mean, running_var, &coef];
     finish(ctx, "bn_finish_mean", &part, nchunks, s, bufs, cfg, &label)?;
     // Pass 2: centred sums -> variance, invstd, running stats, coefficients.
-    let (part, nchunks) = partials(ctx, x, None, &mean, MODE_CENTRED, &label)?;
+    let (part, nchunks) = partials(ctx, x, None, None, &mean, MODE_CENTRED, &label)?;
     finish(ctx, "bn_finish_var", &part, nchunks, s, bufs, cfg, &label)?;
     let y = new_output(ctx, s, 0, "batchnorm y")?;
-    apply(ctx, "bn_normalize", x, None, &coef, &y, &label)?;
+    apply(ctx, "bn_normalize", x, None, None, &coef, &y, cfg.relu, &label)?;
     Ok((y, BnSaved { mean, invstd }))
 }
 
-/// Inference forward: normalises with the running statistics.
+/// Inference forward: normalises with the running statistics (then the
+/// ReLU with `cfg.relu`).
 pub fn forward_infer(
     ctx: &GpuContext,
     x: &GpuTensor,
@@ -357,7 +385,7 @@ pub fn forward_infer(
         grid((s.c as u64).div_ceil(RED_WG as u64)),
     )?;
     let y = new_output(ctx, s, 0, "batchnorm y")?;
-    apply(ctx, "bn_normalize", x, None, &coef, &y, &label)?;
+    apply(ctx, "bn_normalize", x, None, None, &coef, &y, cfg.relu, &label)?;
     Ok(y)
 }
 
@@ -410,23 +438,52 @@ pub fn backward(
     saved: &BnSaved,
     dy: &GpuTensor,
 ) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
-    let op = "batchnorm backward";
+    backward_impl(ctx, x, gamma, saved, None, dy)
+}
+
+/// Backward of the training forward with the fused ReLU (`cfg.relu`), from
+/// its output `r` and the gradient `dy` w.r.t. `r`: [`backward`] of
+/// `dy · [r > 0]`, without writing that product out.
+pub fn backward_through_relu(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    saved: &BnSaved,
+    r: &GpuTensor,
+    dy: &GpuTensor,
+) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+    backward_impl(ctx, x, gamma, saved, Some(r), dy)
+}
+
+fn backward_impl(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    saved: &BnSaved,
+    r: Option<&GpuTensor>,
+    dy: &GpuTensor,
+) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
+    let op = if r.is_some() { "batchnorm backward through relu" } else { "batchnorm backward" };
     check_params(op, x, &[("gamma", gamma), ("saved mean", &saved.mean), ("saved invstd", &saved.invstd)])?;
     if dy.shape != x.shape {
         return Err(Error::shape(op, format!("dy has shape {}, x has {}", dy.shape, x.shape)));
+    }
+    if let Some(r) = r.filter(|r| r.shape != x.shape) {
+        return Err(Error::shape(op, format!("the ReLU output has shape {}, x has {}", r.shape, x.shape)));
     }
     let s = x.shape;
     let label = format!("{op} {s}");
     let dgamma = new_output(ctx, channel_shape(s.c), 0, "batchnorm dgamma")?;
     let dbeta = new_output(ctx, channel_shape(s.c), 0, "batchnorm dbeta")?;
     let coef = new_output(ctx, Shape5::new(1, s.c, 1, 1, 4), 0, "batchnorm coef")?;
-    let (part, nchunks) = partials(ctx, x, Some(dy), &saved.mean, MODE_BACKWARD, &label)?;
+    let mode = if r.is_some() { MODE_BACKWARD_RELU } else { MODE_BACKWARD };
+    let (part, nchunks) = partials(ctx, x, Some(dy), r, &saved.mean, mode, &label)?;
     // bn_finish_bwd reads gamma, mean, invstd and writes dgamma, dbeta into the
     // running-stat slots; beta is unused (gamma stands in for the binding).
     let bufs = [gamma, gamma, &saved.mean, &saved.invstd, &dgamma, &dbeta, &coef];
     finish(ctx, "bn_finish_bwd", &part, nchunks, s, bufs, &BnConfig::default(), &label)?;
     let dx = new_output(ctx, s, 0, "batchnorm dx")?;
-    apply(ctx, "bn_dx", x, Some(dy), &coef, &dx, &label)?;
+    apply(ctx, "bn_dx", x, Some(dy), r, &coef, &dx, r.is_some(), &label)?;
     Ok((dx, dgamma, dbeta))
 }
 
@@ -458,13 +515,14 @@ pub mod reference {
         (mean, var)
     }
 
-    fn normalise(x: &CpuTensor, mean: &[f64], scale: &[f64], beta: &CpuTensor) -> CpuTensor {
+    fn normalise(x: &CpuTensor, mean: &[f64], scale: &[f64], beta: &CpuTensor, relu: bool) -> CpuTensor {
         let s = x.shape;
         let mut y = CpuTensor::zeros(s);
         let sp = s.spatial();
         for (i, (o, &v)) in y.data.iter_mut().zip(&x.data).enumerate() {
             let c = (i / sp) % s.c;
-            *o = ((v as f64 - mean[c]) * scale[c] + beta.data[c] as f64) as f32;
+            let v = (v as f64 - mean[c]) * scale[c] + beta.data[c] as f64;
+            *o = if relu { v.max(0.0) } else { v } as f32;
         }
         y
     }
@@ -483,7 +541,7 @@ pub mod reference {
         let m = (s.n * s.spatial()) as f64;
         let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + cfg.eps as f64).sqrt()).collect();
         let scale: Vec<f64> = (0..s.c).map(|c| gamma.data[c] as f64 * invstd[c]).collect();
-        let y = normalise(x, &mean, &scale, beta);
+        let y = normalise(x, &mean, &scale, beta, cfg.relu);
         let mom = cfg.momentum as f64;
         let rm: Vec<f64> = (0..s.c).map(|c| (1.0 - mom) * running_mean.data[c] as f64 + mom * mean[c]).collect();
         let rv: Vec<f64> =
@@ -503,7 +561,7 @@ pub mod reference {
         let mean: Vec<f64> = running_mean.data.iter().map(|&v| v as f64).collect();
         let scale: Vec<f64> =
             (0..c).map(|i| gamma.data[i] as f64 / (running_var.data[i] as f64 + cfg.eps as f64).sqrt()).collect();
-        normalise(x, &mean, &scale, beta)
+        normalise(x, &mean, &scale, beta, cfg.relu)
     }
 
     /// `(dx, dgamma, dbeta)` of the training forward, from its saved mean and invstd.
@@ -533,5 +591,18 @@ pub mod reference {
             *o = (gamma.data[c] as f64 * inv / m * (m * dy.data[i] as f64 - dbeta[c] - xhat * dgamma[c])) as f32;
         }
         (dx, per_channel(dgamma), per_channel(dbeta))
+    }
+
+    /// [`backward`] through a ReLU after the batch norm: `r` is the fused
+    /// forward's output, `dy` the gradient w.r.t. it.
+    pub fn backward_through_relu(
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        mean: &CpuTensor,
+        invstd: &CpuTensor,
+        r: &CpuTensor,
+        dy: &CpuTensor,
+    ) -> (CpuTensor, CpuTensor, CpuTensor) {
+        backward(x, gamma, mean, invstd, &crate::ops::activation::reference::relu_backward(r, dy))
     }
 }

@@ -642,13 +642,20 @@ fn concat_cases(v: &mut Vec<OpCase>, ca: usize, cb: usize, bench: Bench, checks:
 /// Batch norm over c channels: training forward (y, batch statistics and the
 /// updated running statistics), inference forward, backward from given
 /// statistics, and training forward then backward from the statistics the
-/// GPU saved (as training runs it). `bench` applies to the two training cases.
+/// GPU saved (as training runs it). With `cfg.relu` every case has the ReLU
+/// fused in, and the backwards go through it
+/// ([`batchnorm::backward_through_relu`], from the forward's output).
+/// `bench` applies to the two training cases.
 fn batchnorm_cases(v: &mut Vec<OpCase>, c: usize, cfg: BnConfig, bench: Bench, checks: &[Check]) {
-    let var = if cfg == BnConfig::default() {
+    let plain = BnConfig { relu: false, ..cfg };
+    let mut var = if plain == BnConfig::default() {
         format!("c{c}")
     } else {
         format!("c{c} eps {:e} momentum {}", cfg.eps, cfg.momentum)
     };
+    if cfg.relu {
+        var += " relu";
+    }
     let p = Shape5::new(1, c, 1, 1, 1);
     // x, gamma, beta, running mean, running var, dy.
     let inputs = move |d: Dims| {
@@ -696,18 +703,27 @@ fn batchnorm_cases(v: &mut Vec<OpCase>, c: usize, cfg: BnConfig, bench: Bench, c
             .work(bytes(16.0))
             .inputs(move |d| {
                 // x, gamma, dy, and the reference's batch statistics as a
-                // plain (1, C, 1, 1, 1) saved mean (no low-order parts).
+                // plain (1, C, 1, 1, 1) saved mean (no low-order parts), and
+                // its output (the ReLU's mask where fused).
                 let t = inputs(d);
-                let (_, m, is, _, _) = batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg);
-                vec![t[0].clone(), t[1].clone(), t[5].clone(), m, is]
+                let (y, m, is, _, _) = batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg);
+                vec![t[0].clone(), t[1].clone(), t[5].clone(), m, is, y]
             })
-            .gpu(|ctx, t| {
+            .gpu(move |ctx, t| {
                 let saved = BnSaved { mean: t[3].clone(), invstd: t[4].clone() };
-                let (dx, dg, db) = batchnorm::backward(ctx, &t[0], &t[1], &saved, &t[2])?;
+                let (dx, dg, db) = if cfg.relu {
+                    batchnorm::backward_through_relu(ctx, &t[0], &t[1], &saved, &t[5], &t[2])?
+                } else {
+                    batchnorm::backward(ctx, &t[0], &t[1], &saved, &t[2])?
+                };
                 Ok(vec![dx, dg, db])
             })
-            .cpu(|t| {
-                let (dx, dg, db) = batchnorm::reference::backward(&t[0], &t[1], &t[3], &t[4], &t[2]);
+            .cpu(move |t| {
+                let (dx, dg, db) = if cfg.relu {
+                    batchnorm::reference::backward_through_relu(&t[0], &t[1], &t[3], &t[4], &t[5], &t[2])
+                } else {
+                    batchnorm::reference::backward(&t[0], &t[1], &t[3], &t[4], &t[2])
+                };
                 vec![dx, dg, db]
             })
             .checks(checks),
@@ -719,13 +735,21 @@ fn batchnorm_cases(v: &mut Vec<OpCase>, c: usize, cfg: BnConfig, bench: Bench, c
             .inputs(inputs)
             .gpu(move |ctx, t| {
                 let (rm, rv) = (ctx.copy(&t[3])?, ctx.copy(&t[4])?);
-                let (_, saved) = batchnorm::forward_train(ctx, &t[0], &t[1], &t[2], &rm, &rv, &cfg)?;
-                let (dx, dg, db) = batchnorm::backward(ctx, &t[0], &t[1], &saved, &t[5])?;
+                let (y, saved) = batchnorm::forward_train(ctx, &t[0], &t[1], &t[2], &rm, &rv, &cfg)?;
+                let (dx, dg, db) = if cfg.relu {
+                    batchnorm::backward_through_relu(ctx, &t[0], &t[1], &saved, &y, &t[5])?
+                } else {
+                    batchnorm::backward(ctx, &t[0], &t[1], &saved, &t[5])?
+                };
                 Ok(vec![dx, dg, db])
             })
             .cpu(move |t| {
-                let (_, m, is, _, _) = batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg);
-                let (dx, dg, db) = batchnorm::reference::backward(&t[0], &t[1], &m, &is, &t[5]);
+                let (y, m, is, _, _) = batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg);
+                let (dx, dg, db) = if cfg.relu {
+                    batchnorm::reference::backward_through_relu(&t[0], &t[1], &m, &is, &y, &t[5])
+                } else {
+                    batchnorm::reference::backward(&t[0], &t[1], &m, &is, &t[5])
+                };
                 vec![dx, dg, db]
             })
             .checks(checks)
@@ -1093,8 +1117,13 @@ pub fn table() -> Vec<OpCase> {
     batchnorm_cases(&mut v, 3, BnConfig::default(), No, bn_split);
     batchnorm_cases(&mut v, 5, BnConfig::default(), No, &[at(1, 3, 5, 7)]);
     batchnorm_cases(&mut v, 2, BnConfig::default(), No, &[at(3, 17, 19, 23)]);
-    batchnorm_cases(&mut v, 3, BnConfig { eps: 1e-3, momentum: 0.3 }, No, &[at(2, 7, 9, 11)]);
+    batchnorm_cases(&mut v, 3, BnConfig { eps: 1e-3, momentum: 0.3, relu: false }, No, &[at(2, 7, 9, 11)]);
     batchnorm_cases(&mut v, 32, BnConfig::default(), Yes, small);
+    // With the ReLU fused in (as training runs it): odd shapes and the
+    // split path.
+    let fused = BnConfig { relu: true, ..BnConfig::default() };
+    batchnorm_cases(&mut v, 3, fused, No, bn_split);
+    batchnorm_cases(&mut v, 32, fused, Yes, small);
 
     // Element-wise maps: odd shapes, and 1 KiB bindings (a 7x9x11 channel
     // is split anywhere).
@@ -1247,6 +1276,37 @@ pub fn grad_cases() -> Vec<GradCase> {
             loss: against(r, move |t| {
                 batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &rm, &rv, &BnConfig::default()).0
             }),
+            grads: vec![(0, "x", dx), (1, "gamma", dg), (2, "beta", db)],
+            step: 1e-3,
+            tol: 2e-3,
+        });
+    }
+    // Batch norm with the ReLU fused in: the same loss through max(y, 0),
+    // at a seed whose outputs all stay at least 0.05 from the kink (the
+    // central difference is then exact for the ReLU).
+    {
+        let s = Shape5::new(2, 2, 2, 3, 2);
+        let cs = Shape5::new(1, 2, 1, 1, 1);
+        let cfg = BnConfig { relu: true, ..BnConfig::default() };
+        let plain = BnConfig::default();
+        let (rm, rv) = (rnd(cs, 83), CpuTensor::random(cs, 84, 0.5, 2.0));
+        let (x, gamma, beta) = (80u64..)
+            .step_by(10)
+            .map(|seed| {
+                (CpuTensor::random(s, seed, -2.0, 3.0), CpuTensor::random(cs, seed + 1, 0.5, 1.5), rnd(cs, seed + 2))
+            })
+            .find(|(x, g, b)| {
+                let y = batchnorm::reference::forward_train(x, g, b, &rm, &rv, &plain).0;
+                y.data.iter().all(|v| v.abs() > 0.05) && y.data.iter().any(|&v| v < 0.0)
+            })
+            .unwrap();
+        let r = rnd(s, 85);
+        let (y, mean, invstd, _, _) = batchnorm::reference::forward_train(&x, &gamma, &beta, &rm, &rv, &cfg);
+        let (dx, dg, db) = batchnorm::reference::backward_through_relu(&x, &gamma, &mean, &invstd, &y, &r);
+        v.push(GradCase {
+            op: "batchnorm train + relu".into(),
+            inputs: vec![x, gamma, beta],
+            loss: against(r, move |t| batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &rm, &rv, &cfg).0),
             grads: vec![(0, "x", dx), (1, "gamma", dg), (2, "beta", db)],
             step: 1e-3,
             tol: 2e-3,
