@@ -69,7 +69,10 @@ fn ctx_with(kernels: &[(&str, &str)]) -> GpuContext {
 fn a_forced_variant_runs_and_matches_the_reference() {
     // The default context runs the preferred variant.
     let act = if ctx().has_f16() { "f16" } else { "f32" };
-    assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", "f32-8x8"), ("activations", act)]);
+    assert_eq!(
+        chosen(ctx()).unwrap(),
+        vec![("conv3d", "f32-8x8"), ("conv3d_weight", "f32-16"), ("activations", act)]
+    );
     let x = CpuTensor::random(Shape5::new(2, 5, 4, 7, 19), 11, -1.0, 1.0);
     let w = CpuTensor::random(Shape5::new(7, 5, 3, 3, 3), 12, -1.0, 1.0);
     let b = CpuTensor::random(Shape5::new(1, 7, 1, 1, 1), 13, -1.0, 1.0);
@@ -86,7 +89,7 @@ fn a_forced_variant_runs_and_matches_the_reference() {
         }
         check_choices(&c).unwrap();
         assert_eq!(conv3d::KERNELS.choose(&c).unwrap().name, v.name);
-        assert_eq!(chosen(&c).unwrap(), vec![("conv3d", v.name), ("activations", act)]);
+        assert_eq!(chosen(&c).unwrap(), vec![("conv3d", v.name), ("conv3d_weight", "f32-16"), ("activations", act)]);
         let (gx, gw, gb) = (c.upload(&x).unwrap(), c.upload(&w).unwrap(), c.upload(&b).unwrap());
         let y = c.download(&conv3d::forward(&c, &gx, &gw, &gb).unwrap()).unwrap();
         let e = rel_err(&y.data, &want.data);
@@ -97,6 +100,17 @@ fn a_forced_variant_runs_and_matches_the_reference() {
         let dx = c.download(&conv3d::backward_input(&c, &dy, &gw).unwrap()).unwrap();
         let e = rel_err(&dx.data, &want_dx.data);
         assert!(e < tol, "{}: input gradient relative error {e}", v.name);
+    }
+    // The weight gradient's work splits, forced through the context.
+    let want_dw = conv3d::reference::backward_weight(&x, &want, 3);
+    for v in conv3d::WEIGHT_KERNELS.variants {
+        let c = ctx_with(&[("conv3d_weight", v.name)]);
+        check_choices(&c).unwrap();
+        assert_eq!(conv3d::WEIGHT_KERNELS.choose(&c).unwrap().name, v.name);
+        let (gx, dy) = (c.upload(&x).unwrap(), c.upload(&want).unwrap());
+        let dw = c.download(&conv3d::backward_weight(&c, &gx, &dy, 3).unwrap()).unwrap();
+        let e = rel_err(&dw.data, &want_dw.data);
+        assert!(e < 1e-5, "{}: weight gradient relative error {e}", v.name);
     }
 }
 
@@ -127,7 +141,7 @@ fn the_command_line_checks_kernel_choices_before_any_work() {
     assert!(!ok && out.contains("OP=VARIANT"), "{out}");
     // The flag wins over the environment; the choice is reported.
     let (ok, out) = run(&[&["--gpu-kernel", "conv3d=f32-4x4"], &bench[..]].concat(), Some("conv3d=f32-8x4"));
-    assert!(ok && out.contains("kernel variants: conv3d f32-4x4, activations "), "{out}");
+    assert!(ok && out.contains("kernel variants: conv3d f32-4x4, conv3d_weight f32-16, activations "), "{out}");
 }
 
 #[test]

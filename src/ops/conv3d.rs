@@ -39,7 +39,8 @@
 //! - [`backward_weight`] is deterministic (no float atomics): each lane owns
 //!   one (input channel, kz, ky) and sums `co_b x k` weights over a chunk of
 //!   rows in order (partial sums), then a fixed-order sum over samples and
-//!   chunks. Bit-identical across runs.
+//!   chunks. Bit-identical across runs. How finely the rows are cut and
+//!   the workgroup size are the variants of [`WEIGHT_KERNELS`].
 //! - [`backward_bias`] is [`crate::ops::reduce::channel_sum`].
 //!
 //! Tensors larger than one storage binding: per sample, input channels are
@@ -134,18 +135,47 @@ pub static KERNELS: Kernels<Tile> = Kernels {
         },
     ],
 };
-/// Workgroup size and output-channel block of the weight-gradient kernel
-/// (lanes are (input channel, kz, ky) triples; each holds `WEIGHT_CO_B x k`
-/// sums).
-pub const WEIGHT_WG: u32 = 16;
-pub const WEIGHT_CO_B: u32 = 8;
+/// How [`backward_weight`] splits its work: lanes per workgroup (each lane
+/// one (input channel, kz, ky) triple holding `co_b x k` sums), and the
+/// chunks of (z, y) rows of a sample summed in parallel, each by its lanes
+/// in order (more chunks: more workgroups in flight, larger partial
+/// buffers; `weight_finish` adds the partials in a fixed order, so the
+/// result is deterministic either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightTile {
+    pub wg: u32,
+    /// At most `MAX_CO` of the shader (8).
+    pub co_b: u32,
+    /// Most chunks per sample.
+    pub max_chunks: usize,
+    /// Fewest voxels per chunk.
+    pub min_chunk_voxels: usize,
+}
+
+/// The weight gradient's work splits as kernel variants, preferred first.
+/// `f32-16` was the fastest on lavapipe and stays the default until the
+/// wide one is measured on a GPU (`qcanet-gpu bench` times both).
+pub static WEIGHT_KERNELS: Kernels<WeightTile> = Kernels {
+    op: "conv3d_weight",
+    variants: &[
+        Variant {
+            name: "f32-16",
+            needs: &[],
+            about: "f32, 16 lanes per workgroup, 8 output channels each; at most 64 chunks of 1,024+ voxels \
+                    per sample (the fastest on lavapipe)",
+            kernel: WeightTile { wg: 16, co_b: 8, max_chunks: 64, min_chunk_voxels: 1024 },
+        },
+        Variant {
+            name: "f32-32-wide",
+            needs: &[],
+            about: "f32, 32 lanes per workgroup (an NVIDIA warp), up to 512 chunks of 256+ voxels per sample: \
+                    8x the workgroups, for GPUs with thousands of lanes; forced only until measured on one",
+            kernel: WeightTile { wg: 32, co_b: 8, max_chunks: 512, min_chunk_voxels: 256 },
+        },
+    ],
+};
 /// Workgroup size of the weight-packing and finishing kernels.
 pub const PACK_WG: u32 = 256;
-/// Most chunks of (z, y) rows per sample in the weight gradient (more
-/// parallelism, larger partial buffers); each lane sums its chunk in order.
-const MAX_CHUNKS: usize = 64;
-/// Fewest voxels per weight-gradient chunk.
-const MIN_CHUNK_VOXELS: usize = 1024;
 
 uniform_params! {
     struct PackParams {
@@ -619,7 +649,22 @@ fn conv_core(
 /// from the forward input `x` (N, C_in, D, H, W) and the output gradient `dy`
 /// (N, C_out, D, H, W). Deterministic: fixed-order sums, no atomics.
 pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize) -> Result<GpuTensor> {
+    backward_weight_with_tile(ctx, x, dy, k, WEIGHT_KERNELS.choose(ctx)?.kernel)
+}
+
+/// [`backward_weight`] with an explicit work split (a variant of
+/// [`WEIGHT_KERNELS`], or any other within the shader's limits).
+pub fn backward_weight_with_tile(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+    k: usize,
+    tile: WeightTile,
+) -> Result<GpuTensor> {
     let op = "conv3d backward_weight";
+    if tile.wg == 0 || tile.co_b == 0 || tile.co_b > 8 || tile.max_chunks == 0 {
+        return Err(Error::invalid(format!("{op}: work split {tile:?} outside the shader's limits")));
+    }
     check_k(op, k)?;
     check_nonempty(op, "input", x.shape)?;
     check_nonempty(op, "output gradient", dy.shape)?;
@@ -630,7 +675,7 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize
     let k3 = k * k * k;
     let (cin, cout, spatial, nsamp) = (xs.c, gs.c, xs.spatial(), xs.n);
     let maxw = ctx.max_window_elems().min(u32::MAX as usize / 2);
-    let co_b = WEIGHT_CO_B as usize;
+    let co_b = tile.co_b as usize;
     if spatial > maxw {
         return Err(too_big(op, "one channel", spatial, ctx));
     }
@@ -655,7 +700,7 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize
         co_g = co_g / co_b * co_b;
     }
 
-    let wconsts = [("WG", WEIGHT_WG as f64), ("CO_B", WEIGHT_CO_B as f64), ("K", k as f64)];
+    let wconsts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)];
     let partials = pipeline(ctx, "weight_partials", &wconsts)?;
     let finish = pipeline(ctx, "weight_finish", &[("WG", PACK_WG as f64), ("K", k as f64)])?;
     let dw_shape = Shape5::new(cout, cin, k, k, k);
@@ -667,11 +712,11 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, k: usize
         for ig in ranges(cin, ci_g) {
             let e_n = og.len() * ig.len() * k3;
             let rows = xs.d * xs.h;
-            let want = spatial.div_ceil(MIN_CHUNK_VOXELS).clamp(1, MAX_CHUNKS).min(rows);
+            let want = spatial.div_ceil(tile.min_chunk_voxels.max(1)).clamp(1, tile.max_chunks).min(rows);
             let fit = (maxw / (nsamp * e_n)).max(1);
             let chunk_rows = rows.div_ceil(want.min(fit));
             let nchunks = rows.div_ceil(chunk_rows);
-            let n_lg = (ig.len() * k * k).div_ceil(WEIGHT_WG as usize);
+            let n_lg = (ig.len() * k * k).div_ceil(tile.wg as usize);
             let part = ctx.empty(Shape5::new(1, 1, 1, nsamp * nchunks, e_n), "conv3d weight partials")?;
             let wp = part.full_window(ctx)?;
             for n in 0..nsamp {

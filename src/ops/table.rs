@@ -386,6 +386,35 @@ fn conv3d_cases(
     }
 }
 
+/// conv3d's weight gradient at an explicit work split (a registered
+/// variant of [`conv3d::WEIGHT_KERNELS`], `label` its name in brackets):
+/// odd shapes uncapped and capped, and an NSN and an NDN layer that
+/// `bench` times side by side.
+fn conv3d_weight_tile_cases(v: &mut Vec<OpCase>, label: &str, tile: conv3d::WeightTile, small: &[Check]) {
+    let odd = [at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37)];
+    for (layer, k, ci, co, bench, checks) in [
+        (None, 3usize, 5usize, 7usize, Bench::No, &odd[..]),
+        (None, 5, 3, 11, Bench::No, &odd[..1]),
+        (Some("NSN"), 3, 16, 16, Bench::Yes, small),
+        (Some("NDN"), 5, 12, 12, Bench::Yes, small),
+    ] {
+        let var = match layer {
+            Some(net) => format!("{net} {ci}->{co} [{label}]"),
+            None => format!("{ci}->{co} k{k} [{label}]"),
+        };
+        v.push(
+            case("conv3d bwd-weight", var, Unit::Flop, TOL_SUM)
+                .shape(move |d| format!("{ci}->{co} k{k} {d}"))
+                .work(move |d| conv3d::flops(d.with_c(ci), co, k))
+                .checks(checks)
+                .bench(bench)
+                .inputs(move |d| vec![rnd(d.with_c(ci), 1), rnd(d.with_c(co), 4)])
+                .gpu(move |ctx, t| Ok(vec![conv3d::backward_weight_with_tile(ctx, &t[0], &t[1], k, tile)?]))
+                .cpu(move |t| vec![conv3d::reference::backward_weight(&t[0], &t[1], k)]),
+        );
+    }
+}
+
 /// conv3d forward and input gradient at an explicit register tile: a
 /// registered kernel variant (`label` is its name, in brackets in the case's
 /// variant) or an extra tile the shader must also handle. `layer`: a
@@ -1037,6 +1066,9 @@ pub fn table() -> Vec<OpCase> {
         // More channels than one 16-wide block (two input chunks, two
         // output blocks, both partial).
         conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, Some(("20 channels", 3, 20)), No, small);
+    }
+    for var in conv3d::WEIGHT_KERNELS.variants {
+        conv3d_weight_tile_cases(&mut v, var.name, var.kernel, small);
     }
     for (wg, co_b, xb) in [(128, 3, 5), (16, 3, 8), (64, 5, 4)] {
         let label = format!("wg{wg} co{co_b} x{xb}");
