@@ -24,7 +24,8 @@
 #   unet   3-D U-Net baseline, the bundled settings (depth 3, width 16), class weights 1,4
 # then `calibrate` for nsn+ndn and nsn+ndn5, `infer` + `eval` of both pairs on
 # Emb11, the baselines (tools/score-baselines.sh) with the new U-Net,
-# `bench --only net` (whole networks against the adapter's FMA ceiling) and
+# `bench --only net` (whole networks against the adapter's FMA ceiling; again
+# without buffer reuse) and
 # its PyTorch peer (tools/peer_bench.py; the device image has torch).
 #
 # Settings (environment): TRAIN_MIN=6 PATCH=64 BATCH=2 STEPS=60 EPOCHS=10 LR=1e-3
@@ -141,6 +142,18 @@ if [ -z "${SMOKE:-}" ]; then
   stamp "whole networks (bench --only net, 90 s at most)"
   timeout 90 "$q" bench --only net --repeats 5 > "$work/bench-net.txt" 2>&1
   grep -v '^\[' "$work/bench-net.txt" | tail -20
+  # The same without the buffer pool (src/gpu/pool.rs): what reusing
+  # buffers saves on this card, in the same call.
+  stamp "whole networks without buffer reuse (QCANET_NO_BUFFER_REUSE=1, 40 s at most)"
+  QCANET_NO_BUFFER_REUSE=1 timeout 40 "$q" bench --only net --repeats 3 > "$work/bench-net-noreuse.txt" 2>&1
+  grep -v '^\[' "$work/bench-net-noreuse.txt" | tail -20
+  # The weight gradient's work splits (conv3d_weight variants) side by side
+  # with the forward conv at the same layers: the 1.5x target.
+  stamp "weight-gradient variants against the forward conv (45 s at most)"
+  timeout 45 "$q" bench --only ops --sizes 64 --repeats 3 \
+    --filter 'conv3d fwd NSN 16->16,conv3d fwd NDN 12->12,conv3d bwd-weight NSN,conv3d bwd-weight NDN' \
+    > "$work/bench-wgrad.txt" 2>&1
+  grep -v '^\[' "$work/bench-wgrad.txt" | tail -20
   stamp "the PyTorch peer of the same networks (tools/peer_bench.py, CUDA, 90 s at most)"
   timeout 90 python3 tools/peer_bench.py --device cuda --sides 64 --reps 5 > "$work/peer-bench.txt" 2>&1
   cat "$work/peer-bench.txt"
