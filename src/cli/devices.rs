@@ -34,12 +34,16 @@ pub fn run(_g: &super::Global, a: Args) -> anyhow::Result<()> {
         println!("    cooperative matrices:  {coop} (used only with QCANET_COOPERATIVE_MATRIX=1)");
     }
     println!("kernel variants (each op runs the first its adapter supports; --gpu-kernel OP=VARIANT forces one):");
-    for ops in variants::registry() {
+    let reg = variants::registry();
+    let width =
+        reg.iter().flat_map(|o| o.variants.iter().map(move |v| o.op.len() + 1 + v.name.len())).max().unwrap_or(0);
+    for ops in &reg {
         for v in &ops.variants {
             let needs: Vec<&str> = v.needs.iter().map(|n| n.name()).collect();
             let needs =
                 if needs.is_empty() { "any adapter".to_string() } else { format!("needs {}", needs.join(", ")) };
-            println!("    {} {:<10} {} ({needs})", ops.op, v.name, v.about);
+            let name = format!("{} {}", ops.op, v.name);
+            println!("    {name:<width$} {} ({needs})", v.about);
         }
     }
     Ok(())
