@@ -24,9 +24,13 @@
 #   unet   3-D U-Net baseline, the bundled settings (depth 3, width 16), class weights 1,4
 # then `calibrate` for nsn+ndn and nsn+ndn5, `infer` + `eval` of both pairs on
 # Emb11, the baselines (tools/score-baselines.sh) with the new U-Net,
-# `bench --only net` (whole networks against the adapter's FMA ceiling; again
-# without buffer reuse) and
-# its PyTorch peer (tools/peer_bench.py; the device image has torch).
+# then the weights and results are packed into $OUT, and the measurements
+# follow, each only while its timeout fits before DEADLINE (570 s; the call's
+# limit is 600): `bench --only net` (whole networks against the adapter's FMA
+# ceiling), the cooperative-matrix conv against the reference and on two
+# Emb11 volumes, the weight-gradient variants beside the forward conv,
+# `bench --only net` without buffer reuse, and the PyTorch peer
+# (tools/peer_bench.py; the device image has torch); then packed again.
 #
 # Settings (environment): TRAIN_MIN=6 PATCH=64 BATCH=2 STEPS=60 EPOCHS=10 LR=1e-3
 #   SERIAL=1 runs one job at a time (the default with SMOKE; SERIAL= forces side by side)
@@ -41,6 +45,11 @@ mkdir -p "$work"
 exec > >(tee -a "$out/device.log") 2>&1
 t_start=$(date +%s)
 stamp() { echo "== $(($(date +%s) - t_start)) s: $*"; }
+# The device call's limit (600 s): weights and results are packed into $OUT
+# before the optional benchmarks, and each of those runs only if its
+# timeout still fits before DEADLINE (seconds after the start).
+deadline=${DEADLINE:-570}
+fits() { [ $(($(date +%s) - t_start + $1)) -le "$deadline" ] || { stamp "skipped (needs $1 s): $2"; return 1; }; }
 
 # Vulkan loader (carried as .gl/*.deb) and the NVIDIA ICD.
 for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" / && ldconfig; done
@@ -138,46 +147,66 @@ if [ -f "$work/unet/best_f16.safetensors" ] && [ -f "$work/calib-ndn/nsn.safeten
   grep -A14 '^== ' "$work/baselines.log" | grep -E '^==|volumes|>= 40'
 fi
 
-if [ -z "${SMOKE:-}" ]; then
+pack() {
+  stamp "packing results"
+  (
+    cd "$work" || exit
+    tar czf "$out/results.tgz" --exclude='*.safetensors' --exclude='*_labels.tif' --exclude='bbbc050' --exclude='bl' \
+      --exclude='*.png' ./*.log ./*.txt nsn ndn ndn5 unet calib-* emb11-*/eval.csv baselines/*/eval.txt 2>/dev/null
+    tar czf "$out/plots.tgz" ./*/*.png 2>/dev/null
+    for f in calib-ndn/nsn calib-ndn/ndn calib-ndn5/ndn unet/best_f16; do
+      [ -f "$f.safetensors" ] && cp "$f.safetensors" "$out/$(echo "$f" | tr '/' '-').safetensors"
+    done
+    ls -la "$out"
+  )
+}
+# Weights and scores first, so a call cut short by its limit still brings them back.
+pack
+
+# Measurements, each only if its timeout still fits (most useful first).
+bench=${SMOKE:+skip}
+if [ -z "$bench" ] && fits 90 "bench --only net"; then
   stamp "whole networks (bench --only net, 90 s at most)"
   timeout 90 "$q" bench --only net --repeats 5 > "$work/bench-net.txt" 2>&1
   grep -v '^\[' "$work/bench-net.txt" | tail -20
-  # The same without the buffer pool (src/gpu/pool.rs): what reusing
-  # buffers saves on this card, in the same call.
-  stamp "whole networks without buffer reuse (QCANET_NO_BUFFER_REUSE=1, 40 s at most)"
-  QCANET_NO_BUFFER_REUSE=1 timeout 40 "$q" bench --only net --repeats 3 > "$work/bench-net-noreuse.txt" 2>&1
-  grep -v '^\[' "$work/bench-net-noreuse.txt" | tail -20
-  # The weight gradient's work splits (conv3d_weight variants) side by side
-  # with the forward conv at the same layers: the issue's 1.5x target.
-  stamp "weight-gradient variants against the forward conv (45 s at most)"
-  timeout 45 "$q" bench --only ops --sizes 64 --repeats 3 \
-    --filter 'conv3d fwd NSN 16->16,conv3d fwd NDN 12->12,conv3d bwd-weight NSN,conv3d bwd-weight NDN' \
-    > "$work/bench-wgrad.txt" 2>&1
-  grep -v '^\[' "$work/bench-wgrad.txt" | tail -20
-  stamp "the PyTorch peer of the same networks (tools/peer_bench.py, CUDA, 90 s at most)"
-  timeout 90 python3 tools/peer_bench.py --device cuda --sides 64 --reps 5 > "$work/peer-bench.txt" 2>&1
-  cat "$work/peer-bench.txt"
-  # The cooperative-matrix conv has never run: its op-table cases against
-  # the CPU reference (rel err column; tolerance 5e-3) and its timings,
-  # then the bundled networks on two Emb11 volumes with it forced, scored.
+fi
+# The cooperative-matrix conv has never run: its op-table cases against the
+# CPU reference (rel err column; tolerance 5e-3) and its timings, then the
+# bundled networks on two Emb11 volumes with it forced, scored.
+if [ -z "$bench" ] && fits 60 "coop16-f16 against the reference"; then
   stamp "cooperative-matrix conv (coop16-f16) against the CPU reference, 60 s at most"
-  QCANET_COOPERATIVE_MATRIX=1 timeout 60 "$q" devices 2>&1 | grep -i cooperative
-  QCANET_COOPERATIVE_MATRIX=1 timeout 60 "$q" bench --only ops --filter 'conv3d fwd,conv3d bwd-input' --sizes 32,64 \
+  QCANET_COOPERATIVE_MATRIX=1 timeout 20 "$q" devices 2>&1 | grep -i cooperative
+  QCANET_COOPERATIVE_MATRIX=1 timeout 40 "$q" bench --only ops --filter 'conv3d fwd,conv3d bwd-input' --sizes 32,64 \
     --repeats 3 > "$work/bench-coop.txt" 2>&1
   grep -v '^\[INFO' "$work/bench-coop.txt" | tail -30
+fi
+if [ -z "$bench" ] && fits 90 "coop16-f16 infer + eval"; then
   printf 'Emb11_t351.tif\nEmb11_t501.tif\n' > "$work/coop-list.txt"
   timeout 90 "$q" --gpu-kernel conv3d=coop16-f16 infer "$data/images_raw/Emb11_t351.tif" "$data/images_raw/Emb11_t501.tif" \
     -o "$work/emb11-coop" > "$work/infer-coop.log" 2>&1 && "$q" eval --pred "$work/emb11-coop" --gt "$data/labels_instance" \
     --list "$work/coop-list.txt" 2>&1 | tee "$work/eval-coop.txt"
 fi
+# The weight gradient's work splits (conv3d_weight variants) side by side
+# with the forward conv at the same layers: the issue's 1.5x target.
+if [ -z "$bench" ] && fits 45 "weight-gradient variants"; then
+  stamp "weight-gradient variants against the forward conv (45 s at most)"
+  timeout 45 "$q" bench --only ops --sizes 64 --repeats 3 \
+    --filter 'conv3d fwd NSN 16->16,conv3d fwd NDN 12->12,conv3d bwd-weight NSN,conv3d bwd-weight NDN' \
+    > "$work/bench-wgrad.txt" 2>&1
+  grep -v '^\[' "$work/bench-wgrad.txt" | tail -20
+fi
+# The same networks without the buffer pool (src/gpu/pool.rs): what reusing
+# buffers saves on this card.
+if [ -z "$bench" ] && fits 40 "bench --only net without buffer reuse"; then
+  stamp "whole networks without buffer reuse (QCANET_NO_BUFFER_REUSE=1, 40 s at most)"
+  QCANET_NO_BUFFER_REUSE=1 timeout 40 "$q" bench --only net --repeats 3 > "$work/bench-net-noreuse.txt" 2>&1
+  grep -v '^\[' "$work/bench-net-noreuse.txt" | tail -20
+fi
+if [ -z "$bench" ] && fits 90 "the PyTorch peer"; then
+  stamp "the PyTorch peer of the same networks (tools/peer_bench.py, CUDA, 90 s at most)"
+  timeout 90 python3 tools/peer_bench.py --device cuda --sides 64 --reps 5 > "$work/peer-bench.txt" 2>&1
+  cat "$work/peer-bench.txt"
+fi
 
-stamp "packing results"
-cd "$work"
-tar czf "$out/results.tgz" --exclude='*.safetensors' --exclude='*_labels.tif' --exclude='bbbc050' --exclude='bl' \
-  --exclude='*.png' ./*.log ./*.txt nsn ndn ndn5 unet calib-* emb11-*/eval.csv baselines/*/eval.txt 2>/dev/null
-tar czf "$out/plots.tgz" ./*/*.png 2>/dev/null
-for f in calib-ndn/nsn calib-ndn/ndn calib-ndn5/ndn unet/best_f16; do
-  [ -f "$f.safetensors" ] && cp "$f.safetensors" "$out/$(echo "$f" | tr '/' '-').safetensors"
-done
-ls -la "$out"
+pack
 stamp "done"
