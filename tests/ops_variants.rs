@@ -69,10 +69,7 @@ fn ctx_with(kernels: &[(&str, &str)]) -> GpuContext {
 fn a_forced_variant_runs_and_matches_the_reference() {
     // The default context runs the preferred variant.
     let act = if ctx().has_f16() { "f16" } else { "f32" };
-    assert_eq!(
-        chosen(ctx()).unwrap(),
-        vec![("conv3d", "f32-8x8"), ("conv3d_weight", "f32-16"), ("activations", act)]
-    );
+    assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", "f32-8x8"), ("conv3d_weight", "f32-16"), ("activations", act)]);
     let x = CpuTensor::random(Shape5::new(2, 5, 4, 7, 19), 11, -1.0, 1.0);
     let w = CpuTensor::random(Shape5::new(7, 5, 3, 3, 3), 12, -1.0, 1.0);
     let b = CpuTensor::random(Shape5::new(1, 7, 1, 1, 1), 13, -1.0, 1.0);
