@@ -1,4 +1,5 @@
-//! The buffer pool (`src/gpu/pool.rs`): a storage buffer whose tensors are
+//! The buffer pool (`src/gpu/pool.rs`) and the uniform arena: a storage
+//! buffer whose tensors are
 //! gone serves the next request of the same size, cleared where the caller
 //! asked for zeros and only after the work already recorded has read it; a
 //! network's second pass at the same shape creates no buffer, and a
@@ -13,7 +14,8 @@ use common::*;
 use qcanet_gpu::gpu::pool::KEEP_FACTOR;
 use qcanet_gpu::gpu::ContextOptions;
 use qcanet_gpu::model::{bench_network, Arch, NetConfig};
-use qcanet_gpu::tensor::{CpuTensor, Shape5};
+use qcanet_gpu::ops::conv3d;
+use qcanet_gpu::tensor::{rel_err, CpuTensor, Shape5};
 
 fn own_context(reuse: bool) -> qcanet_gpu::gpu::GpuContext {
     let o = ContextOptions { no_buffer_reuse: !reuse, ..ContextOptions::from_env() };
@@ -133,5 +135,34 @@ fn a_network_pass_at_the_same_shape_creates_no_buffer() {
     let b = bench_network(ctx, &cfg, 16, 1, 1).unwrap();
     for c in b.counts {
         assert!(c.buffers_created > 0 && c.buffers_reused == 0, "{c:?}");
+    }
+}
+
+#[test]
+fn every_dispatch_reads_its_own_parameters_across_batches() {
+    // The dispatches' parameters share one uniform buffer per batch, written
+    // when the batch is submitted: 150 convolutions of different shapes
+    // (about 300 dispatches, more than one batch), all recorded before any
+    // is read back, each checked against the reference.
+    let ctx = &own_context(true);
+    let w = CpuTensor::random(Shape5::new(3, 2, 3, 3, 3), 2, -1.0, 1.0);
+    let b = CpuTensor::random(Shape5::new(1, 3, 1, 1, 1), 3, -1.0, 1.0);
+    let (gw, gb) = (ctx.upload(&w).unwrap(), ctx.upload(&b).unwrap());
+    // Uploads first (each submits the batch before it), then only dispatches.
+    let xs: Vec<_> = (0..150)
+        .map(|i| CpuTensor::random(Shape5::new(1, 2, 1 + i % 3, 2 + i % 5, 3 + i % 7), 10 + i as u64, -1.0, 1.0))
+        .map(|x| {
+            let g = ctx.upload(&x).unwrap();
+            (x, g)
+        })
+        .collect();
+    let before = ctx.traffic();
+    let runs: Vec<_> = xs.iter().map(|(x, g)| (x, conv3d::forward(ctx, g, &gw, &gb).unwrap())).collect();
+    let t = ctx.traffic().since(&before);
+    assert_eq!((t.submits, t.reads), (1, 0), "about 300 dispatches recorded: one batch submitted when full");
+    for (x, y) in &runs {
+        let want = conv3d::reference::forward(x, &w, &b);
+        let e = rel_err(&down(ctx, y).data, &want.data);
+        assert!(e < 1e-5, "{}: relative error {e}", x.shape);
     }
 }

@@ -167,11 +167,14 @@ impl Traffic {
     }
 }
 
-/// A pending batch of GPU work: one command encoder and the labels of the ops
-/// recorded into it (for error messages).
-struct Pending {
-    encoder: Option<wgpu::CommandEncoder>,
-    labels: Vec<String>,
+/// A pending batch of GPU work: one command encoder, the labels of the ops
+/// recorded into it (for error messages), and the uniform parameters of its
+/// dispatches, packed for one write into [`GpuContext::uniform_arena`] just
+/// before the batch is submitted.
+pub(crate) struct Pending {
+    pub(crate) encoder: Option<wgpu::CommandEncoder>,
+    pub(crate) labels: Vec<String>,
+    pub(crate) uniforms: Vec<u8>,
 }
 
 /// The GPU: device, queue, limits, pipeline cache and batched command encoder.
@@ -185,7 +188,13 @@ pub struct GpuContext {
     binding_limit: u64,
     pub(crate) pipelines: Mutex<HashMap<String, Arc<super::pipeline::Pipeline>>>,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pending: Mutex<Pending>,
+    pub(crate) pending: Mutex<Pending>,
+    /// One uniform buffer for the parameters of every dispatch of a batch
+    /// (each at its own aligned offset), written once per submission
+    /// instead of a new buffer per dispatch. A queue write lands before the
+    /// submission it precedes and after every earlier one, so the one buffer
+    /// serves batch after batch.
+    pub(crate) uniform_arena: wgpu::Buffer,
     errors: Arc<Mutex<Vec<String>>>,
     poison: std::sync::atomic::AtomicBool,
     /// [`ContextOptions::checked_kernels`].
@@ -206,7 +215,10 @@ pub struct GpuContext {
 }
 
 /// Dispatches recorded before the pending encoder is submitted on its own.
-const MAX_PENDING: usize = 256;
+pub(crate) const MAX_PENDING: usize = 256;
+/// Bytes of [`GpuContext::uniform_arena`]: MAX_PENDING dispatches of up to
+/// 256 bytes of parameters each (a batch is submitted early if it fills).
+pub(crate) const UNIFORM_ARENA_BYTES: u64 = MAX_PENDING as u64 * 256;
 
 impl GpuContext {
     /// Opens the adapter chosen by `opts` (see [`ContextOptions`]).
@@ -303,6 +315,12 @@ impl GpuContext {
             info.driver,
             info.driver_info
         );
+        let uniform_arena = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("uniform arena"),
+            size: UNIFORM_ARENA_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         Ok(GpuContext {
             adapter,
             device,
@@ -313,7 +331,8 @@ impl GpuContext {
             binding_limit,
             pipelines: Mutex::default(),
             modules: Mutex::default(),
-            pending: Mutex::new(Pending { encoder: None, labels: Vec::new() }),
+            pending: Mutex::new(Pending { encoder: None, labels: Vec::new(), uniforms: Vec::new() }),
+            uniform_arena,
             errors,
             poison: std::sync::atomic::AtomicBool::new(false),
             checked_kernels: opts.checked_kernels,
@@ -462,6 +481,10 @@ impl GpuContext {
         let (r, labels) = {
             let mut p = self.pending.lock().unwrap();
             if let Some(enc) = p.encoder.take() {
+                if !p.uniforms.is_empty() {
+                    self.queue.write_buffer(&self.uniform_arena, 0, &p.uniforms);
+                    p.uniforms.clear();
+                }
                 self.queue.submit(Some(enc.finish()));
                 self.submits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

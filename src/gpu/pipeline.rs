@@ -199,36 +199,65 @@ impl GpuContext {
                 message: format!("shader uses @binding({b}) but only {} arguments were given", args.len()),
             });
         }
-        let uniforms: Vec<Option<wgpu::Buffer>> = args
-            .iter()
-            .enumerate()
-            .map(|(i, a)| match a {
-                Arg::Uniform(b) if pipeline.used_bindings.contains(&(i as u32)) => Some(self.uniform(b)),
-                _ => None,
-            })
-            .collect();
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = args
-            .iter()
-            .zip(&uniforms)
-            .enumerate()
-            .filter(|(i, _)| pipeline.used_bindings.contains(&(*i as u32)))
-            .map(|(i, (a, u))| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: match a {
-                    Arg::Buf(w) => w.binding(),
-                    Arg::Whole(b) => b.as_entire_binding(),
-                    Arg::Uniform(_) => u.as_ref().unwrap().as_entire_binding(),
-                },
-            })
-            .collect();
+        let used = |i: usize| pipeline.used_bindings.contains(&(i as u32));
         let layout = pipeline.raw.get_bind_group_layout(0);
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(label),
-            layout: &layout,
-            entries: &entries,
-        });
         let profile = self.profile_slot();
-        self.record(label, |enc| {
+        let align = (self.limits.min_uniform_buffer_offset_alignment as usize).max(16);
+        // Under the batch's lock from the parameters' place in the uniform
+        // arena to the recorded pass, so that they are written with the
+        // batch the dispatch is submitted in.
+        let full = {
+            let mut guard = self.pending.lock().unwrap();
+            let p = &mut *guard;
+            // Each used uniform at its own aligned offset of the arena; in a
+            // buffer of its own if the arena is full (parameters over 256 bytes).
+            let mut placed: Vec<Option<(u64, u64)>> = vec![None; args.len()];
+            let mut own: Vec<Option<wgpu::Buffer>> = (0..args.len()).map(|_| None).collect();
+            for (i, a) in args.iter().enumerate() {
+                if let Arg::Uniform(b) = a {
+                    if !used(i) {
+                        continue;
+                    }
+                    let len = b.len().div_ceil(16).max(1) * 16;
+                    let off = p.uniforms.len().div_ceil(align) * align;
+                    if (off + len) as u64 <= super::context::UNIFORM_ARENA_BYTES {
+                        p.uniforms.resize(off, 0);
+                        p.uniforms.extend_from_slice(b);
+                        p.uniforms.resize(off + len, 0);
+                        placed[i] = Some((off as u64, len as u64));
+                    } else {
+                        own[i] = Some(self.uniform(b));
+                    }
+                }
+            }
+            let entries: Vec<wgpu::BindGroupEntry<'_>> = args
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| used(*i))
+                .map(|(i, a)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: match a {
+                        Arg::Buf(w) => w.binding(),
+                        Arg::Whole(b) => b.as_entire_binding(),
+                        Arg::Uniform(_) => match placed[i] {
+                            Some((offset, size)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &self.uniform_arena,
+                                offset,
+                                size: std::num::NonZeroU64::new(size),
+                            }),
+                            None => own[i].as_ref().unwrap().as_entire_binding(),
+                        },
+                    },
+                })
+                .collect();
+            let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout: &layout,
+                entries: &entries,
+            });
+            let enc = p.encoder.get_or_insert_with(|| {
+                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qcanet batch") })
+            });
             let timestamp_writes = profile.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {
                 query_set: qs,
                 beginning_of_pass_write_index: Some(*i),
@@ -239,6 +268,13 @@ impl GpuContext {
             pass.set_pipeline(&pipeline.raw);
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
-        })
+            drop(pass);
+            p.labels.push(label.to_string());
+            p.labels.len() >= super::context::MAX_PENDING
+        };
+        if full {
+            self.flush()?;
+        }
+        Ok(())
     }
 }
