@@ -92,6 +92,25 @@ stamp "adapter"
 "$q" devices 2>&1 | head -20
 nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv 2>/dev/null
 
+# Packs what exists so far into $OUT (at most 8 files, each under 16 MB):
+# after training, after scoring, and at the end.
+pack() {
+  stamp "packing results"
+  (
+    cd "$work" || exit
+    tar czf "$out/results.tgz" --exclude='*.safetensors' --exclude='*_labels.tif' --exclude='bbbc050' --exclude='bl' \
+      --exclude='*.png' ./*.log ./*.txt nsn ndn ndn5 unet calib-* emb11-*/eval.csv baselines/*/eval.txt 2>/dev/null
+    tar czf "$out/plots.tgz" ./*/*.png 2>/dev/null
+    # Each network calibrated where calibration has run, else its best checkpoint.
+    for pair in nsn:calib-ndn/nsn ndn:calib-ndn/ndn ndn5:calib-ndn5/ndn unet:unet/best_f16; do
+      n=${pair%%:*} f=${pair#*:}
+      [ -f "$f.safetensors" ] || f=$n/best_f16
+      [ -f "$f.safetensors" ] && cp "$f.safetensors" "$out/$n.safetensors"
+    done
+    ls -la "$out"
+  )
+}
+
 stamp "training 4 runs side by side (time limit $train_min min each)"
 run() { # name, then train arguments
   local n=$1
@@ -115,6 +134,7 @@ for n in nsn ndn ndn5 unet; do
   echo "-- $n"
   grep -E 'parameters|epoch [0-9]+/[0-9]+:|time limit|error' "$work/$n.log" | cut -c1-220
 done
+pack
 
 stamp "calibrate on the choosing volumes"
 for nd in ndn ndn5; do
@@ -147,19 +167,6 @@ if [ -f "$work/unet/best_f16.safetensors" ] && [ -f "$work/calib-ndn/nsn.safeten
   grep -A14 '^== ' "$work/baselines.log" | grep -E '^==|volumes|>= 40'
 fi
 
-pack() {
-  stamp "packing results"
-  (
-    cd "$work" || exit
-    tar czf "$out/results.tgz" --exclude='*.safetensors' --exclude='*_labels.tif' --exclude='bbbc050' --exclude='bl' \
-      --exclude='*.png' ./*.log ./*.txt nsn ndn ndn5 unet calib-* emb11-*/eval.csv baselines/*/eval.txt 2>/dev/null
-    tar czf "$out/plots.tgz" ./*/*.png 2>/dev/null
-    for f in calib-ndn/nsn calib-ndn/ndn calib-ndn5/ndn unet/best_f16; do
-      [ -f "$f.safetensors" ] && cp "$f.safetensors" "$out/$(echo "$f" | tr '/' '-').safetensors"
-    done
-    ls -la "$out"
-  )
-}
 # Weights and scores first, so a call cut short by its limit still brings them back.
 pack
 
