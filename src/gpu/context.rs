@@ -203,7 +203,7 @@ pub struct GpuContext {
     kernel_choices: HashMap<String, String>,
     /// Every storage buffer, in use or free for reuse ([`super::pool`]).
     pub(crate) pool: Mutex<super::pool::BufferPool>,
-    /// [`ContextOptions::reuse_buffers`].
+    /// Not [`ContextOptions::no_buffer_reuse`].
     pub(crate) reuse_buffers: bool,
     peak: std::sync::atomic::AtomicU64,
     /// Command buffers submitted and host reads waited for, since the
@@ -217,7 +217,9 @@ pub struct GpuContext {
 /// Dispatches recorded before the pending encoder is submitted on its own.
 pub(crate) const MAX_PENDING: usize = 256;
 /// Bytes of [`GpuContext::uniform_arena`]: MAX_PENDING dispatches of up to
-/// 256 bytes of parameters each (a batch is submitted early if it fills).
+/// 256 bytes of parameters each (the most a batch holds at WebGPU's largest
+/// offset alignment); a dispatch whose parameters do not fit gets a buffer
+/// of its own.
 pub(crate) const UNIFORM_ARENA_BYTES: u64 = MAX_PENDING as u64 * 256;
 
 impl GpuContext {

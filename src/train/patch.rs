@@ -152,7 +152,7 @@ pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
 }
 
 /// Separable Gaussian blur of a (z, y, x) volume with σ `[sz, sy, sx]`
-/// (voxels), reflecting at the edges like [`reflect`].
+/// (voxels), reflecting at the edges like [`reflect_index`].
 pub fn gaussian_blur(data: &[f32], dims: [usize; 3], sigma: [f32; 3]) -> Vec<f32> {
     let mut cur = data.to_vec();
     let strides = [dims[1] * dims[2], dims[2], 1];
