@@ -161,11 +161,11 @@ impl GpuContext {
         }
         if self.reuse_buffers {
             let reused = self.pool.lock().unwrap().take(size);
-            if let Some(buf) = reused {
+            if let Some((buf, in_use)) = reused {
                 if zeroed {
                     self.record("clear reused buffer", |enc| enc.clear_buffer(&buf, 0, None))?;
                 }
-                self.note_in_use(self.live_bytes());
+                self.note_in_use(in_use);
                 return Ok(buf);
             }
         }
@@ -177,11 +177,7 @@ impl GpuContext {
             }
             r => r?,
         };
-        let in_use = {
-            let mut pool = self.pool.lock().unwrap();
-            pool.insert(buf.clone());
-            pool.in_use_bytes()
-        };
+        let in_use = self.pool.lock().unwrap().insert(buf.clone());
         self.note_in_use(in_use);
         Ok(buf)
     }

@@ -177,6 +177,22 @@ pub(crate) struct Pending {
     pub(crate) uniforms: Vec<u8>,
 }
 
+impl Pending {
+    /// The batch's encoder, made on first use.
+    pub(crate) fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qcanet batch") })
+        })
+    }
+
+    /// Notes a recorded command; true when the batch is full and must be
+    /// submitted ([`MAX_PENDING`]).
+    pub(crate) fn recorded(&mut self, label: &str) -> bool {
+        self.labels.push(label.to_string());
+        self.labels.len() >= MAX_PENDING
+    }
+}
+
 /// The GPU: device, queue, limits, pipeline cache and batched command encoder.
 pub struct GpuContext {
     pub adapter: wgpu::Adapter,
@@ -215,7 +231,7 @@ pub struct GpuContext {
 }
 
 /// Dispatches recorded before the pending encoder is submitted on its own.
-pub(crate) const MAX_PENDING: usize = 256;
+const MAX_PENDING: usize = 256;
 /// Bytes of [`GpuContext::uniform_arena`]: MAX_PENDING dispatches of up to
 /// 256 bytes of parameters each (the most a batch holds at WebGPU's largest
 /// offset alignment); a dispatch whose parameters do not fit gets a buffer
@@ -448,14 +464,8 @@ impl GpuContext {
     pub fn record<R>(&self, label: &str, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> Result<R> {
         let full = {
             let mut p = self.pending.lock().unwrap();
-            if p.encoder.is_none() {
-                p.encoder = Some(
-                    self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qcanet batch") }),
-                );
-            }
-            let r = f(p.encoder.as_mut().unwrap());
-            p.labels.push(label.to_string());
-            (r, p.labels.len() >= MAX_PENDING)
+            let r = f(p.encoder(&self.device));
+            (r, p.recorded(label))
         };
         if full.1 {
             self.flush()?;

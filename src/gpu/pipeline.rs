@@ -255,9 +255,7 @@ impl GpuContext {
                 layout: &layout,
                 entries: &entries,
             });
-            let enc = p.encoder.get_or_insert_with(|| {
-                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("qcanet batch") })
-            });
+            let enc = p.encoder(&self.device);
             let timestamp_writes = profile.as_ref().map(|(qs, i)| wgpu::ComputePassTimestampWrites {
                 query_set: qs,
                 beginning_of_pass_write_index: Some(*i),
@@ -269,8 +267,7 @@ impl GpuContext {
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
             drop(pass);
-            p.labels.push(label.to_string());
-            p.labels.len() >= super::context::MAX_PENDING
+            p.recorded(label)
         };
         if full {
             self.flush()?;

@@ -99,19 +99,20 @@ impl BufferPool {
         }
     }
 
-    /// A free buffer of exactly `size` bytes, now in use (the oldest such).
-    pub(crate) fn take(&mut self, size: u64) -> Option<Arc<wgpu::Buffer>> {
+    /// A free buffer of exactly `size` bytes, now in use (the oldest such),
+    /// and the bytes in use with it.
+    pub(crate) fn take(&mut self, size: u64) -> Option<(Arc<wgpu::Buffer>, u64)> {
         let b = self.bufs.iter().find(|b| b.size() == size && is_free(b))?.clone();
         self.reused += 1;
-        self.note_in_use();
-        Some(b)
+        Some((b, self.note_in_use()))
     }
 
-    /// Adds a buffer just created (in use by the caller's clone).
-    pub(crate) fn insert(&mut self, buf: Arc<wgpu::Buffer>) {
+    /// Adds a buffer just created (in use by the caller's clone); returns
+    /// the bytes in use.
+    pub(crate) fn insert(&mut self, buf: Arc<wgpu::Buffer>) -> u64 {
         self.created += 1;
         self.bufs.push(buf);
-        self.note_in_use();
+        self.note_in_use()
     }
 
     /// Drops free buffers, oldest first, until at most `keep` bytes of them
@@ -142,7 +143,9 @@ impl BufferPool {
         self.trim_to(keep);
     }
 
-    fn note_in_use(&mut self) {
-        self.high_water = self.high_water.max(self.in_use_bytes());
+    fn note_in_use(&mut self) -> u64 {
+        let in_use = self.in_use_bytes();
+        self.high_water = self.high_water.max(in_use);
+        in_use
     }
 }

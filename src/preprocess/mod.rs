@@ -170,7 +170,7 @@ pub fn noise_sigma(data: &[f32], dims: [usize; 3], normalization: Normalization)
     (*m as f64 / (6f64.sqrt() * 0.674_489_75) / span) as f32
 }
 
-/// Interpolation for [`resample_z`]./// Interpolation for [`resample_z`].
+/// Interpolation for [`resample_z`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interp {
     /// Linear between the two nearest slices (for intensities).
