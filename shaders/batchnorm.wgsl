@@ -15,6 +15,11 @@
 // Backward: partials of (dy, dy*(x - mean)) -> dbeta, dgamma and
 // coef = (A, B, C, mean) with dx = A*dy + B*(x - mean) + C (`bn_dx`).
 //
+// Frozen (fine-tuning with the running statistics as constants): the forward
+// is the inference forward, with `bn_frozen_coef` also writing the running
+// mean and invstd for the backward, and `bn_finish_bwd` with `frozen` drops
+// the batch-statistics terms: dx = gamma*invstd*dy (coef = (A, 0, 0, mean)).
+//
 // A ReLU after the batch norm is fused in: `bn_normalize` clamps at 0 when
 // `relu` is set, and the backward through it (partials mode 3, `bn_dx` with
 // `relu`) reads dy where the fused output r > 0 and 0 elsewhere, so the ReLU's
@@ -105,6 +110,10 @@ struct FinishParams {
     eps: f32,
     momentum: f32,
     unbias: f32,    // count / (count - 1)
+    frozen: u32,    // bn_finish_bwd: 1 if mean and invstd are constants (running statistics)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> fpart: array<vec4<f32>>;
@@ -182,6 +191,11 @@ fn bn_finish_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         frm[c] = dgamma;
         frv[c] = dbeta;
         let a = fgamma[c] * invstd;
+        if (fp.frozen != 0u) {
+            // Constant statistics: y is affine in x, dx = a dy.
+            fcoef[c] = vec4<f32>(a, 0.0, 0.0, fmean[c]);
+            return;
+        }
         let b = -a * invstd * dgamma / fp.count;
         var lo = 0.0;
         if (fp.eps > 0.0) {
@@ -208,11 +222,26 @@ struct CoefParams {
 @group(0) @binding(4) var<storage, read_write> icoef: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> ip: CoefParams;
 
+@group(0) @binding(6) var<storage, read_write> imean: array<f32>;
+@group(0) @binding(7) var<storage, read_write> iinvstd: array<f32>;
+
 @compute @workgroup_size(WG)
 fn bn_infer_coef(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = (wid.x + wid.y * nwg.x) * WG + lid;
     if (c >= ip.channels) { return; }
     icoef[c] = vec4<f32>(irm[c], igamma[c] / sqrt(irv[c] + ip.eps), ibeta[c], 0.0);
+}
+
+// bn_infer_coef, and the statistics a frozen forward saves for its backward:
+// the running mean and 1 / sqrt(running var + eps).
+@compute @workgroup_size(WG)
+fn bn_frozen_coef(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (c >= ip.channels) { return; }
+    let invstd = 1.0 / sqrt(irv[c] + ip.eps);
+    icoef[c] = vec4<f32>(irm[c], igamma[c] * invstd, ibeta[c], 0.0);
+    imean[c] = irm[c];
+    iinvstd[c] = invstd;
 }
 
 // ---------------------------------------------------------------- element-wise

@@ -1,5 +1,6 @@
 //! The network's backward (on the CPU references) checked by central finite
-//! differences of the loss, for one entry of every parameter tensor.
+//! differences of the loss, for one entry of every parameter tensor; with
+//! frozen batch norm, of the loss on the inference forward's logits.
 
 use qcanet_gpu::model::{Arch, Cpu, LossSpec, Net, NetConfig};
 use qcanet_gpu::ops::loss;
@@ -7,7 +8,8 @@ use qcanet_gpu::tensor::{CpuTensor, Shape5};
 
 /// The loss in f64 (the backend's scalar tensor is f32, too coarse for differences).
 fn loss(net: &Net<Cpu>, x: &CpuTensor, t: &CpuTensor, spec: &LossSpec) -> f64 {
-    let (z, _) = net.forward_train(&(), x).unwrap();
+    // Frozen batch norm trains the inference function itself: difference that.
+    let z = if net.frozen_bn { net.logits(&(), x).unwrap() } else { net.forward_train(&(), x).unwrap().0 };
     match spec {
         LossSpec::Ce { class_weights } => loss::reference::softmax_cross_entropy(&z, t, class_weights).unwrap().0,
         LossSpec::Bce { pos_weight } => loss::reference::bce_with_logits(&z, t, *pos_weight).0,
@@ -15,8 +17,17 @@ fn loss(net: &Net<Cpu>, x: &CpuTensor, t: &CpuTensor, spec: &LossSpec) -> f64 {
     }
 }
 
-fn check(cfg: NetConfig, shape: Shape5, spec: LossSpec) {
+fn check(cfg: NetConfig, shape: Shape5, spec: LossSpec, frozen: bool) {
     let mut net = Net::<Cpu>::init(&(), cfg, 3).unwrap();
+    if frozen {
+        // Running statistics away from the initial 0 and 1.
+        // Means near 0 (conv outputs are small at initialisation), variances 0.5-2.
+        for (k, (b, s)) in net.buffers.iter_mut().zip(&net.layout.buffers).enumerate() {
+            let (lo, hi) = if s.name.ends_with("running_var") { (0.5, 2.0) } else { (-0.2, 0.2) };
+            *b = CpuTensor::random(b.shape, 40 + k as u64, lo, hi);
+        }
+        net.frozen_bn = true;
+    }
     let x = CpuTensor::random(shape, 1, -1.0, 1.0);
     let r = CpuTensor::random(shape, 2, 0.0, 1.0);
     let t = CpuTensor::from_vec(shape, r.data.iter().map(|&v| (v > 0.6) as u8 as f32).collect());
@@ -26,8 +37,8 @@ fn check(cfg: NetConfig, shape: Shape5, spec: LossSpec) {
     let names: Vec<String> = net.layout.params.iter().map(|p| p.name.clone()).collect();
     let mut checked = 0;
     for (i, name) in names.iter().enumerate() {
-        if name.ends_with(".conv.bias") {
-            continue; // zero gradient (BN follows): nothing to compare
+        if name.ends_with(".conv.bias") && !frozen {
+            continue; // zero gradient (BN with batch statistics follows): nothing to compare
         }
         // The entry with the largest gradient of this tensor.
         let (j, &g) = grads[i].data.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
@@ -57,12 +68,18 @@ fn check(cfg: NetConfig, shape: Shape5, spec: LossSpec) {
 #[test]
 fn softmax_ce_gradients_match_finite_differences() {
     let cfg = NetConfig { depth: 1, base: 2, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
-    check(cfg, Shape5::new(2, 1, 4, 6, 4), LossSpec::Ce { class_weights: vec![1.0, 2.0] });
+    check(cfg, Shape5::new(2, 1, 4, 6, 4), LossSpec::Ce { class_weights: vec![1.0, 2.0] }, false);
+}
+
+#[test]
+fn frozen_bn_gradients_match_finite_differences_of_inference() {
+    let cfg = NetConfig { depth: 1, base: 2, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
+    check(cfg, Shape5::new(2, 1, 4, 6, 4), LossSpec::Ce { class_weights: vec![1.0, 2.0] }, true);
 }
 
 #[test]
 fn sigmoid_bce_gradients_match_finite_differences() {
     // Depth 2 on 8×8×4: the bottom level still has 2·2·2·1 = 8 values per BN channel.
     let cfg = NetConfig { depth: 2, base: 2, kernel: 3, classes: 1, ..NetConfig::preset(Arch::Ndn) };
-    check(cfg, Shape5::new(2, 1, 8, 8, 4), LossSpec::Bce { pos_weight: 3.0 });
+    check(cfg, Shape5::new(2, 1, 8, 8, 4), LossSpec::Bce { pos_weight: 3.0 }, false);
 }

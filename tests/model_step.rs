@@ -32,13 +32,32 @@ fn pre_bn_bias(name: &str) -> bool {
     name.ends_with(".conv.bias")
 }
 
-fn parity(cfg: NetConfig, shape: Shape5, spec: LossSpec) {
+/// With `frozen`, batch norm is frozen (running statistics, random, as
+/// constants): the conv biases before it then have gradients, and the step
+/// must leave the statistics exactly as they were.
+fn parity(cfg: NetConfig, shape: Shape5, spec: LossSpec, frozen: bool) {
     let ctx = ctx();
     let layout = Layout::new(&cfg);
     let p0 = layout.init_params(11);
-    let b0 = layout.init_buffers();
+    let b0: Vec<CpuTensor> = if frozen {
+        // Means near 0 (conv outputs are small at initialisation, so most
+        // voxels stay above the ReLU), variances 0.5-2.
+        let lim =
+            |s: &qcanet_gpu::model::TensorSpec| if s.name.ends_with("running_var") { (0.5, 2.0) } else { (-0.2, 0.2) };
+        layout
+            .buffers
+            .iter()
+            .enumerate()
+            .map(|(k, s)| CpuTensor::random(s.shape, 60 + k as u64, lim(s).0, lim(s).1))
+            .collect()
+    } else {
+        layout.init_buffers()
+    };
     let mut g = Net::<Gpu>::from_host(ctx, cfg.clone(), &p0, &b0).unwrap();
     let mut c = Net::<Cpu>::from_host(&(), cfg.clone(), &p0, &b0).unwrap();
+    g.frozen_bn = frozen;
+    c.frozen_bn = frozen;
+    let pre_bn_bias = |name: &str| pre_bn_bias(name) && !frozen;
     let x = rand(shape, 5);
     let t = target(shape, 6);
     let (gx, gt) = (up(ctx, &x), up(ctx, &t));
@@ -47,6 +66,15 @@ fn parity(cfg: NetConfig, shape: Shape5, spec: LossSpec) {
     let (gl, gtape) = g.forward_train(ctx, &gx).unwrap();
     let (cl, ctape) = c.forward_train(&(), &x).unwrap();
     assert_close("logits", &down(ctx, &gl), &cl, TOL_FORWARD);
+    if frozen {
+        // A frozen training pass computes what inference computes.
+        assert_close(
+            "frozen training logits against inference",
+            &down(ctx, &gl),
+            &down(ctx, &g.logits(ctx, &gx).unwrap()),
+            1e-5,
+        );
+    }
     let (gloss, gd) = g.loss(ctx, &spec, &gl, &gt).unwrap();
     let (closs, cd) = c.loss(&(), &spec, &cl, &t).unwrap();
     let (gloss, closs) = (down(ctx, &gloss).data[0] as f64, closs.data[0] as f64);
@@ -100,7 +128,12 @@ fn parity(cfg: NetConfig, shape: Shape5, spec: LossSpec) {
         assert!(e < TOL_UPDATE, "update of {}: relative error {e:.2e}", spec.name);
     }
     for (i, spec) in layout.buffers.iter().enumerate() {
-        assert_close(&format!("buffer {}", spec.name), &down(ctx, &g.buffers[i]), &c.buffers[i], TOL_FORWARD);
+        let gb = down(ctx, &g.buffers[i]);
+        assert_close(&format!("buffer {}", spec.name), &gb, &c.buffers[i], TOL_FORWARD);
+        if frozen {
+            assert_eq!(gb.data, b0[i].data, "frozen batch norm changed {}", spec.name);
+            assert_eq!(c.buffers[i].data, b0[i].data, "frozen batch norm changed {} (CPU)", spec.name);
+        }
     }
 
     // Inference mode (running statistics) after the step.
@@ -112,19 +145,25 @@ fn parity(cfg: NetConfig, shape: Shape5, spec: LossSpec) {
 #[test]
 fn nsn_step_matches_cpu_reference() {
     let cfg = NetConfig { depth: 2, base: 3, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
-    parity(cfg, Shape5::new(2, 1, 12, 8, 20), LossSpec::Ce { class_weights: vec![1.0, 3.0] });
+    parity(cfg, Shape5::new(2, 1, 12, 8, 20), LossSpec::Ce { class_weights: vec![1.0, 3.0] }, false);
+}
+
+#[test]
+fn frozen_bn_step_matches_cpu_reference_and_keeps_statistics() {
+    let cfg = NetConfig { depth: 2, base: 3, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
+    parity(cfg, Shape5::new(1, 1, 12, 8, 20), LossSpec::Ce { class_weights: vec![1.0, 3.0] }, true);
 }
 
 #[test]
 fn ndn_step_matches_cpu_reference() {
     let cfg = NetConfig { depth: 2, base: 4, kernel: 5, classes: 1, ..NetConfig::preset(Arch::Ndn) };
-    parity(cfg, Shape5::new(2, 1, 8, 12, 16), LossSpec::Bce { pos_weight: 5.0 });
+    parity(cfg, Shape5::new(2, 1, 8, 12, 16), LossSpec::Bce { pos_weight: 5.0 }, false);
 }
 
 #[test]
 fn dice_step_matches_cpu_reference() {
     let cfg = NetConfig { depth: 1, base: 3, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
-    parity(cfg, Shape5::new(2, 1, 6, 10, 14), LossSpec::Dice { smooth: 1.0 });
+    parity(cfg, Shape5::new(2, 1, 6, 10, 14), LossSpec::Dice { smooth: 1.0 }, false);
 }
 
 #[test]

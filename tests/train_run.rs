@@ -259,3 +259,55 @@ fn fine_tuning_starts_from_the_file_and_validates_by_instances() {
     let msg = e(ft.clone());
     assert!(msg.contains("labels_instance"), "{msg}");
 }
+
+#[test]
+fn frozen_bn_fine_tuning_keeps_the_running_statistics() {
+    let ctx = common::ctx();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    dataset(&data);
+    let base = TrainConfig {
+        model: Arch::Nsn,
+        data: Some(data.clone()),
+        depth: Some(1),
+        base: Some(2),
+        patch: 8,
+        epochs: 1,
+        steps_per_epoch: 3,
+        batch: 1,
+        isotropic: false,
+        val_tile: 16,
+        ..TrainConfig::default()
+    };
+    let n0 = d.path().join("n0");
+    run(ctx, &TrainConfig { out: Some(n0.clone()), ..base.clone() }, false, false, false).unwrap();
+    // Fine-tune with frozen batch norm: the weights move, the statistics
+    // (which training and re-estimation would both change) stay bit for bit.
+    let out = d.path().join("frozen");
+    let ft = TrainConfig {
+        out: Some(out.clone()),
+        init: Some(n0.join(LAST)),
+        depth: None,
+        base: None,
+        lr: 1e-2,
+        bn_recalibration: 4,
+        freeze_bn: true,
+        ..base.clone()
+    };
+    run(ctx, &ft, false, false, false).unwrap();
+    let a = Network::load(ctx, &n0.join(LAST)).unwrap().net;
+    let b = Network::load(ctx, &out.join(LAST)).unwrap().net;
+    let moved = a
+        .params_to_host(ctx)
+        .unwrap()
+        .iter()
+        .zip(&b.params_to_host(ctx).unwrap())
+        .map(|(x, y)| x.data.iter().zip(&y.data).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max))
+        .fold(0f32, f32::max);
+    assert!(moved > 1e-4, "the weights did not move ({moved})");
+    let (sa, sb) = (a.buffers_to_host(ctx).unwrap(), b.buffers_to_host(ctx).unwrap());
+    assert!(sa.iter().any(|t| t.data.iter().any(|&v| v != 0.0 && v != 1.0)), "statistics never trained");
+    for (x, y) in sa.iter().zip(&sb) {
+        assert_eq!(x.data, y.data, "frozen batch norm changed the running statistics");
+    }
+}

@@ -118,6 +118,11 @@ pub struct Args {
     /// augmentation: the images inference sees) before each validation (default 16; 0: off).
     #[arg(long)]
     bn_recalibration: Option<usize>,
+    /// Frozen batch norm, for fine-tuning (--init) with small batches: training normalises with the running
+    /// statistics, as inference does, and never changes them (gamma and beta are still learnt; no
+    /// --bn-recalibration).
+    #[arg(long)]
+    freeze_bn: bool,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -231,6 +236,9 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if a.no_intensity_augment {
         c.augment = c.augment.intensity_off();
+    }
+    if a.freeze_bn {
+        c.freeze_bn = true;
     }
     c.validate()?;
     Ok(c)

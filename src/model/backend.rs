@@ -110,7 +110,21 @@ pub trait Backend {
         eps: f32,
         relu: bool,
     ) -> Result<Self::T>;
-    /// Gradients of [`Backend::bn_train`]: (dx, dgamma, dbeta). `relu_out`:
+    /// Frozen batch norm (fine-tuning): the [`Backend::bn_infer`] forward,
+    /// with the running statistics kept as constants for
+    /// [`Backend::bn_backward`]; nothing is updated. (y, saved).
+    #[allow(clippy::too_many_arguments)]
+    fn bn_frozen(
+        cx: &Self::Ctx,
+        x: &Self::T,
+        gamma: &Self::T,
+        beta: &Self::T,
+        rm: &Self::T,
+        rv: &Self::T,
+        eps: f32,
+        relu: bool,
+    ) -> Result<(Self::T, Self::BnSaved)>;
+    /// Gradients of [`Backend::bn_train`] or [`Backend::bn_frozen`]: (dx, dgamma, dbeta). `relu_out`:
     /// the forward's output when it fused the ReLU (`dy` is then the
     /// gradient w.r.t. that output).
     fn bn_backward(

@@ -20,7 +20,8 @@ impl Backend for Cpu {
     type T = CpuTensor;
     type PoolIdx = Vec<u32>;
     /// (mean, invstd) per channel.
-    type BnSaved = (CpuTensor, CpuTensor);
+    /// (mean, invstd, frozen).
+    type BnSaved = (CpuTensor, CpuTensor, bool);
     type Opt = optim::reference::CpuOptimizer;
 
     fn shape(_: &(), t: &CpuTensor) -> Shape5 {
@@ -89,10 +90,10 @@ impl Backend for Cpu {
         eps: f32,
         momentum: f32,
         relu: bool,
-    ) -> Result<(CpuTensor, (CpuTensor, CpuTensor), CpuTensor, CpuTensor)> {
+    ) -> Result<(CpuTensor, (CpuTensor, CpuTensor, bool), CpuTensor, CpuTensor)> {
         let cfg = batchnorm::BnConfig { eps, momentum, relu };
         let (y, mean, invstd, nrm, nrv) = batchnorm::reference::forward_train(x, gamma, beta, rm, rv, &cfg);
-        Ok((y, (mean, invstd), nrm, nrv))
+        Ok((y, (mean, invstd, false), nrm, nrv))
     }
     fn bn_infer(
         _: &(),
@@ -107,18 +108,31 @@ impl Backend for Cpu {
         let cfg = batchnorm::BnConfig { eps, momentum: 0.1, relu };
         Ok(batchnorm::reference::forward_infer(x, gamma, beta, rm, rv, &cfg))
     }
+    fn bn_frozen(
+        _: &(),
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        beta: &CpuTensor,
+        rm: &CpuTensor,
+        rv: &CpuTensor,
+        eps: f32,
+        relu: bool,
+    ) -> Result<(CpuTensor, (CpuTensor, CpuTensor, bool))> {
+        let cfg = batchnorm::BnConfig { eps, momentum: 0.1, relu };
+        let y = batchnorm::reference::forward_infer(x, gamma, beta, rm, rv, &cfg);
+        let (mean, invstd) = batchnorm::reference::frozen_stats(rm, rv, eps);
+        Ok((y, (mean, invstd, true)))
+    }
     fn bn_backward(
         _: &(),
         x: &CpuTensor,
         gamma: &CpuTensor,
-        saved: &(CpuTensor, CpuTensor),
+        saved: &(CpuTensor, CpuTensor, bool),
         relu_out: Option<&CpuTensor>,
         dy: &CpuTensor,
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-        Ok(match relu_out {
-            Some(r) => batchnorm::reference::backward_through_relu(x, gamma, &saved.0, &saved.1, r, dy),
-            None => batchnorm::reference::backward(x, gamma, &saved.0, &saved.1, dy),
-        })
+        let (mean, invstd, frozen) = saved;
+        Ok(batchnorm::reference::backward_saved(x, gamma, mean, invstd, *frozen, relu_out, dy))
     }
     fn relu(_: &(), x: &CpuTensor) -> Result<CpuTensor> {
         Ok(activation::reference::relu_forward(x))

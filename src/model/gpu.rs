@@ -120,6 +120,18 @@ impl Backend for Gpu {
     ) -> Result<GpuTensor> {
         batchnorm::forward_infer(ctx, x, gamma, beta, rm, rv, &bn_cfg(eps, 0.1, relu))
     }
+    fn bn_frozen(
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        rm: &GpuTensor,
+        rv: &GpuTensor,
+        eps: f32,
+        relu: bool,
+    ) -> Result<(GpuTensor, batchnorm::BnSaved)> {
+        batchnorm::forward_frozen(ctx, x, gamma, beta, rm, rv, &bn_cfg(eps, 0.1, relu))
+    }
     fn bn_backward(
         ctx: &GpuContext,
         x: &GpuTensor,

@@ -22,6 +22,12 @@ pub struct Net<B: Backend> {
     pub params: Vec<B::T>,
     /// BN running statistics, in [`Layout::buffers`] order.
     pub buffers: Vec<B::T>,
+    /// Training passes use frozen batch norm ([`Backend::bn_frozen`]): the
+    /// running statistics, as inference does, held constant and never
+    /// updated, so a training step optimises exactly the function inference
+    /// computes (fine-tuning with small batches; `train --freeze-bn`).
+    /// [`Net::recalibrate_bn`] still uses batch statistics. Default false.
+    pub frozen_bn: bool,
 }
 
 /// What one CBR keeps for backward: its input, conv output and ReLU output.
@@ -53,6 +59,8 @@ pub struct Tape<B: Backend> {
     pub new_buffers: Vec<Option<B::T>>,
     /// Weight of this batch's statistics in the running-statistics update.
     momentum: f32,
+    /// Batch norm frozen ([`Net::frozen_bn`]): running statistics, no update.
+    frozen: bool,
 }
 
 /// Parameters for inference with each CBR's batch norm (running statistics)
@@ -99,7 +107,8 @@ fn tape_bug(what: &str) -> Error {
 
 /// How a forward pass runs.
 enum Mode<'a, B: Backend> {
-    /// Batch norm with batch statistics; keeps what backward needs.
+    /// Batch norm with batch statistics (or frozen, [`Net::frozen_bn`]);
+    /// keeps what backward needs.
     Train(&'a mut Tape<B>),
     /// Batch norm with running statistics, op by op.
     Infer,
@@ -130,6 +139,7 @@ impl<B: Backend> Net<B> {
             buffers: buffers.iter().map(|t| B::upload(be, t)).collect::<Result<_>>()?,
             cfg,
             layout,
+            frozen_bn: false,
         })
     }
 
@@ -206,6 +216,20 @@ impl<B: Backend> Net<B> {
             Mode::Folded(_) => unreachable!("handled above"),
             Mode::Infer => {
                 B::bn_infer(be, &z, &p[c.gamma], &p[c.beta], &self.buffers[c.rm], &self.buffers[c.rv], BN_EPS, true)
+            }
+            Mode::Train(t) if t.frozen => {
+                let (y, saved) = B::bn_frozen(
+                    be,
+                    &z,
+                    &p[c.gamma],
+                    &p[c.beta],
+                    &self.buffers[c.rm],
+                    &self.buffers[c.rv],
+                    BN_EPS,
+                    true,
+                )?;
+                t.blocks.push(BlockTape(Saved::Cbr(CbrTape { x: x.clone(), z, saved, y: y.clone() })));
+                Ok(y)
             }
             Mode::Train(t) => {
                 // Batch norm and ReLU in one pass; the backward reads the
@@ -287,7 +311,12 @@ impl<B: Backend> Net<B> {
 
     /// A tape for [`Net::block_forward_train`] (batch-norm momentum as in training).
     pub fn new_tape(&self) -> Tape<B> {
-        Tape { blocks: Vec::new(), new_buffers: (0..self.buffers.len()).map(|_| None).collect(), momentum: BN_MOMENTUM }
+        Tape {
+            blocks: Vec::new(),
+            new_buffers: (0..self.buffers.len()).map(|_| None).collect(),
+            momentum: BN_MOMENTUM,
+            frozen: self.frozen_bn,
+        }
     }
 
     /// Block `i` of [`Layout::blocks`] alone in training mode: its output on
@@ -391,13 +420,13 @@ impl<B: Backend> Net<B> {
         }
     }
 
-    /// Training-mode forward: logits and the tape for [`Net::backward`].
+    /// Training-mode forward: logits and the tape for [`Net::backward`]
+    /// (batch statistics, or the running ones with [`Net::frozen_bn`]).
     pub fn forward_train(&self, be: &B::Ctx, x: &B::T) -> Result<(B::T, Tape<B>)> {
-        self.forward_train_momentum(be, x, BN_MOMENTUM)
+        self.forward_train_tape(be, x, self.new_tape())
     }
 
-    fn forward_train_momentum(&self, be: &B::Ctx, x: &B::T, momentum: f32) -> Result<(B::T, Tape<B>)> {
-        let mut tape = Tape { momentum, ..self.new_tape() };
+    fn forward_train_tape(&self, be: &B::Ctx, x: &B::T, mut tape: Tape<B>) -> Result<(B::T, Tape<B>)> {
         let z = self.forward_impl(be, x, Mode::Train(&mut tape))?;
         Ok((z, tape))
     }
@@ -413,7 +442,8 @@ impl<B: Backend> Net<B> {
         for x in batches {
             let x = x?;
             k += 1;
-            let (_, mut tape) = self.forward_train_momentum(be, &x, 1.0 / k as f32)?;
+            let tape = Tape { momentum: 1.0 / k as f32, frozen: false, ..self.new_tape() };
+            let (_, mut tape) = self.forward_train_tape(be, &x, tape)?;
             for (b, nb) in self.buffers.iter_mut().zip(std::mem::take(&mut tape.new_buffers)) {
                 if let Some(nb) = nb {
                     *b = nb;

@@ -1,6 +1,11 @@
 //! Batch normalisation over (N, D, H, W) per channel (`shaders/batchnorm.wgsl`),
 //! training and inference forward, and backward.
 //!
+//! A frozen batch norm ([`forward_frozen`]) normalises with the running
+//! statistics, as inference does, and its backward treats them as constants
+//! (fine-tuning with small batches: PyTorch's `eval()` batch norm, or
+//! detectron2's `FrozenBatchNorm2d`, with gamma and beta still learnt).
+//!
 //! Batch statistics are two-pass (mean, then the centred sum of squares,
 //! itself corrected by the residual mean) with fixed-order chunk sums and
 //! workgroup trees: accurate for large offsets (values 1000 + N(0, 1)) and
@@ -42,7 +47,7 @@ impl Default for BnConfig {
     }
 }
 
-/// Batch statistics of a training forward pass, kept for backward.
+/// Statistics of a training forward pass, kept for backward.
 #[derive(Clone, Debug)]
 pub struct BnSaved {
     /// Per-channel batch mean, shape (1, C, 1, 1, 1). The buffer written by
@@ -52,6 +57,9 @@ pub struct BnSaved {
     pub mean: GpuTensor,
     /// Per-channel `1 / sqrt(biased var + eps)`, shape (1, C, 1, 1, 1).
     pub invstd: GpuTensor,
+    /// The statistics are constants (the running ones, [`forward_frozen`]),
+    /// not functions of the batch: the backward drops their terms.
+    pub frozen: bool,
 }
 
 uniform_params! {
@@ -91,6 +99,8 @@ uniform_params! {
         eps: f32,
         momentum: f32,
         unbias: f32,
+        frozen: u32,
+        _pad: [u32; 3],
     }
 }
 
@@ -263,6 +273,7 @@ fn finish(
     x: Shape5,
     bufs: [&GpuTensor; 7],
     cfg: &BnConfig,
+    frozen: bool,
     label: &str,
 ) -> Result<()> {
     // bn_finish_bwd reads `eps` as the flag "mean has low-order parts".
@@ -285,6 +296,8 @@ fn finish(
         eps,
         momentum: cfg.momentum,
         unbias: if count > 1.0 { (count / (count - 1.0)) as f32 } else { 1.0 },
+        frozen: frozen as u32,
+        _pad: [0; 3],
     };
     let p = ctx.pipeline(&SHADER, entry, &[("WG", RED_WG as f64)])?;
     let [gamma, beta, mean, invstd, a, b, coef] = bufs;
@@ -340,13 +353,13 @@ pub fn forward_train(
     // Pass 1: mean.
     let (part, nchunks) = partials(ctx, x, None, None, &mean, MODE_RAW, &label)?;
     let bufs = [gamma, beta, &mean, &invstd, running_mean, running_var, &coef];
-    finish(ctx, "bn_finish_mean", &part, nchunks, s, bufs, cfg, &label)?;
+    finish(ctx, "bn_finish_mean", &part, nchunks, s, bufs, cfg, false, &label)?;
     // Pass 2: centred sums -> variance, invstd, running stats, coefficients.
     let (part, nchunks) = partials(ctx, x, None, None, &mean, MODE_CENTRED, &label)?;
-    finish(ctx, "bn_finish_var", &part, nchunks, s, bufs, cfg, &label)?;
+    finish(ctx, "bn_finish_var", &part, nchunks, s, bufs, cfg, false, &label)?;
     let y = new_output(ctx, s, 0, "batchnorm y")?;
     apply(ctx, "bn_normalize", x, None, None, &coef, &y, cfg.relu, &label)?;
-    Ok((y, BnSaved { mean, invstd }))
+    Ok((y, BnSaved { mean, invstd, frozen: false }))
 }
 
 /// Inference forward: normalises with the running statistics (then the
@@ -361,6 +374,42 @@ pub fn forward_infer(
     cfg: &BnConfig,
 ) -> Result<GpuTensor> {
     let op = "batchnorm forward_infer";
+    Ok(running_forward(ctx, op, x, gamma, beta, running_mean, running_var, cfg, false)?.0)
+}
+
+/// Frozen batch norm for fine-tuning: the inference forward (running
+/// statistics; then the ReLU with `cfg.relu`), saving the running mean and
+/// `1 / sqrt(running var + eps)` as constants, so [`backward`] (or
+/// [`backward_through_relu`]) gives `dx = gamma · invstd · dy` and the
+/// gradients of gamma and beta. The running statistics are not changed.
+pub fn forward_frozen(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    running_mean: &GpuTensor,
+    running_var: &GpuTensor,
+    cfg: &BnConfig,
+) -> Result<(GpuTensor, BnSaved)> {
+    let (y, saved) =
+        running_forward(ctx, "batchnorm forward_frozen", x, gamma, beta, running_mean, running_var, cfg, true)?;
+    Ok((y, saved.expect("running_forward saves the statistics when asked")))
+}
+
+/// The forward with running statistics ([`forward_infer`]; with `save`, also
+/// the frozen statistics of [`forward_frozen`]).
+#[allow(clippy::too_many_arguments)]
+fn running_forward(
+    ctx: &GpuContext,
+    op: &str,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    running_mean: &GpuTensor,
+    running_var: &GpuTensor,
+    cfg: &BnConfig,
+    save: bool,
+) -> Result<(GpuTensor, Option<BnSaved>)> {
     check_params(
         op,
         x,
@@ -369,24 +418,35 @@ pub fn forward_infer(
     let s = x.shape;
     let label = format!("{op} {s}");
     let coef = new_output(ctx, Shape5::new(1, s.c, 1, 1, 4), 0, "batchnorm coef")?;
-    let p = ctx.pipeline(&SHADER, "bn_infer_coef", &[("WG", RED_WG as f64)])?;
     let cp = CoefParams { channels: s.c as u32, eps: cfg.eps, _pad: [0; 2] };
-    ctx.dispatch(
-        &label,
-        &p,
-        &[
-            Arg::Whole(&gamma.buf),
-            Arg::Whole(&beta.buf),
-            Arg::Whole(&running_mean.buf),
-            Arg::Whole(&running_var.buf),
-            Arg::Whole(&coef.buf),
-            Arg::Uniform(bytemuck::bytes_of(&cp)),
-        ],
-        grid((s.c as u64).div_ceil(RED_WG as u64)),
-    )?;
+    let mut args = vec![
+        Arg::Whole(&gamma.buf),
+        Arg::Whole(&beta.buf),
+        Arg::Whole(&running_mean.buf),
+        Arg::Whole(&running_var.buf),
+        Arg::Whole(&coef.buf),
+        Arg::Uniform(bytemuck::bytes_of(&cp)),
+    ];
+    // A plain (1, C) mean: no low-order parts (`has_lo` is false).
+    let saved = if save {
+        Some(BnSaved {
+            mean: new_output(ctx, channel_shape(s.c), 0, "batchnorm frozen mean")?,
+            invstd: new_output(ctx, channel_shape(s.c), 0, "batchnorm frozen invstd")?,
+            frozen: true,
+        })
+    } else {
+        None
+    };
+    if let Some(sv) = &saved {
+        args.push(Arg::Whole(&sv.mean.buf));
+        args.push(Arg::Whole(&sv.invstd.buf));
+    }
+    let entry = if save { "bn_frozen_coef" } else { "bn_infer_coef" };
+    let p = ctx.pipeline(&SHADER, entry, &[("WG", RED_WG as f64)])?;
+    ctx.dispatch(&label, &p, &args, grid((s.c as u64).div_ceil(RED_WG as u64)))?;
     let y = new_output(ctx, s, 0, "batchnorm y")?;
     apply(ctx, "bn_normalize", x, None, None, &coef, &y, cfg.relu, &label)?;
-    Ok(y)
+    Ok((y, saved))
 }
 
 /// Batch norm with running statistics folded into the convolution before it
@@ -430,7 +490,8 @@ pub fn fold_into_conv(
     Ok((wf, CpuTensor::from_vec(ch, bf)))
 }
 
-/// Backward of the training forward: `(dx, dgamma, dbeta)`.
+/// Backward of the training forward (or of [`forward_frozen`], as
+/// `saved.frozen` says): `(dx, dgamma, dbeta)`.
 pub fn backward(
     ctx: &GpuContext,
     x: &GpuTensor,
@@ -481,7 +542,7 @@ fn backward_impl(
     // bn_finish_bwd reads gamma, mean, invstd and writes dgamma, dbeta into the
     // running-stat slots; beta is unused (gamma stands in for the binding).
     let bufs = [gamma, gamma, &saved.mean, &saved.invstd, &dgamma, &dbeta, &coef];
-    finish(ctx, "bn_finish_bwd", &part, nchunks, s, bufs, &BnConfig::default(), &label)?;
+    finish(ctx, "bn_finish_bwd", &part, nchunks, s, bufs, &BnConfig::default(), saved.frozen, &label)?;
     let dx = new_output(ctx, s, 0, "batchnorm dx")?;
     apply(ctx, "bn_dx", x, Some(dy), r, &coef, &dx, r.is_some(), &label)?;
     Ok((dx, dgamma, dbeta))
@@ -562,6 +623,67 @@ pub mod reference {
         let scale: Vec<f64> =
             (0..c).map(|i| gamma.data[i] as f64 / (running_var.data[i] as f64 + cfg.eps as f64).sqrt()).collect();
         normalise(x, &mean, &scale, beta, cfg.relu)
+    }
+
+    /// The statistics [`super::forward_frozen`] saves: the running mean and
+    /// `1 / sqrt(running var + eps)`.
+    pub fn frozen_stats(running_mean: &CpuTensor, running_var: &CpuTensor, eps: f32) -> (CpuTensor, CpuTensor) {
+        let invstd = running_var.data.iter().map(|&v| 1.0 / (v as f64 + eps as f64).sqrt()).collect();
+        (running_mean.clone(), per_channel(invstd))
+    }
+
+    /// `(dx, dgamma, dbeta)` of the frozen forward ([`forward_infer`] with
+    /// the statistics constant): `dx = gamma · invstd · dy`,
+    /// `dgamma = Σ dy · (x − mean) · invstd`, `dbeta = Σ dy`.
+    pub fn backward_frozen(
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        mean: &CpuTensor,
+        invstd: &CpuTensor,
+        dy: &CpuTensor,
+    ) -> (CpuTensor, CpuTensor, CpuTensor) {
+        let s = x.shape;
+        let sp = s.spatial();
+        let mut dbeta = vec![0f64; s.c];
+        let mut dgamma = vec![0f64; s.c];
+        let mut dx = CpuTensor::zeros(s);
+        for (i, ((&v, &g), o)) in x.data.iter().zip(&dy.data).zip(dx.data.iter_mut()).enumerate() {
+            let c = (i / sp) % s.c;
+            let inv = invstd.data[c] as f64;
+            dbeta[c] += g as f64;
+            dgamma[c] += g as f64 * (v as f64 - mean.data[c] as f64) * inv;
+            *o = (gamma.data[c] as f64 * inv * g as f64) as f32;
+        }
+        (dx, per_channel(dgamma), per_channel(dbeta))
+    }
+
+    /// The backward for what a forward saved: `(dx, dgamma, dbeta)` of the
+    /// training forward ([`backward`]) or, with `frozen`, of the frozen one
+    /// ([`backward_frozen`]); through the fused ReLU when its output
+    /// `relu_out` is given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_saved(
+        x: &CpuTensor,
+        gamma: &CpuTensor,
+        mean: &CpuTensor,
+        invstd: &CpuTensor,
+        frozen: bool,
+        relu_out: Option<&CpuTensor>,
+        dy: &CpuTensor,
+    ) -> (CpuTensor, CpuTensor, CpuTensor) {
+        let masked;
+        let dy = match relu_out {
+            Some(r) => {
+                masked = crate::ops::activation::reference::relu_backward(r, dy);
+                &masked
+            }
+            None => dy,
+        };
+        if frozen {
+            backward_frozen(x, gamma, mean, invstd, dy)
+        } else {
+            backward(x, gamma, mean, invstd, dy)
+        }
     }
 
     /// `(dx, dgamma, dbeta)` of the training forward, from its saved mean and invstd.

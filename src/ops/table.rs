@@ -739,51 +739,102 @@ fn batchnorm_cases(v: &mut Vec<OpCase>, c: usize, cfg: BnConfig, bench: Bench, c
                 vec![t[0].clone(), t[1].clone(), t[5].clone(), m, is, y]
             })
             .gpu(move |ctx, t| {
-                let saved = BnSaved { mean: t[3].clone(), invstd: t[4].clone() };
-                let (dx, dg, db) = if cfg.relu {
-                    batchnorm::backward_through_relu(ctx, &t[0], &t[1], &saved, &t[5], &t[2])?
-                } else {
-                    batchnorm::backward(ctx, &t[0], &t[1], &saved, &t[2])?
-                };
-                Ok(vec![dx, dg, db])
+                let saved = BnSaved { mean: t[3].clone(), invstd: t[4].clone(), frozen: false };
+                bn_backward_gpu(ctx, cfg.relu, &t[0], &t[1], &saved, &t[5], &t[2])
             })
             .cpu(move |t| {
-                let (dx, dg, db) = if cfg.relu {
-                    batchnorm::reference::backward_through_relu(&t[0], &t[1], &t[3], &t[4], &t[5], &t[2])
-                } else {
-                    batchnorm::reference::backward(&t[0], &t[1], &t[3], &t[4], &t[2])
-                };
+                let (dx, dg, db) = batchnorm::reference::backward_saved(
+                    &t[0],
+                    &t[1],
+                    &t[3],
+                    &t[4],
+                    false,
+                    cfg.relu.then_some(&t[5]),
+                    &t[2],
+                );
                 vec![dx, dg, db]
             })
             .checks(checks),
     );
     v.push(
-        case("batchnorm fwd+bwd", var, Unit::Byte, TOL_SUM)
+        case("batchnorm fwd+bwd", var.clone(), Unit::Byte, TOL_SUM)
             .shape(shape)
             .work(bytes(28.0))
             .inputs(inputs)
             .gpu(move |ctx, t| {
                 let (rm, rv) = (ctx.copy(&t[3])?, ctx.copy(&t[4])?);
                 let (y, saved) = batchnorm::forward_train(ctx, &t[0], &t[1], &t[2], &rm, &rv, &cfg)?;
-                let (dx, dg, db) = if cfg.relu {
-                    batchnorm::backward_through_relu(ctx, &t[0], &t[1], &saved, &y, &t[5])?
-                } else {
-                    batchnorm::backward(ctx, &t[0], &t[1], &saved, &t[5])?
-                };
-                Ok(vec![dx, dg, db])
+                bn_backward_gpu(ctx, cfg.relu, &t[0], &t[1], &saved, &y, &t[5])
             })
             .cpu(move |t| {
                 let (y, m, is, _, _) = batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg);
-                let (dx, dg, db) = if cfg.relu {
-                    batchnorm::reference::backward_through_relu(&t[0], &t[1], &m, &is, &y, &t[5])
-                } else {
-                    batchnorm::reference::backward(&t[0], &t[1], &m, &is, &t[5])
-                };
+                let (dx, dg, db) =
+                    batchnorm::reference::backward_saved(&t[0], &t[1], &m, &is, false, cfg.relu.then_some(&y), &t[5]);
                 vec![dx, dg, db]
             })
             .checks(checks)
             .bench(bench),
     );
+    // Frozen (fine-tuning): the running statistics as constants.
+    let frozen_ref = move |t: &[CpuTensor]| {
+        let y = batchnorm::reference::forward_infer(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg);
+        let (m, is) = batchnorm::reference::frozen_stats(&t[3], &t[4], cfg.eps);
+        (y, m, is)
+    };
+    v.push(
+        case("batchnorm fwd-frozen", var.clone(), Unit::Byte, TOL_SUM)
+            .shape(shape)
+            .work(bytes(8.0))
+            .inputs(move |d| inputs(d)[..5].to_vec())
+            .gpu(move |ctx, t| {
+                let (y, saved) = batchnorm::forward_frozen(ctx, &t[0], &t[1], &t[2], &t[3], &t[4], &cfg)?;
+                if !saved.frozen {
+                    return Err(crate::error::Error::invalid("forward_frozen saved batch statistics"));
+                }
+                Ok(vec![y, saved.mean, saved.invstd])
+            })
+            .cpu(move |t| {
+                let (y, m, is) = frozen_ref(t);
+                vec![y, m, is]
+            })
+            .checks(checks),
+    );
+    v.push(
+        case("batchnorm fwd+bwd frozen", var, Unit::Byte, TOL_SUM)
+            .shape(shape)
+            .work(bytes(20.0))
+            .inputs(inputs)
+            .gpu(move |ctx, t| {
+                let (y, saved) = batchnorm::forward_frozen(ctx, &t[0], &t[1], &t[2], &t[3], &t[4], &cfg)?;
+                bn_backward_gpu(ctx, cfg.relu, &t[0], &t[1], &saved, &y, &t[5])
+            })
+            .cpu(move |t| {
+                let (y, m, is) = frozen_ref(t);
+                let (dx, dg, db) =
+                    batchnorm::reference::backward_saved(&t[0], &t[1], &m, &is, true, cfg.relu.then_some(&y), &t[5]);
+                vec![dx, dg, db]
+            })
+            .checks(checks),
+    );
+}
+
+/// The GPU backward of a batch norm from its saved statistics, through the
+/// fused ReLU (output `y`) where `relu`: `[dx, dgamma, dbeta]`.
+fn bn_backward_gpu(
+    ctx: &GpuContext,
+    relu: bool,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    saved: &BnSaved,
+    y: &GpuTensor,
+    dy: &GpuTensor,
+) -> Result<Vec<GpuTensor>> {
+    let (dx, dg, db) = if relu {
+        batchnorm::backward_through_relu(ctx, x, gamma, saved, y, dy)?
+    } else {
+        batchnorm::backward(ctx, x, gamma, saved, dy)?
+    };
+    Ok(vec![dx, dg, db])
 }
 
 /// An element-wise case over c channels: `inputs` at an extent, `bytes` moved per element.
@@ -1339,6 +1390,39 @@ pub fn grad_cases() -> Vec<GradCase> {
             op: "batchnorm train + relu".into(),
             inputs: vec![x, gamma, beta],
             loss: against(r, move |t| batchnorm::reference::forward_train(&t[0], &t[1], &t[2], &rm, &rv, &cfg).0),
+            grads: vec![(0, "x", dx), (1, "gamma", dg), (2, "beta", db)],
+            step: 1e-3,
+            tol: 2e-3,
+        });
+    }
+    // Frozen batch norm (running statistics as constants), with and without
+    // the fused ReLU: affine in x, gamma and beta before the ReLU; outputs
+    // kept 0.05 from the kink as above.
+    for relu in [false, true] {
+        let s = Shape5::new(2, 2, 2, 3, 2);
+        let cs = Shape5::new(1, 2, 1, 1, 1);
+        let cfg = BnConfig { relu, ..BnConfig::default() };
+        let plain = BnConfig::default();
+        let (rm, rv) = (rnd(cs, 93), CpuTensor::random(cs, 94, 0.5, 2.0));
+        let (x, gamma, beta) = (90u64..)
+            .step_by(10)
+            .map(|seed| {
+                (CpuTensor::random(s, seed, -2.0, 3.0), CpuTensor::random(cs, seed + 1, 0.5, 1.5), rnd(cs, seed + 2))
+            })
+            .find(|(x, g, b)| {
+                let y = batchnorm::reference::forward_infer(x, g, b, &rm, &rv, &plain);
+                y.data.iter().all(|v| v.abs() > 0.05) && y.data.iter().any(|&v| v < 0.0)
+            })
+            .unwrap();
+        let r = rnd(s, 95);
+        let y = batchnorm::reference::forward_infer(&x, &gamma, &beta, &rm, &rv, &cfg);
+        let (mean, invstd) = batchnorm::reference::frozen_stats(&rm, &rv, cfg.eps);
+        let (dx, dg, db) =
+            batchnorm::reference::backward_saved(&x, &gamma, &mean, &invstd, true, relu.then_some(&y), &r);
+        v.push(GradCase {
+            op: if relu { "batchnorm frozen + relu" } else { "batchnorm frozen" }.into(),
+            inputs: vec![x, gamma, beta],
+            loss: against(r, move |t| batchnorm::reference::forward_infer(&t[0], &t[1], &t[2], &rm, &rv, &cfg)),
             grads: vec![(0, "x", dx), (1, "gamma", dg), (2, "beta", db)],
             step: 1e-3,
             tol: 2e-3,

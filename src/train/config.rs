@@ -107,6 +107,13 @@ pub struct TrainConfig {
     /// running averages of training, which with batch 1 follow the last few
     /// patches and make validation and inference erratic).
     pub bn_recalibration: usize,
+    /// Frozen batch norm: training passes normalise with the running
+    /// statistics and never change them ([`crate::model::Net::frozen_bn`]),
+    /// so each step optimises the function inference computes; gamma and
+    /// beta are still learnt, and `bn_recalibration` is skipped. For
+    /// fine-tuning (`init`) with small batches, where batch statistics of one
+    /// patch differ from the running ones inference uses.
+    pub freeze_bn: bool,
     /// Also write `best_f16.safetensors` (half-size weights for inference).
     pub save_f16: bool,
 }
@@ -149,6 +156,7 @@ impl Default for TrainConfig {
             val_tile: 96,
             val_overlap: 16,
             bn_recalibration: 16,
+            freeze_bn: false,
             save_f16: true,
         }
     }

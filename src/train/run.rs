@@ -289,6 +289,15 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             (net, opt, 1, None, None, Vec::new())
         }
     };
+    net.frozen_bn = cfg.freeze_bn;
+    if cfg.freeze_bn {
+        log::info!("batch norm frozen: the running statistics normalise every pass and are kept as they are");
+        if cfg.init.is_none() && first_epoch == 1 {
+            log::warn!(
+                "--freeze-bn on a new network: its running statistics are the initial 0 and 1 (no normalisation)"
+            );
+        }
+    }
     log::info!(
         "{}: depth {}, base {}, kernel {}, {} classes, {} parameters; patch {}³, batch {}, {} epochs × {} steps",
         net_cfg.arch,
@@ -313,7 +322,8 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         seed: cfg.seed,
         val_tile: cfg.val_tile,
         val_overlap: cfg.val_overlap,
-        bn_recalibration: cfg.bn_recalibration,
+        // Frozen batch norm keeps the running statistics it started with.
+        bn_recalibration: if cfg.freeze_bn { 0 } else { cfg.bn_recalibration },
         detection: cfg.target() == super::dataset::Target::Ndn,
         lr: cfg.lr,
         lr_final: cfg.lr_final(),
