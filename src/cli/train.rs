@@ -120,7 +120,8 @@ pub struct Args {
     bn_recalibration: Option<usize>,
     /// Frozen batch norm, for fine-tuning (--init) with small batches: training normalises with the running
     /// statistics, as inference does, and never changes them (gamma and beta are still learnt; no
-    /// --bn-recalibration).
+    /// --bn-recalibration). Best with --no-intensity-augment: frozen statistics do not follow the gain and
+    /// offset augmentation moves the inputs by.
     #[arg(long)]
     freeze_bn: bool,
     /// Continue the run in --out from its last checkpoint.

@@ -112,7 +112,11 @@ pub struct TrainConfig {
     /// so each step optimises the function inference computes; gamma and
     /// beta are still learnt, and `bn_recalibration` is skipped. For
     /// fine-tuning (`init`) with small batches, where batch statistics of one
-    /// patch differ from the running ones inference uses.
+    /// patch differ from the running ones inference uses. Intensity
+    /// augmentation (gain, offset, noise) then moves the inputs away from
+    /// what the frozen statistics describe, which batch statistics used to
+    /// absorb: `train` warns, and a fine-tuned NSN collapsed with it
+    /// (weights/README.md, "Tried and dropped").
     pub freeze_bn: bool,
     /// Also write `best_f16.safetensors` (half-size weights for inference).
     pub save_f16: bool,
