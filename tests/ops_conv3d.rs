@@ -52,7 +52,7 @@ fn unsupported_register_tile_is_an_error() {
     let ctx = ctx();
     let c = case(2, 5, 7, (4, 7, 19), 3, 70);
     let (gx, gw, gb) = (up(ctx, &c.x), up(ctx, &c.w), up(ctx, &c.b));
-    assert!(conv3d::forward_with_tile(ctx, &gx, &gw, &gb, Tile { wg: 64, co_b: 9, xb: 8 }).is_err());
+    assert!(conv3d::forward_with_tile(ctx, &gx, &gw, &gb, Tile::loops(64, 9, 8)).is_err());
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn peak(@builtin(global_invocation_id) gid: vec3<u32>) {
         let fl = conv3d::flops(c.x.shape, 16, 3);
         for t in spec.split_whitespace() {
             let v: Vec<u32> = t.split(',').map(|s| s.parse().unwrap()).collect();
-            let tile = Tile { wg: v[0], co_b: v[1], xb: v[2] };
+            let tile = Tile::loops(v[0], v[1], v[2]);
             let m = time_median(ctx, reps, || drop(conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap()));
             println!("  tile {tile:?}: {:.1} ms {:.2} GFLOP/s", m * 1e3, fl / m / 1e9);
         }

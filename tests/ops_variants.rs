@@ -53,8 +53,12 @@ fn choices_parse_as_op_equals_variant() {
 fn the_registry_names_conv3d_and_the_default_tile() {
     let reg = registry();
     let c = reg.iter().find(|o| o.op == "conv3d").expect("conv3d has variants");
-    assert_eq!(c.variants[0].name, "f32-8x8");
-    assert_eq!(conv3d::KERNELS.get("f32-8x8").unwrap().kernel, conv3d::Tile { wg: 32, co_b: 8, xb: 8 });
+    // The generated kernel for CPU adapters first (only they meet its
+    // need), then the loop kernels' 8x8 tile, every other adapter's default.
+    assert_eq!(c.variants[0].name, "cpu-unrolled");
+    assert_eq!(c.variants[0].needs, &[Need::CpuAdapter][..]);
+    assert_eq!(c.variants[1].name, "f32-8x8");
+    assert_eq!(conv3d::KERNELS.get("f32-8x8").unwrap().kernel, conv3d::Tile::loops(32, 8, 8));
 }
 
 fn ctx_with(kernels: &[(&str, &str)]) -> GpuContext {
@@ -69,7 +73,8 @@ fn ctx_with(kernels: &[(&str, &str)]) -> GpuContext {
 fn a_forced_variant_runs_and_matches_the_reference() {
     // The default context runs the preferred variant.
     let act = if ctx().has_f16() { "f16" } else { "f32" };
-    assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", "f32-8x8"), ("conv3d_weight", "f32-16"), ("activations", act)]);
+    let conv = if ctx().is_cpu_adapter() { "cpu-unrolled" } else { "f32-8x8" };
+    assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", conv), ("conv3d_weight", "f32-16"), ("activations", act)]);
     let x = CpuTensor::random(Shape5::new(2, 5, 4, 7, 19), 11, -1.0, 1.0);
     let w = CpuTensor::random(Shape5::new(7, 5, 3, 3, 3), 12, -1.0, 1.0);
     let b = CpuTensor::random(Shape5::new(1, 7, 1, 1, 1), 13, -1.0, 1.0);

@@ -34,6 +34,12 @@
 //!   offers f16 x f16 + f32; never chosen unless forced, because it has not
 //!   run on such an adapter yet (lavapipe has none; naga validates it and
 //!   writes its SPIR-V in `tests/shaders_naga.rs`).
+//! - **CPU adapters** ([`Kernel::Unrolled`], variant `cpu-unrolled`, chosen
+//!   first where the adapter is a CPU): the same convolution, parameters and
+//!   dispatch, as straight-line WGSL generated per kernel size and block by
+//!   [`super::conv3d_unrolled`] (8 output channels x 2 rows x 8 x-positions
+//!   an invocation), because lavapipe turns every per-lane load into 8
+//!   scalar loads and keeps loop-indexed arrays in memory.
 //! - [`backward_input`] is the same convolution with channel-swapped,
 //!   tap-flipped weights (the packing kernel builds them): no second conv.
 //! - [`backward_weight`] is deterministic (no float atomics): each lane owns
@@ -69,59 +75,102 @@ const COOP_TILES_PER_WG: usize = 4;
 pub const MAX_K: usize = 7;
 
 /// Register blocking of the convolution kernel: `wg` invocations per
-/// workgroup, each computing `co_b` output channels x `xb` x-positions.
-/// [`Tile::COOP16`] is the cooperative-matrix kernel instead (16 x 16
-/// matrices, one subgroup of 32 per workgroup).
+/// workgroup, each computing `co_b` output channels x `xb` x-positions
+/// (x `yb` rows with [`Kernel::Unrolled`]), and which kernel runs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tile {
     pub wg: u32,
     pub co_b: u32,
     pub xb: u32,
+    pub kernel: Kernel,
+}
+
+/// Which kernel a [`Tile`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `conv_forward` / `conv_forward4` of `shaders/conv3d.wgsl`: loops over
+    /// the tile (override constants), for any adapter.
+    Loops,
+    /// The straight-line kernel generated for CPU adapters
+    /// ([`super::conv3d_unrolled`]), `yb` rows per invocation; `co_b` is
+    /// the largest output-channel block (4 for layers of 4 or fewer).
+    Unrolled { yb: u32 },
+    /// `conv_coop` of `shaders/conv3d_coop.wgsl` (cooperative matrices).
+    Coop,
 }
 
 impl Tile {
+    /// A tile of the loop kernels.
+    pub const fn loops(wg: u32, co_b: u32, xb: u32) -> Tile {
+        Tile { wg, co_b, xb, kernel: Kernel::Loops }
+    }
     /// `conv_coop` of `shaders/conv3d_coop.wgsl`: 16 output channels x 16
     /// x-positions per matrix, 4 matrices per workgroup of 32 (a subgroup
     /// on NVIDIA).
-    pub const COOP16: Tile = Tile { wg: 32, co_b: 16, xb: 16 };
+    pub const COOP16: Tile = Tile { wg: 32, co_b: 16, xb: 16, kernel: Kernel::Coop };
     /// Whether this is the cooperative-matrix kernel.
     pub fn is_coop(self) -> bool {
-        self == Tile::COOP16
+        self.kernel == Kernel::Coop
+    }
+    /// Rows per invocation (1 but for the unrolled kernel).
+    fn rows(self) -> u32 {
+        match self.kernel {
+            Kernel::Unrolled { yb } => yb,
+            _ => 1,
+        }
+    }
+    /// The tile a layer of `out_c` output channels runs: the unrolled
+    /// kernel takes blocks of 4 for layers of 4 or fewer channels (a
+    /// network's head), so that it does not compute and compile 8.
+    fn for_layer(self, out_c: usize) -> Tile {
+        match self.kernel {
+            Kernel::Unrolled { .. } if out_c <= 4 => Tile { co_b: 4.min(self.co_b), ..self },
+            _ => self,
+        }
     }
 }
 
 /// The register tiles of [`forward`], [`forward_fused`] and
 /// [`backward_input`] as kernel variants ([`crate::ops::variants`]),
-/// preferred first. One shader source serves them all (override
-/// constants). 8×8 with 32 lanes was the fastest on lavapipe
-/// (`benches/conv3d_notes.md`) and is the default on every adapter until
+/// preferred first. On CPU adapters (lavapipe) the generated straight-line
+/// kernel ([`super::conv3d_unrolled`]; 1.3-1.6x the loop kernels there,
+/// `benches/RESULTS.md`); elsewhere the loop kernels, one shader source for
+/// all their tiles (override constants). 8×8 with 32 lanes was their fastest
+/// on lavapipe (`benches/conv3d_notes.md`) and is the default on GPUs until
 /// another is measured faster there; `qcanet-gpu bench` times each.
 pub static KERNELS: Kernels<Tile> = Kernels {
     op: "conv3d",
     variants: &[
         Variant {
+            name: "cpu-unrolled",
+            needs: &[Need::CpuAdapter],
+            about: "generated straight-line WGSL for CPU adapters: each invocation 8 output channels x 2 rows x 8 \
+                    x-positions, rows gathered once per input channel and kz, uniform vec4 weight loads",
+            kernel: Tile { wg: 32, co_b: 8, xb: 8, kernel: Kernel::Unrolled { yb: 2 } },
+        },
+        Variant {
             name: "f32-8x8",
             needs: &[],
             about: "f32, each invocation 8 output channels x 8 x-positions, 32 per workgroup",
-            kernel: Tile { wg: 32, co_b: 8, xb: 8 },
+            kernel: Tile::loops(32, 8, 8),
         },
         Variant {
             name: "f32-8x4",
             needs: &[],
             about: "f32, 8 output channels x 4 x-positions, 64 per workgroup (half the registers)",
-            kernel: Tile { wg: 64, co_b: 8, xb: 4 },
+            kernel: Tile::loops(64, 8, 4),
         },
         Variant {
             name: "f32-4x8",
             needs: &[],
             about: "f32, 4 output channels x 8 x-positions, 64 per workgroup (half the registers)",
-            kernel: Tile { wg: 64, co_b: 4, xb: 8 },
+            kernel: Tile::loops(64, 4, 8),
         },
         Variant {
             name: "f32-4x4",
             needs: &[],
             about: "f32, 4 output channels x 4 x-positions, 128 per workgroup (most parallelism)",
-            kernel: Tile { wg: 128, co_b: 4, xb: 4 },
+            kernel: Tile::loops(128, 4, 4),
         },
         // Last, so never chosen unless forced: it has not yet run on an
         // adapter that offers it (lavapipe does not); it moves up once the
@@ -381,6 +430,16 @@ fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
     if tile.is_coop() {
         return require(ctx, op, COOP_NEEDS);
     }
+    if let Kernel::Unrolled { yb } = tile.kernel {
+        let shape = super::conv3d_unrolled::Shape { k: 3, co_b: tile.co_b, xb: tile.xb, yb, f16: false };
+        if !shape.valid() || tile.wg == 0 || tile.wg > ctx.limits.max_compute_workgroup_size_x {
+            return Err(Error::invalid(format!(
+                "{op}: tile {tile:?} is not supported by the unrolled kernel (co_b a multiple of 4 up to 32, \
+                 xb 1..=16, yb 1..=8)"
+            )));
+        }
+        return Ok(());
+    }
     let ok = (1..=8).contains(&tile.co_b)
         && (1..=8).contains(&tile.xb)
         && tile.wg >= 1
@@ -490,6 +549,7 @@ fn conv_core(
     op: &str,
 ) -> Result<GpuTensor> {
     check_tile(ctx, op, tile)?;
+    let tile = tile.for_layer(out_shape.c);
     // Activations (inputs and output) f32, or f16 storage (forward only,
     // where the adapter has shader-f16); weights and bias are f32.
     let dtype = xs[0].dtype;
@@ -543,6 +603,10 @@ fn conv_core(
 
     let conv = if tile.is_coop() {
         pipeline_coop(ctx, dtype, &[("SG", tile.wg as f64), ("K", k as f64)])?
+    } else if let Kernel::Unrolled { yb } = tile.kernel {
+        use super::conv3d_unrolled as u;
+        let shape = u::Shape { k: k as u32, co_b: tile.co_b, xb: tile.xb, yb, f16: dtype == DType::F16 };
+        ctx.pipeline_trusted(u::source(shape), u::ENTRY, &[("WG", tile.wg as f64)])?
     } else {
         let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
         // xb = 4 or 8: the vec4 variant (accumulators in variables, not an array).
@@ -557,7 +621,7 @@ fn conv_core(
     // Workgroups per z-plane: each covers `wg` (y, x-block) positions, or
     // (cooperative matrices) 4 row tiles of 16 x-positions.
     let per_wg = if tile.is_coop() { COOP_TILES_PER_WG } else { tile.wg as usize };
-    let tiles = (s.h * nxb).div_ceil(per_wg);
+    let tiles = (s.h.div_ceil(tile.rows() as usize) * nxb).div_ceil(per_wg);
     // Input-channel groups: (part, its channels in the part, the same
     // channels in the concatenation).
     let mut groups = Vec::new();

@@ -1123,7 +1123,7 @@ pub fn table() -> Vec<OpCase> {
     }
     for (wg, co_b, xb) in [(128, 3, 5), (16, 3, 8), (64, 5, 4)] {
         let label = format!("wg{wg} co{co_b} x{xb}");
-        conv3d_tile_cases(&mut v, &label, conv3d::Tile { wg, co_b, xb }, &[], None, No, &[at(2, 4, 7, 19)]);
+        conv3d_tile_cases(&mut v, &label, conv3d::Tile::loops(wg, co_b, xb), &[], None, No, &[at(2, 4, 7, 19)]);
     }
     for c in [16, 32, 64] {
         conv3d_cases(&mut v, Some("NSN"), 3, c, c, Yes, small);

@@ -28,6 +28,10 @@ pub enum Need {
     /// f32 sums (tensor cores), on a device opened with them
     /// ([`crate::gpu::ContextOptions::cooperative_matrix`]).
     CoopMatrix16F16,
+    /// A CPU adapter (lavapipe, SwiftShader, WARP): not a capability but
+    /// where a kernel written for CPU execution pays (and a GPU would
+    /// spill it).
+    CpuAdapter,
 }
 
 impl Need {
@@ -36,6 +40,7 @@ impl Need {
             Need::ShaderF16 => "shader-f16",
             Need::Subgroups => "subgroups",
             Need::CoopMatrix16F16 => "cooperative-matrix-16x16-f16",
+            Need::CpuAdapter => "cpu-adapter",
         }
     }
     /// Whether the context's device was opened with this capability.
@@ -44,6 +49,7 @@ impl Need {
             Need::ShaderF16 => ctx.has_f16(),
             Need::Subgroups => ctx.has_subgroups(),
             Need::CoopMatrix16F16 => ctx.has_coop_matrix_16_f16(),
+            Need::CpuAdapter => ctx.is_cpu_adapter(),
         }
     }
 }
