@@ -457,3 +457,19 @@ fn read_noise_is_drawn_on_the_acquisition_grid() {
     let (_, cz, cx) = noise_stats(&d, dims);
     assert!(cz > 0.5 && cx.abs() < 0.1, "patch noise correlations {cz} {cx}");
 }
+
+#[test]
+fn intensity_shifts_are_told_apart_from_blur_and_flips() {
+    // What `train --freeze-bn` warns about: gain, gamma, offset, noise.
+    assert!(Augment::default().shifts_intensity());
+    assert!(!Augment::default().intensity_off().shifts_intensity());
+    assert!(!Augment { blur: 1.0, blur_z: 1.5, flips: true, ..Augment::none() }.shifts_intensity());
+    for a in [
+        Augment { brightness: [0.5, 4.0], ..Augment::none() },
+        Augment { gamma: [0.7, 1.0], ..Augment::none() },
+        Augment { offset: 0.1, ..Augment::none() },
+        Augment { noise: 0.05, ..Augment::none() },
+    ] {
+        assert!(a.shifts_intensity(), "{a:?}");
+    }
+}

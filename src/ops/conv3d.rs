@@ -430,24 +430,19 @@ fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
     if tile.is_coop() {
         return require(ctx, op, COOP_NEEDS);
     }
-    if let Kernel::Unrolled { yb } = tile.kernel {
-        let shape = super::conv3d_unrolled::Shape { k: 3, co_b: tile.co_b, xb: tile.xb, yb, f16: false };
-        if !shape.valid() || tile.wg == 0 || tile.wg > ctx.limits.max_compute_workgroup_size_x {
-            return Err(Error::invalid(format!(
-                "{op}: tile {tile:?} is not supported by the unrolled kernel (co_b a multiple of 4 up to 32, \
-                 xb 1..=16, yb 1..=8)"
-            )));
-        }
-        return Ok(());
-    }
-    let ok = (1..=8).contains(&tile.co_b)
-        && (1..=8).contains(&tile.xb)
-        && tile.wg >= 1
+    let wg_ok = tile.wg >= 1
         && tile.wg <= ctx.limits.max_compute_invocations_per_workgroup
         && tile.wg <= ctx.limits.max_compute_workgroup_size_x;
-    if !ok {
+    let (block_ok, limits) = match tile.kernel {
+        Kernel::Unrolled { yb } => (
+            super::conv3d_unrolled::block_valid(tile.co_b, tile.xb, yb),
+            "the unrolled kernel: co_b a multiple of 4 up to 32, xb 1..=16, yb 1..=8",
+        ),
+        _ => ((1..=8).contains(&tile.co_b) && (1..=8).contains(&tile.xb), "co_b and xb 1..=8"),
+    };
+    if !(wg_ok && block_ok) {
         return Err(Error::invalid(format!(
-            "{op}: tile {tile:?} is not supported (co_b and xb 1..=8, wg up to the adapter's workgroup limit)"
+            "{op}: tile {tile:?} is not supported ({limits}, wg up to the adapter's workgroup limit)"
         )));
     }
     Ok(())

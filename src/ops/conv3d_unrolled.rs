@@ -48,14 +48,14 @@ pub struct Shape {
 impl Shape {
     /// Whether the generator supports this shape.
     pub fn valid(&self) -> bool {
-        self.k % 2 == 1
-            && self.k <= 7
-            && self.co_b > 0
-            && self.co_b % 4 == 0
-            && self.co_b <= 32
-            && (1..=16).contains(&self.xb)
-            && (1..=8).contains(&self.yb)
+        self.k % 2 == 1 && self.k <= 7 && block_valid(self.co_b, self.xb, self.yb)
     }
+}
+
+/// Whether the generator supports blocks of `co_b` output channels x `yb`
+/// rows x `xb` x-positions (weights are read as vec4s).
+pub fn block_valid(co_b: u32, xb: u32, yb: u32) -> bool {
+    co_b > 0 && co_b % 4 == 0 && co_b <= 32 && (1..=16).contains(&xb) && (1..=8).contains(&yb)
 }
 
 /// The `struct ConvParams { ... }` declaration of `shaders/conv3d.wgsl`

@@ -112,6 +112,12 @@ impl Augment {
         Augment { flips: self.flips, ..Augment::none() }
     }
 
+    /// Whether the gain, gamma, offset or noise moves intensities (what
+    /// frozen batch-norm statistics cannot follow; blur and flips do not).
+    pub fn shifts_intensity(&self) -> bool {
+        self.brightness != [1.0, 1.0] || self.gamma != [1.0, 1.0] || self.offset > 0.0 || self.noise > 0.0
+    }
+
     /// Checks the ranges (messages name the setting).
     pub fn validate(&self) -> Result<()> {
         let (b, g) = (self.brightness, self.gamma);

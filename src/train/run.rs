@@ -297,8 +297,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
                 "--freeze-bn on a new network: its running statistics are the initial 0 and 1 (no normalisation)"
             );
         }
-        let a = &cfg.augment;
-        if a.brightness != [1.0, 1.0] || a.gamma != [1.0, 1.0] || a.offset > 0.0 || a.noise > 0.0 {
+        if cfg.augment.shifts_intensity() {
             log::warn!(
                 "--freeze-bn with intensity augmentation: gain, gamma, offset and noise move the inputs away from \
                  what the running statistics were estimated on, and frozen statistics do not follow them \
