@@ -53,11 +53,14 @@ fn choices_parse_as_op_equals_variant() {
 fn the_registry_names_conv3d_and_the_default_tile() {
     let reg = registry();
     let c = reg.iter().find(|o| o.op == "conv3d").expect("conv3d has variants");
-    // The generated kernel for CPU adapters first (only they meet its
-    // need), then the loop kernels' 8x8 tile, every other adapter's default.
+    // The generated kernels for CPU adapters first (only they meet their
+    // need; weights per subgroup where subgroups have 8+ lanes, else per
+    // lane), then the loop kernels' 8x8 tile, every other adapter's default.
     assert_eq!(c.variants[0].name, "cpu-unrolled");
-    assert_eq!(c.variants[0].needs, &[Need::CpuAdapter][..]);
-    assert_eq!(c.variants[1].name, "f32-8x8");
+    assert_eq!(c.variants[0].needs, &[Need::CpuAdapter, Need::Subgroups8][..]);
+    assert_eq!(c.variants[1].name, "cpu-unrolled-lanes");
+    assert_eq!(c.variants[1].needs, &[Need::CpuAdapter][..]);
+    assert_eq!(c.variants[2].name, "f32-8x8");
     assert_eq!(conv3d::KERNELS.get("f32-8x8").unwrap().kernel, conv3d::Tile::loops(32, 8, 8));
 }
 
@@ -73,7 +76,11 @@ fn ctx_with(kernels: &[(&str, &str)]) -> GpuContext {
 fn a_forced_variant_runs_and_matches_the_reference() {
     // The default context runs the preferred variant.
     let act = if ctx().has_f16() { "f16" } else { "f32" };
-    let conv = if ctx().is_cpu_adapter() { "cpu-unrolled" } else { "f32-8x8" };
+    let conv = match (ctx().is_cpu_adapter(), Need::Subgroups8.met(ctx())) {
+        (true, true) => "cpu-unrolled",
+        (true, false) => "cpu-unrolled-lanes",
+        _ => "f32-8x8",
+    };
     assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", conv), ("conv3d_weight", "f32-16"), ("activations", act)]);
     let x = CpuTensor::random(Shape5::new(2, 5, 4, 7, 19), 11, -1.0, 1.0);
     let w = CpuTensor::random(Shape5::new(7, 5, 3, 3, 3), 12, -1.0, 1.0);

@@ -38,8 +38,12 @@
 //!   first where the adapter is a CPU): the same convolution, parameters and
 //!   dispatch, as straight-line WGSL generated per kernel size and block by
 //!   [`super::conv3d_unrolled`] (8 output channels x 2 rows x 8 x-positions
-//!   an invocation), because lavapipe turns every per-lane load into 8
-//!   scalar loads and keeps loop-indexed arrays in memory.
+//!   an invocation), because lavapipe turns every load whose offset is not
+//!   a constant into 8 per-lane loads (even when all lanes read the same
+//!   address) and keeps loop-indexed arrays in memory. Where subgroups have
+//!   8 or more lanes the weights are loaded once per subgroup and
+//!   broadcast (`subgroupBroadcast`); `cpu-unrolled-lanes` is the same
+//!   kernel with every lane loading them.
 //! - [`backward_input`] is the same convolution with channel-swapped,
 //!   tap-flipped weights (the packing kernel builds them): no second conv.
 //! - [`backward_weight`] is deterministic (no float atomics): each lane owns
@@ -94,7 +98,9 @@ pub enum Kernel {
     /// The straight-line kernel generated for CPU adapters
     /// ([`super::conv3d_unrolled`]), `yb` rows per invocation; `co_b` is
     /// the largest output-channel block (4 for layers of 4 or fewer).
-    Unrolled { yb: u32 },
+    /// `subgroup_weights`: weights loaded once per subgroup and broadcast
+    /// (needs subgroups of 8 or more lanes), else by every lane.
+    Unrolled { yb: u32, subgroup_weights: bool },
     /// `conv_coop` of `shaders/conv3d_coop.wgsl` (cooperative matrices).
     Coop,
 }
@@ -115,7 +121,7 @@ impl Tile {
     /// Rows per invocation (1 but for the unrolled kernel).
     fn rows(self) -> u32 {
         match self.kernel {
-            Kernel::Unrolled { yb } => yb,
+            Kernel::Unrolled { yb, .. } => yb,
             _ => 1,
         }
     }
@@ -143,10 +149,17 @@ pub static KERNELS: Kernels<Tile> = Kernels {
     variants: &[
         Variant {
             name: "cpu-unrolled",
-            needs: &[Need::CpuAdapter],
+            needs: &[Need::CpuAdapter, Need::Subgroups8],
             about: "generated straight-line WGSL for CPU adapters: each invocation 8 output channels x 2 rows x 8 \
-                    x-positions, rows gathered once per input channel and kz, uniform vec4 weight loads",
-            kernel: Tile { wg: 32, co_b: 8, xb: 8, kernel: Kernel::Unrolled { yb: 2 } },
+                    x-positions, rows gathered once per input channel and kz, weights loaded once per subgroup \
+                    and broadcast",
+            kernel: Tile { wg: 32, co_b: 8, xb: 8, kernel: Kernel::Unrolled { yb: 2, subgroup_weights: true } },
+        },
+        Variant {
+            name: "cpu-unrolled-lanes",
+            needs: &[Need::CpuAdapter],
+            about: "cpu-unrolled for CPU adapters without subgroups of 8+ lanes: every lane loads the weights",
+            kernel: Tile { wg: 32, co_b: 8, xb: 8, kernel: Kernel::Unrolled { yb: 2, subgroup_weights: false } },
         },
         Variant {
             name: "f32-8x8",
@@ -434,7 +447,13 @@ fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
         && tile.wg <= ctx.limits.max_compute_invocations_per_workgroup
         && tile.wg <= ctx.limits.max_compute_workgroup_size_x;
     let (block_ok, limits) = match tile.kernel {
-        Kernel::Unrolled { yb } => (
+        Kernel::Unrolled { subgroup_weights: true, .. } if !Need::Subgroups8.met(ctx) => {
+            return Err(Error::invalid(format!(
+                "{op}: tile {tile:?} loads its weights per subgroup, which needs {}",
+                Need::Subgroups8.name()
+            )))
+        }
+        Kernel::Unrolled { yb, .. } => (
             super::conv3d_unrolled::block_valid(tile.co_b, tile.xb, yb),
             "the unrolled kernel: co_b a multiple of 4 up to 32, xb 1..=16, yb 1..=8",
         ),
@@ -598,9 +617,10 @@ fn conv_core(
 
     let conv = if tile.is_coop() {
         pipeline_coop(ctx, dtype, &[("SG", tile.wg as f64), ("K", k as f64)])?
-    } else if let Kernel::Unrolled { yb } = tile.kernel {
+    } else if let Kernel::Unrolled { yb, subgroup_weights } = tile.kernel {
         use super::conv3d_unrolled as u;
-        let shape = u::Shape { k: k as u32, co_b: tile.co_b, xb: tile.xb, yb, f16: dtype == DType::F16 };
+        let shape =
+            u::Shape { k: k as u32, co_b: tile.co_b, xb: tile.xb, yb, f16: dtype == DType::F16, subgroup_weights };
         ctx.pipeline_trusted(u::source(shape), u::ENTRY, &[("WG", tile.wg as f64)])?
     } else {
         let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];

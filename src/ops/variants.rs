@@ -24,6 +24,9 @@ pub enum Need {
     ShaderF16,
     /// Subgroup operations.
     Subgroups,
+    /// Subgroup operations with at least 8 lanes in every subgroup (kernels
+    /// that broadcast from lanes 0-7).
+    Subgroups8,
     /// wgpu's experimental cooperative matrices with 16x16x16 f16 inputs and
     /// f32 sums (tensor cores), on a device opened with them
     /// ([`crate::gpu::ContextOptions::cooperative_matrix`]).
@@ -39,6 +42,7 @@ impl Need {
         match self {
             Need::ShaderF16 => "shader-f16",
             Need::Subgroups => "subgroups",
+            Need::Subgroups8 => "subgroups of 8+ lanes",
             Need::CoopMatrix16F16 => "cooperative-matrix-16x16-f16",
             Need::CpuAdapter => "cpu-adapter",
         }
@@ -48,6 +52,7 @@ impl Need {
         match self {
             Need::ShaderF16 => ctx.has_f16(),
             Need::Subgroups => ctx.has_subgroups(),
+            Need::Subgroups8 => ctx.has_subgroups() && ctx.info.subgroup_min_size >= 8,
             Need::CoopMatrix16F16 => ctx.has_coop_matrix_16_f16(),
             Need::CpuAdapter => ctx.is_cpu_adapter(),
         }
