@@ -7,7 +7,7 @@
 
 mod common;
 use common::*;
-use qcanet_gpu::ops::conv3d::{self, reference, Kernel, Tile};
+use qcanet_gpu::ops::conv3d::{self, reference, Tile};
 use qcanet_gpu::ops::table::Dims;
 use qcanet_gpu::tensor::{CpuTensor, Shape5};
 
@@ -56,7 +56,7 @@ fn unsupported_register_tile_is_an_error() {
     // The generated kernel reads weights as vec4s: blocks of 4, 8, 12, ...
     // channels only, and the rows it was written for.
     for (co_b, yb) in [(6, 2), (8, 0), (8, 9)] {
-        let tile = Tile { wg: 32, co_b, xb: 8, kernel: Kernel::Unrolled { yb, subgroup_weights: false } };
+        let tile = Tile::unrolled(32, co_b, 8, yb, false);
         let e = conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap_err().to_string();
         assert!(e.contains("unrolled"), "{e}");
     }

@@ -125,10 +125,10 @@ fn the_cooperative_matrix_conv_validates_and_compiles_to_spirv() {
 
 #[test]
 fn the_generated_conv_kernels_validate() {
-    // src/ops/conv3d_unrolled.rs writes one kernel per (k, tile, f16, weights
-    // loaded per lane or per subgroup): the
-    // shapes the cpu-unrolled variant runs (blocks of 8 and 4, 2 rows of 8)
-    // and the generator's edges (k 7, 32 channels, one row, 16 columns).
+    // src/ops/conv3d_unrolled.rs writes one kernel per (k, tile, f16,
+    // weights loaded per lane or per subgroup): the shapes the cpu-unrolled
+    // variants run (blocks of 8 and 4, 2 rows of 8) and the generator's
+    // edges (k 7, 32 channels, one row, 16 columns).
     use ops::conv3d_unrolled::{generate, Shape};
     let mut n = 0;
     for k in [1, 3, 5, 7] {

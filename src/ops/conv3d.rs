@@ -114,6 +114,18 @@ impl Tile {
     /// x-positions per matrix, 4 matrices per workgroup of 32 (a subgroup
     /// on NVIDIA).
     pub const COOP16: Tile = Tile { wg: 32, co_b: 16, xb: 16, kernel: Kernel::Coop };
+    /// The generated kernel for CPU adapters, `yb` rows per invocation.
+    pub const fn unrolled(wg: u32, co_b: u32, xb: u32, yb: u32, subgroup_weights: bool) -> Tile {
+        Tile { wg, co_b, xb, kernel: Kernel::Unrolled { yb, subgroup_weights } }
+    }
+    /// What the adapter must offer for this tile's kernel.
+    fn needs(self) -> &'static [Need] {
+        match self.kernel {
+            Kernel::Coop => COOP_NEEDS,
+            Kernel::Unrolled { subgroup_weights: true, .. } => &[Need::Subgroups8],
+            _ => &[],
+        }
+    }
     /// Whether this is the cooperative-matrix kernel.
     pub fn is_coop(self) -> bool {
         self.kernel == Kernel::Coop
@@ -140,6 +152,7 @@ impl Tile {
 /// [`backward_input`] as kernel variants ([`crate::ops::variants`]),
 /// preferred first. On CPU adapters (lavapipe) the generated straight-line
 /// kernel ([`super::conv3d_unrolled`]; 1.3-1.6x the loop kernels there,
+/// another 1.3-1.4x with the weights loaded per subgroup,
 /// `benches/RESULTS.md`); elsewhere the loop kernels, one shader source for
 /// all their tiles (override constants). 8×8 with 32 lanes was their fastest
 /// on lavapipe (`benches/conv3d_notes.md`) and is the default on GPUs until
@@ -153,13 +166,13 @@ pub static KERNELS: Kernels<Tile> = Kernels {
             about: "generated straight-line WGSL for CPU adapters: each invocation 8 output channels x 2 rows x 8 \
                     x-positions, rows gathered once per input channel and kz, weights loaded once per subgroup \
                     and broadcast",
-            kernel: Tile { wg: 32, co_b: 8, xb: 8, kernel: Kernel::Unrolled { yb: 2, subgroup_weights: true } },
+            kernel: Tile::unrolled(32, 8, 8, 2, true),
         },
         Variant {
             name: "cpu-unrolled-lanes",
             needs: &[Need::CpuAdapter],
             about: "cpu-unrolled for CPU adapters without subgroups of 8+ lanes: every lane loads the weights",
-            kernel: Tile { wg: 32, co_b: 8, xb: 8, kernel: Kernel::Unrolled { yb: 2, subgroup_weights: false } },
+            kernel: Tile::unrolled(32, 8, 8, 2, false),
         },
         Variant {
             name: "f32-8x8",
@@ -440,19 +453,14 @@ pub fn backward_input_with_tile(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor,
 }
 
 fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
+    require(ctx, op, tile.needs())?;
     if tile.is_coop() {
-        return require(ctx, op, COOP_NEEDS);
+        return Ok(());
     }
     let wg_ok = tile.wg >= 1
         && tile.wg <= ctx.limits.max_compute_invocations_per_workgroup
         && tile.wg <= ctx.limits.max_compute_workgroup_size_x;
     let (block_ok, limits) = match tile.kernel {
-        Kernel::Unrolled { subgroup_weights: true, .. } if !Need::Subgroups8.met(ctx) => {
-            return Err(Error::invalid(format!(
-                "{op}: tile {tile:?} loads its weights per subgroup, which needs {}",
-                Need::Subgroups8.name()
-            )))
-        }
         Kernel::Unrolled { yb, .. } => (
             super::conv3d_unrolled::block_valid(tile.co_b, tile.xb, yb),
             "the unrolled kernel: co_b a multiple of 4 up to 32, xb 1..=16, yb 1..=8",

@@ -14,9 +14,9 @@
 //!   per (input channel, kz) and uses every gathered value `co_b x k x yb`
 //!   times; and the weights, the same for every lane, are loaded once per
 //!   subgroup where the adapter has subgroups of 8 or more lanes
-//!   ([`Shape::subgroup_weights`], variant `cpu-unrolled`): lane `i` loads the `i`-th vec4 of each
-//!   run of 8, and `subgroupBroadcast` hands each to all lanes (an element
-//!   extract and a splat), 8x fewer loads.
+//!   ([`Shape::subgroup_weights`], variant `cpu-unrolled`): lane `i` loads
+//!   the `i`-th vec4 of each run of 8, and `subgroupBroadcast` hands each
+//!   to all lanes (an element extract and a splat), 8x fewer loads.
 //! - Mesa unrolls loops only up to a small budget and keeps arrays that
 //!   loops index in memory. Here every loop inside a (input channel, kz)
 //!   step is written out, with the accumulators, rows and weights as named
