@@ -62,6 +62,23 @@ fn the_registry_names_conv3d_and_the_default_tile() {
     assert_eq!(c.variants[1].needs, &[Need::CpuAdapter][..]);
     assert_eq!(c.variants[2].name, "f32-8x8");
     assert_eq!(conv3d::KERNELS.get("f32-8x8").unwrap().kernel, conv3d::Tile::loops(32, 8, 8));
+    // The weight gradient: the generated kernel for CPU adapters with
+    // subgroups, then the loop kernel's 16-lane split.
+    let w = reg.iter().find(|o| o.op == "conv3d_weight").expect("conv3d_weight has variants");
+    assert_eq!(w.variants[0].name, "cpu-unrolled");
+    assert_eq!(w.variants[0].needs, &[Need::CpuAdapter, Need::Subgroups8][..]);
+    assert_eq!(w.variants[1].name, "f32-16");
+    assert!(w.variants[1].needs.is_empty());
+}
+
+/// The weight-gradient variant an adapter gets by default: the generated
+/// kernel on CPU adapters with subgroups of 8+ lanes, else `f32-16`.
+fn default_weight_kernel(c: &GpuContext) -> &'static str {
+    if c.is_cpu_adapter() && Need::Subgroups8.met(c) {
+        "cpu-unrolled"
+    } else {
+        "f32-16"
+    }
 }
 
 fn ctx_with(kernels: &[(&str, &str)]) -> GpuContext {
@@ -81,7 +98,8 @@ fn a_forced_variant_runs_and_matches_the_reference() {
         (true, false) => "cpu-unrolled-lanes",
         _ => "f32-8x8",
     };
-    assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", conv), ("conv3d_weight", "f32-16"), ("activations", act)]);
+    let wgrad = default_weight_kernel(ctx());
+    assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", conv), ("conv3d_weight", wgrad), ("activations", act)]);
     let x = CpuTensor::random(Shape5::new(2, 5, 4, 7, 19), 11, -1.0, 1.0);
     let w = CpuTensor::random(Shape5::new(7, 5, 3, 3, 3), 12, -1.0, 1.0);
     let b = CpuTensor::random(Shape5::new(1, 7, 1, 1, 1), 13, -1.0, 1.0);
@@ -98,7 +116,7 @@ fn a_forced_variant_runs_and_matches_the_reference() {
         }
         check_choices(&c).unwrap();
         assert_eq!(conv3d::KERNELS.choose(&c).unwrap().name, v.name);
-        assert_eq!(chosen(&c).unwrap(), vec![("conv3d", v.name), ("conv3d_weight", "f32-16"), ("activations", act)]);
+        assert_eq!(chosen(&c).unwrap(), vec![("conv3d", v.name), ("conv3d_weight", wgrad), ("activations", act)]);
         let (gx, gw, gb) = (c.upload(&x).unwrap(), c.upload(&w).unwrap(), c.upload(&b).unwrap());
         let y = c.download(&conv3d::forward(&c, &gx, &gw, &gb).unwrap()).unwrap();
         let e = rel_err(&y.data, &want.data);
@@ -114,6 +132,12 @@ fn a_forced_variant_runs_and_matches_the_reference() {
     let want_dw = conv3d::reference::backward_weight(&x, &want, 3);
     for v in conv3d::WEIGHT_KERNELS.variants {
         let c = ctx_with(&[("conv3d_weight", v.name)]);
+        if let Some(n) = v.needs.iter().find(|n| !n.met(&c)) {
+            let e = check_choices(&c).unwrap_err().to_string();
+            assert!(e.contains(v.name) && e.contains(n.name()), "{e}");
+            println!("{}: not run, the adapter lacks {n}", v.name);
+            continue;
+        }
         check_choices(&c).unwrap();
         assert_eq!(conv3d::WEIGHT_KERNELS.choose(&c).unwrap().name, v.name);
         let (gx, dy) = (c.upload(&x).unwrap(), c.upload(&want).unwrap());
@@ -150,7 +174,8 @@ fn the_command_line_checks_kernel_choices_before_any_work() {
     assert!(!ok && out.contains("OP=VARIANT"), "{out}");
     // The flag wins over the environment; the choice is reported.
     let (ok, out) = run(&[&["--gpu-kernel", "conv3d=f32-4x4"], &bench[..]].concat(), Some("conv3d=f32-8x4"));
-    assert!(ok && out.contains("kernel variants: conv3d f32-4x4, conv3d_weight f32-16, activations "), "{out}");
+    let want = format!("kernel variants: conv3d f32-4x4, conv3d_weight {}, activations ", default_weight_kernel(ctx()));
+    assert!(ok && out.contains(&want), "{out}");
 }
 
 #[test]

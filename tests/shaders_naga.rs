@@ -156,3 +156,40 @@ fn the_generated_conv_kernels_validate() {
         assert!(!bad.valid(), "{bad:?}");
     }
 }
+
+#[test]
+fn the_generated_weight_gradient_kernels_validate() {
+    // src/ops/conv3d_weight_unrolled.rs writes one kernel per (k, output
+    // channels, voxels per step): the registered variant's (16 x 8), the
+    // step of 4 (the window then carries values two steps at k 7), and
+    // the generator's edges (8 and 32 channels).
+    use ops::conv3d_weight_unrolled::{generate, Shape, ENTRY};
+    let mut n = 0;
+    for k in [1, 3, 5, 7] {
+        for (co_b, xb) in [(8, 4), (16, 8), (32, 4), (8, 8)] {
+            let shape = Shape { k, co_b, xb };
+            assert!(shape.valid());
+            let src = generate(shape);
+            let module =
+                naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{shape:?}: {}", e.emit_to_string(&src)));
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{shape:?}: {}", e.emit_to_string(&src)));
+            // It broadcasts: without the subgroup capability it must not validate.
+            let no_subgroups = naga::valid::Capabilities::all() - naga::valid::Capabilities::SUBGROUP;
+            assert!(
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), no_subgroups)
+                    .validate(&module)
+                    .is_err(),
+                "{shape:?}: validates without subgroups"
+            );
+            assert_eq!(module.entry_points.len(), 1);
+            assert_eq!(module.entry_points[0].name, ENTRY);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 16);
+    for bad in [Shape { k: 4, co_b: 8, xb: 8 }, Shape { k: 3, co_b: 12, xb: 8 }, Shape { k: 3, co_b: 8, xb: 6 }] {
+        assert!(!bad.valid(), "{bad:?}");
+    }
+}

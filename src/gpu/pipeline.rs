@@ -1,7 +1,8 @@
 //! Shader sources, the compiled-pipeline cache, and dispatch.
 //!
 //! Every kernel is a WGSL file under `shaders/`, included at compile time by
-//! the module that owns it as a [`ShaderSource`]. Pipelines are keyed by
+//! the module that owns it as a [`ShaderSource`], or WGSL that an op
+//! generates per shape ([`ShaderSource::generated`]). Pipelines are keyed by
 //! (shader, entry point, override constants) and built once per context.
 //!
 //! Dispatch convention: kernels are launched over a 1-D range of workgroups
@@ -9,7 +10,8 @@
 //! linear workgroup index as `wid.x + wid.y * nwg.x` (`nwg` is the
 //! `num_workgroups` builtin) and must bounds-check it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::buffer::Window;
 use super::context::GpuContext;
@@ -21,6 +23,27 @@ pub struct ShaderSource {
     /// File stem under `shaders/`, also the cache key.
     pub name: &'static str,
     pub wgsl: &'static str,
+}
+
+impl ShaderSource {
+    /// A shader generated at run time, built by `make` the first time
+    /// `name` is asked for and kept for the process (`name` must say
+    /// everything the text depends on: it is the key here and in the
+    /// pipeline cache).
+    pub fn generated(name: String, make: impl FnOnce() -> String) -> &'static ShaderSource {
+        static CACHE: Mutex<Option<HashMap<String, &'static ShaderSource>>> = Mutex::new(None);
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        let map = cache.get_or_insert_with(HashMap::new);
+        if let Some(s) = map.get(&name) {
+            return s;
+        }
+        let s: &'static ShaderSource = Box::leak(Box::new(ShaderSource {
+            name: Box::leak(name.clone().into_boxed_str()),
+            wgsl: Box::leak(make().into_boxed_str()),
+        }));
+        map.insert(name, s);
+        s
+    }
 }
 
 /// `include_str!` a file from `shaders/` as a [`ShaderSource`];

@@ -50,7 +50,11 @@
 //!   one (input channel, kz, ky) and sums `co_b x k` weights over a chunk of
 //!   rows in order (partial sums), then a fixed-order sum over samples and
 //!   chunks. Bit-identical across runs. How finely the rows are cut and
-//!   the workgroup size are the variants of [`WEIGHT_KERNELS`].
+//!   the workgroup size are the variants of [`WEIGHT_KERNELS`]; on CPU
+//!   adapters with subgroups the partial sums come from a generated
+//!   straight-line kernel ([`super::conv3d_weight_unrolled`], a lane per
+//!   (input channel, kz), `dy` loaded once per subgroup and broadcast),
+//!   finished the same way.
 //! - [`backward_bias`] is [`crate::ops::reduce::channel_sum`].
 //!
 //! Tensors larger than one storage binding: per sample, input channels are
@@ -210,8 +214,8 @@ pub static KERNELS: Kernels<Tile> = Kernels {
         },
     ],
 };
-/// How [`backward_weight`] splits its work: lanes per workgroup (each lane
-/// one (input channel, kz, ky) triple holding `co_b x k` sums), and the
+/// How [`backward_weight`] splits its work: lanes per workgroup, `co_b`
+/// output channels per lane, the kernel (see [`WeightKernel`]), and the
 /// chunks of (z, y) rows of a sample summed in parallel, each by its lanes
 /// in order (more chunks: more workgroups in flight, larger partial
 /// buffers; `weight_finish` adds the partials in a fixed order, so the
@@ -219,33 +223,82 @@ pub static KERNELS: Kernels<Tile> = Kernels {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WeightTile {
     pub wg: u32,
-    /// At most `MAX_CO` of the shader (8).
+    /// At most 8 (`MAX_CO` of the shader) for [`WeightKernel::Loops`]; a
+    /// multiple of 8 up to 32 for [`WeightKernel::Unrolled`].
     pub co_b: u32,
     /// Most chunks per sample.
     pub max_chunks: usize,
     /// Fewest voxels per chunk.
     pub min_chunk_voxels: usize,
+    pub kernel: WeightKernel,
+}
+
+/// Which kernel computes the weight-gradient partial sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightKernel {
+    /// `weight_partials` of `shaders/conv3d.wgsl`, any adapter: each lane
+    /// one (input channel, kz, ky) with `co_b x k` sums.
+    Loops,
+    /// The straight-line kernel generated for CPU adapters
+    /// ([`super::conv3d_weight_unrolled`]): each lane one (input channel,
+    /// kz) with `co_b x k²` sums, `xb` voxels a step, `dy` loaded once per
+    /// subgroup (needs subgroups of 8 or more lanes).
+    Unrolled { xb: u32 },
+}
+
+impl WeightTile {
+    /// What the adapter must offer for this tile's kernel.
+    fn needs(self) -> &'static [Need] {
+        match self.kernel {
+            WeightKernel::Loops => &[],
+            WeightKernel::Unrolled { .. } => &[Need::Subgroups8],
+        }
+    }
+    /// Lanes of work for `ci_n` input channels and kernel size `k`.
+    fn lanes(self, ci_n: usize, k: usize) -> usize {
+        match self.kernel {
+            WeightKernel::Loops => ci_n * k * k,
+            WeightKernel::Unrolled { .. } => super::conv3d_weight_unrolled::lanes(ci_n, k),
+        }
+    }
 }
 
 /// The weight gradient's work splits as kernel variants, preferred first.
-/// `f32-16` was the fastest on lavapipe and stays the default until the
-/// wide one is measured on a GPU (`qcanet-gpu bench` times both).
+/// On CPU adapters with subgroups the generated kernel
+/// ([`super::conv3d_weight_unrolled`]; 16 output channels x 4 voxels a
+/// step, 16 lanes, was the fastest of 8/16/24 channels, 4/8 voxels and
+/// 8/16/32 lanes on lavapipe, 2.2-4.9x `f32-16` there, `benches/RESULTS.md`);
+/// elsewhere `f32-16`, the fastest loop form on lavapipe, until the wide
+/// one is measured on a GPU (`qcanet-gpu bench` times each).
 pub static WEIGHT_KERNELS: Kernels<WeightTile> = Kernels {
     op: "conv3d_weight",
     variants: &[
         Variant {
+            name: "cpu-unrolled",
+            needs: &[Need::CpuAdapter, Need::Subgroups8],
+            about: "generated straight-line WGSL for CPU adapters: each lane one (input channel, kz) x 16 output \
+                    channels x all (ky, kx) taps, 4 voxels a step, dy loaded once per subgroup and broadcast",
+            kernel: WeightTile {
+                wg: 16,
+                co_b: 16,
+                max_chunks: 64,
+                min_chunk_voxels: 1024,
+                kernel: WeightKernel::Unrolled { xb: 4 },
+            },
+        },
+        Variant {
             name: "f32-16",
             needs: &[],
             about: "f32, 16 lanes per workgroup, 8 output channels each; at most 64 chunks of 1,024+ voxels \
-                    per sample (the fastest on lavapipe)",
-            kernel: WeightTile { wg: 16, co_b: 8, max_chunks: 64, min_chunk_voxels: 1024 },
+                    per sample",
+            kernel: WeightTile { wg: 16, co_b: 8, max_chunks: 64, min_chunk_voxels: 1024, kernel: WeightKernel::Loops },
         },
         Variant {
             name: "f32-32-wide",
             needs: &[],
             about: "f32, 32 lanes per workgroup (an NVIDIA warp), up to 512 chunks of 256+ voxels per sample: \
                     8x the workgroups, for GPUs with thousands of lanes; forced only until measured on one",
-            kernel: WeightTile { wg: 32, co_b: 8, max_chunks: 512, min_chunk_voxels: 256 },
+            kernel: WeightTile { wg: 32, co_b: 8, max_chunks: 512, min_chunk_voxels: 256, kernel: WeightKernel::Loops },
         },
     ],
 };
@@ -496,6 +549,18 @@ fn too_big(op: &str, what: &str, values: usize, ctx: &GpuContext) -> Error {
 /// cost time.
 fn pipeline(ctx: &GpuContext, entry: &str, consts: &[(&str, f64)]) -> Result<std::sync::Arc<crate::gpu::Pipeline>> {
     ctx.pipeline_trusted(&SHADER, entry, consts)
+}
+
+/// The declaration `struct NAME { ... }` of `shaders/conv3d.wgsl`, for the
+/// generated kernels ([`super::conv3d_unrolled`],
+/// [`super::conv3d_weight_unrolled`]) that share its parameters: one
+/// definition for all modules.
+pub(super) fn wgsl_struct(name: &str) -> &'static str {
+    let src = SHADER.wgsl;
+    let head = format!("struct {name} {{");
+    let start = src.find(&head).unwrap_or_else(|| panic!("conv3d.wgsl declares {name}"));
+    let end = start + src[start..].find("\n}").expect("the struct ends") + 2;
+    &src[start..end]
 }
 
 /// The f16-storage form of `shaders/conv3d.wgsl`: `enable f16;` in front and
@@ -749,7 +814,15 @@ pub fn backward_weight_with_tile(
     tile: WeightTile,
 ) -> Result<GpuTensor> {
     let op = "conv3d backward_weight";
-    if tile.wg == 0 || tile.co_b == 0 || tile.co_b > 8 || tile.max_chunks == 0 {
+    require(ctx, op, tile.needs())?;
+    let block_ok = match tile.kernel {
+        WeightKernel::Loops => (1..=8).contains(&tile.co_b),
+        WeightKernel::Unrolled { xb } => super::conv3d_weight_unrolled::block_valid(tile.co_b, xb),
+    };
+    let wg_ok = tile.wg >= 1
+        && tile.wg <= ctx.limits.max_compute_invocations_per_workgroup
+        && tile.wg <= ctx.limits.max_compute_workgroup_size_x;
+    if !(block_ok && wg_ok) || tile.max_chunks == 0 {
         return Err(Error::invalid(format!("{op}: work split {tile:?} outside the shader's limits")));
     }
     check_k(op, k)?;
@@ -787,8 +860,17 @@ pub fn backward_weight_with_tile(
         co_g = co_g / co_b * co_b;
     }
 
-    let wconsts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)];
-    let partials = pipeline(ctx, "weight_partials", &wconsts)?;
+    let partials = match tile.kernel {
+        WeightKernel::Loops => {
+            let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)];
+            pipeline(ctx, "weight_partials", &consts)?
+        }
+        WeightKernel::Unrolled { xb } => {
+            use super::conv3d_weight_unrolled as u;
+            let shape = u::Shape { k: k as u32, co_b: tile.co_b, xb };
+            ctx.pipeline_trusted(u::source(shape), u::ENTRY, &[("WG", tile.wg as f64)])?
+        }
+    };
     let finish = pipeline(ctx, "weight_finish", &[("WG", PACK_WG as f64), ("K", k as f64)])?;
     let dw_shape = Shape5::new(cout, cin, k, k, k);
     let dw = ctx.empty(dw_shape, op)?;
@@ -803,7 +885,7 @@ pub fn backward_weight_with_tile(
             let fit = (maxw / (nsamp * e_n)).max(1);
             let chunk_rows = rows.div_ceil(want.min(fit));
             let nchunks = rows.div_ceil(chunk_rows);
-            let n_lg = (ig.len() * k * k).div_ceil(tile.wg as usize);
+            let n_lg = tile.lanes(ig.len(), k).div_ceil(tile.wg as usize);
             let part = ctx.empty(Shape5::new(1, 1, 1, nsamp * nchunks, e_n), "conv3d weight partials")?;
             let wp = part.full_window(ctx)?;
             for n in 0..nsamp {

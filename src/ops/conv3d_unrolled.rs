@@ -28,9 +28,7 @@
 //! same. On GPUs this form would spill its hundreds of values to local
 //! memory: it is a variant for CPU adapters only.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 
 use crate::gpu::ShaderSource;
 
@@ -65,37 +63,19 @@ pub fn block_valid(co_b: u32, xb: u32, yb: u32) -> bool {
     co_b > 0 && co_b % 4 == 0 && co_b <= 32 && (1..=16).contains(&xb) && (1..=8).contains(&yb)
 }
 
-/// The `struct ConvParams { ... }` declaration of `shaders/conv3d.wgsl`
-/// (one definition for both modules).
-fn conv_params_struct() -> &'static str {
-    let src = super::conv3d::SHADER.wgsl;
-    let start = src.find("struct ConvParams {").expect("conv3d.wgsl declares ConvParams");
-    let end = start + src[start..].find("\n}").expect("ConvParams ends") + 2;
-    &src[start..end]
-}
-
 /// The generated module for `shape` (built once per shape and kept).
 pub fn source(shape: Shape) -> &'static ShaderSource {
-    static CACHE: Mutex<Option<HashMap<Shape, &'static ShaderSource>>> = Mutex::new(None);
     assert!(shape.valid(), "conv3d_unrolled: unsupported shape {shape:?}");
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let map = cache.get_or_insert_with(HashMap::new);
-    map.entry(shape).or_insert_with(|| {
-        let name = format!(
-            "conv3d_unrolled_k{}_co{}_y{}_x{}{}{}",
-            shape.k,
-            shape.co_b,
-            shape.yb,
-            shape.xb,
-            if shape.f16 { "_f16" } else { "" },
-            if shape.subgroup_weights { "_sgw" } else { "" }
-        );
-        let wgsl = generate(shape);
-        Box::leak(Box::new(ShaderSource {
-            name: Box::leak(name.into_boxed_str()),
-            wgsl: Box::leak(wgsl.into_boxed_str()),
-        }))
-    })
+    let name = format!(
+        "conv3d_unrolled_k{}_co{}_y{}_x{}{}{}",
+        shape.k,
+        shape.co_b,
+        shape.yb,
+        shape.xb,
+        if shape.f16 { "_f16" } else { "" },
+        if shape.subgroup_weights { "_sgw" } else { "" }
+    );
+    ShaderSource::generated(name, || generate(shape))
 }
 
 /// The WGSL text of the kernel for `shape`.
@@ -116,7 +96,7 @@ pub fn generate(s: Shape) -> String {
          x-positions per invocation, {act} activations{}.",
         if subgroup_weights { ", weights loaded once per subgroup" } else { "" }
     );
-    w.push_str(conv_params_struct());
+    w.push_str(super::conv3d::wgsl_struct("ConvParams"));
     let _ = write!(
         w,
         r#"

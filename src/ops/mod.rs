@@ -14,6 +14,7 @@ pub mod cast;
 pub mod concat;
 pub mod conv3d;
 pub mod conv3d_unrolled;
+pub mod conv3d_weight_unrolled;
 pub mod conv_transpose3d;
 pub mod elementwise;
 pub mod loss;

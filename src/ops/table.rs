@@ -390,11 +390,19 @@ fn conv3d_cases(
 /// variant of [`conv3d::WEIGHT_KERNELS`], `label` its name in brackets):
 /// odd shapes uncapped and capped, and an NSN and an NDN layer that
 /// `bench` times side by side.
-fn conv3d_weight_tile_cases(v: &mut Vec<OpCase>, label: &str, tile: conv3d::WeightTile, small: &[Check]) {
+fn conv3d_weight_tile_cases(
+    v: &mut Vec<OpCase>,
+    label: &str,
+    tile: conv3d::WeightTile,
+    needs: &'static [Need],
+    small: &[Check],
+) {
     let odd = [at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37)];
     for (layer, k, ci, co, bench, checks) in [
         (None, 3usize, 5usize, 7usize, Bench::No, &odd[..]),
         (None, 5, 3, 11, Bench::No, &odd[..1]),
+        (None, 7, 2, 17, Bench::No, &odd[..1]),
+        (None, 1, 6, 3, Bench::No, &odd[..1]),
         (Some("NSN"), 3, 16, 16, Bench::Yes, small),
         (Some("NDN"), 5, 12, 12, Bench::Yes, small),
     ] {
@@ -409,6 +417,7 @@ fn conv3d_weight_tile_cases(v: &mut Vec<OpCase>, label: &str, tile: conv3d::Weig
                 .checks(checks)
                 .bench(bench)
                 .inputs(move |d| vec![rnd(d.with_c(ci), 1), rnd(d.with_c(co), 4)])
+                .needs(needs)
                 .gpu(move |ctx, t| Ok(vec![conv3d::backward_weight_with_tile(ctx, &t[0], &t[1], k, tile)?]))
                 .cpu(move |t| vec![conv3d::reference::backward_weight(&t[0], &t[1], k)]),
         );
@@ -1119,8 +1128,18 @@ pub fn table() -> Vec<OpCase> {
         conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, Some(("20 channels", 3, 20)), No, small);
     }
     for var in conv3d::WEIGHT_KERNELS.variants {
-        conv3d_weight_tile_cases(&mut v, var.name, var.kernel, small);
+        conv3d_weight_tile_cases(&mut v, var.name, var.kernel, var.needs, small);
     }
+    // The generated weight kernel at its other step (8 voxels) and block
+    // (8 output channels, one load per lane and voxel), small chunks.
+    let tile = conv3d::WeightTile {
+        wg: 8,
+        co_b: 8,
+        max_chunks: 16,
+        min_chunk_voxels: 64,
+        kernel: conv3d::WeightKernel::Unrolled { xb: 8 },
+    };
+    conv3d_weight_tile_cases(&mut v, "unrolled co8 x8", tile, &[Need::Subgroups8], small);
     for (wg, co_b, xb) in [(128, 3, 5), (16, 3, 8), (64, 5, 4)] {
         let label = format!("wg{wg} co{co_b} x{xb}");
         conv3d_tile_cases(&mut v, &label, conv3d::Tile::loops(wg, co_b, xb), &[], None, No, &[at(2, 4, 7, 19)]);
