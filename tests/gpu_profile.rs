@@ -46,8 +46,19 @@ fn dispatches_are_counted_and_their_time_fits_in_the_wall_time() {
     // Each forward is the same dispatches (weight packing, the conv).
     assert!(k3.dispatches >= 6 && k3.dispatches % 3 == 0, "{k3:?}");
     assert_eq!(k6.dispatches, 2 * k3.dispatches);
-    for (k, wall) in [(k3, wall3), (k6, wall6)] {
+    for (k, wall) in [(&k3, wall3), (&k6, wall6)] {
         assert!(k.seconds > 0.0 && k.seconds <= wall * 1.05, "{k:?} against {wall} s of wall time");
+        // Split by kernel: each named once, the longest first, adding up
+        // to the whole; one weight packing per forward.
+        let names: Vec<&str> = k.by_kernel.iter().map(|s| s.kernel.as_str()).collect();
+        assert!(names.iter().all(|n| n.contains("::")), "{names:?}");
+        assert!(names.iter().enumerate().all(|(i, n)| !names[i + 1..].contains(n)), "{names:?}");
+        assert!(k.by_kernel.windows(2).all(|p| p[0].seconds >= p[1].seconds), "{:?}", k.by_kernel);
+        assert_eq!(k.by_kernel.iter().map(|s| s.dispatches).sum::<usize>(), k.dispatches);
+        let sum: f64 = k.by_kernel.iter().map(|s| s.seconds).sum();
+        assert!((sum - k.seconds).abs() <= 1e-9 * k.dispatches as f64 + 1e-12, "{sum} against {}", k.seconds);
+        let pack = k.by_kernel.iter().find(|s| s.kernel == "conv3d::pack_weights").expect("weight packing is timed");
+        assert_eq!(pack.dispatches * (k3.dispatches / 3), k.dispatches, "{:?}", k.by_kernel);
     }
     // More than 512 queries (256 dispatches): a profile spans several query sets.
     let (k, wall) = run(300);
@@ -62,13 +73,19 @@ fn network_benchmarks_report_the_kernels_own_time() {
     let b = bench_network(ctx, &cfg, 16, 1, 1).unwrap();
     let k = b.kernel_time.expect("lavapipe has timestamps");
     println!("{k:?}; wall {:.1} / {:.1} / {:.1} ms", b.forward_s * 1e3, b.fused_forward_s * 1e3, b.train_step_s * 1e3);
-    for r in k {
+    for r in &k {
         assert!(r.kernels.dispatches > 0 && r.kernels.seconds > 0.0, "{r:?}");
         assert!(r.kernels.seconds <= r.wall_s * 1.05, "kernels longer than their run: {r:?}");
     }
-    let n = k.map(|r| r.kernels.dispatches);
+    let n = k.each_ref().map(|r| r.kernels.dispatches);
     // Folding batch norm into the convs leaves fewer kernels; a training
     // step runs the forward and more.
     assert!(n[1] < n[0], "fused {} against op-by-op {}", n[1], n[0]);
     assert!(n[2] > n[0], "train step {} against forward {}", n[2], n[0]);
+    // The step's split by kernel names the weight gradient's partial sums.
+    let step = &k[2].kernels.by_kernel;
+    assert!(
+        step.iter().any(|s| s.kernel.ends_with("::weight_partials") || s.kernel.ends_with("::weight_unrolled")),
+        "{step:?}"
+    );
 }

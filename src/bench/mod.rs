@@ -243,6 +243,9 @@ pub struct NetRow {
     pub kernel_ms: [f64; 3],
     pub profiled_wall_ms: [f64; 3],
     pub dispatches: [usize; 3],
+    /// The profiled training step's kernel time split by kernel
+    /// (`shader::entry`), the longest first; empty without timestamps.
+    pub step_kernels: Vec<crate::gpu::KernelShare>,
     /// Buffers created and reused, submissions and reads of the last timed
     /// forward, fused forward and training step.
     pub counts: [crate::model::bench::RunCounts; 3],
@@ -302,9 +305,16 @@ pub fn run_networks(
                 forward_of_ceiling: b.forward_gflops / ceiling,
                 train_step_of_ceiling: b.train_step_gflops / ceiling,
                 peak_gpu_mib: ctx.peak_bytes() as f64 / (1 << 20) as f64,
-                kernel_ms: b.kernel_time.map_or([f64::NAN; 3], |k| k.map(|r| r.kernels.seconds * 1e3)),
-                profiled_wall_ms: b.kernel_time.map_or([f64::NAN; 3], |k| k.map(|r| r.wall_s * 1e3)),
-                dispatches: b.kernel_time.map_or([0; 3], |k| k.map(|r| r.kernels.dispatches)),
+                kernel_ms: b
+                    .kernel_time
+                    .as_ref()
+                    .map_or([f64::NAN; 3], |k| k.each_ref().map(|r| r.kernels.seconds * 1e3)),
+                profiled_wall_ms: b
+                    .kernel_time
+                    .as_ref()
+                    .map_or([f64::NAN; 3], |k| k.each_ref().map(|r| r.wall_s * 1e3)),
+                dispatches: b.kernel_time.as_ref().map_or([0; 3], |k| k.each_ref().map(|r| r.kernels.dispatches)),
+                step_kernels: b.kernel_time.as_ref().map_or(Vec::new(), |k| k[2].kernels.by_kernel.clone()),
                 counts: b.counts,
             };
             each(&format!(
@@ -322,7 +332,7 @@ pub fn run_networks(
                 row.train_step_of_ceiling * 100.0,
                 row.peak_gpu_mib
             ));
-            if b.kernel_time.is_some() {
+            if let Some(k) = &b.kernel_time {
                 let part = |i: usize| {
                     format!(
                         "{:.0} of {:.0} ms ({:.0} %, {} dispatches)",
@@ -339,6 +349,25 @@ pub fn run_networks(
                     part(1),
                     part(2)
                 ));
+                // Where the training step's GPU time goes: the kernels that
+                // take 90 % of it, longest first.
+                let total = k[2].kernels.seconds;
+                let mut shown = 0.0;
+                let mut top = Vec::new();
+                for s in &row.step_kernels {
+                    if shown >= 0.9 * total || top.len() == 8 {
+                        break;
+                    }
+                    shown += s.seconds;
+                    top.push(format!(
+                        "{} {:.0} ms ({:.0} %, {}x)",
+                        s.kernel,
+                        s.seconds * 1e3,
+                        100.0 * s.seconds / total,
+                        s.dispatches
+                    ));
+                }
+                each(&format!("{:<10} train step by kernel: {}", "", top.join("; ")));
             }
             let c = |i: usize| {
                 let c = &row.counts[i];

@@ -18,5 +18,5 @@ pub(crate) use params::{layout, UniformParams};
 pub use params::{Field, ParamLayout};
 pub use pipeline::{grid, Arg, Pipeline, ShaderSource, MAX_GRID_DIM};
 pub use pool::BufferStats;
-pub use profile::KernelTime;
+pub use profile::{KernelShare, KernelTime};
 pub use timer::{median, GpuTimer, TimerKind};

@@ -98,6 +98,8 @@ pub fn grid(n: u64) -> [u32; 3] {
 pub struct Pipeline {
     pub raw: wgpu::ComputePipeline,
     pub used_bindings: Vec<u32>,
+    /// `shader::entry`: the kernel's name in profiles.
+    pub name: String,
 }
 
 /// The group-0 bindings that `entry` of `src` uses, found by naga.
@@ -202,7 +204,8 @@ impl GpuContext {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu { op: format!("building pipeline {key}"), message: e.to_string() });
         }
-        let p = Arc::new(Pipeline { raw: pipeline, used_bindings: used_bindings(src, entry)? });
+        let name = format!("{}::{entry}", src.name);
+        let p = Arc::new(Pipeline { raw: pipeline, used_bindings: used_bindings(src, entry)?, name });
         self.pipelines.lock().unwrap().insert(key, p.clone());
         Ok(p)
     }
@@ -224,7 +227,7 @@ impl GpuContext {
         }
         let used = |i: usize| pipeline.used_bindings.contains(&(i as u32));
         let layout = pipeline.raw.get_bind_group_layout(0);
-        let profile = self.profile_slot();
+        let profile = self.profile_slot(&pipeline.name);
         let align = (self.limits.min_uniform_buffer_offset_alignment as usize).max(16);
         // Under the batch's lock from the parameters' place in the uniform
         // arena to the recorded pass, so that they are written with the

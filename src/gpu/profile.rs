@@ -17,14 +17,27 @@ const QUERIES_PER_SET: u32 = 512;
 #[derive(Default)]
 pub(crate) struct KernelProfile {
     sets: Vec<(wgpu::QuerySet, wgpu::Buffer, u32)>,
+    /// The kernel (`shader::entry`) of each dispatch, in order.
+    kernels: Vec<String>,
 }
 
 /// What [`GpuContext::stop_kernel_profile`] measured.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct KernelTime {
     /// Dispatches profiled.
     pub dispatches: usize,
     /// Sum over them of end minus start of their compute pass, in seconds.
+    pub seconds: f64,
+    /// The same split by kernel, the longest first.
+    pub by_kernel: Vec<KernelShare>,
+}
+
+/// One kernel's part of a [`KernelTime`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct KernelShare {
+    /// `shader::entry` (a generated kernel's shader name gives its shape).
+    pub kernel: String,
+    pub dispatches: usize,
     pub seconds: f64,
 }
 
@@ -46,9 +59,10 @@ impl GpuContext {
 
     /// The query set and first index for the next dispatch's pass, while a
     /// profile runs.
-    pub(crate) fn profile_slot(&self) -> Option<(wgpu::QuerySet, u32)> {
+    pub(crate) fn profile_slot(&self, kernel: &str) -> Option<(wgpu::QuerySet, u32)> {
         let mut guard = self.profile.lock().unwrap();
         let p = guard.as_mut()?;
+        p.kernels.push(kernel.to_string());
         if p.sets.last().is_none_or(|s| s.2 + 2 > QUERIES_PER_SET) {
             let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("kernel profile"),
@@ -75,6 +89,7 @@ impl GpuContext {
         let p = self.profile.lock().unwrap().take().ok_or_else(|| Error::invalid("no kernel profile is running"))?;
         let period = self.queue.get_timestamp_period() as f64;
         let (mut dispatches, mut ns) = (0usize, 0f64);
+        let mut shares: Vec<KernelShare> = Vec::new();
         for (qs, buf, used) in &p.sets {
             if *used == 0 {
                 continue;
@@ -83,11 +98,21 @@ impl GpuContext {
             let raw = self.read_bytes(buf, 0, *used as u64 * 8)?;
             let ticks: &[u64] = bytemuck::cast_slice(&raw);
             for pair in ticks.chunks_exact(2) {
-                ns += pair[1].saturating_sub(pair[0]) as f64 * period;
+                let t = pair[1].saturating_sub(pair[0]) as f64 * period;
+                ns += t;
+                let kernel = &p.kernels[dispatches];
+                match shares.iter_mut().find(|s| &s.kernel == kernel) {
+                    Some(s) => {
+                        s.dispatches += 1;
+                        s.seconds += t * 1e-9;
+                    }
+                    None => shares.push(KernelShare { kernel: kernel.clone(), dispatches: 1, seconds: t * 1e-9 }),
+                }
                 dispatches += 1;
             }
         }
-        Ok(KernelTime { dispatches, seconds: ns * 1e-9 })
+        shares.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        Ok(KernelTime { dispatches, seconds: ns * 1e-9, by_kernel: shares })
     }
 }
 

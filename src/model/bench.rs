@@ -67,7 +67,7 @@ impl RunCounts {
 
 /// A run whose dispatches were timed: their summed GPU time and the run's
 /// wall time (start to finished work), in seconds.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ProfiledRun {
     pub kernels: KernelTime,
     pub wall_s: f64,
