@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Marker and instance-stage variants scored on saved probabilities (optional, not in CI).
+
+A Python replica of QCANet's instance stage (NSN mask > t_nsn, markers = 26-connected
+components of NDN > t_ndn on its h-maxima, watershed of -EDT(mask) with 6-connectivity,
+unmarked components dropped), used to try other markers without rebuilding the program.
+It reproduces `qcanet-gpu infer`'s default labels on the volumes it was checked on
+(Emb11_t151/t351/t501: 2/2, 16/16, 40 of 53 matched, 43 predicted).
+
+    qcanet-gpu infer $D/images_raw/Emb11_t{151,351,501}.tif -o runs/prob3 --save-probabilities
+    python3 tools/marker_variants.py --pred runs/prob3 --data $D Emb11_t151 Emb11_t351 Emb11_t501
+
+Variants: the NDN smoothed before its h-maxima; markers from the h-maxima of the
+distance transform alone; h-maxima of NDN + a * EDT. With --iso DIR, the same stage on
+isotropic probabilities (infer on z-resampled stacks with --voxel-size 0.8,0.8,0.8; see
+--make-iso), the labels then taken back to the stack's slices, nearest, as
+`preprocess::resample_z` does. Needs numpy, scipy, tifffile and scikit-image.
+Choose with it on validation volumes only.
+"""
+import argparse
+import os
+
+import numpy as np
+import tifffile
+from scipy import ndimage as ndi
+from skimage.morphology import local_maxima, reconstruction
+from skimage.segmentation import watershed
+
+ANISO = (1.75, 0.8, 0.8)
+
+
+def hmax(f, h):
+    """h-maxima (regional maxima of the reconstruction by dilation of f - h under f)."""
+    return local_maxima(reconstruction(f - h, f, method="dilation"), connectivity=3, allow_borders=True)
+
+
+def markers_ndn(pd, td, h):
+    det = pd > td
+    if h > 0:
+        det &= hmax(pd, h)
+    return ndi.label(det, structure=np.ones((3, 3, 3)))[0]
+
+
+def instances(pn, tn, markers, spacing):
+    seg = pn > tn
+    edt = ndi.distance_transform_edt(seg, sampling=spacing)
+    return watershed(-edt, markers, mask=seg, connectivity=1)
+
+
+def f1(g, lab):
+    """F1 at IoU > 0.5 (one-to-one), true positives, predicted count."""
+    G, P = int(g.max()), int(lab.max())
+    if P == 0:
+        return 0.0, 0, 0
+    ov = np.zeros((G + 1, P + 1), np.int64)
+    np.add.at(ov, (g.ravel(), lab.ravel().astype(np.int64)), 1)
+    gs, ps = ov.sum(1), ov.sum(0)
+    iou = ov / (gs[:, None] + ps[None, :] - ov + 1e-9)
+    tp = int((iou[1:, 1:] > 0.5).sum())
+    return 2 * tp / (G + P), tp, P
+
+
+def nearest_back(d, nd):
+    """Slice of an nd-slice isotropic stack nearest to each of the d original slices."""
+    out = []
+    for z in range(d):
+        s = min(max((z + 0.5) * nd / d - 0.5, 0), nd - 1)
+        out.append(min(int(np.floor(s + 0.5)), nd - 1))
+    return np.array(out)
+
+
+def make_iso(data, names, out):
+    """Stacks z-resampled to isotropic voxels (linear, preprocess::resample_z's convention)."""
+    os.makedirs(out, exist_ok=True)
+    for n in names:
+        r = tifffile.imread(f"{data}/images_raw/{n}.tif").astype(np.float32)
+        d = r.shape[0]
+        nd = int(round(d * ANISO[0] / ANISO[1]))
+        iso = np.empty((nd,) + r.shape[1:], np.float32)
+        for z in range(nd):
+            s = min(max((z + 0.5) * d / nd - 0.5, 0), d - 1)
+            k0 = int(np.floor(s))
+            k1 = min(k0 + 1, d - 1)
+            iso[z] = r[k0] + (r[k1] - r[k0]) * (s - k0)
+        tifffile.imwrite(f"{out}/{n}.tif", iso)
+        print(f"{out}/{n}.tif", iso.shape)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pred", help="folder of NAME_nsn_prob.tif and NAME_ndn_prob.tif (infer --save-probabilities)")
+    ap.add_argument("--iso", help="the same from isotropic stacks")
+    ap.add_argument("--make-iso", help="write isotropic stacks of NAMES to this folder and stop")
+    ap.add_argument("--data", required=True, help="dataset folder (labels_instance/)")
+    ap.add_argument("--nsn", type=float, default=0.2)
+    ap.add_argument("--ndn", type=float, default=0.3)
+    ap.add_argument("--dynamic", type=float, default=0.1)
+    ap.add_argument("names", nargs="+")
+    a = ap.parse_args()
+    if a.make_iso:
+        make_iso(a.data, a.names, a.make_iso)
+        return
+    truth = {n: tifffile.imread(f"{a.data}/labels_instance/{n}.tif").astype(np.int64) for n in a.names}
+
+    def run(label, folder, fn, iso=False):
+        res = []
+        for n in a.names:
+            pn = tifffile.imread(f"{folder}/{n}_nsn_prob.tif")
+            pd = tifffile.imread(f"{folder}/{n}_ndn_prob.tif")
+            g = truth[n]
+            lab = fn(pn, pd, (ANISO[1],) * 3 if iso else ANISO)
+            if iso:
+                lab = lab[nearest_back(g.shape[0], lab.shape[0])]
+            res.append(f1(g, lab))
+        hits = " ".join(f"{tp}/{p}" for _, tp, p in res)
+        print(f"{label:34s} mean F1 {np.mean([r[0] for r in res]):.3f}  matched/predicted {hits}", flush=True)
+
+    tn, td, h = a.nsn, a.ndn, a.dynamic
+    if a.pred:
+        run(f"as infer (nsn {tn}, ndn {td}, h {h})", a.pred, lambda pn, pd, sp: instances(pn, tn, markers_ndn(pd, td, h), sp))
+        for s in [0.5, 1.0]:
+            for hh in [0.05, 0.1, 0.2]:
+                for t in [0.2, 0.3]:
+                    run(f"ndn gauss {s} h {hh} ndn {t}", a.pred,
+                        lambda pn, pd, sp, s=s, hh=hh, t=t: instances(
+                            pn, tn, markers_ndn(ndi.gaussian_filter(pd, (s * sp[1] / sp[0], s, s)), t, hh), sp))
+        for he in [0.5, 1.0, 1.5, 2.0]:
+            def edt_markers(pn, pd, sp, he=he):
+                seg = pn > tn
+                edt = ndi.distance_transform_edt(seg, sampling=sp)
+                return instances(pn, tn, ndi.label(hmax(edt, he) & seg, structure=np.ones((3, 3, 3)))[0], sp)
+            run(f"edt h-maxima {he} um", a.pred, edt_markers)
+        for w in [0.05, 0.1, 0.2]:
+            for hh in [0.1, 0.2]:
+                def combined(pn, pd, sp, w=w, hh=hh):
+                    edt = ndi.distance_transform_edt(pn > tn, sampling=sp)
+                    m = ndi.label(hmax(pd + w * edt, hh) & (pd > td), structure=np.ones((3, 3, 3)))[0]
+                    return instances(pn, tn, m, sp)
+                run(f"ndn + {w} edt, h {hh}", a.pred, combined)
+    if a.iso:
+        for t_n in [0.2, 0.3]:
+            for t_d in [0.3, 0.5]:
+                for hh in [0, 0.05, 0.1, 0.2]:
+                    run(f"isotropic nsn {t_n} ndn {t_d} h {hh}", a.iso,
+                        lambda pn, pd, sp, t_n=t_n, t_d=t_d, hh=hh: instances(pn, t_n, markers_ndn(pd, t_d, hh), sp),
+                        iso=True)
+
+
+if __name__ == "__main__":
+    main()
