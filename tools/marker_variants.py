@@ -41,9 +41,15 @@ def markers_ndn(pd, td, h):
     return ndi.label(det, structure=np.ones((3, 3, 3)))[0]
 
 
-def instances(pn, tn, markers, spacing):
+def edt_of(pn, tn, spacing):
+    """The NSN mask and its Euclidean distance transform in um."""
     seg = pn > tn
-    edt = ndi.distance_transform_edt(seg, sampling=spacing)
+    return seg, ndi.distance_transform_edt(seg, sampling=spacing)
+
+
+def instances(pn, tn, markers, spacing, mask_edt=None):
+    """Watershed of -EDT from `markers` inside the NSN mask (`mask_edt` from edt_of, if already computed)."""
+    seg, edt = mask_edt if mask_edt is not None else edt_of(pn, tn, spacing)
     return watershed(-edt, markers, mask=seg, connectivity=1)
 
 
@@ -60,13 +66,14 @@ def f1(g, lab):
     return 2 * tp / (G + P), tp, P
 
 
+def source_z(z, d, new_d):
+    """Source z of slice z when d slices become new_d, clamped to the stack (preprocess::source_z)."""
+    return min(max((z + 0.5) * d / new_d - 0.5, 0), d - 1)
+
+
 def nearest_back(d, nd):
     """Slice of an nd-slice isotropic stack nearest to each of the d original slices."""
-    out = []
-    for z in range(d):
-        s = min(max((z + 0.5) * nd / d - 0.5, 0), nd - 1)
-        out.append(min(int(np.floor(s + 0.5)), nd - 1))
-    return np.array(out)
+    return np.array([min(int(np.floor(source_z(z, nd, d) + 0.5)), nd - 1) for z in range(d)])
 
 
 def make_iso(data, names, out):
@@ -78,7 +85,7 @@ def make_iso(data, names, out):
         nd = int(round(d * ANISO[0] / ANISO[1]))
         iso = np.empty((nd,) + r.shape[1:], np.float32)
         for z in range(nd):
-            s = min(max((z + 0.5) * d / nd - 0.5, 0), d - 1)
+            s = source_z(z, d, nd)
             k0 = int(np.floor(s))
             k1 = min(k0 + 1, d - 1)
             iso[z] = r[k0] + (r[k1] - r[k0]) * (s - k0)
@@ -126,16 +133,15 @@ def main():
                             pn, tn, markers_ndn(ndi.gaussian_filter(pd, (s * sp[1] / sp[0], s, s)), t, hh), sp))
         for he in [0.5, 1.0, 1.5, 2.0]:
             def edt_markers(pn, pd, sp, he=he):
-                seg = pn > tn
-                edt = ndi.distance_transform_edt(seg, sampling=sp)
-                return instances(pn, tn, ndi.label(hmax(edt, he) & seg, structure=np.ones((3, 3, 3)))[0], sp)
+                seg, edt = edt_of(pn, tn, sp)
+                return instances(pn, tn, ndi.label(hmax(edt, he) & seg, structure=np.ones((3, 3, 3)))[0], sp, (seg, edt))
             run(f"edt h-maxima {he} um", a.pred, edt_markers)
         for w in [0.05, 0.1, 0.2]:
             for hh in [0.1, 0.2]:
                 def combined(pn, pd, sp, w=w, hh=hh):
-                    edt = ndi.distance_transform_edt(pn > tn, sampling=sp)
+                    seg, edt = edt_of(pn, tn, sp)
                     m = ndi.label(hmax(pd + w * edt, hh) & (pd > td), structure=np.ones((3, 3, 3)))[0]
-                    return instances(pn, tn, m, sp)
+                    return instances(pn, tn, m, sp, (seg, edt))
                 run(f"ndn + {w} edt, h {hh}", a.pred, combined)
     if a.iso:
         for t_n in [0.2, 0.3]:
