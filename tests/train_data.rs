@@ -7,7 +7,7 @@ use qcanet_gpu::preprocess::reflect_index as reflect;
 use qcanet_gpu::preprocess::Normalization;
 use qcanet_gpu::train::config::TrainConfig;
 use qcanet_gpu::train::dataset::{load_split, DataOptions, Target};
-use qcanet_gpu::train::patch::{acquisition_noise, dilate, extract, random_patch, Augment, Sample, Vol};
+use qcanet_gpu::train::patch::{acquisition_noise, dilate, extract, random_patch, reacquire_z, Augment, Sample, Vol};
 use qcanet_gpu::train::{plot_curves, tile_starts, EpochRecord};
 use rand::{Rng, SeedableRng};
 
@@ -456,6 +456,64 @@ fn read_noise_is_drawn_on_the_acquisition_grid() {
     let d: Vec<f32> = i.iter().zip(&img).map(|(a, b)| a - b).collect();
     let (_, cz, cx) = noise_stats(&d, dims);
     assert!(cz > 0.5 && cx.abs() < 0.1, "patch noise correlations {cz} {cx}");
+}
+
+#[test]
+fn coarser_z_reacquisition_keeps_linear_profiles_and_column_ranges() {
+    let dims = [23, 4, 5];
+    let plane = dims[1] * dims[2];
+    let n = dims[0] * plane;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // Columns linear in z (random slope and intercept each): kept exactly
+    // between the first and the last acquired slice, the edge slice's value
+    // outside (edge mode, as preprocess::resample_z clamps).
+    let a: Vec<f32> = (0..plane).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let b: Vec<f32> = (0..plane).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let lin: Vec<f32> = (0..n).map(|i| a[i % plane] * (i / plane) as f32 + b[i % plane]).collect();
+    for (step, phase) in [(2.5f32, 0.0f32), (2.19, 1.7), (2.857, 2.3), (1.3, 0.6), (30.0, 4.0)] {
+        let r = reacquire_z(&lin, dims, step, phase);
+        let slices = ((22.0 - phase) / step).floor() + 1.0;
+        let last = phase + (slices - 1.0) * step;
+        for (i, &v) in r.iter().enumerate() {
+            let z = ((i / plane) as f32).clamp(phase, last);
+            let want = a[i % plane] * z + b[i % plane];
+            assert!((v - want).abs() < 1e-4, "step {step} phase {phase} voxel {i}: {v} != {want}");
+        }
+    }
+    // No coarser than the voxels: the image itself.
+    assert_eq!(reacquire_z(&lin, dims, 1.0, 0.3), lin);
+    // Random columns: every value stays within its column's range, and
+    // the profile along z is smoother (what thicker slices cost).
+    let img: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..2.0)).collect();
+    let r = reacquire_z(&img, dims, 2.5, 0.9);
+    assert!(r.iter().all(|v| v.is_finite()));
+    for p in 0..plane {
+        let col = |v: &[f32]| (0..dims[0]).map(|z| v[z * plane + p]).collect::<Vec<f32>>();
+        let (c, rc) = (col(&img), col(&r));
+        let (lo, hi) = c.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        assert!(rc.iter().all(|&v| v >= lo - 1e-6 && v <= hi + 1e-6), "column {p} left its range");
+        let rough = |c: &[f32]| c.windows(3).map(|w| (w[0] - 2.0 * w[1] + w[2]).abs()).sum::<f32>();
+        assert!(rough(&rc) < 0.5 * rough(&c), "column {p}: {} against {}", rough(&rc), rough(&c));
+    }
+    // In random_patch: about half the patches are re-acquired, the target
+    // never changes, and bad settings are refused by name.
+    let tgt: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let s = Sample {
+        name: "t".into(),
+        image: Vol::new(dims, img.clone()).unwrap(),
+        target: Vol::new(dims, tgt.clone()).unwrap(),
+        z_step: 2.19,
+    };
+    let aug = Augment { coarser_z: 0.3, ..Augment::none() };
+    let mut changed = 0;
+    for _ in 0..40 {
+        let (i, t) = random_patch(&s, dims, &aug, &mut rng);
+        assert_eq!(t, tgt);
+        changed += (i != img) as usize;
+    }
+    assert!((8..=32).contains(&changed), "{changed} of 40 patches re-acquired");
+    let e = Augment { coarser_z: -0.1, ..Augment::none() }.validate().unwrap_err().to_string();
+    assert!(e.contains("coarser_z"), "{e}");
 }
 
 #[test]
