@@ -4,7 +4,8 @@ how the networks hold up (a robustness check; it chooses nothing).
 
 For each NAME given, reads DATA/images_raw/NAME.tif and DATA/labels_instance/NAME.tif
 (0.8 x 0.8 x 1.75 um voxels) and writes to OUT/raw/ and OUT/gt/:
-  NAME_z2.tif     z resampled to SLICE um (image linear, labels nearest), nothing else
+  NAME_z2.tif     z resampled to SLICE um (image linear, or cubic spline with --z-order 3;
+                  labels nearest), nothing else
   NAME.tif        the same, then counts -> OFFSET + GAIN * (counts - 90) + N(0, NOISE) (uint16)
 Both carry their voxel size (ImageJ spacing and resolution), so `infer` reads it.
 Then: qcanet-gpu infer OUT/raw/*.tif -o OUT/pred && qcanet-gpu eval --pred OUT/pred --gt OUT/gt
@@ -33,6 +34,9 @@ p.add_argument("--offset", type=float, default=1700.0)
 p.add_argument("--gain", type=float, default=2.0)
 p.add_argument("--noise", type=float, default=20.0, help="Gaussian read noise, counts (after gain)")
 p.add_argument("--seed", type=int, default=0)
+p.add_argument("--z-order", type=int, default=1, choices=(1, 3),
+               help="image interpolation along z: 1 linear (blurs: each new slice blends two), "
+               "3 cubic spline (closer to a stack acquired at SLICE um, which no resampling blurs)")
 p.add_argument("--dataset", action="store_true", help="write a QCANet-layout dataset (DATA linked, NAME_sim.tif added)")
 a = p.parse_args()
 
@@ -61,7 +65,7 @@ for name in a.names:
     gt = tifffile.imread(os.path.join(a.data, "labels_instance", name + ".tif"))
     nz = int(round(raw.shape[0] * 1.75 / a.slice))
     zz, yy, xx = np.meshgrid(np.arange(nz) * a.slice / 1.75, np.arange(raw.shape[1]), np.arange(raw.shape[2]), indexing="ij")
-    r = ndi.map_coordinates(raw, [zz, yy, xx], order=1, mode="nearest")
+    r = ndi.map_coordinates(raw, [zz, yy, xx], order=a.z_order, mode="nearest")
     g = ndi.map_coordinates(gt, [zz, yy, xx], order=0, mode="nearest")
     shifted = a.offset + a.gain * (r - 90.0) + rng.normal(0.0, a.noise, r.shape)
     if a.dataset:
