@@ -55,8 +55,8 @@ fn unsupported_register_tile_is_an_error() {
     assert!(conv3d::forward_with_tile(ctx, &gx, &gw, &gb, Tile::loops(64, 9, 8)).is_err());
     // The generated kernel reads weights as vec4s: blocks of 4, 8, 12, ...
     // channels only, and the rows it was written for.
-    for (co_b, yb) in [(6, 2), (8, 0), (8, 9)] {
-        let tile = Tile::unrolled(32, co_b, 8, yb, false);
+    for (co_b, yb, yb_tall) in [(6, 2, 2), (8, 0, 0), (8, 9, 9), (8, 2, 9), (8, 2, 0)] {
+        let tile = Tile::unrolled(32, co_b, 8, yb, false).with_tall_rows(yb_tall);
         let e = conv3d::forward_with_tile(ctx, &gx, &gw, &gb, tile).unwrap_err().to_string();
         assert!(e.contains("unrolled"), "{e}");
     }

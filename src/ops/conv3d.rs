@@ -37,10 +37,11 @@
 //! - **CPU adapters** ([`Kernel::Unrolled`], variant `cpu-unrolled`, chosen
 //!   first where the adapter is a CPU): the same convolution, parameters and
 //!   dispatch, as straight-line WGSL generated per kernel size and block by
-//!   [`super::conv3d_unrolled`] (8 output channels x 2 rows x 8 x-positions
-//!   an invocation), because lavapipe turns every load whose offset is not
-//!   a constant into 8 per-lane loads (even when all lanes read the same
-//!   address) and keeps loop-indexed arrays in memory. Where subgroups have
+//!   [`super::conv3d_unrolled`] (8 output channels x 2 rows, 4 on planes
+//!   of [`TALL_ROWS`] rows or more, x 8 x-positions an invocation),
+//!   because lavapipe turns every load whose offset is not a constant into
+//!   8 per-lane loads (even when all lanes read the same address) and keeps
+//!   loop-indexed arrays in memory. Where subgroups have
 //!   8 or more lanes the weights are loaded once per subgroup and
 //!   broadcast (`subgroupBroadcast`); `cpu-unrolled-lanes` is the same
 //!   kernel with every lane loading them.
@@ -82,6 +83,13 @@ const COOP_TILES_PER_WG: usize = 4;
 /// Largest supported kernel size (register arrays in the shader are sized for it).
 pub const MAX_K: usize = 7;
 
+/// Rows per plane from which the unrolled kernel runs its `yb_tall` rows
+/// per invocation. On lavapipe 4 rows against 2 were 1.1-1.2x faster on 32³
+/// NSN and NDN layers, 1.25-1.4x on 64³, and 1.4-1.6x *slower* on 16³
+/// (fewer invocations to fill the workgroups; `benches/RESULTS.md`, "Other
+/// tiles for the generated forward conv").
+pub const TALL_ROWS: usize = 32;
+
 /// Register blocking of the convolution kernel: `wg` invocations per
 /// workgroup, each computing `co_b` output channels x `xb` x-positions
 /// (x `yb` rows with [`Kernel::Unrolled`]), and which kernel runs it.
@@ -100,11 +108,12 @@ pub enum Kernel {
     /// the tile (override constants), for any adapter.
     Loops,
     /// The straight-line kernel generated for CPU adapters
-    /// ([`super::conv3d_unrolled`]), `yb` rows per invocation; `co_b` is
+    /// ([`super::conv3d_unrolled`]), `yb` rows per invocation, `yb_tall`
+    /// where the output plane has [`TALL_ROWS`] rows or more; `co_b` is
     /// the largest output-channel block (4 for layers of 4 or fewer).
     /// `subgroup_weights`: weights loaded once per subgroup and broadcast
     /// (needs subgroups of 8 or more lanes), else by every lane.
-    Unrolled { yb: u32, subgroup_weights: bool },
+    Unrolled { yb: u32, yb_tall: u32, subgroup_weights: bool },
     /// `conv_coop` of `shaders/conv3d_coop.wgsl` (cooperative matrices).
     Coop,
 }
@@ -118,9 +127,21 @@ impl Tile {
     /// x-positions per matrix, 4 matrices per workgroup of 32 (a subgroup
     /// on NVIDIA).
     pub const COOP16: Tile = Tile { wg: 32, co_b: 16, xb: 16, kernel: Kernel::Coop };
-    /// The generated kernel for CPU adapters, `yb` rows per invocation.
+    /// The generated kernel for CPU adapters, `yb` rows per invocation at
+    /// every layer.
     pub const fn unrolled(wg: u32, co_b: u32, xb: u32, yb: u32, subgroup_weights: bool) -> Tile {
-        Tile { wg, co_b, xb, kernel: Kernel::Unrolled { yb, subgroup_weights } }
+        Tile { wg, co_b, xb, kernel: Kernel::Unrolled { yb, yb_tall: yb, subgroup_weights } }
+    }
+    /// The same tile with `yb_tall` rows per invocation where the output
+    /// plane has [`TALL_ROWS`] rows or more (the unrolled kernel; others
+    /// are returned as they are).
+    pub const fn with_tall_rows(self, yb_tall: u32) -> Tile {
+        match self.kernel {
+            Kernel::Unrolled { yb, subgroup_weights, .. } => {
+                Tile { kernel: Kernel::Unrolled { yb, yb_tall, subgroup_weights }, ..self }
+            }
+            _ => self,
+        }
     }
     /// What the adapter must offer for this tile's kernel.
     fn needs(self) -> &'static [Need] {
@@ -141,14 +162,18 @@ impl Tile {
             _ => 1,
         }
     }
-    /// The tile a layer of `out_c` output channels runs: the unrolled
-    /// kernel takes blocks of 4 for layers of 4 or fewer channels (a
-    /// network's head), so that it does not compute and compile 8.
-    fn for_layer(self, out_c: usize) -> Tile {
-        match self.kernel {
-            Kernel::Unrolled { .. } if out_c <= 4 => Tile { co_b: 4.min(self.co_b), ..self },
-            _ => self,
-        }
+    /// The tile a layer of `out_c` output channels and `out_h` rows per
+    /// plane runs. The unrolled kernel takes blocks of 4 for layers of 4 or
+    /// fewer channels (a network's head), so that it does not compute and
+    /// compile 8, and its `yb_tall` rows (as `yb`) on planes of
+    /// [`TALL_ROWS`] rows or more.
+    fn for_layer(self, out_c: usize, out_h: usize) -> Tile {
+        let Kernel::Unrolled { yb, yb_tall, subgroup_weights } = self.kernel else {
+            return self;
+        };
+        let yb = if out_h >= TALL_ROWS { yb_tall } else { yb };
+        let co_b = if out_c <= 4 { 4.min(self.co_b) } else { self.co_b };
+        Tile { co_b, kernel: Kernel::Unrolled { yb, yb_tall: yb, subgroup_weights }, ..self }
     }
 }
 
@@ -167,16 +192,22 @@ pub static KERNELS: Kernels<Tile> = Kernels {
         Variant {
             name: "cpu-unrolled",
             needs: &[Need::CpuAdapter, Need::Subgroups8],
-            about: "generated straight-line WGSL for CPU adapters: each invocation 8 output channels x 2 rows x 8 \
-                    x-positions, rows gathered once per input channel and kz, weights loaded once per subgroup \
-                    and broadcast",
-            kernel: Tile::unrolled(32, 8, 8, 2, true),
+            about: "generated straight-line WGSL for CPU adapters: each invocation 8 output channels x 2 rows \
+                    (4 on planes of 32 rows or more) x 8 x-positions, rows gathered once per input channel and \
+                    kz, weights loaded once per subgroup and broadcast",
+            kernel: Tile::unrolled(32, 8, 8, 2, true).with_tall_rows(4),
         },
         Variant {
             name: "cpu-unrolled-lanes",
             needs: &[Need::CpuAdapter],
             about: "cpu-unrolled for CPU adapters without subgroups of 8+ lanes: every lane loads the weights",
-            kernel: Tile::unrolled(32, 8, 8, 2, false),
+            kernel: Tile::unrolled(32, 8, 8, 2, false).with_tall_rows(4),
+        },
+        Variant {
+            name: "cpu-unrolled-2rows",
+            needs: &[Need::CpuAdapter, Need::Subgroups8],
+            about: "cpu-unrolled with 2 rows an invocation on every plane (the default before 2026-12-04)",
+            kernel: Tile::unrolled(32, 8, 8, 2, true),
         },
         Variant {
             name: "f32-8x8",
@@ -514,8 +545,9 @@ fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
         && tile.wg <= ctx.limits.max_compute_invocations_per_workgroup
         && tile.wg <= ctx.limits.max_compute_workgroup_size_x;
     let (block_ok, limits) = match tile.kernel {
-        Kernel::Unrolled { yb, .. } => (
-            super::conv3d_unrolled::block_valid(tile.co_b, tile.xb, yb),
+        Kernel::Unrolled { yb, yb_tall, .. } => (
+            super::conv3d_unrolled::block_valid(tile.co_b, tile.xb, yb)
+                && super::conv3d_unrolled::block_valid(tile.co_b, tile.xb, yb_tall),
             "the unrolled kernel: co_b a multiple of 4 up to 32, xb 1..=16, yb 1..=8",
         ),
         _ => ((1..=8).contains(&tile.co_b) && (1..=8).contains(&tile.xb), "co_b and xb 1..=8"),
@@ -636,7 +668,7 @@ fn conv_core(
     op: &str,
 ) -> Result<GpuTensor> {
     check_tile(ctx, op, tile)?;
-    let tile = tile.for_layer(out_shape.c);
+    let tile = tile.for_layer(out_shape.c, out_shape.h);
     // Activations (inputs and output) f32, or f16 storage (forward only,
     // where the adapter has shader-f16); weights and bias are f32.
     let dtype = xs[0].dtype;
@@ -690,7 +722,7 @@ fn conv_core(
 
     let conv = if tile.is_coop() {
         pipeline_coop(ctx, dtype, &[("SG", tile.wg as f64), ("K", k as f64)])?
-    } else if let Kernel::Unrolled { yb, subgroup_weights } = tile.kernel {
+    } else if let Kernel::Unrolled { yb, subgroup_weights, .. } = tile.kernel {
         use super::conv3d_unrolled as u;
         let shape =
             u::Shape { k: k as u32, co_b: tile.co_b, xb: tile.xb, yb, f16: dtype == DType::F16, subgroup_weights };

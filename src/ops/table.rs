@@ -1118,7 +1118,8 @@ pub fn table() -> Vec<OpCase> {
     // variants also at an NSN and an NDN layer, which `bench` times side
     // by side (the preferred one included, so all are timed in one run).
     for var in conv3d::KERNELS.variants {
-        let checks = [at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37)];
+        // 33 rows: the unrolled kernel's tall-plane rows (conv3d::TALL_ROWS).
+        let checks = [at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37), at(1, 3, 33, 9)];
         conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, None, No, &checks);
         for layer in [("NSN", 3, 16), ("NDN", 5, 12)] {
             conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, Some(layer), Yes, small);
