@@ -43,6 +43,31 @@ while IFS= read -r rel; do
   ln "$data/$rel" "$kit/part$part/bbbc050/$rel" 2>/dev/null || cp "$data/$rel" "$kit/part$part/bbbc050/$rel"
   used=$((used + size))
 done < <(cd "$data" && { find . -type f ! -path './images_raw/*' | sort; find ./images_raw -type f | sort; } | sed 's|^\./||')
+# The three choosing volumes as BBBC050's other microscope would take them
+# (2.0 um slices, cubic spline along z, offset 1,700, gain 2, no read noise:
+# what is known of it), NAME_sim.tif beside the originals, so device-train.sh
+# also chooses checkpoints and thresholds on them.
+sim=$(mktemp -d)
+if python3 tools/simulate_microscope.py Emb11_t151 Emb11_t351 Emb11_t501 --data "$data" --dataset --noise 0 \
+  --z-order 3 --out "$sim" > "$sim.log" 2>&1; then
+  size=$(find "$sim" -name '*_sim.tif' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+  if [ $((used + size)) -gt "$limit" ]; then
+    part=$((part + 1))
+    used=0
+  fi
+  for f in "$sim"/*/*_sim.tif; do
+    rel=${f#"$sim"/}
+    mkdir -p "$kit/part$part/bbbc050/$(dirname "$rel")"
+    cp "$f" "$kit/part$part/bbbc050/$rel"
+  done
+  used=$((used + size))
+  echo "simulated choosing volumes (2.0 um slices) added to part $part: $(find "$sim" -name '*_sim.tif' | wc -l) files" >&2
+else
+  echo "warning: the simulated choosing volumes could not be made (tools/simulate_microscope.py needs numpy," \
+    "scipy and tifffile; $sim.log): device-train.sh will choose on the three originals only" >&2
+  cat "$sim.log" >&2
+fi
+rm -rf "$sim" "$sim.log"
 echo "$part" > "$kit/part$part/LAST_PART_OF"
 du -sh "$kit"/part* >&2
 [ -f .gl/libvulkan1_*.deb ] 2>/dev/null || ls .gl/libvulkan1_*.deb >/dev/null 2>&1 ||

@@ -13,8 +13,10 @@
 # The protocol (weights/README.md): train on Emb01-Emb10; the three choosing
 # volumes Emb11_t151, t351, t501 choose checkpoints (instance F1 through the
 # marker watershed with the bundled partner network), thresholds and marker
-# dynamic (`calibrate`); all 11 Emb11 volumes are then scored with `infer` +
-# `eval`, the other eight having chosen nothing.
+# dynamic (`calibrate`), together with the same three as the other
+# microscope would take them (NAME_sim.tif, 2.0 um slices, made by
+# device-kit.sh) where carried; all 11 Emb11 volumes are then scored with
+# `infer` + `eval`, the other eight having chosen nothing.
 #
 # Runs (each `train` with --time-limit TRAIN_MIN as the safety net; EPOCHS x
 # STEPS sized to fit it at the step times seen on an H200 with runs sharing):
@@ -62,7 +64,7 @@ if [ -z "${DATA:-}" ]; then
   DATA=$work/bbbc050
   for p in runs/device/part*/bbbc050; do cp -rs "$PWD/$p/." "$DATA/"; done
   want=$(grep -c . "$DATA/split_list/all.txt" 2>/dev/null || echo '?')
-  have=$(find -L "$DATA/images_raw" -name '*.tif' 2>/dev/null | wc -l)
+  have=$(find -L "$DATA/images_raw" -name '*.tif' ! -name '*_sim.tif' 2>/dev/null | wc -l)
   if [ "$want" != "$have" ]; then
     echo "error: $have of $want images in the carried parts (runs/device/part*): an earlier call's part is gone" \
       "(the machine went back between calls?); carry every part again, back to back" >&2
@@ -83,6 +85,12 @@ else
   cp "$data/split_list/validation.txt" "$work/eval.txt"
   grid=()
 fi
+# The simulated choosing volumes (tools/device-kit.sh: 2.0 um slices, as
+# BBBC050's other microscope) choose beside the originals where carried.
+for n in $(cat "$work/val.txt"); do
+  [ -f "$data/images_raw/${n%.tif}_sim.tif" ] && echo "${n%.tif}_sim.tif"
+done >> "$work/val.txt"
+echo "choosing volumes: $(tr '\n' ' ' < "$work/val.txt")"
 train_min=${TRAIN_MIN:-6}
 common=(--data "$data" --train-list "$work/train.txt" --val-list "$work/val.txt" --patch "${PATCH:-64}" --batch "${BATCH:-2}"
   --steps-per-epoch "${STEPS:-60}" --epochs "${EPOCHS:-10}" --lr "${LR:-1e-3}" --bn-recalibration 8
