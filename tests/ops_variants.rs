@@ -55,12 +55,17 @@ fn the_registry_names_conv3d_and_the_default_tile() {
     let c = reg.iter().find(|o| o.op == "conv3d").expect("conv3d has variants");
     // The generated kernels for CPU adapters first (only they meet their
     // need; weights per subgroup where subgroups have 8+ lanes, else per
-    // lane), then the loop kernels' 8x8 tile, every other adapter's default.
+    // lane; 4 rows on planes of 32+ rows), the 2-row form kept for
+    // comparison, then the loop kernels' 8x8 tile, every other adapter's
+    // default.
     assert_eq!(c.variants[0].name, "cpu-unrolled");
     assert_eq!(c.variants[0].needs, &[Need::CpuAdapter, Need::Subgroups8][..]);
+    let tall = conv3d::Tile::unrolled(32, 8, 8, 2, true).with_tall_rows(4);
+    assert_eq!(conv3d::KERNELS.get("cpu-unrolled").unwrap().kernel, tall);
     assert_eq!(c.variants[1].name, "cpu-unrolled-lanes");
     assert_eq!(c.variants[1].needs, &[Need::CpuAdapter][..]);
-    assert_eq!(c.variants[2].name, "f32-8x8");
+    assert_eq!(c.variants[2].name, "cpu-unrolled-2rows");
+    assert_eq!(c.variants[3].name, "f32-8x8");
     assert_eq!(conv3d::KERNELS.get("f32-8x8").unwrap().kernel, conv3d::Tile::loops(32, 8, 8));
     // The weight gradient: the generated kernel for CPU adapters with
     // subgroups, then the loop kernel's 16-lane split.
