@@ -8,7 +8,7 @@
 # the last `device` call:  bash tools/device-train.sh
 # Dry run on this machine (lavapipe, minutes; three training volumes; data read from ../shared):
 #   SMOKE=1 OUT=/tmp/out DATA=../shared/data/bbbc050 Q=target/release/qcanet-gpu bash tools/device-train.sh
-#   (12 min on 2 cores, one job at a time; with SERIAL= the four runs side by side outgrow 24 GB there)
+#   (12-20 min on 2 cores, one job at a time; with SERIAL= the four runs side by side outgrow 24 GB there)
 #
 # The protocol (weights/README.md): train on Emb01-Emb10; the three choosing
 # volumes Emb11_t151, t351, t501 choose checkpoints (instance F1 through the
