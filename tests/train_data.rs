@@ -162,12 +162,7 @@ fn patches_flip_and_reflect_consistently() {
     let dims = [3, 4, 5];
     let n = 60;
     let img: Vec<f32> = (0..n).map(|i| i as f32).collect();
-    let s = Sample {
-        name: "t".into(),
-        image: Vol::new(dims, img.clone()).unwrap(),
-        target: Vol::new(dims, img).unwrap(),
-        z_step: 1.0,
-    };
+    let s = sample(dims, img.clone(), img, 1.0);
     // Identity extraction.
     let (a, b) = extract(&s, [0, 0, 0], dims, [false; 3]);
     assert_eq!(a, s.image.data);
@@ -350,12 +345,7 @@ fn offset_and_noise_augmentations_stay_in_their_ranges() {
     let dims = [6, 7, 8];
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let img: Vec<f32> = (0..dims.iter().product::<usize>()).map(|_| rng.random_range(0.0..1.0)).collect();
-    let s = Sample {
-        name: "t".into(),
-        image: Vol::new(dims, img.clone()).unwrap(),
-        target: Vol::new(dims, img.iter().map(|&v| (v > 0.5) as u8 as f32).collect()).unwrap(),
-        z_step: 1.0,
-    };
+    let s = sample(dims, img.clone(), img.iter().map(|&v| (v > 0.5) as u8 as f32).collect(), 1.0);
     // Offset only: the whole patch moves by one value within ±0.2.
     let aug = Augment { offset: 0.2, ..Augment::none() };
     let mut seen = Vec::new();
@@ -405,6 +395,11 @@ fn offset_and_noise_augmentations_stay_in_their_ranges() {
     assert!(e.contains("noise"), "{e}");
 }
 
+/// A training sample of `dims` from image and target values.
+fn sample(dims: [usize; 3], image: Vec<f32>, target: Vec<f32>, z_step: f32) -> Sample {
+    Sample { name: "t".into(), image: Vol::new(dims, image).unwrap(), target: Vol::new(dims, target).unwrap(), z_step }
+}
+
 /// Sample statistics of `noise` in a (D, H, W) patch: standard deviation
 /// and the correlation of neighbours along z and along x.
 fn noise_stats(noise: &[f32], [d, h, w]: [usize; 3]) -> (f64, f64, f64) {
@@ -445,12 +440,7 @@ fn read_noise_is_drawn_on_the_acquisition_grid() {
     }
     // random_patch draws it with the sample's z step.
     let img: Vec<f32> = (0..dims.iter().product::<usize>()).map(|_| rng.random_range(0.0..1.0)).collect();
-    let s = Sample {
-        name: "t".into(),
-        image: Vol::new(dims, img.clone()).unwrap(),
-        target: Vol::new(dims, img.clone()).unwrap(),
-        z_step: 2.19,
-    };
+    let s = sample(dims, img.clone(), img.clone(), 2.19);
     let aug = Augment { noise: 0.3, ..Augment::none() };
     let (i, _) = random_patch(&s, dims, &aug, &mut rng);
     let d: Vec<f32> = i.iter().zip(&img).map(|(a, b)| a - b).collect();
@@ -498,12 +488,7 @@ fn coarser_z_reacquisition_keeps_linear_profiles_and_column_ranges() {
     // In random_patch: about half the patches are re-acquired, the target
     // never changes, and bad settings are refused by name.
     let tgt: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
-    let s = Sample {
-        name: "t".into(),
-        image: Vol::new(dims, img.clone()).unwrap(),
-        target: Vol::new(dims, tgt.clone()).unwrap(),
-        z_step: 2.19,
-    };
+    let s = sample(dims, img.clone(), tgt.clone(), 2.19);
     let aug = Augment { coarser_z: 0.3, ..Augment::none() };
     let mut changed = 0;
     for _ in 0..40 {

@@ -313,33 +313,29 @@ pub fn reacquire_z(img: &[f32], dims: [usize; 3], step: f32, phase: f32) -> Vec<
     }
     let top = (d - 1) as f64;
     let (step, phase) = (step as f64, (phase as f64).clamp(0.0, top));
-    // Linear sample of the image at z (within 0..=d-1).
-    let sample = |z: f64, out: &mut [f32]| {
-        let k0 = (z.floor() as usize).min(d - 1);
-        let k1 = (k0 + 1).min(d - 1);
-        let t = (z - k0 as f64) as f32;
-        let (a, b) = (&img[k0 * plane..(k0 + 1) * plane], &img[k1 * plane..(k1 + 1) * plane]);
-        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-            *o = a + (b - a) * t;
-        }
-    };
     let n = ((top - phase) / step).floor() as usize + 1; // slices inside the image
     let mut slices = vec![0f32; n * plane];
     for (k, s) in slices.chunks_exact_mut(plane).enumerate() {
-        sample(phase + k as f64 * step, s);
+        plane_at(img, plane, phase + k as f64 * step, s);
     }
     let mut out = vec![0f32; d * plane];
     for (z, o) in out.chunks_exact_mut(plane).enumerate() {
-        let u = ((z as f64 - phase) / step).clamp(0.0, (n - 1) as f64);
-        let k0 = u.floor() as usize;
-        let k1 = (k0 + 1).min(n - 1);
-        let t = (u - k0 as f64) as f32;
-        let (a, b) = (&slices[k0 * plane..(k0 + 1) * plane], &slices[k1 * plane..(k1 + 1) * plane]);
-        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-            *o = a + (b - a) * t;
-        }
+        plane_at(&slices, plane, ((z as f64 - phase) / step).clamp(0.0, (n - 1) as f64), o);
     }
     out
+}
+
+/// The plane at z = `u` (in `0..=len-1`, fractional) of a stack of planes
+/// of `plane` values, linear between the two nearest, into `out`.
+fn plane_at(stack: &[f32], plane: usize, u: f64, out: &mut [f32]) {
+    let len = stack.len() / plane;
+    let k0 = (u.floor() as usize).min(len - 1);
+    let k1 = (k0 + 1).min(len - 1);
+    let t = (u - k0 as f64) as f32;
+    let (a, b) = (&stack[k0 * plane..(k0 + 1) * plane], &stack[k1 * plane..(k1 + 1) * plane]);
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = a + (b - a) * t;
+    }
 }
 
 /// The patch at `origin` (may be negative or run past the end: reflected),
