@@ -87,6 +87,8 @@ fn small_nsn_learns_blobs() {
         batch: 2,
         epochs: 4,
         time_limit: None,
+        time_budget: None,
+        elapsed_before: std::time::Duration::ZERO,
         steps_per_epoch: 25,
         loss: LossSpec::Ce { class_weights: vec![1.0, 1.0] },
         augment: Augment { flips: true, ..Augment::none() },

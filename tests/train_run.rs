@@ -97,6 +97,22 @@ fn run_checkpoints_and_resumes() {
     assert_eq!(s5.records.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![1, 2, 3]);
     let e = run(ctx, &TrainConfig { time_limit_minutes: Some(-1.0), ..timed }, false, true, false).unwrap_err();
     assert!(e.to_string().contains("time limit"), "{e}");
+    // A time budget already spent after the first step (a microsecond) ends
+    // that epoch after one of its 4 steps, validated and checkpointed, and
+    // runs no more of the 5 epochs; a resume counts that epoch's time, so it
+    // runs one step of one more epoch.
+    let budget = TrainConfig { epochs: 5, steps_per_epoch: 4, time_budget_minutes: Some(1e-6 / 60.0), ..cfg.clone() };
+    let s6 = run(ctx, &budget, false, true, false).unwrap();
+    assert_eq!(s6.records.iter().map(|r| (r.epoch, r.step)).collect::<Vec<_>>(), vec![(1, 1)]);
+    assert!(s6.records[0].train_loss.is_finite() && s6.records[0].val_iou.is_finite(), "{:?}", s6.records[0]);
+    assert!(out.join(BEST).exists() && out.join(LAST).exists());
+    let s7 = run(ctx, &budget, true, false, false).unwrap();
+    assert_eq!(s7.records.iter().map(|r| (r.epoch, r.step)).collect::<Vec<_>>(), vec![(1, 1), (2, 5)]);
+    for m in [0.0, -1.0, f64::NAN] {
+        let e =
+            run(ctx, &TrainConfig { time_budget_minutes: Some(m), ..budget.clone() }, false, true, false).unwrap_err();
+        assert!(e.to_string().contains("time budget"), "{m}: {e}");
+    }
 }
 
 #[test]

@@ -1,40 +1,38 @@
 #!/usr/bin/env bash
-# One lent-GPU session: trains QCANet's networks from scratch on the BBBC050
-# training split, side by side on the one GPU, then chooses thresholds and
-# scores them the way weights/README.md reports accuracy, and writes what
-# comes back under $OUT (at most 8 files, each under 16 MB).
+# One lent-GPU session: trains QCANet's networks on the BBBC050 training
+# split, side by side on the one GPU, each for a fixed time budget
+# (`train --time-budget`: the learning rate decays over the budget, so a run
+# ends with its schedule finished whatever the step time), brings back the
+# best checkpoints, then measures the kernels while time remains. Everything
+# comes back under $OUT (at most 8 files, each under 16 MB); calibration
+# and scoring run afterwards on any machine (weights/README.md).
 #
 # Prepared here by tools/device-kit.sh (binary and data parts); run there as
 # the last `device` call:  bash tools/device-train.sh
 # Dry run on this machine (lavapipe, minutes; three training volumes; data read from ../shared):
 #   SMOKE=1 OUT=/tmp/out DATA=../shared/data/bbbc050 Q=target/release/qcanet-gpu bash tools/device-train.sh
-#   (12-20 min on 2 cores, one job at a time; with SERIAL= the four runs side by side outgrow 24 GB there)
 #
 # The protocol (weights/README.md): train on Emb01-Emb10; the three choosing
 # volumes Emb11_t151, t351, t501 choose checkpoints (instance F1 through the
-# marker watershed with the bundled partner network), thresholds and marker
-# dynamic (`calibrate`), together with the same three as the other
-# microscope would take them (NAME_sim.tif, 2.0 um slices, made by
-# device-kit.sh) where carried; all 11 Emb11 volumes are then scored with
-# `infer` + `eval`, the other eight having chosen nothing.
+# marker watershed with the bundled partner network), together with the same
+# three as the other microscope would take them (NAME_sim.tif, 2.0 um
+# slices, made by device-kit.sh) where carried. The other eight Emb11 volumes
+# choose nothing.
 #
-# Runs (each `train` with --time-limit TRAIN_MIN as the safety net; EPOCHS x
-# STEPS sized to fit it at the step times seen on an H200 with runs sharing):
-#   nsn    NSN, the bundled settings (depth 2, width 16, 3^3), class weights 1,4
-#   ndn    NDN, the bundled settings (depth 3, width 8, 3^3), markers dilated by 3 never joining two
-#   ndn5   NDN with the paper's 5^3 kernels (depth 3, width 8)
-#   unet   3-D U-Net baseline, the bundled settings (depth 3, width 16), class weights 1,4
-# then `calibrate` for nsn+ndn and nsn+ndn5, `infer` + `eval` of both pairs on
-# Emb11, the baselines (tools/score-baselines.sh) with the new U-Net,
-# then the weights and results are packed into $OUT, and the measurements
-# follow, each only while its timeout fits before DEADLINE (570 s; the call's
-# limit is 600): `bench --only net` (whole networks against the adapter's FMA
-# ceiling), the cooperative-matrix conv against the reference and on two
-# Emb11 volumes, the weight-gradient variants beside the forward conv,
-# `bench --only net` without buffer reuse, and the PyTorch peer
-# (tools/peer_bench.py; the device image has torch); then packed again.
+# Runs, side by side, each `train --time-budget TRAIN_MIN`:
+#   nsn-ft   NSN fine-tuned from the bundled NSN (depth 2, width 16, 3^3), class weights 1,4, lr 3e-4
+#   ndn-ft   NDN fine-tuned from the bundled NDN (depth 3, width 8, 3^3), markers dilated by 3, lr 3e-4
+#   nsn      NSN from scratch, same settings, lr 1e-3
+#   ndn      NDN from scratch, same settings, lr 1e-3
+#   unet-ft  3-D U-Net baseline fine-tuned from the bundled one (depth 3, width 16), class weights 1,4, lr 3e-4
+# then the best checkpoints and logs are packed into $OUT, and the
+# measurements follow, each only while its timeout fits before DEADLINE
+# (570 s; the call's limit is 600): the cooperative-matrix conv against the
+# CPU reference, `bench --only net` (whole networks against the adapter's
+# FMA ceiling), the weight-gradient variants beside the forward conv; then
+# packed again.
 #
-# Settings (environment): TRAIN_MIN=6 PATCH=64 BATCH=2 STEPS=60 EPOCHS=10 LR=1e-3
+# Settings (environment): TRAIN_MIN=6.5 PATCH=64 BATCH=2 STEPS=60 EPOCHS=40 (a maximum)
 #   SERIAL=1 runs one job at a time (the default with SMOKE; SERIAL= forces side by side)
 #   DATA (default: assembled from runs/device/part*/bbbc050) Q (default runs/device/part1/bin/qcanet-gpu)
 set -uo pipefail
@@ -74,7 +72,7 @@ fi
 data=$(realpath "$DATA")
 
 if [ -n "${SMOKE:-}" ]; then
-  : "${TRAIN_MIN:=3}" "${PATCH:=16}" "${BATCH:=1}" "${STEPS:=1}" "${EPOCHS:=1}"
+  : "${TRAIN_MIN:=0.5}" "${PATCH:=16}" "${BATCH:=1}" "${STEPS:=1}" "${EPOCHS:=2}"
   printf 'Emb01_t001.tif\nEmb05_t301.tif\nEmb09_t501.tif\n' > "$work/train.txt"
   printf 'Emb11_t151.tif\n' > "$work/val.txt"
   printf 'Emb11_t151.tif\nEmb11_t201.tif\n' > "$work/eval.txt"
@@ -91,35 +89,37 @@ for n in $(cat "$work/val.txt"); do
   [ -f "$data/images_raw/${n%.tif}_sim.tif" ] && echo "${n%.tif}_sim.tif"
 done >> "$work/val.txt"
 echo "choosing volumes: $(tr '\n' ' ' < "$work/val.txt")"
-train_min=${TRAIN_MIN:-6}
+train_min=${TRAIN_MIN:-6.5}
 common=(--data "$data" --train-list "$work/train.txt" --val-list "$work/val.txt" --patch "${PATCH:-64}" --batch "${BATCH:-2}"
-  --steps-per-epoch "${STEPS:-60}" --epochs "${EPOCHS:-10}" --lr "${LR:-1e-3}" --bn-recalibration 8
-  --val-tile 136 --val-overlap 0 --seed 1 --time-limit "$train_min")
+  --steps-per-epoch "${STEPS:-60}" --epochs "${EPOCHS:-40}" --bn-recalibration 8
+  --val-tile 136 --val-overlap 0 --seed 1 --time-budget "$train_min")
 
 stamp "adapter"
 "$q" devices 2>&1 | head -20
 nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv 2>/dev/null
 
+# A first look at the kernels on this adapter: the bundled networks on the
+# bundled 16-cell stack (16 nuclei on lavapipe).
+stamp "infer on the bundled example"
+timeout 60 "$q" infer examples/16_cell_stage.tif -o "$work/example" 2>&1 | tail -3 | cut -c1-200
+[ -f "$work/example/16_cell_stage_criteria.csv" ] && echo "example: $(($(wc -l < "$work/example/16_cell_stage_criteria.csv") - 1)) nuclei (16 on lavapipe)"
+runs=(nsn-ft ndn-ft nsn ndn unet-ft)
 # Packs what exists so far into $OUT (at most 8 files, each under 16 MB):
-# after training, after scoring, and at the end.
+# after training and at the end. Each run's best checkpoint as RUN.safetensors.
 pack() {
   stamp "packing results"
   (
     cd "$work" || exit
-    tar czf "$out/results.tgz" --exclude='*.safetensors' --exclude='*_labels.tif' --exclude='bbbc050' --exclude='bl' \
-      --exclude='*.png' ./*.log ./*.txt nsn ndn ndn5 unet calib-* emb11-*/eval.csv baselines/*/eval.txt 2>/dev/null
-    tar czf "$out/plots.tgz" ./*/*.png 2>/dev/null
-    # Each network calibrated where calibration has run, else its best checkpoint.
-    for pair in nsn:calib-ndn/nsn ndn:calib-ndn/ndn ndn5:calib-ndn5/ndn unet:unet/best_f16; do
-      n=${pair%%:*} f=${pair#*:}
-      [ -f "$f.safetensors" ] || f=$n/best_f16
-      [ -f "$f.safetensors" ] && cp "$f.safetensors" "$out/$n.safetensors"
+    tar czf "$out/results.tgz" --exclude='*.safetensors' --exclude='*_labels.tif' --exclude='bbbc050' \
+      ./*.log ./*.txt "${runs[@]}" 2>/dev/null
+    for n in "${runs[@]}"; do
+      [ -f "$n/best_f16.safetensors" ] && cp "$n/best_f16.safetensors" "$out/$n.safetensors"
     done
     ls -la "$out"
   )
 }
 
-stamp "training 4 runs side by side (time limit $train_min min each)"
+stamp "training ${#runs[@]} runs side by side (time budget $train_min min each)"
 run() { # name, then train arguments
   local n=$1
   shift
@@ -127,64 +127,30 @@ run() { # name, then train arguments
   echo "$n: exit $? ($(grep -c 'epoch [0-9]*/[0-9]*: train loss' "$work/$n.log") epochs)"
 }
 # Side by side on a GPU; one after another in a dry run (lavapipe keeps
-# every buffer in host memory: four runs at once outgrow a 24 GB machine).
+# every buffer in host memory: five runs at once outgrow a 24 GB machine).
 # (`wait` with the jobs' pids: a bare `wait` would also wait for the log's tee.)
 pids=()
 serial=${SERIAL-${SMOKE:+1}}
 side() { if [ -n "$serial" ]; then "$@"; else "$@" & pids+=($!); fi; }
 join() { [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"; pids=(); }
-side run nsn --model nsn --class-weights 1,4 --val-partner weights/ndn.safetensors
-side run ndn --model ndn --depth 3 --base 8 --kernel 3 --dilate 3 --val-partner weights/nsn.safetensors
-side run ndn5 --model ndn --depth 3 --base 8 --kernel 5 --dilate 3 --val-partner weights/nsn.safetensors
-side run unet --model unet3d --depth 3 --base 16 --kernel 3 --class-weights 1,4
+ft=(--lr 3e-4 --lr-final 3e-6)
+scratch=(--lr 1e-3 --lr-final 1e-5)
+side run nsn-ft --model nsn --init weights/nsn.safetensors --class-weights 1,4 --val-partner weights/ndn.safetensors "${ft[@]}"
+side run ndn-ft --model ndn --init weights/ndn.safetensors --dilate 3 --val-partner weights/nsn.safetensors "${ft[@]}"
+side run nsn --model nsn --depth 2 --base 16 --kernel 3 --class-weights 1,4 --val-partner weights/ndn.safetensors \
+  "${scratch[@]}"
+side run ndn --model ndn --depth 3 --base 8 --kernel 3 --dilate 3 --val-partner weights/nsn.safetensors "${scratch[@]}"
+side run unet-ft --model unet3d --init weights/unet3d.safetensors --class-weights 1,4 "${ft[@]}"
 join
-for n in nsn ndn ndn5 unet; do
+for n in "${runs[@]}"; do
   echo "-- $n"
-  grep -E 'parameters|epoch [0-9]+/[0-9]+:|time limit|error' "$work/$n.log" | cut -c1-220
+  grep -E 'parameters|epoch [0-9]+/[0-9]+:|budget|error' "$work/$n.log" | cut -c1-240
 done
-pack
-
-stamp "calibrate on the choosing volumes"
-for nd in ndn ndn5; do
-  if [ -f "$work/nsn/best_f16.safetensors" ] && [ -f "$work/$nd/best_f16.safetensors" ]; then
-    side "$q" calibrate --nsn "$work/nsn/best_f16.safetensors" --ndn "$work/$nd/best_f16.safetensors" --data "$data" \
-      --list "$work/val.txt" "${grid[@]}" -o "$work/calib-$nd" > "$work/calib-$nd.log" 2>&1
-  fi
-done
-join
-grep -h -A3 -i 'best\|chosen' "$work"/calib-*.log | cut -c1-220
-
-stamp "infer + eval on Emb11"
-for nd in ndn ndn5; do
-  c=$work/calib-$nd
-  [ -f "$c/nsn.safetensors" ] || continue
-  "$q" infer $(sed "s|^|$data/images_raw/|" "$work/eval.txt") --nsn "$c/nsn.safetensors" --ndn "$c/ndn.safetensors" \
-    -o "$work/emb11-$nd" > "$work/infer-$nd.log" 2>&1
-  echo "-- nsn + $nd (calibrated on $(tr '\n' ' ' < "$work/val.txt"))"
-  "$q" eval --pred "$work/emb11-$nd" --gt "$data/labels_instance" --list "$work/eval.txt" 2>&1 | tee "$work/eval-$nd.txt"
-done
-
-stamp "baselines with the new U-Net"
-if [ -f "$work/unet/best_f16.safetensors" ] && [ -f "$work/calib-ndn/nsn.safetensors" ]; then
-  cp "$work/eval.txt" "$work/baseline-list.txt"
-  mkdir -p "$work/bl/split_list"
-  ln -sf "$data/images_raw" "$data/labels_instance" "$work/bl/"
-  cp "$work/eval.txt" "$work/bl/split_list/validation.txt"
-  QCANET=$q FIGURE_ARGS="--nsn $work/calib-ndn/nsn.safetensors --ndn $work/calib-ndn/ndn.safetensors --unet $work/unet/best_f16.safetensors" \
-    bash tools/score-baselines.sh "$work/bl" "$work/baselines" > "$work/baselines.log" 2>&1
-  grep -A14 '^== ' "$work/baselines.log" | grep -E '^==|volumes|>= 40'
-fi
-
-# Weights and scores first, so a call cut short by its limit still brings them back.
+# Weights and logs first, so a call cut short by its limit still brings them back.
 pack
 
 # Measurements, each only if its timeout still fits (most useful first).
 bench=${SMOKE:+skip}
-if [ -z "$bench" ] && fits 90 "bench --only net"; then
-  stamp "whole networks (bench --only net, 90 s at most)"
-  timeout 90 "$q" bench --only net --repeats 5 > "$work/bench-net.txt" 2>&1
-  grep -v '^\[' "$work/bench-net.txt" | tail -20
-fi
 # The cooperative-matrix conv has never run: its op-table cases against the
 # CPU reference (rel err column; tolerance 5e-3) and its timings, then the
 # bundled networks on two Emb11 volumes with it forced, scored.
@@ -194,6 +160,11 @@ if [ -z "$bench" ] && fits 60 "coop16-f16 against the reference"; then
   QCANET_COOPERATIVE_MATRIX=1 timeout 40 "$q" bench --only ops --filter 'conv3d fwd,conv3d bwd-input' --sizes 32,64 \
     --repeats 3 > "$work/bench-coop.txt" 2>&1
   grep -v '^\[INFO' "$work/bench-coop.txt" | tail -30
+fi
+if [ -z "$bench" ] && fits 75 "bench --only net"; then
+  stamp "whole networks (bench --only net, 75 s at most)"
+  timeout 75 "$q" bench --only net --repeats 3 > "$work/bench-net.txt" 2>&1
+  grep -v '^\[' "$work/bench-net.txt" | tail -20
 fi
 if [ -z "$bench" ] && fits 90 "coop16-f16 infer + eval"; then
   printf 'Emb11_t351.tif\nEmb11_t501.tif\n' > "$work/coop-list.txt"

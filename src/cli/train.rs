@@ -57,10 +57,16 @@ pub struct Args {
     patch: Option<usize>,
     #[arg(long)]
     epochs: Option<usize>,
-    /// Stop after the first epoch that ends this many minutes after training started (a time budget;
-    /// the learning-rate decay still spans --epochs, so size --epochs to the budget).
+    /// Stop after the first epoch that ends this many minutes after training started (a safety net;
+    /// the learning-rate decay still spans --epochs, so size --epochs to it, or use --time-budget).
     #[arg(long, value_name = "MINUTES")]
     time_limit: Option<f64>,
+    /// Train for this many minutes, validation included: the learning rate decays over the elapsed
+    /// fraction of the budget rather than over the steps, the epoch in progress when it is spent ends
+    /// there (validated and checkpointed), and --epochs becomes a maximum. For a machine lent for a
+    /// fixed time whose step time is not known in advance.
+    #[arg(long, value_name = "MINUTES")]
+    time_budget: Option<f64>,
     #[arg(long)]
     steps_per_epoch: Option<usize>,
     #[arg(long)]
@@ -185,6 +191,9 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if a.time_limit.is_some() {
         c.time_limit_minutes = a.time_limit;
+    }
+    if a.time_budget.is_some() {
+        c.time_budget_minutes = a.time_budget;
     }
     if a.base.is_some() {
         c.base = a.base;

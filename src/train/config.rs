@@ -69,6 +69,14 @@ pub struct TrainConfig {
     /// ends before its rate has decayed: size `epochs` to the budget and keep
     /// this as the safety net.
     pub time_limit_minutes: Option<f64>,
+    /// Train for this many minutes (validation included): the learning rate
+    /// falls along its cosine with the elapsed fraction of the budget
+    /// instead of the step count, the epoch in progress when the budget is
+    /// spent ends there (and is validated and checkpointed), and `epochs`
+    /// becomes a maximum. For a machine lent for a fixed time, where the
+    /// step time is not known in advance. A resumed run counts the time its
+    /// earlier epochs took (`log.csv`).
+    pub time_budget_minutes: Option<f64>,
     pub steps_per_epoch: usize,
     pub batch: usize,
     pub lr: f32,
@@ -139,6 +147,7 @@ impl Default for TrainConfig {
             patch: 128,
             epochs: 50,
             time_limit_minutes: None,
+            time_budget_minutes: None,
             steps_per_epoch: 50,
             batch: 1,
             lr: 1e-3,
@@ -244,6 +253,9 @@ impl TrainConfig {
         }
         if self.time_limit_minutes.is_some_and(|m| !(m.is_finite() && m >= 0.0)) {
             return bad(format!("time limit {:?} minutes must be finite and at least 0", self.time_limit_minutes));
+        }
+        if self.time_budget_minutes.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+            return bad(format!("time budget {:?} minutes must be finite and positive", self.time_budget_minutes));
         }
         if self.epochs == 0 || self.steps_per_epoch == 0 || self.batch == 0 {
             return bad("epochs, steps_per_epoch and batch must be at least 1".into());

@@ -23,6 +23,14 @@ pub struct FitSettings {
     /// Stop after the first epoch that ends this long after `fit` started
     /// (None: run every epoch).
     pub time_limit: Option<std::time::Duration>,
+    /// Train for this long (validation included): the learning rate follows
+    /// its cosine over the elapsed fraction of the budget, the epoch in
+    /// progress when it is spent ends after that step, and `epochs` is a
+    /// maximum (None: the schedule spans `epochs * steps_per_epoch` steps).
+    pub time_budget: Option<std::time::Duration>,
+    /// Time a resumed run spent in its earlier epochs (counted against
+    /// `time_limit` and `time_budget`).
+    pub elapsed_before: std::time::Duration,
     pub steps_per_epoch: usize,
     pub loss: LossSpec,
     pub augment: Augment,
@@ -55,7 +63,13 @@ pub fn cosine_lr(lr: f32, lr_final: f32, step: usize, total: usize) -> f32 {
     if total <= 1 {
         return lr;
     }
-    let t = step.min(total - 1) as f64 / (total - 1) as f64;
+    cosine_lr_at(lr, lr_final, step.min(total - 1) as f64 / (total - 1) as f64)
+}
+
+/// The same cosine at a fraction `t` of the run (clamped to 0..=1): with a
+/// time budget, `t` is the elapsed fraction of it.
+pub fn cosine_lr_at(lr: f32, lr_final: f32, t: f64) -> f32 {
+    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
     let c = 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
     (lr_final as f64 + (lr as f64 - lr_final as f64) * c) as f32
 }
@@ -114,6 +128,8 @@ pub fn fit<B: Backend>(
     }
     let mut records = Vec::new();
     let started = Instant::now();
+    let elapsed = || s.elapsed_before + started.elapsed();
+    let budget_spent = || s.time_budget.is_some_and(|b| elapsed() >= b);
     for epoch in first_epoch..=s.epochs {
         let t0 = Instant::now();
         let mut rng = epoch_rng(s.seed, epoch);
@@ -123,9 +139,14 @@ pub fn fit<B: Backend>(
             Progress::hidden()
         };
         let mut loss_sum = 0.0;
+        let mut steps = 0;
         for step in 0..s.steps_per_epoch {
             let global = (epoch - 1) * s.steps_per_epoch + step;
-            B::set_lr(opt, cosine_lr(s.lr, s.lr_final, global, s.epochs * s.steps_per_epoch))?;
+            let lr = match s.time_budget {
+                Some(b) => cosine_lr_at(s.lr, s.lr_final, elapsed().as_secs_f64() / b.as_secs_f64().max(1e-9)),
+                None => cosine_lr(s.lr, s.lr_final, global, s.epochs * s.steps_per_epoch),
+            };
+            B::set_lr(opt, lr)?;
             let (x, t) = random_batch(train, patch, s.batch, &s.augment, &mut rng);
             let x = B::upload(cx, &x)?;
             let t = B::upload(cx, &t)?;
@@ -139,10 +160,18 @@ pub fn fit<B: Backend>(
                 )));
             }
             loss_sum += l;
-            bar.set_message(format!("loss {:.4}", loss_sum / (step + 1) as f64));
+            steps += 1;
+            bar.set_message(format!("loss {:.4}", loss_sum / steps as f64));
             bar.inc(1);
+            if budget_spent() {
+                break;
+            }
         }
         bar.finish();
+        let out_of_budget = budget_spent();
+        if out_of_budget && steps < s.steps_per_epoch {
+            log::info!("time budget spent after step {steps} of {} of epoch {epoch}: validating", s.steps_per_epoch);
+        }
         if s.bn_recalibration > 0 {
             // Its own random stream, so training patches do not depend on it.
             // The statistics describe the images inference sees: normalised
@@ -201,8 +230,8 @@ pub fn fit<B: Backend>(
         let some = !val.is_empty();
         let r = EpochRecord {
             epoch,
-            step: epoch * s.steps_per_epoch,
-            train_loss: loss_sum / s.steps_per_epoch as f64,
+            step: (epoch - 1) * s.steps_per_epoch + steps,
+            train_loss: loss_sum / steps as f64,
             val_loss: if val.is_empty() { f64::NAN } else { vl / nv },
             val_iou: if val.is_empty() { f64::NAN } else { vi / nv },
             val_detection: if val.is_empty() { f64::NAN } else { vd / nv },
@@ -226,13 +255,24 @@ pub fn fit<B: Backend>(
         );
         on_epoch(&r, net, opt)?;
         records.push(r);
-        if let Some(limit) = s.time_limit.filter(|&l| epoch < s.epochs && started.elapsed() >= l) {
+        if out_of_budget {
+            if epoch < s.epochs {
+                log::info!(
+                    "time budget of {:.1} min spent after epoch {epoch} of at most {} ({:.1} min): stopping",
+                    s.time_budget.unwrap_or_default().as_secs_f64() / 60.0,
+                    s.epochs,
+                    elapsed().as_secs_f64() / 60.0
+                );
+            }
+            break;
+        }
+        if let Some(limit) = s.time_limit.filter(|&l| epoch < s.epochs && elapsed() >= l) {
             log::warn!(
                 "time limit of {:.1} min reached after epoch {epoch} of {} ({:.1} min): stopping; the learning rate \
-                 had not finished its decay (fewer epochs would fit the budget)",
+                 had not finished its decay (fewer epochs would fit the limit, or --time-budget)",
                 limit.as_secs_f64() / 60.0,
                 s.epochs,
-                started.elapsed().as_secs_f64() / 60.0
+                elapsed().as_secs_f64() / 60.0
             );
             break;
         }
@@ -242,7 +282,7 @@ pub fn fit<B: Backend>(
 
 #[cfg(test)]
 mod tests {
-    use super::cosine_lr;
+    use super::{cosine_lr, cosine_lr_at};
 
     #[test]
     fn cosine_lr_runs_from_lr_to_final_and_falls_monotonically() {
@@ -255,5 +295,11 @@ mod tests {
         // Constant when lr_final == lr, and a one-step run uses lr.
         assert!((0..n).all(|s| cosine_lr(lr, lr, s, n) == lr));
         assert_eq!(cosine_lr(lr, fin, 0, 1), lr);
+        // By fraction (a time budget): the same curve, clamped outside 0..=1.
+        assert_eq!(cosine_lr_at(lr, fin, 0.5), cosine_lr(lr, fin, 18, n));
+        assert_eq!(cosine_lr_at(lr, fin, -0.3), lr);
+        assert_eq!(cosine_lr_at(lr, fin, 7.0), cosine_lr_at(lr, fin, 1.0));
+        assert!((cosine_lr_at(lr, fin, 1.0) - fin).abs() < 1e-9);
+        assert_eq!(cosine_lr_at(lr, fin, f64::NAN), lr);
     }
 }

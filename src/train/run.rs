@@ -178,7 +178,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
     }
     std::fs::create_dir_all(&out).map_err(|e| Error::file(&out, format!("cannot create: {e}")))?;
 
-    // On resume the checkpoint's settings win, except the number of epochs and the time limit.
+    // On resume the checkpoint's settings win, except the number of epochs, the time limit and the budget.
     let (cfg, ckpt) = if resume {
         let w = read_weights(&last)?;
         let json =
@@ -188,6 +188,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         let mut c = info.config.clone();
         c.epochs = cfg.epochs;
         c.time_limit_minutes = cfg.time_limit_minutes;
+        c.time_budget_minutes = cfg.time_budget_minutes;
         c.data = cfg.data.clone();
         c.out = cfg.out.clone();
         info.config = c.clone();
@@ -323,6 +324,9 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         batch: cfg.batch,
         epochs: cfg.epochs,
         time_limit: cfg.time_limit_minutes.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
+        time_budget: cfg.time_budget_minutes.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
+        // The epochs of earlier sessions (a resumed run) count against the budget.
+        elapsed_before: std::time::Duration::from_secs_f64(records.iter().map(|r| r.seconds.max(0.0)).sum()),
         steps_per_epoch: cfg.steps_per_epoch,
         loss: cfg.loss_spec()?,
         augment: cfg.augment.clone(),
