@@ -93,7 +93,7 @@ struct ConvParams {
     ci_n: u32,        // input channels in this group
     co_n: u32,        // output channels in this group
     nxb: u32,         // x-blocks per row: ceil(w / XB)
-    tiles: u32,       // workgroups per z-plane: ceil(h * nxb / WG)
+    tiles: u32,       // workgroups per z-plane: ceil(h * nxb / WG) (the generated CPU kernel: per output-channel block, all planes)
     base_x: u32,
     base_w: u32,
     base_b: u32,      // window offset of the group's first bias value

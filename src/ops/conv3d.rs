@@ -740,8 +740,13 @@ fn conv_core(
     let nxb = s.w.div_ceil(tile.xb as usize);
     // Workgroups per z-plane: each covers `wg` (y, x-block) positions, or
     // (cooperative matrices) 4 row tiles of 16 x-positions.
+    // The generated CPU kernel instead counts workgroups per output-channel
+    // block over all planes (a workgroup may span planes: small planes
+    // would leave most of its lanes idle), so its grid has no z factor.
     let per_wg = if tile.is_coop() { COOP_TILES_PER_WG } else { tile.wg as usize };
-    let tiles = (s.h.div_ceil(tile.rows() as usize) * nxb).div_ceil(per_wg);
+    let positions = s.h.div_ceil(tile.rows() as usize) * nxb;
+    let unrolled = matches!(tile.kernel, Kernel::Unrolled { .. });
+    let (tiles, planes) = if unrolled { ((s.d * positions).div_ceil(per_wg), 1) } else { (positions.div_ceil(per_wg), s.d) };
     // Input-channel groups: (part, its channels in the part, the same
     // channels in the concatenation).
     let mut groups = Vec::new();
@@ -821,7 +826,7 @@ fn conv_core(
                         Arg::Buf(&wo),
                         Arg::Uniform(bytemuck::bytes_of(&cp)),
                     ],
-                    grid((n_cob * s.d * tiles) as u64),
+                    grid((n_cob * planes * tiles) as u64),
                 )?;
             }
         }

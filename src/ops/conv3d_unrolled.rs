@@ -112,22 +112,33 @@ override WG: u32 = 32u;
 @compute @workgroup_size(WG)
 fn {ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32{sid}) {{
     let g = wid.x + wid.y * nwg.x;
-    let per_cob = cp.d * cp.tiles;
-    if (g >= cp.n_cob * per_cob) {{ return; }}
-    let cob = g / per_cob;
-    let rem = g % per_cob;
-    let z = rem / cp.tiles;
+    // cp.tiles: workgroups per output-channel block, covering the
+    // (z, y-block, x-block) positions of every plane in order, so a small
+    // plane (8 x 8: 4 positions) does not leave most lanes of a workgroup
+    // idle; a workgroup may span planes.
+    if (g >= cp.n_cob * cp.tiles) {{ return; }}
+    let cob = g / cp.tiles;
     let nyb = (cp.h + {ybm1}u) / {yb}u;
-    // Lanes past the plane compute on clamped positions and do not store:
+    let per_plane = nyb * cp.nxb;
+    let total = cp.d * per_plane;
+    // Lanes past the volume compute on clamped positions and do not store:
     // control flow stays uniform, so every lane is active where the
     // weights are broadcast from lanes 0-7.
-    let p = (rem % cp.tiles) * WG + lid;
-    let live = p < nyb * cp.nxb;
-    let pc = min(p, nyb * cp.nxb - 1u);
-    let y0 = i32((pc / cp.nxb) * {yb}u);
-    let x0 = i32((pc % cp.nxb) * {xb}u);
+    let p0 = (g % cp.tiles) * WG;
+    let p = p0 + lid;
+    let live = p < total;
+    let pc = min(p, total - 1u);
+    let z = pc / per_plane;
+    let pp = pc % per_plane;
+    // The workgroup's first and last planes (uniform): a kz that misses
+    // every lane's plane is skipped; one that misses some is masked.
+    let z_lo = i32(min(p0, total - 1u) / per_plane);
+    let z_hi = i32(min(p0 + WG - 1u, total - 1u) / per_plane);
+    let y0 = i32((pp / cp.nxb) * {yb}u);
+    let x0 = i32((pp % cp.nxb) * {xb}u);
     let hi = i32(cp.h);
     let wi = i32(cp.w);
+    let di = i32(cp.d);
 "#,
         ybm1 = yb - 1,
         sid = if subgroup_weights { ", @builtin(subgroup_invocation_id) sid: u32" } else { "" },
@@ -153,9 +164,10 @@ fn {ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         // co_b is a multiple of 4.
         let wc = (cp.base_w + (cob * cp.ci_n + ci) * {wstride}u) / 4u;
         for (var kz = 0u; kz < {k}u; kz = kz + 1u) {{
+            if (z_hi + i32(kz) - {r} < 0 || z_lo + i32(kz) - {r} >= di) {{ continue; }}
             let iz = i32(z + kz) - {r};
-            if (iz < 0 || iz >= i32(cp.d)) {{ continue; }}
-            let zb = xc + u32(iz) * cp.h * cp.w;
+            let zm = iz >= 0 && iz < di;
+            let zb = xc + u32(clamp(iz, 0, di - 1)) * cp.h * cp.w;
             let wz = wc + kz * {wkz}u;
 "#,
         wstride = k * k * k * co_b,
@@ -164,7 +176,7 @@ fn {ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     // Rows of input: gathered once per (ci, kz).
     for i in 0..rows {
         let _ = writeln!(w, "            let iy{i} = y0 + {};", i as i32 - r as i32);
-        let _ = writeln!(w, "            let ym{i} = iy{i} >= 0 && iy{i} < hi;");
+        let _ = writeln!(w, "            let ym{i} = zm && iy{i} >= 0 && iy{i} < hi;");
         let _ = writeln!(w, "            let rb{i} = zb + u32(clamp(iy{i}, 0, hi - 1)) * cp.w;");
         for j in 0..cols {
             let _ = writeln!(w, "            let v{i}_{j} = select(0.0, f32(cx[rb{i} + c{j}]), ym{i} && m{j});");

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# After a lent-GPU call of tools/device-train.sh: chooses among the networks
+# it trained and scores the choice, on this machine (any adapter; lavapipe
+# takes about an hour). Nothing here is trained, and only the choosing
+# volumes choose.
+#
+#   bash tools/device-choose.sh RESULTS [OUT]
+#   RESULTS: the folder the call's files came back to (results.tgz, RUN.safetensors)
+#   OUT:     default runs/device-choice
+#   DATA=../shared/data/bbbc050  Q=target/release/qcanet-gpu (built if missing)  SCORE=1 (0: stop after choosing)
+#
+# 1. Unpacks results.tgz (logs, log.csv and curves of every run) into OUT.
+# 2. Per network, the run whose best epoch has the highest mean instance F1
+#    (ties: SEG) on the choosing volumes (`log.csv`): NSN from nsn-ft and
+#    nsn, NDN from ndn-ft and ndn. Each was scored with the bundled partner,
+#    so the two candidates of a network compare in the same frame.
+# 3. `calibrate` of the chosen pair and of the bundled pair on the six
+#    choosing volumes: Emb11_t151, t351, t501 and the same three at 2.0 um
+#    slices (tools/simulate_microscope.py --dataset --noise 0 --z-order 3,
+#    as device-kit.sh made them for training's choice).
+# 4. The pair with the higher calibrated mean F1 over the six (ties: SEG)
+#    is printed as the choice; with SCORE=1 it is then scored on all eleven
+#    Emb11 volumes at 1.75 um and at 2.0 um (`infer` + `eval`; the eight
+#    that are not choosing volumes chose nothing: held out).
+# Adopting the choice (copying OUT/calib-new/*.safetensors to weights/) is
+# left to the person reading the scores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+res=${1:?usage: tools/device-choose.sh RESULTS [OUT]}
+out=${2:-runs/device-choice}
+data=${DATA:-../shared/data/bbbc050}
+q=${Q:-target/release/qcanet-gpu}
+[ -f "$res/results.tgz" ] || { echo "error: $res/results.tgz not found (the files of a device-train.sh call)" >&2; exit 1; }
+[ -f "$data/split_list/validation.txt" ] || { echo "error: $data/split_list/validation.txt not found" >&2; exit 1; }
+[ -x "$q" ] || cargo build --release --quiet
+mkdir -p "$out"
+tar xzf "$res/results.tgz" -C "$out"
+
+# Best epoch of a run: "F1 SEG epoch" from its log.csv (columns by name).
+best() {
+  awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    { f = $c["val_f1"] + 0; s = $c["val_seg"] + 0
+      if (!seen || f > bf || (f == bf && s > bs)) { bf = f; bs = s; be = $c["epoch"]; seen = 1 } }
+    END { if (seen) printf "%.4f %.4f %d\n", bf, bs, be; else print "nan nan 0" }' "$1"
+}
+choose() { # network, candidate runs...: prints the chosen run
+  local net=$1 pick='' pf=-1 ps=-1
+  shift
+  for r in "$@"; do
+    if [ ! -f "$out/$r/log.csv" ] || [ ! -f "$res/$r.safetensors" ]; then
+      echo "  $r: no log or weights" >&2
+      continue
+    fi
+    read -r f s e < <(best "$out/$r/log.csv")
+    echo "  $r: best epoch $e, choosing volumes F1 $f, SEG $s" >&2
+    if awk -v f="$f" -v s="$s" -v pf="$pf" -v ps="$ps" 'BEGIN { exit !(f > pf || (f == pf && s > ps)) }'; then
+      pick=$r pf=$f ps=$s
+    fi
+  done
+  [ -n "$pick" ] || { echo "error: no $net run with a log and weights in $res" >&2; exit 1; }
+  echo "$pick"
+}
+echo "== NSN runs (scored with the bundled NDN)"
+nsn=$(choose NSN nsn-ft nsn)
+echo "== NDN runs (scored with the bundled NSN)"
+ndn=$(choose NDN ndn-ft ndn)
+echo "chosen: NSN $nsn, NDN $ndn"
+
+# The six choosing volumes: the originals and their 2.0 um versions.
+sim=$out/choosing-data
+if [ ! -f "$sim/images_raw/Emb11_t501_sim.tif" ]; then
+  python3 tools/simulate_microscope.py Emb11_t151 Emb11_t351 Emb11_t501 --data "$data" --dataset --noise 0 --z-order 3 \
+    --out "$sim" > "$out/simulate.log" 2>&1
+fi
+printf '%s\n' Emb11_t151.tif Emb11_t351.tif Emb11_t501.tif Emb11_t151_sim.tif Emb11_t351_sim.tif Emb11_t501_sim.tif \
+  > "$out/choosing.txt"
+calib() { # name, nsn, ndn
+  [ -f "$out/calib-$1/calibration.csv" ] ||
+    "$q" calibrate --nsn "$2" --ndn "$3" --data "$sim" --list "$out/choosing.txt" -o "$out/calib-$1" > "$out/calib-$1.log" 2>&1
+  grep '^chosen' "$out/calib-$1.log"
+}
+echo "== calibrate on the six choosing volumes"
+echo "new pair ($nsn + $ndn): $(calib new "$res/$nsn.safetensors" "$res/$ndn.safetensors")"
+echo "bundled pair:           $(calib bundled weights/nsn.safetensors weights/ndn.safetensors)"
+score() { sed -n 's/^chosen.*: F1 \([0-9.]*\), SEG \([0-9.]*\).*/\1 \2/p' "$out/calib-$1.log"; }
+read -r nf ns < <(score new)
+read -r bf bs < <(score bundled)
+if awk -v a="$nf" -v b="$ns" -v c="$bf" -v d="$bs" 'BEGIN { exit !(a > c || (a == c && b > d)) }'; then
+  echo "choice: the new pair (F1 $nf, SEG $ns over the six, against the bundled pair's $bf, $bs)"
+else
+  echo "choice: the bundled pair (F1 $bf, SEG $bs over the six; the new pair $nf, $ns)"
+fi
+[ "${SCORE:-1}" = 1 ] || exit 0
+
+echo "== the new pair on all eleven Emb11 volumes (8 held out), 1.75 um and 2.0 um"
+all=$out/emb11-data
+names=$(sed 's/\.tif$//' "$data/split_list/validation.txt")
+if [ ! -f "$all/gt/Emb11_t501_z2.tif" ]; then
+  # shellcheck disable=SC2086
+  python3 tools/simulate_microscope.py $names --data "$data" --noise 0 --z-order 3 --out "$all" > "$out/simulate11.log" 2>&1
+fi
+c=$out/calib-new
+"$q" infer $(sed "s|^|$data/images_raw/|" "$data/split_list/validation.txt") --nsn "$c/nsn.safetensors" \
+  --ndn "$c/ndn.safetensors" -o "$out/emb11" > "$out/infer-emb11.log" 2>&1
+"$q" eval --pred "$out/emb11" --gt "$data/labels_instance" --list "$data/split_list/validation.txt" | tee "$out/emb11.txt"
+sed 's/\.tif$/_z2.tif/' "$data/split_list/validation.txt" > "$out/z2.txt"
+"$q" infer $(sed "s|^|$all/raw/|" "$out/z2.txt") --nsn "$c/nsn.safetensors" --ndn "$c/ndn.safetensors" \
+  -o "$out/emb11-z2" > "$out/infer-emb11-z2.log" 2>&1
+"$q" eval --pred "$out/emb11-z2" --gt "$all/gt" --list "$out/z2.txt" | tee "$out/emb11-z2.txt"
