@@ -739,14 +739,20 @@ fn conv_core(
     let label = format!("{op} x {} w {} -> {out_shape}", s.with_c(in_c), w.shape);
     let nxb = s.w.div_ceil(tile.xb as usize);
     // Workgroups per z-plane: each covers `wg` (y, x-block) positions, or
-    // (cooperative matrices) 4 row tiles of 16 x-positions.
-    // The generated CPU kernel instead counts workgroups per output-channel
-    // block over all planes (a workgroup may span planes: small planes
-    // would leave most of its lanes idle), so its grid has no z factor.
+    // (cooperative matrices) 4 row tiles of 16 x-positions. The generated
+    // CPU kernel instead counts workgroups per output-channel block over
+    // all planes (a workgroup may span planes: on lavapipe a workgroup's
+    // lanes are SIMD lanes run one after another, and small planes left
+    // most of them computing clamped positions), so its grid has no z
+    // factor. The GPU kernels keep one plane per workgroup: on a GPU the
+    // idle lanes of an underfilled layer run beside the live ones, so
+    // packing would not shorten it (reasoned, not measured on a GPU; on
+    // lavapipe packing made the forced f32-4x4 variant slower at 32³).
     let per_wg = if tile.is_coop() { COOP_TILES_PER_WG } else { tile.wg as usize };
     let positions = s.h.div_ceil(tile.rows() as usize) * nxb;
     let unrolled = matches!(tile.kernel, Kernel::Unrolled { .. });
-    let (tiles, planes) = if unrolled { ((s.d * positions).div_ceil(per_wg), 1) } else { (positions.div_ceil(per_wg), s.d) };
+    let (tiles, planes) =
+        if unrolled { ((s.d * positions).div_ceil(per_wg), 1) } else { (positions.div_ceil(per_wg), s.d) };
     // Input-channel groups: (part, its channels in the part, the same
     // channels in the concatenation).
     let mut groups = Vec::new();
