@@ -86,9 +86,15 @@ pub const MAX_K: usize = 7;
 /// Rows per plane from which the unrolled kernel runs its `yb_tall` rows
 /// per invocation. On lavapipe 4 rows against 2 were 1.1-1.2x faster on 32³
 /// NSN and NDN layers, 1.25-1.4x on 64³, and 1.4-1.6x *slower* on 16³
-/// (fewer invocations to fill the workgroups; `benches/RESULTS.md`, "Other
-/// tiles for the generated forward conv").
-pub const TALL_ROWS: usize = 32;
+/// while a workgroup covered one plane (fewer invocations to fill it;
+/// `benches/RESULTS.md`, "Other tiles for the generated forward conv").
+/// Since workgroups span planes, 4 rows are 1.1-2.3x faster on 16³ too, and
+/// mixed on 8³ ("Small planes packed into workgroups").
+pub const TALL_ROWS: usize = 16;
+
+/// Rows of at most this many voxels get this many x-positions an
+/// invocation from the generated CPU kernel (instead of its tile's 8).
+pub const NARROW_ROW: usize = 4;
 
 /// Register blocking of the convolution kernel: `wg` invocations per
 /// workgroup, each computing `co_b` output channels x `xb` x-positions
@@ -162,18 +168,21 @@ impl Tile {
             _ => 1,
         }
     }
-    /// The tile a layer of `out_c` output channels and `out_h` rows per
-    /// plane runs. The unrolled kernel takes blocks of 4 for layers of 4 or
-    /// fewer channels (a network's head), so that it does not compute and
-    /// compile 8, and its `yb_tall` rows (as `yb`) on planes of
+    /// The tile a layer of `out_c` output channels and output planes of
+    /// `out_h` rows of `out_w` voxels runs. The unrolled kernel takes blocks
+    /// of 4 for layers of 4 or fewer channels (a network's head), so that
+    /// it does not compute and compile 8; 4 x-positions on rows of 4 or
+    /// fewer voxels (a deep level: 8 would compute half of them for
+    /// nothing); and its `yb_tall` rows (as `yb`) on planes of
     /// [`TALL_ROWS`] rows or more.
-    fn for_layer(self, out_c: usize, out_h: usize) -> Tile {
+    fn for_layer(self, out_c: usize, out_h: usize, out_w: usize) -> Tile {
         let Kernel::Unrolled { yb, yb_tall, subgroup_weights } = self.kernel else {
             return self;
         };
         let yb = if out_h >= TALL_ROWS { yb_tall } else { yb };
         let co_b = if out_c <= 4 { 4.min(self.co_b) } else { self.co_b };
-        Tile { co_b, kernel: Kernel::Unrolled { yb, yb_tall: yb, subgroup_weights }, ..self }
+        let xb = if out_w <= NARROW_ROW { NARROW_ROW as u32 } else { self.xb }.min(self.xb);
+        Tile { co_b, xb, kernel: Kernel::Unrolled { yb, yb_tall: yb, subgroup_weights }, ..self }
     }
 }
 
@@ -668,7 +677,7 @@ fn conv_core(
     op: &str,
 ) -> Result<GpuTensor> {
     check_tile(ctx, op, tile)?;
-    let tile = tile.for_layer(out_shape.c, out_shape.h);
+    let tile = tile.for_layer(out_shape.c, out_shape.h, out_shape.w);
     // Activations (inputs and output) f32, or f16 storage (forward only,
     // where the adapter has shader-f16); weights and bias are f32.
     let dtype = xs[0].dtype;

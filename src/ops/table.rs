@@ -1119,7 +1119,8 @@ pub fn table() -> Vec<OpCase> {
     // by side (the preferred one included, so all are timed in one run).
     for var in conv3d::KERNELS.variants {
         // 33 rows: the unrolled kernel's tall-plane rows (conv3d::TALL_ROWS).
-        let checks = [at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37), at(1, 3, 33, 9)];
+        // Rows of 4 voxels or fewer: 4 x-positions (conv3d::NARROW_ROW).
+        let checks = [at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37), at(1, 3, 33, 9), at(2, 5, 17, 3)];
         conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, None, No, &checks);
         for layer in [("NSN", 3, 16), ("NDN", 5, 12)] {
             conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, Some(layer), Yes, small);
