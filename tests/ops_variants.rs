@@ -55,7 +55,7 @@ fn the_registry_names_conv3d_and_the_default_tile() {
     let c = reg.iter().find(|o| o.op == "conv3d").expect("conv3d has variants");
     // The generated kernels for CPU adapters first (only they meet their
     // need; weights per subgroup where subgroups have 8+ lanes, else per
-    // lane; 4 rows on planes of 32+ rows), the 2-row form kept for
+    // lane; 4 rows on planes of 16+ rows), the 2-row form kept for
     // comparison, then the loop kernels' 8x8 tile, every other adapter's
     // default.
     assert_eq!(c.variants[0].name, "cpu-unrolled");

@@ -202,8 +202,9 @@ pub static KERNELS: Kernels<Tile> = Kernels {
             name: "cpu-unrolled",
             needs: &[Need::CpuAdapter, Need::Subgroups8],
             about: "generated straight-line WGSL for CPU adapters: each invocation 8 output channels x 2 rows \
-                    (4 on planes of 32 rows or more) x 8 x-positions, rows gathered once per input channel and \
-                    kz, weights loaded once per subgroup and broadcast",
+                    (4 on planes of 16 rows or more) x 8 x-positions (4 on rows of 4 or fewer), a workgroup's \
+                    lanes spanning planes, rows gathered once per input channel and kz, weights loaded once per \
+                    subgroup and broadcast",
             kernel: Tile::unrolled(32, 8, 8, 2, true).with_tall_rows(4),
         },
         Variant {
