@@ -36,7 +36,10 @@ data=${DATA:-../shared/data/bbbc050}
 q=${Q:-target/release/qcanet-gpu}
 [ -f "$res/results.tgz" ] || { echo "error: $res/results.tgz not found (the files of a device-train.sh call)" >&2; exit 1; }
 [ -f "$data/split_list/validation.txt" ] || { echo "error: $data/split_list/validation.txt not found" >&2; exit 1; }
-[ -x "$q" ] || cargo build --release --quiet
+if [ ! -x "$q" ]; then
+  [ -z "${Q:-}" ] || { echo "error: Q=$q is not an executable" >&2; exit 1; }
+  cargo build --release --quiet
+fi
 mkdir -p "$out"
 tar xzf "$res/results.tgz" -C "$out"
 

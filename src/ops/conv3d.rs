@@ -181,7 +181,7 @@ impl Tile {
         };
         let yb = if out_h >= TALL_ROWS { yb_tall } else { yb };
         let co_b = if out_c <= 4 { 4.min(self.co_b) } else { self.co_b };
-        let xb = if out_w <= NARROW_ROW { NARROW_ROW as u32 } else { self.xb }.min(self.xb);
+        let xb = if out_w <= NARROW_ROW { self.xb.min(NARROW_ROW as u32) } else { self.xb };
         Tile { co_b, xb, kernel: Kernel::Unrolled { yb, yb_tall: yb, subgroup_weights }, ..self }
     }
 }
