@@ -97,3 +97,51 @@ fn timings() {
         });
     }
 }
+
+/// The generated CPU kernels' blocks side by side (how the cpu-unrolled
+/// variant's blocks were chosen; not a test of speed): `cargo test
+/// --release --test ops_conv_transpose3d -- --ignored --nocapture blocks`.
+/// Each block runs forward, input and weight gradient at the NSN's two decoder
+/// layers (32 and 64 channels, 32³ → 64³), rounds alternating, medians of 3.
+#[test]
+#[ignore]
+fn blocks() {
+    use qcanet_gpu::ops::conv_transpose3d::{Block, Kernel};
+    let ctx = ctx();
+    println!("adapter: {}", ctx.describe());
+    use qcanet_gpu::ops::conv_transpose3d_unrolled::WeightShape;
+    let fwd_blocks = [(8, 8, 2), (8, 4, 4), (8, 8, 1), (4, 8, 4), (8, 4, 2)];
+    let weight_blocks = [(4, 4, 2), (4, 4, 4), (4, 2, 4), (2, 8, 2), (4, 8, 1)];
+    let bin_blocks = [(32, 8, 1), (32, 4, 1), (24, 8, 1), (16, 8, 1), (32, 6, 1)];
+    for c in [32usize, 64] {
+        let xs = Shape5::new(1, c, 32, 32, 32);
+        let x = up(ctx, &rand(xs, 1));
+        let w = up(ctx, &rand(wshape(c, c), 2));
+        let b = up(ctx, &rand(Shape5::new(1, c, 1, 1, 1), 3));
+        let dy = up(ctx, &rand(ct::output_shape(xs, w.shape).unwrap(), 4));
+        let flops = ct::flops(xs, c);
+        for ((f, bi), &(ci_b, co_b, wxb)) in fwd_blocks.iter().zip(&bin_blocks).zip(&weight_blocks) {
+            let blk = |(ch_b, xb, red_b): (u32, u32, u32)| Block { wg: 32, ch_b, xb, red_b };
+            let weight = (32, WeightShape { ci_b, co_b, xb: wxb });
+            let k = Kernel::Unrolled { forward: blk(*f), backward_input: blk(*bi), weight };
+            let tf = time_median(ctx, 3, || {
+                ct::forward_with(ctx, &x, &w, &b, k).unwrap();
+            });
+            let tb = time_median(ctx, 3, || {
+                ct::backward_input_with(ctx, &dy, &w, k).unwrap();
+            });
+            let x_in = up(ctx, &rand(xs, 5));
+            let tw = time_median(ctx, 3, || {
+                ct::backward_weight_with(ctx, &x_in, &dy, k).unwrap();
+            });
+            let rate = |t: f64| format!("{:.1} ms {:.1} GFLOP/s", t * 1e3, flops / t / 1e9);
+            println!(
+                "c{c}: forward {f:?} {} | input gradient {bi:?} {} | weight gradient {:?} {}",
+                rate(tf),
+                rate(tb),
+                weight.1,
+                rate(tw)
+            );
+        }
+    }
+}

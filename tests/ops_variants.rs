@@ -74,6 +74,22 @@ fn the_registry_names_conv3d_and_the_default_tile() {
     assert_eq!(w.variants[0].needs, &[Need::CpuAdapter, Need::Subgroups8][..]);
     assert_eq!(w.variants[1].name, "f32-16");
     assert!(w.variants[1].needs.is_empty());
+    // The transposed conv: the generated kernels for CPU adapters with
+    // subgroups, then the shader's loops.
+    let t = reg.iter().find(|o| o.op == "conv_transpose3d").expect("conv_transpose3d has variants");
+    assert_eq!(t.variants[0].name, "cpu-unrolled");
+    assert_eq!(t.variants[0].needs, &[Need::CpuAdapter, Need::Subgroups8][..]);
+    assert_eq!(t.variants[1].name, "f32");
+    assert!(t.variants[1].needs.is_empty());
+}
+
+/// The transposed conv's variant an adapter gets by default.
+fn default_convt_kernel(c: &GpuContext) -> &'static str {
+    if c.is_cpu_adapter() && Need::Subgroups8.met(c) {
+        "cpu-unrolled"
+    } else {
+        "f32"
+    }
 }
 
 /// The weight-gradient variant an adapter gets by default: the generated
@@ -94,6 +110,21 @@ fn ctx_with(kernels: &[(&str, &str)]) -> GpuContext {
     context(&o, true)
 }
 
+/// A context with `op`'s variant `name` forced (the choice checked), or
+/// `None` where the adapter lacks one of `needs`: then forcing it must be
+/// refused by name (said on stdout, as the op table does).
+fn forced(op: &str, name: &str, needs: &[Need]) -> Option<GpuContext> {
+    let c = ctx_with(&[(op, name)]);
+    if let Some(n) = needs.iter().find(|n| !n.met(&c)) {
+        let e = check_choices(&c).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains(n.name()), "{e}");
+        println!("{op} {name}: not run, the adapter lacks {n}");
+        return None;
+    }
+    check_choices(&c).unwrap();
+    Some(c)
+}
+
 #[test]
 fn a_forced_variant_runs_and_matches_the_reference() {
     // The default context runs the preferred variant.
@@ -104,24 +135,20 @@ fn a_forced_variant_runs_and_matches_the_reference() {
         _ => "f32-8x8",
     };
     let wgrad = default_weight_kernel(ctx());
-    assert_eq!(chosen(ctx()).unwrap(), vec![("conv3d", conv), ("conv3d_weight", wgrad), ("activations", act)]);
+    let convt = default_convt_kernel(ctx());
+    let others = |conv, wgrad, convt| {
+        vec![("conv3d", conv), ("conv3d_weight", wgrad), ("conv_transpose3d", convt), ("activations", act)]
+    };
+    assert_eq!(chosen(ctx()).unwrap(), others(conv, wgrad, convt));
     let x = CpuTensor::random(Shape5::new(2, 5, 4, 7, 19), 11, -1.0, 1.0);
     let w = CpuTensor::random(Shape5::new(7, 5, 3, 3, 3), 12, -1.0, 1.0);
     let b = CpuTensor::random(Shape5::new(1, 7, 1, 1, 1), 13, -1.0, 1.0);
     let want = conv3d::reference::forward(&x, &w, &b);
     let want_dx = conv3d::reference::backward_input(&want, &w);
     for v in conv3d::KERNELS.variants {
-        let c = ctx_with(&[("conv3d", v.name)]);
-        if let Some(n) = v.needs.iter().find(|n| !n.met(&c)) {
-            // Forcing it on an adapter without it is refused by name.
-            let e = check_choices(&c).unwrap_err().to_string();
-            assert!(e.contains(v.name) && e.contains(n.name()), "{e}");
-            println!("{}: not run, the adapter lacks {n}", v.name);
-            continue;
-        }
-        check_choices(&c).unwrap();
+        let Some(c) = forced("conv3d", v.name, v.needs) else { continue };
         assert_eq!(conv3d::KERNELS.choose(&c).unwrap().name, v.name);
-        assert_eq!(chosen(&c).unwrap(), vec![("conv3d", v.name), ("conv3d_weight", wgrad), ("activations", act)]);
+        assert_eq!(chosen(&c).unwrap(), others(v.name, wgrad, convt));
         let (gx, gw, gb) = (c.upload(&x).unwrap(), c.upload(&w).unwrap(), c.upload(&b).unwrap());
         let y = c.download(&conv3d::forward(&c, &gx, &gw, &gb).unwrap()).unwrap();
         let e = rel_err(&y.data, &want.data);
@@ -136,19 +163,35 @@ fn a_forced_variant_runs_and_matches_the_reference() {
     // The weight gradient's work splits, forced through the context.
     let want_dw = conv3d::reference::backward_weight(&x, &want, 3);
     for v in conv3d::WEIGHT_KERNELS.variants {
-        let c = ctx_with(&[("conv3d_weight", v.name)]);
-        if let Some(n) = v.needs.iter().find(|n| !n.met(&c)) {
-            let e = check_choices(&c).unwrap_err().to_string();
-            assert!(e.contains(v.name) && e.contains(n.name()), "{e}");
-            println!("{}: not run, the adapter lacks {n}", v.name);
-            continue;
-        }
-        check_choices(&c).unwrap();
+        let Some(c) = forced("conv3d_weight", v.name, v.needs) else { continue };
         assert_eq!(conv3d::WEIGHT_KERNELS.choose(&c).unwrap().name, v.name);
         let (gx, dy) = (c.upload(&x).unwrap(), c.upload(&want).unwrap());
         let dw = c.download(&conv3d::backward_weight(&c, &gx, &dy, 3).unwrap()).unwrap();
         let e = rel_err(&dw.data, &want_dw.data);
         assert!(e < 1e-5, "{}: weight gradient relative error {e}", v.name);
+    }
+    // The transposed conv's variants, forced through the context: forward
+    // and both gradients (odd extent, channels off every block).
+    use qcanet_gpu::ops::conv_transpose3d as ct;
+    let tx = CpuTensor::random(Shape5::new(2, 11, 3, 5, 7), 14, -1.0, 1.0);
+    let tw = CpuTensor::random(Shape5::new(11, 9, 2, 2, 2), 15, -1.0, 1.0);
+    let tb = CpuTensor::random(Shape5::new(1, 9, 1, 1, 1), 16, -1.0, 1.0);
+    let ty = ct::reference::forward(&tx, &tw, &tb);
+    let (want_tdx, want_tdw) = (ct::reference::backward_input(&ty, &tw), ct::reference::backward_weight(&tx, &ty));
+    for v in ct::KERNELS.variants {
+        let Some(c) = forced("conv_transpose3d", v.name, v.needs) else { continue };
+        assert_eq!(chosen(&c).unwrap(), others(conv, wgrad, v.name));
+        let (gx, gw, gb, gy) =
+            (c.upload(&tx).unwrap(), c.upload(&tw).unwrap(), c.upload(&tb).unwrap(), c.upload(&ty).unwrap());
+        let y = c.download(&ct::forward(&c, &gx, &gw, &gb).unwrap()).unwrap();
+        let dx = c.download(&ct::backward_input(&c, &gy, &gw).unwrap()).unwrap();
+        let dw = c.download(&ct::backward_weight(&c, &gx, &gy).unwrap()).unwrap();
+        for (what, got, want) in
+            [("forward", &y, &ty), ("input gradient", &dx, &want_tdx), ("weight gradient", &dw, &want_tdw)]
+        {
+            let e = rel_err(&got.data, &want.data);
+            assert!(e < 1e-5, "conv_transpose3d {}: {what} relative error {e}", v.name);
+        }
     }
 }
 
@@ -179,7 +222,11 @@ fn the_command_line_checks_kernel_choices_before_any_work() {
     assert!(!ok && out.contains("OP=VARIANT"), "{out}");
     // The flag wins over the environment; the choice is reported.
     let (ok, out) = run(&[&["--gpu-kernel", "conv3d=f32-4x4"], &bench[..]].concat(), Some("conv3d=f32-8x4"));
-    let want = format!("kernel variants: conv3d f32-4x4, conv3d_weight {}, activations ", default_weight_kernel(ctx()));
+    let want = format!(
+        "kernel variants: conv3d f32-4x4, conv3d_weight {}, conv_transpose3d {}, activations ",
+        default_weight_kernel(ctx()),
+        default_convt_kernel(ctx())
+    );
     assert!(ok && out.contains(&want), "{out}");
 }
 

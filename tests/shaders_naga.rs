@@ -169,21 +169,7 @@ fn the_generated_weight_gradient_kernels_validate() {
         for (co_b, xb) in [(8, 4), (16, 8), (32, 4), (8, 8)] {
             let shape = Shape { k, co_b, xb };
             assert!(shape.valid());
-            let src = generate(shape);
-            let module =
-                naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{shape:?}: {}", e.emit_to_string(&src)));
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{shape:?}: {}", e.emit_to_string(&src)));
-            // It broadcasts: without the subgroup capability it must not validate.
-            let no_subgroups = naga::valid::Capabilities::all() - naga::valid::Capabilities::SUBGROUP;
-            assert!(
-                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), no_subgroups)
-                    .validate(&module)
-                    .is_err(),
-                "{shape:?}: validates without subgroups"
-            );
-            assert_eq!(module.entry_points.len(), 1);
+            let module = validated_subgroup_kernel(&generate(shape), &format!("{shape:?}"));
             assert_eq!(module.entry_points[0].name, ENTRY);
             n += 1;
         }
@@ -192,4 +178,69 @@ fn the_generated_weight_gradient_kernels_validate() {
     for bad in [Shape { k: 4, co_b: 8, xb: 8 }, Shape { k: 3, co_b: 12, xb: 8 }, Shape { k: 3, co_b: 8, xb: 6 }] {
         assert!(!bad.valid(), "{bad:?}");
     }
+}
+
+#[test]
+fn the_generated_transposed_conv_kernels_validate() {
+    // src/ops/conv_transpose3d_unrolled.rs writes one kernel per (pass,
+    // written channels, voxels, reduced channels a step): the shapes the
+    // cpu-unrolled variant runs and the generator's edges (1 and 32
+    // channels, 1 and 16 voxels, a step of 1 and 8, runs of weights that
+    // do not fill 8 lanes).
+    use ops::conv_transpose3d_unrolled::{generate, generate_weight, Pass, Shape, WeightShape, WEIGHT_ENTRY};
+    let mut n = 0;
+    for pass in [Pass::Forward, Pass::BackwardInput] {
+        for (ch_b, xb, red_b) in [(8, 4, 4), (16, 4, 2), (32, 4, 1), (1, 1, 1), (3, 16, 8), (32, 2, 8)] {
+            let shape = Shape { pass, ch_b, xb, red_b };
+            assert!(shape.valid());
+            let module = validated_subgroup_kernel(&generate(shape), &format!("{shape:?}"));
+            assert_eq!(module.entry_points[0].name, pass.entry());
+            n += 1;
+        }
+    }
+    assert_eq!(n, 12);
+    // The weight gradient's partial sums: the variant's block and the edges.
+    for shape in [
+        WeightShape { ci_b: 4, co_b: 4, xb: 2 },
+        WeightShape { ci_b: 1, co_b: 1, xb: 1 },
+        WeightShape { ci_b: 16, co_b: 8, xb: 8 },
+        WeightShape { ci_b: 3, co_b: 5, xb: 3 },
+    ] {
+        assert!(shape.valid());
+        let module = validated_subgroup_kernel(&generate_weight(shape), &format!("{shape:?}"));
+        assert_eq!(module.entry_points[0].name, WEIGHT_ENTRY);
+    }
+    for bad in [
+        WeightShape { ci_b: 0, co_b: 4, xb: 2 },
+        WeightShape { ci_b: 17, co_b: 4, xb: 2 },
+        WeightShape { ci_b: 4, co_b: 9, xb: 2 },
+        WeightShape { ci_b: 4, co_b: 4, xb: 9 },
+    ] {
+        assert!(!bad.valid(), "{bad:?}");
+    }
+    for bad in [
+        Shape { pass: Pass::Forward, ch_b: 0, xb: 4, red_b: 4 },
+        Shape { pass: Pass::Forward, ch_b: 33, xb: 4, red_b: 4 },
+        Shape { pass: Pass::BackwardInput, ch_b: 8, xb: 17, red_b: 1 },
+        Shape { pass: Pass::BackwardInput, ch_b: 8, xb: 4, red_b: 9 },
+    ] {
+        assert!(!bad.valid(), "{bad:?}");
+    }
+}
+
+/// `src` (a generated kernel, `what` names it) parsed and validated, and
+/// checked to need subgroups: without the capability it must not
+/// validate (it broadcasts).
+fn validated_subgroup_kernel(src: &str, what: &str) -> naga::Module {
+    let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(src)));
+    let no_subgroups = naga::valid::Capabilities::all() - naga::valid::Capabilities::SUBGROUP;
+    assert!(
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), no_subgroups).validate(&module).is_err(),
+        "{what}: validates without subgroups"
+    );
+    assert_eq!(module.entry_points.len(), 1, "{what}");
+    module
 }

@@ -26,6 +26,18 @@ pub struct ShaderSource {
 }
 
 impl ShaderSource {
+    /// The declaration `struct NAME { ... }` in this shader's text, for
+    /// generated kernels that share a written shader's parameters (one
+    /// definition for all modules). Panics if the shader declares no such
+    /// struct: the names are the code's, not the user's.
+    pub fn struct_decl(&self, name: &str) -> &'static str {
+        let src = self.wgsl;
+        let head = format!("struct {name} {{");
+        let start = src.find(&head).unwrap_or_else(|| panic!("{}.wgsl declares {name}", self.name));
+        let end = start + src[start..].find("\n}").expect("the struct ends") + 2;
+        &src[start..end]
+    }
+
     /// A shader generated at run time, built by `make` the first time
     /// `name` is asked for and kept for the process (`name` must say
     /// everything the text depends on: it is the key here and in the

@@ -598,11 +598,7 @@ fn pipeline(ctx: &GpuContext, entry: &str, consts: &[(&str, f64)]) -> Result<std
 /// [`super::conv3d_weight_unrolled`]) that share its parameters: one
 /// definition for all modules.
 pub(super) fn wgsl_struct(name: &str) -> &'static str {
-    let src = SHADER.wgsl;
-    let head = format!("struct {name} {{");
-    let start = src.find(&head).unwrap_or_else(|| panic!("conv3d.wgsl declares {name}"));
-    let end = start + src[start..].find("\n}").expect("the struct ends") + 2;
-    &src[start..end]
+    SHADER.struct_decl(name)
 }
 
 /// The f16-storage form of `shaders/conv3d.wgsl`: `enable f16;` in front and

@@ -13,14 +13,24 @@
 //!
 //! The weight gradient is deterministic: per-chunk partial sums, then a
 //! fixed-order sum of the partials, no float atomics.
+//!
+//! Kernel variants ([`KERNELS`], `--gpu-kernel conv_transpose3d=NAME`): on
+//! CPU adapters with subgroups of 8+ lanes the forward pass, the input
+//! gradient and the weight gradient's partial sums run straight-line
+//! kernels generated per block ([`super::conv_transpose3d_unrolled`]:
+//! weights, or `dy` for the weight gradient, loaded once per subgroup and
+//! broadcast); elsewhere the shader's loop kernels. Both finish the weight
+//! gradient with the shader's `weight_finish`.
 
 // One-element vectors of ranges are meant: "one group covering everything".
 #![allow(clippy::single_range_in_vec_init)]
 
 use std::ops::Range;
 
+use super::conv_transpose3d_unrolled::{self as unrolled, Pass};
+use super::variants::{require, Kernels, Need, Variant};
 use crate::error::{Error, Result};
-use crate::gpu::{grid, split_units, Arg, GpuContext, GpuTensor, ShaderSource, Window};
+use crate::gpu::{grid, split_units, Arg, GpuContext, GpuTensor, Pipeline, ShaderSource, Window};
 use crate::tensor::Shape5;
 
 pub const SHADER: ShaderSource = crate::shader!("conv_transpose3d");
@@ -39,6 +49,67 @@ pub const VB_I: usize = 4;
 pub const CI_BW: usize = 8;
 /// Input voxels (at least) summed by one invocation of `weight_partials`.
 pub const CHUNK_VOXELS: usize = 512;
+
+/// A generated kernel's block: `wg` lanes a workgroup, each writing `ch_b`
+/// channels at `xb` consecutive input voxels and summing `red_b` channels
+/// a step ([`super::conv_transpose3d_unrolled::Shape`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub wg: u32,
+    pub ch_b: u32,
+    pub xb: u32,
+    pub red_b: u32,
+}
+
+/// Which kernels compute the forward pass and the input gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `forward` and `backward_input` of `shaders/conv_transpose3d.wgsl`.
+    Loops,
+    /// The straight-line kernels generated for CPU adapters, one block per
+    /// pass; the weight gradient's partial sums with `wg` lanes a
+    /// workgroup and its [`unrolled::WeightShape`].
+    Unrolled { forward: Block, backward_input: Block, weight: (u32, unrolled::WeightShape) },
+}
+
+impl Kernel {
+    fn needs(self) -> &'static [Need] {
+        match self {
+            Kernel::Loops => &[],
+            Kernel::Unrolled { .. } => &[Need::Subgroups8],
+        }
+    }
+}
+
+/// The op's kernels as variants, preferred first. The generated blocks
+/// were the fastest of 5 each at the NSN's decoder layers (32 and 64
+/// channels, 32³ → 64³) on lavapipe, in two noisy rounds
+/// (`tests/ops_conv_transpose3d.rs`, `blocks`; `benches/RESULTS.md`).
+pub static KERNELS: Kernels<Kernel> = Kernels {
+    op: "conv_transpose3d",
+    variants: &[
+        Variant {
+            name: "cpu-unrolled",
+            needs: &[Need::CpuAdapter, Need::Subgroups8],
+            about: "generated straight-line WGSL for CPU adapters: forward 8 output channels x 8 input voxels an \
+                    invocation, 2 input channels a step; input gradient 32 input channels x 8 voxels, 1 output \
+                    channel a step (weights loaded once per subgroup and broadcast); weight gradient 4 input x 4 \
+                    output channels x 8 taps a lane, dy loaded once per subgroup",
+            kernel: Kernel::Unrolled {
+                forward: Block { wg: 32, ch_b: 8, xb: 8, red_b: 2 },
+                backward_input: Block { wg: 32, ch_b: 32, xb: 8, red_b: 1 },
+                weight: (32, unrolled::WeightShape { ci_b: 4, co_b: 4, xb: 2 }),
+            },
+        },
+        Variant {
+            name: "f32",
+            needs: &[],
+            about: "f32 loops, any adapter: forward 4 output channels x 4 voxels, input gradient 8 input channels \
+                    x 4 voxels an invocation, 64 a workgroup",
+            kernel: Kernel::Loops,
+        },
+    ],
+};
 
 uniform_params! {
     #[derive(Default)]
@@ -125,18 +196,23 @@ fn check_weights(ctx: &GpuContext, w: &GpuTensor, op: &str) -> Result<()> {
     Ok(())
 }
 
+/// The pipeline of `entry` of `shaders/conv_transpose3d.wgsl`.
+fn shader_pipeline(ctx: &GpuContext, entry: &str) -> Result<std::sync::Arc<Pipeline>> {
+    ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])
+}
+
+/// Records `pipeline` (the shader's or a generated kernel: same bindings).
 #[allow(clippy::too_many_arguments)]
-fn dispatch(
+fn launch(
     ctx: &GpuContext,
     label: &str,
-    entry: &str,
+    pipeline: &Pipeline,
     args: [Option<&Window>; 3],
     w: Option<&GpuTensor>,
     b: Option<&GpuTensor>,
     p: &Params,
     workgroups: u64,
 ) -> Result<()> {
-    let pipeline = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
     // Unused bindings get any buffer; the dispatcher skips them.
     let any: &Window = args.iter().flatten().copied().next().expect("a storage argument");
     let buf = |i: usize| Arg::Buf(args[i].unwrap_or(any));
@@ -144,14 +220,59 @@ fn dispatch(
     let bbuf = b.map(|t| &*t.buf).unwrap_or(&any.buf);
     ctx.dispatch(
         label,
-        &pipeline,
+        pipeline,
         &[buf(0), Arg::Whole(wbuf), Arg::Whole(bbuf), buf(1), Arg::Uniform(bytemuck::bytes_of(p)), buf(2)],
         grid(workgroups),
     )
 }
 
-/// `y = conv_transpose3d(x, w) + b`.
+/// The pipeline for `pass` under `kernel`, with the channels and voxels
+/// one invocation writes and its workgroup size (for the grid).
+fn pass_kernel(ctx: &GpuContext, kernel: Kernel, pass: Pass, op: &str) -> Result<(std::sync::Arc<Pipeline>, Block)> {
+    require(ctx, op, kernel.needs())?;
+    match kernel {
+        Kernel::Loops => {
+            let (entry, ch_b, xb) = match pass {
+                Pass::Forward => ("forward", CO_B, VB),
+                Pass::BackwardInput => ("backward_input", CI_B, VB_I),
+            };
+            let block = Block { wg: WG, ch_b: ch_b as u32, xb: xb as u32, red_b: 1 };
+            Ok((shader_pipeline(ctx, entry)?, block))
+        }
+        Kernel::Unrolled { forward, backward_input, .. } => {
+            let block = if pass == Pass::Forward { forward } else { backward_input };
+            let shape = unrolled::Shape { pass, ch_b: block.ch_b, xb: block.xb, red_b: block.red_b };
+            let wg_ok = block.wg >= 8
+                && block.wg <= ctx.limits.max_compute_invocations_per_workgroup
+                && block.wg <= ctx.limits.max_compute_workgroup_size_x;
+            if !shape.valid() || !wg_ok {
+                return Err(Error::invalid(format!(
+                    "{op}: block {block:?} is not supported (ch_b 1..=32, xb 1..=16, red_b 1..=8, wg 8 up to the \
+                     adapter's workgroup limit)"
+                )));
+            }
+            // Every index the generated kernel forms is clamped into its
+            // window or guarded, as in the shader: built without naga's
+            // runtime checks (unless the context asks for them).
+            let pipeline = ctx.pipeline_trusted(unrolled::source(shape), pass.entry(), &[("WG", block.wg as f64)])?;
+            Ok((pipeline, block))
+        }
+    }
+}
+
+/// `y = conv_transpose3d(x, w) + b`, with the kernel [`KERNELS`] chooses.
 pub fn forward(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+    forward_with(ctx, x, w, b, KERNELS.choose(ctx)?.kernel)
+}
+
+/// [`forward`] with the given kernel (a variant of [`KERNELS`], or another block).
+pub fn forward_with(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    b: &GpuTensor,
+    kernel: Kernel,
+) -> Result<GpuTensor> {
     let op = "conv_transpose3d forward";
     let ys = output_shape(x.shape, w.shape)?;
     if b.shape != Shape5::new(1, ys.c, 1, 1, 1) {
@@ -159,6 +280,7 @@ pub fn forward(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) ->
     }
     check_weights(ctx, w, op)?;
     let xs = x.shape;
+    let (pipeline, blk) = pass_kernel(ctx, kernel, Pass::Forward, op)?;
     let y = ctx.empty(ys, "conv_transpose3d y")?;
     let pl = plan(ctx, xs.n, (xs.c, xs.spatial()), (ys.c, ys.spatial()), op)?;
     let label = format!("{op} x{xs} w{} -> {ys}", w.shape);
@@ -184,8 +306,10 @@ pub fn forward(ctx: &GpuContext, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor) ->
                     accumulate: (k > 0) as u32,
                     ..Default::default()
                 };
-                let groups = s.len() * co.len().div_ceil(CO_B) * xs.spatial().div_ceil(WG as usize * VB);
-                dispatch(ctx, &label, "forward", [Some(&wx), Some(&wy), None], Some(w), Some(b), &p, groups as u64)?;
+                let groups = s.len()
+                    * co.len().div_ceil(blk.ch_b as usize)
+                    * xs.spatial().div_ceil(blk.wg as usize * blk.xb as usize);
+                launch(ctx, &label, &pipeline, [Some(&wx), Some(&wy), None], Some(w), Some(b), &p, groups as u64)?;
             }
         }
     }
@@ -199,8 +323,14 @@ fn check_dy(op: &str, dy: Shape5) -> Result<Shape5> {
     Ok(Shape5::new(dy.n, dy.c, dy.d / 2, dy.h / 2, dy.w / 2))
 }
 
-/// Gradient with respect to the input: (N, C_in, D, H, W) from `dy` (N, C_out, 2D, 2H, 2W).
+/// Gradient with respect to the input: (N, C_in, D, H, W) from `dy` (N,
+/// C_out, 2D, 2H, 2W), with the kernel [`KERNELS`] chooses.
 pub fn backward_input(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor) -> Result<GpuTensor> {
+    backward_input_with(ctx, dy, w, KERNELS.choose(ctx)?.kernel)
+}
+
+/// [`backward_input`] with the given kernel.
+pub fn backward_input_with(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor, kernel: Kernel) -> Result<GpuTensor> {
     let op = "conv_transpose3d backward_input";
     let half = check_dy(op, dy.shape)?;
     if (w.shape.d, w.shape.h, w.shape.w) != (2, 2, 2) || w.shape.c != dy.shape.c {
@@ -212,6 +342,7 @@ pub fn backward_input(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor) -> Result
     check_weights(ctx, w, op)?;
     let ds = dy.shape;
     let xs = half.with_c(w.shape.n);
+    let (pipeline, blk) = pass_kernel(ctx, kernel, Pass::BackwardInput, op)?;
     let dx = ctx.empty(xs, "conv_transpose3d dx")?;
     let pl = plan(ctx, xs.n, (ds.c, ds.spatial()), (xs.c, xs.spatial()), op)?;
     let label = format!("{op} dy{ds} w{} -> {xs}", w.shape);
@@ -237,17 +368,10 @@ pub fn backward_input(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor) -> Result
                     accumulate: (k > 0) as u32,
                     ..Default::default()
                 };
-                let groups = s.len() * ci.len().div_ceil(CI_B) * xs.spatial().div_ceil(WG as usize * VB_I);
-                dispatch(
-                    ctx,
-                    &label,
-                    "backward_input",
-                    [Some(&wdy), Some(&wdx), None],
-                    Some(w),
-                    None,
-                    &p,
-                    groups as u64,
-                )?;
+                let groups = s.len()
+                    * ci.len().div_ceil(blk.ch_b as usize)
+                    * xs.spatial().div_ceil(blk.wg as usize * blk.xb as usize);
+                launch(ctx, &label, &pipeline, [Some(&wdy), Some(&wdx), None], Some(w), None, &p, groups as u64)?;
             }
         }
     }
@@ -255,9 +379,35 @@ pub fn backward_input(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor) -> Result
 }
 
 /// Gradient with respect to the weights: (C_in, C_out, 2, 2, 2), summed over
-/// the batch. Deterministic (fixed-order sums).
+/// the batch, with the kernel [`KERNELS`] chooses. Deterministic
+/// (fixed-order sums).
 pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+    backward_weight_with(ctx, x, dy, KERNELS.choose(ctx)?.kernel)
+}
+
+/// [`backward_weight`] with the given kernel.
+pub fn backward_weight_with(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, kernel: Kernel) -> Result<GpuTensor> {
     let op = "conv_transpose3d backward_weight";
+    require(ctx, op, kernel.needs())?;
+    // The partial-sum kernel and how many of its lanes cover `ci` input x
+    // `co` output channels of one chunk.
+    let partials = match kernel {
+        Kernel::Loops => None,
+        Kernel::Unrolled { weight: (wg, shape), .. } => {
+            let wg_ok = wg >= 8
+                && wg % 8 == 0
+                && wg <= ctx.limits.max_compute_invocations_per_workgroup
+                && wg <= ctx.limits.max_compute_workgroup_size_x;
+            if !shape.valid() || !wg_ok {
+                return Err(Error::invalid(format!(
+                    "{op}: weight block {shape:?} with {wg} lanes is not supported (ci_b 1..=16, co_b 1..=8, \
+                     xb 1..=8, wg a multiple of 8 up to the adapter's workgroup limit)"
+                )));
+            }
+            let src = unrolled::weight_source(shape);
+            Some((ctx.pipeline_trusted(src, unrolled::WEIGHT_ENTRY, &[("WG", wg as f64)])?, wg, shape))
+        }
+    };
     let half = check_dy(op, dy.shape)?;
     let (xs, ds) = (x.shape, dy.shape);
     if half.with_c(xs.c) != xs {
@@ -321,18 +471,24 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor) -> Resul
                     m0: (s.start * nchunks) as u32,
                     ..Default::default()
                 };
-                let inv = s.len() * nchunks * co.len() * ci.len().div_ceil(CI_BW);
-                let groups = inv.div_ceil(WG as usize);
-                dispatch(
-                    ctx,
-                    &label,
-                    "weight_partials",
-                    [Some(&wx), Some(&wp), Some(&wdy)],
-                    None,
-                    None,
-                    &p,
-                    groups as u64,
-                )?;
+                let args = [Some(&wx), Some(&wp), Some(&wdy)];
+                match &partials {
+                    None => {
+                        let inv = s.len() * nchunks * co.len() * ci.len().div_ceil(CI_BW);
+                        let groups = inv.div_ceil(WG as usize);
+                        let pipeline = shader_pipeline(ctx, "weight_partials")?;
+                        launch(ctx, &label, &pipeline, args, None, None, &p, groups as u64)?;
+                    }
+                    Some((pipeline, wg, shape)) => {
+                        // One subgroup of 8 lanes a unit.
+                        let units = s.len()
+                            * nchunks
+                            * co.len().div_ceil(shape.co_b as usize)
+                            * ci.len().div_ceil(shape.ci_per_subgroup() as usize);
+                        let groups = units.div_ceil(*wg as usize / 8);
+                        launch(ctx, &label, pipeline, args, None, None, &p, groups as u64)?;
+                    }
+                }
             }
         }
     }
@@ -347,16 +503,9 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor) -> Resul
             count: count as u32,
             ..Default::default()
         };
-        dispatch(
-            ctx,
-            &label,
-            "weight_finish",
-            [Some(&wp), Some(&wdw), None],
-            None,
-            None,
-            &p,
-            count.div_ceil(WG as usize) as u64,
-        )?;
+        let pipeline = shader_pipeline(ctx, "weight_finish")?;
+        let groups = count.div_ceil(WG as usize) as u64;
+        launch(ctx, &label, &pipeline, [Some(&wp), Some(&wdw), None], None, None, &p, groups)?;
     }
     Ok(dw)
 }

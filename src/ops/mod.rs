@@ -16,6 +16,7 @@ pub mod conv3d;
 pub mod conv3d_unrolled;
 pub mod conv3d_weight_unrolled;
 pub mod conv_transpose3d;
+pub mod conv_transpose3d_unrolled;
 pub mod elementwise;
 pub mod loss;
 pub mod optim;

@@ -546,9 +546,31 @@ fn conv3d_fused_cases(
 }
 
 /// The 2×2×2 stride-2 transposed convolution c_in → c_out, from the extent
-/// halved to the extent: forward and the three gradients.
+/// halved to the extent: forward and the three gradients, with the kernel
+/// the adapter chooses.
 fn conv_t_cases(v: &mut Vec<OpCase>, ci: usize, co: usize, bench: Bench, checks: &[Check]) {
-    let var = if ci == co { format!("c{ci}") } else { format!("{ci}->{co}") };
+    conv_t_variant_cases(v, ci, co, None, bench, checks);
+}
+
+/// [`conv_t_cases`] with `variant` (a variant of
+/// [`conv_transpose3d::KERNELS`]: name, kernel, needs) forced, tagged with
+/// its name: forward, input and weight gradient, the passes the variants
+/// differ in.
+fn conv_t_variant_cases(
+    v: &mut Vec<OpCase>,
+    ci: usize,
+    co: usize,
+    variant: Option<(&'static str, conv_transpose3d::Kernel, &'static [Need])>,
+    bench: Bench,
+    checks: &[Check],
+) {
+    let base = if ci == co { format!("c{ci}") } else { format!("{ci}->{co}") };
+    let var = match variant {
+        Some((name, ..)) => format!("{base} [{name}]"),
+        None => base,
+    };
+    let kernel = variant.map(|(_, k, _)| k);
+    let needs = variant.map_or(&[][..], |(_, _, n)| n);
     let ws = Shape5::new(ci, co, 2, 2, 2);
     let b = Shape5::new(1, co, 1, 1, 1);
     let xs = move |d: Dims| d.half().with_c(ci);
@@ -561,26 +583,43 @@ fn conv_t_cases(v: &mut Vec<OpCase>, ci: usize, co: usize, bench: Bench, checks:
         format!("{ci}->{co} {h}->{}", Dims::new(d.n, 2 * h.d, 2 * h.h, 2 * h.w))
     };
     let work = move |d: Dims| conv_transpose3d::flops(xs(d), co);
-    let c = |op| case(op, var.clone(), Unit::Flop, TOL_SUM).shape(shape).work(work).checks(checks).bench(bench);
+    let c = |op| {
+        case(op, var.clone(), Unit::Flop, TOL_SUM).shape(shape).work(work).checks(checks).bench(bench).needs(needs)
+    };
     v.push(
         c("convT fwd")
             .inputs(move |d| vec![rnd(xs(d), 1), rnd(ws, 2), rnd(b, 3)])
-            .gpu(|ctx, t| Ok(vec![conv_transpose3d::forward(ctx, &t[0], &t[1], &t[2])?]))
+            .gpu(move |ctx, t| {
+                Ok(vec![match kernel {
+                    Some(k) => conv_transpose3d::forward_with(ctx, &t[0], &t[1], &t[2], k)?,
+                    None => conv_transpose3d::forward(ctx, &t[0], &t[1], &t[2])?,
+                }])
+            })
             .cpu(|t| vec![conv_transpose3d::reference::forward(&t[0], &t[1], &t[2])]),
     );
     v.push(
         c("convT bwd-input")
             .inputs(move |d| vec![rnd(ys(d), 4), rnd(ws, 2)])
-            .gpu(|ctx, t| Ok(vec![conv_transpose3d::backward_input(ctx, &t[0], &t[1])?]))
+            .gpu(move |ctx, t| {
+                Ok(vec![match kernel {
+                    Some(k) => conv_transpose3d::backward_input_with(ctx, &t[0], &t[1], k)?,
+                    None => conv_transpose3d::backward_input(ctx, &t[0], &t[1])?,
+                }])
+            })
             .cpu(|t| vec![conv_transpose3d::reference::backward_input(&t[0], &t[1])]),
     );
     v.push(
         c("convT bwd-weight")
             .inputs(move |d| vec![rnd(xs(d), 1), rnd(ys(d), 4)])
-            .gpu(|ctx, t| Ok(vec![conv_transpose3d::backward_weight(ctx, &t[0], &t[1])?]))
+            .gpu(move |ctx, t| {
+                Ok(vec![match kernel {
+                    Some(k) => conv_transpose3d::backward_weight_with(ctx, &t[0], &t[1], k)?,
+                    None => conv_transpose3d::backward_weight(ctx, &t[0], &t[1])?,
+                }])
+            })
             .cpu(|t| vec![conv_transpose3d::reference::backward_weight(&t[0], &t[1])]),
     );
-    if bench == Bench::No {
+    if bench == Bench::No && variant.is_none() {
         v.push(
             case("convT bwd-bias", var, Unit::Byte, TOL_SUM)
                 .work(move |d| 4.0 * ys(d).numel() as f64)
@@ -1197,6 +1236,21 @@ pub fn table() -> Vec<OpCase> {
     conv_t_cases(&mut v, 11, 3, No, &[capped(2048, 2, 6, 8, 10)]);
     for c in [64, 128] {
         conv_t_cases(&mut v, c, c, Yes, &[at(1, 4, 6, 8)]);
+    }
+    // Every registered variant, forward and gradients: odd extents
+    // (voxels off every block), channel counts off the written and reduced
+    // blocks, a single voxel, the split path (reduced-channel groups
+    // accumulating), and the NSN's decoder layers, which `bench` times side
+    // by side.
+    for var in conv_transpose3d::KERNELS.variants {
+        let k = Some((var.name, var.kernel, var.needs));
+        conv_t_variant_cases(&mut v, 19, 17, k, No, &[at(1, 6, 10, 14), at(2, 4, 6, 6)]);
+        conv_t_variant_cases(&mut v, 3, 37, k, No, &[at(2, 2, 2, 2), at(1, 10, 6, 22)]);
+        conv_t_variant_cases(&mut v, 11, 3, k, No, &[capped(2048, 2, 6, 8, 10)]);
+        conv_t_variant_cases(&mut v, 40, 3, k, No, &[capped(4096, 1, 6, 10, 14)]);
+        for c in [32, 64] {
+            conv_t_variant_cases(&mut v, c, c, k, Yes, small);
+        }
     }
 
     // Max-pool: odd sides (floor), ties, flat windows, even and smallest

@@ -151,7 +151,12 @@ pub struct OpKernels {
 /// Every op with kernel variants. An op with a new variant list adds one
 /// line here.
 pub fn registry() -> Vec<OpKernels> {
-    vec![super::conv3d::KERNELS.info(), super::conv3d::WEIGHT_KERNELS.info(), super::cast::ACTIVATIONS.info()]
+    vec![
+        super::conv3d::KERNELS.info(),
+        super::conv3d::WEIGHT_KERNELS.info(),
+        super::conv_transpose3d::KERNELS.info(),
+        super::cast::ACTIVATIONS.info(),
+    ]
 }
 
 /// The index in `variants` of the variant of `op` to run: `forced` if
