@@ -404,6 +404,10 @@ pub fn backward_weight_with(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, ker
                      xb 1..=8, wg a multiple of 8 up to the adapter's workgroup limit)"
                 )));
             }
+            // Each 8 lanes are one unit that broadcasts among itself: with
+            // subgroups wider than 8 lanes one workgroup of 8 is one
+            // (partly filled) subgroup, so no subgroup holds two units.
+            let wg = if ctx.info.subgroup_max_size > 8 { 8 } else { wg };
             let src = unrolled::weight_source(shape);
             Some((ctx.pipeline_trusted(src, unrolled::WEIGHT_ENTRY, &[("WG", wg as f64)])?, wg, shape))
         }

@@ -371,7 +371,9 @@ pub fn weight_source(shape: WeightShape) -> &'static ShaderSource {
 /// step's `co_b x xb` (channel, voxel) pairs and `subgroupBroadcast` hands
 /// the 8 taps to every lane, so a step is `co_b x xb` loads of `dy` and
 /// `ci_b x xb` of `x` per lane for `ci_b x co_b x 8 x xb` multiply-adds.
-/// Sums run over the voxels of a chunk in order: deterministic.
+/// Sums run over the voxels of a chunk in order: deterministic. A
+/// subgroup must hold one unit (8 lanes): with subgroups wider than 8 the
+/// caller dispatches workgroups of 8 lanes.
 pub fn generate_weight(s: WeightShape) -> String {
     let WeightShape { ci_b, co_b, xb } = s;
     let mut w = String::new();

@@ -24,7 +24,10 @@ use std::time::Instant;
 use super::batchnorm::{self, BnConfig, BnSaved};
 use super::optim::{reference::CpuOptimizer, AdamConfig, Optimizer, OptimizerConfig, SgdConfig};
 use super::variants::Need;
-use super::{activation, cast, concat, conv3d, conv_transpose3d, elementwise, loss, pool, reduce, softmax};
+use super::{
+    activation, cast, concat, conv3d, conv_transpose3d, conv_transpose3d_unrolled, elementwise, loss, pool, reduce,
+    softmax,
+};
 use crate::error::Result;
 use crate::gpu::{DType, GpuContext, GpuTensor};
 use crate::tensor::{rel_err, CpuTensor, Shape5};
@@ -1252,6 +1255,18 @@ pub fn table() -> Vec<OpCase> {
             conv_t_variant_cases(&mut v, c, c, k, Yes, small);
         }
     }
+    // The generated kernels at odd blocks (3 channels x 5 voxels, 3 a
+    // step; weight gradient 3 x 5 channels, 3 voxels a step) in
+    // workgroups of 8 lanes, as the weight gradient runs where subgroups
+    // are wider than 8.
+    let odd = conv_transpose3d::Kernel::Unrolled {
+        forward: conv_transpose3d::Block { wg: 8, ch_b: 3, xb: 5, red_b: 3 },
+        backward_input: conv_transpose3d::Block { wg: 8, ch_b: 5, xb: 3, red_b: 2 },
+        weight: (8, conv_transpose3d_unrolled::WeightShape { ci_b: 3, co_b: 5, xb: 3 }),
+    };
+    let k = Some(("unrolled odd blocks wg8", odd, &[Need::Subgroups8][..]));
+    conv_t_variant_cases(&mut v, 19, 17, k, No, &[at(1, 6, 10, 14), at(2, 4, 6, 6)]);
+    conv_t_variant_cases(&mut v, 11, 3, k, No, &[capped(2048, 2, 6, 8, 10)]);
 
     // Max-pool: odd sides (floor), ties, flat windows, even and smallest
     // sides; the split path (1 KiB: two 4x5x6 volumes per binding).
