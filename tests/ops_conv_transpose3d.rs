@@ -102,7 +102,10 @@ fn timings() {
 /// variant's blocks were chosen; not a test of speed): `cargo test
 /// --release --test ops_conv_transpose3d -- --ignored --nocapture blocks`.
 /// Each block runs forward, input and weight gradient at the NSN's two decoder
-/// layers (32 and 64 channels, 32³ → 64³), rounds alternating, medians of 3.
+/// layers (32 and 64 channels, 32³ → 64³), medians of 3 (each including the
+/// output's allocation, so rates are lower than `bench`'s); the blocks
+/// listed first are the variant's. Run it twice: on a busy host one round
+/// decides little.
 #[test]
 #[ignore]
 fn blocks() {
