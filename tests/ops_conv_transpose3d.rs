@@ -109,7 +109,7 @@ fn timings() {
 #[test]
 #[ignore]
 fn blocks() {
-    use qcanet_gpu::ops::conv_transpose3d::{Block, Kernel};
+    use qcanet_gpu::ops::conv_transpose3d::{Block, Kernel, WeightBlock};
     let ctx = ctx();
     println!("adapter: {}", ctx.describe());
     use qcanet_gpu::ops::conv_transpose3d_unrolled::WeightShape;
@@ -125,7 +125,7 @@ fn blocks() {
         let flops = ct::flops(xs, c);
         for ((f, bi), &(ci_b, co_b, wxb)) in fwd_blocks.iter().zip(&bin_blocks).zip(&weight_blocks) {
             let blk = |(ch_b, xb, red_b): (u32, u32, u32)| Block { wg: 32, ch_b, xb, red_b };
-            let weight = (32, WeightShape { ci_b, co_b, xb: wxb });
+            let weight = WeightBlock { wg: 32, shape: WeightShape { ci_b, co_b, xb: wxb } };
             let k = Kernel::Unrolled { forward: blk(*f), backward_input: blk(*bi), weight };
             let tf = time_median(ctx, 3, || {
                 ct::forward_with(ctx, &x, &w, &b, k).unwrap();
@@ -142,7 +142,7 @@ fn blocks() {
                 "c{c}: forward {f:?} {} | input gradient {bi:?} {} | weight gradient {:?} {}",
                 rate(tf),
                 rate(tb),
-                weight.1,
+                weight.shape,
                 rate(tw)
             );
         }

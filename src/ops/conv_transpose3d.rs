@@ -67,9 +67,16 @@ pub enum Kernel {
     /// `forward` and `backward_input` of `shaders/conv_transpose3d.wgsl`.
     Loops,
     /// The straight-line kernels generated for CPU adapters, one block per
-    /// pass; the weight gradient's partial sums with `wg` lanes a
-    /// workgroup and its [`unrolled::WeightShape`].
-    Unrolled { forward: Block, backward_input: Block, weight: (u32, unrolled::WeightShape) },
+    /// pass.
+    Unrolled { forward: Block, backward_input: Block, weight: WeightBlock },
+}
+
+/// The generated weight gradient's block: `wg` lanes a workgroup (a
+/// multiple of 8: units of 8 lanes) and the kernel's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightBlock {
+    pub wg: u32,
+    pub shape: unrolled::WeightShape,
 }
 
 impl Kernel {
@@ -98,7 +105,7 @@ pub static KERNELS: Kernels<Kernel> = Kernels {
             kernel: Kernel::Unrolled {
                 forward: Block { wg: 32, ch_b: 8, xb: 8, red_b: 2 },
                 backward_input: Block { wg: 32, ch_b: 32, xb: 8, red_b: 1 },
-                weight: (32, unrolled::WeightShape { ci_b: 4, co_b: 4, xb: 2 }),
+                weight: WeightBlock { wg: 32, shape: unrolled::WeightShape { ci_b: 4, co_b: 4, xb: 2 } },
             },
         },
         Variant {
@@ -393,7 +400,7 @@ pub fn backward_weight_with(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, ker
     // `co` output channels of one chunk.
     let partials = match kernel {
         Kernel::Loops => None,
-        Kernel::Unrolled { weight: (wg, shape), .. } => {
+        Kernel::Unrolled { weight: WeightBlock { wg, shape }, .. } => {
             let wg_ok = wg >= 8
                 && wg % 8 == 0
                 && wg <= ctx.limits.max_compute_invocations_per_workgroup

@@ -1262,7 +1262,10 @@ pub fn table() -> Vec<OpCase> {
     let odd = conv_transpose3d::Kernel::Unrolled {
         forward: conv_transpose3d::Block { wg: 8, ch_b: 3, xb: 5, red_b: 3 },
         backward_input: conv_transpose3d::Block { wg: 8, ch_b: 5, xb: 3, red_b: 2 },
-        weight: (8, conv_transpose3d_unrolled::WeightShape { ci_b: 3, co_b: 5, xb: 3 }),
+        weight: conv_transpose3d::WeightBlock {
+            wg: 8,
+            shape: conv_transpose3d_unrolled::WeightShape { ci_b: 3, co_b: 5, xb: 3 },
+        },
     };
     let k = Some(("unrolled odd blocks wg8", odd, &[Need::Subgroups8][..]));
     conv_t_variant_cases(&mut v, 19, 17, k, No, &[at(1, 6, 10, 14), at(2, 4, 6, 6)]);
