@@ -370,6 +370,14 @@ impl GpuContext {
         self.binding_limit
     }
 
+    /// Whether a one-dimensional workgroup of `lanes` invocations fits the
+    /// adapter's limits (at least 1).
+    pub fn workgroup_fits(&self, lanes: u32) -> bool {
+        lanes >= 1
+            && lanes <= self.limits.max_compute_invocations_per_workgroup
+            && lanes <= self.limits.max_compute_workgroup_size_x
+    }
+
     /// When on, every tensor made by [`GpuContext::empty`] is filled with NaN,
     /// so a kernel that leaves an output element unwritten fails its test.
     /// Tests turn it on; [`GpuContext::zeros`] stays zero.

@@ -551,9 +551,7 @@ fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
     if tile.is_coop() {
         return Ok(());
     }
-    let wg_ok = tile.wg >= 1
-        && tile.wg <= ctx.limits.max_compute_invocations_per_workgroup
-        && tile.wg <= ctx.limits.max_compute_workgroup_size_x;
+    let wg_ok = ctx.workgroup_fits(tile.wg);
     let (block_ok, limits) = match tile.kernel {
         Kernel::Unrolled { yb, yb_tall, .. } => (
             super::conv3d_unrolled::block_valid(tile.co_b, tile.xb, yb)
@@ -591,14 +589,6 @@ fn too_big(op: &str, what: &str, values: usize, ctx: &GpuContext) -> Error {
 /// cost time.
 fn pipeline(ctx: &GpuContext, entry: &str, consts: &[(&str, f64)]) -> Result<std::sync::Arc<crate::gpu::Pipeline>> {
     ctx.pipeline_trusted(&SHADER, entry, consts)
-}
-
-/// The declaration `struct NAME { ... }` of `shaders/conv3d.wgsl`, for the
-/// generated kernels ([`super::conv3d_unrolled`],
-/// [`super::conv3d_weight_unrolled`]) that share its parameters: one
-/// definition for all modules.
-pub(super) fn wgsl_struct(name: &str) -> &'static str {
-    SHADER.struct_decl(name)
 }
 
 /// The f16-storage form of `shaders/conv3d.wgsl`: `enable f16;` in front and
@@ -868,9 +858,7 @@ pub fn backward_weight_with_tile(
         WeightKernel::Loops => (1..=8).contains(&tile.co_b),
         WeightKernel::Unrolled { xb } => super::conv3d_weight_unrolled::block_valid(tile.co_b, xb),
     };
-    let wg_ok = tile.wg >= 1
-        && tile.wg <= ctx.limits.max_compute_invocations_per_workgroup
-        && tile.wg <= ctx.limits.max_compute_workgroup_size_x;
+    let wg_ok = ctx.workgroup_fits(tile.wg);
     if !(block_ok && wg_ok) || tile.max_chunks == 0 {
         return Err(Error::invalid(format!("{op}: work split {tile:?} outside the shader's limits")));
     }

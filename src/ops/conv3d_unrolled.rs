@@ -96,7 +96,7 @@ pub fn generate(s: Shape) -> String {
          x-positions per invocation, {act} activations{}.",
         if subgroup_weights { ", weights loaded once per subgroup" } else { "" }
     );
-    w.push_str(super::conv3d::wgsl_struct("ConvParams"));
+    w.push_str(super::conv3d::SHADER.struct_decl("ConvParams"));
     let _ = write!(
         w,
         r#"

@@ -61,7 +61,8 @@ pub struct Block {
     pub red_b: u32,
 }
 
-/// Which kernels compute the forward pass and the input gradient.
+/// Which kernels compute the forward pass, the input gradient and the
+/// weight gradient's partial sums.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     /// `forward` and `backward_input` of `shaders/conv_transpose3d.wgsl`.
@@ -249,9 +250,7 @@ fn pass_kernel(ctx: &GpuContext, kernel: Kernel, pass: Pass, op: &str) -> Result
         Kernel::Unrolled { forward, backward_input, .. } => {
             let block = if pass == Pass::Forward { forward } else { backward_input };
             let shape = unrolled::Shape { pass, ch_b: block.ch_b, xb: block.xb, red_b: block.red_b };
-            let wg_ok = block.wg >= 8
-                && block.wg <= ctx.limits.max_compute_invocations_per_workgroup
-                && block.wg <= ctx.limits.max_compute_workgroup_size_x;
+            let wg_ok = block.wg >= 8 && ctx.workgroup_fits(block.wg);
             if !shape.valid() || !wg_ok {
                 return Err(Error::invalid(format!(
                     "{op}: block {block:?} is not supported (ch_b 1..=32, xb 1..=16, red_b 1..=8, wg 8 up to the \
@@ -396,15 +395,17 @@ pub fn backward_weight(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor) -> Resul
 pub fn backward_weight_with(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, kernel: Kernel) -> Result<GpuTensor> {
     let op = "conv_transpose3d backward_weight";
     require(ctx, op, kernel.needs())?;
-    // The partial-sum kernel and how many of its lanes cover `ci` input x
-    // `co` output channels of one chunk.
-    let partials = match kernel {
-        Kernel::Loops => None,
+    // The partial-sum kernel, and its workgroups for `rows` (samples x
+    // chunks) of `ci` input x `co` output channels.
+    type Groups = Box<dyn Fn(usize, usize, usize) -> usize>;
+    let (partials, groups_for): (std::sync::Arc<Pipeline>, Groups) = match kernel {
+        Kernel::Loops => (
+            shader_pipeline(ctx, "weight_partials")?,
+            // One lane per (row, output channel, block of CI_BW input channels).
+            Box::new(|rows, ci, co| (rows * co * ci.div_ceil(CI_BW)).div_ceil(WG as usize)),
+        ),
         Kernel::Unrolled { weight: WeightBlock { wg, shape }, .. } => {
-            let wg_ok = wg >= 8
-                && wg % 8 == 0
-                && wg <= ctx.limits.max_compute_invocations_per_workgroup
-                && wg <= ctx.limits.max_compute_workgroup_size_x;
+            let wg_ok = wg >= 8 && wg % 8 == 0 && ctx.workgroup_fits(wg);
             if !shape.valid() || !wg_ok {
                 return Err(Error::invalid(format!(
                     "{op}: weight block {shape:?} with {wg} lanes is not supported (ci_b 1..=16, co_b 1..=8, \
@@ -416,7 +417,14 @@ pub fn backward_weight_with(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, ker
             // (partly filled) subgroup, so no subgroup holds two units.
             let wg = if ctx.info.subgroup_max_size > 8 { 8 } else { wg };
             let src = unrolled::weight_source(shape);
-            Some((ctx.pipeline_trusted(src, unrolled::WEIGHT_ENTRY, &[("WG", wg as f64)])?, wg, shape))
+            let (co_b, ci_unit, units_per_group) =
+                (shape.co_b as usize, shape.ci_per_subgroup() as usize, wg as usize / 8);
+            (
+                ctx.pipeline_trusted(src, unrolled::WEIGHT_ENTRY, &[("WG", wg as f64)])?,
+                Box::new(move |rows, ci, co| {
+                    (rows * co.div_ceil(co_b) * ci.div_ceil(ci_unit)).div_ceil(units_per_group)
+                }),
+            )
         }
     };
     let half = check_dy(op, dy.shape)?;
@@ -482,24 +490,8 @@ pub fn backward_weight_with(ctx: &GpuContext, x: &GpuTensor, dy: &GpuTensor, ker
                     m0: (s.start * nchunks) as u32,
                     ..Default::default()
                 };
-                let args = [Some(&wx), Some(&wp), Some(&wdy)];
-                match &partials {
-                    None => {
-                        let inv = s.len() * nchunks * co.len() * ci.len().div_ceil(CI_BW);
-                        let groups = inv.div_ceil(WG as usize);
-                        let pipeline = shader_pipeline(ctx, "weight_partials")?;
-                        launch(ctx, &label, &pipeline, args, None, None, &p, groups as u64)?;
-                    }
-                    Some((pipeline, wg, shape)) => {
-                        // One subgroup of 8 lanes a unit.
-                        let units = s.len()
-                            * nchunks
-                            * co.len().div_ceil(shape.co_b as usize)
-                            * ci.len().div_ceil(shape.ci_per_subgroup() as usize);
-                        let groups = units.div_ceil(*wg as usize / 8);
-                        launch(ctx, &label, pipeline, args, None, None, &p, groups as u64)?;
-                    }
-                }
+                let groups = groups_for(s.len() * nchunks, ci.len(), co.len()) as u64;
+                launch(ctx, &label, &partials, [Some(&wx), Some(&wp), Some(&wdy)], None, None, &p, groups)?;
             }
         }
     }
