@@ -27,6 +27,16 @@
 
 override WG: u32 = 128u;
 
+// The element each partials and element-wise invocation loads at a time:
+// f32 here; vec4<f32> in the vec4 form of this shader
+// (`batchnorm::shader_vec4`, which sets these two lines), where the
+// host's counts, chunks and bases are in vec4s. A vec4 load is a quarter
+// of the loads, which on CPU adapters, where each invocation's load is a
+// load of its own, is most of these kernels' cost. `hsum` adds an
+// element's lanes.
+alias V = f32;
+fn hsum(v: V) -> f32 { return v; }
+
 // ---------------------------------------------------------------- partials
 
 struct PartParams {
@@ -50,12 +60,12 @@ struct PartParams {
 
 // `tree_sum` is in the prelude (shaders/prelude.wgsl).
 
-@group(0) @binding(0) var<storage, read> px: array<f32>;
-@group(0) @binding(1) var<storage, read> pdy: array<f32>;
+@group(0) @binding(0) var<storage, read> px: array<V>;
+@group(0) @binding(1) var<storage, read> pdy: array<V>;
 @group(0) @binding(2) var<storage, read> pmean: array<f32>;
 @group(0) @binding(3) var<storage, read_write> part: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> pp: PartParams;
-@group(0) @binding(5) var<storage, read> pr: array<f32>;
+@group(0) @binding(5) var<storage, read> pr: array<V>;
 
 @compute @workgroup_size(WG)
 fn bn_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -74,26 +84,30 @@ fn bn_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (pp.lo_at != 0xffffffffu) {
         lo = pmean[pp.lo_at + pp.c0 + c];
     }
-    var acc = vec4<f32>(0.0);
+    var s1 = V(0.0);
+    var s2 = V(0.0);
     if (pp.mode == 2u) {
         for (var k = lid; k < lim; k = k + WG) {
             let d = (px[pp.base_x + start + k] - m) - lo;
             let e = pdy[pp.base_y + start + k];
-            acc = acc + vec4<f32>(e, e * d, 0.0, 0.0);
+            s1 = s1 + e;
+            s2 = s2 + e * d;
         }
     } else if (pp.mode == 3u) {
         for (var k = lid; k < lim; k = k + WG) {
             let d = (px[pp.base_x + start + k] - m) - lo;
-            let e = select(0.0, pdy[pp.base_y + start + k], pr[pp.base_r + start + k] > 0.0);
-            acc = acc + vec4<f32>(e, e * d, 0.0, 0.0);
+            let e = select(V(0.0), pdy[pp.base_y + start + k], pr[pp.base_r + start + k] > V(0.0));
+            s1 = s1 + e;
+            s2 = s2 + e * d;
         }
     } else {
         for (var k = lid; k < lim; k = k + WG) {
             let d = px[pp.base_x + start + k] - m;
-            acc = acc + vec4<f32>(d, d * d, 0.0, 0.0);
+            s1 = s1 + d;
+            s2 = s2 + d * d;
         }
     }
-    let total = tree_sum(lid, acc);
+    let total = tree_sum(lid, vec4<f32>(hsum(s1), hsum(s2), 0.0, 0.0));
     if (lid == 0u) {
         part[pp.part_base + c * pp.nchunks + j] = total;
     }
@@ -261,32 +275,70 @@ struct ApplyParams {
     _pad2: u32,
 }
 
-@group(0) @binding(0) var<storage, read> ax: array<f32>;
-@group(0) @binding(1) var<storage, read> ady: array<f32>;
-@group(0) @binding(2) var<storage, read_write> aout: array<f32>;
+@group(0) @binding(0) var<storage, read> ax: array<V>;
+@group(0) @binding(1) var<storage, read> ady: array<V>;
+@group(0) @binding(2) var<storage, read_write> aout: array<V>;
 @group(0) @binding(3) var<storage, read> acoef: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> ap: ApplyParams;
-@group(0) @binding(5) var<storage, read> ar: array<f32>;
+@group(0) @binding(5) var<storage, read> ar: array<V>;
+
+// The element-wise kernels walk the (sample, channel) rows the window
+// touches, each row in runs of WG * PER elements, one run a workgroup: the
+// channel, and so its coefficients, are uniform over a workgroup, and no
+// invocation divides by the spatial size (per-element index division was
+// most of these kernels' time on CPU adapters). Within a run invocation
+// `lid` takes elements lid, lid + WG, ... (adjacent invocations, adjacent
+// elements). Indices are global (start + window offset); elements are V.
+override PER: u32 = 4u;
+
+struct Run {
+    c: u32,     // channel
+    lo: u32,    // first global element of the run inside the window
+    hi: u32,    // one past its last
+    first: u32, // global element of the run's invocation 0, step 0
+}
+
+fn apply_run(wid: vec3<u32>, nwg: vec3<u32>) -> Run {
+    let g = wid.x + wid.y * nwg.x;
+    let run = WG * PER;
+    let per_row = (ap.spatial + run - 1u) / run;
+    let row = ap.start / ap.spatial + g / per_row;
+    let row_start = row * ap.spatial;
+    let first = row_start + (g % per_row) * run;
+    let lo = max(first, ap.start);
+    let hi = min(min(first + run, row_start + ap.spatial), ap.start + ap.n);
+    return Run(row % ap.channels, lo, hi, first);
+}
 
 @compute @workgroup_size(WG)
 fn bn_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (i >= ap.n) { return; }
-    let c = ((ap.start + i) / ap.spatial) % ap.channels;
-    let k = acoef[c];
-    let v = ((ax[ap.base_x + i] - k.x) - k.w) * k.y + k.z;
-    aout[ap.base_out + i] = select(v, max(v, 0.0), ap.relu != 0u);
+    let r = apply_run(wid, nwg);
+    let k = acoef[r.c];
+    let relu = ap.relu != 0u;
+    for (var t = 0u; t < PER; t = t + 1u) {
+        let gi = r.first + t * WG + lid;
+        if (gi >= r.lo && gi < r.hi) {
+            let i = gi - ap.start;
+            let v = ((ax[ap.base_x + i] - k.x) - k.w) * k.y + k.z;
+            aout[ap.base_out + i] = select(v, max(v, V(0.0)), relu);
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
 fn bn_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (i >= ap.n) { return; }
-    let c = ((ap.start + i) / ap.spatial) % ap.channels;
-    let k = acoef[c];
-    var e = ady[ap.base_y + i];
-    if (ap.relu != 0u && !(ar[ap.base_r + i] > 0.0)) {
-        e = 0.0;
+    let r = apply_run(wid, nwg);
+    let k = acoef[r.c];
+    let relu = ap.relu != 0u;
+    for (var t = 0u; t < PER; t = t + 1u) {
+        let gi = r.first + t * WG + lid;
+        if (gi >= r.lo && gi < r.hi) {
+            let i = gi - ap.start;
+            var e = ady[ap.base_y + i];
+            if (relu) {
+                e = select(V(0.0), e, ar[ap.base_r + i] > V(0.0));
+            }
+            aout[ap.base_out + i] = k.x * e + k.y * (ax[ap.base_x + i] - k.w) + k.z;
+        }
     }
-    aout[ap.base_out + i] = k.x * e + k.y * (ax[ap.base_x + i] - k.w) + k.z;
 }

@@ -25,7 +25,15 @@ struct FinishParams {
 override WG: u32 = 256u;
 override PER_THREAD: u32 = 16u;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+// The element each `channel_partials` invocation loads at a time: f32
+// here; vec4<f32> in the vec4 form of this shader (`reduce::shader_vec4`,
+// which sets these two lines), where the host's counts and bases are in
+// vec4s (a chunk is then WG * PER_THREAD vec4s). `hsum` adds an element's
+// lanes.
+alias V = f32;
+fn hsum(v: V) -> f32 { return v; }
+
+@group(0) @binding(0) var<storage, read> x: array<V>;
 @group(0) @binding(1) var<storage, read_write> part: array<f32>;
 @group(0) @binding(2) var<uniform> pp: PartialParams;
 
@@ -44,14 +52,14 @@ fn channel_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let j = g % pp.nchunks;
     let start = j * WG * PER_THREAD;
     let chan = pp.base_x + c * pp.spatial;
-    var acc = 0.0;
+    var acc = V(0.0);
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = start + k * WG + lid;
         if (i < pp.spatial) {
             acc = acc + x[chan + i];
         }
     }
-    let total = tree_sum1(lid, acc);
+    let total = tree_sum1(lid, hsum(acc));
     if (lid == 0u) {
         part[pp.part_base + g] = total;
     }

@@ -88,6 +88,19 @@ fn the_f16_storage_form_of_the_conv_validates() {
 }
 
 #[test]
+fn the_vec4_forms_of_batch_norm_and_the_channel_sum_validate() {
+    // Built from batchnorm.wgsl and reduce.wgsl at run time (element alias
+    // `V` = vec4<f32>, and its lane sum), for tensors aligned to 4 elements.
+    for s in [ops::batchnorm::shader_vec4(), ops::reduce::shader_vec4()] {
+        assert!(s.wgsl.contains("alias V = vec4<f32>;") && !s.wgsl.contains("alias V = f32;"), "{}", s.name);
+        let module = naga::front::wgsl::parse_str(s.wgsl).unwrap_or_else(|e| panic!("{}", e.emit_to_string(s.wgsl)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {}", s.name, e.emit_to_string(s.wgsl)));
+    }
+}
+
+#[test]
 fn the_cooperative_matrix_conv_validates_and_compiles_to_spirv() {
     // Never run on lavapipe (no cooperative matrices): what can be checked
     // without such a GPU is that both forms validate, that a validator

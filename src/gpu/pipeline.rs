@@ -38,6 +38,20 @@ impl ShaderSource {
         &src[start..end]
     }
 
+    /// Another form of this shader, named `name`: `prefix` in front and each
+    /// `(from, to)` replaced, where `from` (say an element alias, `alias act
+    /// = f32;`) occurs exactly once, so one text holds the kernels of every
+    /// form. Panics otherwise: the texts are the code's, not the user's.
+    /// Callers build each form once (it is leaked).
+    pub fn form(&self, name: &'static str, prefix: &str, replace: &[(&str, &str)]) -> ShaderSource {
+        let mut wgsl = format!("{prefix}{}", self.wgsl);
+        for (from, to) in replace {
+            assert_eq!(wgsl.matches(from).count(), 1, "{}.wgsl holds `{from}` once", self.name);
+            wgsl = wgsl.replacen(from, to, 1);
+        }
+        ShaderSource { name, wgsl: Box::leak(wgsl.into_boxed_str()) }
+    }
+
     /// A shader generated at run time, built by `make` the first time
     /// `name` is asked for and kept for the process (`name` must say
     /// everything the text depends on: it is the key here and in the

@@ -19,14 +19,25 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
-use crate::ops::reduce::{chunk_plan, flat_windows, new_output};
+use crate::ops::reduce::{chunk_plan, flat_windows, new_output, REDUCE_CHUNK};
 use crate::tensor::{CpuTensor, Shape5};
 
 pub const SHADER: ShaderSource = crate::shader!("batchnorm", prelude);
+
+/// The vec4 form of `shaders/batchnorm.wgsl`: its partials and element-wise
+/// kernels load vec4s (element alias `V`), for tensors whose channels and
+/// windows start on 4 elements (built once).
+pub fn shader_vec4() -> &'static ShaderSource {
+    static S: std::sync::OnceLock<ShaderSource> = std::sync::OnceLock::new();
+    S.get_or_init(|| SHADER.form("batchnorm_vec4", "", &super::VEC4_FORM))
+}
 /// Workgroup size of the reduction kernels (partials and finish).
 pub const RED_WG: u32 = 128;
 /// Workgroup size of the element-wise kernels.
 pub const WG: u32 = 256;
+/// Elements per invocation of the element-wise kernels (a workgroup covers
+/// a run of `WG * APPLY_PER` elements of one channel).
+pub const APPLY_PER: u32 = 4;
 
 /// Batch-norm settings. `momentum` is PyTorch's (weight of the new batch).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -155,6 +166,24 @@ fn check_params(op: &str, x: &GpuTensor, params: &[(&str, &GpuTensor)]) -> Resul
     Ok(())
 }
 
+/// Workgroup size and chunk (voxels a workgroup sums) of the partial sums:
+/// on a CPU adapter few long workgroups, since there the workgroup tree's
+/// barriers cost more than the loads (lavapipe runs each as a switch
+/// between its invocations); on a GPU many short ones, to fill it.
+fn partials_plan(ctx: &GpuContext) -> (u32, usize) {
+    if ctx.is_cpu_adapter() {
+        (64, 32768)
+    } else {
+        (RED_WG, REDUCE_CHUNK)
+    }
+}
+
+/// Whether every value is a multiple of 4: the element-wise and partials
+/// kernels then run in the vec4 form ([`shader_vec4`], counts in vec4s).
+fn by_vec4(values: &[usize]) -> bool {
+    values.iter().all(|v| v % 4 == 0)
+}
+
 /// Records the chunk partials of `x` (and `dy` in the backward modes, masked
 /// by the fused ReLU output `r > 0` in [`MODE_BACKWARD_RELU`]) into a new
 /// (N, C, nchunks) vec4 buffer; returns it and the number of chunks per channel.
@@ -168,9 +197,9 @@ fn partials(
     label: &str,
 ) -> Result<(GpuTensor, usize)> {
     let s = x.shape;
-    let plan = chunk_plan(s.n, s.c, s.spatial(), ctx.max_window_elems());
+    let (wg, chunk) = partials_plan(ctx);
+    let plan = chunk_plan(s.n, s.c, s.spatial(), chunk, ctx.max_window_elems());
     let part = new_output(ctx, Shape5::new(s.n, s.c, 1, plan.nchunks, 4), 0, "batchnorm partials")?;
-    let p = ctx.pipeline(&SHADER, "bn_partials", &[("WG", RED_WG as f64)])?;
     let dy = dy.unwrap_or(x);
     let r = r.unwrap_or(dy);
     for seg in &plan.segs {
@@ -178,20 +207,23 @@ fn partials(
         let wx = x.window(ctx, start, len)?;
         let wy = dy.window(ctx, start, len)?;
         let wr = r.window(ctx, start, len)?;
+        let bases = [wx.base, wy.base, wr.base].map(|b| b as usize);
+        let v = if by_vec4(&[plan.spatial, plan.chunk]) && by_vec4(&bases) { 4 } else { 1 };
+        let p = ctx.pipeline(if v == 4 { shader_vec4() } else { &SHADER }, "bn_partials", &[("WG", wg as f64)])?;
         let pp = PartParams {
-            spatial: plan.spatial as u32,
-            chunk: plan.chunk as u32,
+            spatial: (plan.spatial / v) as u32,
+            chunk: (plan.chunk / v) as u32,
             nchunks: plan.nchunks as u32,
             nc: seg.nc as u32,
             j0: seg.j0 as u32,
             nj: seg.nj as u32,
             c0: seg.c0 as u32,
             part_base: ((seg.n * s.c + seg.c0) * plan.nchunks) as u32,
-            base_x: wx.base,
-            base_y: wy.base,
+            base_x: wx.base / v as u32,
+            base_y: wy.base / v as u32,
             mode,
             lo_at: if mode >= MODE_BACKWARD && has_lo(mean) { s.c as u32 } else { NO_LO },
-            base_r: wr.base,
+            base_r: wr.base / v as u32,
             _pad: [0; 3],
         };
         ctx.dispatch(
@@ -227,26 +259,34 @@ fn apply(
     label: &str,
 ) -> Result<()> {
     let s = x.shape;
-    let p = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
     let dy = dy.unwrap_or(x);
     let rt = r.unwrap_or(x);
-    for r in flat_windows(s.numel(), 1, ctx.max_window_elems()) {
+    let spatial = s.spatial().max(1);
+    for r in flat_windows(s.numel(), 4, ctx.max_window_elems()) {
         let wx = x.window(ctx, r.start, r.len())?;
         let wy = dy.window(ctx, r.start, r.len())?;
         let wr = rt.window(ctx, r.start, r.len())?;
         let wo = out.window(ctx, r.start, r.len())?;
+        let bases = [wx.base, wy.base, wr.base, wo.base].map(|b| b as usize);
+        let v = if by_vec4(&[spatial, r.start, r.len()]) && by_vec4(&bases) { 4 } else { 1 };
+        let shader = if v == 4 { shader_vec4() } else { &SHADER };
+        let p = ctx.pipeline(shader, entry, &[("WG", WG as f64), ("PER", APPLY_PER as f64)])?;
         let ap = ApplyParams {
-            n: r.len() as u32,
-            start: r.start as u32,
-            spatial: s.spatial() as u32,
+            n: (r.len() / v) as u32,
+            start: (r.start / v) as u32,
+            spatial: (spatial / v) as u32,
             channels: s.c as u32,
-            base_x: wx.base,
-            base_y: wy.base,
-            base_out: wo.base,
+            base_x: wx.base / v as u32,
+            base_y: wy.base / v as u32,
+            base_out: wo.base / v as u32,
             relu: relu as u32,
-            base_r: wr.base,
+            base_r: wr.base / v as u32,
             _pad: [0; 3],
         };
+        // Each (sample, channel) row the window touches, in runs of
+        // WG * APPLY_PER units.
+        let rows = (r.end - 1) / spatial - r.start / spatial + 1;
+        let runs_per_row = (spatial / v).div_ceil((WG * APPLY_PER) as usize);
         ctx.dispatch(
             label,
             &p,
@@ -258,7 +298,7 @@ fn apply(
                 Arg::Uniform(bytemuck::bytes_of(&ap)),
                 Arg::Buf(&wr),
             ],
-            grid((r.len() as u64).div_ceil(WG as u64)),
+            grid((rows * runs_per_row) as u64),
         )?;
     }
     Ok(())

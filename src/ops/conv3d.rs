@@ -608,10 +608,7 @@ pub fn shader_coop_f16() -> &'static ShaderSource {
 
 /// `src` with its one `alias act = f32;` set to f16 and `prefix` in front.
 fn f16_storage_form(src: &ShaderSource, name: &'static str, prefix: &str) -> ShaderSource {
-    let f32_alias = "alias act = f32;";
-    assert_eq!(src.wgsl.matches(f32_alias).count(), 1, "{}.wgsl declares `{f32_alias}` once", src.name);
-    let wgsl = format!("{prefix}{}", src.wgsl.replacen(f32_alias, "alias act = f16;", 1));
-    ShaderSource { name, wgsl: Box::leak(wgsl.into_boxed_str()) }
+    src.form(name, prefix, &[("alias act = f32;", "alias act = f16;")])
 }
 
 /// The cooperative-matrix conv for activations of type `dtype`.

@@ -29,6 +29,13 @@ pub mod variants;
 use crate::gpu::{layout, ShaderSource};
 pub use crate::gpu::{Field, ParamLayout};
 
+/// What makes the vec4 form of a shader with an element alias `V` (and its
+/// lane sum `hsum`): [`batchnorm::shader_vec4`], [`reduce::shader_vec4`].
+pub(crate) const VEC4_FORM: [(&str, &str); 2] = [
+    ("alias V = f32;", "alias V = vec4<f32>;"),
+    ("fn hsum(v: V) -> f32 { return v; }", "fn hsum(v: V) -> f32 { return (v.x + v.y) + (v.z + v.w); }"),
+];
+
 /// Every op shader as its pipelines compile it (prelude included where a
 /// shader uses one), for checks that need no GPU (`tests/shaders_naga.rs`).
 pub const SHADERS: &[ShaderSource] = &[

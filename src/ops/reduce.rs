@@ -8,11 +8,26 @@ use crate::gpu::{grid, split_units, Arg, GpuContext, GpuTensor, ShaderSource};
 use crate::tensor::Shape5;
 
 pub const SHADER: ShaderSource = crate::shader!("reduce", prelude);
-/// Workgroup size and values summed per invocation in pass 1.
-pub const WG: u32 = 256;
-pub const PER_THREAD: u32 = 16;
-/// Voxels of one channel summed by one workgroup in pass 1.
-pub const CHUNK: usize = (WG * PER_THREAD) as usize;
+
+/// The vec4 form of `shaders/reduce.wgsl`: `channel_partials` loads vec4s
+/// (element alias `V`), for tensors whose channels and windows start on 4
+/// elements (built once).
+pub fn shader_vec4() -> &'static ShaderSource {
+    static S: std::sync::OnceLock<ShaderSource> = std::sync::OnceLock::new();
+    S.get_or_init(|| SHADER.form("reduce_vec4", "", &super::VEC4_FORM))
+}
+/// Workgroup size of pass 1 and values (scalars, or vec4s on the vec4
+/// path) each invocation sums there: on a CPU adapter few long workgroups,
+/// since there the workgroup tree's barriers cost more than the loads
+/// (lavapipe runs each as a switch between its invocations); on a GPU many
+/// short ones, to fill it.
+fn pass1_plan(ctx: &GpuContext) -> (u32, u32) {
+    if ctx.is_cpu_adapter() {
+        (64, 128)
+    } else {
+        (256, 16)
+    }
+}
 
 uniform_params! {
     struct PartialParams {
@@ -38,32 +53,38 @@ uniform_params! {
 pub fn channel_sum(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
     let s = x.shape;
     let spatial = s.spatial();
-    let nchunks = spatial.div_ceil(CHUNK);
-    let consts = [("WG", WG as f64), ("PER_THREAD", PER_THREAD as f64)];
-    let p1 = ctx.pipeline(&SHADER, "channel_partials", &consts)?;
-    let p2 = ctx.pipeline(&SHADER, "channel_finish", &consts[..1])?;
+    let (wg, per) = pass1_plan(ctx);
+    let groups = split_units(s.c, spatial, ctx.max_window_elems(), "channel_sum")?;
+    let windows = (0..s.n)
+        .flat_map(|n| groups.iter().map(move |g| (n, g.clone())))
+        .map(|(n, g)| Ok((n, x.window_nc(ctx, &(n..n + 1), &g)?, g)))
+        .collect::<Result<Vec<_>>>()?;
+    // vec4 views where the channels and every window start on 4 elements.
+    let v = if spatial % 4 == 0 && windows.iter().all(|w| w.1.base % 4 == 0) { 4 } else { 1 };
+    let chunk = (wg * per) as usize * v;
+    let nchunks = spatial.div_ceil(chunk);
+    let consts = [("WG", wg as f64), ("PER_THREAD", per as f64)];
+    let p1 = ctx.pipeline(if v == 4 { shader_vec4() } else { &SHADER }, "channel_partials", &consts)?;
+    let p2 = ctx.pipeline(&SHADER, "channel_finish", &[("WG", FINISH_WG as f64)])?;
     let part = ctx.empty(Shape5::new(s.n, s.c, 1, 1, nchunks), "channel_sum partials")?;
     let label = format!("channel_sum {s}");
-    for n in 0..s.n {
-        for group in split_units(s.c, spatial, ctx.max_window_elems(), "channel_sum")? {
-            let wx = x.window_nc(ctx, &(n..n + 1), &group)?;
-            let part_base = ((n * s.c + group.start) * nchunks) as u32;
-            let wp = part.full_window(ctx)?;
-            let pp = PartialParams {
-                spatial: spatial as u32,
-                nchunks: nchunks as u32,
-                channels: group.len() as u32,
-                base_x: wx.base,
-                part_base: part_base + wp.base,
-                _pad: [0; 3],
-            };
-            ctx.dispatch(
-                &label,
-                &p1,
-                &[Arg::Buf(&wx), Arg::Buf(&wp), Arg::Uniform(bytemuck::bytes_of(&pp))],
-                grid((group.len() * nchunks) as u64),
-            )?;
-        }
+    for (n, wx, group) in &windows {
+        let part_base = ((n * s.c + group.start) * nchunks) as u32;
+        let wp = part.full_window(ctx)?;
+        let pp = PartialParams {
+            spatial: (spatial / v) as u32,
+            nchunks: nchunks as u32,
+            channels: group.len() as u32,
+            base_x: wx.base / v as u32,
+            part_base: part_base + wp.base,
+            _pad: [0; 3],
+        };
+        ctx.dispatch(
+            &label,
+            &p1,
+            &[Arg::Buf(wx), Arg::Buf(&wp), Arg::Uniform(bytemuck::bytes_of(&pp))],
+            grid((group.len() * nchunks) as u64),
+        )?;
     }
     let out = ctx.empty(Shape5::new(1, s.c, 1, 1, 1), "channel_sum")?;
     let fp = FinishParams { channels: s.c as u32, samples: s.n as u32, nchunks: nchunks as u32, _pad: 0 };
@@ -75,6 +96,9 @@ pub fn channel_sum(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
     )?;
     Ok(out)
 }
+
+/// Workgroup size of pass 2 (one workgroup a channel).
+const FINISH_WG: u32 = 256;
 
 /// Plain-Rust reference.
 pub mod reference {
@@ -137,12 +161,13 @@ impl ChunkPlan {
 }
 
 /// Plans a chunked reduction over each channel of an (n, c, spatial) tensor
-/// with windows of at most `max_elems` elements (see [`ChunkPlan`]). Whole
+/// in chunks of `chunk` voxels (fewer where the channel or a binding is
+/// smaller), with windows of at most `max_elems` elements (see [`ChunkPlan`]). Whole
 /// channels are grouped into one window when they fit; a channel larger than
 /// one window is split into runs of chunks.
-pub fn chunk_plan(n: usize, c: usize, spatial: usize, max_elems: usize) -> ChunkPlan {
+pub fn chunk_plan(n: usize, c: usize, spatial: usize, chunk: usize, max_elems: usize) -> ChunkPlan {
     let max_elems = max_elems.max(1);
-    let chunk = REDUCE_CHUNK.min(max_elems).min(spatial.max(1));
+    let chunk = chunk.max(1).min(max_elems).min(spatial.max(1));
     let nchunks = spatial.div_ceil(chunk).max(1);
     let mut segs = Vec::new();
     for s in 0..n {

@@ -1288,15 +1288,23 @@ pub fn table() -> Vec<OpCase> {
 
     // Batch norm: odd shapes, many chunks per channel, other eps and
     // momentum; the split path (4 KiB: channel groups of 7x9x11, runs of
-    // chunks inside a 17x19x23 channel).
-    let bn_split = &[at(2, 7, 9, 11), capped(4096, 2, 7, 9, 11), capped(4096, 2, 17, 19, 23)];
+    // chunks inside a 17x19x23 channel). Channels of a multiple of 4 voxels
+    // run on vec4 views (3x5x4; split, 17x19x24); more voxels than a CPU
+    // adapter's chunk (32,768), on vec4 views (17x45x44) and not (19x41x43).
+    let bn_split = &[
+        at(2, 7, 9, 11),
+        capped(4096, 2, 7, 9, 11),
+        capped(4096, 2, 17, 19, 23),
+        at(2, 3, 5, 4),
+        capped(4096, 2, 17, 19, 24),
+    ];
     batchnorm_cases(&mut v, 3, BnConfig::default(), No, bn_split);
     batchnorm_cases(&mut v, 5, BnConfig::default(), No, &[at(1, 3, 5, 7)]);
-    batchnorm_cases(&mut v, 2, BnConfig::default(), No, &[at(3, 17, 19, 23)]);
+    batchnorm_cases(&mut v, 2, BnConfig::default(), No, &[at(3, 17, 19, 23), at(1, 17, 45, 44), at(1, 19, 41, 43)]);
     batchnorm_cases(&mut v, 3, BnConfig { eps: 1e-3, momentum: 0.3, relu: false }, No, &[at(2, 7, 9, 11)]);
     batchnorm_cases(&mut v, 32, BnConfig::default(), Yes, small);
     // With the ReLU fused in (as training runs it): odd shapes and the
-    // split path.
+    // split path, on scalar and vec4 views.
     let fused = BnConfig { relu: true, ..BnConfig::default() };
     batchnorm_cases(&mut v, 3, fused, No, bn_split);
     batchnorm_cases(&mut v, 32, fused, Yes, small);
@@ -1310,8 +1318,11 @@ pub fn table() -> Vec<OpCase> {
     activation_cases(&mut v, 64, 4.0, &[("relu fwd", Yes)], small);
 
     // Per-channel sums: odd shapes, many chunks, one voxel; channel groups
-    // under a 4 KiB cap.
-    channel_sum_case(&mut v, 3, No, &[at(2, 7, 9, 11)]);
+    // under a 4 KiB cap; on vec4 views (channels of a multiple of 4 voxels,
+    // also capped); more voxels than a CPU adapter's chunk (32,768 on vec4
+    // views, 8,192 scalars).
+    let vec4 = [at(2, 3, 5, 4), capped(4096, 2, 7, 9, 12), at(1, 17, 45, 44), at(1, 19, 41, 43)];
+    channel_sum_case(&mut v, 3, No, &[&[at(2, 7, 9, 11)][..], &vec4].concat());
     channel_sum_case(&mut v, 5, No, &[at(3, 17, 19, 23), capped(4096, 2, 7, 9, 11)]);
     channel_sum_case(&mut v, 2, No, &[at(1, 1, 1, 1)]);
     for c in [16, 64] {
