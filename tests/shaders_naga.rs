@@ -139,15 +139,27 @@ fn the_cooperative_matrix_conv_validates_and_compiles_to_spirv() {
 #[test]
 fn the_generated_conv_kernels_validate() {
     // src/ops/conv3d_unrolled.rs writes one kernel per (k, tile, f16,
-    // weights loaded per lane or per subgroup): the shapes the cpu-unrolled
-    // variants run (blocks of 8 and 4, 2 rows of 8) and the generator's
-    // edges (k 7, 32 channels, one row, 16 columns).
+    // weights loaded per lane or per subgroup, rows read as scalars or
+    // vec4s): the shapes the cpu-unrolled variants run (blocks of 8 and 4,
+    // 2 rows of 8) and the generator's edges (k 7, 32 channels, one row, 16
+    // columns; vec4 rows need x-blocks of a multiple of 4).
     use ops::conv3d_unrolled::{generate, Shape};
     let mut n = 0;
     for k in [1, 3, 5, 7] {
         for (co_b, yb, xb) in [(4, 2, 8), (8, 2, 8), (12, 1, 3), (32, 1, 16)] {
-            for (f16, subgroup_weights) in [(false, false), (true, false), (false, true), (true, true)] {
-                let shape = Shape { k, co_b, xb, yb, f16, subgroup_weights };
+            for (f16, subgroup_weights, vec4_rows) in [
+                (false, false, false),
+                (true, false, false),
+                (false, true, false),
+                (true, true, false),
+                (false, true, true),
+                (true, true, true),
+            ] {
+                let shape = Shape { k, co_b, xb, yb, f16, subgroup_weights, vec4_rows };
+                if vec4_rows && xb % 4 != 0 {
+                    assert!(!shape.valid(), "{shape:?}");
+                    continue;
+                }
                 assert!(shape.valid());
                 let src = generate(shape);
                 let module = naga::front::wgsl::parse_str(&src)
@@ -161,10 +173,11 @@ fn the_generated_conv_kernels_validate() {
             }
         }
     }
-    assert_eq!(n, 64);
+    assert_eq!(n, 88);
     for bad in [
-        Shape { k: 4, co_b: 8, xb: 8, yb: 2, f16: false, subgroup_weights: false },
-        Shape { k: 3, co_b: 6, xb: 8, yb: 2, f16: false, subgroup_weights: false },
+        Shape { k: 4, co_b: 8, xb: 8, yb: 2, f16: false, subgroup_weights: false, vec4_rows: false },
+        Shape { k: 3, co_b: 6, xb: 8, yb: 2, f16: false, subgroup_weights: false, vec4_rows: false },
+        Shape { k: 3, co_b: 8, xb: 6, yb: 2, f16: false, subgroup_weights: true, vec4_rows: true },
     ] {
         assert!(!bad.valid(), "{bad:?}");
     }

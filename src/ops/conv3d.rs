@@ -713,12 +713,26 @@ fn conv_core(
         return Err(too_big(op, "a block of packed weights", pad_co * k3, ctx));
     }
 
+    // The generated CPU kernel's form that reads rows as vec4s, where the
+    // layer allows it (and, per dispatch, the input window's base).
+    let mut conv_v4 = None;
     let conv = if tile.is_coop() {
         pipeline_coop(ctx, dtype, &[("SG", tile.wg as f64), ("K", k as f64)])?
     } else if let Kernel::Unrolled { yb, subgroup_weights, .. } = tile.kernel {
         use super::conv3d_unrolled as u;
-        let shape =
-            u::Shape { k: k as u32, co_b: tile.co_b, xb: tile.xb, yb, f16: dtype == DType::F16, subgroup_weights };
+        let shape = u::Shape {
+            k: k as u32,
+            co_b: tile.co_b,
+            xb: tile.xb,
+            yb,
+            f16: dtype == DType::F16,
+            subgroup_weights,
+            vec4_rows: false,
+        };
+        if u::Shape::vec4_rows_fit(tile.xb, s.w, 0) {
+            let v4 = u::Shape { vec4_rows: true, ..shape };
+            conv_v4 = Some(ctx.pipeline_trusted(u::source(v4), u::ENTRY, &[("WG", tile.wg as f64)])?);
+        }
         ctx.pipeline_trusted(u::source(shape), u::ENTRY, &[("WG", tile.wg as f64)])?
     } else {
         let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
@@ -815,9 +829,13 @@ fn conv_core(
                     n_cob: n_cob as u32,
                     relu: (relu && gi + 1 == groups.len()) as u32,
                 };
+                let conv = match &conv_v4 {
+                    Some(v4) if super::conv3d_unrolled::Shape::vec4_rows_fit(tile.xb, s.w, wx.base) => v4,
+                    _ => &conv,
+                };
                 ctx.dispatch(
                     &label,
-                    &conv,
+                    conv,
                     &[
                         Arg::Buf(&wx),
                         Arg::Buf(&wseg),

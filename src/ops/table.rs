@@ -1162,7 +1162,19 @@ pub fn table() -> Vec<OpCase> {
     for var in conv3d::KERNELS.variants {
         // 33 rows: the unrolled kernel's tall-plane rows (conv3d::TALL_ROWS).
         // Rows of 4 voxels or fewer: 4 x-positions (conv3d::NARROW_ROW).
-        let checks = [at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37), at(1, 3, 33, 9), at(2, 5, 17, 3)];
+        // Rows of a multiple of 4 voxels: the unrolled kernel reads them as
+        // vec4s (a last x-block past the row, 8 voxels, 4; split).
+        let checks = [
+            at(2, 4, 7, 19),
+            capped(4096, 2, 4, 7, 19),
+            at(1, 6, 9, 37),
+            at(1, 3, 33, 9),
+            at(2, 5, 17, 3),
+            at(2, 4, 7, 20),
+            capped(4096, 2, 4, 7, 20),
+            at(1, 3, 33, 8),
+            at(2, 5, 9, 4),
+        ];
         conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, None, No, &checks);
         for layer in [("NSN", 3, 16), ("NDN", 5, 12)] {
             conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, Some(layer), Yes, small);
@@ -1204,7 +1216,7 @@ pub fn table() -> Vec<OpCase> {
     for k in [1, 3, 5] {
         for relu in [false, true] {
             conv3d_fused_cases(&mut v, None, k, &[5], 11, relu, F32, No, &[at(2, 7, 9, 11)]);
-            conv3d_fused_cases(&mut v, None, k, &[6, 3], 9, relu, F32, No, &[at(2, 5, 7, 13)]);
+            conv3d_fused_cases(&mut v, None, k, &[6, 3], 9, relu, F32, No, &[at(2, 5, 7, 13), at(2, 5, 7, 12)]);
         }
     }
     conv3d_fused_cases(
@@ -1225,7 +1237,7 @@ pub fn table() -> Vec<OpCase> {
     // `bench` beside its f32 row.
     for k in [1, 3, 5] {
         conv3d_fused_cases(&mut v, None, k, &[5], 11, k != 3, F16, No, &[at(2, 7, 9, 11)]);
-        conv3d_fused_cases(&mut v, None, k, &[6, 3], 9, k == 3, F16, No, &[at(2, 5, 7, 13)]);
+        conv3d_fused_cases(&mut v, None, k, &[6, 3], 9, k == 3, F16, No, &[at(2, 5, 7, 13), at(2, 5, 7, 12)]);
     }
     conv3d_fused_cases(&mut v, None, 3, &[7, 5], 10, true, F16, No, &[capped(4096, 2, 5, 7, 13)]);
     conv3d_fused_cases(&mut v, Some("NSN"), 3, &[32, 16], 16, true, F16, Yes, small);
