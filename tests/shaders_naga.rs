@@ -186,22 +186,25 @@ fn the_generated_conv_kernels_validate() {
 #[test]
 fn the_generated_weight_gradient_kernels_validate() {
     // src/ops/conv3d_weight_unrolled.rs writes one kernel per (k, output
-    // channels, voxels per step): the registered variant's (16 x 8), the
-    // step of 4 (the window then carries values two steps at k 7), and
-    // the generator's edges (8 and 32 channels).
+    // channels, voxels per step, rows read as scalars or vec4s): the
+    // registered variant's (16 x 8), the step of 4 (the window then
+    // carries values two steps at k 7), and the generator's edges (8 and
+    // 32 channels).
     use ops::conv3d_weight_unrolled::{generate, Shape, ENTRY};
     let mut n = 0;
     for k in [1, 3, 5, 7] {
         for (co_b, xb) in [(8, 4), (16, 8), (32, 4), (8, 8)] {
-            let shape = Shape { k, co_b, xb };
-            assert!(shape.valid());
-            let module = validated_subgroup_kernel(&generate(shape), &format!("{shape:?}"));
-            assert_eq!(module.entry_points[0].name, ENTRY);
-            n += 1;
+            for vec4 in [false, true] {
+                let shape = Shape { k, co_b, xb, vec4 };
+                assert!(shape.valid());
+                let module = validated_subgroup_kernel(&generate(shape), &format!("{shape:?}"));
+                assert_eq!(module.entry_points[0].name, ENTRY);
+                n += 1;
+            }
         }
     }
-    assert_eq!(n, 16);
-    for bad in [Shape { k: 4, co_b: 8, xb: 8 }, Shape { k: 3, co_b: 12, xb: 8 }, Shape { k: 3, co_b: 8, xb: 6 }] {
+    assert_eq!(n, 32);
+    for bad in [(4, 8, 8), (3, 12, 8), (3, 8, 6)].map(|(k, co_b, xb)| Shape { k, co_b, xb, vec4: false }) {
         assert!(!bad.valid(), "{bad:?}");
     }
 }

@@ -912,6 +912,9 @@ pub fn backward_weight_with_tile(
         co_g = co_g / co_b * co_b;
     }
 
+    // The generated CPU kernel's form that reads rows as vec4s, where the
+    // layer allows it (and, per dispatch, the windows' bases).
+    let mut partials_v4 = None;
     let partials = match tile.kernel {
         WeightKernel::Loops => {
             let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)];
@@ -919,7 +922,11 @@ pub fn backward_weight_with_tile(
         }
         WeightKernel::Unrolled { xb } => {
             use super::conv3d_weight_unrolled as u;
-            let shape = u::Shape { k: k as u32, co_b: tile.co_b, xb };
+            let shape = u::Shape { k: k as u32, co_b: tile.co_b, xb, vec4: false };
+            if u::Shape::vec4_fit(xs.w, 0, 0) {
+                let v4 = u::Shape { vec4: true, ..shape };
+                partials_v4 = Some(ctx.pipeline_trusted(u::source(v4), u::ENTRY, &[("WG", tile.wg as f64)])?);
+            }
             ctx.pipeline_trusted(u::source(shape), u::ENTRY, &[("WG", tile.wg as f64)])?
         }
     };
@@ -959,9 +966,13 @@ pub fn backward_weight_with_tile(
                     base_part: wp.base + (n * nchunks * e_n) as u32,
                     _pad: [0; 3],
                 };
+                let partials = match &partials_v4 {
+                    Some(v4) if super::conv3d_weight_unrolled::Shape::vec4_fit(xs.w, wx.base, wdy.base) => v4,
+                    _ => &partials,
+                };
                 ctx.dispatch(
                     &label,
-                    &partials,
+                    partials,
                     &[Arg::Buf(&wx), Arg::Buf(&wdy), Arg::Buf(&wp), Arg::Uniform(bytemuck::bytes_of(&p))],
                     grid((nchunks * n_cob * n_lg) as u64),
                 )?;

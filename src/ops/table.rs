@@ -393,6 +393,11 @@ fn conv3d_cases(
 /// variant of [`conv3d::WEIGHT_KERNELS`], `label` its name in brackets):
 /// odd shapes uncapped and capped, and an NSN and an NDN layer that
 /// `bench` times side by side.
+/// Checks at rows of a multiple of 4 voxels, where the generated conv
+/// kernels read rows as vec4s: a last x-block past the row (20), split
+/// under 4 KiB bindings, 8 voxels on 33 rows, 4 voxels.
+const ROWS_OF_4: [Check; 4] = [at(2, 4, 7, 20), capped(4096, 2, 4, 7, 20), at(1, 3, 33, 8), at(2, 5, 9, 4)];
+
 fn conv3d_weight_tile_cases(
     v: &mut Vec<OpCase>,
     label: &str,
@@ -400,12 +405,15 @@ fn conv3d_weight_tile_cases(
     needs: &'static [Need],
     small: &[Check],
 ) {
-    let odd = [at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37)];
+    // Odd rows; then rows of a multiple of 4 voxels (the generated kernel
+    // reads them as vec4s).
+    let odd = [&[at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37)][..], &ROWS_OF_4].concat();
+    let one_each = [odd[0], ROWS_OF_4[0], ROWS_OF_4[3]];
     for (layer, k, ci, co, bench, checks) in [
         (None, 3usize, 5usize, 7usize, Bench::No, &odd[..]),
-        (None, 5, 3, 11, Bench::No, &odd[..1]),
-        (None, 7, 2, 17, Bench::No, &odd[..1]),
-        (None, 1, 6, 3, Bench::No, &odd[..1]),
+        (None, 5, 3, 11, Bench::No, &one_each[..]),
+        (None, 7, 2, 17, Bench::No, &one_each[..]),
+        (None, 1, 6, 3, Bench::No, &one_each[..]),
         (Some("NSN"), 3, 16, 16, Bench::Yes, small),
         (Some("NDN"), 5, 12, 12, Bench::Yes, small),
     ] {
@@ -1163,18 +1171,9 @@ pub fn table() -> Vec<OpCase> {
         // 33 rows: the unrolled kernel's tall-plane rows (conv3d::TALL_ROWS).
         // Rows of 4 voxels or fewer: 4 x-positions (conv3d::NARROW_ROW).
         // Rows of a multiple of 4 voxels: the unrolled kernel reads them as
-        // vec4s (a last x-block past the row, 8 voxels, 4; split).
-        let checks = [
-            at(2, 4, 7, 19),
-            capped(4096, 2, 4, 7, 19),
-            at(1, 6, 9, 37),
-            at(1, 3, 33, 9),
-            at(2, 5, 17, 3),
-            at(2, 4, 7, 20),
-            capped(4096, 2, 4, 7, 20),
-            at(1, 3, 33, 8),
-            at(2, 5, 9, 4),
-        ];
+        // vec4s.
+        let odd = [at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37), at(1, 3, 33, 9), at(2, 5, 17, 3)];
+        let checks = [&odd[..], &ROWS_OF_4].concat();
         conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, None, No, &checks);
         for layer in [("NSN", 3, 16), ("NDN", 5, 12)] {
             conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, Some(layer), Yes, small);
