@@ -19,7 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
-use crate::ops::reduce::{chunk_plan, flat_windows, new_output, REDUCE_CHUNK};
+use crate::ops::reduce::{chunk_plan, first_pass, flat_windows, new_output};
 use crate::tensor::{CpuTensor, Shape5};
 
 pub const SHADER: ShaderSource = crate::shader!("batchnorm", prelude);
@@ -166,18 +166,6 @@ fn check_params(op: &str, x: &GpuTensor, params: &[(&str, &GpuTensor)]) -> Resul
     Ok(())
 }
 
-/// Workgroup size and chunk (voxels a workgroup sums) of the partial sums:
-/// on a CPU adapter few long workgroups, since there the workgroup tree's
-/// barriers cost more than the loads (lavapipe runs each as a switch
-/// between its invocations); on a GPU many short ones, to fill it.
-fn partials_plan(ctx: &GpuContext) -> (u32, usize) {
-    if ctx.is_cpu_adapter() {
-        (64, 32768)
-    } else {
-        (RED_WG, REDUCE_CHUNK)
-    }
-}
-
 /// Whether every value is a multiple of 4: the element-wise and partials
 /// kernels then run in the vec4 form ([`shader_vec4`], counts in vec4s).
 fn by_vec4(values: &[usize]) -> bool {
@@ -197,7 +185,7 @@ fn partials(
     label: &str,
 ) -> Result<(GpuTensor, usize)> {
     let s = x.shape;
-    let (wg, chunk) = partials_plan(ctx);
+    let (wg, chunk) = first_pass(ctx, RED_WG);
     let plan = chunk_plan(s.n, s.c, s.spatial(), chunk, ctx.max_window_elems());
     let part = new_output(ctx, Shape5::new(s.n, s.c, 1, plan.nchunks, 4), 0, "batchnorm partials")?;
     let dy = dy.unwrap_or(x);

@@ -81,6 +81,15 @@ pub fn block_valid(co_b: u32, xb: u32, yb: u32) -> bool {
     co_b > 0 && co_b % 4 == 0 && co_b <= 32 && (1..=16).contains(&xb) && (1..=8).contains(&yb)
 }
 
+/// The aligned vec4s that hold x-positions `x0 - r ..= x0 + xb - 1 + r` of
+/// a row, for `x0` a multiple of 4 (`r` ≤ 4): `(lead, n)`, the first is
+/// vec4 `x0 / 4 - lead` and there are `n` (the generated forward and
+/// weight-gradient kernels' rows read as vec4s).
+pub(crate) fn vec4_span(r: u32, xb: u32) -> (u32, u32) {
+    let lead = r.div_ceil(4);
+    (lead, lead + (xb - 1 + r) / 4 + 1)
+}
+
 /// The generated module for `shape` (built once per shape and kept).
 pub fn source(shape: Shape) -> &'static ShaderSource {
     assert!(shape.valid(), "conv3d_unrolled: unsupported shape {shape:?}");
@@ -169,8 +178,7 @@ fn {ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     // vec4 rows, columns x0 - r .. x0 + xb + r - 1 lie in the vec4s `lead`
     // before x0's to `n_q - lead - 1` after it (x0 is a multiple of 4), each
     // wholly inside or outside the row.
-    let lead = r.div_ceil(4);
-    let n_q = (xb - 1 + r) / 4 + 1 + lead;
+    let (lead, n_q) = vec4_span(r, xb);
     if vec4_rows {
         for j in 0..n_q {
             let _ = writeln!(w, "    let iq{j} = x0 / 4 + {};", j as i32 - lead as i32);

@@ -173,8 +173,7 @@ fn {ENTRY}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     // 1 + r lies in vec4s xs / 4 - lead .. xs / 4 - lead + nq - 1, each
     // wholly inside or outside the row; `keep` of them carry to the next
     // step, xb / 4 are loaded.
-    let lead = r.div_ceil(4);
-    let nq = lead + (xb - 1 + r) / 4 + 1;
+    let (lead, nq) = super::conv3d_unrolled::vec4_span(r, xb);
     let fresh = xb / 4;
     let keep = nq - fresh;
     let slot = |ky: u32, q: u32| if q < keep { format!("cq{ky}_{q}") } else { format!("nq{ky}_{q}") };

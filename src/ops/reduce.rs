@@ -16,16 +16,17 @@ pub fn shader_vec4() -> &'static ShaderSource {
     static S: std::sync::OnceLock<ShaderSource> = std::sync::OnceLock::new();
     S.get_or_init(|| SHADER.form("reduce_vec4", "", &super::VEC4_FORM))
 }
-/// Workgroup size of pass 1 and values (scalars, or vec4s on the vec4
-/// path) each invocation sums there: on a CPU adapter few long workgroups,
-/// since there the workgroup tree's barriers cost more than the loads
-/// (lavapipe runs each as a switch between its invocations); on a GPU many
-/// short ones, to fill it.
-fn pass1_plan(ctx: &GpuContext) -> (u32, u32) {
+/// The first pass of a chunked per-channel reduction (`channel_sum`, batch
+/// norm's statistics): workgroup size and the elements one workgroup sums.
+/// On a CPU adapter few long workgroups, since there the workgroup tree's
+/// barriers cost more than the loads (lavapipe runs each as a switch
+/// between its invocations); on a GPU `gpu_wg` lanes over [`REDUCE_CHUNK`]
+/// elements, many workgroups to fill it.
+pub fn first_pass(ctx: &GpuContext, gpu_wg: u32) -> (u32, usize) {
     if ctx.is_cpu_adapter() {
-        (64, 128)
+        (64, 32768)
     } else {
-        (256, 16)
+        (gpu_wg, REDUCE_CHUNK)
     }
 }
 
@@ -53,7 +54,7 @@ uniform_params! {
 pub fn channel_sum(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
     let s = x.shape;
     let spatial = s.spatial();
-    let (wg, per) = pass1_plan(ctx);
+    let (wg, chunk) = first_pass(ctx, 256);
     let groups = split_units(s.c, spatial, ctx.max_window_elems(), "channel_sum")?;
     let windows = (0..s.n)
         .flat_map(|n| groups.iter().map(move |g| (n, g.clone())))
@@ -61,6 +62,8 @@ pub fn channel_sum(ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
         .collect::<Result<Vec<_>>>()?;
     // vec4 views where the channels and every window start on 4 elements.
     let v = if spatial % 4 == 0 && windows.iter().all(|w| w.1.base % 4 == 0) { 4 } else { 1 };
+    // Units (values or vec4s) each invocation sums.
+    let per = (chunk / (wg as usize * v)).max(1) as u32;
     let chunk = (wg * per) as usize * v;
     let nchunks = spatial.div_ceil(chunk);
     let consts = [("WG", wg as f64), ("PER_THREAD", per as f64)];

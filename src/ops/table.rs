@@ -1330,8 +1330,8 @@ pub fn table() -> Vec<OpCase> {
 
     // Per-channel sums: odd shapes, many chunks, one voxel; channel groups
     // under a 4 KiB cap; on vec4 views (channels of a multiple of 4 voxels,
-    // also capped); more voxels than a CPU adapter's chunk (32,768 on vec4
-    // views, 8,192 scalars).
+    // also capped); more voxels than a CPU adapter's chunk (32,768), on
+    // vec4 views (17x45x44) and not (19x41x43).
     let vec4 = [at(2, 3, 5, 4), capped(4096, 2, 7, 9, 12), at(1, 17, 45, 44), at(1, 19, 41, 43)];
     channel_sum_case(&mut v, 3, No, &[&[at(2, 7, 9, 11)][..], &vec4].concat());
     channel_sum_case(&mut v, 5, No, &[at(3, 17, 19, 23), capped(4096, 2, 7, 9, 11)]);
