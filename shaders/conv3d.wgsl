@@ -58,29 +58,56 @@ struct PackParams {
 @group(0) @binding(1) var<storage, read_write> pk_dst: array<act>;
 @group(0) @binding(2) var<uniform> pk: PackParams;
 
+// The `oo`-th packed value at `at` = (output-channel block, input channel,
+// tap) (the packed layout's order, so an invocation's CO_B values are
+// consecutive), or 0 past the group's channels.
+fn pack_value(at: vec3<u32>, oo: u32) -> f32 {
+    let ol = at.x * CO_B + oo;
+    if (ol >= pk.o_n) { return 0.0; }
+    let k3 = K * K * K;
+    let o = pk.o0 + ol;
+    let i = pk.i0 + at.y;
+    if (pk.transposed == 0u) {
+        return pk_src[pk.base_src + ((o - pk.row0) * pk.c1 + i) * k3 + at.z];
+    }
+    return pk_src[pk.base_src + ((i - pk.row0) * pk.c1 + o) * k3 + (k3 - 1u - at.z)];
+}
+
+// Invocation `q`'s (output-channel block, input channel, tap).
+fn pack_site(q: u32) -> vec3<u32> {
+    let k3 = K * K * K;
+    return vec3<u32>(q / (k3 * pk.i_n), (q / k3) % pk.i_n, q % k3);
+}
+
+// One invocation per (output-channel block, input channel, tap): its CO_B
+// consecutive packed values (one index division per CO_B values, not two
+// per value: lavapipe divides lane by lane).
 @compute @workgroup_size(WG)
 fn pack_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let e = (wid.x + wid.y * nwg.x) * WG + lid;
-    if (e >= pk.total) { return; }
-    let k3 = K * K * K;
-    let oo = e % CO_B;
-    let t = (e / CO_B) % k3;
-    let il = (e / (CO_B * k3)) % pk.i_n;
-    let ob = e / (CO_B * k3 * pk.i_n);
-    let ol = ob * CO_B + oo;
-    var v = 0.0;
-    if (ol < pk.o_n) {
-        let o = pk.o0 + ol;
-        let i = pk.i0 + il;
-        var src: u32;
-        if (pk.transposed == 0u) {
-            src = pk.base_src + ((o - pk.row0) * pk.c1 + i) * k3 + t;
-        } else {
-            src = pk.base_src + ((i - pk.row0) * pk.c1 + o) * k3 + (k3 - 1u - t);
-        }
-        v = pk_src[src];
+    let q = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (q * CO_B >= pk.total) { return; }
+    let at = pack_site(q);
+    for (var oo = 0u; oo < CO_B; oo = oo + 1u) {
+        pk_dst[pk.base_dst + q * CO_B + oo] = act(pack_value(at, oo));
     }
-    pk_dst[pk.base_dst + e] = act(v);
+}
+
+@group(0) @binding(1) var<storage, read_write> pk_dst4: array<vec4<act>>;
+
+// The same where CO_B is a multiple of 4 and `base_dst` of 4 elements: the
+// values stored as CO_B / 4 vec4s.
+@compute @workgroup_size(WG)
+fn pack_weights4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let q = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (q * CO_B >= pk.total) { return; }
+    let at = pack_site(q);
+    let d = pk.base_dst / 4u + q * (CO_B / 4u);
+    for (var o4 = 0u; o4 < CO_B / 4u; o4 = o4 + 1u) {
+        let oo = 4u * o4;
+        let v = vec4<f32>(pack_value(at, oo), pack_value(at, oo + 1u),
+                          pack_value(at, oo + 2u), pack_value(at, oo + 3u));
+        pk_dst4[d + o4] = vec4<act>(v);
+    }
 }
 
 // ---------------------------------------------------------------- forward
@@ -478,4 +505,31 @@ fn weight_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let ci = (e / k3) % fp.ci_n;
     let co = e / (k3 * fp.ci_n);
     fdw[fp.base_dw + (co * fp.cin_total + fp.i0 + ci) * k3 + tap] = s;
+}
+
+@group(0) @binding(0) var<storage, read> fpart4: array<vec4<f32>>;
+
+// The same, 4 values an invocation, where `ci_n * K^3` (a weight row of the
+// group, so the 4 land in one output-channel row, at consecutive places)
+// and `base_part` are multiples of 4: the partials loaded as vec4s.
+@compute @workgroup_size(WG)
+fn weight_finish4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e4 = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (4u * e4 >= fp.e_n) { return; }
+    var s = vec4<f32>(0.0);
+    let n4 = fp.e_n / 4u;
+    let b4 = fp.base_part / 4u;
+    for (var m = 0u; m < fp.m_n; m = m + 1u) {
+        s = s + fpart4[b4 + m * n4 + e4];
+    }
+    let e = 4u * e4;
+    let k3 = K * K * K;
+    let tap = e % k3;
+    let ci = (e / k3) % fp.ci_n;
+    let co = e / (k3 * fp.ci_n);
+    let d = fp.base_dw + (co * fp.cin_total + fp.i0 + ci) * k3 + tap;
+    fdw[d] = s.x;
+    fdw[d + 1u] = s.y;
+    fdw[d + 2u] = s.z;
+    fdw[d + 3u] = s.w;
 }

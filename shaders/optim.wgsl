@@ -21,10 +21,16 @@ struct Params {
     bc2_sqrt: f32,       // Adam: sqrt(1 - beta2^t)
 }
 
-@group(0) @binding(0) var<storage, read_write> param: array<f32>;
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read_write> s1: array<f32>;
-@group(0) @binding(3) var<storage, read_write> s2: array<f32>;
+// The element the kernels update: f32 here; ops::optim builds the vec4 form
+// of this module (`alias V = vec4<f32>;`, `n` and the bases counted in
+// vec4s) for windows that start on 4 elements: the same arithmetic, lane by
+// lane, a quarter of the loads and stores.
+alias V = f32;
+
+@group(0) @binding(0) var<storage, read_write> param: array<V>;
+@group(0) @binding(1) var<storage, read> grad: array<V>;
+@group(0) @binding(2) var<storage, read_write> s1: array<V>;
+@group(0) @binding(3) var<storage, read_write> s2: array<V>;
 @group(0) @binding(4) var<uniform> p: Params;
 
 override WG: u32 = 256u;

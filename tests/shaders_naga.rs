@@ -88,10 +88,11 @@ fn the_f16_storage_form_of_the_conv_validates() {
 }
 
 #[test]
-fn the_vec4_forms_of_batch_norm_and_the_channel_sum_validate() {
-    // Built from batchnorm.wgsl and reduce.wgsl at run time (element alias
-    // `V` = vec4<f32>, and its lane sum), for tensors aligned to 4 elements.
-    for s in [ops::batchnorm::shader_vec4(), ops::reduce::shader_vec4()] {
+fn the_vec4_forms_of_batch_norm_the_channel_sum_and_the_optimizers_validate() {
+    // Built from batchnorm.wgsl, reduce.wgsl and optim.wgsl at run time
+    // (element alias `V` = vec4<f32>, and the lane sum where there is one),
+    // for tensors aligned to 4 elements.
+    for s in [ops::batchnorm::shader_vec4(), ops::reduce::shader_vec4(), ops::optim::shader_vec4()] {
         assert!(s.wgsl.contains("alias V = vec4<f32>;") && !s.wgsl.contains("alias V = f32;"), "{}", s.name);
         let module = naga::front::wgsl::parse_str(s.wgsl).unwrap_or_else(|e| panic!("{}", e.emit_to_string(s.wgsl)));
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())

@@ -741,7 +741,10 @@ fn conv_core(
         pipeline_of(ctx, dtype, entry, &consts)?
     };
     let pack_consts = [("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)];
-    let pack = pipeline_of(ctx, dtype, "pack_weights", &pack_consts)?;
+    // One invocation per CO_B packed values; as vec4 stores where CO_B is a
+    // multiple of 4 (every conv variant's block; the segment's base is 0).
+    let pack_entry = if co_b % 4 == 0 { "pack_weights4" } else { "pack_weights" };
+    let pack = pipeline_of(ctx, dtype, pack_entry, &pack_consts)?;
     let out = ctx.empty_as(out_shape, dtype, op)?;
     let label = format!("{op} x {} w {} -> {out_shape}", s.with_c(in_c), w.shape);
     let nxb = s.w.div_ceil(tile.xb as usize);
@@ -802,7 +805,7 @@ fn conv_core(
                 &label,
                 &pack,
                 &[Arg::Buf(&wsrc), Arg::Buf(&wseg), Arg::Uniform(bytemuck::bytes_of(&pp))],
-                grid(seg_len.div_ceil(PACK_WG as usize) as u64),
+                grid((seg_len / co_b).div_ceil(PACK_WG as usize) as u64),
             )?;
             let wb = match bias {
                 Some(b) => b.window(ctx, og.start, og.len())?,
@@ -930,7 +933,9 @@ pub fn backward_weight_with_tile(
             ctx.pipeline_trusted(u::source(shape), u::ENTRY, &[("WG", tile.wg as f64)])?
         }
     };
-    let finish = pipeline(ctx, "weight_finish", &[("WG", PACK_WG as f64), ("K", k as f64)])?;
+    let finish_consts = [("WG", PACK_WG as f64), ("K", k as f64)];
+    let finish = pipeline(ctx, "weight_finish", &finish_consts)?;
+    let finish4 = pipeline(ctx, "weight_finish4", &finish_consts)?;
     let dw_shape = Shape5::new(cout, cin, k, k, k);
     let dw = ctx.empty(dw_shape, op)?;
     let label = format!("{op} x {xs} dy {gs} -> {dw_shape}");
@@ -988,11 +993,14 @@ pub fn backward_weight_with_tile(
                 base_dw: wdw.base,
                 _pad: 0,
             };
+            // Partials as vec4s where a group's weight row holds whole vec4s
+            // (same sums in the same order).
+            let (finish, per) = if (ig.len() * k3) % 4 == 0 && wp.base % 4 == 0 { (&finish4, 4) } else { (&finish, 1) };
             ctx.dispatch(
                 &label,
-                &finish,
+                finish,
                 &[Arg::Buf(&wp), Arg::Buf(&wdw), Arg::Uniform(bytemuck::bytes_of(&fp))],
-                grid(e_n.div_ceil(PACK_WG as usize) as u64),
+                grid((e_n / per).div_ceil(PACK_WG as usize) as u64),
             )?;
         }
     }

@@ -10,6 +10,14 @@ use crate::ops::reduce::flat_windows;
 use crate::tensor::{CpuTensor, Shape5};
 
 pub const SHADER: ShaderSource = crate::shader!("optim");
+
+/// The vec4 form of `shaders/optim.wgsl` (its element alias `V` as
+/// `vec4<f32>`): the same updates on windows whose parameter, gradient and
+/// state all start on 4 elements, counted in vec4s.
+pub fn shader_vec4() -> &'static ShaderSource {
+    static S: std::sync::OnceLock<ShaderSource> = std::sync::OnceLock::new();
+    S.get_or_init(|| SHADER.form("optim_vec4", "", &super::VEC4_FORM[..1]))
+}
 /// Workgroup size of the update kernels.
 pub const WG: u32 = 256;
 
@@ -226,29 +234,46 @@ impl Optimizer {
             }
         };
         let pipeline = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
+        let pipeline4 = ctx.pipeline(shader_vec4(), entry, &[("WG", WG as f64)])?;
         let max = ctx.max_window_elems();
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
             let label = format!("{entry} param {i} {}", p.shape);
             let st = &self.state[i];
-            for r in flat_windows(p.numel(), 1, max) {
+            for r in flat_windows(p.numel(), 4, max) {
                 let wp = p.window(ctx, r.start, r.len())?;
                 let wg = g.window(ctx, r.start, r.len())?;
                 let w1 = st.first().unwrap_or(p).window(ctx, r.start, r.len())?;
                 let w2 = st.get(1).unwrap_or(p).window(ctx, r.start, r.len())?;
-                let u = Params {
-                    n: r.len() as u32,
-                    base_p: wp.base,
-                    base_g: wg.base,
-                    base_s1: w1.base,
-                    base_s2: w2.base,
-                    ..params_u
-                };
-                ctx.dispatch(
-                    &label,
-                    &pipeline,
-                    &[Arg::Buf(&wp), Arg::Buf(&wg), Arg::Buf(&w1), Arg::Buf(&w2), Arg::Uniform(bytemuck::bytes_of(&u))],
-                    grid((r.len() as u64).div_ceil(WG as u64)),
-                )?;
+                let bases = [wp.base, wg.base, w1.base, w2.base];
+                // The whole vec4s as vec4s where every window starts on 4
+                // elements, the rest (at most 3 values) one by one.
+                let body = if bases.iter().all(|b| b % 4 == 0) { r.len() / 4 * 4 } else { 0 };
+                for (pipeline, v, start, n) in [(&pipeline4, 4, 0, body), (&pipeline, 1, body, r.len() - body)] {
+                    if n == 0 {
+                        continue;
+                    }
+                    let at = |b: u32| (b + start as u32) / v as u32;
+                    let u = Params {
+                        n: (n / v) as u32,
+                        base_p: at(wp.base),
+                        base_g: at(wg.base),
+                        base_s1: at(w1.base),
+                        base_s2: at(w2.base),
+                        ..params_u
+                    };
+                    ctx.dispatch(
+                        &label,
+                        pipeline,
+                        &[
+                            Arg::Buf(&wp),
+                            Arg::Buf(&wg),
+                            Arg::Buf(&w1),
+                            Arg::Buf(&w2),
+                            Arg::Uniform(bytemuck::bytes_of(&u)),
+                        ],
+                        grid(((n / v) as u64).div_ceil(WG as u64)),
+                    )?;
+                }
             }
         }
         self.step = t;
