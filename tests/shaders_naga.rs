@@ -189,12 +189,13 @@ fn the_generated_weight_gradient_kernels_validate() {
     // src/ops/conv3d_weight_unrolled.rs writes one kernel per (k, output
     // channels, voxels per step, rows read as scalars or vec4s): the
     // registered variant's (16 x 8), the step of 4 (the window then
-    // carries values two steps at k 7), and the generator's edges (8 and
-    // 32 channels).
+    // carries values two steps at k 7), the generator's edges (4 and 32
+    // channels) and blocks of 12 (a layer's balanced block: a second dy
+    // load half of whose lanes no channel takes).
     use ops::conv3d_weight_unrolled::{generate, Shape, ENTRY};
     let mut n = 0;
     for k in [1, 3, 5, 7] {
-        for (co_b, xb) in [(8, 4), (16, 8), (32, 4), (8, 8)] {
+        for (co_b, xb) in [(8, 4), (16, 8), (32, 4), (8, 8), (4, 4), (12, 4)] {
             for vec4 in [false, true] {
                 let shape = Shape { k, co_b, xb, vec4 };
                 assert!(shape.valid());
@@ -204,8 +205,8 @@ fn the_generated_weight_gradient_kernels_validate() {
             }
         }
     }
-    assert_eq!(n, 32);
-    for bad in [(4, 8, 8), (3, 12, 8), (3, 8, 6)].map(|(k, co_b, xb)| Shape { k, co_b, xb, vec4: false }) {
+    assert_eq!(n, 48);
+    for bad in [(4, 8, 8), (3, 10, 8), (3, 8, 6), (3, 36, 4)].map(|(k, co_b, xb)| Shape { k, co_b, xb, vec4: false }) {
         assert!(!bad.valid(), "{bad:?}");
     }
 }

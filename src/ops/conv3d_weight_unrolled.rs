@@ -16,15 +16,15 @@
 //! - the voxels of a row are walked `xb` at a time. Lane `i` of each
 //!   subgroup loads `dy` of output channel `8q + i` at those `xb` voxels,
 //!   and `subgroupBroadcast` hands the `co_b x xb` values to every lane
-//!   (so `co_b / 8 x xb` loads per lane, not `co_b x xb`);
+//!   (so `⌈co_b / 8⌉ x xb` loads per lane, not `co_b x xb`);
 //! - each lane keeps a window of `xb + k - 1` values of each of its `k`
 //!   input rows and loads only the `xb` new ones per step;
 //!
-//! so a step is `(co_b / 8 + k) x xb` per-lane loads for `co_b x k² x xb`
+//! so a step is `(⌈co_b / 8⌉ + k) x xb` per-lane loads for `co_b x k² x xb`
 //! multiply-adds (16 channels, k 3, xb 4: 20 loads for 576), against
 //! `weight_partials`' 9 loads for 24. Where rows hold a multiple of 4
 //! voxels ([`Shape::vec4`]) the window is kept as aligned vec4s and each
-//! of those loads brings 4 values: `(co_b / 8 + k) x xb / 4` (5 for the
+//! of those loads brings 4 values: `(⌈co_b / 8⌉ + k) x xb / 4` (5 for the
 //! same 576). Sums run over the voxels of a chunk in order, as there:
 //! deterministic.
 //!
@@ -40,7 +40,8 @@ use crate::gpu::ShaderSource;
 pub const ENTRY: &str = "weight_unrolled";
 
 /// One generated kernel's shape: kernel size `k` (odd), `co_b` output
-/// channels (a multiple of 8) and `xb` voxels per step (4 or 8).
+/// channels (a multiple of 4: with 12, lanes 4-7 of the second `dy` load
+/// read channels no lane takes) and `xb` voxels per step (4 or 8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Shape {
     pub k: u32,
@@ -69,7 +70,7 @@ impl Shape {
 /// Whether the generator supports blocks of `co_b` output channels x `xb`
 /// voxels per step.
 pub fn block_valid(co_b: u32, xb: u32) -> bool {
-    co_b > 0 && co_b % 8 == 0 && co_b <= 32 && (xb == 4 || xb == 8)
+    co_b > 0 && co_b % 4 == 0 && co_b <= 32 && (xb == 4 || xb == 8)
 }
 
 /// Lanes (invocations) of the weight gradient for `ci_n` input channels
@@ -96,7 +97,7 @@ pub fn generate(s: Shape) -> String {
     let Shape { k, co_b, xb, vec4 } = s;
     let r = k / 2;
     let carry = 2 * r; // window values kept from one step to the next
-    let q_n = co_b / 8; // dy values loaded per lane and voxel
+    let q_n = co_b.div_ceil(8); // dy values loaded per lane and voxel
     let p_n = xb / 4; // vec4s of voxels per step
     let comp = ["x", "y", "z", "w"];
     let mut w = String::new();
