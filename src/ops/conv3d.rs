@@ -181,22 +181,25 @@ impl Tile {
             return self;
         };
         let yb = if out_h >= TALL_ROWS { yb_tall } else { yb };
-        let co_b = if out_c <= 4 { 4.min(self.co_b) } else { unrolled_block(out_c, self.co_b) };
         let xb = if out_w <= NARROW_ROW { self.xb.min(NARROW_ROW as u32) } else { self.xb };
+        let co_b = if out_c <= 4 { 4.min(self.co_b) } else { unrolled_block(out_c, self.co_b, xb, yb) };
         Tile { co_b, xb, kernel: Kernel::Unrolled { yb, yb_tall: yb, subgroup_weights }, ..self }
     }
 }
 
 /// Output channels per block of the unrolled forward kernel for a layer of
-/// `out_c` channels: `co_b`, or `co_b + 4` where that computes fewer
-/// channels (blocks past the layer's last channel are computed and not
-/// stored). The paper's NDN has 12 channels at its first level: blocks of 8
-/// compute 16 there, one block of 12 computes 12 (lavapipe, 12->12 k5 at
-/// 64³: forward 299/313 -> 203/197 ms; blocks of 4, 240).
-fn unrolled_block(out_c: usize, co_b: u32) -> u32 {
+/// `out_c` channels (blocks of `xb` x-positions x `yb` rows): `co_b`, or
+/// `co_b + 4` where the generator takes it and it computes fewer channels
+/// (blocks past the layer's last channel are computed and not stored). The
+/// paper's NDN has 12 channels at its first level: blocks of 8 compute 16
+/// there, one block of 12 computes 12 (lavapipe, 12->12 k5 at 64³: forward
+/// 299/313 -> 203/197 ms; blocks of 4, 240). The weight gradient balances
+/// its blocks instead (`WeightTile::for_layer`): each rule is what
+/// measured best for its kernel.
+fn unrolled_block(out_c: usize, co_b: u32, xb: u32, yb: u32) -> u32 {
     let computed = |b: u32| out_c.div_ceil(b as usize) * b as usize;
     let wider = co_b + 4;
-    if super::conv3d_unrolled::block_valid(wider, 1, 1) && computed(wider) < computed(co_b) {
+    if super::conv3d_unrolled::block_valid(wider, xb, yb) && computed(wider) < computed(co_b) {
         wider
     } else {
         co_b
