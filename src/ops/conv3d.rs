@@ -309,8 +309,9 @@ pub enum WeightKernel {
 }
 
 impl WeightTile {
-    /// What the adapter must offer for this tile's kernel.
-    fn needs(self) -> &'static [Need] {
+    /// What the adapter must offer for this tile's kernel (a variant may
+    /// add preferences, such as [`Need::GpuAdapter`]).
+    pub fn needs(self) -> &'static [Need] {
         match self.kernel {
             WeightKernel::Loops => &[],
             WeightKernel::Unrolled { .. } => &[Need::Subgroups8],
@@ -343,8 +344,11 @@ impl WeightTile {
 /// ([`super::conv3d_weight_unrolled`]; 16 output channels x 4 voxels a
 /// step, 16 lanes, was the fastest of 8/16/24 channels, 4/8 voxels and
 /// 8/16/32 lanes on lavapipe, 2.2-4.9x `f32-16` there, `benches/RESULTS.md`);
-/// elsewhere `f32-16`, the fastest loop form on lavapipe, until the wide
-/// one is measured on a GPU (`qcanet-gpu bench` times each).
+/// on GPUs `f32-32-wide` (an NVIDIA H200, whole training steps at 64³, two
+/// alternating rounds: NSN 46 -> 36 ms, paper NDN 118 -> 105 ms against
+/// `f32-16`, for 130-370 MiB more partial sums); on other CPU adapters
+/// `f32-16`, the fastest loop form on lavapipe (the wide split is 9-30 %
+/// slower there). The op table checks all three on every adapter.
 pub static WEIGHT_KERNELS: Kernels<WeightTile> = Kernels {
     op: "conv3d_weight",
     variants: &[
@@ -362,18 +366,18 @@ pub static WEIGHT_KERNELS: Kernels<WeightTile> = Kernels {
             },
         },
         Variant {
+            name: "f32-32-wide",
+            needs: &[Need::GpuAdapter],
+            about: "f32, 32 lanes per workgroup (an NVIDIA warp), up to 512 chunks of 256+ voxels per sample: \
+                    8x the workgroups of f32-16, for GPUs with thousands of lanes (GPU adapters' default)",
+            kernel: WeightTile { wg: 32, co_b: 8, max_chunks: 512, min_chunk_voxels: 256, kernel: WeightKernel::Loops },
+        },
+        Variant {
             name: "f32-16",
             needs: &[],
             about: "f32, 16 lanes per workgroup, 8 output channels each; at most 64 chunks of 1,024+ voxels \
                     per sample",
             kernel: WeightTile { wg: 16, co_b: 8, max_chunks: 64, min_chunk_voxels: 1024, kernel: WeightKernel::Loops },
-        },
-        Variant {
-            name: "f32-32-wide",
-            needs: &[],
-            about: "f32, 32 lanes per workgroup (an NVIDIA warp), up to 512 chunks of 256+ voxels per sample: \
-                    8x the workgroups, for GPUs with thousands of lanes; forced only until measured on one",
-            kernel: WeightTile { wg: 32, co_b: 8, max_chunks: 512, min_chunk_voxels: 256, kernel: WeightKernel::Loops },
         },
     ],
 };

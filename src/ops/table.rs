@@ -1182,8 +1182,10 @@ pub fn table() -> Vec<OpCase> {
         // output blocks, both partial).
         conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, Some(("20 channels", 3, 20)), No, small);
     }
+    // Each variant's kernel wherever it can run (its tile's needs, not the
+    // variant's preferences: the GPU split is checked on lavapipe too).
     for var in conv3d::WEIGHT_KERNELS.variants {
-        conv3d_weight_tile_cases(&mut v, var.name, var.kernel, var.needs, small);
+        conv3d_weight_tile_cases(&mut v, var.name, var.kernel, var.kernel.needs(), small);
     }
     // The generated weight kernel at its other step (8 voxels) and block
     // (8 output channels, one load per lane and voxel), small chunks.

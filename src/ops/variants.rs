@@ -35,6 +35,11 @@ pub enum Need {
     /// where a kernel written for CPU execution pays (and a GPU would
     /// spill it).
     CpuAdapter,
+    /// Not a CPU adapter: where a work split sized for thousands of lanes
+    /// pays (on 2 CPU cores the extra workgroups and partial sums cost).
+    /// A preference, not a capability: the op table checks such a
+    /// variant's kernel on every adapter.
+    GpuAdapter,
 }
 
 impl Need {
@@ -45,6 +50,7 @@ impl Need {
             Need::Subgroups8 => "subgroups of 8+ lanes",
             Need::CoopMatrix16F16 => "cooperative-matrix-16x16-f16",
             Need::CpuAdapter => "cpu-adapter",
+            Need::GpuAdapter => "gpu-adapter",
         }
     }
     /// Whether the context's device was opened with this capability.
@@ -55,6 +61,7 @@ impl Need {
             Need::Subgroups8 => ctx.has_subgroups() && ctx.info.subgroup_min_size >= 8,
             Need::CoopMatrix16F16 => ctx.has_coop_matrix_16_f16(),
             Need::CpuAdapter => ctx.is_cpu_adapter(),
+            Need::GpuAdapter => !ctx.is_cpu_adapter(),
         }
     }
 }
