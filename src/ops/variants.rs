@@ -37,8 +37,10 @@ pub enum Need {
     CpuAdapter,
     /// Not a CPU adapter: where a work split sized for thousands of lanes
     /// pays (on 2 CPU cores the extra workgroups and partial sums cost).
-    /// A preference, not a capability: the op table checks such a
-    /// variant's kernel on every adapter.
+    /// Where a preference rather than a capability: forcing such a variant
+    /// on a CPU adapter is refused like any unmet need, but the op table
+    /// checks its kernel on every adapter (through the kernel's own needs,
+    /// `conv3d::WeightTile::needs`).
     GpuAdapter,
 }
 
