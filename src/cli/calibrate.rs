@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use qcanet_gpu::infer::calibrate::{predict, search};
 use qcanet_gpu::infer::pipeline::SegmentOptions;
-use qcanet_gpu::infer::predictors::{load_checked, stage, weights_path};
+use qcanet_gpu::infer::predictors::{load_averaged, stage, weights_path};
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::train::dataset::{names_of, read_instance_labels};
 
@@ -15,12 +15,13 @@ instance stage against DATA/labels_instance/ over a grid of thresholds (the NSN'
 writes copies of the weights (f16) with the chosen thresholds and dynamic in their metadata, where `infer` reads them, plus \
 calibration.csv with every trial. Use validation volumes only: a volume that chose a threshold is no longer held out.")]
 pub struct Args {
-    /// NSN weights (default: the bundled ones).
+    /// NSN weights (default: the bundled ones). Given more than once, the networks' probabilities are
+    /// averaged (an ensemble: calibrated as one, written as one file that `infer` averages the same way).
     #[arg(long)]
-    nsn: Option<PathBuf>,
-    /// NDN weights (default: the bundled ones).
+    nsn: Vec<PathBuf>,
+    /// NDN weights (default: the bundled ones); more than once, averaged as for --nsn.
     #[arg(long)]
-    ndn: Option<PathBuf>,
+    ndn: Vec<PathBuf>,
     /// Dataset folder (images_raw/, labels_instance/, split_list/).
     #[arg(long)]
     data: PathBuf,
@@ -63,13 +64,20 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         .map(|t| t.trim().parse::<f32>().map_err(|_| anyhow::anyhow!("--dynamics: '{t}' is not a number")))
         .collect::<anyhow::Result<_>>()?;
     let names = names_of(&a.data, "validation", a.list.as_deref())?;
-    let nsn_path = weights_path(a.nsn.as_deref(), "nsn.safetensors").context("NSN weights")?;
-    let ndn_path = weights_path(a.ndn.as_deref(), "ndn.safetensors").context("NDN weights")?;
+    let paths = |given: &[PathBuf], file: &str| -> anyhow::Result<Vec<PathBuf>> {
+        if given.is_empty() {
+            Ok(vec![weights_path(None, file)?])
+        } else {
+            given.iter().map(|p| Ok(weights_path(Some(p), file)?)).collect()
+        }
+    };
+    let nsn_paths = paths(&a.nsn, "nsn.safetensors").context("NSN weights")?;
+    let ndn_paths = paths(&a.ndn, "ndn.safetensors").context("NDN weights")?;
     let outs =
         [a.out_dir.join("nsn.safetensors"), a.out_dir.join("ndn.safetensors"), a.out_dir.join("calibration.csv")];
     for o in &outs {
         let same = |p: &PathBuf| std::fs::canonicalize(p).ok() == std::fs::canonicalize(o).ok();
-        if o.exists() && (same(&nsn_path) || same(&ndn_path)) {
+        if o.exists() && nsn_paths.iter().chain(&ndn_paths).any(same) {
             anyhow::bail!("{}: is one of the input weights; choose another --out-dir", o.display());
         }
         if o.exists() && !a.overwrite {
@@ -77,8 +85,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         }
     }
     let ctx = g.context()?;
-    let mut nsn = load_checked(&ctx, &nsn_path, Arch::Nsn).context("--nsn")?;
-    let mut ndn = load_checked(&ctx, &ndn_path, Arch::Ndn).context("--ndn")?;
+    let mut nsn = load_averaged(&ctx, &nsn_paths, Arch::Nsn).context("--nsn")?;
+    let mut ndn = load_averaged(&ctx, &ndn_paths, Arch::Ndn).context("--ndn")?;
     qcanet_gpu::infer::tta::flips(a.tta).context("--tta")?;
     let opts = SegmentOptions { tile: [a.tile; 3], stride: [a.stride; 3], tta: a.tta, ..Default::default() };
     let pb = qcanet_gpu::progress::Progress::counter("tiles");

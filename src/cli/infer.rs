@@ -28,7 +28,8 @@ pub struct Args {
     /// Folder for the outputs (default: beside each input).
     #[arg(short = 'o', long)]
     out_dir: Option<PathBuf>,
-    /// NSN weights (default: weights/nsn.safetensors; see QCANET_WEIGHTS).
+    /// NSN weights (default: weights/nsn.safetensors; see QCANET_WEIGHTS). A file `calibrate` wrote from several
+    /// networks predicts the mean of their probabilities.
     #[arg(long)]
     nsn: Option<PathBuf>,
     /// NDN weights (default: weights/ndn.safetensors).

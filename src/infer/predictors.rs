@@ -6,43 +6,61 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext};
 use crate::infer::pipeline::Stage;
-use crate::infer::tiles::Predictor;
+use crate::infer::tiles::{mean_of, Predictor};
 use crate::model::{Arch, Folded, Gpu, Network};
 use crate::tensor::CpuTensor;
 
 /// A [`Network`] predicting one tile at a time on the GPU, with batch norm
 /// folded into its convolutions (done once, at the first tile), activations
-/// stored as the `activations` kernel variant says (f32 by default).
+/// stored as the `activations` kernel variant says (f32 by default). An
+/// ensemble (a network with members) predicts the mean of its networks'
+/// probabilities, each predicted from the same uploaded tile.
 pub struct NetPredictor<'a> {
     pub ctx: &'a GpuContext,
     pub net: &'a Network,
-    folded: Option<Folded<Gpu>>,
+    folded: Vec<Folded<Gpu>>,
 }
 
 impl<'a> NetPredictor<'a> {
     pub fn new(ctx: &'a GpuContext, net: &'a Network) -> Self {
-        NetPredictor { ctx, net, folded: None }
+        NetPredictor { ctx, net, folded: Vec::new() }
     }
+}
+
+/// Least common multiple (tile sides every member accepts).
+fn lcm(a: usize, b: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    a / gcd(a, b) * b
 }
 
 impl Predictor for NetPredictor<'_> {
     fn side_multiple(&self) -> usize {
-        self.net.config().side_multiple()
+        self.net.all().map(|n| n.config().side_multiple()).fold(1, lcm)
     }
     fn classes(&self) -> usize {
         self.net.config().classes
     }
     fn predict_tile(&mut self, tile: &CpuTensor) -> Result<CpuTensor> {
         let x = self.ctx.upload(tile)?;
-        if self.folded.is_none() {
+        if self.folded.is_empty() {
             // Activation storage: f32, or f16 where forced and supported
             // (`--gpu-kernel activations=f16`).
             let half = crate::ops::cast::ACTIVATIONS.choose(self.ctx)?.kernel == DType::F16;
-            self.folded = Some(self.net.net.fold_bn(self.ctx)?.with_half_storage(half));
+            for n in self.net.all() {
+                self.folded.push(n.net.fold_bn(self.ctx)?.with_half_storage(half));
+            }
         }
-        let folded = self.folded.as_ref().expect("folded above");
-        let y = self.net.net.predict_folded(self.ctx, folded, &x)?;
-        self.ctx.download(&y)
+        let ctx = self.ctx;
+        mean_of(
+            self.net.all().zip(&self.folded).map(|(n, folded)| ctx.download(&n.net.predict_folded(ctx, folded, &x)?)),
+            "averaged networks",
+        )
     }
 }
 
@@ -108,7 +126,36 @@ pub fn load_checked(ctx: &GpuContext, path: &Path, want: Arch) -> Result<Network
         net.meta.marker_dynamic.filter(|&h| h > 0.0).map_or(String::new(), |h| format!(", marker dynamic {h}")),
         short(&net.meta.trained_on, 160)
     );
+    for (k, m) in net.members.iter().enumerate() {
+        log::info!(
+            "{}: averaged with member {} ({} of depth {}, width {}, {}³ kernels, trained on {})",
+            path.display(),
+            k + 1,
+            arch_title(m.config().arch),
+            m.config().depth,
+            m.config().base,
+            m.config().kernel,
+            short(&m.meta.trained_on, 120)
+        );
+    }
     Ok(net)
+}
+
+/// The networks of `paths` averaged into one (an ensemble; one path: that
+/// network), each loaded by [`load_checked`]; a network that cannot be
+/// averaged with the first is refused naming its file.
+pub fn load_averaged(ctx: &GpuContext, paths: &[PathBuf], want: Arch) -> Result<Network> {
+    let (first, rest) = paths.split_first().ok_or_else(|| Error::invalid("no weights file given"))?;
+    let net = load_checked(ctx, first, want)?;
+    let mut others = Vec::new();
+    for p in rest {
+        let o = load_checked(ctx, p, want)?;
+        if let Some(why) = o.all().find_map(|m| crate::model::weights::averaging_conflict(&net.meta, &m.meta)) {
+            return Err(Error::file(p, format!("cannot be averaged with {}: {why}", first.display())));
+        }
+        others.push(o);
+    }
+    net.averaged_with(others)
 }
 
 /// Environment variable naming a folder of weights files.

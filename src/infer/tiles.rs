@@ -33,6 +33,36 @@ pub trait Predictor {
     fn predict_tile(&mut self, tile: &CpuTensor) -> Result<CpuTensor>;
 }
 
+/// The element-wise mean of predictions of one tile (mirror images, an
+/// ensemble's networks); `what` names them in the error for a shape that
+/// differs from the first's, or for none at all.
+pub fn mean_of(outputs: impl IntoIterator<Item = Result<CpuTensor>>, what: &str) -> Result<CpuTensor> {
+    let mut sum: Option<CpuTensor> = None;
+    let mut n = 0usize;
+    for y in outputs {
+        let y = y?;
+        n += 1;
+        match &mut sum {
+            None => sum = Some(y),
+            Some(acc) => {
+                if acc.shape != y.shape {
+                    return Err(Error::invalid(format!(
+                        "{what}: one prediction of a tile is {:?}, another {:?}",
+                        acc.shape, y.shape
+                    )));
+                }
+                acc.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+    let mut mean = sum.ok_or_else(|| Error::invalid(format!("{what}: nothing predicted")))?;
+    if n > 1 {
+        let k = n as f32;
+        mean.data.iter_mut().for_each(|v| *v /= k);
+    }
+    Ok(mean)
+}
+
 /// How one axis of the volume is covered by tiles.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AxisPlan {

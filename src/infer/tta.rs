@@ -8,7 +8,7 @@
 //! eight mirror images, in the order identity, x, y, x+y, z, z+x, z+y, z+y+x:
 //! `n` = 1 (off), 2, 4 or 8.
 
-use super::tiles::Predictor;
+use super::tiles::{mean_of, Predictor};
 use crate::error::{Error, Result};
 use crate::tensor::{CpuTensor, Shape5};
 
@@ -75,25 +75,10 @@ impl Predictor for MirrorMean<'_> {
         if self.flips == [[false; 3]] {
             return self.inner.predict_tile(tile);
         }
-        let mut sum: Option<CpuTensor> = None;
-        for &f in &self.flips {
-            let y = mirror(&self.inner.predict_tile(&mirror(tile, f))?, f);
-            match &mut sum {
-                None => sum = Some(y),
-                Some(acc) => {
-                    if acc.shape != y.shape {
-                        return Err(Error::invalid(format!(
-                            "test-time augmentation: the network returned {:?} for one view and {:?} for another",
-                            acc.shape, y.shape
-                        )));
-                    }
-                    acc.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
-                }
-            }
-        }
-        let mut mean = sum.ok_or_else(|| Error::invalid("test-time augmentation without views"))?;
-        let k = self.flips.len() as f32;
-        mean.data.iter_mut().for_each(|v| *v /= k);
-        Ok(mean)
+        let inner = &mut *self.inner;
+        mean_of(
+            self.flips.iter().map(|&f| Ok(mirror(&inner.predict_tile(&mirror(tile, f))?, f))),
+            "test-time augmentation",
+        )
     }
 }

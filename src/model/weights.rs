@@ -1,5 +1,14 @@
 //! [`Network`]: a network on the GPU with what its weights file says about
 //! how inputs were prepared; load, save and predict.
+//!
+//! A weights file may also hold **members**: further networks whose
+//! foreground probabilities are averaged with the file's own network (an
+//! ensemble; `qcanet-gpu calibrate --nsn A --nsn B` writes one). The file's
+//! own tensors and [`META_KEY`] are its first network, so a reader that
+//! knows no members still loads that one; member `k` (1, 2, …) has its
+//! tensors under [`member_prefix`]`(k)` and its metadata in the JSON array
+//! under [`MEMBERS_KEY`]. The threshold and marker dynamic of the file's own
+//! metadata are the ensemble's: they apply to the averaged probability.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,6 +26,15 @@ pub const META_KEY: &str = "qcanet_meta";
 /// Metadata key naming the format.
 pub const FORMAT_KEY: &str = "format";
 pub const FORMAT: &str = "qcanet-gpu weights v1";
+/// Metadata key holding the members' [`WeightsMeta`] (a JSON array; absent
+/// for a single network).
+pub const MEMBERS_KEY: &str = "qcanet_members";
+
+/// Prefix of member `k`'s tensor names (`k` from 1; the file's own network
+/// has no prefix).
+pub fn member_prefix(k: usize) -> String {
+    format!("member{k}.")
+}
 
 /// What a weights file says about how its inputs were prepared, so inference normalises as training did.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -55,10 +73,13 @@ impl WeightsMeta {
     }
 }
 
-/// A network on the GPU: parameters, BN running statistics and metadata.
+/// A network on the GPU: parameters, BN running statistics and metadata;
+/// with `members`, an ensemble whose prediction is the mean of all of them.
 pub struct Network {
     pub meta: WeightsMeta,
     pub net: Net<Gpu>,
+    /// Further networks averaged with this one (empty: a single network).
+    pub members: Vec<Network>,
 }
 
 /// A weights (or checkpoint) file read to the host.
@@ -66,8 +87,42 @@ pub struct HostWeights {
     pub meta: WeightsMeta,
     pub params: Vec<CpuTensor>,
     pub buffers: Vec<CpuTensor>,
+    /// Further networks of an ensemble file (empty: a single network).
+    pub members: Vec<HostMember>,
     /// Tensors not part of the network (optimizer state in checkpoints).
     pub rest: st::StFile,
+}
+
+/// One further member of an ensemble file, read to the host.
+pub struct HostMember {
+    pub meta: WeightsMeta,
+    pub params: Vec<CpuTensor>,
+    pub buffers: Vec<CpuTensor>,
+}
+
+/// Why `b` cannot be averaged with `a` (None: it can): the same
+/// architecture, output classes, foreground channel and input preparation
+/// (normalisation, isotropic z), so one prepared input and one threshold
+/// serve both.
+pub fn averaging_conflict(a: &WeightsMeta, b: &WeightsMeta) -> Option<String> {
+    let (ca, cb) = (&a.config, &b.config);
+    if ca.arch != cb.arch {
+        return Some(format!("a {} cannot be averaged with a {}", cb.arch, ca.arch));
+    }
+    if ca.classes != cb.classes || ca.foreground_channel() != cb.foreground_channel() {
+        return Some(format!("{} output classes against {}", cb.classes, ca.classes));
+    }
+    if a.normalization != b.normalization {
+        return Some(format!("inputs normalised by {} against {}", b.normalization, a.normalization));
+    }
+    if a.isotropic != b.isotropic {
+        return Some(format!(
+            "{} against {} inputs",
+            if b.isotropic { "isotropic" } else { "anisotropic" },
+            if a.isotropic { "isotropic" } else { "anisotropic" }
+        ));
+    }
+    None
 }
 
 /// Reads a weights file: metadata, and every parameter and buffer of the
@@ -85,7 +140,25 @@ pub fn read_weights(path: &Path) -> Result<HostWeights> {
     let layout = Layout::new(&meta.config);
     let params = layout.params.iter().map(|s| f.take(path, &s.name, s.shape)).collect::<Result<Vec<_>>>()?;
     let buffers = layout.buffers.iter().map(|s| f.take(path, &s.name, s.shape)).collect::<Result<Vec<_>>>()?;
-    Ok(HostWeights { meta, params, buffers, rest: f })
+    let mut members = Vec::new();
+    if let Some(json) = f.metadata.get(MEMBERS_KEY).cloned() {
+        let metas: Vec<WeightsMeta> = serde_json::from_str(&json)
+            .map_err(|e| Error::file(path, format!("invalid '{MEMBERS_KEY}' metadata: {e}")))?;
+        for (i, m) in metas.into_iter().enumerate() {
+            let k = i + 1;
+            m.config.validate().map_err(|e| Error::file(path, format!("member {k}: {e}")))?;
+            if let Some(why) = averaging_conflict(&meta, &m) {
+                return Err(Error::file(path, format!("member {k} cannot be averaged with the first network: {why}")));
+            }
+            let layout = Layout::new(&m.config);
+            let pre = member_prefix(k);
+            let mut take = |s: &super::config::TensorSpec| f.take(path, &format!("{pre}{}", s.name), s.shape);
+            let params = layout.params.iter().map(&mut take).collect::<Result<Vec<_>>>()?;
+            let buffers = layout.buffers.iter().map(&mut take).collect::<Result<Vec<_>>>()?;
+            members.push(HostMember { meta: m, params, buffers });
+        }
+    }
+    Ok(HostWeights { meta, params, buffers, members, rest: f })
 }
 
 /// Writes network tensors plus `extra` tensors and metadata.
@@ -117,14 +190,47 @@ impl Network {
     /// A freshly initialised network (PyTorch-like init, seeded).
     pub fn new(ctx: &GpuContext, meta: WeightsMeta, seed: u64) -> Result<Self> {
         let net = Net::init(ctx, meta.config.clone(), seed)?;
-        Ok(Network { meta, net })
+        Ok(Network { meta, net, members: Vec::new() })
     }
 
-    /// Loads a weights file (also a training checkpoint).
+    /// Loads a weights file (also a training checkpoint), with its members.
     pub fn load(ctx: &GpuContext, path: &Path) -> Result<Self> {
         let w = read_weights(path)?;
         let net = Net::from_host(ctx, w.meta.config.clone(), &w.params, &w.buffers)?;
-        Ok(Network { meta: w.meta, net })
+        let members = w
+            .members
+            .into_iter()
+            .map(|m| {
+                let net = Net::from_host(ctx, m.meta.config.clone(), &m.params, &m.buffers)?;
+                Ok(Network { meta: m.meta, net, members: Vec::new() })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Network { meta: w.meta, net, members })
+    }
+
+    /// This network averaged with `others` (and their members): an
+    /// ensemble that predicts the mean of their probabilities, with this
+    /// network's metadata. Refused (naming the member, counted from 1 for
+    /// the first of `others`) where [`averaging_conflict`] finds one.
+    pub fn averaged_with(mut self, others: Vec<Network>) -> Result<Self> {
+        let mut flat = Vec::new();
+        for mut o in others {
+            let inner = std::mem::take(&mut o.members);
+            flat.push(o);
+            flat.extend(inner);
+        }
+        for (i, o) in flat.iter().enumerate() {
+            if let Some(why) = averaging_conflict(&self.meta, &o.meta) {
+                return Err(Error::invalid(format!("network {} cannot be averaged with the first: {why}", i + 2)));
+            }
+        }
+        self.members.extend(flat);
+        Ok(self)
+    }
+
+    /// This network and its members, the prediction's terms.
+    pub fn all(&self) -> impl Iterator<Item = &Network> {
+        std::iter::once(self).chain(&self.members)
     }
 
     pub fn config(&self) -> &NetConfig {
@@ -144,7 +250,25 @@ impl Network {
     fn save_as(&self, ctx: &GpuContext, path: &Path, half: bool) -> Result<()> {
         let p = self.net.params_to_host(ctx)?;
         let b = self.net.buffers_to_host(ctx)?;
-        write_weights(path, &self.meta, &self.net.layout, &p, &b, &[], HashMap::new(), half)
+        let mut extra = Vec::new();
+        let mut extra_meta = HashMap::new();
+        if !self.members.is_empty() {
+            let mut metas = Vec::new();
+            for (i, m) in self.members.iter().enumerate() {
+                let pre = member_prefix(i + 1);
+                let mp = m.net.params_to_host(ctx)?;
+                let mb = m.net.buffers_to_host(ctx)?;
+                for (s, t) in m.net.layout.params.iter().zip(mp).chain(m.net.layout.buffers.iter().zip(mb)) {
+                    extra.push((format!("{pre}{}", s.name), t));
+                }
+                metas.push(&m.meta);
+            }
+            extra_meta.insert(
+                MEMBERS_KEY.to_string(),
+                serde_json::to_string(&metas).map_err(|e| Error::invalid(e.to_string()))?,
+            );
+        }
+        write_weights(path, &self.meta, &self.net.layout, &p, &b, &extra, extra_meta, half)
     }
 
     /// Inference: x (N, in_channels, D, H, W), sides divisible by
@@ -153,6 +277,8 @@ impl Network {
     /// the same network with batch norm folded into the convolutions
     /// ([`Net::fold_bn`] once, then [`Net::predict_folded`] per tile: one
     /// fused kernel per conv + BN + ReLU), equal up to rounding.
+    /// An ensemble's members are not part of this pass (`infer` averages
+    /// them: `infer::predictors::NetPredictor`).
     pub fn predict(&self, ctx: &GpuContext, x: &GpuTensor) -> Result<GpuTensor> {
         self.net.predict(ctx, x)
     }

@@ -381,6 +381,15 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
 /// the file decides, and depth, base or kernel given as well must agree.
 fn init_config(cfg: &TrainConfig, path: &Path) -> Result<crate::model::NetConfig> {
     let w = read_weights(path)?;
+    if !w.members.is_empty() {
+        return Err(Error::file(
+            path,
+            format!(
+                "--init: holds {} networks averaged (an ensemble); training starts from one network",
+                w.members.len() + 1
+            ),
+        ));
+    }
     let c = w.meta.config;
     let conflict = |what: &str, want: Option<usize>, have: usize| match want {
         Some(v) if v != have => {
@@ -427,7 +436,7 @@ fn instance_validation(
             ),
         ));
     }
-    let side = w.net.cfg.side_multiple();
+    let side = w.all().map(|n| n.net.cfg.side_multiple()).max().unwrap_or(1);
     let mut volumes = Vec::new();
     for name in names {
         let raw_path = data.join("images_raw").join(name);
@@ -441,7 +450,12 @@ fn instance_validation(
         }
         let voxel_um = raw.voxel_um.unwrap_or(cfg.voxel_size);
         let img = prepare_image(raw.dims, raw.data, voxel_um, w.meta.isotropic, w.meta.normalization)?;
-        let (p, _) = predict_volume(&w.net, ctx, &img, cfg.val_tile.max(side), cfg.val_overlap, None)?;
+        // An ensemble partner: the mean of its networks' probabilities, as `infer` predicts it.
+        let mut p = vec![0f32; img.data.len()];
+        for n in w.all() {
+            let (pk, _) = predict_volume(&n.net, ctx, &img, cfg.val_tile.max(side), cfg.val_overlap, None)?;
+            p.iter_mut().zip(&pk).for_each(|(a, b)| *a += b / (w.members.len() + 1) as f32);
+        }
         let p = if img.dims[0] != raw.dims[0] {
             crate::preprocess::resample_z(&p, img.dims, raw.dims[0], crate::preprocess::Interp::Nearest)
         } else {
