@@ -213,7 +213,7 @@ fn a_mistyped_choice_fails_when_the_gpu_opens() {
 fn the_command_line_checks_kernel_choices_before_any_work() {
     use std::process::Command;
     let run = |args: &[&str], env: Option<&str>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_qcanet-gpu"));
+        let mut c = Command::new(common::exe());
         c.args(args).env("RUST_LOG", "info").env_remove("QCANET_GPU_KERNEL");
         if let Some(e) = env {
             c.env("QCANET_GPU_KERNEL", e);

@@ -35,7 +35,7 @@ q=$kit/qcanet-gpu
 "$q" devices 2>&1 | head -3
 for t in "$kit"/tests/*; do
   stamp "test $(basename "$t") (cooperative matrices enabled: their cases run too)"
-  QCANET_COOPERATIVE_MATRIX=1 timeout "${CHECK_S:-45}" "$t" --test-threads 4 > "$out/test-$(basename "$t").log" 2>&1
+  QCANET_TEST_BIN=$PWD/$q QCANET_COOPERATIVE_MATRIX=1 timeout "${CHECK_S:-45}" "$t" --test-threads 4 > "$out/test-$(basename "$t").log" 2>&1
   echo "exit $?"
   grep -E '^test result|FAILED|panicked|failed|not run' "$out/test-$(basename "$t").log" | head -20
 done

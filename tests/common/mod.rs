@@ -1,6 +1,6 @@
 //! Shared test helpers: one GPU context per test binary, random tensors,
 //! NaN-poisoned outputs, the relative-error check, central finite
-//! differences, median timings, a folder's file names.
+//! differences, median timings, a folder's file names, the program to run.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -152,4 +152,11 @@ pub fn assert_table_cases(
         n += 1;
     }
     n
+}
+
+/// The `qcanet-gpu` executable for tests that run the command line: cargo's
+/// build of it, or `$QCANET_TEST_BIN` where the test binaries were carried
+/// without their build tree (`tools/device-check.sh` on a lent GPU).
+pub fn exe() -> std::path::PathBuf {
+    std::env::var_os("QCANET_TEST_BIN").map_or_else(|| env!("CARGO_BIN_EXE_qcanet-gpu").into(), Into::into)
 }
