@@ -210,8 +210,8 @@ impl Network {
 
     /// This network averaged with `others` (and their members): an
     /// ensemble that predicts the mean of their probabilities, with this
-    /// network's metadata. Refused (naming the member, counted from 1 for
-    /// the first of `others`) where [`averaging_conflict`] finds one.
+    /// network's metadata. Refused where [`averaging_conflict`] finds one,
+    /// naming the network by its place (this one is network 1).
     pub fn averaged_with(mut self, others: Vec<Network>) -> Result<Self> {
         let mut flat = Vec::new();
         for mut o in others {
