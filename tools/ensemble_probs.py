@@ -23,7 +23,7 @@ import tifffile
 from scipy import ndimage as ndi
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from marker_variants import hmax, instances  # noqa: E402
+from marker_variants import hmax, instances, scores  # noqa: E402
 
 THRESHOLDS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 DYNAMICS = [0.0, 0.05, 0.1, 0.2]
@@ -35,28 +35,6 @@ def spacing_of(path):
         z = float((t.imagej_metadata or {}).get("spacing", 1.75))
         num, den = t.pages[0].tags["XResolution"].value
         return (z, den / num, den / num)
-
-
-def scores(g, lab):
-    """F1 at IoU > 0.5, SEG, foreground IoU, true positives, predicted count."""
-    G, P = int(g.max()), int(lab.max())
-    fg = (g > 0).sum() + (lab > 0).sum() - ((g > 0) & (lab > 0)).sum()
-    fiou = ((g > 0) & (lab > 0)).sum() / max(fg, 1)
-    if P == 0:
-        return 0.0, 0.0, fiou, 0, 0
-    ov = np.zeros((G + 1, P + 1), np.int64)
-    np.add.at(ov, (g.ravel(), lab.ravel().astype(np.int64)), 1)
-    gs, ps = ov.sum(1), ov.sum(0)
-    iou = ov / (gs[:, None] + ps[None, :] - ov + 1e-9)
-    tp = int((iou[1:, 1:] > 0.5).sum())
-    # SEG: each true object's Jaccard with the prediction covering more than half of it, else 0.
-    seg = []
-    for i in range(1, G + 1):
-        if gs[i] == 0:
-            continue
-        j = int(np.argmax(ov[i, 1:])) + 1
-        seg.append(iou[i, j] if ov[i, j] > 0.5 * gs[i] else 0.0)
-    return 2 * tp / (G + P), float(np.mean(seg)) if seg else 0.0, fiou, tp, P
 
 
 def stage(pn, pd, tn, td, h, sp, cache):

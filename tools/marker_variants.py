@@ -53,17 +53,32 @@ def instances(pn, tn, markers, spacing, mask_edt=None):
     return watershed(-edt, markers, mask=seg, connectivity=1)
 
 
-def f1(g, lab):
-    """F1 at IoU > 0.5 (one-to-one), true positives, predicted count."""
+def scores(g, lab):
+    """F1 at IoU > 0.5 (one-to-one), SEG, foreground IoU, true positives, predicted count."""
     G, P = int(g.max()), int(lab.max())
+    both = ((g > 0) & (lab > 0)).sum()
+    fiou = both / max((g > 0).sum() + (lab > 0).sum() - both, 1)
     if P == 0:
-        return 0.0, 0, 0
+        return 0.0, 0.0, fiou, 0, 0
     ov = np.zeros((G + 1, P + 1), np.int64)
     np.add.at(ov, (g.ravel(), lab.ravel().astype(np.int64)), 1)
     gs, ps = ov.sum(1), ov.sum(0)
     iou = ov / (gs[:, None] + ps[None, :] - ov + 1e-9)
     tp = int((iou[1:, 1:] > 0.5).sum())
-    return 2 * tp / (G + P), tp, P
+    # SEG: each true object's Jaccard with the prediction covering more than half of it, else 0.
+    seg = []
+    for i in range(1, G + 1):
+        if gs[i] == 0:
+            continue
+        j = int(np.argmax(ov[i, 1:])) + 1
+        seg.append(iou[i, j] if ov[i, j] > 0.5 * gs[i] else 0.0)
+    return 2 * tp / (G + P), float(np.mean(seg)) if seg else 0.0, fiou, tp, P
+
+
+def f1(g, lab):
+    """F1 at IoU > 0.5 (one-to-one), true positives, predicted count."""
+    f, _, _, tp, p = scores(g, lab)
+    return f, tp, p
 
 
 def source_z(z, d, new_d):

@@ -27,21 +27,9 @@ impl<'a> NetPredictor<'a> {
     }
 }
 
-/// Least common multiple (tile sides every member accepts).
-fn lcm(a: usize, b: usize) -> usize {
-    fn gcd(a: usize, b: usize) -> usize {
-        if b == 0 {
-            a
-        } else {
-            gcd(b, a % b)
-        }
-    }
-    a / gcd(a, b) * b
-}
-
 impl Predictor for NetPredictor<'_> {
     fn side_multiple(&self) -> usize {
-        self.net.all().map(|n| n.config().side_multiple()).fold(1, lcm)
+        self.net.side_multiple()
     }
     fn classes(&self) -> usize {
         self.net.config().classes
@@ -146,16 +134,12 @@ pub fn load_checked(ctx: &GpuContext, path: &Path, want: Arch) -> Result<Network
 /// averaged with the first is refused naming its file.
 pub fn load_averaged(ctx: &GpuContext, paths: &[PathBuf], want: Arch) -> Result<Network> {
     let (first, rest) = paths.split_first().ok_or_else(|| Error::invalid("no weights file given"))?;
-    let net = load_checked(ctx, first, want)?;
-    let mut others = Vec::new();
+    let mut net = load_checked(ctx, first, want)?;
     for p in rest {
         let o = load_checked(ctx, p, want)?;
-        if let Some(why) = o.all().find_map(|m| crate::model::weights::averaging_conflict(&net.meta, &m.meta)) {
-            return Err(Error::file(p, format!("cannot be averaged with {}: {why}", first.display())));
-        }
-        others.push(o);
+        net = net.averaged_with(vec![o]).map_err(|e| Error::file(p, format!("{e} ({})", first.display())))?;
     }
-    net.averaged_with(others)
+    Ok(net)
 }
 
 /// Environment variable naming a folder of weights files.

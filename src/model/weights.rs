@@ -210,8 +210,7 @@ impl Network {
 
     /// This network averaged with `others` (and their members): an
     /// ensemble that predicts the mean of their probabilities, with this
-    /// network's metadata. Refused where [`averaging_conflict`] finds one,
-    /// naming the network by its place (this one is network 1).
+    /// network's metadata. Refused where [`averaging_conflict`] finds one.
     pub fn averaged_with(mut self, others: Vec<Network>) -> Result<Self> {
         let mut flat = Vec::new();
         for mut o in others {
@@ -219,13 +218,17 @@ impl Network {
             flat.push(o);
             flat.extend(inner);
         }
-        for (i, o) in flat.iter().enumerate() {
-            if let Some(why) = averaging_conflict(&self.meta, &o.meta) {
-                return Err(Error::invalid(format!("network {} cannot be averaged with the first: {why}", i + 2)));
-            }
+        if let Some(why) = flat.iter().find_map(|o| averaging_conflict(&self.meta, &o.meta)) {
+            return Err(Error::invalid(format!("cannot be averaged with the first network: {why}")));
         }
         self.members.extend(flat);
         Ok(self)
+    }
+
+    /// Tile sides every network of this one accepts (side multiples are
+    /// powers of two, so the largest).
+    pub fn side_multiple(&self) -> usize {
+        self.all().map(|n| n.config().side_multiple()).max().unwrap_or(1)
     }
 
     /// This network and its members, the prediction's terms.

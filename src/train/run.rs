@@ -436,7 +436,7 @@ fn instance_validation(
             ),
         ));
     }
-    let side = w.all().map(|n| n.net.cfg.side_multiple()).max().unwrap_or(1);
+    let side = w.side_multiple();
     let mut volumes = Vec::new();
     for name in names {
         let raw_path = data.join("images_raw").join(name);
