@@ -130,6 +130,11 @@ struct ConvParams {
     n_cob: u32,       // output-channel blocks: ceil(co_n / CO_B)
     relu: u32,        // 1: store max(v, 0) (the fused inference epilogue; only
                       // on the last input-channel group, when v is the full sum)
+    splits: u32,      // conv_forward4_split: parts of the input channels summed
+                      // by separate workgroups (1 elsewhere)
+    ci_per_split: u32, // input channels per part (the last may have fewer)
+    base_part: u32,   // window offset of the partial sums (split kernels)
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<storage, read> cx: array<act>;
@@ -252,76 +257,83 @@ fn load4(rb: u32, ix: i32, yin: bool) -> vec4<f32> {
     return vec4<f32>(load_x(rb, ix, yin), load_x(rb, ix + 1, yin), load_x(rb, ix + 2, yin), load_x(rb, ix + 3, yin));
 }
 
+// The fused epilogue of one output value `v` of channel `co` (of the group)
+// stored at `at`: added to what is there (a later input-channel group) or
+// to the bias, then ReLU where asked.
+fn store_value(co: u32, at: u32, v: f32) {
+    var r = v;
+    if (cp.accumulate != 0u) {
+        r = r + f32(cout[at]);
+    } else if (cp.use_bias != 0u) {
+        r = r + cb[cp.base_b + co];
+    }
+    if (cp.relu != 0u) {
+        r = max(r, 0.0);
+    }
+    cout[at] = act(r);
+}
+
 fn store4(co: u32, x0: u32, oz: u32, v: vec4<f32>) {
     if (co >= cp.co_n) { return; }
-    var bias = 0.0;
-    if (cp.use_bias != 0u) {
-        bias = cb[cp.base_b + co];
-    }
     let oc = cp.base_out + co * cp.spatial + oz;
     for (var xi = 0u; xi < 4u; xi = xi + 1u) {
-        let x = x0 + xi;
-        if (x < cp.w) {
-            var r = v[xi];
-            if (cp.accumulate != 0u) {
-                r = r + f32(cout[oc + x]);
-            } else {
-                r = r + bias;
-            }
-            if (cp.relu != 0u) {
-                r = max(r, 0.0);
-            }
-            cout[oc + x] = act(r);
+        if (x0 + xi < cp.w) {
+            store_value(co, oc + x0 + xi, v[xi]);
         }
     }
 }
 
-// Same contract as `conv_forward` for XB = 4 or 8: the CO_B x XB accumulators
-// are vec4 variables (no arrays, which llvmpipe keeps in memory); the
-// `CO_B > o` and `XB > 4` tests are on override constants and fold away.
-@compute @workgroup_size(WG)
-fn conv_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let g = wid.x + wid.y * nwg.x;
+// One invocation's place in a z-plane's (y, x-block) positions: its
+// output-channel block and plane (uniform across the workgroup), row, first
+// x-position, and whether the position is inside the plane (lanes past it
+// compute a clamped position and store nothing).
+struct Site {
+    cob: u32,
+    z: u32,
+    y: u32,
+    x0: u32,
+    live: bool,
+}
+
+// The site of invocation `lid` of workgroup `g` (< n_cob * d * tiles).
+fn conv_site(g: u32, lid: u32) -> Site {
     let per_cob = cp.d * cp.tiles;
-    if (g >= cp.n_cob * per_cob) { return; }
-    let cob = g / per_cob;
     let rem = g % per_cob;
-    let z = rem / cp.tiles;
     let p = (rem % cp.tiles) * WG + lid;
-    let live = p < cp.h * cp.nxb;
     let pc = min(p, cp.h * cp.nxb - 1u);
-    let y = pc / cp.nxb;
-    let x0 = (pc % cp.nxb) * XB;
+    return Site(g / per_cob, rem / cp.tiles, pc / cp.nxb, (pc % cp.nxb) * XB, p < cp.h * cp.nxb);
+}
+
+// The CO_B x XB sums of one invocation: channel o's x-positions x0..x0+3
+// in `a{o}`, x0+4..x0+7 in `b{o}` (XB = 8). Variables, not arrays (llvmpipe
+// keeps arrays in memory); the `CO_B > o` and `XB > 4` tests are on
+// override constants and fold away.
+struct Sums {
+    a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+    a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>,
+    b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>,
+    b4: vec4<f32>, b5: vec4<f32>, b6: vec4<f32>, b7: vec4<f32>,
+}
+
+// The sums of site `t` over input channels ci_lo..ci_hi of the group (all
+// of them in `conv_forward4`, one part in `conv_forward4_split`). The loop
+// bounds are uniform across the workgroup, so weight loads are too.
+fn conv_sums(t: Site, ci_lo: u32, ci_hi: u32) -> Sums {
     let hi = i32(cp.h);
     let r = i32(K / 2u);
     let k3 = K * K * K;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0);
-    var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0);
-    var acc7 = vec4<f32>(0.0);
-    var bcc0 = vec4<f32>(0.0);
-    var bcc1 = vec4<f32>(0.0);
-    var bcc2 = vec4<f32>(0.0);
-    var bcc3 = vec4<f32>(0.0);
-    var bcc4 = vec4<f32>(0.0);
-    var bcc5 = vec4<f32>(0.0);
-    var bcc6 = vec4<f32>(0.0);
-    var bcc7 = vec4<f32>(0.0);
-    for (var ci = 0u; ci < cp.ci_n; ci = ci + 1u) {
+    var s: Sums;
+    for (var ci = ci_lo; ci < ci_hi; ci = ci + 1u) {
         let xc = cp.base_x + ci * cp.spatial;
-        let wc = cp.base_w + (cob * cp.ci_n + ci) * k3 * CO_B;
+        let wc = cp.base_w + (t.cob * cp.ci_n + ci) * k3 * CO_B;
         for (var kz = 0u; kz < K; kz = kz + 1u) {
-            let iz = i32(z + kz) - r;
+            let iz = i32(t.z + kz) - r;
             if (iz < 0 || iz >= i32(cp.d)) { continue; }
             for (var ky = 0u; ky < K; ky = ky + 1u) {
-                let iy = i32(y + ky) - r;
+                let iy = i32(t.y + ky) - r;
                 let yin = iy >= 0 && iy < hi;
                 let rb = xc + (u32(iz) * cp.h + u32(clamp(iy, 0, hi - 1))) * cp.w;
-                let ix0 = i32(x0) - r;
+                let ix0 = i32(t.x0) - r;
                 let a = load4(rb, ix0, yin);
                 var b = vec4<f32>(0.0);
                 var c = vec4<f32>(0.0);
@@ -351,28 +363,111 @@ fn conv_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                         if (CO_B > 6u) { w6 = wsc(wb + 6u); }
                         if (CO_B > 7u) { w7 = wsc(wb + 7u); }
                     }
-                    { acc0 = fma(vec4<f32>(w0), xv, acc0); if (XB > 4u) { bcc0 = fma(vec4<f32>(w0), xw, bcc0); } }
-                    if (CO_B > 1u) { acc1 = fma(vec4<f32>(w1), xv, acc1); if (XB > 4u) { bcc1 = fma(vec4<f32>(w1), xw, bcc1); } }
-                    if (CO_B > 2u) { acc2 = fma(vec4<f32>(w2), xv, acc2); if (XB > 4u) { bcc2 = fma(vec4<f32>(w2), xw, bcc2); } }
-                    if (CO_B > 3u) { acc3 = fma(vec4<f32>(w3), xv, acc3); if (XB > 4u) { bcc3 = fma(vec4<f32>(w3), xw, bcc3); } }
-                    if (CO_B > 4u) { acc4 = fma(vec4<f32>(w4), xv, acc4); if (XB > 4u) { bcc4 = fma(vec4<f32>(w4), xw, bcc4); } }
-                    if (CO_B > 5u) { acc5 = fma(vec4<f32>(w5), xv, acc5); if (XB > 4u) { bcc5 = fma(vec4<f32>(w5), xw, bcc5); } }
-                    if (CO_B > 6u) { acc6 = fma(vec4<f32>(w6), xv, acc6); if (XB > 4u) { bcc6 = fma(vec4<f32>(w6), xw, bcc6); } }
-                    if (CO_B > 7u) { acc7 = fma(vec4<f32>(w7), xv, acc7); if (XB > 4u) { bcc7 = fma(vec4<f32>(w7), xw, bcc7); } }
+                    { s.a0 = fma(vec4<f32>(w0), xv, s.a0); if (XB > 4u) { s.b0 = fma(vec4<f32>(w0), xw, s.b0); } }
+                    if (CO_B > 1u) { s.a1 = fma(vec4<f32>(w1), xv, s.a1); if (XB > 4u) { s.b1 = fma(vec4<f32>(w1), xw, s.b1); } }
+                    if (CO_B > 2u) { s.a2 = fma(vec4<f32>(w2), xv, s.a2); if (XB > 4u) { s.b2 = fma(vec4<f32>(w2), xw, s.b2); } }
+                    if (CO_B > 3u) { s.a3 = fma(vec4<f32>(w3), xv, s.a3); if (XB > 4u) { s.b3 = fma(vec4<f32>(w3), xw, s.b3); } }
+                    if (CO_B > 4u) { s.a4 = fma(vec4<f32>(w4), xv, s.a4); if (XB > 4u) { s.b4 = fma(vec4<f32>(w4), xw, s.b4); } }
+                    if (CO_B > 5u) { s.a5 = fma(vec4<f32>(w5), xv, s.a5); if (XB > 4u) { s.b5 = fma(vec4<f32>(w5), xw, s.b5); } }
+                    if (CO_B > 6u) { s.a6 = fma(vec4<f32>(w6), xv, s.a6); if (XB > 4u) { s.b6 = fma(vec4<f32>(w6), xw, s.b6); } }
+                    if (CO_B > 7u) { s.a7 = fma(vec4<f32>(w7), xv, s.a7); if (XB > 4u) { s.b7 = fma(vec4<f32>(w7), xw, s.b7); } }
                 }
             }
         }
     }
-    if (!live) { return; }
-    let oz = (z * cp.h + y) * cp.w;
-    if (CO_B > 0u) { store4(cob * CO_B + 0u, x0, oz, acc0); if (XB > 4u) { store4(cob * CO_B + 0u, x0 + 4u, oz, bcc0); } }
-    if (CO_B > 1u) { store4(cob * CO_B + 1u, x0, oz, acc1); if (XB > 4u) { store4(cob * CO_B + 1u, x0 + 4u, oz, bcc1); } }
-    if (CO_B > 2u) { store4(cob * CO_B + 2u, x0, oz, acc2); if (XB > 4u) { store4(cob * CO_B + 2u, x0 + 4u, oz, bcc2); } }
-    if (CO_B > 3u) { store4(cob * CO_B + 3u, x0, oz, acc3); if (XB > 4u) { store4(cob * CO_B + 3u, x0 + 4u, oz, bcc3); } }
-    if (CO_B > 4u) { store4(cob * CO_B + 4u, x0, oz, acc4); if (XB > 4u) { store4(cob * CO_B + 4u, x0 + 4u, oz, bcc4); } }
-    if (CO_B > 5u) { store4(cob * CO_B + 5u, x0, oz, acc5); if (XB > 4u) { store4(cob * CO_B + 5u, x0 + 4u, oz, bcc5); } }
-    if (CO_B > 6u) { store4(cob * CO_B + 6u, x0, oz, acc6); if (XB > 4u) { store4(cob * CO_B + 6u, x0 + 4u, oz, bcc6); } }
-    if (CO_B > 7u) { store4(cob * CO_B + 7u, x0, oz, acc7); if (XB > 4u) { store4(cob * CO_B + 7u, x0 + 4u, oz, bcc7); } }
+    return s;
+}
+
+// Channel `co`'s XB sums `a` (x0..x0+3) and `b` (x0+4..) through the epilogue.
+fn store8(co: u32, x0: u32, oz: u32, a: vec4<f32>, b: vec4<f32>) {
+    store4(co, x0, oz, a);
+    if (XB > 4u) { store4(co, x0 + 4u, oz, b); }
+}
+
+// Same contract as `conv_forward` for XB = 4 or 8, the sums in vec4
+// variables (`Sums`).
+@compute @workgroup_size(WG)
+fn conv_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= cp.n_cob * cp.d * cp.tiles) { return; }
+    let t = conv_site(g, lid);
+    let s = conv_sums(t, 0u, cp.ci_n);
+    if (!t.live) { return; }
+    let oz = (t.z * cp.h + t.y) * cp.w;
+    let co = t.cob * CO_B;
+    store8(co, t.x0, oz, s.a0, s.b0);
+    if (CO_B > 1u) { store8(co + 1u, t.x0, oz, s.a1, s.b1); }
+    if (CO_B > 2u) { store8(co + 2u, t.x0, oz, s.a2, s.b2); }
+    if (CO_B > 3u) { store8(co + 3u, t.x0, oz, s.a3, s.b3); }
+    if (CO_B > 4u) { store8(co + 4u, t.x0, oz, s.a4, s.b4); }
+    if (CO_B > 5u) { store8(co + 5u, t.x0, oz, s.a5, s.b5); }
+    if (CO_B > 6u) { store8(co + 6u, t.x0, oz, s.a6, s.b6); }
+    if (CO_B > 7u) { store8(co + 7u, t.x0, oz, s.a7, s.b7); }
+}
+
+// ---------------------------------------------------------------- forward, input channels split
+
+// Where a layer has too few output positions to fill a GPU (a deep level:
+// an 8³ plane of 192 channels is 1,536 invocations), each invocation's
+// reduction over every input channel and tap is one long serial chain.
+// `conv_forward4_split` cuts the group's input channels into `splits` parts
+// of `ci_per_split`, one part per workgroup (splits x the workgroups of
+// `conv_forward4`), and stores each part's raw sums (no bias, no epilogue)
+// as f32 at `base_part + (part * co_n + co) * spatial + voxel`;
+// `conv_split_finish` then adds the parts in a fixed order and applies the
+// epilogue: deterministic, no atomics, partial sums f32 whatever `act` is.
+@group(0) @binding(3) var<storage, read_write> cpart: array<f32>;
+
+fn part4(co: u32, x0: u32, pb: u32, v: vec4<f32>) {
+    if (co >= cp.co_n) { return; }
+    let o = pb + co * cp.spatial;
+    for (var xi = 0u; xi < 4u; xi = xi + 1u) {
+        if (x0 + xi < cp.w) {
+            cpart[o + x0 + xi] = v[xi];
+        }
+    }
+}
+
+fn part8(co: u32, x0: u32, pb: u32, a: vec4<f32>, b: vec4<f32>) {
+    part4(co, x0, pb, a);
+    if (XB > 4u) { part4(co, x0 + 4u, pb, b); }
+}
+
+@compute @workgroup_size(WG)
+fn conv_forward4_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x + wid.y * nwg.x;
+    let per_part = cp.n_cob * cp.d * cp.tiles;
+    if (g >= cp.splits * per_part) { return; }
+    let part = g / per_part;
+    let t = conv_site(g % per_part, lid);
+    let lo = part * cp.ci_per_split;
+    let s = conv_sums(t, lo, min(lo + cp.ci_per_split, cp.ci_n));
+    if (!t.live) { return; }
+    let pb = cp.base_part + part * cp.co_n * cp.spatial + (t.z * cp.h + t.y) * cp.w;
+    let co = t.cob * CO_B;
+    part8(co, t.x0, pb, s.a0, s.b0);
+    if (CO_B > 1u) { part8(co + 1u, t.x0, pb, s.a1, s.b1); }
+    if (CO_B > 2u) { part8(co + 2u, t.x0, pb, s.a2, s.b2); }
+    if (CO_B > 3u) { part8(co + 3u, t.x0, pb, s.a3, s.b3); }
+    if (CO_B > 4u) { part8(co + 4u, t.x0, pb, s.a4, s.b4); }
+    if (CO_B > 5u) { part8(co + 5u, t.x0, pb, s.a5, s.b5); }
+    if (CO_B > 6u) { part8(co + 6u, t.x0, pb, s.a6, s.b6); }
+    if (CO_B > 7u) { part8(co + 7u, t.x0, pb, s.a7, s.b7); }
+}
+
+// One invocation per output value of the group (co_n x spatial): the parts'
+// sums in order 0..splits, then the epilogue of `conv_forward4` (bias or
+// accumulation, ReLU). Reads the partials through `fpart` (binding 0).
+@compute @workgroup_size(WG)
+fn conv_split_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = (wid.x + wid.y * nwg.x) * WG + lid;
+    let n = cp.co_n * cp.spatial;
+    if (e >= n) { return; }
+    var v = 0.0;
+    for (var part = 0u; part < cp.splits; part = part + 1u) {
+        v = v + fpart[cp.base_part + part * n + e];
+    }
+    store_value(e / cp.spatial, cp.base_out + e, v);
 }
 
 // ---------------------------------------------------------------- weight gradient

@@ -60,6 +60,10 @@ struct ConvParams {
     use_bias: u32,
     n_cob: u32,       // output-channel blocks: ceil(co_n / 16)
     relu: u32,        // 1: store max(v, 0) (last input-channel group only)
+    splits: u32,      // unused here (the split form of the loop kernel, conv3d.wgsl)
+    ci_per_split: u32,
+    base_part: u32,
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<storage, read> cx: array<act>;

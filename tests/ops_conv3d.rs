@@ -207,3 +207,64 @@ fn peak(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
 }
+
+#[test]
+fn split_tiles_cut_only_layers_with_few_invocations() {
+    use conv3d::{split_parts, MIN_SPLIT_CHANNELS, SPLIT_LANES};
+    // Never without a target, at the target, or where parts would hold
+    // fewer than MIN_SPLIT_CHANNELS channels or the partial sums not fit.
+    assert_eq!(split_parts(0, 10, 64, 100), (1, 64));
+    assert_eq!(split_parts(SPLIT_LANES, SPLIT_LANES as usize, 64, 100), (1, 64));
+    assert_eq!(split_parts(SPLIT_LANES, 84, 1, 100), (1, 1));
+    assert_eq!(split_parts(SPLIT_LANES, 84, 5, 1), (1, 5));
+    assert_eq!(split_parts(SPLIT_LANES, 84, 5, 100), (2, 3));
+    // A deep level of the paper's NDN (8³, 192 output channels, 8x8 tiles:
+    // 1,536 invocations; 576 input channels): about SPLIT_LANES invocations,
+    // no empty part.
+    for (lanes, ci, max_parts) in [(1536, 576, 10_000), (1536, 96, 10_000), (6144, 288, 10_000), (1536, 576, 7)] {
+        let (parts, per) = split_parts(SPLIT_LANES, lanes, ci, max_parts);
+        assert!(per >= MIN_SPLIT_CHANNELS && parts <= max_parts, "{lanes} {ci}: {parts} x {per}");
+        assert!(parts * per >= ci && (parts - 1) * per < ci, "{lanes} {ci}: {parts} parts of {per} leave one empty");
+        assert!(parts == max_parts || parts == ci / MIN_SPLIT_CHANNELS || parts * lanes >= SPLIT_LANES as usize / 2);
+    }
+
+    // On the GPU: a layer with few invocations runs the split kernel and its
+    // finish, one that fills SPLIT_LANES does not; both match the reference.
+    // (Its own context: the kernel profile counts every dispatch on it.)
+    let ctx = common::context(&qcanet_gpu::gpu::ContextOptions::from_env(), true);
+    if !ctx.has_timestamps() {
+        panic!("{}: no timestamp queries, so the dispatches cannot be counted", ctx.info.name);
+    }
+    let tile = Tile::loops_split(32, 8, 8, SPLIT_LANES);
+    // 5 -> 7 channels, k3, 4x7x19: 84 invocations, 2 parts of 3 and 2
+    // channels (and 7 -> 5 for the input gradient). 8 -> 16 channels, k1,
+    // 64³: 2 blocks of 8 channels x 64 planes x 64 rows x 8 x-blocks =
+    // SPLIT_LANES invocations, no split; its input gradient (16 -> 8: one
+    // block, half of them) splits in 2.
+    for (c, split) in [(case(2, 5, 7, (4, 7, 19), 3, 90), true), (case(1, 8, 16, (64, 64, 64), 1, 91), false)] {
+        let (gx, gw, gb, gdy) = (up(&ctx, &c.x), up(&ctx, &c.w), up(&ctx, &c.b), up(&ctx, &c.dy));
+        ctx.start_kernel_profile().unwrap();
+        let y = conv3d::forward_with_tile(&ctx, &gx, &gw, &gb, tile).unwrap();
+        let dx = conv3d::backward_input_with_tile(&ctx, &gdy, &gw, tile).unwrap();
+        let prof = ctx.stop_kernel_profile().unwrap();
+        let count = |entry: &str| {
+            prof.by_kernel.iter().filter(|k| k.kernel.ends_with(&format!("::{entry}"))).map(|k| k.dispatches).sum()
+        };
+        let (n_split, n_finish, n_plain): (usize, usize, usize) =
+            (count("conv_forward4_split"), count("conv_split_finish"), count("conv_forward4"));
+        let what = format!("{} -> {} k{} at {}", c.x.shape, c.w.shape.n, c.w.shape.d, c.x.shape.spatial());
+        if split {
+            // forward and input gradient, each sample: one split conv and one finish
+            assert_eq!((n_split, n_finish, n_plain), (4, 4, 0), "{what}: {:?}", prof.by_kernel);
+        } else {
+            assert_eq!((n_split, n_finish, n_plain), (1, 1, 1), "{what}: {:?}", prof.by_kernel);
+        }
+        assert_close(&format!("split forward {what}"), &down(&ctx, &y), &reference::forward(&c.x, &c.w, &c.b), TOL);
+        assert_close(
+            &format!("split input gradient {what}"),
+            &down(&ctx, &dx),
+            &reference::backward_input(&c.dy, &c.w),
+            TOL,
+        );
+    }
+}

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # A short lent-GPU check, after tools/device-train.sh (or without it): the
 # kernel tests against their CPU references on the real adapter, then the
-# whole networks with each weight-gradient and forward-conv variant, in
+# whole networks with the default forward conv and the split one, in
 # alternating rounds (the ratio within one run is the measurement).
 #
 # Prepared here (the device machine has no Rust toolchain):
-#   cargo build --release && cargo test --no-run --test ops_table --test ops_variants --test ops_loss_optim --test model_step
+#   cargo build --release && cargo test --no-run --test ops_table --test ops_conv3d --test ops_variants --test ops_loss_optim --test model_step
 #   bash tools/device-check.sh --kit     (copies the stripped binaries into runs/device-check)
 # Run there:  bash tools/device-check.sh   with carry ["runs/device-check", ".gl"], timeout_s 240
 # (CHECK_S bounds each test binary, 45 s; the whole run took 49 s on an H200, 2026-12-04.)
@@ -16,7 +16,7 @@ if [ "${1:-}" = --kit ]; then
   rm -rf "$kit"
   mkdir -p "$kit/tests"
   strip -o "$kit/qcanet-gpu" target/release/qcanet-gpu
-  for t in ops_table ops_variants ops_loss_optim model_step; do
+  for t in ops_table ops_conv3d ops_variants ops_loss_optim model_step; do
     bin=$(ls -t target/debug/deps/"$t"-* 2>/dev/null | grep -v '\.d$' | head -1)
     [ -n "$bin" ] || { echo "error: no test binary for $t (cargo test --no-run --test $t)" >&2; exit 1; }
     strip -o "$kit/tests/$t" "$bin"
@@ -45,10 +45,15 @@ net() { # label, then global options
   stamp "bench --only net: $label"
   timeout 40 "$q" "$@" bench --only net --repeats 5 2>&1 | grep -E '^(Nsn|Ndn) |train step by kernel|kernel variants'
 }
+# The split forward conv (forced only, never run on a GPU) against the
+# default. Its rule, written before any run (2026-12-04, ninth session; the
+# same in tools/device-train.sh): it becomes GPU adapters' default if, in
+# both rounds, the paper NDN's forward and training step are each faster
+# with it than the default's beside it, the NSN's are not slower by more
+# than 1 ms, and the tests above pass.
 for round in 1 2; do
   echo "-- round $round"
   net "default"
-  net "conv3d_weight=f32-32-wide" --gpu-kernel conv3d_weight=f32-32-wide
-  net "conv3d=f32-8x4" --gpu-kernel conv3d=f32-8x4
+  net "conv3d=f32-8x8-split" --gpu-kernel conv3d=f32-8x8-split
 done
 stamp done

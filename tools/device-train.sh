@@ -27,10 +27,12 @@
 #   unet-ft  3-D U-Net baseline fine-tuned from the bundled one (depth 3, width 16), class weights 1,4, lr 3e-4
 # then the best checkpoints and logs are packed into $OUT, and the
 # measurements follow, each only while its timeout fits before DEADLINE
-# (570 s; the call's limit is 600): the cooperative-matrix conv against the
-# CPU reference, `bench --only net` (whole networks against the adapter's
-# FMA ceiling), the weight-gradient variants beside the forward conv; then
-# packed again.
+# (570 s; the call's limit is 600): whole networks with the default forward
+# conv and with the split one, alternating (`bench --only net`, against the
+# adapter's FMA ceiling), the same at 128^3, the weight-gradient variants
+# beside the forward conv, the networks without buffer reuse, the PyTorch
+# peer; then packed again. (The cooperative-matrix conv ran on the seventh
+# session's H200: correct, slower than the f32 tiles; benches/RESULTS.md.)
 #
 # Settings (environment): TRAIN_MIN=6 PATCH=64 BATCH=2 STEPS=60 EPOCHS=40 (a maximum)
 #   SYNTH_TRAIN=30 synthetic embryos added to the training list (2 with SMOKE; 0: BBBC050 alone)
@@ -175,26 +177,34 @@ pack
 
 # Measurements, each only if its timeout still fits (most useful first).
 bench=${SMOKE:+skip}
-# The cooperative-matrix conv has never run: its op-table cases against the
-# CPU reference (rel err column; tolerance 5e-3) and its timings, then the
-# bundled networks on two Emb11 volumes with it forced, scored.
-if [ -z "$bench" ] && fits 60 "coop16-f16 against the reference"; then
-  stamp "cooperative-matrix conv (coop16-f16) against the CPU reference, 60 s at most"
-  QCANET_COOPERATIVE_MATRIX=1 timeout 20 "$q" devices 2>&1 | grep -i cooperative
-  QCANET_COOPERATIVE_MATRIX=1 timeout 40 "$q" bench --only ops --filter 'conv3d fwd,conv3d bwd-input' --sizes 32,64 \
-    --repeats 3 > "$work/bench-coop.txt" 2>&1
-  grep -v '^\[INFO' "$work/bench-coop.txt" | tail -30
+# The split forward conv (conv3d=f32-8x8-split: deep levels cut their input
+# channels over workgroups; forced only, never run on a GPU) against the
+# default f32-8x8, whole networks at 64^3, alternating, two rounds.
+# Rule written before any run (2026-12-04, ninth session): it becomes GPU
+# adapters' default if, in both rounds, the paper NDN's forward and training
+# step are each faster with it than the default's beside it, the NSN's are
+# not slower by more than 1 ms, and the op table passes with it on the card
+# (tools/device-check.sh); otherwise it stays forced only.
+if [ -z "$bench" ] && fits 100 "split conv against the default, whole networks"; then
+  stamp "whole networks, f32-8x8 against f32-8x8-split, alternating (100 s at most)"
+  for r in 1 2; do
+    timeout 25 "$q" bench --only net --repeats 3 > "$work/bench-net-$r.txt" 2>&1
+    timeout 25 "$q" --gpu-kernel conv3d=f32-8x8-split bench --only net --repeats 3 > "$work/bench-net-split-$r.txt" 2>&1
+    for f in "$work/bench-net-$r.txt" "$work/bench-net-split-$r.txt"; do
+      echo "-- $(basename "$f")"
+      grep -v '^\[' "$f" | grep -E 'kernel variants|^(Nsn|Ndn) |train step by kernel'
+    done
+  done
 fi
-if [ -z "$bench" ] && fits 75 "bench --only net"; then
-  stamp "whole networks (bench --only net, 75 s at most)"
-  timeout 75 "$q" bench --only net --repeats 3 > "$work/bench-net.txt" 2>&1
-  grep -v '^\[' "$work/bench-net.txt" | tail -20
-fi
-if [ -z "$bench" ] && fits 90 "coop16-f16 infer + eval"; then
-  printf 'Emb11_t351.tif\nEmb11_t501.tif\n' > "$work/coop-list.txt"
-  timeout 90 "$q" --gpu-kernel conv3d=coop16-f16 infer "$data/images_raw/Emb11_t351.tif" "$data/images_raw/Emb11_t501.tif" \
-    -o "$work/emb11-coop" > "$work/infer-coop.log" 2>&1 && "$q" eval --pred "$work/emb11-coop" --gt "$data/labels_instance" \
-    --list "$work/coop-list.txt" 2>&1 | tee "$work/eval-coop.txt"
+# The same at 128^3 (bench --full adds it), one round each.
+if [ -z "$bench" ] && fits 90 "split conv at 128^3"; then
+  stamp "whole networks at 64^3 and 128^3, default then split (90 s at most)"
+  timeout 45 "$q" bench --only net --full --repeats 2 > "$work/bench-net-full.txt" 2>&1
+  timeout 45 "$q" --gpu-kernel conv3d=f32-8x8-split bench --only net --full --repeats 2 > "$work/bench-net-full-split.txt" 2>&1
+  for f in "$work/bench-net-full.txt" "$work/bench-net-full-split.txt"; do
+    echo "-- $(basename "$f")"
+    grep -v '^\[' "$f" | grep -E '^(Nsn|Ndn) |kernels. own'
+  done
 fi
 # The weight gradient's work splits (conv3d_weight variants) side by side
 # with the forward conv at the same layers: the issue's 1.5x target.

@@ -45,6 +45,15 @@
 //!   8 or more lanes the weights are loaded once per subgroup and
 //!   broadcast (`subgroupBroadcast`); `cpu-unrolled-lanes` is the same
 //!   kernel with every lane loading them.
+//! - **Split input channels** ([`Tile::loops_split`], variant
+//!   `f32-8x8-split`): a layer whose dispatch gives fewer invocations than
+//!   the tile's target (a deep level: 8³ planes, hundreds of channels) is
+//!   one long serial sum per invocation on a GPU with most of its lanes
+//!   idle. Its input channels are cut into parts ([`split_parts`]), each
+//!   summed by its own workgroups into f32 partial sums
+//!   (`conv_forward4_split`); `conv_split_finish` adds the parts in a fixed
+//!   order and applies the epilogue (bias or accumulation, ReLU), so the
+//!   result is deterministic. Forced only until measured on a GPU.
 //! - [`backward_input`] is the same convolution with channel-swapped,
 //!   tap-flipped weights (the packing kernel builds them): no second conv.
 //! - [`backward_weight`] is deterministic (no float atomics): each lane owns
@@ -111,8 +120,12 @@ pub struct Tile {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     /// `conv_forward` / `conv_forward4` of `shaders/conv3d.wgsl`: loops over
-    /// the tile (override constants), for any adapter.
-    Loops,
+    /// the tile (override constants), for any adapter. `split_lanes` (0:
+    /// never): where a layer gives fewer invocations than this (a deep
+    /// level), its input channels are cut into parts summed by separate
+    /// workgroups (`conv_forward4_split`, then `conv_split_finish`; see
+    /// [`split_parts`]), so that about this many invocations are in flight.
+    Loops { split_lanes: u32 },
     /// The straight-line kernel generated for CPU adapters
     /// ([`super::conv3d_unrolled`]), `yb` rows per invocation, `yb_tall`
     /// where the output plane has [`TALL_ROWS`] rows or more; `co_b` is
@@ -127,7 +140,12 @@ pub enum Kernel {
 impl Tile {
     /// A tile of the loop kernels.
     pub const fn loops(wg: u32, co_b: u32, xb: u32) -> Tile {
-        Tile { wg, co_b, xb, kernel: Kernel::Loops }
+        Tile { wg, co_b, xb, kernel: Kernel::Loops { split_lanes: 0 } }
+    }
+    /// A tile of the loop kernels whose layers with fewer than
+    /// `split_lanes` invocations split their input channels (xb 4 or 8).
+    pub const fn loops_split(wg: u32, co_b: u32, xb: u32, split_lanes: u32) -> Tile {
+        Tile { wg, co_b, xb, kernel: Kernel::Loops { split_lanes } }
     }
     /// `conv_coop` of `shaders/conv3d_coop.wgsl`: 16 output channels x 16
     /// x-positions per matrix, 4 matrices per workgroup of 32 (a subgroup
@@ -149,8 +167,9 @@ impl Tile {
             _ => self,
         }
     }
-    /// What the adapter must offer for this tile's kernel.
-    fn needs(self) -> &'static [Need] {
+    /// What the adapter must offer for this tile's kernel (a variant may
+    /// add preferences, such as [`Need::GpuAdapter`]).
+    pub fn needs(self) -> &'static [Need] {
         match self.kernel {
             Kernel::Coop => COOP_NEEDS,
             Kernel::Unrolled { subgroup_weights: true, .. } => &[Need::Subgroups8],
@@ -245,6 +264,16 @@ pub static KERNELS: Kernels<Tile> = Kernels {
             about: "f32, each invocation 8 output channels x 8 x-positions, 32 per workgroup",
             kernel: Tile::loops(32, 8, 8),
         },
+        // After f32-8x8, so forced only: not yet measured on a GPU, where it
+        // is meant to pay (on a CPU adapter every layer fills the cores).
+        Variant {
+            name: "f32-8x8-split",
+            needs: &[Need::GpuAdapter],
+            about: "f32-8x8 where layers giving fewer than 65,536 invocations (deep levels) cut their input \
+                    channels into parts summed by separate workgroups, added in a fixed order; forced only \
+                    (--gpu-kernel conv3d=f32-8x8-split) until measured on a GPU",
+            kernel: Tile::loops_split(32, 8, 8, SPLIT_LANES),
+        },
         Variant {
             name: "f32-8x4",
             needs: &[],
@@ -275,6 +304,30 @@ pub static KERNELS: Kernels<Tile> = Kernels {
         },
     ],
 };
+/// Invocations a layer should give before [`Tile::loops_split`] tiles stop
+/// splitting its input channels: about one wave of an NVIDIA H200 (132
+/// multiprocessors of 512-ish resident lanes at this kernel's registers).
+pub const SPLIT_LANES: u32 = 1 << 16;
+
+/// Fewest input channels in one part of a split layer.
+pub const MIN_SPLIT_CHANNELS: usize = 2;
+
+/// How a layer's `ci_n` input channels are cut when its dispatch gives
+/// `lanes` invocations and the tile asks for `split_lanes` (0: never):
+/// (parts, channels per part; the last part may have fewer). Enough parts
+/// for `split_lanes` invocations, each of at least [`MIN_SPLIT_CHANNELS`]
+/// channels, at most `max_parts` (the partial sums must fit one binding);
+/// no part is empty.
+pub fn split_parts(split_lanes: u32, lanes: usize, ci_n: usize, max_parts: usize) -> (usize, usize) {
+    if split_lanes == 0 || lanes >= split_lanes as usize || ci_n == 0 {
+        return (1, ci_n);
+    }
+    let want = (split_lanes as usize).div_ceil(lanes.max(1));
+    let parts = want.min(ci_n / MIN_SPLIT_CHANNELS).min(max_parts).max(1);
+    let per = ci_n.div_ceil(parts);
+    (ci_n.div_ceil(per), per)
+}
+
 /// How [`backward_weight`] splits its work: lanes per workgroup, `co_b`
 /// output channels per lane, the kernel (see [`WeightKernel`]), and the
 /// chunks of (z, y) rows of a sample summed in parallel, each by its lanes
@@ -418,6 +471,10 @@ uniform_params! {
         use_bias: u32,
         n_cob: u32,
         relu: u32,
+        splits: u32,
+        ci_per_split: u32,
+        base_part: u32,
+        _pad0: u32,
     }
 }
 
@@ -537,6 +594,18 @@ pub fn forward_fused(
     b: &GpuTensor,
     relu: bool,
 ) -> Result<GpuTensor> {
+    forward_fused_with_tile(ctx, xs, w, b, relu, KERNELS.choose(ctx)?.kernel)
+}
+
+/// [`forward_fused`] with an explicit register tile.
+pub fn forward_fused_with_tile(
+    ctx: &GpuContext,
+    xs: &[&GpuTensor],
+    w: &GpuTensor,
+    b: &GpuTensor,
+    relu: bool,
+    tile: Tile,
+) -> Result<GpuTensor> {
     let op = "conv3d forward_fused";
     let first = xs.first().ok_or_else(|| Error::shape(op, "no input tensors"))?;
     let f = first.shape;
@@ -555,7 +624,7 @@ pub fn forward_fused(
             format!("bias {} must be [1, {}, 1, 1, 1] for weights {}", b.shape, w.shape.n, w.shape),
         ));
     }
-    conv_core(ctx, xs, w, Some(b), false, relu, out, KERNELS.choose(ctx)?.kernel, op)
+    conv_core(ctx, xs, w, Some(b), false, relu, out, tile, op)
 }
 
 /// Gradient of the loss with respect to the convolution's input, given the
@@ -595,6 +664,10 @@ fn check_tile(ctx: &GpuContext, op: &str, tile: Tile) -> Result<()> {
             super::conv3d_unrolled::block_valid(tile.co_b, tile.xb, yb)
                 && super::conv3d_unrolled::block_valid(tile.co_b, tile.xb, yb_tall),
             "the unrolled kernel: co_b a multiple of 4 up to 32, xb 1..=16, yb 1..=8",
+        ),
+        Kernel::Loops { split_lanes } if split_lanes > 0 => (
+            (1..=8).contains(&tile.co_b) && (tile.xb == 4 || tile.xb == 8),
+            "co_b 1..=8 and xb 4 or 8 where layers split",
         ),
         _ => ((1..=8).contains(&tile.co_b) && (1..=8).contains(&tile.xb), "co_b and xb 1..=8"),
     };
@@ -754,6 +827,7 @@ fn conv_core(
     // The generated CPU kernel's form that reads rows as vec4s, where the
     // layer allows it (and, per dispatch, the input window's base).
     let mut conv_v4 = None;
+    let loop_consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
     let conv = if tile.is_coop() {
         pipeline_coop(ctx, dtype, &[("SG", tile.wg as f64), ("K", k as f64)])?
     } else if let Kernel::Unrolled { yb, subgroup_weights, .. } = tile.kernel {
@@ -773,10 +847,23 @@ fn conv_core(
         }
         ctx.pipeline_trusted(u::source(shape), u::ENTRY, &[("WG", tile.wg as f64)])?
     } else {
-        let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("XB", tile.xb as f64), ("K", k as f64)];
         // xb = 4 or 8: the vec4 variant (accumulators in variables, not an array).
         let entry = if tile.xb == 4 || tile.xb == 8 { "conv_forward4" } else { "conv_forward" };
-        pipeline_of(ctx, dtype, entry, &consts)?
+        pipeline_of(ctx, dtype, entry, &loop_consts)?
+    };
+    // The split form of the loop kernel and its fixed-order finish, where
+    // the tile asks for it (check_tile: xb 4 or 8).
+    let split_lanes = match tile.kernel {
+        Kernel::Loops { split_lanes } => split_lanes,
+        _ => 0,
+    };
+    let split = if split_lanes > 0 {
+        Some((
+            pipeline_of(ctx, dtype, "conv_forward4_split", &loop_consts)?,
+            pipeline_of(ctx, dtype, "conv_split_finish", &[("WG", PACK_WG as f64)])?,
+        ))
+    } else {
+        None
     };
     let pack_consts = [("WG", PACK_WG as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)];
     // One invocation per CO_B packed values; as vec4 stores where CO_B is a
@@ -849,6 +936,21 @@ fn conv_core(
                 Some(b) => b.window(ctx, og.start, og.len())?,
                 None => wseg.clone(),
             };
+            // Input channels cut into parts where the layer gives too few
+            // invocations (split tiles only): f32 partial sums, one
+            // buffer for every sample of the group.
+            let out_len = og.len() * spatial;
+            let lanes = n_cob * planes * positions;
+            let (parts, per_part) = split_parts(split_lanes, lanes, ig.len(), maxw / out_len);
+            let part = match &split {
+                Some(_) if parts > 1 => {
+                    let t =
+                        ctx.empty_as(Shape5::new(1, 1, 1, 1, parts * out_len), DType::F32, "conv3d partial sums")?;
+                    let wpart = t.window(ctx, 0, t.numel())?;
+                    Some((t, wpart))
+                }
+                _ => None,
+            };
             for n in 0..s.n {
                 let wx = x.window_nc_as(ctx, dtype, &(n..n + 1), &(local.start..local.start + ig.len()))?;
                 let wo = out.window_nc_as(ctx, dtype, &(n..n + 1), &og)?;
@@ -869,7 +971,34 @@ fn conv_core(
                     use_bias: bias.is_some() as u32,
                     n_cob: n_cob as u32,
                     relu: (relu && gi + 1 == groups.len()) as u32,
+                    splits: parts as u32,
+                    ci_per_split: per_part as u32,
+                    base_part: part.as_ref().map_or(0, |(_, w)| w.base),
+                    _pad0: 0,
                 };
+                if let (Some((conv_split, finish)), Some((_, wpart))) = (&split, &part) {
+                    let uniform = Arg::Uniform(bytemuck::bytes_of(&cp));
+                    ctx.dispatch(
+                        &label,
+                        conv_split,
+                        &[Arg::Buf(&wx), Arg::Buf(&wseg), Arg::Buf(&wb), Arg::Buf(wpart), uniform],
+                        grid((parts * n_cob * planes * tiles) as u64),
+                    )?;
+                    // The finish reads the parts at binding 0 (binding 1 unused).
+                    ctx.dispatch(
+                        &label,
+                        finish,
+                        &[
+                            Arg::Buf(wpart),
+                            Arg::Buf(&wseg),
+                            Arg::Buf(&wb),
+                            Arg::Buf(&wo),
+                            Arg::Uniform(bytemuck::bytes_of(&cp)),
+                        ],
+                        grid(out_len.div_ceil(PACK_WG as usize) as u64),
+                    )?;
+                    continue;
+                }
                 let conv = match &conv_v4 {
                     Some(v4) if super::conv3d_unrolled::Shape::vec4_rows_fit(tile.xb, s.w, wx.base) => v4,
                     _ => &conv,

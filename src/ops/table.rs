@@ -499,9 +499,13 @@ fn conv3d_tile_cases(
 /// rounded to f16, its output rounded to f16: the GPU differs by the order
 /// of its f32 sums and by one f16 rounding of each partial sum between
 /// input-channel groups (see [`conv3d`]), hence 1e-3.
+///
+/// `tile`: a registered variant's (its name, in brackets in the case's
+/// variant), or `None` for the tile the adapter chooses.
 #[allow(clippy::too_many_arguments)]
 fn conv3d_fused_cases(
     v: &mut Vec<OpCase>,
+    tile: Option<(&str, conv3d::Tile)>,
     net: Option<&str>,
     k: usize,
     parts: &[usize],
@@ -518,7 +522,12 @@ fn conv3d_fused_cases(
     let half = dtype == DType::F16;
     // Tagged with the `activations` storage variant it checks.
     let ty = if half { " f16" } else { "" };
-    let tag = if half { "[f16]" } else { "[f32]" };
+    let tag = match tile {
+        Some((name, _)) => format!("[{name}{}]", if half { ", f16" } else { "" }),
+        None if half => "[f16]".to_string(),
+        None => "[f32]".to_string(),
+    };
+    let tile = tile.map(|(_, t)| t);
     let var = match net {
         Some(net) => format!("{net} {list}->{co}{act} {tag}"),
         None => format!("{list}->{co} k{k}{act} {tag}"),
@@ -526,7 +535,13 @@ fn conv3d_fused_cases(
     let ws = Shape5::new(co, ci, k, k, k);
     let b = Shape5::new(1, co, 1, 1, 1);
     let np = parts.len();
-    let (tol, needs): (f64, &'static [Need]) = if half { (1e-3, cast::NEEDS) } else { (TOL_SUM, &[]) };
+    let (tol, mut needs): (f64, &'static [Need]) = if half { (1e-3, cast::NEEDS) } else { (TOL_SUM, &[]) };
+    if let Some(t) = tile {
+        if !t.needs().is_empty() {
+            assert!(!half, "an f16 case at a tile with needs of its own is not built");
+            needs = t.needs();
+        }
+    }
     v.push(
         case("conv3d fused", var, Unit::Flop, tol)
             .shape(move |d: Dims| format!("{list}->{co} k{k} {d}{ty}"))
@@ -542,7 +557,10 @@ fn conv3d_fused_cases(
                 // The parts as `dtype` (f32 parts are passed as they are).
                 let parts = t[..np].iter().map(|x| cast::to(ctx, x, dtype)).collect::<Result<Vec<_>>>()?;
                 let xs: Vec<&GpuTensor> = parts.iter().collect();
-                Ok(vec![conv3d::forward_fused(ctx, &xs, &t[np], &t[np + 1], relu)?])
+                Ok(vec![match tile {
+                    Some(tile) => conv3d::forward_fused_with_tile(ctx, &xs, &t[np], &t[np + 1], relu, tile)?,
+                    None => conv3d::forward_fused(ctx, &xs, &t[np], &t[np + 1], relu)?,
+                }])
             })
             .cpu(move |t| {
                 let round = |x: &CpuTensor| if half { cast::reference::round_f16(x) } else { x.clone() };
@@ -1174,13 +1192,43 @@ pub fn table() -> Vec<OpCase> {
         // vec4s.
         let odd = [at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37), at(1, 3, 33, 9), at(2, 5, 17, 3)];
         let checks = [&odd[..], &ROWS_OF_4].concat();
-        conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, None, No, &checks);
+        // Each variant's kernel wherever it can run: its tile's needs, not
+        // the variant's preferences (the GPU-only split runs on lavapipe
+        // too).
+        let needs = var.kernel.needs();
+        conv3d_tile_cases(&mut v, var.name, var.kernel, needs, None, No, &checks);
         for layer in [("NSN", 3, 16), ("NDN", 5, 12)] {
-            conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, Some(layer), Yes, small);
+            conv3d_tile_cases(&mut v, var.name, var.kernel, needs, Some(layer), Yes, small);
         }
         // More channels than one 16-wide block (two input chunks, two
         // output blocks, both partial).
-        conv3d_tile_cases(&mut v, var.name, var.kernel, var.needs, Some(("20 channels", 3, 20)), No, small);
+        conv3d_tile_cases(&mut v, var.name, var.kernel, needs, Some(("20 channels", 3, 20)), No, small);
+    }
+    // Split tiles (input channels summed in parts by separate workgroups,
+    // then a fixed-order finish): the inference conv's concatenation parts
+    // and ReLU (which must wait for the finish), the split path (channel
+    // groups that accumulate, each split), and f16 storage (f32 partial
+    // sums); a deep level as the networks have it.
+    for var in conv3d::KERNELS
+        .variants
+        .iter()
+        .filter(|v| matches!(v.kernel.kernel, conv3d::Kernel::Loops { split_lanes } if split_lanes > 0))
+    {
+        let t = Some((var.name, var.kernel));
+        for k in [1, 3, 5] {
+            conv3d_fused_cases(&mut v, t, None, k, &[6, 3], 9, true, F32, No, &[at(2, 5, 7, 13)]);
+        }
+        conv3d_fused_cases(&mut v, t, None, 3, &[7, 5], 3, true, F32, No, &[capped(8192, 2, 5, 7, 9)]);
+        conv3d_fused_cases(&mut v, t, None, 3, &[6, 3], 9, true, F16, No, &[at(2, 5, 7, 13)]);
+        conv3d_tile_cases(
+            &mut v,
+            var.name,
+            var.kernel,
+            var.kernel.needs(),
+            Some(("NDN deep", 5, 40)),
+            No,
+            &[at(1, 4, 4, 4)],
+        );
     }
     // Each variant's kernel wherever it can run (its tile's needs, not the
     // variant's preferences: the GPU split is checked on lavapipe too).
@@ -1216,12 +1264,13 @@ pub fn table() -> Vec<OpCase> {
     // the full sum is not).
     for k in [1, 3, 5] {
         for relu in [false, true] {
-            conv3d_fused_cases(&mut v, None, k, &[5], 11, relu, F32, No, &[at(2, 7, 9, 11)]);
-            conv3d_fused_cases(&mut v, None, k, &[6, 3], 9, relu, F32, No, &[at(2, 5, 7, 13), at(2, 5, 7, 12)]);
+            conv3d_fused_cases(&mut v, None, None, k, &[5], 11, relu, F32, No, &[at(2, 7, 9, 11)]);
+            conv3d_fused_cases(&mut v, None, None, k, &[6, 3], 9, relu, F32, No, &[at(2, 5, 7, 13), at(2, 5, 7, 12)]);
         }
     }
     conv3d_fused_cases(
         &mut v,
+        None,
         None,
         3,
         &[7, 5],
@@ -1231,17 +1280,17 @@ pub fn table() -> Vec<OpCase> {
         No,
         &[capped(4096, 2, 5, 7, 13), capped(8192, 2, 5, 7, 13)],
     );
-    conv3d_fused_cases(&mut v, None, 5, &[7, 5], 10, true, F32, No, &[capped(8192, 2, 5, 7, 13)]);
-    conv3d_fused_cases(&mut v, Some("NSN"), 3, &[32, 16], 16, true, F32, Yes, small);
+    conv3d_fused_cases(&mut v, None, None, 5, &[7, 5], 10, true, F32, No, &[capped(8192, 2, 5, 7, 13)]);
+    conv3d_fused_cases(&mut v, None, Some("NSN"), 3, &[32, 16], 16, true, F32, Yes, small);
     // The same with f16 storage (needs shader-f16): k 1/3/5, one and two
     // parts, ReLU on and off, the split path, and the NSN decoder layer for
     // `bench` beside its f32 row.
     for k in [1, 3, 5] {
-        conv3d_fused_cases(&mut v, None, k, &[5], 11, k != 3, F16, No, &[at(2, 7, 9, 11)]);
-        conv3d_fused_cases(&mut v, None, k, &[6, 3], 9, k == 3, F16, No, &[at(2, 5, 7, 13), at(2, 5, 7, 12)]);
+        conv3d_fused_cases(&mut v, None, None, k, &[5], 11, k != 3, F16, No, &[at(2, 7, 9, 11)]);
+        conv3d_fused_cases(&mut v, None, None, k, &[6, 3], 9, k == 3, F16, No, &[at(2, 5, 7, 13), at(2, 5, 7, 12)]);
     }
-    conv3d_fused_cases(&mut v, None, 3, &[7, 5], 10, true, F16, No, &[capped(4096, 2, 5, 7, 13)]);
-    conv3d_fused_cases(&mut v, Some("NSN"), 3, &[32, 16], 16, true, F16, Yes, small);
+    conv3d_fused_cases(&mut v, None, None, 3, &[7, 5], 10, true, F16, No, &[capped(4096, 2, 5, 7, 13)]);
+    conv3d_fused_cases(&mut v, None, Some("NSN"), 3, &[32, 16], 16, true, F16, Yes, small);
 
     // Transposed convolution: channel tails of the register blocks, several
     // weight-gradient chunks, a single input voxel; the split path (2 KiB:
