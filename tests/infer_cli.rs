@@ -21,6 +21,7 @@ fn meta(arch: Arch) -> WeightsMeta {
         config: NetConfig { arch, depth: 1, base: 4, kernel: 3, in_channels: 1, classes: 2 },
         normalization: Normalization::default(),
         isotropic: true,
+        pixel_um: None,
         trained_on: "nothing (random init, test)".into(),
         epochs: 0,
         val_iou: None,

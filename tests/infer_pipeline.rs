@@ -12,7 +12,7 @@ use qcanet_gpu::infer::job::{run_job, JobOptions, JobReport};
 use qcanet_gpu::infer::pipeline::{segment, SegmentOptions, Stage};
 use qcanet_gpu::infer::{Predictor, Shard};
 use qcanet_gpu::io::{self, Volume};
-use qcanet_gpu::preprocess::Normalization;
+use qcanet_gpu::preprocess::{NetGrid, Normalization};
 use qcanet_gpu::progress::Progress;
 use qcanet_gpu::tensor::CpuTensor;
 use qcanet_gpu::Result;
@@ -26,18 +26,23 @@ const RADIUS: f64 = 5.0;
 
 /// A stack with four bright nuclei, brightest at their centres, and noise.
 fn embryo(seed: u64) -> Vec<f32> {
+    embryo_at(DIMS, VOXEL, seed)
+}
+
+/// [`embryo`] imaged with voxels of `voxel` (x, y, z µm) in a stack of `dims`.
+fn embryo_at(dims: [usize; 3], voxel: [f64; 3], seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut v = vec![0f32; DIMS.iter().product()];
-    for z in 0..DIMS[0] {
-        for y in 0..DIMS[1] {
-            for x in 0..DIMS[2] {
-                let p = [x as f64 * VOXEL[0], y as f64 * VOXEL[1], z as f64 * VOXEL[2]];
+    let mut v = vec![0f32; dims.iter().product()];
+    for z in 0..dims[0] {
+        for y in 0..dims[1] {
+            for x in 0..dims[2] {
+                let p = [x as f64 * voxel[0], y as f64 * voxel[1], z as f64 * voxel[2]];
                 let mut best = 0.0f64;
                 for c in CENTRES {
                     let r2 = (0..3).map(|i| (p[i] - c[i]).powi(2)).sum::<f64>() / (RADIUS * RADIUS);
                     best = best.max(1.0 - r2);
                 }
-                v[(z * DIMS[1] + y) * DIMS[2] + x] = 100.0 + 1000.0 * best as f32 + rng.random_range(0.0..20.0);
+                v[(z * dims[1] + y) * dims[2] + x] = 100.0 + 1000.0 * best as f32 + rng.random_range(0.0..20.0);
             }
         }
     }
@@ -70,7 +75,7 @@ fn stage(name: &str, level: f32) -> Stage<'static> {
         predictor: Box::new(Threshold { level }),
         foreground_channel: 1,
         normalization: Normalization::default(),
-        isotropic: true,
+        grid: NetGrid { pixel_um: 0.8, isotropic: true },
         threshold: 0.5,
         marker_dynamic: 0.0,
     }
@@ -150,22 +155,8 @@ fn one_stack_end_to_end_then_resume_and_overwrite() {
         assert!((v[i] - VOXEL[i]).abs() < 1e-4, "voxel {v:?}");
     }
     assert_eq!(n, CENTRES.len(), "one label per nucleus");
-    // Every nucleus centre carries a label, different for each.
-    let mut at_centres: Vec<u32> = CENTRES
-        .iter()
-        .map(|c| {
-            let (x, y, z) = (
-                (c[0] / VOXEL[0]).round() as usize,
-                (c[1] / VOXEL[1]).round() as usize,
-                (c[2] / VOXEL[2]).round() as usize,
-            );
-            labels.data[(z * DIMS[1] + y) * DIMS[2] + x] as u32
-        })
-        .collect();
-    assert!(at_centres.iter().all(|&l| l > 0), "{at_centres:?}");
-    at_centres.sort();
-    at_centres.dedup();
-    assert_eq!(at_centres.len(), 4);
+    let l: Vec<u32> = labels.data.iter().map(|&v| v as u32).collect();
+    assert_each_centre_labelled_apart(&l, DIMS, VOXEL);
     // CSV: a header and one row per nucleus, no time column for a single stack.
     let csv = std::fs::read_to_string(d.path().join("embryo_criteria.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
@@ -353,4 +344,68 @@ fn bundled_weights_count_known_nuclei() {
     let s = segment(ctx, &mut sn, &mut sd, &e.raw, &opts, &Progress::hidden()).unwrap();
     eprintln!("synthetic: {} nuclei ({} expected)", s.criteria.len(), e.nuclei);
     assert!(s.criteria.len().abs_diff(e.nuclei) <= 1, "synthetic: {} nuclei, {} expected", s.criteria.len(), e.nuclei);
+}
+
+/// [`Threshold`] that records the shape of every tile it is given.
+struct Recording {
+    inner: Threshold,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<[usize; 3]>>>,
+}
+
+impl Predictor for Recording {
+    fn side_multiple(&self) -> usize {
+        self.inner.side_multiple()
+    }
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
+    fn predict_tile(&mut self, t: &CpuTensor) -> Result<CpuTensor> {
+        self.seen.lock().unwrap().push([t.shape.d, t.shape.h, t.shape.w]);
+        self.inner.predict_tile(t)
+    }
+}
+
+#[test]
+fn a_stack_with_finer_pixels_is_predicted_on_the_network_grid_and_labelled_on_its_own() {
+    // The same four nuclei imaged with 0.4 µm pixels: twice the rows and
+    // columns of the 0.8 µm stack the stand-in networks are "trained" at.
+    let voxel = [0.4, 0.4, 1.75];
+    let dims = [13, 80, 92];
+    let vol = Volume { dims, data: embryo_at(dims, voxel, 4), voxel_um: Some(voxel) };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recording = |name: &str, level: f32| Stage {
+        predictor: Box::new(Recording { inner: Threshold { level }, seen: seen.clone() }),
+        ..stage(name, level)
+    };
+    let (mut nsn, mut ndn) = (recording("NSN", 0.3), recording("NDN", 0.8));
+    let opts = SegmentOptions { tile: [64; 3], stride: [32; 3], ..Default::default() };
+    let ctx = common::ctx();
+    let s = segment(ctx, &mut nsn, &mut ndn, &vol, &opts, &Progress::hidden()).unwrap();
+    // The networks saw the stack on their 0.8 µm grid: 28 x 40 x 46 voxels
+    // (padded to multiples of 4), never its 80 x 92 pixels.
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|t| t[0] <= 28 && t[1] <= 40 && t[2] <= 48), "tiles {seen:?}");
+    // Labels on the stack's own voxels, one per nucleus, each centre inside its own.
+    assert_eq!(s.dims, dims);
+    assert_eq!(s.labels.len(), dims.iter().product::<usize>());
+    assert_eq!(s.criteria.len(), CENTRES.len(), "one label per nucleus");
+    assert_each_centre_labelled_apart(&s.labels, dims, voxel);
+}
+
+/// Every nucleus centre of [`CENTRES`] carries a label in `labels` (a stack
+/// of `dims` with voxels of `voxel`), a different one for each.
+#[track_caller]
+fn assert_each_centre_labelled_apart(labels: &[u32], dims: [usize; 3], voxel: [f64; 3]) {
+    let mut at: Vec<u32> = CENTRES
+        .iter()
+        .map(|c| {
+            let [x, y, z] = [0, 1, 2].map(|i| (c[i] / voxel[i]).round() as usize);
+            labels[(z * dims[1] + y) * dims[2] + x]
+        })
+        .collect();
+    assert!(at.iter().all(|&l| l > 0), "a centre without a label: {at:?}");
+    at.sort_unstable();
+    at.dedup();
+    assert_eq!(at.len(), CENTRES.len(), "two centres share a label");
 }

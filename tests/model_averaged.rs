@@ -18,6 +18,7 @@ fn meta(arch: Arch, base: usize) -> WeightsMeta {
         config: NetConfig { arch, depth: 1, base, kernel: 3, in_channels: 1, classes: 2 },
         normalization: Normalization::default(),
         isotropic: true,
+        pixel_um: None,
         trained_on: format!("nothing (random init, base {base}, test)"),
         epochs: 0,
         val_iou: None,
@@ -100,6 +101,18 @@ fn networks_prepared_differently_are_not_averaged() {
 
     let e = load_averaged(ctx, &[nsn.clone(), aniso.clone()], Arch::Nsn).err().expect("refused").to_string();
     assert!(e.contains("aniso.safetensors") && e.contains("anisotropic"), "{e}");
+    // Trained on another pixel size: another grid (an unrecorded size is the default, 0.8 µm).
+    let mut fine = meta(Arch::Nsn, 4);
+    fine.pixel_um = Some(0.4);
+    let fine_path = dir.path().join("fine.safetensors");
+    Network::new(ctx, fine, 4).unwrap().save(ctx, &fine_path).unwrap();
+    let e = load_averaged(ctx, &[nsn.clone(), fine_path], Arch::Nsn).err().expect("refused").to_string();
+    assert!(e.contains("fine.safetensors") && e.contains("0.4 µm"), "{e}");
+    let mut same = meta(Arch::Nsn, 4);
+    same.pixel_um = Some(0.8);
+    let same_path = dir.path().join("same.safetensors");
+    Network::new(ctx, same, 5).unwrap().save(ctx, &same_path).unwrap();
+    assert!(load_averaged(ctx, &[nsn.clone(), same_path], Arch::Nsn).is_ok());
     // An NDN among NSNs is refused by the architecture check, naming it.
     let e = load_averaged(ctx, &[nsn.clone(), ndn.clone()], Arch::Nsn).err().expect("refused").to_string();
     assert!(e.contains("ndn.safetensors") && e.contains("NDN"), "{e}");

@@ -1,7 +1,7 @@
 //! Normalisation, z-resampling, mirror padding and cropping against
 //! obviously-correct references on random odd-shaped volumes.
 
-use qcanet_gpu::preprocess::{self, Interp, Normalization};
+use qcanet_gpu::preprocess::{self, Interp, NetGrid, Normalization};
 use rand::{Rng, SeedableRng};
 
 fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
@@ -144,10 +144,61 @@ fn nearest_z_resampling_keeps_label_values_and_round_trips() {
 }
 
 #[test]
-fn isotropic_depth_of_the_example() {
-    assert_eq!(preprocess::isotropic_depth(51, [0.8, 0.8, 1.75]), 112);
-    assert_eq!(preprocess::isotropic_depth(10, [1.0, 1.0, 1.0]), 10);
-    assert_eq!(preprocess::isotropic_depth(3, [2.0, 2.0, 0.1]), 1);
+fn network_grid_sizes() {
+    let iso = NetGrid { pixel_um: 0.8, isotropic: true };
+    // The example embryos: x and y kept, 51 slices of 1.75 µm -> 112.
+    assert_eq!(iso.dims([51, 120, 124], [0.8, 0.8, 1.75]), [112, 120, 124]);
+    assert_eq!(NetGrid { pixel_um: 1.0, isotropic: true }.dims([10, 7, 9], [1.0, 1.0, 1.0]), [10, 7, 9]);
+    assert_eq!(NetGrid { pixel_um: 2.0, isotropic: true }.dims([3, 4, 4], [2.0, 2.0, 0.1]), [1, 4, 4]);
+    // Pixels of 0.4 µm (x) and 0.5 µm (y): x and y shrink to the network's
+    // 0.8 µm, z as before; anisotropic networks keep the slices.
+    assert_eq!(iso.dims([51, 200, 300], [0.4, 0.5, 1.75]), [112, 125, 150]);
+    assert_eq!(NetGrid { pixel_um: 0.8, isotropic: false }.dims([51, 200, 300], [0.4, 0.5, 1.75]), [51, 125, 150]);
+    // A voxel size that is not a size leaves the axis as it is.
+    assert_eq!(iso.dims([5, 6, 7], [f64::NAN, 0.8, 0.0]), [5, 6, 7]);
+}
+
+#[test]
+fn resampling_every_axis_is_trilinear_and_exact_on_a_ramp() {
+    // f linear in z, y and x: trilinear resampling reproduces it wherever
+    // the source coordinate is inside the stack (edge mode clamps outside).
+    let dims = [5usize, 6, 7];
+    let f = |z: f64, y: f64, x: f64| 1.75 * z - 0.5 * y + 0.25 * x + 10.0;
+    let mut data = vec![0f32; 5 * 6 * 7];
+    for z in 0..5 {
+        for y in 0..6 {
+            for x in 0..7 {
+                data[(z * 6 + y) * 7 + x] = f(z as f64, y as f64, x as f64) as f32;
+            }
+        }
+    }
+    for new in [[9usize, 11, 4], [5, 13, 7], [2, 6, 15], [5, 6, 7]] {
+        let out = preprocess::resample(&data, dims, new, Interp::Linear);
+        assert_eq!(out.len(), new.iter().product::<usize>());
+        let src = |i: usize, a: usize| preprocess::source_z(i, dims[a], new[a]).clamp(0.0, (dims[a] - 1) as f64);
+        for z in 0..new[0] {
+            for y in 0..new[1] {
+                for x in 0..new[2] {
+                    let want = f(src(z, 0), src(y, 1), src(x, 2));
+                    let got = out[(z * new[1] + y) * new[2] + x] as f64;
+                    assert!((got - want).abs() < 1e-4, "{new:?} at {z},{y},{x}: {got} vs {want}");
+                }
+            }
+        }
+    }
+    // Same size: the identity; z only: resample_z.
+    assert_eq!(preprocess::resample(&data, dims, dims, Interp::Linear), data);
+    assert_eq!(
+        preprocess::resample(&data, dims, [8, 6, 7], Interp::Linear),
+        preprocess::resample_z(&data, dims, 8, Interp::Linear)
+    );
+    // Nearest keeps values and, up then down, gives the labels back (what
+    // inference does with a network's probabilities on a finer grid).
+    let mut r = rand::rngs::StdRng::seed_from_u64(9);
+    let labels: Vec<f32> = (0..5 * 6 * 7).map(|_| r.random_range(0..1000) as f32).collect();
+    let up = preprocess::resample(&labels, dims, [11, 13, 15], Interp::Nearest);
+    assert!(up.iter().all(|v| labels.contains(v)));
+    assert_eq!(preprocess::resample(&up, [11, 13, 15], dims, Interp::Nearest), labels);
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use qcanet_gpu::io;
 use qcanet_gpu::preprocess::reflect_index as reflect;
-use qcanet_gpu::preprocess::Normalization;
+use qcanet_gpu::preprocess::{NetGrid, Normalization};
 use qcanet_gpu::train::config::TrainConfig;
 use qcanet_gpu::train::dataset::{load_split, DataOptions, Target};
 use qcanet_gpu::train::patch::{acquisition_noise, dilate, extract, random_patch, reacquire_z, Augment, Sample, Vol};
@@ -17,7 +17,7 @@ fn opts() -> DataOptions {
     DataOptions {
         target: Target::Nsn,
         voxel_um: [0.8, 0.8, 1.6],
-        isotropic: true,
+        grid: NetGrid { pixel_um: 0.8, isotropic: true },
         normalization: Normalization::Percentile { low: 1.0, high: 99.8 },
         dilate: 0,
     }
@@ -57,6 +57,13 @@ fn loads_and_prepares_a_pair() {
     assert!(s[0].target.data.contains(&1.0));
     let (lo, hi) = s[0].image.data.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     assert!(lo >= -0.1 && hi <= 1.1 && hi > 0.5, "normalised range {lo}..{hi}");
+    // On a grid of 1.6 µm pixels: y and x halved, z 6 × (1.6 / 1.6); the
+    // ground truth resampled with the image, still 0/1.
+    let coarse = DataOptions { grid: NetGrid { pixel_um: 1.6, isotropic: true }, ..opts() };
+    let s = load_split(d.path(), "train", &coarse).unwrap();
+    assert_eq!((s[0].image.dims, s[0].target.dims), ([6, 5, 6], [6, 5, 6]));
+    assert!(s[0].target.data.iter().all(|&v| v == 0.0 || v == 1.0));
+    assert!((s[0].z_step - 1.0).abs() < 1e-6, "z step {}", s[0].z_step);
 }
 
 #[track_caller]

@@ -82,6 +82,8 @@ fn run_checkpoints_and_resumes() {
         assert_eq!(net.meta.config.base, 2);
         assert!(net.meta.val_iou.is_some());
         assert!(net.meta.trained_on.contains("a.tif"));
+        // The grid it learnt on, for infer: the default pixel.
+        assert_eq!(net.meta.pixel_um, Some(qcanet_gpu::preprocess::DEFAULT_PIXEL_UM));
     }
     // --overwrite replaces the run.
     let s3 = run(ctx, &cfg, false, true, false).unwrap();
@@ -129,6 +131,7 @@ fn weights_file_errors_name_tensor_and_file() {
         config: qcanet_gpu::model::NetConfig { depth: 1, base: 2, ..qcanet_gpu::model::NetConfig::preset(Arch::Nsn) },
         normalization: qcanet_gpu::preprocess::Normalization::MinMax,
         isotropic: true,
+        pixel_um: None,
         trained_on: "test".into(),
         epochs: 0,
         val_iou: None,

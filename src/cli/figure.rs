@@ -36,7 +36,7 @@ pub struct Args {
     /// Voxel size X,Y,Z in µm when the file does not carry one.
     #[arg(long, value_parser = |s: &str| qcanet_gpu::io::parse_voxel_size(s).map_err(|e| e.to_string()), default_value = "0.8,0.8,1.75")]
     voxel_size: [f64; 3],
-    /// Tile side (isotropic voxels).
+    /// Tile side (voxels of the network's grid).
     #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_TILE)]
     tile: usize,
     /// Tile stride.

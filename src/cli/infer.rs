@@ -35,10 +35,12 @@ pub struct Args {
     /// NDN weights (default: weights/ndn.safetensors).
     #[arg(long)]
     ndn: Option<PathBuf>,
-    /// Voxel size X,Y,Z in µm when the file does not carry one.
+    /// Voxel size X,Y,Z in µm when the file does not carry one. Every stack is resampled to each network's grid
+    /// (the pixel size it was trained at, 0.8 µm for the bundled networks, in x, y and z) and the labels are
+    /// returned on the stack's own voxels.
     #[arg(long, value_parser = parse_voxel, default_value = "0.8,0.8,1.75")]
     voxel_size: [f64; 3],
-    /// Tile side in (isotropic) voxels: one value or Z,Y,X; multiples of the network's side multiple
+    /// Tile side in voxels of the network's grid: one value or Z,Y,X; multiples of the network's side multiple
     /// [default: 160; a volume that fits is predicted in one pass].
     #[arg(long, value_parser = parse_triple)]
     tile: Option<[usize; 3]>,

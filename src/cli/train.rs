@@ -106,6 +106,11 @@ pub struct Args {
     /// Keep the z spacing as it is (no interpolation to isotropic voxels).
     #[arg(long)]
     no_isotropic: bool,
+    /// Pixel size in µm of the grid the network learns on: every stack is resampled to it in x and y (and z, unless
+    /// --no-isotropic), and the weights record it so that `infer` resamples stacks the same way (default: the --init
+    /// network's, else 0.8, the BBBC050 pixel)
+    #[arg(long)]
+    pixel_size: Option<f64>,
     /// Dilate the ground truth by this many voxels, never joining two objects (default 2 for ndn, else 0; see `train::patch::dilate`).
     #[arg(long)]
     dilate: Option<usize>,
@@ -243,6 +248,9 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if a.no_isotropic {
         c.isotropic = false;
+    }
+    if let Some(p) = a.pixel_size {
+        c.pixel_size = Some(p);
     }
     if a.no_intensity_augment {
         c.augment = c.augment.intensity_off();

@@ -1,5 +1,6 @@
-//! One volume through QCANet: isotropic z, normalisation, NSN and NDN by
-//! sliding window, threshold, back to the input grid, marker watershed,
+//! One volume through QCANet: resampled to each network's grid (its pixel
+//! size, z isotropic), normalisation, NSN and NDN by sliding window, back to
+//! the input grid, threshold, marker watershed,
 //! per-nucleus criteria. Also the NSN-only (connected components) baseline
 //! used by the figure.
 
@@ -11,7 +12,7 @@ use crate::io::Volume;
 use crate::postprocess::criteria::{measure, NucleusCriteria};
 use crate::postprocess::markers::detection_mask;
 use crate::postprocess::{Connectivity, Grid, InstanceOptions};
-use crate::preprocess::{self, Interp, Normalization};
+use crate::preprocess::{self, Interp, NetGrid, Normalization};
 use crate::progress::Progress;
 
 /// The microscope voxel of the QCANet example embryos (x, y, z µm), used when
@@ -27,8 +28,8 @@ pub struct Stage<'a> {
     /// Output channel holding the foreground probability.
     pub foreground_channel: usize,
     pub normalization: Normalization,
-    /// Whether the network expects isotropic voxels (z resampled).
-    pub isotropic: bool,
+    /// The grid the network sees stacks on (its pixel size; z isotropic or not).
+    pub grid: NetGrid,
     /// Foreground probability threshold: the one chosen for this network on
     /// validation volumes (its weights' metadata), else 0.5.
     pub threshold: f32,
@@ -126,7 +127,7 @@ pub fn foreground(
     Inputs::new(vol, voxel_um).foreground(stage, opts, pb)
 }
 
-/// One volume's network inputs (z resampled as the network wants,
+/// One volume's network inputs (resampled to the network's grid,
 /// normalised), each prepared once and shared by every network that wants
 /// it the same way (the NSN and NDN usually do).
 pub struct Inputs<'v> {
@@ -135,9 +136,9 @@ pub struct Inputs<'v> {
     prepared: Vec<Prepared>,
 }
 
-/// A volume prepared one way: z resampled (or not) and normalised.
+/// A volume prepared one way: on a network's grid, normalised.
 struct Prepared {
-    isotropic: bool,
+    grid: NetGrid,
     normalization: Normalization,
     data: Vec<f32>,
     dims: [usize; 3],
@@ -150,25 +151,25 @@ impl<'v> Inputs<'v> {
 
     /// The input `stage` wants (prepared on first use) and its dims.
     fn input(&mut self, stage: &Stage) -> (&[f32], [usize; 3]) {
-        let wanted = |p: &Prepared| p.isotropic == stage.isotropic && p.normalization == stage.normalization;
+        let wanted = |p: &Prepared| p.grid == stage.grid && p.normalization == stage.normalization;
         let k = match self.prepared.iter().position(wanted) {
             Some(k) => k,
             None => {
                 let vol = self.vol;
-                let [d, h, w] = vol.dims;
-                let nd = if stage.isotropic { preprocess::isotropic_depth(d, self.voxel_um) } else { d };
-                let mut x = if nd != d {
-                    preprocess::resample_z(&vol.data, vol.dims, nd, Interp::Linear)
-                } else {
-                    vol.data.clone()
-                };
-                preprocess::normalize(&mut x, stage.normalization);
-                self.prepared.push(Prepared {
-                    isotropic: stage.isotropic,
-                    normalization: stage.normalization,
-                    data: x,
-                    dims: [nd, h, w],
-                });
+                let dims = stage.grid.dims(vol.dims, self.voxel_um);
+                if dims != vol.dims {
+                    log::debug!(
+                        "{}: {:?} voxels of {:?} µm resampled to {dims:?} on its grid ({} µm pixels{})",
+                        stage.name,
+                        vol.dims,
+                        self.voxel_um,
+                        stage.grid.pixel_um,
+                        if stage.grid.isotropic { ", isotropic" } else { "" }
+                    );
+                }
+                let (x, dims) =
+                    preprocess::for_network(vol.data.clone(), vol.dims, self.voxel_um, stage.grid, stage.normalization);
+                self.prepared.push(Prepared { grid: stage.grid, normalization: stage.normalization, data: x, dims });
                 self.prepared.len() - 1
             }
         };
@@ -178,16 +179,9 @@ impl<'v> Inputs<'v> {
 
     /// [`foreground`] of `stage` on this volume.
     pub fn foreground(&mut self, stage: &mut Stage, opts: &SegmentOptions, pb: &Progress) -> Result<Vec<f32>> {
-        let d = self.vol.dims[0];
+        let back = self.vol.dims;
         let (x, dims) = self.input(stage);
-        let nd = dims[0];
-        predict_prepared(stage, x, dims, opts, pb).map(|fg| {
-            if nd != d {
-                preprocess::resample_z(&fg, dims, d, Interp::Nearest)
-            } else {
-                fg
-            }
-        })
+        predict_prepared(stage, x, dims, opts, pb).map(|fg| preprocess::resample(&fg, dims, back, Interp::Nearest))
     }
 }
 

@@ -59,7 +59,7 @@ pub fn stage<'a>(ctx: &'a GpuContext, net: &'a Network, name: &str) -> Stage<'a>
         predictor: Box::new(NetPredictor::new(ctx, net)),
         foreground_channel: net.config().foreground_channel(),
         normalization: net.meta.normalization,
-        isotropic: net.meta.isotropic,
+        grid: net.meta.grid(),
         threshold: net.meta.threshold_or_default(),
         marker_dynamic: net.meta.marker_dynamic_or_zero(),
     }

@@ -53,9 +53,9 @@ pub struct InstanceScores {
 }
 
 /// Scores the trained network's foreground probability `prob` (on the grid
-/// it was predicted on, `prob_dims`: z interpolated or not) through the
+/// it was predicted on, `prob_dims`: the network's grid) through the
 /// instance stage with the partner's mask, as `infer` does: back to the
-/// input depth (nearest), threshold, marker watershed on the CPU reference
+/// input grid (nearest), threshold, marker watershed on the CPU reference
 /// (exact; ties on flood plateaus may differ from the GPU stage), then
 /// [`crate::metrics::evaluate`] against the labels. An empty segmentation or
 /// one without markers scores as no nuclei.
@@ -65,9 +65,8 @@ pub fn score_instances(
     t: &InstanceTruth,
     v: &InstanceValidation,
 ) -> Result<InstanceScores> {
-    use crate::preprocess::{resample_z, Interp};
-    let p =
-        if prob_dims[0] != t.dims[0] { resample_z(prob, prob_dims, t.dims[0], Interp::Nearest) } else { prob.to_vec() };
+    use crate::preprocess::{resample, Interp};
+    let p = resample(prob, prob_dims, t.dims, Interp::Nearest);
     let mine: Vec<u8> = p.iter().map(|&x| u8::from(x > v.threshold)).collect();
     let (seg, det) = match v.role {
         Role::Segmentation => (&mine, &t.partner),

@@ -42,6 +42,12 @@ pub struct WeightsMeta {
     pub config: NetConfig,
     pub normalization: crate::preprocess::Normalization,
     pub isotropic: bool,
+    /// x/y pixel size (µm) of the grid the network was trained on
+    /// ([`crate::preprocess::NetGrid`]); absent in files written before it
+    /// was recorded, whose networks were trained at
+    /// [`crate::preprocess::DEFAULT_PIXEL_UM`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_um: Option<f64>,
     pub trained_on: String,
     pub epochs: usize,
     pub val_iou: Option<f32>,
@@ -70,6 +76,14 @@ impl WeightsMeta {
     /// The calibrated marker dynamic, else 0 (plain components).
     pub fn marker_dynamic_or_zero(&self) -> f32 {
         self.marker_dynamic.unwrap_or(0.0)
+    }
+
+    /// The grid this network sees stacks on.
+    pub fn grid(&self) -> crate::preprocess::NetGrid {
+        crate::preprocess::NetGrid {
+            pixel_um: self.pixel_um.unwrap_or(crate::preprocess::DEFAULT_PIXEL_UM),
+            isotropic: self.isotropic,
+        }
     }
 }
 
@@ -102,8 +116,8 @@ pub struct HostMember {
 
 /// Why `b` cannot be averaged with `a` (None: it can): the same
 /// architecture, output classes, foreground channel and input preparation
-/// (normalisation, isotropic z), so one prepared input and one threshold
-/// serve both.
+/// (normalisation, grid), so one prepared input and one threshold serve
+/// both.
 pub fn averaging_conflict(a: &WeightsMeta, b: &WeightsMeta) -> Option<String> {
     let (ca, cb) = (&a.config, &b.config);
     if ca.arch != cb.arch {
@@ -121,6 +135,10 @@ pub fn averaging_conflict(a: &WeightsMeta, b: &WeightsMeta) -> Option<String> {
             if b.isotropic { "isotropic" } else { "anisotropic" },
             if a.isotropic { "isotropic" } else { "anisotropic" }
         ));
+    }
+    let (pa, pb) = (a.grid().pixel_um, b.grid().pixel_um);
+    if pa != pb {
+        return Some(format!("trained at {pb} µm pixels against {pa} µm"));
     }
     None
 }

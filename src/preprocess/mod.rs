@@ -1,6 +1,6 @@
 //! Volume preprocessing shared by training and inference: intensity
-//! normalisation, z-resampling to isotropic voxels, mirror padding and
-//! cropping. Volumes are z, y, x with x fastest.
+//! normalisation, resampling to the grid a network sees ([`NetGrid`]:
+//! its pixel size, z isotropic), mirror padding and cropping. Volumes are z, y, x with x fastest.
 
 /// Intensity normalisation of a whole stack.
 ///
@@ -187,51 +187,89 @@ pub fn source_z(z: usize, d: usize, new_d: usize) -> f64 {
     (z as f64 + 0.5) * d as f64 / new_d as f64 - 0.5
 }
 
-/// z-resampling (to isotropic voxels with `new_d = isotropic_depth(..)`).
+/// z-resampling of a stack to `new_d` slices ([`resample`] along z only).
 /// Linear clamps at the first and last slice (edge mode): it reproduces any
 /// function linear in z exactly wherever the source coordinate lies inside
 /// the stack. Nearest picks the closest source slice (ties round up).
 ///
 /// Panics if `data.len()` does not match `dims` (a programming error).
 pub fn resample_z(data: &[f32], dims: [usize; 3], new_d: usize, interp: Interp) -> Vec<f32> {
-    resample_z_generic(data, dims, new_d, interp, |a, b, t| a + (b - a) * t as f32)
+    resample(data, dims, [new_d, dims[1], dims[2]], interp)
 }
 
 /// [`resample_z`] with `Nearest` for integer labels (exact for any u32).
 pub fn resample_z_labels(labels: &[u32], dims: [usize; 3], new_d: usize) -> Vec<u32> {
-    resample_z_generic(labels, dims, new_d, Interp::Nearest, |a, _, _| a)
+    resample_axis(labels, dims, 0, new_d, Interp::Nearest, |a, _, _| a)
 }
 
-fn resample_z_generic<T: Copy + Default>(
+/// A stack resampled to `new_dims` (z, y, x), one axis after another (z,
+/// then y, then x; an axis whose size does not change is left exactly as it
+/// is): trilinear or nearest, voxel centres aligned ([`source_z`] on each
+/// axis), edge mode at the borders, as [`resample_z`] along each axis.
+///
+/// Panics if `data.len()` does not match `dims` (a programming error).
+pub fn resample(data: &[f32], dims: [usize; 3], new_dims: [usize; 3], interp: Interp) -> Vec<f32> {
+    let lerp = |a: f32, b: f32, t: f64| a + (b - a) * t as f32;
+    let mut out = None::<(Vec<f32>, [usize; 3])>;
+    for axis in 0..3 {
+        let (cur, cur_dims) = match &out {
+            Some((v, d)) => (v.as_slice(), *d),
+            None => (data, dims),
+        };
+        if cur_dims[axis] == new_dims[axis] {
+            continue;
+        }
+        let v = resample_axis(cur, cur_dims, axis, new_dims[axis], interp, lerp);
+        let mut d = cur_dims;
+        d[axis] = new_dims[axis];
+        out = Some((v, d));
+    }
+    match out {
+        Some((v, _)) => v,
+        None => {
+            assert_eq!(
+                data.len(),
+                dims.iter().product::<usize>(),
+                "resample: data length does not match dims {dims:?}"
+            );
+            data.to_vec()
+        }
+    }
+}
+
+/// Resampling along one axis (0 z, 1 y, 2 x) to `new_n` voxels.
+fn resample_axis<T: Copy + Default>(
     data: &[T],
     dims: [usize; 3],
-    new_d: usize,
+    axis: usize,
+    new_n: usize,
     interp: Interp,
     lerp: impl Fn(T, T, f64) -> T,
 ) -> Vec<T> {
-    let [d, h, w] = dims;
-    assert_eq!(data.len(), d * h * w, "resample_z: data length does not match dims {dims:?}");
-    let plane = h * w;
-    if d == 0 || new_d == 0 || plane == 0 {
-        return vec![T::default(); new_d * plane];
+    assert_eq!(data.len(), dims.iter().product::<usize>(), "resample: data length does not match dims {dims:?}");
+    let n = dims[axis];
+    // Runs of `inner` consecutive values, `outer` blocks of `n` runs.
+    let outer: usize = dims[..axis].iter().product();
+    let inner: usize = dims[axis + 1..].iter().product();
+    if n == 0 || new_n == 0 || outer * inner == 0 {
+        return vec![T::default(); outer * new_n * inner];
     }
-    let mut out = Vec::with_capacity(new_d * plane);
-    for z in 0..new_d {
-        let s = source_z(z, d, new_d).clamp(0.0, (d - 1) as f64);
-        match interp {
-            Interp::Nearest => {
-                let k = ((s + 0.5).floor() as usize).min(d - 1);
-                out.extend_from_slice(&data[k * plane..(k + 1) * plane]);
-            }
-            Interp::Linear => {
-                let k0 = s.floor() as usize;
-                let k1 = (k0 + 1).min(d - 1);
-                let t = s - k0 as f64;
-                let (a, b) = (&data[k0 * plane..(k0 + 1) * plane], &data[k1 * plane..(k1 + 1) * plane]);
-                if t == 0.0 {
-                    out.extend_from_slice(a);
-                } else {
-                    out.extend(a.iter().zip(b).map(|(&a, &b)| lerp(a, b, t)));
+    let mut out = Vec::with_capacity(outer * new_n * inner);
+    for o in 0..outer {
+        let run = |k: usize| &data[(o * n + k) * inner..(o * n + k + 1) * inner];
+        for i in 0..new_n {
+            let s = source_z(i, n, new_n).clamp(0.0, (n - 1) as f64);
+            match interp {
+                Interp::Nearest => out.extend_from_slice(run(((s + 0.5).floor() as usize).min(n - 1))),
+                Interp::Linear => {
+                    let k0 = s.floor() as usize;
+                    let t = s - k0 as f64;
+                    if t == 0.0 {
+                        out.extend_from_slice(run(k0));
+                    } else {
+                        let (a, b) = (run(k0), run((k0 + 1).min(n - 1)));
+                        out.extend(a.iter().zip(b).map(|(&a, &b)| lerp(a, b, t)));
+                    }
                 }
             }
         }
@@ -239,19 +277,55 @@ fn resample_z_generic<T: Copy + Default>(
     out
 }
 
-/// z-resampling factor for isotropic voxels: voxel_z / voxel_x.
-pub fn isotropic_factor(voxel_um: [f64; 3]) -> f64 {
-    voxel_um[2] / voxel_um[0]
+/// The grid a network sees stacks on: voxels of `pixel_um` in x and y (the
+/// pixel size of the data it was trained on), and in z too where the network
+/// is `isotropic` (else the stack keeps its slices). Training and inference
+/// resample every stack to it ([`NetGrid::dims`], [`resample`]), so a
+/// network meets nuclei at the size it learnt them whatever the microscope's
+/// pixel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NetGrid {
+    pub pixel_um: f64,
+    pub isotropic: bool,
 }
 
-/// Depth after resampling `d` slices to isotropic voxels:
-/// `round(d · voxel_z / voxel_x)`, at least 1 (51 → 112 for 0.8 × 0.8 × 1.75 µm).
-pub fn isotropic_depth(d: usize, voxel_um: [f64; 3]) -> usize {
-    let f = isotropic_factor(voxel_um);
-    if !(f.is_finite() && f > 0.0) {
-        return d.max(1);
+/// A stack as a network sees it (training and inference alike): resampled
+/// to its `grid` (trilinear; left as it is where the grid is the stack's
+/// own), then normalised. Returns the data and its size on the grid.
+pub fn for_network(
+    image: Vec<f32>,
+    dims: [usize; 3],
+    voxel_um: [f64; 3],
+    grid: NetGrid,
+    normalization: Normalization,
+) -> (Vec<f32>, [usize; 3]) {
+    let new_dims = grid.dims(dims, voxel_um);
+    let mut image = if new_dims != dims { resample(&image, dims, new_dims, Interp::Linear) } else { image };
+    normalize(&mut image, normalization);
+    (image, new_dims)
+}
+
+/// The pixel size (µm) of the data the bundled networks were trained on
+/// (BBBC050 and the QCANet examples), taken for a network whose weights do
+/// not record one.
+pub const DEFAULT_PIXEL_UM: f64 = 0.8;
+
+impl NetGrid {
+    /// The size of a stack of `dims` (z, y, x) with voxels of `voxel_um`
+    /// (x, y, z µm) on this grid: each resampled axis `round(n · voxel /
+    /// pixel_um)`, at least 1 (51 slices of 1.75 µm → 112 at 0.8 µm).
+    pub fn dims(&self, dims: [usize; 3], voxel_um: [f64; 3]) -> [usize; 3] {
+        let scaled = |n: usize, v: f64| {
+            let f = v / self.pixel_um;
+            if f.is_finite() && f > 0.0 {
+                ((n as f64 * f).round() as usize).max(1)
+            } else {
+                n.max(1)
+            }
+        };
+        let d = if self.isotropic { scaled(dims[0], voxel_um[2]) } else { dims[0] };
+        [d, scaled(dims[1], voxel_um[1]), scaled(dims[2], voxel_um[0])]
     }
-    ((d as f64 * f).round() as usize).max(1)
 }
 
 /// Mirror index: reflect about the edge voxels without repeating them

@@ -102,6 +102,11 @@ pub struct TrainConfig {
     pub voxel_size: [f64; 3],
     /// Interpolate z to isotropic voxels.
     pub isotropic: bool,
+    /// Pixel size (µm) of the grid the network learns on (x and y; z too
+    /// when isotropic): every stack is resampled to it, and the weights
+    /// record it for `infer`. None: the `init` network's, else
+    /// [`crate::preprocess::DEFAULT_PIXEL_UM`] (resolved when a run starts).
+    pub pixel_size: Option<f64>,
     /// Dilate the ground truth by this radius, never joining two objects (default 2 for NDN, else 0).
     pub dilate: Option<usize>,
     pub augment: Augment,
@@ -163,6 +168,7 @@ impl Default for TrainConfig {
             percentiles: [1.0, 99.8],
             voxel_size: [0.8, 0.8, 1.75],
             isotropic: true,
+            pixel_size: None,
             dilate: None,
             augment: Augment::default(),
             seed: 0,
@@ -273,6 +279,11 @@ impl TrainConfig {
         }
         if self.voxel_size.iter().any(|v| !v.is_finite() || *v <= 0.0) {
             return bad(format!("voxel size {:?} must be positive", self.voxel_size));
+        }
+        if let Some(p) = self.pixel_size {
+            if !(p.is_finite() && p > 0.0) {
+                return bad(format!("pixel size {p} µm must be positive"));
+            }
         }
         if let Err(e) = self.augment.validate() {
             return bad(e.to_string());

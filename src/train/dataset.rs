@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::patch::{dilate, Sample, Vol};
 use crate::error::{Error, Result};
 use crate::io;
-use crate::preprocess::{self, Interp, Normalization};
+use crate::preprocess::{self, Interp, NetGrid, Normalization};
 
 /// Which ground truth a network learns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,8 +36,9 @@ pub struct DataOptions {
     pub target: Target,
     /// x, y, z in µm when the file does not say.
     pub voxel_um: [f64; 3],
-    /// Interpolate z to isotropic voxels (linear for images, nearest for labels).
-    pub isotropic: bool,
+    /// The grid the network learns on: every volume is resampled to it
+    /// (linear for images, nearest for labels).
+    pub grid: NetGrid,
     pub normalization: Normalization,
     /// Dilate the ground truth by a ball of this radius (voxels; NDN markers), never joining two objects ([`super::patch::dilate`]).
     pub dilate: usize,
@@ -141,7 +142,7 @@ pub fn binarize(path: &Path, data: &[f32]) -> Result<Vec<f32>> {
     Ok(data.iter().map(|&v| if v != 0.0 { 1.0 } else { 0.0 }).collect())
 }
 
-/// Resampling to isotropic voxels, normalisation and dilation.
+/// Resampling to the network's grid, normalisation and dilation.
 pub fn prepare(
     path: &Path,
     dims: [usize; 3],
@@ -151,11 +152,11 @@ pub fn prepare(
     o: &DataOptions,
 ) -> Result<Sample> {
     let d0 = dims[0];
-    let image = prepare_image(dims, image, voxel_um, o.isotropic, o.normalization)?;
-    let dims = image.dims;
-    if dims[0] != d0 {
-        target = preprocess::resample_z(&target, [d0, dims[1], dims[2]], dims[0], Interp::Nearest);
+    let image = prepare_image(dims, image, voxel_um, o.grid, o.normalization)?;
+    if image.dims != dims {
+        target = preprocess::resample(&target, dims, image.dims, Interp::Nearest);
     }
+    let dims = image.dims;
     let mut t = Vol::new(dims, target)?;
     if o.dilate > 0 {
         t = dilate(&t, o.dilate);
@@ -164,24 +165,15 @@ pub fn prepare(
     Ok(Sample { name: display_name(path), image, target: t, z_step })
 }
 
-/// An image as a network sees it: z interpolated to isotropic voxels
-/// (linear) when `isotropic`, then normalised.
+/// An image as a network sees it ([`preprocess::for_network`]).
 pub fn prepare_image(
     dims: [usize; 3],
-    mut image: Vec<f32>,
+    image: Vec<f32>,
     voxel_um: [f64; 3],
-    isotropic: bool,
+    grid: NetGrid,
     normalization: Normalization,
 ) -> Result<Vol> {
-    let mut dims = dims;
-    if isotropic {
-        let new_d = preprocess::isotropic_depth(dims[0], voxel_um);
-        if new_d != dims[0] {
-            image = preprocess::resample_z(&image, dims, new_d, Interp::Linear);
-            dims[0] = new_d;
-        }
-    }
-    preprocess::normalize(&mut image, normalization);
+    let (image, dims) = preprocess::for_network(image, dims, voxel_um, grid, normalization);
     Vol::new(dims, image)
 }
 

@@ -191,17 +191,31 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         c.time_budget_minutes = cfg.time_budget_minutes;
         c.data = cfg.data.clone();
         c.out = cfg.out.clone();
+        // The grid the checkpoint's network learnt on (runs before it was recorded: the default).
+        c.pixel_size = Some(w.meta.grid().pixel_um);
         info.config = c.clone();
         (c, Some((w, info)))
     } else {
-        (cfg.clone(), None)
+        let mut c = cfg.clone();
+        // The grid: as asked, else the --init network's, else the default.
+        if c.pixel_size.is_none() {
+            c.pixel_size = Some(match &c.init {
+                Some(p) => read_weights(p)?.meta.grid().pixel_um,
+                None => crate::preprocess::DEFAULT_PIXEL_UM,
+            });
+        }
+        (c, None)
+    };
+    let grid = crate::preprocess::NetGrid {
+        pixel_um: cfg.pixel_size.unwrap_or(crate::preprocess::DEFAULT_PIXEL_UM),
+        isotropic: cfg.isotropic,
     };
     crate::model::safetensors_file::write_atomic(&out.join(CONFIG), cfg.to_toml().as_bytes())?;
 
     let opts = DataOptions {
         target: cfg.target(),
         voxel_um: cfg.voxel_size,
-        isotropic: cfg.isotropic,
+        grid,
         normalization: normalization(&cfg),
         dilate: cfg.dilate_radius(),
     };
@@ -239,6 +253,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         config: net_cfg.clone(),
         normalization: opts.normalization,
         isotropic: cfg.isotropic,
+        pixel_um: Some(grid.pixel_um),
         trained_on,
         epochs: 0,
         val_iou: None,
@@ -449,18 +464,14 @@ fn instance_validation(
             ));
         }
         let voxel_um = raw.voxel_um.unwrap_or(cfg.voxel_size);
-        let img = prepare_image(raw.dims, raw.data, voxel_um, w.meta.isotropic, w.meta.normalization)?;
+        let img = prepare_image(raw.dims, raw.data, voxel_um, w.meta.grid(), w.meta.normalization)?;
         // An ensemble partner: the mean of its networks' probabilities, as `infer` predicts it.
         let mut p = vec![0f32; img.data.len()];
         for n in w.all() {
             let (pk, _) = predict_volume(&n.net, ctx, &img, cfg.val_tile.max(side), cfg.val_overlap, None)?;
             p.iter_mut().zip(&pk).for_each(|(a, b)| *a += b / (w.members.len() + 1) as f32);
         }
-        let p = if img.dims[0] != raw.dims[0] {
-            crate::preprocess::resample_z(&p, img.dims, raw.dims[0], crate::preprocess::Interp::Nearest)
-        } else {
-            p
-        };
+        let p = crate::preprocess::resample(&p, img.dims, raw.dims, crate::preprocess::Interp::Nearest);
         // The partner at its own calibrated threshold (and, for an NDN, its
         // marker dynamic), as `infer` uses it.
         let t = w.meta.threshold_or_default();
