@@ -123,9 +123,12 @@ fn axis_plans_cover_every_voxel() {
 }
 
 #[test]
-fn bad_tile_settings_are_refused_with_a_message() {
-    let e = AxisPlan::new(50, 100, 48, 8, 0).unwrap_err().to_string();
-    assert!(e.contains("100") && e.contains("96") && e.contains("104"), "{e}");
+fn tile_sides_round_up_to_the_side_multiple_and_bad_settings_are_refused() {
+    // A side off the network's multiple is rounded up to it (so one --tile
+    // serves an NSN of multiple 4 and an NDN of 8 or 16).
+    assert_eq!(AxisPlan::new(200, 100, 48, 8, 0).unwrap().tile, 104);
+    assert_eq!(AxisPlan::new(200, 180, 128, 16, 0).unwrap().tile, 192);
+    assert_eq!(AxisPlan::new(50, 100, 48, 8, 0).unwrap().tile, 56);
     assert!(AxisPlan::new(50, 96, 0, 8, 0).unwrap_err().to_string().contains("stride"));
     assert!(AxisPlan::new(50, 96, 97, 8, 0).unwrap_err().to_string().contains("stride"));
     assert!(AxisPlan::new(0, 96, 48, 8, 0).is_err());

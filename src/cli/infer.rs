@@ -40,7 +40,8 @@ pub struct Args {
     /// returned on the stack's own voxels.
     #[arg(long, value_parser = parse_voxel, default_value = "0.8,0.8,1.75")]
     voxel_size: [f64; 3],
-    /// Tile side in voxels of the network's grid: one value or Z,Y,X; multiples of the network's side multiple
+    /// Tile side in voxels of the network's grid: one value or Z,Y,X; rounded up to a multiple of each network's
+    /// side multiple
     /// [default: 160; a volume that fits is predicted in one pass].
     #[arg(long, value_parser = parse_triple)]
     tile: Option<[usize; 3]>,

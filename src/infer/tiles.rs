@@ -83,21 +83,22 @@ fn round_up(v: usize, m: usize) -> usize {
 }
 
 impl AxisPlan {
-    /// Plans one axis of length `len` for tiles of side `tile` (a multiple of
-    /// `multiple`), at most `stride` between tile origins and `margin` voxels of
-    /// reflected context before and after the volume.
+    /// Plans one axis of length `len` for tiles of side `tile` (rounded up
+    /// to a multiple of `multiple`, the network's side multiple, so that one
+    /// `--tile` serves networks of different depths), at most `stride`
+    /// between tile origins and `margin` voxels of reflected context before
+    /// and after the volume.
     pub fn new(len: usize, tile: usize, stride: usize, multiple: usize, margin: usize) -> Result<Self> {
         if len == 0 {
             return Err(Error::shape("sliding window", "the volume has an empty axis"));
         }
-        if multiple == 0 || tile == 0 || tile % multiple != 0 {
-            let lo = (tile / multiple.max(1)) * multiple.max(1);
-            return Err(Error::invalid(format!(
-                "tile side {tile} is not a positive multiple of {multiple} (the network's side multiple); use {} or {}",
-                lo.max(multiple),
-                lo + multiple
-            )));
+        if multiple == 0 || tile == 0 {
+            return Err(Error::invalid(format!("tile side {tile} and side multiple {multiple} must be positive")));
         }
+        if tile % multiple != 0 {
+            log::debug!("tile side {tile} rounded up to {}, a multiple of {multiple}", round_up(tile, multiple));
+        }
+        let tile = round_up(tile, multiple);
         if stride == 0 || stride > tile {
             return Err(Error::invalid(format!("tile stride {stride} must be between 1 and the tile side {tile}")));
         }
