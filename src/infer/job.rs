@@ -306,6 +306,13 @@ pub fn run_job(
                 continue;
             }
         };
+        if volumes[0].voxel_um.is_none() {
+            // Not a warning: 2.0 µm slices taken for 1.75 cost nothing measurable (weights/README.md,
+            // "Other pixel sizes"); a pixel size far from the default would.
+            log::info!(
+                "{name}: the file does not say its voxel size; --voxel-size is used (default 0.8,0.8,1.75 µm, x,y,z)"
+            );
+        }
         let n_t = volumes.len();
         let times: Vec<usize> = if by_file { (0..n_t).collect() } else { opts.shard.units(n_t) };
         if !by_file && n_t > 1 {
