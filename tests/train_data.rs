@@ -523,3 +523,61 @@ fn intensity_shifts_are_told_apart_from_blur_and_flips() {
         assert!(a.shifts_intensity(), "{a:?}");
     }
 }
+
+#[test]
+fn zoomed_patches_show_nuclei_larger_or_smaller_and_keep_a_binary_target() {
+    use qcanet_gpu::train::patch::extract_zoomed;
+    // One ball of radius 4 voxels at the centre of a 24³ sample; image = a
+    // smooth ramp plus the ball, so the image resampling is checked too.
+    let dims = [24usize, 24, 24];
+    let mut img = vec![0f32; 24 * 24 * 24];
+    let mut tgt = vec![0f32; 24 * 24 * 24];
+    for z in 0..24 {
+        for y in 0..24 {
+            for x in 0..24 {
+                let r2 = [z, y, x].iter().map(|&c| (c as f32 - 11.5).powi(2)).sum::<f32>();
+                let i = (z * 24 + y) * 24 + x;
+                tgt[i] = f32::from(r2 <= 16.0);
+                img[i] = 0.01 * (z + 2 * y + 3 * x) as f32 + tgt[i];
+            }
+        }
+    }
+    let s = sample(dims, img, tgt, 1.0);
+    let fg = |t: &[f32]| t.iter().filter(|&&v| v == 1.0).count() as f64;
+    // A 12³ region around the ball resampled to 24³: the ball twice the
+    // radius, about 8x the voxels; the image is the region's resampling.
+    let (i2, t2) = extract_zoomed(&s, [6, 6, 6], [12; 3], [24; 3], [false; 3]);
+    let (i1, t1) = extract(&s, [6, 6, 6], [12; 3], [false; 3]);
+    assert!(t2.iter().all(|&v| v == 0.0 || v == 1.0));
+    let ratio = fg(&t2) / fg(&t1);
+    assert!((6.5..=9.5).contains(&ratio), "ball grew {ratio}x in voxels, about 8 expected");
+    assert_eq!(i2, qcanet_gpu::preprocess::resample(&i1, [12; 3], [24; 3], qcanet_gpu::preprocess::Interp::Linear));
+    // The whole 24³ at 16³: the ball about (2/3)³ of its voxels.
+    let (_, t3) = extract_zoomed(&s, [0; 3], [24; 3], [16; 3], [false; 3]);
+    let ratio = fg(&t3) / fg(&s.target.data);
+    assert!((0.2..=0.4).contains(&ratio), "ball kept {ratio} of its voxels, about 0.3 expected");
+
+    // random_patch with zoom 0.5: patches of the asked size, binary targets,
+    // the ball both larger and smaller than unzoomed over 60 draws (region
+    // sizes 16..36: the whole ball is in every patch).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let aug = Augment { zoom: 0.5, ..Augment::none() };
+    let base = fg(&s.target.data);
+    let (mut larger, mut smaller) = (0, 0);
+    for _ in 0..60 {
+        let (i, t) = random_patch(&s, dims, &aug, &mut rng);
+        assert_eq!((i.len(), t.len()), (24 * 24 * 24, 24 * 24 * 24));
+        assert!(t.iter().all(|&v| v == 0.0 || v == 1.0));
+        let r = fg(&t) / base;
+        larger += (r > 1.3) as usize;
+        smaller += (r < 0.75) as usize;
+    }
+    assert!(larger >= 10 && smaller >= 10, "{larger} larger, {smaller} smaller of 60");
+    // Off: the sample as it is (a full-size patch, no flips).
+    let (_, t) = random_patch(&s, dims, &Augment::none(), &mut rng);
+    assert_eq!(t, s.target.data);
+    let e = Augment { zoom: -0.1, ..Augment::none() }.validate().unwrap_err().to_string();
+    assert!(e.contains("zoom"), "{e}");
+    // Zoom is geometry: it stays when intensity augmentation is switched off.
+    assert_eq!(Augment::default().intensity_off().zoom, Augment::default().zoom);
+}

@@ -34,6 +34,9 @@
 # peer; then packed again. (The cooperative-matrix conv ran on the seventh
 # session's H200: correct, slower than the f32 tiles; benches/RESULTS.md.)
 #
+# Augmentation is train's default (flips, gain, gamma, offset, noise, blur, coarser z steps and,
+# since 2026-12-04's ninth session, scale: augment.zoom 0.25, patches cut from regions up to 1.25x
+# smaller or larger), on the 0.8 um grid every stack is resampled to (preprocess::NetGrid).
 # Settings (environment): TRAIN_MIN=6 PATCH=64 BATCH=2 STEPS=60 EPOCHS=40 (a maximum)
 #   SYNTH_TRAIN=30 synthetic embryos added to the training list (2 with SMOKE; 0: BBBC050 alone)
 #   (6 minutes of training: with set-up, data loading and the last validation

@@ -89,6 +89,14 @@ pub struct Augment {
     /// coarser at random, as before this setting existed).
     #[serde(default)]
     pub coarser_z: f32,
+    /// Largest change of scale (a fraction): each patch is cut from a region
+    /// `1/f` its size and resampled to the patch ([`extract_zoomed`]), `f`
+    /// drawn log-uniformly from `1/(1 + zoom)..1 + zoom`, so nuclei appear
+    /// up to that much larger or smaller than in the stack: what a stage's
+    /// nucleus sizes, an embryo's and a pixel size off the grid's change.
+    /// 0 disables.
+    #[serde(default)]
+    pub zoom: f32,
 }
 
 impl Default for Augment {
@@ -102,6 +110,7 @@ impl Default for Augment {
             blur: 1.0,
             blur_z: 1.5,
             coarser_z: 0.3,
+            zoom: 0.25,
         }
     }
 }
@@ -117,12 +126,13 @@ impl Augment {
             blur: 0.0,
             blur_z: 0.0,
             coarser_z: 0.0,
+            zoom: 0.0,
         }
     }
 
-    /// Flips only: every intensity augmentation off.
+    /// Flips and zoom only: every intensity augmentation off.
     pub fn intensity_off(&self) -> Self {
-        Augment { flips: self.flips, ..Augment::none() }
+        Augment { flips: self.flips, zoom: self.zoom, ..Augment::none() }
     }
 
     /// Whether the gain, gamma, offset or noise moves intensities (what
@@ -145,6 +155,7 @@ impl Augment {
             ("blur", self.blur),
             ("blur_z", self.blur_z),
             ("coarser_z", self.coarser_z),
+            ("zoom", self.zoom),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(Error::invalid(format!("augment {name} {v} must be a finite value >= 0")));
@@ -204,20 +215,31 @@ pub fn gaussian_blur(data: &[f32], dims: [usize; 3], sigma: [f32; 3]) -> Vec<f32
 }
 
 /// Samples a patch of `patch` (D, H, W) at a random position (reflecting
-/// where the volume is smaller than the patch), with random flips and
-/// intensity augmentation of the image. Returns (image, target) values.
+/// where the volume is smaller than the patch), at a random scale, with
+/// random flips and intensity augmentation of the image. Returns (image,
+/// target) values.
 pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl Rng) -> (Vec<f32>, Vec<f32>) {
+    // Scale: nuclei `f` times their size in the stack (a region 1/f the
+    // patch's, resampled to it); the acquisition's z step scales with them.
+    let f = if aug.zoom > 0.0 {
+        let l = (1.0 + aug.zoom).ln();
+        uniform(rng, -l, l).exp()
+    } else {
+        1.0
+    };
+    let region = patch.map(|p| ((p as f32 / f).round() as usize).max(1));
+    let z_step = s.z_step * f;
     let mut origin = [0isize; 3];
     let mut flip = [false; 3];
     for a in 0..3 {
         let n = s.image.dims[a] as i64;
-        let p = patch[a] as i64;
+        let p = region[a] as i64;
         origin[a] = if n >= p { rng.random_range(0..=n - p) } else { rng.random_range(n - p..=0) } as isize;
         flip[a] = aug.flips && rng.random_bool(0.5);
     }
     let scale = uniform(rng, aug.brightness[0], aug.brightness[1]);
     let gamma = uniform(rng, aug.gamma[0], aug.gamma[1]);
-    let (mut img, tgt) = extract(s, origin, patch, flip);
+    let (mut img, tgt) = extract_zoomed(s, origin, region, patch, flip);
     if (aug.blur > 0.0 || aug.blur_z > 0.0) && rng.random_bool(0.5) {
         let sxy = uniform(rng, 0.0, aug.blur);
         let sz = uniform(rng, 0.0, aug.blur_z);
@@ -227,7 +249,7 @@ pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl
     // noise): the acquisition grid's step, in voxels, for the read noise.
     let mut acquired_step = None;
     if aug.coarser_z > 0.0 {
-        let step = s.z_step.max(1.0);
+        let step = z_step.max(1.0);
         acquired_step = Some(step);
         if rng.random_bool(0.5) {
             let coarse = step * uniform(rng, 1.0, 1.0 + aug.coarser_z);
@@ -254,7 +276,7 @@ pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl
         // `coarser_z`) the sample's own up to a quarter coarser.
         let step = match acquired_step {
             Some(step) => step,
-            None => s.z_step.max(1.0) * uniform(rng, 1.0, 1.25),
+            None => z_step.max(1.0) * uniform(rng, 1.0, 1.25),
         };
         let noise = acquisition_noise(patch, sigma, step, rng);
         img.iter_mut().zip(&noise).for_each(|(v, n)| *v += n);
@@ -336,6 +358,25 @@ fn plane_at(stack: &[f32], plane: usize, u: f64, out: &mut [f32]) {
     for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
         *o = a + (b - a) * t;
     }
+}
+
+/// [`extract`] of a `region` (D, H, W) resampled to `patch`: the image
+/// trilinear, the target nearest (it stays 0/1), as
+/// [`crate::preprocess::resample`] does (voxel centres aligned, so flipping
+/// before or after is the same).
+pub fn extract_zoomed(
+    s: &Sample,
+    origin: [isize; 3],
+    region: [usize; 3],
+    patch: [usize; 3],
+    flip: [bool; 3],
+) -> (Vec<f32>, Vec<f32>) {
+    use crate::preprocess::{resample, Interp};
+    let (img, tgt) = extract(s, origin, region, flip);
+    if region == patch {
+        return (img, tgt);
+    }
+    (resample(&img, region, patch, Interp::Linear), resample(&tgt, region, patch, Interp::Nearest))
 }
 
 /// The patch at `origin` (may be negative or run past the end: reflected),
