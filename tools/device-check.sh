@@ -43,7 +43,7 @@ net() { # label, then global options
   local label=$1
   shift
   stamp "bench --only net: $label"
-  timeout 40 "$q" "$@" bench --only net --repeats 5 2>&1 | grep -E '^(Nsn|Ndn) |train step by kernel|kernel variants'
+  timeout 40 "$q" "$@" bench --only net --repeats 5 2>&1 | grep -E '^(Nsn|Ndn) |train step by kernel|kernel variants|[Ee]rror'
 }
 # The split forward conv (forced only, never run on a GPU) against the
 # default. Its rule, written before any run (2026-12-04, ninth session; the

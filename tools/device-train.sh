@@ -195,7 +195,7 @@ if [ -z "$bench" ] && fits 100 "split conv against the default, whole networks";
     timeout 25 "$q" --gpu-kernel conv3d=f32-8x8-split bench --only net --repeats 3 > "$work/bench-net-split-$r.txt" 2>&1
     for f in "$work/bench-net-$r.txt" "$work/bench-net-split-$r.txt"; do
       echo "-- $(basename "$f")"
-      grep -v '^\[' "$f" | grep -E 'kernel variants|^(Nsn|Ndn) |train step by kernel'
+      grep -v '^\[' "$f" | grep -E 'kernel variants|^(Nsn|Ndn) |train step by kernel|[Ee]rror'
     done
   done
 fi
