@@ -100,7 +100,7 @@ fn linear_z_resampling_is_exact_on_a_ramp() {
         }
     }
     for new_d in [15usize, 16, 4, 7, 1] {
-        let out = preprocess::resample_z(&data, dims, new_d, Interp::Linear);
+        let out = preprocess::resample(data.clone(), dims, [new_d, 5, 3], Interp::Linear);
         assert_eq!(out.len(), new_d * 15);
         let mut inside = 0;
         for z in 0..new_d {
@@ -118,19 +118,17 @@ fn linear_z_resampling_is_exact_on_a_ramp() {
         assert!(inside >= new_d.min(3), "ramp test must cover interior slices");
     }
     // Same depth is the identity.
-    assert_eq!(preprocess::resample_z(&data, dims, 7, Interp::Linear), data);
+    assert_eq!(preprocess::resample(data.clone(), dims, dims, Interp::Linear), data);
 }
 
 #[test]
 fn nearest_z_resampling_keeps_label_values_and_round_trips() {
     let dims = [9usize, 4, 5];
     let mut r = rand::rngs::StdRng::seed_from_u64(8);
-    let labels: Vec<u32> = (0..9 * 20).map(|_| r.random_range(0..70_000)).collect();
-    let as_f: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+    // Label values up to 70,000: exact in f32.
+    let labels: Vec<f32> = (0..9 * 20).map(|_| r.random_range(0..70_000) as f32).collect();
     for new_d in [20usize, 19, 9, 5, 2] {
-        let up = preprocess::resample_z_labels(&labels, dims, new_d);
-        let upf = preprocess::resample_z(&as_f, dims, new_d, Interp::Nearest);
-        assert_eq!(up.iter().map(|&l| l as f32).collect::<Vec<_>>(), upf);
+        let up = preprocess::resample(labels.clone(), dims, [new_d, 4, 5], Interp::Nearest);
         // Every output slice is one whole input slice.
         for z in 0..new_d {
             let sl = &up[z * 20..(z + 1) * 20];
@@ -138,7 +136,7 @@ fn nearest_z_resampling_keeps_label_values_and_round_trips() {
         }
         if new_d >= 9 {
             // Up then back down with nearest is the identity (what inference does with labels).
-            assert_eq!(preprocess::resample_z_labels(&up, [new_d, 4, 5], 9), labels, "new_d={new_d}");
+            assert_eq!(preprocess::resample(up, [new_d, 4, 5], dims, Interp::Nearest), labels, "new_d={new_d}");
         }
     }
 }
@@ -173,7 +171,7 @@ fn resampling_every_axis_is_trilinear_and_exact_on_a_ramp() {
         }
     }
     for new in [[9usize, 11, 4], [5, 13, 7], [2, 6, 15], [5, 6, 7]] {
-        let out = preprocess::resample(&data, dims, new, Interp::Linear);
+        let out = preprocess::resample(data.clone(), dims, new, Interp::Linear);
         assert_eq!(out.len(), new.iter().product::<usize>());
         let src = |i: usize, a: usize| preprocess::source_z(i, dims[a], new[a]).clamp(0.0, (dims[a] - 1) as f64);
         for z in 0..new[0] {
@@ -186,19 +184,15 @@ fn resampling_every_axis_is_trilinear_and_exact_on_a_ramp() {
             }
         }
     }
-    // Same size: the identity; z only: resample_z.
-    assert_eq!(preprocess::resample(&data, dims, dims, Interp::Linear), data);
-    assert_eq!(
-        preprocess::resample(&data, dims, [8, 6, 7], Interp::Linear),
-        preprocess::resample_z(&data, dims, 8, Interp::Linear)
-    );
+    // Same size: the identity.
+    assert_eq!(preprocess::resample(data.clone(), dims, dims, Interp::Linear), data);
     // Nearest keeps values and, up then down, gives the labels back (what
     // inference does with a network's probabilities on a finer grid).
     let mut r = rand::rngs::StdRng::seed_from_u64(9);
     let labels: Vec<f32> = (0..5 * 6 * 7).map(|_| r.random_range(0..1000) as f32).collect();
-    let up = preprocess::resample(&labels, dims, [11, 13, 15], Interp::Nearest);
+    let up = preprocess::resample(labels.clone(), dims, [11, 13, 15], Interp::Nearest);
     assert!(up.iter().all(|v| labels.contains(v)));
-    assert_eq!(preprocess::resample(&up, [11, 13, 15], dims, Interp::Nearest), labels);
+    assert_eq!(preprocess::resample(up, [11, 13, 15], dims, Interp::Nearest), labels);
 }
 
 #[test]

@@ -463,7 +463,7 @@ fn coarser_z_reacquisition_keeps_linear_profiles_and_column_ranges() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     // Columns linear in z (random slope and intercept each): kept exactly
     // between the first and the last acquired slice, the edge slice's value
-    // outside (edge mode, as preprocess::resample_z clamps).
+    // outside (edge mode, as preprocess::resample clamps).
     let a: Vec<f32> = (0..plane).map(|_| rng.random_range(-1.0..1.0)).collect();
     let b: Vec<f32> = (0..plane).map(|_| rng.random_range(-1.0..1.0)).collect();
     let lin: Vec<f32> = (0..n).map(|i| a[i % plane] * (i / plane) as f32 + b[i % plane]).collect();
@@ -551,7 +551,7 @@ fn zoomed_patches_show_nuclei_larger_or_smaller_and_keep_a_binary_target() {
     assert!(t2.iter().all(|&v| v == 0.0 || v == 1.0));
     let ratio = fg(&t2) / fg(&t1);
     assert!((6.5..=9.5).contains(&ratio), "ball grew {ratio}x in voxels, about 8 expected");
-    assert_eq!(i2, qcanet_gpu::preprocess::resample(&i1, [12; 3], [24; 3], qcanet_gpu::preprocess::Interp::Linear));
+    assert_eq!(i2, qcanet_gpu::preprocess::resample(i1, [12; 3], [24; 3], qcanet_gpu::preprocess::Interp::Linear));
     // The whole 24³ at 16³: the ball about (2/3)³ of its voxels.
     let (_, t3) = extract_zoomed(&s, [0; 3], [24; 3], [16; 3], [false; 3]);
     let ratio = fg(&t3) / fg(&s.target.data);

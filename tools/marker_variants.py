@@ -14,7 +14,7 @@ Variants: the NDN smoothed before its h-maxima; markers from the h-maxima of the
 distance transform alone; h-maxima of NDN + a * EDT. With --iso DIR, the same stage on
 isotropic probabilities (infer on z-resampled stacks with --voxel-size 0.8,0.8,0.8; see
 --make-iso), the labels then taken back to the stack's slices, nearest, as
-`preprocess::resample_z` does. Needs numpy, scipy, tifffile and scikit-image.
+`preprocess::resample` does. Needs numpy, scipy, tifffile and scikit-image.
 Choose with it on validation volumes only.
 """
 import argparse
@@ -92,7 +92,7 @@ def nearest_back(d, nd):
 
 
 def make_iso(data, names, out):
-    """Stacks z-resampled to isotropic voxels (linear, preprocess::resample_z's convention)."""
+    """Stacks z-resampled to isotropic voxels (linear, preprocess::resample's convention)."""
     os.makedirs(out, exist_ok=True)
     for n in names:
         r = tifffile.imread(f"{data}/images_raw/{n}.tif").astype(np.float32)

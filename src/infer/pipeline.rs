@@ -156,7 +156,8 @@ impl<'v> Inputs<'v> {
             Some(k) => k,
             None => {
                 let vol = self.vol;
-                let dims = stage.grid.dims(vol.dims, self.voxel_um);
+                let (x, dims) =
+                    preprocess::for_network(vol.data.clone(), vol.dims, self.voxel_um, stage.grid, stage.normalization);
                 if dims != vol.dims {
                     log::debug!(
                         "{}: {:?} voxels of {:?} µm resampled to {dims:?} on its grid ({} µm pixels{})",
@@ -167,8 +168,6 @@ impl<'v> Inputs<'v> {
                         if stage.grid.isotropic { ", isotropic" } else { "" }
                     );
                 }
-                let (x, dims) =
-                    preprocess::for_network(vol.data.clone(), vol.dims, self.voxel_um, stage.grid, stage.normalization);
                 self.prepared.push(Prepared { grid: stage.grid, normalization: stage.normalization, data: x, dims });
                 self.prepared.len() - 1
             }
@@ -181,7 +180,7 @@ impl<'v> Inputs<'v> {
     pub fn foreground(&mut self, stage: &mut Stage, opts: &SegmentOptions, pb: &Progress) -> Result<Vec<f32>> {
         let back = self.vol.dims;
         let (x, dims) = self.input(stage);
-        predict_prepared(stage, x, dims, opts, pb).map(|fg| preprocess::resample(&fg, dims, back, Interp::Nearest))
+        predict_prepared(stage, x, dims, opts, pb).map(|fg| preprocess::resample(fg, dims, back, Interp::Nearest))
     }
 }
 

@@ -66,7 +66,7 @@ pub fn score_instances(
     v: &InstanceValidation,
 ) -> Result<InstanceScores> {
     use crate::preprocess::{resample, Interp};
-    let p = resample(prob, prob_dims, t.dims, Interp::Nearest);
+    let p = resample(prob.to_vec(), prob_dims, t.dims, Interp::Nearest);
     let mine: Vec<u8> = p.iter().map(|&x| u8::from(x > v.threshold)).collect();
     let (seg, det) = match v.role {
         Role::Segmentation => (&mine, &t.partner),

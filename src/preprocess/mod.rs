@@ -170,16 +170,16 @@ pub fn noise_sigma(data: &[f32], dims: [usize; 3], normalization: Normalization)
     (*m as f64 / (6f64.sqrt() * 0.674_489_75) / span) as f32
 }
 
-/// Interpolation for [`resample_z`].
+/// Interpolation for [`resample`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interp {
-    /// Linear between the two nearest slices (for intensities).
+    /// Linear between the two nearest voxels along each axis (for intensities).
     Linear,
-    /// The nearest slice (for labels and masks: keeps values exactly).
+    /// The nearest voxel (for labels and masks: keeps values exactly).
     Nearest,
 }
 
-/// Source z coordinate of output slice `z` when `d` slices become `new_d`:
+/// Source coordinate of output voxel `z` along an axis when `d` voxels become `new_d`:
 /// voxel centres are aligned (`(z + 0.5) · d / new_d − 0.5`), as in
 /// scikit-image's `resize` used by the original QCANet, so the stack keeps
 /// its physical extent and each output voxel is `d / new_d` source voxels.
@@ -187,72 +187,36 @@ pub fn source_z(z: usize, d: usize, new_d: usize) -> f64 {
     (z as f64 + 0.5) * d as f64 / new_d as f64 - 0.5
 }
 
-/// z-resampling of a stack to `new_d` slices ([`resample`] along z only).
-/// Linear clamps at the first and last slice (edge mode): it reproduces any
-/// function linear in z exactly wherever the source coordinate lies inside
-/// the stack. Nearest picks the closest source slice (ties round up).
-///
-/// Panics if `data.len()` does not match `dims` (a programming error).
-pub fn resample_z(data: &[f32], dims: [usize; 3], new_d: usize, interp: Interp) -> Vec<f32> {
-    resample(data, dims, [new_d, dims[1], dims[2]], interp)
-}
-
-/// [`resample_z`] with `Nearest` for integer labels (exact for any u32).
-pub fn resample_z_labels(labels: &[u32], dims: [usize; 3], new_d: usize) -> Vec<u32> {
-    resample_axis(labels, dims, 0, new_d, Interp::Nearest, |a, _, _| a)
-}
-
 /// A stack resampled to `new_dims` (z, y, x), one axis after another (z,
 /// then y, then x; an axis whose size does not change is left exactly as it
-/// is): trilinear or nearest, voxel centres aligned ([`source_z`] on each
-/// axis), edge mode at the borders, as [`resample_z`] along each axis.
+/// is, and a stack already of `new_dims` is returned as it is): trilinear or
+/// nearest, voxel centres aligned ([`source_z`] on each axis), edge mode at
+/// the borders (linear reproduces any function linear along an axis
+/// wherever the source coordinate lies inside the stack; nearest picks the
+/// closest source voxel, ties rounding up, so integer labels below 2^24 stay
+/// exact).
 ///
 /// Panics if `data.len()` does not match `dims` (a programming error).
-pub fn resample(data: &[f32], dims: [usize; 3], new_dims: [usize; 3], interp: Interp) -> Vec<f32> {
-    let lerp = |a: f32, b: f32, t: f64| a + (b - a) * t as f32;
-    let mut out = None::<(Vec<f32>, [usize; 3])>;
+pub fn resample(data: Vec<f32>, dims: [usize; 3], new_dims: [usize; 3], interp: Interp) -> Vec<f32> {
+    assert_eq!(data.len(), dims.iter().product::<usize>(), "resample: data length does not match dims {dims:?}");
+    let (mut data, mut dims) = (data, dims);
     for axis in 0..3 {
-        let (cur, cur_dims) = match &out {
-            Some((v, d)) => (v.as_slice(), *d),
-            None => (data, dims),
-        };
-        if cur_dims[axis] == new_dims[axis] {
-            continue;
-        }
-        let v = resample_axis(cur, cur_dims, axis, new_dims[axis], interp, lerp);
-        let mut d = cur_dims;
-        d[axis] = new_dims[axis];
-        out = Some((v, d));
-    }
-    match out {
-        Some((v, _)) => v,
-        None => {
-            assert_eq!(
-                data.len(),
-                dims.iter().product::<usize>(),
-                "resample: data length does not match dims {dims:?}"
-            );
-            data.to_vec()
+        if dims[axis] != new_dims[axis] {
+            data = resample_axis(&data, dims, axis, new_dims[axis], interp);
+            dims[axis] = new_dims[axis];
         }
     }
+    data
 }
 
 /// Resampling along one axis (0 z, 1 y, 2 x) to `new_n` voxels.
-fn resample_axis<T: Copy + Default>(
-    data: &[T],
-    dims: [usize; 3],
-    axis: usize,
-    new_n: usize,
-    interp: Interp,
-    lerp: impl Fn(T, T, f64) -> T,
-) -> Vec<T> {
-    assert_eq!(data.len(), dims.iter().product::<usize>(), "resample: data length does not match dims {dims:?}");
+fn resample_axis(data: &[f32], dims: [usize; 3], axis: usize, new_n: usize, interp: Interp) -> Vec<f32> {
     let n = dims[axis];
     // Runs of `inner` consecutive values, `outer` blocks of `n` runs.
     let outer: usize = dims[..axis].iter().product();
     let inner: usize = dims[axis + 1..].iter().product();
     if n == 0 || new_n == 0 || outer * inner == 0 {
-        return vec![T::default(); outer * new_n * inner];
+        return vec![0.0; outer * new_n * inner];
     }
     let mut out = Vec::with_capacity(outer * new_n * inner);
     for o in 0..outer {
@@ -268,7 +232,7 @@ fn resample_axis<T: Copy + Default>(
                         out.extend_from_slice(run(k0));
                     } else {
                         let (a, b) = (run(k0), run((k0 + 1).min(n - 1)));
-                        out.extend(a.iter().zip(b).map(|(&a, &b)| lerp(a, b, t)));
+                        out.extend(a.iter().zip(b).map(|(&a, &b)| a + (b - a) * t as f32));
                     }
                 }
             }
@@ -300,7 +264,7 @@ pub fn for_network(
     normalization: Normalization,
 ) -> (Vec<f32>, [usize; 3]) {
     let new_dims = grid.dims(dims, voxel_um);
-    let mut image = if new_dims != dims { resample(&image, dims, new_dims, Interp::Linear) } else { image };
+    let mut image = resample(image, dims, new_dims, Interp::Linear);
     normalize(&mut image, normalization);
     (image, new_dims)
 }

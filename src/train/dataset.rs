@@ -153,9 +153,7 @@ pub fn prepare(
 ) -> Result<Sample> {
     let d0 = dims[0];
     let image = prepare_image(dims, image, voxel_um, o.grid, o.normalization)?;
-    if image.dims != dims {
-        target = preprocess::resample(&target, dims, image.dims, Interp::Nearest);
-    }
+    target = preprocess::resample(target, dims, image.dims, Interp::Nearest);
     let dims = image.dims;
     let mut t = Vol::new(dims, target)?;
     if o.dilate > 0 {

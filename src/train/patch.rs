@@ -290,7 +290,7 @@ pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl
 /// Gaussian read noise of standard deviation `sigma` for a (D, H, W) patch
 /// whose z was interpolated from slices `z_step` voxels apart: independent
 /// draws on those slices (at a random phase), linearly interpolated along z
-/// as [`crate::preprocess::resample_z`] interpolates the image. What a
+/// as [`crate::preprocess::resample`] interpolates the image. What a
 /// network meets after isotropic interpolation is noise correlated along z
 /// over about `z_step` voxels, whose variance dips between slices; noise
 /// drawn independently per isotropic voxel looks unlike it. `z_step` 1:
@@ -320,9 +320,9 @@ pub fn acquisition_noise(patch: [usize; 3], sigma: f32, z_step: f32, rng: &mut i
 
 /// A (D, H, W) image as if acquired with slices `step` voxels apart (the
 /// first at z = `phase`, in `0..D`) and linearly interpolated back to its
-/// voxels, as [`crate::preprocess::resample_z`] interpolates a stack: the
+/// voxels, as [`crate::preprocess::resample`] interpolates a stack: the
 /// slices are sampled linearly from the image, and voxels before the first
-/// slice or after the last take that slice (edge mode, as `resample_z`
+/// slice or after the last take that slice (edge mode, as `resample`
 /// clamps). A function linear in z is kept exactly between the first and
 /// the last slice; every value stays within its column's range. `step` ≤ 1
 /// (no coarser than the voxels) returns the image.
@@ -373,10 +373,7 @@ pub fn extract_zoomed(
 ) -> (Vec<f32>, Vec<f32>) {
     use crate::preprocess::{resample, Interp};
     let (img, tgt) = extract(s, origin, region, flip);
-    if region == patch {
-        return (img, tgt);
-    }
-    (resample(&img, region, patch, Interp::Linear), resample(&tgt, region, patch, Interp::Nearest))
+    (resample(img, region, patch, Interp::Linear), resample(tgt, region, patch, Interp::Nearest))
 }
 
 /// The patch at `origin` (may be negative or run past the end: reflected),

@@ -179,7 +179,8 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
     std::fs::create_dir_all(&out).map_err(|e| Error::file(&out, format!("cannot create: {e}")))?;
 
     // On resume the checkpoint's settings win, except the number of epochs, the time limit and the budget.
-    let (cfg, ckpt) = if resume {
+    // Otherwise the --init weights, read once here.
+    let (cfg, ckpt, init) = if resume {
         let w = read_weights(&last)?;
         let json =
             w.rest.metadata.get(CHECKPOINT_KEY).ok_or_else(|| Error::file(&last, "not a training checkpoint"))?;
@@ -194,17 +195,19 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         // The grid the checkpoint's network learnt on (runs before it was recorded: the default).
         c.pixel_size = Some(w.meta.grid().pixel_um);
         info.config = c.clone();
-        (c, Some((w, info)))
+        (c, Some((w, info)), None)
     } else {
         let mut c = cfg.clone();
+        let init = match &c.init {
+            Some(p) => Some((p.clone(), read_weights(p)?)),
+            None => None,
+        };
         // The grid: as asked, else the --init network's, else the default.
         if c.pixel_size.is_none() {
-            c.pixel_size = Some(match &c.init {
-                Some(p) => read_weights(p)?.meta.grid().pixel_um,
-                None => crate::preprocess::DEFAULT_PIXEL_UM,
-            });
+            c.pixel_size =
+                Some(init.as_ref().map_or(crate::preprocess::DEFAULT_PIXEL_UM, |(_, w)| w.meta.grid().pixel_um));
         }
-        (c, None)
+        (c, None, init)
     };
     let grid = crate::preprocess::NetGrid {
         pixel_um: cfg.pixel_size.unwrap_or(crate::preprocess::DEFAULT_PIXEL_UM),
@@ -239,9 +242,9 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             format!("{} … {}", train[0].name, train[train.len() - 1].name)
         }
     );
-    let net_cfg = match &cfg.init {
-        Some(p) if ckpt.is_none() => init_config(&cfg, p)?,
-        _ => cfg.net_config()?,
+    let net_cfg = match &init {
+        Some((p, w)) => init_config(&cfg, p, w)?,
+        None => cfg.net_config()?,
     };
     let instances = match &cfg.val_partner {
         Some(p) => Some(instance_validation(ctx, &cfg, &data, &val_names, p)?),
@@ -288,9 +291,8 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             (net, opt, info.epoch + 1, best, info.best_epoch, records)
         }
         None => {
-            let net = match &cfg.init {
-                Some(p) => {
-                    let w = read_weights(p)?;
+            let net = match &init {
+                Some((p, w)) => {
                     log::info!(
                         "starting from {} ({}, trained on {})",
                         p.display(),
@@ -394,8 +396,11 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
 
 /// The network settings of `--init` weights, checked against the run's:
 /// the file decides, and depth, base or kernel given as well must agree.
-fn init_config(cfg: &TrainConfig, path: &Path) -> Result<crate::model::NetConfig> {
-    let w = read_weights(path)?;
+fn init_config(
+    cfg: &TrainConfig,
+    path: &Path,
+    w: &crate::model::weights::HostWeights,
+) -> Result<crate::model::NetConfig> {
     if !w.members.is_empty() {
         return Err(Error::file(
             path,
@@ -405,7 +410,7 @@ fn init_config(cfg: &TrainConfig, path: &Path) -> Result<crate::model::NetConfig
             ),
         ));
     }
-    let c = w.meta.config;
+    let c = w.meta.config.clone();
     let conflict = |what: &str, want: Option<usize>, have: usize| match want {
         Some(v) if v != have => {
             Err(Error::file(path, format!("--init: the file's network has {what} {have}, the run asks for {v}")))
@@ -471,7 +476,7 @@ fn instance_validation(
             let (pk, _) = predict_volume(&n.net, ctx, &img, cfg.val_tile.max(side), cfg.val_overlap, None)?;
             p.iter_mut().zip(&pk).for_each(|(a, b)| *a += b / (w.members.len() + 1) as f32);
         }
-        let p = crate::preprocess::resample(&p, img.dims, raw.dims, crate::preprocess::Interp::Nearest);
+        let p = crate::preprocess::resample(p, img.dims, raw.dims, crate::preprocess::Interp::Nearest);
         // The partner at its own calibrated threshold (and, for an NDN, its
         // marker dynamic), as `infer` uses it.
         let t = w.meta.threshold_or_default();
