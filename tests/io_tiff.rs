@@ -181,6 +181,103 @@ fn imagej_hyperstack_with_three_frames_gives_three_volumes() {
 }
 
 #[test]
+fn imagej_stack_saved_without_axes_reads_its_channels_as_z() {
+    // tifffile.imwrite(path, zyx, imagej=True) without metadata={'axes': 'ZYX'}
+    // writes "channels=N" and no slices: read as N z slices, spacing kept.
+    let d = tmp();
+    let (w, h, c) = (6u32, 5u32, 7usize);
+    let pages: Vec<Vec<u16>> = (0..c).map(|i| (0..w * h).map(|k| (i * 100 + k as usize) as u16).collect()).collect();
+    let p = d.path().join("noaxes.tif");
+    let desc =
+        format!("ImageJ=1.11a\nimages={c}\nchannels={c}\nhyperstack=true\nmode=grayscale\nspacing=2.0\nunit=um\n");
+    write_raw_res::<colortype::Gray16>(
+        &p,
+        w,
+        h,
+        &pages,
+        Some(&desc),
+        Some((Rational { n: 5, d: 4 }, Rational { n: 5, d: 4 }, 1)),
+    );
+    let v = io::read_volume(&p).unwrap();
+    assert_eq!(v.dims, [c, h as usize, w as usize]);
+    assert_eq!(v.data[v.index(6, 4, 5)], 629.0);
+    assert_voxel(v.voxel_um, [0.8, 0.8, 2.0]);
+    // Three channels of one slice stay refused (a colour image, not a stack).
+    let p = d.path().join("rgbish.tif");
+    write_raw::<colortype::Gray16>(
+        &p,
+        w,
+        h,
+        &pages[..3],
+        Some("ImageJ=1.11a\nimages=3\nchannels=3\nhyperstack=true\n"),
+    );
+    assert_err_names_file(&p, "3 channels of one slice", "channels=3");
+}
+
+/// OME-XML as tifffile (`ome=True`) and Bio-Formats write it, one image.
+fn ome_xml(order: &str, z: usize, c: usize, t: usize, physical: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<OME xmlns=\"http://www.openmicroscopy.org/Schemas/OME/2016-06\" \
+         xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" UUID=\"urn:uuid:1\" Creator=\"test\">\
+         <Image ID=\"Image:0\" Name=\"stack\"><Pixels ID=\"Pixels:0\" DimensionOrder=\"{order}\" Type=\"uint16\" \
+         SizeX=\"6\" SizeY=\"5\" SizeZ=\"{z}\" SizeC=\"{c}\" SizeT=\"{t}\" {physical}>\
+         <Channel ID=\"Channel:0:0\" SamplesPerPixel=\"1\"/><TiffData IFD=\"0\" PlaneCount=\"{}\"/></Pixels></Image></OME>",
+        z * c * t
+    )
+}
+
+#[test]
+fn ome_tiff_pages_arranged_by_dimension_order_with_physical_size() {
+    let d = tmp();
+    let (w, h, s, f) = (6u32, 5u32, 4usize, 3usize);
+    // Page i holds i * 1000 + k; XYTZC: time varies fastest, so page (z, t) = z * f + t.
+    let pages: Vec<Vec<u16>> = (0..s * f).map(|i| (0..w * h).map(|k| (i * 1000) as u16 + k as u16).collect()).collect();
+    let p = d.path().join("series.ome.tif");
+    let physical = "PhysicalSizeX=\"0.5\" PhysicalSizeY=\"0.5\" PhysicalSizeZ=\"2.0\"";
+    write_raw::<colortype::Gray16>(&p, w, h, &pages, Some(&ome_xml("XYTZC", s, 1, f, physical)));
+    let vols = io::read_stack(&p).unwrap();
+    assert_eq!(vols.len(), f);
+    for (t, v) in vols.iter().enumerate() {
+        assert_eq!(v.dims, [s, h as usize, w as usize]);
+        for z in 0..s {
+            assert_eq!(v.data[v.index(z, 0, 0)], ((z * f + t) * 1000) as f32, "t {t} z {z}");
+            assert_eq!(v.data[v.index(z, 4, 5)], ((z * f + t) * 1000 + 29) as f32);
+        }
+        assert_voxel(v.voxel_um, [0.5, 0.5, 2.0]);
+    }
+    // One time point, z fastest, the z size in nm, no y size (y = x).
+    let p = d.path().join("one.ome.tif");
+    let physical = "PhysicalSizeX=\"0.8\" PhysicalSizeZ=\"1750\" PhysicalSizeZUnit=\"nm\"";
+    write_raw::<colortype::Gray16>(&p, w, h, &pages[..s], Some(&ome_xml("XYZCT", s, 1, 1, physical)));
+    let v = io::read_volume(&p).unwrap();
+    assert_eq!(v.dims, [s, h as usize, w as usize]);
+    assert_eq!(v.data[v.index(3, 0, 0)], 3000.0);
+    assert_voxel(v.voxel_um, [0.8, 0.8, 1.75]);
+    // Without a z size the voxel size is unknown (infer then says so and uses --voxel-size).
+    let p = d.path().join("noz.ome.tif");
+    write_raw::<colortype::Gray16>(&p, w, h, &pages[..s], Some(&ome_xml("XYZCT", s, 1, 1, "PhysicalSizeX=\"0.8\"")));
+    assert_eq!(io::read_volume(&p).unwrap().voxel_um, None);
+}
+
+#[test]
+fn ome_tiff_that_cannot_be_read_as_one_stack_gives_errors_naming_the_file() {
+    let d = tmp();
+    let (w, h) = (6u32, 5u32);
+    let pages: Vec<Vec<u16>> = (0..8).map(|i| (0..w * h).map(|k| (i * 100 + k) as u16).collect()).collect();
+    let cases = [
+        ("twochannels.ome.tif", ome_xml("XYCZT", 4, 2, 1, ""), "2 channels"),
+        ("otherfiles.ome.tif", ome_xml("XYZCT", 16, 1, 1, ""), "several files"),
+        ("badxml.ome.tif", "<?xml version=\"1.0\"?><OME><Image><Pixels SizeZ=\"8\">".to_string(), "not valid xml"),
+        ("order.ome.tif", ome_xml("XYZQT", 8, 1, 1, ""), "dimensionorder"),
+    ];
+    for (name, desc, needle) in cases {
+        let p = d.path().join(name);
+        write_raw::<colortype::Gray16>(&p, w, h, &pages, Some(&desc));
+        assert_err_names_file(&p, name, needle);
+    }
+}
+
+#[test]
 fn imagej_escaped_micro_unit_and_missing_spacing() {
     let d = tmp();
     let pages: Vec<Vec<u8>> = (0..3).map(|i| vec![i as u8; 12]).collect();

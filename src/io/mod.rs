@@ -1,9 +1,11 @@
-//! File formats: TIFF stacks (read/write, voxel size), atomic writes, PNG
+//! File formats: TIFF stacks (read/write, voxel size; ImageJ and OME-TIFF
+//! metadata), atomic writes, PNG
 //! plots and the names of `infer`'s outputs.
 //!
 //! Volumes are z, y, x (x fastest) in `f32`; voxel sizes are x, y, z in µm.
 
 mod atomic;
+pub mod ome;
 pub mod png;
 pub mod tiff;
 

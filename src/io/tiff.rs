@@ -12,6 +12,7 @@ use tiff::tags::{ByteOrder, ResolutionUnit, Tag};
 use tiff::{ColorType, TiffError, TiffFormatError};
 
 use super::atomic::write_atomic_seek;
+use super::ome::OmeMeta;
 use super::Volume;
 use crate::error::{Error, Result};
 
@@ -221,6 +222,10 @@ fn check_colortype(path: &Path, page: usize, ct: ColorType) -> Result<()> {
 /// hyperstacks (`frames` > 1 gives one [`Volume`] per time point; ImageJ's
 /// contiguous layout for stacks over 4 GiB is read too).
 ///
+/// OME-TIFF (OME-XML in the description; [`super::ome`]): its `SizeZ`,
+/// `SizeT` and `DimensionOrder` arrange the pages into time points of z
+/// slices, its `PhysicalSize{X,Y,Z}` give the voxel size.
+///
 /// Voxel size: from the ImageJ description (`unit=`, `spacing=` for z) and
 /// the XResolution/YResolution tags (pixels per unit), converted to µm
 /// (micron/µm/um, nm, mm, cm, m, inch); or from XResolution/YResolution with a
@@ -228,7 +233,8 @@ fn check_colortype(path: &Path, page: usize, ct: ColorType) -> Result<()> {
 /// `None` whenever the file does not say all three.
 ///
 /// Errors name the file: not a TIFF, truncated, a single 2-D page, colour or
-/// multi-sample pixels, multi-channel hyperstacks, pages of different sizes
+/// multi-sample pixels, multi-channel hyperstacks and OME-TIFFs, OME-TIFFs
+/// of several images or whose planes are not all in the file, pages of different sizes
 /// or sample types, NaN or infinite values.
 pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
     let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
@@ -237,6 +243,11 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
 
     let desc = dec.get_tag_ascii_string(Tag::ImageDescription).ok();
     let ij = desc.as_deref().and_then(ImageJMeta::parse);
+    let ome = match desc.as_deref().filter(|_| ij.is_none()).map(OmeMeta::parse) {
+        Some(Err(m)) => return Err(Error::file(path, m)),
+        Some(Ok(o)) => o,
+        None => None,
+    };
     let xres = rational(dec.find_tag(Tag::XResolution).ok().flatten());
     let yres = rational(dec.find_tag(Tag::YResolution).ok().flatten());
     let res_unit = dec.find_tag_unsigned::<u16>(Tag::ResolutionUnit).ok().flatten();
@@ -338,7 +349,19 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
     let (slices, frames) = match &ij {
         Some(m) => {
             let c = m.channels.unwrap_or(1);
-            if c > 1 {
+            let (s1, f1) = (m.slices.unwrap_or(1) <= 1, m.frames.unwrap_or(1) <= 1);
+            if c > 4 && s1 && f1 && c == pages {
+                // No slices and no frames: a z-stack written without its axes
+                // (tifffile's `imwrite(..., imagej=True)` of a 3-D array calls
+                // its first axis channels). A single slice of many channels
+                // is no z-stack, so the pages are read as z; 2-4 channels of
+                // one slice are more likely a colour or multi-stain image,
+                // refused below as before.
+                log::warn!(
+                    "{}: ImageJ metadata says {c} channels of one slice, no z slices; reading the {c} channels as z slices (a stack saved without its axes? tifffile: metadata={{'axes': 'ZYX'}})",
+                    path.display()
+                );
+            } else if c > 1 {
                 return Err(Error::file(
                     path,
                     format!(
@@ -347,7 +370,7 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
                 ));
             }
             let f = m.frames.unwrap_or(1).max(1);
-            let s = m.slices.unwrap_or(pages / f).max(1);
+            let s = if c > 4 { pages } else { m.slices.unwrap_or(pages / f).max(1) };
             if s * f != pages {
                 return Err(Error::file(
                     path,
@@ -359,7 +382,48 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
             }
             (s, f)
         }
-        None => (pages, 1),
+        None => match &ome {
+            Some(o) => {
+                if o.size_c > 1 {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "OME-TIFF with {} channels: multi-channel stacks are not supported; save the nuclear channel alone (Fiji: Image > Color > Split Channels)",
+                            o.size_c
+                        ),
+                    ));
+                }
+                if o.planes() != pages {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "its OME-XML describes {} planes (SizeZ={} × SizeT={}) but the file has {pages} pages{}",
+                            o.planes(),
+                            o.size_z,
+                            o.size_t,
+                            if o.planes() > pages {
+                                " (an image spread over several files? open it in Fiji with Bio-Formats and save it as one TIFF)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+                // Pages in the order the file gives them to time points of z slices.
+                if (0..o.size_t).any(|t| (0..o.size_z).any(|z| o.page(z, 0, t) != t * o.size_z + z)) {
+                    let mut ordered = Vec::with_capacity(data.len());
+                    for t in 0..o.size_t {
+                        for z in 0..o.size_z {
+                            let p = o.page(z, 0, t);
+                            ordered.extend_from_slice(&data[p * plane..(p + 1) * plane]);
+                        }
+                    }
+                    data = ordered;
+                }
+                (o.size_z, o.size_t)
+            }
+            None => (pages, 1),
+        },
     };
     if slices < 2 {
         let what = if frames > 1 {
@@ -391,6 +455,7 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
             let z = s * m.spacing.unwrap_or(1.0).abs();
             Some([x, y, z])
         }
+        _ if ome.is_some() => ome.as_ref().and_then(|o| o.voxel_um),
         _ => {
             if matches!(res_unit, Some(2 | 3)) && xres.is_some() {
                 log::info!(
