@@ -292,14 +292,15 @@ pub static KERNELS: Kernels<Tile> = Kernels {
             about: "f32, 4 output channels x 4 x-positions, 128 per workgroup (most parallelism)",
             kernel: Tile::loops(128, 4, 4),
         },
-        // Last, so never chosen unless forced: it has not yet run on an
-        // adapter that offers it (lavapipe does not); it moves up once the
-        // op table has passed with it on one.
+        // Last, so never chosen unless forced: on the one adapter that has
+        // offered it (an NVIDIA H200, 2026-12-04) it passed the op table and
+        // was slower than the f32 tiles (benches/RESULTS.md).
         Variant {
             name: "coop16-f16",
             needs: COOP_NEEDS,
             about: "cooperative matrices (tensor cores): implicit GEMM, 16x16x16 f16 inputs, f32 sums; \
-                    forced only (--gpu-kernel conv3d=coop16-f16), never run on a GPU yet",
+                    forced only (--gpu-kernel conv3d=coop16-f16): correct on an NVIDIA H200, slower there \
+                    than the f32 tiles",
             kernel: Tile::COOP16,
         },
     ],
