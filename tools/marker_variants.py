@@ -16,6 +16,14 @@ isotropic probabilities (infer on z-resampled stacks with --voxel-size 0.8,0.8,0
 --make-iso), the labels then taken back to the stack's slices, nearest, as
 `preprocess::resample` does. Needs numpy, scipy, tifffile and scikit-image.
 Choose with it on validation volumes only.
+
+With --diagnose, no variants: for each volume, every true nucleus the instance stage
+misses (its size, how much of it the NSN covers, how many markers fall in it, the NDN's
+peak in it, the prediction that holds it and which other nuclei that prediction holds),
+every false prediction, and the score the same NSN mask and watershed reach from the
+true markers (images_ndn/): what better markers alone could gain.
+
+    python3 tools/marker_variants.py --pred runs/prob3 --data $D --nsn 0.4 --diagnose Emb11_t501
 """
 import argparse
 import os
@@ -81,6 +89,41 @@ def f1(g, lab):
     return f, tp, p
 
 
+def diagnose(name, g, pn, pd, gt_markers, tn, td, h, spacing):
+    """Why nuclei are missed (see --diagnose), printed."""
+    m = markers_ndn(pd, td, h)
+    seg, edt = edt_of(pn, tn, spacing)
+    lab = watershed(-edt, m, mask=seg, connectivity=1)
+    G, P = int(g.max()), int(lab.max())
+    ov = np.zeros((G + 1, P + 1), np.int64)
+    np.add.at(ov, (g.ravel(), lab.ravel().astype(np.int64)), 1)
+    gs, ps = ov.sum(1), ov.sum(0)
+    iou = ov / (gs[:, None] + ps[None, :] - ov + 1e-9)
+    match = iou[1:, 1:] > 0.5
+    sizes = gs[1:][gs[1:] > 0]
+    print(f"{name}: {G} true, {P} predicted, {int(match.sum())} matched; median true size {np.median(sizes):.0f} "
+          f"voxels, predicted {np.median(ps[1:]) if P else 0:.0f}")
+    for i in range(1, G + 1):
+        if gs[i] == 0 or match[i - 1].any():
+            continue
+        inside = g == i
+        j = int(np.argmax(ov[i, 1:])) + 1 if P else 0
+        others = [k for k in range(1, G + 1) if k != i and j and ov[k, j] > 0.2 * ps[j]]
+        print(f"  missed {i:4d}: {gs[i]:6d} voxels, NSN covers {(pn[inside] > tn).mean():.2f}, "
+              f"{len(np.unique(m[inside & (m > 0)]))} marker(s), NDN peak {pd[inside].max():.2f}; "
+              f"mostly in prediction {j} ({ps[j] if j else 0} voxels, IoU {iou[i, j] if j else 0:.2f}), "
+              f"which also holds {others or 'no other nucleus'}")
+    for j in range(1, P + 1):
+        if not match[:, j - 1].any():
+            i = int(np.argmax(ov[1:, j])) + 1
+            print(f"  false {j:4d}: {ps[j]:6d} voxels, {ov[i, j] / ps[j]:.2f} of it in nucleus {i}")
+    f, sg, fi, tp, p = scores(g, lab)
+    gm = ndi.label(gt_markers, structure=np.ones((3, 3, 3)))[0]
+    f2, sg2, _, tp2, p2 = scores(g, watershed(-edt, gm, mask=seg, connectivity=1))
+    print(f"  F1 {f:.3f} SEG {sg:.3f} ({tp} of {G}); from the true markers F1 {f2:.3f} SEG {sg2:.3f} ({tp2} of {G}, "
+          f"{p2} predicted)")
+
+
 def source_z(z, d, new_d):
     """Source z of slice z when d slices become new_d, clamped to the stack (preprocess::source_z)."""
     return min(max((z + 0.5) * d / new_d - 0.5, 0), d - 1)
@@ -117,12 +160,19 @@ def main():
     ap.add_argument("--nsn", type=float, default=0.2)
     ap.add_argument("--ndn", type=float, default=0.3)
     ap.add_argument("--dynamic", type=float, default=0.1)
+    ap.add_argument("--diagnose", action="store_true", help="why nuclei are missed, and the score from true markers")
     ap.add_argument("names", nargs="+")
     a = ap.parse_args()
     if a.make_iso:
         make_iso(a.data, a.names, a.make_iso)
         return
     truth = {n: tifffile.imread(f"{a.data}/labels_instance/{n}.tif").astype(np.int64) for n in a.names}
+    if a.diagnose:
+        for n in a.names:
+            diagnose(n, truth[n], tifffile.imread(f"{a.pred}/{n}_nsn_prob.tif"),
+                     tifffile.imread(f"{a.pred}/{n}_ndn_prob.tif"),
+                     tifffile.imread(f"{a.data}/images_ndn/{n}.tif") > 0, a.nsn, a.ndn, a.dynamic, ANISO)
+        return
 
     def run(label, folder, fn, iso=False):
         res = []
