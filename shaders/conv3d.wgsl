@@ -17,8 +17,10 @@
 //   stores max(sum + bias, 0) (conv + folded batch norm + ReLU in one pass
 //   at inference).
 // - `weight_partials`: dW partial sums without atomics, one per (sample,
-//   chunk of rows, weight); `weight_finish` sums the partials of every sample
-//   and chunk in fixed order: bit-identical from run to run.
+//   chunk of rows, weight); `weight_partials_staged` the same with the input
+//   rows staged in workgroup memory (GPUs); `weight_finish` sums the
+//   partials of every sample and chunk in fixed order: bit-identical from
+//   run to run.
 
 // The element type of activations and packed weights (`act`): f32 here;
 // ops::conv3d builds the f16-storage variant of this module by putting
@@ -496,6 +498,23 @@ struct WeightParams {
 @group(0) @binding(2) var<storage, read_write> gpart: array<f32>;
 @group(0) @binding(3) var<uniform> gp: WeightParams;
 
+// The CO_B x K partial sums of lane work item `t` = (ci, kz, ky) for
+// chunk `chunk` and output block `cob` (both weight-gradient kernels).
+fn store_partials(acc: array<f32, 56>, chunk: u32, cob: u32, t: u32) {
+    let ky = t % K;
+    let kz = (t / K) % K;
+    let ci = t / (K * K);
+    let k3 = K * K * K;
+    for (var o = 0u; o < CO_B; o = o + 1u) {
+        let co = cob * CO_B + o;
+        if (co >= gp.co_n) { break; }
+        let pb = gp.base_part + ((chunk * gp.co_n + co) * gp.ci_n + ci) * k3 + (kz * K + ky) * K;
+        for (var kx = 0u; kx < K; kx = kx + 1u) {
+            gpart[pb + kx] = acc[o * K + kx];
+        }
+    }
+}
+
 // A workgroup owns (chunk of rows, co block, lane group); each lane owns one
 // (ci, kz, ky) and accumulates CO_B x K (the kx taps) over every voxel of the
 // chunk in order. The voxel loop is uniform, so dy values are loaded once per
@@ -561,15 +580,103 @@ fn weight_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         }
     }
     if (!live) { return; }
-    let k3 = K * K * K;
-    for (var o = 0u; o < CO_B; o = o + 1u) {
-        let co = cob * CO_B + o;
-        if (co >= gp.co_n) { break; }
-        let pb = gp.base_part + ((chunk * gp.co_n + co) * gp.ci_n + ci) * k3 + (kz * K + ky) * K;
-        for (var kx = 0u; kx < K; kx = kx + 1u) {
-            gpart[pb + kx] = acc[o * K + kx];
+    store_partials(acc, chunk, cob, tc);
+}
+
+// The same sums with the input rows staged in workgroup memory (for GPUs;
+// `ops::conv3d::WeightKernel::Staged`). In `weight_partials` each lane of a
+// subgroup reads its own (ci, kz, ky) row of x, so one load touches as many
+// cache lines as there are lanes. Here, for each (z, y) row of the chunk
+// and each segment of ST_XT voxels along x, the workgroup first copies the
+// segment of every lane's row (with its K - 1 halo) and the CO_B rows of dy
+// into workgroup memory, consecutive lanes reading consecutive voxels; each
+// lane then sums from there (rows ST_S apart, an odd stride, so lanes
+// reading the same column hit different banks; dy values are read by all
+// lanes at once). Same partial layout and the same order of additions
+// within a lane as `weight_partials`. At most ST_LANES lanes (WG).
+const ST_LANES: u32 = 32u;
+const ST_XT: u32 = 64u;                 // voxels of a segment
+const ST_S: u32 = 71u;                  // ST_XT + MAX_K: odd
+var<workgroup> st_x: array<f32, 2272>;  // ST_LANES * ST_S
+var<workgroup> st_dy: array<f32, 512>;  // MAX_CO * ST_XT
+
+@compute @workgroup_size(WG)
+fn weight_partials_staged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x + wid.y * nwg.x;
+    // Uniform across the workgroup (barriers follow).
+    let on_grid = g < gp.nchunks * gp.n_cob * gp.n_lg;
+    let gg = min(g, gp.nchunks * gp.n_cob * gp.n_lg - 1u);
+    let lg = gg % gp.n_lg;
+    let cob = (gg / gp.n_lg) % gp.n_cob;
+    let chunk = gg / (gp.n_lg * gp.n_cob);
+    let nt = gp.ci_n * K * K;
+    let r = i32(K / 2u);
+    let wi = i32(gp.w);
+    let hi = i32(gp.h);
+    let di = i32(gp.d);
+    let t = lg * WG + lid;
+    let live = on_grid && t < nt;
+
+    var acc: array<f32, 56>;  // MAX_CO * MAX_K
+    for (var i = 0u; i < CO_B * K; i = i + 1u) {
+        acc[i] = 0.0;
+    }
+    var xr: array<f32, MAX_K>;
+    let row0 = chunk * gp.chunk_rows;
+    let row1 = select(row0, min(row0 + gp.chunk_rows, gp.d * gp.h), on_grid);
+    for (var rw = row0; rw < row1; rw = rw + 1u) {
+        let z = rw / gp.h;
+        let y = rw % gp.h;
+        for (var x0 = 0u; x0 < gp.w; x0 = x0 + ST_XT) {
+            let n = min(ST_XT, gp.w - x0);
+            let seg_w = n + K - 1u;
+            // Stage: every lane's x row segment (columns x0 - r .. x0 + n - 1 + r).
+            for (var i = lid; i < WG * seg_w; i = i + WG) {
+                let j = i / seg_w;
+                let m = i % seg_w;
+                let tj = min(lg * WG + j, nt - 1u);
+                let ky = tj % K;
+                let kz = (tj / K) % K;
+                let ci = tj / (K * K);
+                let iz = i32(z + kz) - r;
+                let iy = i32(y + ky) - r;
+                let ix = i32(x0 + m) - r;
+                let inside = iz >= 0 && iz < di && iy >= 0 && iy < hi && ix >= 0 && ix < wi;
+                let at = gp.base_x + ci * gp.spatial
+                    + (u32(clamp(iz, 0, di - 1)) * gp.h + u32(clamp(iy, 0, hi - 1))) * gp.w + u32(clamp(ix, 0, wi - 1));
+                st_x[j * ST_S + m] = select(0.0, gx[at], inside);
+            }
+            // Stage: CO_B rows of dy (zero past the group's channels).
+            for (var i = lid; i < CO_B * n; i = i + WG) {
+                let o = i / n;
+                let c = i % n;
+                let co = cob * CO_B + o;
+                let at = gp.base_dy + min(co, gp.co_n - 1u) * gp.spatial + rw * gp.w + x0 + c;
+                st_dy[o * ST_XT + c] = select(0.0, gdy[at], co < gp.co_n);
+            }
+            workgroupBarrier();
+            let xb = lid * ST_S;
+            for (var m = 1u; m < K; m = m + 1u) {
+                xr[m] = st_x[xb + m - 1u];
+            }
+            for (var c = 0u; c < n; c = c + 1u) {
+                for (var j = 0u; j + 1u < K; j = j + 1u) {
+                    xr[j] = xr[j + 1u];
+                }
+                xr[K - 1u] = st_x[xb + c + K - 1u];
+                // now xr[kx] = x at (iz, iy, x0 + c + kx - r)
+                for (var o = 0u; o < CO_B; o = o + 1u) {
+                    let gv = st_dy[o * ST_XT + c];
+                    for (var kx = 0u; kx < K; kx = kx + 1u) {
+                        acc[o * K + kx] = fma(gv, xr[kx], acc[o * K + kx]);
+                    }
+                }
+            }
+            workgroupBarrier();
         }
     }
+    if (!live) { return; }
+    store_partials(acc, chunk, cob, t);
 }
 
 struct FinishParams {

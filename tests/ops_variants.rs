@@ -68,15 +68,18 @@ fn the_registry_names_conv3d_and_the_default_tile() {
     assert_eq!(c.variants[3].name, "f32-8x8");
     assert_eq!(conv3d::KERNELS.get("f32-8x8").unwrap().kernel, conv3d::Tile::loops(32, 8, 8));
     // The weight gradient: the generated kernel for CPU adapters with
-    // subgroups, the loop kernel's wide split on GPUs, then its 16-lane
+    // subgroups, the loop kernel's wide split on GPUs, the staged form
+    // behind it (GPU only, so forced only until measured), then the 16-lane
     // split (other CPU adapters).
     let w = reg.iter().find(|o| o.op == "conv3d_weight").expect("conv3d_weight has variants");
     assert_eq!(w.variants[0].name, "cpu-unrolled");
     assert_eq!(w.variants[0].needs, &[Need::CpuAdapter, Need::Subgroups8][..]);
     assert_eq!(w.variants[1].name, "f32-32-wide");
     assert_eq!(w.variants[1].needs, &[Need::GpuAdapter][..]);
-    assert_eq!(w.variants[2].name, "f32-16");
-    assert!(w.variants[2].needs.is_empty());
+    assert_eq!(w.variants[2].name, "f32-32-staged");
+    assert_eq!(w.variants[2].needs, &[Need::GpuAdapter][..]);
+    assert_eq!(w.variants[3].name, "f32-16");
+    assert!(w.variants[3].needs.is_empty());
     // The transposed conv: the generated kernels for CPU adapters with
     // subgroups, then the shader's loops.
     let t = reg.iter().find(|o| o.op == "conv_transpose3d").expect("conv_transpose3d has variants");

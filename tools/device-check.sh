@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # A short lent-GPU check, after tools/device-train.sh (or without it): the
 # kernel tests against their CPU references on the real adapter, then the
-# whole networks with the default forward conv and the split one, in
-# alternating rounds (the ratio within one run is the measurement).
+# whole networks with the default kernels, the split forward conv and the
+# staged weight gradient, in alternating rounds (the ratio within one run
+# is the measurement).
 #
 # Prepared here (the device machine has no Rust toolchain):
 #   cargo build --release && cargo test --no-run --test ops_table --test ops_conv3d --test ops_variants --test ops_loss_optim --test model_step
 #   bash tools/device-check.sh --kit     (copies the stripped binaries into runs/device-check)
-# Run there:  bash tools/device-check.sh   with carry ["runs/device-check", ".gl"], timeout_s 240
-# (CHECK_S bounds each test binary, 45 s; the whole run took 49 s on an H200, 2026-12-04.)
+# Run there:  bash tools/device-check.sh   with carry ["runs/device-check", ".gl"], timeout_s 300
+# (CHECK_S bounds each test binary, 45 s; the whole run took 49 s on an H200, 2026-12-04, with
+# two of the three variants below.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 kit=runs/device-check
@@ -51,9 +53,17 @@ net() { # label, then global options
 # both rounds, the paper NDN's forward and training step are each faster
 # with it than the default's beside it, the NSN's are not slower by more
 # than 1 ms, and the tests above pass.
+# The staged weight gradient (conv3d_weight=f32-32-staged: input rows
+# staged in workgroup memory, read by consecutive lanes; forced only, never
+# run on a GPU) against the default f32-32-wide. Its rule, written before
+# any run (2026-12-05, tenth session): it becomes GPU adapters' default
+# weight gradient if, in both rounds, the NSN's and the paper NDN's
+# training steps are each faster with it than the default's beside it, and
+# the tests above pass (the forward passes do not use it).
 for round in 1 2; do
   echo "-- round $round"
   net "default"
   net "conv3d=f32-8x8-split" --gpu-kernel conv3d=f32-8x8-split
+  net "conv3d_weight=f32-32-staged" --gpu-kernel conv3d_weight=f32-32-staged
 done
 stamp done

@@ -64,7 +64,8 @@
 //!   adapters with subgroups the partial sums come from a generated
 //!   straight-line kernel ([`super::conv3d_weight_unrolled`], a lane per
 //!   (input channel, kz), `dy` loaded once per subgroup and broadcast),
-//!   finished the same way.
+//!   finished the same way. `f32-32-staged` (forced only until measured on
+//!   a GPU) sums the same way from input rows staged in workgroup memory.
 //! - [`backward_bias`] is [`crate::ops::reduce::channel_sum`].
 //!
 //! Tensors larger than one storage binding: per sample, input channels are
@@ -338,7 +339,8 @@ pub fn split_parts(split_lanes: u32, lanes: usize, ci_n: usize, max_parts: usize
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WeightTile {
     pub wg: u32,
-    /// At most 8 (`MAX_CO` of the shader) for [`WeightKernel::Loops`]; a
+    /// At most 8 (`MAX_CO` of the shader) for [`WeightKernel::Loops`] and
+    /// [`WeightKernel::Staged`]; a
     /// multiple of 4 up to 32 for [`WeightKernel::Unrolled`], the most a
     /// layer takes (see `WeightTile::for_layer`).
     pub co_b: u32,
@@ -355,6 +357,12 @@ pub enum WeightKernel {
     /// `weight_partials` of `shaders/conv3d.wgsl`, any adapter: each lane
     /// one (input channel, kz, ky) with `co_b x k` sums.
     Loops,
+    /// `weight_partials_staged`: the same sums, each (z, y) row's input
+    /// segments staged in workgroup memory by consecutive lanes reading
+    /// consecutive voxels, where `Loops` has each lane of a subgroup read
+    /// its own row (one load touching a cache line per lane). For GPUs; at
+    /// most `STAGED_MAX_WG` lanes a workgroup.
+    Staged,
     /// The straight-line kernel generated for CPU adapters
     /// ([`super::conv3d_weight_unrolled`]): each lane one (input channel,
     /// kz) with `co_b x k²` sums, `xb` voxels a step, `dy` loaded once per
@@ -367,7 +375,7 @@ impl WeightTile {
     /// add preferences, such as [`Need::GpuAdapter`]).
     pub fn needs(self) -> &'static [Need] {
         match self.kernel {
-            WeightKernel::Loops => &[],
+            WeightKernel::Loops | WeightKernel::Staged => &[],
             WeightKernel::Unrolled { .. } => &[Need::Subgroups8],
         }
     }
@@ -387,7 +395,7 @@ impl WeightTile {
     /// Lanes of work for `ci_n` input channels and kernel size `k`.
     fn lanes(self, ci_n: usize, k: usize) -> usize {
         match self.kernel {
-            WeightKernel::Loops => ci_n * k * k,
+            WeightKernel::Loops | WeightKernel::Staged => ci_n * k * k,
             WeightKernel::Unrolled { .. } => super::conv3d_weight_unrolled::lanes(ci_n, k),
         }
     }
@@ -402,7 +410,10 @@ impl WeightTile {
 /// alternating rounds: NSN 46 -> 36 ms, paper NDN 118 -> 105 ms against
 /// `f32-16`, for 130-370 MiB more partial sums); on other CPU adapters
 /// `f32-16`, the fastest loop form on lavapipe (the wide split is 9-30 %
-/// slower there). The op table checks all three on every adapter.
+/// slower there). `f32-32-staged`, for GPUs, is forced only until measured
+/// on one (on lavapipe it is 3-7x slower than the wide split: its barriers
+/// cost there what its coalesced loads save on a GPU). The op table checks
+/// every variant on every adapter.
 pub static WEIGHT_KERNELS: Kernels<WeightTile> = Kernels {
     op: "conv3d_weight",
     variants: &[
@@ -426,6 +437,23 @@ pub static WEIGHT_KERNELS: Kernels<WeightTile> = Kernels {
                     8x the workgroups of f32-16, for GPUs with thousands of lanes (GPU adapters' default)",
             kernel: WeightTile { wg: 32, co_b: 8, max_chunks: 512, min_chunk_voxels: 256, kernel: WeightKernel::Loops },
         },
+        // After the GPU default, so forced only: never run on a GPU yet.
+        // tools/device-check.sh and device-train.sh time whole networks
+        // with it against f32-32-wide.
+        Variant {
+            name: "f32-32-staged",
+            needs: &[Need::GpuAdapter],
+            about: "f32-32-wide with each row's input segments staged in workgroup memory, read by consecutive \
+                    lanes (f32-32-wide's lanes each read their own row); forced only (--gpu-kernel \
+                    conv3d_weight=f32-32-staged) until measured on a GPU",
+            kernel: WeightTile {
+                wg: 32,
+                co_b: 8,
+                max_chunks: 512,
+                min_chunk_voxels: 256,
+                kernel: WeightKernel::Staged,
+            },
+        },
         Variant {
             name: "f32-16",
             needs: &[],
@@ -435,6 +463,9 @@ pub static WEIGHT_KERNELS: Kernels<WeightTile> = Kernels {
         },
     ],
 };
+/// Most lanes a workgroup of [`WeightKernel::Staged`] has (`ST_LANES` of
+/// the shader: its workgroup memory holds one input row segment per lane).
+pub const STAGED_MAX_WG: u32 = 32;
 /// Workgroup size of the weight-packing and finishing kernels.
 pub const PACK_WG: u32 = 256;
 
@@ -1042,6 +1073,7 @@ pub fn backward_weight_with_tile(
     require(ctx, op, tile.needs())?;
     let block_ok = match tile.kernel {
         WeightKernel::Loops => (1..=8).contains(&tile.co_b),
+        WeightKernel::Staged => (1..=8).contains(&tile.co_b) && tile.wg <= STAGED_MAX_WG,
         WeightKernel::Unrolled { xb } => super::conv3d_weight_unrolled::block_valid(tile.co_b, xb),
     };
     let wg_ok = ctx.workgroup_fits(tile.wg);
@@ -1088,9 +1120,10 @@ pub fn backward_weight_with_tile(
     // layer allows it (and, per dispatch, the windows' bases).
     let mut partials_v4 = None;
     let partials = match tile.kernel {
-        WeightKernel::Loops => {
+        WeightKernel::Loops | WeightKernel::Staged => {
             let consts = [("WG", tile.wg as f64), ("CO_B", tile.co_b as f64), ("K", k as f64)];
-            pipeline(ctx, "weight_partials", &consts)?
+            let entry = if tile.kernel == WeightKernel::Staged { "weight_partials_staged" } else { "weight_partials" };
+            pipeline(ctx, entry, &consts)?
         }
         WeightKernel::Unrolled { xb } => {
             use super::conv3d_weight_unrolled as u;

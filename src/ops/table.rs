@@ -405,10 +405,12 @@ fn conv3d_weight_tile_cases(
     needs: &'static [Need],
     small: &[Check],
 ) {
-    // Odd rows; then rows of a multiple of 4 voxels (the generated kernel
-    // reads them as vec4s).
-    let odd = [&[at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37)][..], &ROWS_OF_4].concat();
-    let one_each = [odd[0], ROWS_OF_4[0], ROWS_OF_4[3]];
+    // Odd rows; rows longer than the staged kernel's 64-voxel segments (a
+    // full one and a partial one); then rows of a multiple of 4 voxels (the
+    // generated kernel reads them as vec4s).
+    let long = at(1, 2, 3, 75);
+    let odd = [&[at(2, 4, 7, 19), capped(4096, 2, 4, 7, 19), at(1, 6, 9, 37), long][..], &ROWS_OF_4].concat();
+    let one_each = [odd[0], long, ROWS_OF_4[0], ROWS_OF_4[3]];
     for (layer, k, ci, co, bench, checks) in [
         (None, 3usize, 5usize, 7usize, Bench::No, &odd[..]),
         (None, 5, 3, 11, Bench::No, &one_each[..]),
