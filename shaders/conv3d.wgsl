@@ -594,11 +594,11 @@ fn weight_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 // reading the same column hit different banks; dy values are read by all
 // lanes at once). Same partial layout and the same order of additions
 // within a lane as `weight_partials`. At most ST_LANES lanes (WG).
-const ST_LANES: u32 = 32u;
+const ST_LANES: u32 = 32u;              // ops::conv3d::STAGED_MAX_WG
 const ST_XT: u32 = 64u;                 // voxels of a segment
-const ST_S: u32 = 71u;                  // ST_XT + MAX_K: odd
-var<workgroup> st_x: array<f32, 2272>;  // ST_LANES * ST_S
-var<workgroup> st_dy: array<f32, 512>;  // MAX_CO * ST_XT
+const ST_S: u32 = ST_XT + MAX_K;        // row stride: odd
+var<workgroup> st_x: array<f32, ST_LANES * ST_S>;
+var<workgroup> st_dy: array<f32, MAX_CO * ST_XT>;
 
 @compute @workgroup_size(WG)
 fn weight_partials_staged(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

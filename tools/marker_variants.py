@@ -61,6 +61,15 @@ def instances(pn, tn, markers, spacing, mask_edt=None):
     return watershed(-edt, markers, mask=seg, connectivity=1)
 
 
+def overlaps(g, lab):
+    """Voxel counts shared by true object i and prediction j (row and column 0: background), the
+    objects' sizes, the predictions' sizes, and their IoUs."""
+    ov = np.zeros((int(g.max()) + 1, int(lab.max()) + 1), np.int64)
+    np.add.at(ov, (g.ravel(), lab.ravel().astype(np.int64)), 1)
+    gs, ps = ov.sum(1), ov.sum(0)
+    return ov, gs, ps, ov / (gs[:, None] + ps[None, :] - ov + 1e-9)
+
+
 def scores(g, lab):
     """F1 at IoU > 0.5 (one-to-one), SEG, foreground IoU, true positives, predicted count."""
     G, P = int(g.max()), int(lab.max())
@@ -68,10 +77,7 @@ def scores(g, lab):
     fiou = both / max((g > 0).sum() + (lab > 0).sum() - both, 1)
     if P == 0:
         return 0.0, 0.0, fiou, 0, 0
-    ov = np.zeros((G + 1, P + 1), np.int64)
-    np.add.at(ov, (g.ravel(), lab.ravel().astype(np.int64)), 1)
-    gs, ps = ov.sum(1), ov.sum(0)
-    iou = ov / (gs[:, None] + ps[None, :] - ov + 1e-9)
+    ov, gs, ps, iou = overlaps(g, lab)
     tp = int((iou[1:, 1:] > 0.5).sum())
     # SEG: each true object's Jaccard with the prediction covering more than half of it, else 0.
     seg = []
@@ -92,13 +98,10 @@ def f1(g, lab):
 def diagnose(name, g, pn, pd, gt_markers, tn, td, h, spacing):
     """Why nuclei are missed (see --diagnose), printed."""
     m = markers_ndn(pd, td, h)
-    seg, edt = edt_of(pn, tn, spacing)
-    lab = watershed(-edt, m, mask=seg, connectivity=1)
+    mask_edt = edt_of(pn, tn, spacing)
+    lab = instances(pn, tn, m, spacing, mask_edt)
     G, P = int(g.max()), int(lab.max())
-    ov = np.zeros((G + 1, P + 1), np.int64)
-    np.add.at(ov, (g.ravel(), lab.ravel().astype(np.int64)), 1)
-    gs, ps = ov.sum(1), ov.sum(0)
-    iou = ov / (gs[:, None] + ps[None, :] - ov + 1e-9)
+    ov, gs, ps, iou = overlaps(g, lab)
     match = iou[1:, 1:] > 0.5
     sizes = gs[1:][gs[1:] > 0]
     print(f"{name}: {G} true, {P} predicted, {int(match.sum())} matched; median true size {np.median(sizes):.0f} "
@@ -119,7 +122,7 @@ def diagnose(name, g, pn, pd, gt_markers, tn, td, h, spacing):
             print(f"  false {j:4d}: {ps[j]:6d} voxels, {ov[i, j] / ps[j]:.2f} of it in nucleus {i}")
     f, sg, fi, tp, p = scores(g, lab)
     gm = ndi.label(gt_markers, structure=np.ones((3, 3, 3)))[0]
-    f2, sg2, _, tp2, p2 = scores(g, watershed(-edt, gm, mask=seg, connectivity=1))
+    f2, sg2, _, tp2, p2 = scores(g, instances(pn, tn, gm, spacing, mask_edt))
     print(f"  F1 {f:.3f} SEG {sg:.3f} ({tp} of {G}); from the true markers F1 {f2:.3f} SEG {sg2:.3f} ({tp2} of {G}, "
           f"{p2} predicted)")
 

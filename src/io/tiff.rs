@@ -350,7 +350,8 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
         Some(m) => {
             let c = m.channels.unwrap_or(1);
             let (s1, f1) = (m.slices.unwrap_or(1) <= 1, m.frames.unwrap_or(1) <= 1);
-            if c > 4 && s1 && f1 && c == pages {
+            let axisless = c > 4 && s1 && f1 && c == pages;
+            if axisless {
                 // No slices and no frames: a z-stack written without its axes
                 // (tifffile's `imwrite(..., imagej=True)` of a 3-D array calls
                 // its first axis channels). A single slice of many channels
@@ -370,7 +371,7 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
                 ));
             }
             let f = m.frames.unwrap_or(1).max(1);
-            let s = if c > 4 { pages } else { m.slices.unwrap_or(pages / f).max(1) };
+            let s = if axisless { pages } else { m.slices.unwrap_or(pages / f).max(1) };
             if s * f != pages {
                 return Err(Error::file(
                     path,
