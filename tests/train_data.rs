@@ -581,3 +581,128 @@ fn zoomed_patches_show_nuclei_larger_or_smaller_and_keep_a_binary_target() {
     // Zoom is geometry: it stays when intensity augmentation is switched off.
     assert_eq!(Augment::default().intensity_off().zoom, Augment::default().zoom);
 }
+
+/// A (z, y, x) target holding a ball of radius `r` at each centre.
+fn balls(dims: [usize; 3], centres: &[[usize; 3]], r: f32) -> Vec<f32> {
+    let [d, h, w] = dims;
+    let mut t = vec![0f32; d * h * w];
+    for c in centres {
+        for z in 0..d {
+            for y in 0..h {
+                for x in 0..w {
+                    let r2 = [z, y, x].iter().zip(c).map(|(&a, &b)| (a as f32 - b as f32).powi(2)).sum::<f32>();
+                    if r2 <= r * r {
+                        t[(z * h + y) * w + x] = 1.0;
+                    }
+                }
+            }
+        }
+    }
+    t
+}
+
+/// A random image (values 0..1) of `n` voxels.
+fn random_image(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random::<f32>()).collect()
+}
+
+#[test]
+fn object_centres_are_voxels_of_their_objects_nearest_their_centre_of_mass() {
+    use qcanet_gpu::train::objects::object_centres;
+    let dims = [9usize, 20, 23];
+    let [d, h, w] = dims;
+    // Two balls and a U (not convex: its centre of mass lies outside it).
+    let mut t = balls(dims, &[[2, 3, 18], [6, 15, 18]], 1.5);
+    let u: Vec<[usize; 3]> = (4..12).flat_map(|y| [[4, y, 5], [4, y, 11]]).chain((5..12).map(|x| [4, 11, x])).collect();
+    for &[z, y, x] in &u {
+        t[(z * h + y) * w + x] = 1.0;
+    }
+    let c = object_centres(&t, dims);
+    assert_eq!(c.len(), 3, "{c:?}");
+    assert!(c.contains(&[2, 3, 18]) && c.contains(&[6, 15, 18]), "ball centres {c:?}");
+    let uc = c.iter().find(|p| u.contains(p)).expect("the U's centre is one of its voxels");
+    // The U's centre of mass, (4, 9.0, 8.0) or so, is background; its voxel nearest it is on the base row.
+    assert_eq!(uc[1], 11, "{uc:?}");
+    assert_eq!(t[(uc[0] * h + uc[1]) * w + uc[2]], 1.0);
+    assert!(object_centres(&vec![0.0; d * h * w], dims).is_empty());
+}
+
+#[test]
+fn object_patches_are_centred_on_objects_each_equally_likely() {
+    use qcanet_gpu::train::{random_batch, Centring, Objects};
+    // A large sample with one small ball in a corner region, another with three.
+    let dims = [30usize, 40, 44];
+    let n = dims.iter().product();
+    let a = sample(dims, random_image(n, 1), balls(dims, &[[5, 6, 7]], 2.0), 1.0);
+    let b = sample(dims, random_image(n, 2), balls(dims, &[[25, 33, 37], [15, 20, 8], [4, 35, 30]], 2.0), 1.0);
+    let samples = vec![a, b];
+    let objects = Objects::index(&samples);
+    assert_eq!(objects.len(), 4);
+    assert_eq!(objects.centres.iter().filter(|(s, _)| *s == 0).count(), 1);
+
+    // Every object equally likely: sample a (one object) a quarter of the time.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let picks = 4000;
+    let a_share = (0..picks).filter(|_| objects.pick(&mut rng).unwrap().0 == 0).count() as f64 / picks as f64;
+    assert!((0.22..=0.28).contains(&a_share), "sample a picked {a_share} of the time, 0.25 expected");
+
+    // All patches centred (flips and zoom on): each holds an object; at
+    // random positions many 12³ patches of these volumes hold none.
+    let aug = Augment { flips: true, zoom: 0.25, ..Augment::none() };
+    let centring = Centring { objects: &objects, fraction: 1.0 };
+    let holds = |t: &qcanet_gpu::tensor::CpuTensor| t.data.contains(&1.0);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    for i in 0..100 {
+        let (x, t) = random_batch(&samples, 12, 1, &aug, Some(centring), &mut rng);
+        assert!(x.data.iter().all(|v| v.is_finite()));
+        assert!(holds(&t), "centred patch {i} holds no object");
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let empty = (0..100).filter(|_| !holds(&random_batch(&samples, 12, 1, &aug, None, &mut rng).1)).count();
+    assert!(empty >= 50, "only {empty} of 100 random patches hold no object");
+
+    // Half centred: between the two.
+    let half = Centring { objects: &objects, fraction: 0.5 };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let empty_half = (0..200).filter(|_| !holds(&random_batch(&samples, 12, 1, &aug, Some(half), &mut rng).1)).count();
+    assert!((40..=140).contains(&empty_half), "{empty_half} of 200 half-centred patches hold no object");
+
+    // Share 0, or no objects: the same random numbers as random positions.
+    let zero = Centring { objects: &objects, fraction: 0.0 };
+    let none = Objects { centres: vec![] };
+    let aug = Augment::default();
+    let draw = |c: Option<Centring>| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        (0..3).map(|_| random_batch(&samples, 12, 2, &aug, c, &mut rng).0.data).collect::<Vec<_>>()
+    };
+    let plain = draw(None);
+    assert_eq!(draw(Some(zero)), plain);
+    assert_eq!(draw(Some(Centring { objects: &none, fraction: 1.0 })), plain);
+}
+
+#[test]
+fn centred_origins_hold_the_centre_and_stay_inside_the_volume() {
+    use qcanet_gpu::train::objects::centred_origin;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for _ in 0..500 {
+        let n = rng.random_range(5..60usize);
+        let region = rng.random_range(1..80usize);
+        let c = rng.random_range(0..n);
+        let o = centred_origin(c, region, n, &mut rng);
+        if region <= n {
+            assert!(o >= 0 && o as usize + region <= n, "origin {o} region {region} axis {n}");
+            assert!((o as usize..o as usize + region).contains(&c), "centre {c} outside {o}+{region}");
+        } else {
+            assert!(o <= 0 && o + region as isize >= n as isize, "origin {o} region {region} axis {n}");
+        }
+    }
+}
+
+#[test]
+fn object_patch_share_outside_0_1_is_refused() {
+    let c = TrainConfig { object_patches: 1.5, ..TrainConfig::default() };
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("object_patches"), "{e}");
+    assert!(TrainConfig { object_patches: 0.5, ..TrainConfig::default() }.validate().is_ok());
+}

@@ -92,6 +92,7 @@ fn small_nsn_learns_blobs() {
         steps_per_epoch: 25,
         loss: LossSpec::Ce { class_weights: vec![1.0, 1.0] },
         augment: Augment { flips: true, ..Augment::none() },
+        object_patches: 0.0,
         seed: 3,
         val_tile: 24,
         val_overlap: 0,

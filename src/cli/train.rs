@@ -117,6 +117,11 @@ pub struct Args {
     /// Switch off intensity augmentation (blur, gamma, gain, offset, noise; see `augment` in a --config file).
     #[arg(long)]
     no_intensity_augment: bool,
+    /// Share (0-1) of the training patches centred on an object of the targets (a nucleus, a marker), every object
+    /// of the training set equally likely, so the few small nuclei of late stages are seen as often as the rest
+    /// (default 0: every patch at a random position).
+    #[arg(long, value_name = "SHARE")]
+    object_patches: Option<f32>,
     #[arg(long)]
     seed: Option<u64>,
     /// Validation tile side (whole validation volumes are predicted in tiles; default 96).
@@ -254,6 +259,9 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if a.no_intensity_augment {
         c.augment = c.augment.intensity_off();
+    }
+    if let Some(f) = a.object_patches {
+        c.object_patches = f;
     }
     if a.freeze_bn {
         c.freeze_bn = true;

@@ -110,6 +110,12 @@ pub struct TrainConfig {
     /// Dilate the ground truth by this radius, never joining two objects (default 2 for NDN, else 0).
     pub dilate: Option<usize>,
     pub augment: Augment,
+    /// Share (0-1) of the training patches centred on an object of the
+    /// targets (a nucleus of `images_nsn/`, a marker of `images_ndn/`),
+    /// every object of the training set equally likely, so small objects of
+    /// a few volumes are seen as often as the rest
+    /// ([`super::objects::Objects`]); 0: every patch at a random position.
+    pub object_patches: f32,
     pub seed: u64,
     /// Validation tile side (whole volumes are predicted in tiles).
     pub val_tile: usize,
@@ -171,6 +177,7 @@ impl Default for TrainConfig {
             pixel_size: None,
             dilate: None,
             augment: Augment::default(),
+            object_patches: 0.0,
             seed: 0,
             val_tile: 96,
             val_overlap: 16,
@@ -284,6 +291,9 @@ impl TrainConfig {
             if !(p.is_finite() && p > 0.0) {
                 return bad(format!("pixel size {p} µm must be positive"));
             }
+        }
+        if !(0.0..=1.0).contains(&self.object_patches) {
+            return bad(format!("object_patches {} must be a share between 0 and 1", self.object_patches));
         }
         if let Err(e) = self.augment.validate() {
             return bad(e.to_string());

@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 
-use super::patch::{random_patch, Augment, Sample};
+use super::objects::Objects;
+use super::patch::{random_patch_near, Augment, Sample};
 use super::plot::EpochRecord;
 use super::validate::validate_sample;
 use crate::error::{Error, Result};
@@ -34,6 +35,10 @@ pub struct FitSettings {
     pub steps_per_epoch: usize,
     pub loss: LossSpec,
     pub augment: Augment,
+    /// Share of the training patches centred on an object of the targets,
+    /// every object of the training set equally likely ([`Objects`]; 0:
+    /// every patch at a random position).
+    pub object_patches: f32,
     pub seed: u64,
     /// Validation tile side and overlap (whole volumes predicted in tiles).
     pub val_tile: usize,
@@ -74,20 +79,42 @@ pub fn cosine_lr_at(lr: f32, lr_final: f32, t: f64) -> f32 {
     (lr_final as f64 + (lr as f64 - lr_final as f64) * c) as f32
 }
 
-/// A batch of random augmented patches: image (N,1,p,p,p), target (N,1,p,p,p).
+/// Where a batch's patches are cut: each at a random position, or a
+/// `fraction` of them (drawn per patch) centred on one of `objects`, every
+/// object equally likely ([`Objects`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Centring<'a> {
+    pub objects: &'a Objects,
+    pub fraction: f32,
+}
+
+/// A batch of random augmented patches: image (N,1,p,p,p), target
+/// (N,1,p,p,p). With `centring` (indexing `samples`), a share of them is
+/// centred on an object; without, every random number drawn is the same as
+/// before centring existed.
 pub fn random_batch(
     samples: &[Sample],
     patch: usize,
     batch: usize,
     aug: &Augment,
+    centring: Option<Centring>,
     rng: &mut impl Rng,
 ) -> (CpuTensor, CpuTensor) {
     let shape = Shape5::new(batch, 1, patch, patch, patch);
     let mut img = Vec::with_capacity(shape.numel());
     let mut tgt = Vec::with_capacity(shape.numel());
     for _ in 0..batch {
-        let s = &samples[rng.random_range(0..samples.len())];
-        let (i, t) = random_patch(s, [patch; 3], aug, rng);
+        let picked = match centring {
+            Some(c) if !c.objects.is_empty() && c.fraction > 0.0 && rng.random_bool(c.fraction.min(1.0) as f64) => {
+                c.objects.pick(rng)
+            }
+            _ => None,
+        };
+        let (s, centre) = match picked {
+            Some((si, c)) => (&samples[si], Some(c)),
+            None => (&samples[rng.random_range(0..samples.len())], None),
+        };
+        let (i, t) = random_patch_near(s, centre, [patch; 3], aug, rng);
         img.extend(i);
         tgt.extend(t);
     }
@@ -126,6 +153,18 @@ pub fn fit<B: Backend>(
     if patch != s.patch {
         log::info!("patch side {} rounded up to {patch} (a multiple of {m})", s.patch);
     }
+    let objects = (s.object_patches > 0.0).then(|| Objects::index(train));
+    if let Some(o) = &objects {
+        log::info!(
+            "{:.0} % of the patches centred on one of the {} objects of the training targets",
+            100.0 * s.object_patches.min(1.0),
+            o.len()
+        );
+        if o.is_empty() {
+            log::warn!("the training targets hold no object: every patch is at a random position");
+        }
+    }
+    let centring = objects.as_ref().map(|objects| Centring { objects, fraction: s.object_patches });
     let mut records = Vec::new();
     let started = Instant::now();
     let elapsed = || s.elapsed_before + started.elapsed();
@@ -147,7 +186,7 @@ pub fn fit<B: Backend>(
                 None => cosine_lr(s.lr, s.lr_final, global, s.epochs * s.steps_per_epoch),
             };
             B::set_lr(opt, lr)?;
-            let (x, t) = random_batch(train, patch, s.batch, &s.augment, &mut rng);
+            let (x, t) = random_batch(train, patch, s.batch, &s.augment, centring, &mut rng);
             let x = B::upload(cx, &x)?;
             let t = B::upload(cx, &t)?;
             let l = net.train_step(cx, &x, &t, &s.loss, opt)?;
@@ -183,7 +222,7 @@ pub fn fit<B: Backend>(
             let mut rng = epoch_rng(s.seed ^ 0xB4_7C_4E_0B, epoch);
             let plain = s.augment.intensity_off();
             let batches = (0..s.bn_recalibration).map(|_| {
-                let (x, _) = random_batch(train, patch, s.batch, &plain, &mut rng);
+                let (x, _) = random_batch(train, patch, s.batch, &plain, None, &mut rng);
                 B::upload(cx, &x)
             });
             let n = net.recalibrate_bn(cx, batches)?;

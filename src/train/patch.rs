@@ -219,6 +219,21 @@ pub fn gaussian_blur(data: &[f32], dims: [usize; 3], sigma: [f32; 3]) -> Vec<f32
 /// random flips and intensity augmentation of the image. Returns (image,
 /// target) values.
 pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl Rng) -> (Vec<f32>, Vec<f32>) {
+    random_patch_near(s, None, patch, aug, rng)
+}
+
+/// [`random_patch`], centred on voxel `centre` (z, y, x) of the sample
+/// when one is given: the region the patch is cut from holds it, moved off
+/// the patch's centre by up to a quarter of the region at random
+/// ([`super::objects::centred_origin`]). Without a centre it draws the
+/// same random numbers as before centring existed.
+pub fn random_patch_near(
+    s: &Sample,
+    centre: Option<[usize; 3]>,
+    patch: [usize; 3],
+    aug: &Augment,
+    rng: &mut impl Rng,
+) -> (Vec<f32>, Vec<f32>) {
     // Scale: nuclei `f` times their size in the stack (a region 1/f the
     // patch's, resampled to it); the acquisition's z step scales with them.
     let f = if aug.zoom > 0.0 {
@@ -234,7 +249,10 @@ pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl
     for a in 0..3 {
         let n = s.image.dims[a] as i64;
         let p = region[a] as i64;
-        origin[a] = if n >= p { rng.random_range(0..=n - p) } else { rng.random_range(n - p..=0) } as isize;
+        origin[a] = match centre {
+            Some(c) => super::objects::centred_origin(c[a], region[a], s.image.dims[a], rng),
+            None => (if n >= p { rng.random_range(0..=n - p) } else { rng.random_range(n - p..=0) }) as isize,
+        };
         flip[a] = aug.flips && rng.random_bool(0.5);
     }
     let scale = uniform(rng, aug.brightness[0], aug.brightness[1]);

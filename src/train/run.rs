@@ -347,6 +347,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         steps_per_epoch: cfg.steps_per_epoch,
         loss: cfg.loss_spec()?,
         augment: cfg.augment.clone(),
+        object_patches: cfg.object_patches,
         seed: cfg.seed,
         val_tile: cfg.val_tile,
         val_overlap: cfg.val_overlap,
