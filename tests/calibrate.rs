@@ -2,7 +2,7 @@
 //! hand-made probabilities with known answers.
 
 use qcanet_gpu::infer::calibrate::{search, trial, CalibrationVolume};
-use qcanet_gpu::metrics::instances::{score_instances, InstanceTruth, InstanceValidation, Role};
+use qcanet_gpu::metrics::instances::{best_setting, score_instances, InstanceTruth, InstanceValidation, Role, Setting};
 use qcanet_gpu::postprocess::InstanceOptions;
 
 const DIMS: [usize; 3] = [12, 20, 28];
@@ -56,6 +56,29 @@ fn volume(fg: f32, bg_det: f32) -> CalibrationVolume {
     CalibrationVolume { name: "v".into(), dims: DIMS, voxel_um: [1.0; 3], nsn, ndn, labels }
 }
 
+/// The detection probability of each nucleus falls from 0.99 at its centre
+/// by 0.02 per voxel, so the two blobs touch at about 0.9: at any threshold
+/// of the grid they are one marker and the nuclei merge. Their summits
+/// stand about 0.09 above the saddle: a dynamic of 0.05 splits them, 0.2
+/// keeps only one.
+fn touching_centres() -> CalibrationVolume {
+    let mut v = volume(0.9, 0.05);
+    let labels = truth();
+    for z in 0..DIMS[0] {
+        for y in 0..DIMS[1] {
+            for x in 0..DIMS[2] {
+                let i = (z * DIMS[1] + y) * DIMS[2] + x;
+                if labels[i] > 0 {
+                    let cx = if labels[i] == 1 { 9.5 } else { 18.5 };
+                    let d = ((z as f64 - 6.0).powi(2) + (y as f64 - 10.0).powi(2) + (x as f64 - cx).powi(2)).sqrt();
+                    v.ndn[i] = (0.99 - 0.02 * d) as f32;
+                }
+            }
+        }
+    }
+    v
+}
+
 #[test]
 fn instance_scores_of_a_perfect_pair_and_of_swapped_roles() {
     let v = volume(0.9, 0.05);
@@ -64,25 +87,30 @@ fn instance_scores_of_a_perfect_pair_and_of_swapped_roles() {
     let seg: Vec<u8> = v.nsn.iter().map(|&p| (p > 0.5) as u8).collect();
     let t =
         InstanceTruth { name: "v".into(), dims: DIMS, voxel_um: [1.0; 3], labels: v.labels.clone(), partner: markers };
-    let iv = InstanceValidation { volumes: vec![], role: Role::Segmentation, threshold: 0.5, options: opts };
-    let s = score_instances(&v.nsn, DIMS, &t, &iv).unwrap();
+    let iv = InstanceValidation {
+        volumes: vec![],
+        role: Role::Segmentation,
+        settings: vec![Setting::at(0.5)],
+        options: opts,
+    };
+    let s = score_instances(&v.nsn, DIMS, &t, &iv).unwrap()[0];
     assert_eq!((s.predicted, s.truth), (2, 2));
     assert_eq!(s.f1, 1.0);
     assert!(s.seg > 0.8 && s.iou > 0.99, "{s:?}");
     // The same pair from the detection side gives the same scores.
     let t2 = InstanceTruth { partner: seg, ..t.clone() };
     let iv2 = InstanceValidation { role: Role::Detection, ..iv.clone() };
-    let s2 = score_instances(&v.ndn, DIMS, &t2, &iv2).unwrap();
+    let s2 = score_instances(&v.ndn, DIMS, &t2, &iv2).unwrap()[0];
     assert_eq!((s2.predicted, s2.f1), (2, 1.0));
     assert!((s2.seg - s.seg).abs() < 1e-12);
     // One marker only: the two nuclei merge into one object that matches at most one.
     let one: Vec<u8> = t.partner.iter().enumerate().map(|(i, &m)| m * u8::from(i % DIMS[2] < 14)).collect();
-    let s3 = score_instances(&v.nsn, DIMS, &InstanceTruth { partner: one, ..t.clone() }, &iv).unwrap();
+    let s3 = score_instances(&v.nsn, DIMS, &InstanceTruth { partner: one, ..t.clone() }, &iv).unwrap()[0];
     assert_eq!(s3.predicted, 1);
     assert!(s3.f1 < 1.0 && s3.f1 > 0.0, "{s3:?}");
     // No marker at all: no nuclei, F1 0 (not an error).
     let none = vec![0u8; t.partner.len()];
-    let s4 = score_instances(&v.nsn, DIMS, &InstanceTruth { partner: none, ..t.clone() }, &iv).unwrap();
+    let s4 = score_instances(&v.nsn, DIMS, &InstanceTruth { partner: none, ..t.clone() }, &iv).unwrap()[0];
     assert_eq!((s4.predicted, s4.f1), (0, 0.0));
     // A prediction on a z-interpolated grid is brought back to the labels' depth.
     let deep: Vec<f32> = (0..2 * DIMS[0])
@@ -91,7 +119,7 @@ fn instance_scores_of_a_perfect_pair_and_of_swapped_roles() {
             v.nsn[k..k + DIMS[1] * DIMS[2]].to_vec()
         })
         .collect();
-    let s5 = score_instances(&deep, [2 * DIMS[0], DIMS[1], DIMS[2]], &t, &iv).unwrap();
+    let s5 = score_instances(&deep, [2 * DIMS[0], DIMS[1], DIMS[2]], &t, &iv).unwrap()[0];
     assert_eq!(s5.f1, 1.0);
 }
 
@@ -120,26 +148,7 @@ fn calibration_finds_the_thresholds_that_recover_the_nuclei() {
 
 #[test]
 fn calibration_finds_the_marker_dynamic_that_splits_touching_centres() {
-    // The detection probability of each nucleus falls from 0.99 at its centre
-    // by 0.02 per voxel, so the two blobs touch at about 0.9: at any threshold
-    // of the grid they are one marker and the nuclei merge. Their summits
-    // stand about 0.09 above the saddle: a dynamic of 0.05 splits them, 0.2
-    // keeps only one.
-    let mut v = volume(0.9, 0.05);
-    let labels = truth();
-    for z in 0..DIMS[0] {
-        for y in 0..DIMS[1] {
-            for x in 0..DIMS[2] {
-                let i = (z * DIMS[1] + y) * DIMS[2] + x;
-                if labels[i] > 0 {
-                    let cx = if labels[i] == 1 { 9.5 } else { 18.5 };
-                    let d = ((z as f64 - 6.0).powi(2) + (y as f64 - 10.0).powi(2) + (x as f64 - cx).powi(2)).sqrt();
-                    v.ndn[i] = (0.99 - 0.02 * d) as f32;
-                }
-            }
-        }
-    }
-    let vols = vec![v];
+    let vols = vec![touching_centres()];
     let opts = InstanceOptions::default();
     let grid = [0.3, 0.5, 0.7];
     for t in grid {
@@ -154,4 +163,60 @@ fn calibration_finds_the_marker_dynamic_that_splits_touching_centres() {
     assert_eq!((best.nsn, best.ndn), (0.5, 0.5), "nearest 0.5 among equals: {best:?}");
     assert!(search(&vols, &grid, &[], &opts).is_err());
     assert!(search(&vols, &grid, &[1.0], &opts).unwrap_err().to_string().contains("dynamic"));
+}
+
+#[test]
+fn validation_grid_scores_each_setting_as_calibration_does_and_ranks_them_alike() {
+    // Training an NDN against a fixed NSN mask: each (threshold, dynamic) of
+    // the grid, scored in one call, equals calibration's trial at the same
+    // setting, and the best is the one calibration picks.
+    let v = touching_centres();
+    let opts = InstanceOptions::default();
+    let seg: Vec<u8> = v.nsn.iter().map(|&p| (p > 0.5) as u8).collect();
+    let t = InstanceTruth { name: "v".into(), dims: DIMS, voxel_um: [1.0; 3], labels: v.labels.clone(), partner: seg };
+    let settings = Setting::grid(Role::Detection, &[0.3, 0.5, 0.7], &[0.0, 0.05, 0.2]).unwrap();
+    assert_eq!(settings.len(), 9);
+    assert_eq!((settings[1].threshold, settings[1].dynamic), (0.3, 0.05), "thresholds outer, dynamics inner");
+    let iv = InstanceValidation { volumes: vec![], role: Role::Detection, settings: settings.clone(), options: opts };
+    let scores = score_instances(&v.ndn, DIMS, &t, &iv).unwrap();
+    assert_eq!(scores.len(), 9);
+    let vols = vec![v];
+    for (s, q) in settings.iter().zip(&scores) {
+        let c = trial(&vols, 0.5, s.threshold, s.dynamic, &opts).unwrap();
+        assert_eq!((q.f1, q.seg, q.iou), (c.f1, c.seg, c.iou), "{s:?}");
+    }
+    let means: Vec<(f64, f64)> = scores.iter().map(|q| (q.f1, q.seg)).collect();
+    let b = best_setting(&settings, &means).unwrap();
+    let (cal, _) = search(&vols, &[0.3, 0.5, 0.7], &[0.0, 0.05, 0.2], &opts).unwrap();
+    assert_eq!((settings[b].threshold, settings[b].dynamic), (cal.ndn, cal.dynamic));
+    assert_eq!((settings[b].threshold, settings[b].dynamic, scores[b].f1), (0.5, 0.05, 1.0));
+
+    // A segmentation's grid has thresholds only; a dynamic for it is refused,
+    // as are thresholds outside (0, 1) and an empty grid.
+    let g = Setting::grid(Role::Segmentation, &[0.4, 0.6], &[0.0, 0.1]).unwrap();
+    assert_eq!(g, vec![Setting::at(0.4), Setting::at(0.6)]);
+    let bad = InstanceValidation {
+        role: Role::Segmentation,
+        settings: vec![Setting { threshold: 0.5, dynamic: 0.1 }],
+        ..iv.clone()
+    };
+    assert!(score_instances(&vols[0].nsn, DIMS, &t, &bad).unwrap_err().to_string().contains("dynamic"));
+    assert!(Setting::grid(Role::Detection, &[1.0], &[0.0]).unwrap_err().to_string().contains("between 0 and 1"));
+    assert!(Setting::grid(Role::Detection, &[0.5], &[-0.1]).unwrap_err().to_string().contains("dynamic"));
+    assert!(Setting::grid(Role::Detection, &[], &[0.0]).is_err());
+    assert!(score_instances(&vols[0].ndn, DIMS, &t, &InstanceValidation { settings: vec![], ..iv }).is_err());
+}
+
+#[test]
+fn best_setting_ranks_f1_then_seg_then_thresholds_near_half_then_small_dynamics() {
+    let s = |t: f32, h: f32| Setting { threshold: t, dynamic: h };
+    let settings = [s(0.3, 0.0), s(0.5, 0.1), s(0.6, 0.0), s(0.5, 0.0), s(0.7, 0.2)];
+    // F1 first, whatever the SEG.
+    assert_eq!(best_setting(&settings, &[(0.8, 0.9), (0.9, 0.1), (0.85, 0.9), (0.7, 0.9), (0.6, 0.9)]), Some(1));
+    // Equal F1: SEG.
+    assert_eq!(best_setting(&settings, &[(0.9, 0.5), (0.9, 0.4), (0.9, 0.6), (0.9, 0.5), (0.9, 0.5)]), Some(2));
+    // Equal F1 and SEG: nearer 0.5, then the smaller dynamic.
+    assert_eq!(best_setting(&settings, &[(0.9, 0.5); 5]), Some(3));
+    assert_eq!(best_setting(&settings[..3], &[(0.9, 0.5); 3]), Some(1));
+    assert_eq!(best_setting(&[], &[]), None);
 }

@@ -267,6 +267,8 @@ fn plot_is_written() {
             val_f1: 0.1 * e as f64,
             val_seg: 0.08 * e as f64,
             val_inst_iou: 0.2 * e as f64,
+            val_threshold: 0.5,
+            val_dynamic: 0.1,
             seconds: 1.0,
         })
         .collect();
@@ -287,6 +289,8 @@ fn best_epoch_is_chosen_by_marker_f1_then_iou() {
         val_f1: f64::NAN,
         val_seg: f64::NAN,
         val_inst_iou: f64::NAN,
+        val_threshold: f64::NAN,
+        val_dynamic: f64::NAN,
         seconds: 1.0,
     };
     assert!(r(0.5, 0.2).beats(None));

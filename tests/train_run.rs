@@ -196,6 +196,14 @@ fn ndn_runs_score_marker_detection_and_old_logs_still_read() {
     std::fs::write(&old, "epoch,step,train_loss,val_loss,val_iou,seconds\n1,2,0.5,0.4,0.3,1.00\n").unwrap();
     let r = read_log(&old).unwrap();
     assert!(r[0].val_detection.is_nan() && (r[0].val_iou - 0.3).abs() < 1e-12, "{r:?}");
+    // One with the instance columns but not the chosen setting's.
+    std::fs::write(
+        &old,
+        "epoch,step,train_loss,val_loss,val_iou,seconds,val_detection_f1,val_f1,val_seg,val_inst_iou\n1,2,0.5,0.4,0.3,1.00,0.6,0.7,0.8,0.9\n",
+    )
+    .unwrap();
+    let r = read_log(&old).unwrap();
+    assert!((r[0].val_seg - 0.8).abs() < 1e-12 && r[0].val_threshold.is_nan(), "{r:?}");
 }
 
 /// The dataset above plus `labels_instance/` (one nucleus per volume).
@@ -257,6 +265,22 @@ fn fine_tuning_starts_from_the_file_and_validates_by_instances() {
     assert_eq!(r.key(), (r.val_f1, r.val_seg), "instance F1 ranks epochs");
     let log = read_log(&out.join(LOG)).unwrap();
     assert_eq!(log[0].val_f1.to_bits(), r.val_f1.to_bits(), "the log keeps the instance columns");
+    // Scored at the best threshold of the grid (an NSN: no dynamic), which
+    // the log and the kept checkpoint record.
+    let grid = TrainConfig::default().val_thresholds;
+    assert!(grid.iter().any(|&t| (t as f64 - r.val_threshold).abs() < 1e-6), "{r:?}");
+    assert_eq!(r.val_dynamic, 0.0);
+    assert!((log[0].val_threshold - r.val_threshold).abs() < 1e-6);
+    let kept = Network::load(ctx, &out.join(BEST)).unwrap();
+    assert_eq!(kept.meta.threshold, Some(r.val_threshold as f32));
+    assert_eq!(kept.meta.marker_dynamic, None, "an NSN records no dynamic");
+    // Validated at one threshold: scored and recorded at it.
+    let one = d.path().join("ft1");
+    let s1 =
+        run(ctx, &TrainConfig { out: Some(one.clone()), val_thresholds: vec![0.7], ..ft.clone() }, false, false, false)
+            .unwrap();
+    assert_eq!(s1.records[0].val_threshold, 0.7f32 as f64);
+    assert_eq!(Network::load(ctx, &one.join(BEST)).unwrap().meta.threshold, Some(0.7));
     let a = Network::load(ctx, &nsn0.join(LAST)).unwrap().net.params_to_host(ctx).unwrap();
     let b = Network::load(ctx, &out.join(LAST)).unwrap().net.params_to_host(ctx).unwrap();
     for (x, y) in a.iter().zip(&b) {
@@ -266,6 +290,8 @@ fn fine_tuning_starts_from_the_file_and_validates_by_instances() {
 
     // Refusals, each naming the problem.
     let e = |c: TrainConfig| run(ctx, &c, false, true, false).unwrap_err().to_string();
+    let msg = e(TrainConfig { val_thresholds: vec![0.5, 1.2], ..ft.clone() });
+    assert!(msg.contains("validation grid") && msg.contains("1.2"), "{msg}");
     let msg = e(TrainConfig { depth: Some(2), ..ft.clone() });
     assert!(msg.contains("depth") && msg.contains("--init"), "{msg}");
     let msg = e(TrainConfig { val_partner: Some(nsn0.join(BEST)), ..ft.clone() });

@@ -6,6 +6,7 @@ use anyhow::Context;
 use qcanet_gpu::infer::calibrate::{predict, search};
 use qcanet_gpu::infer::pipeline::SegmentOptions;
 use qcanet_gpu::infer::predictors::{load_averaged, stage, weights_path};
+use qcanet_gpu::metrics::instances::{DEFAULT_DYNAMICS, DEFAULT_THRESHOLDS};
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::train::dataset::{names_of, read_instance_labels};
 
@@ -28,13 +29,13 @@ pub struct Args {
     /// File listing the volumes to calibrate on (default DATA/split_list/validation.txt).
     #[arg(long)]
     list: Option<PathBuf>,
-    /// Thresholds to try, comma-separated, each strictly between 0 and 1.
-    #[arg(long, default_value = "0.2,0.3,0.4,0.5,0.6,0.7,0.8")]
-    thresholds: String,
+    /// Thresholds to try, comma-separated, each strictly between 0 and 1 [default: 0.2,0.3,0.4,0.5,0.6,0.7,0.8].
+    #[arg(long)]
+    thresholds: Option<String>,
     /// Dynamics of the NDN's markers to try with each pair, comma-separated, in [0, 1) (0: every component
-    /// above the threshold is a marker, as the original QCANet).
-    #[arg(long, default_value = "0,0.05,0.1,0.2")]
-    dynamics: String,
+    /// above the threshold is a marker, as the original QCANet) [default: 0,0.05,0.1,0.2].
+    #[arg(long)]
+    dynamics: Option<String>,
     /// Tile side for prediction, as `infer --tile`.
     #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_TILE)]
     tile: usize,
@@ -53,16 +54,14 @@ pub struct Args {
 }
 
 pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
-    let grid: Vec<f32> = a
-        .thresholds
-        .split(',')
-        .map(|t| t.trim().parse::<f32>().map_err(|_| anyhow::anyhow!("--thresholds: '{t}' is not a number")))
-        .collect::<anyhow::Result<_>>()?;
-    let dynamics: Vec<f32> = a
-        .dynamics
-        .split(',')
-        .map(|t| t.trim().parse::<f32>().map_err(|_| anyhow::anyhow!("--dynamics: '{t}' is not a number")))
-        .collect::<anyhow::Result<_>>()?;
+    let grid = match &a.thresholds {
+        Some(s) => super::numbers(s, "--thresholds")?,
+        None => DEFAULT_THRESHOLDS.to_vec(),
+    };
+    let dynamics = match &a.dynamics {
+        Some(s) => super::numbers(s, "--dynamics")?,
+        None => DEFAULT_DYNAMICS.to_vec(),
+    };
     let names = names_of(&a.data, "validation", a.list.as_deref())?;
     let paths = |given: &[PathBuf], file: &str| -> anyhow::Result<Vec<PathBuf>> {
         if given.is_empty() {

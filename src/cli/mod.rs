@@ -52,3 +52,12 @@ impl Global {
         Ok(ctx)
     }
 }
+
+/// Numbers separated by commas (or spaces), e.g. "0.2,0.3"; `what` names the
+/// setting in the error.
+pub fn numbers<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<Vec<T>> {
+    s.split([',', ' '])
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| p.trim().parse::<T>().map_err(|_| anyhow::anyhow!("{what}: '{p}' is not a number")))
+        .collect()
+}

@@ -130,6 +130,14 @@ pub struct Args {
     /// Overlap of validation tiles (default 16).
     #[arg(long)]
     val_overlap: Option<usize>,
+    /// With --val-partner: the trained network's thresholds tried each epoch, comma-separated; the epoch is scored
+    /// at the best, which the kept checkpoint records for `infer` (default 0.2,0.3,...,0.8, calibrate's grid).
+    #[arg(long)]
+    val_thresholds: Option<String>,
+    /// With --val-partner, training an NDN: its markers' dynamics tried with each threshold (default 0,0.05,0.1,0.2;
+    /// 0 alone: plain components above the threshold).
+    #[arg(long)]
+    val_dynamics: Option<String>,
     /// Re-estimate batch-norm statistics from this many random training batches (flips only, no intensity
     /// augmentation: the images inference sees) before each validation (default 16; 0: off).
     #[arg(long)]
@@ -149,11 +157,7 @@ pub struct Args {
 }
 
 fn pair<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<[T; 2]> {
-    let v: Vec<T> = s
-        .split([',', ' '])
-        .filter(|p| !p.is_empty())
-        .map(|p| p.trim().parse::<T>().map_err(|_| anyhow::anyhow!("{what}: '{p}' is not a number")))
-        .collect::<anyhow::Result<_>>()?;
+    let v: Vec<T> = super::numbers(s, what)?;
     let n = v.len();
     v.try_into().map_err(|_| anyhow::anyhow!("{what}: expected 2 values, got {n}"))
 }
@@ -259,6 +263,12 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if a.no_intensity_augment {
         c.augment = c.augment.intensity_off();
+    }
+    if let Some(v) = &a.val_thresholds {
+        c.val_thresholds = super::numbers(v, "--val-thresholds")?;
+    }
+    if let Some(v) = &a.val_dynamics {
+        c.val_dynamics = super::numbers(v, "--val-dynamics")?;
     }
     if let Some(f) = a.object_patches {
         c.object_patches = f;

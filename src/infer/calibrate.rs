@@ -13,7 +13,9 @@ use crate::progress::Progress;
 
 use crate::error::{Error, Result};
 use crate::io::Volume;
-use crate::metrics::instances::{score_instances, InstanceTruth, InstanceValidation, Role};
+use crate::metrics::instances::{
+    check_dynamic, score_instances, InstanceTruth, InstanceValidation, Ranking, Role, Setting,
+};
 use crate::postprocess::markers::{above_on, h_maxima};
 use crate::postprocess::InstanceOptions;
 
@@ -62,11 +64,20 @@ pub struct Trial {
 }
 
 impl Trial {
-    /// Whether `self` ranks above `other`: F1, then SEG, then the distance
-    /// of the thresholds from 0.5 (nearer wins), then the smaller dynamic.
+    /// Whether `self` ranks above `other` ([`Ranking`]: F1, then SEG, then
+    /// the distance of the thresholds from 0.5, nearer wins, then the
+    /// smaller dynamic).
     pub fn better_than(&self, other: &Trial) -> bool {
-        let d = |t: &Trial| (t.nsn - 0.5).abs() + (t.ndn - 0.5).abs();
-        (self.f1, self.seg, -d(self), -self.dynamic) > (other.f1, other.seg, -d(other), -other.dynamic)
+        self.ranking().ranks_above(&other.ranking())
+    }
+
+    fn ranking(&self) -> Ranking {
+        Ranking {
+            f1: self.f1,
+            seg: self.seg,
+            off_half: (self.nsn - 0.5).abs() + (self.ndn - 0.5).abs(),
+            dynamic: self.dynamic,
+        }
     }
 }
 
@@ -79,9 +90,7 @@ pub fn trial(vols: &[CalibrationVolume], nsn_t: f32, ndn_t: f32, h: f32, opts: &
 
 /// Each volume's h-maxima of the NDN's probability (None for `h = 0`).
 fn summits_of(vols: &[CalibrationVolume], h: f32, opts: &InstanceOptions) -> Result<Vec<Option<Vec<u8>>>> {
-    if !(h.is_finite() && (0.0..1.0).contains(&h)) {
-        return Err(Error::invalid(format!("marker dynamic {h}: dynamics must lie in [0, 1)")));
-    }
+    check_dynamic(h)?;
     Ok(vols.iter().map(|c| (h > 0.0).then(|| h_maxima(&c.ndn, c.dims, h, opts.marker_connectivity))).collect())
 }
 
@@ -96,7 +105,12 @@ fn trial_with(
     if vols.is_empty() {
         return Err(Error::invalid("calibration needs at least one volume"));
     }
-    let v = InstanceValidation { volumes: Vec::new(), role: Role::Segmentation, threshold: nsn_t, options: *opts };
+    let v = InstanceValidation {
+        volumes: Vec::new(),
+        role: Role::Segmentation,
+        settings: vec![Setting::at(nsn_t)],
+        options: *opts,
+    };
     let (mut f1, mut seg, mut iou) = (0.0, 0.0, 0.0);
     for (c, top) in vols.iter().zip(summits) {
         let partner = above_on(&c.ndn, ndn_t, top.as_deref());
@@ -107,7 +121,7 @@ fn trial_with(
             labels: c.labels.clone(),
             partner,
         };
-        let s = score_instances(&c.nsn, c.dims, &t, &v)?;
+        let s = score_instances(&c.nsn, c.dims, &t, &v)?[0];
         f1 += s.f1;
         seg += s.seg;
         iou += s.iou;
@@ -125,12 +139,8 @@ pub fn search(
     dynamics: &[f32],
     opts: &InstanceOptions,
 ) -> Result<(Trial, Vec<Trial>)> {
-    if let Some(t) = grid.iter().find(|t| !(t.is_finite() && **t > 0.0 && **t < 1.0)) {
-        return Err(Error::invalid(format!("threshold {t}: thresholds must lie strictly between 0 and 1")));
-    }
-    if dynamics.is_empty() {
-        return Err(Error::invalid("calibration needs at least one marker dynamic (0: plain components)"));
-    }
+    // The same ranges as training's validation grid (messages name the value).
+    Setting::grid(Role::Detection, grid, dynamics)?;
     let mut pairs = vec![(0.5f32, 0.5f32)];
     for &a in grid {
         for &b in grid {

@@ -3,7 +3,7 @@
 //! marker watershed, then the instance metrics against the ground truth.
 //! Used by training's validation and by threshold calibration.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Which network of the pair is being trained (the other is the partner).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +36,98 @@ pub struct InstanceTruth {
 pub struct InstanceValidation {
     pub volumes: Vec<InstanceTruth>,
     pub role: Role,
-    pub threshold: f32,
+    /// The settings of the trained network's side tried on every volume
+    /// (at least one).
+    pub settings: Vec<Setting>,
     pub options: crate::postprocess::InstanceOptions,
+}
+
+/// The thresholds `calibrate` and training's validation try by default.
+pub const DEFAULT_THRESHOLDS: [f32; 7] = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
+/// The dynamics of the markers they try by default (0: every component
+/// above the threshold is a marker, as the original QCANet).
+pub const DEFAULT_DYNAMICS: [f32; 4] = [0.0, 0.05, 0.1, 0.2];
+
+/// One setting of the trained network's side of the instance stage: its
+/// foreground threshold and, when it gives the markers, their dynamic
+/// (`postprocess::markers::h_maxima`; 0: plain components above the
+/// threshold). A segmentation has no dynamic.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Setting {
+    pub threshold: f32,
+    pub dynamic: f32,
+}
+
+impl Setting {
+    /// A threshold alone (dynamic 0).
+    pub fn at(threshold: f32) -> Setting {
+        Setting { threshold, dynamic: 0.0 }
+    }
+
+    /// Every threshold with every dynamic (a segmentation: the thresholds
+    /// alone), in that order; thresholds must lie strictly between 0 and 1,
+    /// dynamics in [0, 1).
+    pub fn grid(role: Role, thresholds: &[f32], dynamics: &[f32]) -> Result<Vec<Setting>> {
+        if let Some(t) = thresholds.iter().find(|t| !(t.is_finite() && **t > 0.0 && **t < 1.0)) {
+            return Err(Error::invalid(format!("threshold {t}: thresholds must lie strictly between 0 and 1")));
+        }
+        dynamics.iter().try_for_each(|&h| check_dynamic(h))?;
+        if thresholds.is_empty() {
+            return Err(Error::invalid("no threshold to try"));
+        }
+        let dynamics: &[f32] = match role {
+            Role::Segmentation => &[0.0],
+            Role::Detection if dynamics.is_empty() => return Err(Error::invalid("no marker dynamic to try")),
+            Role::Detection => dynamics,
+        };
+        Ok(thresholds
+            .iter()
+            .flat_map(|&t| dynamics.iter().map(move |&h| Setting { threshold: t, dynamic: h }))
+            .collect())
+    }
+}
+
+/// A marker dynamic must lie in [0, 1) (the error names the value).
+pub fn check_dynamic(h: f32) -> Result<()> {
+    if h.is_finite() && (0.0..1.0).contains(&h) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("marker dynamic {h}: dynamics must lie in [0, 1)")))
+    }
+}
+
+/// What ranks settings of the instance stage (mean scores over the
+/// choosing volumes), most important first: F1 at IoU 0.5, SEG, then the
+/// thresholds' distance from 0.5 (nearer wins), then the smaller dynamic.
+/// `calibrate` and training's validation both choose by it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ranking {
+    pub f1: f64,
+    pub seg: f64,
+    /// Sum of the thresholds' distances from 0.5.
+    pub off_half: f32,
+    pub dynamic: f32,
+}
+
+impl Ranking {
+    pub fn ranks_above(&self, other: &Ranking) -> bool {
+        (self.f1, self.seg, -self.off_half, -self.dynamic) > (other.f1, other.seg, -other.off_half, -other.dynamic)
+    }
+}
+
+/// The index of the best of `settings` by [`Ranking`], given each one's
+/// mean scores (F1, SEG), in the same order; the first of equals.
+pub fn best_setting(settings: &[Setting], means: &[(f64, f64)]) -> Option<usize> {
+    let rank = |i: usize| Ranking {
+        f1: means[i].0,
+        seg: means[i].1,
+        off_half: (settings[i].threshold - 0.5).abs(),
+        dynamic: settings[i].dynamic,
+    };
+    (0..settings.len().min(means.len())).fold(None, |best, i| match best {
+        Some(b) if !rank(i).ranks_above(&rank(b)) => Some(b),
+        _ => Some(i),
+    })
 }
 
 /// Instance scores of one volume.
@@ -54,38 +144,58 @@ pub struct InstanceScores {
 
 /// Scores the trained network's foreground probability `prob` (on the grid
 /// it was predicted on, `prob_dims`: the network's grid) through the
-/// instance stage with the partner's mask, as `infer` does: back to the
-/// input grid (nearest), threshold, marker watershed on the CPU reference
-/// (exact; ties on flood plateaus may differ from the GPU stage), then
-/// [`crate::metrics::evaluate`] against the labels. An empty segmentation or
-/// one without markers scores as no nuclei.
+/// instance stage with the partner's mask, as `infer` does, at each of
+/// `v.settings` (in order): back to the input grid (nearest), threshold
+/// (markers: on the summits of the given dynamic), marker watershed on the
+/// CPU reference (exact; ties on flood plateaus may differ from the GPU
+/// stage), then [`crate::metrics::evaluate`] against the labels. An empty
+/// segmentation or one without markers scores as no nuclei.
 pub fn score_instances(
     prob: &[f32],
     prob_dims: [usize; 3],
     t: &InstanceTruth,
     v: &InstanceValidation,
-) -> Result<InstanceScores> {
+) -> Result<Vec<InstanceScores>> {
+    use crate::postprocess::markers::{above_on, h_maxima};
     use crate::preprocess::{resample, Interp};
+    if v.settings.is_empty() {
+        return Err(Error::invalid("instance validation needs at least one setting"));
+    }
     let p = resample(prob.to_vec(), prob_dims, t.dims, Interp::Nearest);
-    let mine: Vec<u8> = p.iter().map(|&x| u8::from(x > v.threshold)).collect();
-    let (seg, det) = match v.role {
-        Role::Segmentation => (&mine, &t.partner),
-        Role::Detection => (&t.partner, &mine),
-    };
     let grid =
         crate::postprocess::Grid::new(t.dims, [t.voxel_um[2] as f32, t.voxel_um[1] as f32, t.voxel_um[0] as f32]);
-    let marked = seg.iter().zip(det.iter()).any(|(&s, &d)| s != 0 && d != 0);
-    let labels = if marked || (v.options.label_unmarked_components && seg.iter().any(|&s| s != 0)) {
-        crate::postprocess::reference_instances(seg, det, &grid, &v.options)?
-    } else {
-        vec![0; seg.len()]
-    };
-    let e = crate::metrics::evaluate(&labels, &t.labels, t.dims)?;
-    Ok(InstanceScores {
-        predicted: e.pred_objects,
-        truth: e.gt_objects,
-        f1: e.matching.f1,
-        seg: e.seg,
-        iou: e.foreground_iou,
-    })
+    // Each dynamic's summits once, for all its thresholds.
+    let mut summits: Vec<(f32, Vec<u8>)> = Vec::new();
+    let mut out = Vec::with_capacity(v.settings.len());
+    for s in &v.settings {
+        let h = s.dynamic;
+        check_dynamic(h)?;
+        if h > 0.0 && v.role == Role::Segmentation {
+            return Err(Error::invalid(format!("marker dynamic {h}: a segmentation has no markers")));
+        }
+        if h > 0.0 && !summits.iter().any(|(k, _)| *k == h) {
+            summits.push((h, h_maxima(&p, t.dims, h, v.options.marker_connectivity)));
+        }
+        let top = summits.iter().find(|(k, _)| *k == h).map(|(_, m)| m.as_slice());
+        let mine = above_on(&p, s.threshold, top);
+        let (seg, det) = match v.role {
+            Role::Segmentation => (&mine, &t.partner),
+            Role::Detection => (&t.partner, &mine),
+        };
+        let marked = seg.iter().zip(det.iter()).any(|(&s, &d)| s != 0 && d != 0);
+        let labels = if marked || (v.options.label_unmarked_components && seg.iter().any(|&s| s != 0)) {
+            crate::postprocess::reference_instances(seg, det, &grid, &v.options)?
+        } else {
+            vec![0; seg.len()]
+        };
+        let e = crate::metrics::evaluate(&labels, &t.labels, t.dims)?;
+        out.push(InstanceScores {
+            predicted: e.pred_objects,
+            truth: e.gt_objects,
+            f1: e.matching.f1,
+            seg: e.seg,
+            iou: e.foreground_iou,
+        });
+    }
+    Ok(out)
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::dataset::Target;
 use super::patch::Augment;
 use crate::error::{Error, Result};
+use crate::metrics::instances::{Role, Setting, DEFAULT_DYNAMICS, DEFAULT_THRESHOLDS};
 use crate::model::{Arch, LossSpec, NetConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -120,6 +121,15 @@ pub struct TrainConfig {
     /// Validation tile side (whole volumes are predicted in tiles).
     pub val_tile: usize,
     pub val_overlap: usize,
+    /// With `val_partner`: the trained network's thresholds tried on the
+    /// validation volumes each epoch, and (NDN) its markers' dynamics; the
+    /// epoch is scored at the best of them (mean F1, then SEG, as
+    /// `calibrate` ranks), and the kept checkpoint records that setting
+    /// (default: `calibrate`'s grid). Validated at one fixed threshold, a
+    /// network that learnt to be more or less confident is ranked by a
+    /// setting it will never be used at.
+    pub val_thresholds: Vec<f32>,
+    pub val_dynamics: Vec<f32>,
     /// Before each validation, re-estimate the batch-norm running statistics
     /// from this many random training batches, flips only, without intensity
     /// augmentation: the images inference sees ("precise BN"; 0: keep the
@@ -181,6 +191,8 @@ impl Default for TrainConfig {
             seed: 0,
             val_tile: 96,
             val_overlap: 16,
+            val_thresholds: DEFAULT_THRESHOLDS.to_vec(),
+            val_dynamics: DEFAULT_DYNAMICS.to_vec(),
             bn_recalibration: 16,
             freeze_bn: false,
             save_f16: true,
@@ -291,6 +303,10 @@ impl TrainConfig {
             if !(p.is_finite() && p > 0.0) {
                 return bad(format!("pixel size {p} µm must be positive"));
             }
+        }
+        let role = if self.model == Arch::Ndn { Role::Detection } else { Role::Segmentation };
+        if let Err(e) = Setting::grid(role, &self.val_thresholds, &self.val_dynamics) {
+            return bad(format!("validation grid: {e}"));
         }
         if !(0.0..=1.0).contains(&self.object_patches) {
             return bad(format!("object_patches {} must be a share between 0 and 1", self.object_patches));

@@ -9,7 +9,7 @@ use super::patch::{random_patch_near, Augment, Sample};
 use super::plot::EpochRecord;
 use super::validate::validate_sample;
 use crate::error::{Error, Result};
-use crate::metrics::instances::InstanceValidation;
+use crate::metrics::instances::{best_setting, InstanceScores, InstanceValidation, Setting};
 use crate::model::{Backend, LossSpec, Net};
 use crate::progress::Progress;
 use crate::tensor::{CpuTensor, Shape5};
@@ -121,6 +121,40 @@ pub fn random_batch(
     (CpuTensor::from_vec(shape, img), CpuTensor::from_vec(shape, tgt))
 }
 
+/// The validation volumes' instance scores at the best setting of the grid.
+#[derive(Clone, Debug)]
+pub struct InstanceMeans {
+    pub setting: Setting,
+    /// Means over the volumes at that setting.
+    pub f1: f64,
+    pub seg: f64,
+    pub iou: f64,
+    /// Each volume's scores at that setting.
+    pub per_volume: Vec<InstanceScores>,
+}
+
+/// The best setting by mean scores over the volumes ([`best_setting`]: F1,
+/// then SEG, as `calibrate` ranks), given each volume's scores at every
+/// setting of `settings`; None when there are no volumes or one was not
+/// scored.
+pub fn instance_means(scored: &[Option<Vec<InstanceScores>>], settings: &[Setting]) -> Option<InstanceMeans> {
+    let all: Vec<&Vec<InstanceScores>> = scored.iter().map(|v| v.as_ref()).collect::<Option<_>>()?;
+    if all.is_empty() || all.iter().any(|v| v.len() != settings.len()) {
+        return None;
+    }
+    let n = all.len() as f64;
+    let mean = |i: usize, f: fn(&InstanceScores) -> f64| all.iter().map(|v| f(&v[i])).sum::<f64>() / n;
+    let means: Vec<(f64, f64)> = (0..settings.len()).map(|i| (mean(i, |q| q.f1), mean(i, |q| q.seg))).collect();
+    let b = best_setting(settings, &means)?;
+    Some(InstanceMeans {
+        setting: settings[b],
+        f1: means[b].0,
+        seg: means[b].1,
+        iou: mean(b, |q| q.iou),
+        per_volume: all.iter().map(|v| v[b]).collect(),
+    })
+}
+
 /// The random generator of one epoch (so a resumed run continues the same
 /// sequence of patches).
 pub fn epoch_rng(seed: u64, epoch: usize) -> rand::rngs::StdRng {
@@ -229,7 +263,6 @@ pub fn fit<B: Backend>(
             log::debug!("epoch {epoch}: batch-norm statistics re-estimated from {n} batches");
         }
         let (mut vl, mut vi, mut vd) = (0.0, 0.0, 0.0);
-        let (mut f1, mut seg, mut iiou) = (0.0, 0.0, 0.0);
         if let Some(iv) = &s.instances {
             if iv.volumes.len() != val.len() {
                 return Err(Error::invalid(format!(
@@ -239,50 +272,53 @@ pub fn fit<B: Backend>(
                 )));
             }
         }
+        // Each volume's instance scores at every setting of the grid.
+        let mut scored: Vec<Option<Vec<InstanceScores>>> = Vec::with_capacity(val.len());
         for (k, v) in val.iter().enumerate() {
             let inst = s.instances.as_ref().map(|iv| (&iv.volumes[k], iv));
             let r = validate_sample(net, cx, v, s.val_tile.max(m), s.val_overlap, &s.loss, s.detection, inst)?;
             vl += r.loss;
             vi += r.iou;
             vd += r.detection.unwrap_or(f64::NAN);
-            match r.instances {
-                Some(q) => {
-                    log::info!(
-                        "  {}: {} of {} nuclei, F1 {:.3}, SEG {:.3}, IoU {:.3}",
-                        v.name,
-                        q.predicted,
-                        q.truth,
-                        q.f1,
-                        q.seg,
-                        q.iou
-                    );
-                    f1 += q.f1;
-                    seg += q.seg;
-                    iiou += q.iou;
-                }
-                None => {
-                    (f1, seg, iiou) = (f64::NAN, f64::NAN, f64::NAN);
-                }
+            scored.push(r.instances);
+        }
+        let inst = instance_means(&scored, s.instances.as_ref().map(|iv| iv.settings.as_slice()).unwrap_or(&[]));
+        if let Some(b) = &inst {
+            for (v, q) in val.iter().zip(&b.per_volume) {
+                log::info!(
+                    "  {}: {} of {} nuclei, F1 {:.3}, SEG {:.3}, IoU {:.3}",
+                    v.name,
+                    q.predicted,
+                    q.truth,
+                    q.f1,
+                    q.seg,
+                    q.iou
+                );
             }
         }
         let nv = val.len().max(1) as f64;
-        let some = !val.is_empty();
+        let nan = f64::NAN;
         let r = EpochRecord {
             epoch,
             step: (epoch - 1) * s.steps_per_epoch + steps,
             train_loss: loss_sum / steps as f64,
-            val_loss: if val.is_empty() { f64::NAN } else { vl / nv },
-            val_iou: if val.is_empty() { f64::NAN } else { vi / nv },
-            val_detection: if val.is_empty() { f64::NAN } else { vd / nv },
-            val_f1: if some { f1 / nv } else { f64::NAN },
-            val_seg: if some { seg / nv } else { f64::NAN },
-            val_inst_iou: if some { iiou / nv } else { f64::NAN },
+            val_loss: if val.is_empty() { nan } else { vl / nv },
+            val_iou: if val.is_empty() { nan } else { vi / nv },
+            val_detection: if val.is_empty() { nan } else { vd / nv },
+            val_f1: inst.as_ref().map_or(nan, |b| b.f1),
+            val_seg: inst.as_ref().map_or(nan, |b| b.seg),
+            val_inst_iou: inst.as_ref().map_or(nan, |b| b.iou),
+            val_threshold: inst.as_ref().map_or(nan, |b| b.setting.threshold as f64),
+            val_dynamic: inst.as_ref().map_or(nan, |b| b.setting.dynamic as f64),
             seconds: t0.elapsed().as_secs_f64(),
         };
         let mut det =
             if r.val_detection.is_finite() { format!(", marker F1 {:.4}", r.val_detection) } else { String::new() };
         if r.val_f1.is_finite() {
-            det += &format!(", instances: F1 {:.4}, SEG {:.4}, IoU {:.4}", r.val_f1, r.val_seg, r.val_inst_iou);
+            det += &format!(
+                ", instances: F1 {:.4}, SEG {:.4}, IoU {:.4} at threshold {:.2}, dynamic {:.2}",
+                r.val_f1, r.val_seg, r.val_inst_iou, r.val_threshold, r.val_dynamic
+            );
         }
         log::info!(
             "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val IoU {:.4}{det} ({:.1} s)",

@@ -25,6 +25,11 @@ pub struct EpochRecord {
     pub val_f1: f64,
     pub val_seg: f64,
     pub val_inst_iou: f64,
+    /// The trained network's threshold and (markers) dynamic at which the
+    /// instance scores above were best over the validation grid (NaN
+    /// without instance validation).
+    pub val_threshold: f64,
+    pub val_dynamic: f64,
     pub seconds: f64,
 }
 

@@ -11,7 +11,7 @@ use super::plot::{plot_curves, EpochRecord};
 use super::validate::predict_volume;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::metrics::instances::{InstanceTruth, InstanceValidation, Role};
+use crate::metrics::instances::{InstanceTruth, InstanceValidation, Role, Setting};
 use crate::model::weights::{read_weights, write_weights, WeightsMeta};
 use crate::model::{Gpu, Net};
 use crate::ops::optim;
@@ -82,10 +82,10 @@ pub fn optimizer_config(cfg: &TrainConfig) -> optim::OptimizerConfig {
 /// Writes the CSV log (all epochs so far) atomically.
 pub fn write_log(path: &Path, records: &[EpochRecord]) -> Result<()> {
     let mut s =
-        String::from("epoch,step,train_loss,val_loss,val_iou,seconds,val_detection_f1,val_f1,val_seg,val_inst_iou\n");
+        String::from("epoch,step,train_loss,val_loss,val_iou,seconds,val_detection_f1,val_f1,val_seg,val_inst_iou,val_threshold,val_dynamic\n");
     for r in records {
         s.push_str(&format!(
-            "{},{},{:.6},{:.6},{:.6},{:.2},{:.6},{:.6},{:.6},{:.6}\n",
+            "{},{},{:.6},{:.6},{:.6},{:.2},{:.6},{:.6},{:.6},{:.6},{:.3},{:.3}\n",
             r.epoch,
             r.step,
             r.train_loss,
@@ -95,21 +95,24 @@ pub fn write_log(path: &Path, records: &[EpochRecord]) -> Result<()> {
             r.val_detection,
             r.val_f1,
             r.val_seg,
-            r.val_inst_iou
+            r.val_inst_iou,
+            r.val_threshold,
+            r.val_dynamic
         ));
     }
     crate::model::safetensors_file::write_atomic(path, s.as_bytes())
 }
 
-/// Reads a CSV log written by [`write_log`] (also the 6- and 7-column logs
-/// of earlier versions, without the detection or instance columns).
+/// Reads a CSV log written by [`write_log`] (also the 6-, 7- and 10-column
+/// logs of earlier versions, without the detection, instance or chosen
+/// setting's columns).
 pub fn read_log(path: &Path) -> Result<Vec<EpochRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let bad = || Error::file(path, format!("line {}: not a training log line", i + 1));
-        if ![6, 7, 10].contains(&f.len()) {
+        if ![6, 7, 10, 12].contains(&f.len()) {
             return Err(bad());
         }
         let p = |s: &str| s.trim().parse::<f64>().map_err(|_| bad());
@@ -121,9 +124,11 @@ pub fn read_log(path: &Path) -> Result<Vec<EpochRecord>> {
             val_iou: p(f[4])?,
             seconds: p(f[5])?,
             val_detection: if f.len() >= 7 { p(f[6])? } else { f64::NAN },
-            val_f1: if f.len() == 10 { p(f[7])? } else { f64::NAN },
-            val_seg: if f.len() == 10 { p(f[8])? } else { f64::NAN },
-            val_inst_iou: if f.len() == 10 { p(f[9])? } else { f64::NAN },
+            val_f1: if f.len() >= 10 { p(f[7])? } else { f64::NAN },
+            val_seg: if f.len() >= 10 { p(f[8])? } else { f64::NAN },
+            val_inst_iou: if f.len() >= 10 { p(f[9])? } else { f64::NAN },
+            val_threshold: if f.len() == 12 { p(f[10])? } else { f64::NAN },
+            val_dynamic: if f.len() == 12 { p(f[11])? } else { f64::NAN },
         });
     }
     Ok(out)
@@ -379,6 +384,14 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         };
         let mut m = meta.clone();
         m.val_iou = r.val_iou.is_finite().then_some(r.val_iou as f32);
+        // The threshold (and marker dynamic) instance validation chose the
+        // epoch at, where `infer` reads them; `calibrate` may choose again.
+        if r.val_threshold.is_finite() {
+            m.threshold = Some(r.val_threshold as f32);
+            if cfg.target() == super::dataset::Target::Ndn {
+                m.marker_dynamic = Some(r.val_dynamic as f32);
+            }
+        }
         if improved {
             save_checkpoint(ctx, &out.join(BEST), &m, net, None, &info, false)?;
             if cfg.save_f16 {
@@ -492,7 +505,8 @@ fn instance_validation(
         );
         volumes.push(InstanceTruth { name: name.clone(), dims: raw.dims, voxel_um, labels: gt.labels, partner });
     }
-    Ok(InstanceValidation { volumes, role, threshold: 0.5, options: crate::postprocess::InstanceOptions::default() })
+    let settings = Setting::grid(role, &cfg.val_thresholds, &cfg.val_dynamics)?;
+    Ok(InstanceValidation { volumes, role, settings, options: crate::postprocess::InstanceOptions::default() })
 }
 
 fn dims_to_shape(dims: &[usize]) -> crate::tensor::Shape5 {

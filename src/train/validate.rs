@@ -79,7 +79,7 @@ pub fn predict_volume<B: Backend>(
 }
 
 /// Scores of one validation volume.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ValScores {
     /// Mean loss over tiles.
     pub loss: f64,
@@ -88,8 +88,9 @@ pub struct ValScores {
     /// Marker detection F1 (when asked for): the connected components
     /// (26-connected) of probability > 0.5 against those of the target.
     pub detection: Option<f64>,
-    /// Scores through the whole instance stage (with instance validation).
-    pub instances: Option<InstanceScores>,
+    /// Scores through the whole instance stage (with instance validation),
+    /// one per setting of [`InstanceValidation::settings`], in order.
+    pub instances: Option<Vec<InstanceScores>>,
 }
 
 /// Validation of one sample; with `detection`, also scores the prediction
