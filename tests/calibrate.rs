@@ -220,3 +220,11 @@ fn best_setting_ranks_f1_then_seg_then_thresholds_near_half_then_small_dynamics(
     assert_eq!(best_setting(&settings[..3], &[(0.9, 0.5); 3]), Some(1));
     assert_eq!(best_setting(&[], &[]), None);
 }
+
+#[test]
+fn in_parallel_returns_every_index_in_order() {
+    use qcanet_gpu::metrics::instances::in_parallel;
+    for n in [0usize, 1, 2, 37] {
+        assert_eq!(in_parallel(n, |i| i * i + 3), (0..n).map(|i| i * i + 3).collect::<Vec<_>>(), "n {n}");
+    }
+}

@@ -14,7 +14,7 @@ use crate::progress::Progress;
 use crate::error::{Error, Result};
 use crate::io::Volume;
 use crate::metrics::instances::{
-    check_dynamic, score_instances, InstanceTruth, InstanceValidation, Ranking, Role, Setting,
+    check_dynamic, in_parallel, score_instances, InstanceTruth, InstanceValidation, Ranking, Role, Setting,
 };
 use crate::postprocess::markers::{above_on, h_maxima};
 use crate::postprocess::InstanceOptions;
@@ -155,31 +155,11 @@ pub fn search(
     // The settings of one dynamic are independent: scored on all cores,
     // logged and ranked in grid order (the result does not depend on the
     // number of threads).
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(pairs.len()).max(1);
     for &h in dynamics {
         let summits = summits_of(vols, h, opts)?;
-        let mut scored: Vec<Option<Result<Trial>>> = (0..pairs.len()).map(|_| None).collect();
-        std::thread::scope(|sc| {
-            let summits = &summits;
-            let pairs = &pairs;
-            let handles: Vec<_> = (0..workers)
-                .map(|w| {
-                    sc.spawn(move || {
-                        (w..pairs.len())
-                            .step_by(workers)
-                            .map(|i| (i, trial_with(vols, pairs[i].0, pairs[i].1, h, summits, opts)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            for hd in handles {
-                for (i, r) in hd.join().expect("a calibration thread panicked") {
-                    scored[i] = Some(r);
-                }
-            }
-        });
+        let scored = in_parallel(pairs.len(), |i| trial_with(vols, pairs[i].0, pairs[i].1, h, &summits, opts));
         for (&(a, b), r) in pairs.iter().zip(scored) {
-            let r = r.expect("every setting scored")?;
+            let r = r?;
             log::info!(
                 "[{}/{total}] NSN {a:.2}, NDN {b:.2}, dynamic {h:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}",
                 all.len() + 1,

@@ -166,7 +166,6 @@ pub fn score_instances(
         crate::postprocess::Grid::new(t.dims, [t.voxel_um[2] as f32, t.voxel_um[1] as f32, t.voxel_um[0] as f32]);
     // Each dynamic's summits once, for all its thresholds.
     let mut summits: Vec<(f32, Vec<u8>)> = Vec::new();
-    let mut out = Vec::with_capacity(v.settings.len());
     for s in &v.settings {
         let h = s.dynamic;
         check_dynamic(h)?;
@@ -176,7 +175,9 @@ pub fn score_instances(
         if h > 0.0 && !summits.iter().any(|(k, _)| *k == h) {
             summits.push((h, h_maxima(&p, t.dims, h, v.options.marker_connectivity)));
         }
-        let top = summits.iter().find(|(k, _)| *k == h).map(|(_, m)| m.as_slice());
+    }
+    let score = |s: &Setting| -> Result<InstanceScores> {
+        let top = summits.iter().find(|(k, _)| *k == s.dynamic).map(|(_, m)| m.as_slice());
         let mine = above_on(&p, s.threshold, top);
         let (seg, det) = match v.role {
             Role::Segmentation => (&mine, &t.partner),
@@ -189,13 +190,33 @@ pub fn score_instances(
             vec![0; seg.len()]
         };
         let e = crate::metrics::evaluate(&labels, &t.labels, t.dims)?;
-        out.push(InstanceScores {
+        Ok(InstanceScores {
             predicted: e.pred_objects,
             truth: e.gt_objects,
             f1: e.matching.f1,
             seg: e.seg,
             iou: e.foreground_iou,
-        });
-    }
-    Ok(out)
+        })
+    };
+    // The settings are independent: scored on all cores.
+    in_parallel(v.settings.len(), |i| score(&v.settings[i])).into_iter().collect()
+}
+
+/// `f(0..n)` on all cores, in order (the result does not depend on the
+/// number of threads): each thread takes every k-th index.
+pub fn in_parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let workers = std::thread::available_parallelism().map_or(1, |c| c.get()).min(n).max(1);
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|sc| {
+        let f = &f;
+        let handles: Vec<_> = (0..workers)
+            .map(|w| sc.spawn(move || (w..n).step_by(workers).map(|i| (i, f(i))).collect::<Vec<_>>()))
+            .collect();
+        for h in handles {
+            for (i, r) in h.join().expect("a scoring thread panicked") {
+                out[i] = Some(r);
+            }
+        }
+    });
+    out.into_iter().map(|r| r.expect("every index computed")).collect()
 }
