@@ -200,6 +200,7 @@ pub fn fit<B: Backend>(
     }
     let centring = objects.as_ref().map(|objects| Centring { objects, fraction: s.object_patches });
     let mut records = Vec::new();
+    let mut edge_warned = false;
     let started = Instant::now();
     let elapsed = || s.elapsed_before + started.elapsed();
     let budget_spent = || s.time_budget.is_some_and(|b| elapsed() >= b);
@@ -283,6 +284,18 @@ pub fn fit<B: Backend>(
             scored.push(r.instances);
         }
         let inst = instance_means(&scored, s.instances.as_ref().map(|iv| iv.settings.as_slice()).unwrap_or(&[]));
+        if let (Some(b), Some(iv)) = (&inst, &s.instances) {
+            let t = iv.settings.iter().map(|x| x.threshold);
+            let (lo, hi) = (t.clone().fold(f32::INFINITY, f32::min), t.fold(f32::NEG_INFINITY, f32::max));
+            if lo < hi && (b.setting.threshold == lo || b.setting.threshold == hi) && !edge_warned {
+                edge_warned = true;
+                log::warn!(
+                    "epoch {epoch}: the best validation threshold, {:.2}, is the grid's {}: a wider --val-thresholds may score higher",
+                    b.setting.threshold,
+                    if b.setting.threshold == hi { "highest" } else { "lowest" }
+                );
+            }
+        }
         if let Some(b) = &inst {
             for (v, q) in val.iter().zip(&b.per_volume) {
                 log::info!(
