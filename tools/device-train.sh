@@ -117,9 +117,10 @@ echo "choosing volumes: $(tr '\n' ' ' < "$work/val.txt")"
 # from F1 0.91 to 0.52 on synthetic stacks, so it was not adopted. Seed 11:
 # neither tools/device-choose.sh's synthetic check (seed 7) nor the tests'
 # embryos (seed 5). The data folder becomes a tree of links to both.
-# (2026-12-05, twelfth session, lavapipe: the `ndn` run below, trained from
-# scratch with these 30 stacks mixed in, matched 54 of 58 on that synthetic
-# check, against the bundled pair's 50; weights/README.md.)
+# (2026-12-05, twelfth session, lavapipe: the `ndn` run below at 48^3 for
+# 105 min, trained from scratch with these 30 stacks mixed in, matched 54 of
+# 58 on that synthetic check beside the bundled NSN, against the bundled
+# pair's 50; weights/README.md.)
 syn_n=${SYNTH_TRAIN-${SMOKE:+2}}
 syn_n=${syn_n:-30}
 if [ "$syn_n" -gt 0 ]; then
