@@ -104,3 +104,17 @@ fn marker_detection_counts_one_marker_per_object() {
     assert_eq!(metrics::marker_detection(&metrics::overlaps(&none, &gt).unwrap()).f1(), 0.0);
     assert_eq!(metrics::marker_detection(&metrics::overlaps(&none, &none).unwrap()).f1(), 1.0);
 }
+
+#[test]
+fn grid_edge_names_the_end_a_choice_sits_on() {
+    use qcanet_gpu::metrics::instances::{grid_edge, DEFAULT_THRESHOLDS};
+    assert_eq!(grid_edge(0.8, &DEFAULT_THRESHOLDS), Some("highest"));
+    assert_eq!(grid_edge(0.2, &DEFAULT_THRESHOLDS), Some("lowest"));
+    assert_eq!(grid_edge(0.5, &DEFAULT_THRESHOLDS), None);
+    // Order does not matter; a grid of one value (or one value repeated) has no edge.
+    assert_eq!(grid_edge(0.35, &[0.6, 0.35, 0.45]), Some("lowest"));
+    assert_eq!(grid_edge(0.6, &[0.6, 0.35, 0.45]), Some("highest"));
+    assert_eq!(grid_edge(0.5, &[0.5]), None);
+    assert_eq!(grid_edge(0.5, &[0.5, 0.5]), None);
+    assert_eq!(grid_edge(0.5, &[]), None);
+}

@@ -6,7 +6,7 @@ use anyhow::Context;
 use qcanet_gpu::infer::calibrate::{predict, search};
 use qcanet_gpu::infer::pipeline::SegmentOptions;
 use qcanet_gpu::infer::predictors::{load_averaged, stage, weights_path};
-use qcanet_gpu::metrics::instances::{DEFAULT_DYNAMICS, DEFAULT_THRESHOLDS};
+use qcanet_gpu::metrics::instances::{grid_edge, DEFAULT_DYNAMICS, DEFAULT_THRESHOLDS};
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::train::dataset::{names_of, read_instance_labels};
 
@@ -117,6 +117,16 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     nsn.save_f16(&ctx, &outs[0])?;
     ndn.save_f16(&ctx, &outs[1])?;
     qcanet_gpu::model::safetensors_file::write_atomic(&outs[2], csv.as_bytes())?;
+    // A best value on the grid's edge may be beaten beyond it (a dynamic of 0 is the natural floor).
+    for (what, v, g, flag) in
+        [("NSN threshold", best.nsn, &grid, "--thresholds"), ("NDN threshold", best.ndn, &grid, "--thresholds")]
+            .into_iter()
+            .chain([("marker dynamic", best.dynamic, &dynamics, "--dynamics")].into_iter().filter(|d| d.1 > 0.0))
+    {
+        if let Some(edge) = grid_edge(v, g) {
+            log::warn!("the chosen {what}, {v:.2}, is the grid's {edge}: a wider {flag} may score higher");
+        }
+    }
     let first = all[0];
     println!(
         "{} volumes; at 0.5/0.5: F1 {:.4}, SEG {:.4}, IoU {:.4}\nchosen NSN {:.2}, NDN {:.2}, marker dynamic {:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}\nwrote {}, {}, {}",

@@ -87,6 +87,25 @@ impl Setting {
     }
 }
 
+/// Where `value` lies on the edge of the grid it was chosen from: "highest"
+/// or "lowest" when it is the grid's largest or smallest of at least two
+/// distinct values, else `None`. A best setting on an edge may be beaten by
+/// one beyond the grid (training's validation and `calibrate` both warn).
+pub fn grid_edge(value: f32, grid: &[f32]) -> Option<&'static str> {
+    let lo = grid.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = grid.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if lo >= hi {
+        // Fewer than two distinct values (an empty grid folds to lo = inf > hi = -inf).
+        None
+    } else if value == hi {
+        Some("highest")
+    } else if value == lo {
+        Some("lowest")
+    } else {
+        None
+    }
+}
+
 /// A marker dynamic must lie in [0, 1) (the error names the value).
 pub fn check_dynamic(h: f32) -> Result<()> {
     if h.is_finite() && (0.0..1.0).contains(&h) {

@@ -285,14 +285,12 @@ pub fn fit<B: Backend>(
         }
         let inst = instance_means(&scored, s.instances.as_ref().map(|iv| iv.settings.as_slice()).unwrap_or(&[]));
         if let (Some(b), Some(iv)) = (&inst, &s.instances) {
-            let t = iv.settings.iter().map(|x| x.threshold);
-            let (lo, hi) = (t.clone().fold(f32::INFINITY, f32::min), t.fold(f32::NEG_INFINITY, f32::max));
-            if lo < hi && (b.setting.threshold == lo || b.setting.threshold == hi) && !edge_warned {
+            let t: Vec<f32> = iv.settings.iter().map(|x| x.threshold).collect();
+            if let Some(edge) = crate::metrics::instances::grid_edge(b.setting.threshold, &t).filter(|_| !edge_warned) {
                 edge_warned = true;
                 log::warn!(
-                    "epoch {epoch}: the best validation threshold, {:.2}, is the grid's {}: a wider --val-thresholds may score higher",
-                    b.setting.threshold,
-                    if b.setting.threshold == hi { "highest" } else { "lowest" }
+                    "epoch {epoch}: the best validation threshold, {:.2}, is the grid's {edge}: a wider --val-thresholds may score higher",
+                    b.setting.threshold
                 );
             }
         }
