@@ -182,6 +182,9 @@ join() { [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"; pids=(); }
 ft=(--lr 3e-4 --lr-final 3e-6)
 scratch=(--lr 1e-3 --lr-final 1e-5)
 side run nsn-ft --model nsn --init weights/nsn.safetensors --class-weights 1,4 --val-partner weights/ndn.safetensors "${ft[@]}"
+# (2026-12-05, thirteenth session, lavapipe: the `nsn` run at 48^3 for 95 min,
+# 1,000 steps, matched the bundled pair's F1 beside the bundled NDN but drew
+# tighter masks, SEG 0.723 against 0.738; weights/README.md.)
 side run nsn --model nsn --depth 2 --base 16 --kernel 3 --class-weights 1,4 --val-partner weights/ndn.safetensors \
   "${scratch[@]}"
 # The NDN runs' list: the training list, then its crowded volumes (t401-t501) twice more.
