@@ -118,11 +118,12 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     ndn.save_f16(&ctx, &outs[1])?;
     qcanet_gpu::model::safetensors_file::write_atomic(&outs[2], csv.as_bytes())?;
     // A best value on the grid's edge may be beaten beyond it (a dynamic of 0 is the natural floor).
-    for (what, v, g, flag) in
-        [("NSN threshold", best.nsn, &grid, "--thresholds"), ("NDN threshold", best.ndn, &grid, "--thresholds")]
-            .into_iter()
-            .chain([("marker dynamic", best.dynamic, &dynamics, "--dynamics")].into_iter().filter(|d| d.1 > 0.0))
-    {
+    let mut chosen =
+        vec![("NSN threshold", best.nsn, &grid, "--thresholds"), ("NDN threshold", best.ndn, &grid, "--thresholds")];
+    if best.dynamic > 0.0 {
+        chosen.push(("marker dynamic", best.dynamic, &dynamics, "--dynamics"));
+    }
+    for (what, v, g, flag) in chosen {
         if let Some(edge) = grid_edge(v, g) {
             log::warn!("the chosen {what}, {v:.2}, is the grid's {edge}: a wider {flag} may score higher");
         }

@@ -284,9 +284,9 @@ pub fn fit<B: Backend>(
             scored.push(r.instances);
         }
         let inst = instance_means(&scored, s.instances.as_ref().map(|iv| iv.settings.as_slice()).unwrap_or(&[]));
-        if let (Some(b), Some(iv)) = (&inst, &s.instances) {
+        if let (Some(b), Some(iv), false) = (&inst, &s.instances, edge_warned) {
             let t: Vec<f32> = iv.settings.iter().map(|x| x.threshold).collect();
-            if let Some(edge) = crate::metrics::instances::grid_edge(b.setting.threshold, &t).filter(|_| !edge_warned) {
+            if let Some(edge) = crate::metrics::instances::grid_edge(b.setting.threshold, &t) {
                 edge_warned = true;
                 log::warn!(
                     "epoch {epoch}: the best validation threshold, {:.2}, is the grid's {edge}: a wider --val-thresholds may score higher",
