@@ -7,7 +7,9 @@ use qcanet_gpu::preprocess::reflect_index as reflect;
 use qcanet_gpu::preprocess::{NetGrid, Normalization};
 use qcanet_gpu::train::config::TrainConfig;
 use qcanet_gpu::train::dataset::{load_split, DataOptions, Target};
-use qcanet_gpu::train::patch::{acquisition_noise, dilate, extract, random_patch, reacquire_z, Augment, Sample, Vol};
+use qcanet_gpu::train::patch::{
+    acquisition_noise, depth_ramp, dilate, dilate_within, extract, random_patch, reacquire_z, Augment, Sample, Vol,
+};
 use qcanet_gpu::train::{plot_curves, tile_starts, EpochRecord};
 use rand::{Rng, SeedableRng};
 
@@ -20,6 +22,7 @@ fn opts() -> DataOptions {
         grid: NetGrid { pixel_um: 0.8, isotropic: true },
         normalization: Normalization::Percentile { low: 1.0, high: 99.8 },
         dilate: 0,
+        dilate_within_nuclei: false,
     }
 }
 
@@ -150,9 +153,21 @@ fn unknown_config_key_is_named() {
     assert_eq!(c.patch, 32);
     assert_eq!(c.net_config().unwrap().depth, 4);
     assert_eq!(c.dilate_radius(), 2);
+    // Settings added later keep an older file's meaning: an augment table
+    // without depth_ramp has none (a new run's default has 0.5), and the
+    // markers dilate across nuclei as before.
+    assert_eq!(c.augment.depth_ramp, 0.0);
+    assert_eq!(TrainConfig::default().augment.depth_ramp, 0.5);
+    assert!(!c.dilate_within_nuclei);
     // Round trip of the effective config.
     let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
     assert_eq!(back, c);
+    // Dilating within nuclei without a dilation is refused by name.
+    std::fs::write(&p, "model = \"nsn\"\ndilate_within_nuclei = true\n").unwrap();
+    let c = TrainConfig::from_toml_file(&p).unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("dilate_within_nuclei"), "{e}");
+    assert!(TrainConfig { dilate: Some(2), ..c }.validate().is_ok());
 }
 
 #[test]
@@ -241,6 +256,137 @@ fn dilation_never_joins_two_objects() {
     for r in 1..=3 {
         assert_eq!(count(&dilate(&vol, r)), k, "radius {r}");
     }
+}
+
+#[test]
+fn dilation_within_nuclei_never_grows_a_marker_into_another_nucleus() {
+    use qcanet_gpu::postprocess::{ccl, Connectivity};
+    let dims = [13, 15, 19];
+    let n = dims.iter().product::<usize>();
+    let pos = |i: usize| [i / (dims[1] * dims[2]), (i / dims[2]) % dims[1], i % dims[2]];
+    let d2 = |a: [usize; 3], b: [usize; 3]| (0..3).map(|k| (a[k] as i64 - b[k] as i64).pow(2)).sum::<i64>();
+    let objects = |v: &Vol| {
+        let m: Vec<u8> = v.data.iter().map(|&x| (x > 0.5) as u8).collect();
+        ccl::reference::label(&m, dims, Connectivity::TwentySix)
+    };
+    // A large nucleus (label 7, radius 5 around (6, 7, 6)) and a small one
+    // beside it (label 3, radius 2 around (6, 7, 12)), each with a one-voxel
+    // marker at its centre: dilated by 3 without the labels, the small
+    // nucleus's marker reaches into the large one; with them, never.
+    let mut nuclei = vec![0u32; n];
+    let mut v = vec![0f32; n];
+    for (i, l) in nuclei.iter_mut().enumerate() {
+        if d2(pos(i), [6, 7, 12]) <= 4 {
+            *l = 3;
+        } else if d2(pos(i), [6, 7, 6]) <= 25 {
+            *l = 7;
+        }
+    }
+    let at = |p: [usize; 3]| (p[0] * dims[1] + p[1]) * dims[2] + p[2];
+    v[at([6, 7, 6])] = 1.0;
+    v[at([6, 7, 12])] = 1.0;
+    let vol = Vol::new(dims, v.clone()).unwrap();
+    let small_in_large =
+        |d: &Vol| (0..n).filter(|&i| d.data[i] == 1.0 && nuclei[i] == 7 && d2(pos(i), [6, 7, 12]) <= 9).count();
+    assert!(small_in_large(&dilate(&vol, 3)) > 0, "the plain dilation should reach into the large nucleus");
+    let d = dilate_within(&vol, 3, &nuclei).unwrap();
+    assert_eq!(small_in_large(&d), 0, "the small nucleus's marker grew into the large one");
+    // It still grows into its own nucleus and the background around it.
+    assert!((0..n).any(|i| d.data[i] == 1.0 && nuclei[i] == 3 && v[i] == 0.0));
+    assert!((0..n).any(|i| d.data[i] == 1.0 && nuclei[i] == 0 && d2(pos(i), [6, 7, 12]) <= 9));
+    // Random labels and markers: the markers stay as many, each keeps its
+    // voxels, each grown voxel lies within the radius of its own object and
+    // in background or that object's nucleus (the label most of its voxels
+    // lie in); with every label 0 it is the plain dilation.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for trial in 0..6 {
+        let centres: Vec<[usize; 3]> = (0..8)
+            .map(|_| [rng.random_range(0..dims[0]), rng.random_range(0..dims[1]), rng.random_range(0..dims[2])])
+            .collect();
+        let nuclei: Vec<u32> = (0..n)
+            .map(|i| {
+                let (k, dd) =
+                    centres.iter().enumerate().map(|(k, &c)| (k, d2(pos(i), c))).min_by_key(|&(_, dd)| dd).unwrap();
+                if dd <= 12 {
+                    k as u32 + 1
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut v = vec![0f32; n];
+        for _ in 0..20 {
+            v[rng.random_range(0..n)] = 1.0;
+        }
+        let vol = Vol::new(dims, v.clone()).unwrap();
+        let (before, k) = objects(&vol);
+        for r in 1..=3 {
+            let d = dilate_within(&vol, r, &nuclei).unwrap();
+            let (_, k2) = objects(&d);
+            assert_eq!(k2, k, "trial {trial}, radius {r}: markers joined or lost");
+            assert!(
+                v.iter().zip(&d.data).all(|(&a, &b)| a == 0.0 || b == 1.0),
+                "trial {trial}, radius {r}: a marker voxel lost"
+            );
+            // Each object's own nucleus, by majority of its voxels (ties: the lower label).
+            let own = |id: u32| {
+                let mut c = std::collections::BTreeMap::new();
+                (0..n)
+                    .filter(|&i| before[i] == id && nuclei[i] != 0)
+                    .for_each(|i| *c.entry(nuclei[i]).or_insert(0) += 1);
+                c.iter().max_by_key(|(l, c)| (**c, std::cmp::Reverse(**l))).map_or(0, |(l, _)| *l)
+            };
+            let owns: Vec<u32> = (0..=k).map(own).collect();
+            for i in (0..n).filter(|&i| d.data[i] == 1.0 && v[i] == 0.0) {
+                // The object it belongs to: the nearest marker voxel's.
+                let (id, dd) = (0..n)
+                    .filter(|&j| before[j] != 0)
+                    .map(|j| (before[j], d2(pos(i), pos(j))))
+                    .min_by_key(|&(_, dd)| dd)
+                    .unwrap();
+                assert!(dd <= (r * r) as i64, "trial {trial}, radius {r}: voxel {i} beyond the radius");
+                let mine = (0..n).filter(|&j| before[j] != 0 && d2(pos(i), pos(j)) <= (r * r) as i64).any(|j| {
+                    let o = owns[before[j] as usize];
+                    nuclei[i] == 0 || nuclei[i] == o
+                });
+                assert!(
+                    mine,
+                    "trial {trial}, radius {r}: voxel {i} (nucleus {}) grown from object {id} into another nucleus",
+                    nuclei[i]
+                );
+            }
+            assert_eq!(
+                dilate_within(&vol, r, &vec![0; n]).unwrap(),
+                dilate(&vol, r),
+                "trial {trial}, radius {r}: no labels"
+            );
+        }
+    }
+    assert!(dilate_within(&vol, 3, &nuclei[1..]).unwrap_err().to_string().contains("instance labels"));
+}
+
+#[test]
+fn dilation_within_nuclei_reads_labels_instance_and_names_it_when_missing() {
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    let o = DataOptions { target: Target::Ndn, dilate: 2, dilate_within_nuclei: true, ..opts() };
+    let e = load_split(d.path(), "train", &o).expect_err("labels_instance/ is missing").to_string();
+    assert!(e.contains("labels_instance/a.tif") && e.contains("instance labels missing"), "{e}");
+    // With labels only under the markers (each marker voxel a nucleus of
+    // its own), no marker can grow into another's nucleus that it would
+    // not have reached anyway: read, resampled with the image and equal to
+    // the plain dilation.
+    std::fs::create_dir_all(d.path().join("labels_instance")).unwrap();
+    let labels: Vec<u16> = gt().iter().enumerate().map(|(i, &g)| if g > 0 { (i % 50 + 1) as u16 } else { 0 }).collect();
+    io::write_u16(&d.path().join("labels_instance/a.tif"), DIMS, &labels, None).unwrap();
+    let within = load_split(d.path(), "train", &o).unwrap();
+    let plain = load_split(d.path(), "train", &DataOptions { dilate_within_nuclei: false, ..o.clone() }).unwrap();
+    assert_eq!(within[0].target.dims, [12, 10, 12]);
+    assert_eq!(within[0].target, plain[0].target);
+    // Labels of another shape are refused by name.
+    io::write_u16(&d.path().join("labels_instance/a.tif"), [6, 10, 11], &vec![1u16; 660], None).unwrap();
+    let e = load_split(d.path(), "train", &o).expect_err("shape").to_string();
+    assert!(e.contains("labels_instance/a.tif") && e.contains("[6, 10, 11]"), "{e}");
 }
 
 #[test]
@@ -510,6 +656,53 @@ fn coarser_z_reacquisition_keeps_linear_profiles_and_column_ranges() {
     assert!((8..=32).contains(&changed), "{changed} of 40 patches re-acquired");
     let e = Augment { coarser_z: -0.1, ..Augment::none() }.validate().unwrap_err().to_string();
     assert!(e.contains("coarser_z"), "{e}");
+}
+
+#[test]
+fn depth_ramp_scales_each_slice_by_a_log_linear_factor_within_its_range() {
+    let dims = [9, 3, 4];
+    let plane = dims[1] * dims[2];
+    let n = dims[0] * plane;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let img: Vec<f32> = (0..n).map(|_| rng.random_range(0.1..2.0)).collect();
+    // The function: slice z multiplied by exp(g (z/8 - 1/2)) exactly.
+    let mut r = img.clone();
+    depth_ramp(&mut r, dims, 0.7);
+    for (i, (&a, &b)) in r.iter().zip(&img).enumerate() {
+        let want = b as f64 * (0.7 * ((i / plane) as f64 / 8.0 - 0.5)).exp();
+        assert!((a as f64 - want).abs() < 1e-5 * want.abs(), "voxel {i}: {a} != {want}");
+    }
+    // In random_patch (no flips, zoom or other augmentation): the ratio to
+    // the image is one factor per slice, log-linear in z, with the first
+    // and last slices at most 1 + depth_ramp apart, both ways over the
+    // draws; the target never changes; a bad setting is refused by name.
+    let tgt: Vec<f32> = (0..n).map(|i| (i % 5) as f32).collect();
+    let s = sample(dims, img.clone(), tgt.clone(), 1.0);
+    let aug = Augment { depth_ramp: 0.5, ..Augment::none() };
+    let (mut up, mut down) = (0, 0);
+    for _ in 0..60 {
+        let (i, t) = random_patch(&s, dims, &aug, &mut rng);
+        assert_eq!(t, tgt);
+        let logs: Vec<f64> = (0..dims[0])
+            .map(|z| {
+                let f: Vec<f64> = (0..plane).map(|p| (i[z * plane + p] / img[z * plane + p]) as f64).collect();
+                assert!(f.iter().all(|&v| (v - f[0]).abs() < 1e-5 * f[0]), "slice {z}: factors differ {f:?}");
+                f[0].ln()
+            })
+            .collect();
+        let g = logs[dims[0] - 1] - logs[0];
+        assert!(g.abs() <= 1.5f64.ln() + 1e-5, "ramp {g}");
+        assert!(logs[dims[0] / 2].abs() < 1e-5, "middle slice scaled by {}", logs[dims[0] / 2]);
+        for (z, l) in logs.iter().enumerate() {
+            assert!((l - g * (z as f64 / 8.0 - 0.5)).abs() < 1e-5, "slice {z}: log factor {l}, ramp {g}");
+        }
+        up += (g > 0.05) as usize;
+        down += (g < -0.05) as usize;
+    }
+    assert!(up >= 10 && down >= 10, "ramps up {up}, down {down} of 60");
+    assert!(aug.shifts_intensity() && !aug.intensity_off().shifts_intensity());
+    let e = Augment { depth_ramp: -0.2, ..Augment::none() }.validate().unwrap_err().to_string();
+    assert!(e.contains("depth_ramp"), "{e}");
 }
 
 #[test]

@@ -46,9 +46,11 @@
 # peer; then packed again. (The cooperative-matrix conv ran on the seventh
 # session's H200: correct, slower than the f32 tiles; benches/RESULTS.md.)
 #
-# Augmentation is train's default (flips, gain, gamma, offset, noise, blur, coarser z steps and,
-# since 2026-12-04's ninth session, scale: augment.zoom 0.25, patches cut from regions up to 1.25x
-# smaller or larger), on the 0.8 um grid every stack is resampled to (preprocess::NetGrid).
+# Augmentation is train's default (flips, gain, gamma, offset, noise, blur, coarser z steps,
+# since 2026-12-04's ninth session scale: augment.zoom 0.25, patches cut from regions up to 1.25x
+# smaller or larger, and since 2026-12-05's fourteenth session a brightness ramp along z:
+# augment.depth_ramp 0.5, one end of a patch up to 1.5x the other, as depth fades the signal),
+# on the 0.8 um grid every stack is resampled to (preprocess::NetGrid).
 # Settings (environment): TRAIN_MIN=6 PATCH=64 BATCH=2 STEPS=60 EPOCHS=40 (a maximum)
 #   SYNTH_TRAIN=30 synthetic embryos added to the training list (2 with SMOKE; 0: BBBC050 alone)
 #   (6 minutes of training: with set-up, data loading and the last validation
@@ -130,6 +132,9 @@ if [ "$syn_n" -gt 0 ]; then
   cp -rs "$data/." "$work/mixed/"
   chmod -R u+w "$work/mixed" # (the folders copy the data's modes; links are left alone)
   for sub in images_raw images_nsn images_ndn; do cp -s "$work/synth/$sub/"*.tif "$work/mixed/$sub/"; done
+  # synth's instance labels (images_labels/) where train --dilate-within-nuclei reads them
+  mkdir -p "$work/mixed/labels_instance"
+  cp -s "$work/synth/images_labels/"*.tif "$work/mixed/labels_instance/"
   (cd "$work/synth/images_raw" && ls -- *.tif) >> "$work/train.txt"
   data=$work/mixed
   echo "training on $(grep -c . "$work/train.txt") volumes, $syn_n of them synthetic (synth --seed 11 --nuclei 2..64)"

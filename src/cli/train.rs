@@ -114,7 +114,11 @@ pub struct Args {
     /// Dilate the ground truth by this many voxels, never joining two objects (default 2 for ndn, else 0; see `train::patch::dilate`).
     #[arg(long)]
     dilate: Option<usize>,
-    /// Switch off intensity augmentation (blur, gamma, gain, offset, noise; see `augment` in a --config file).
+    /// Dilate each marker only into background and its own nucleus, never into another (reads DATA/labels_instance/
+    /// for every volume; see `train::patch::dilate_within`): small nuclei's targets stay off their large neighbours.
+    #[arg(long)]
+    dilate_within_nuclei: bool,
+    /// Switch off intensity augmentation (blur, gamma, gain, depth ramp, offset, noise; see `augment` in a --config file).
     #[arg(long)]
     no_intensity_augment: bool,
     /// Share (0-1) of the training patches centred on an object of the targets (a nucleus, a marker), every object
@@ -217,6 +221,9 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if a.dilate.is_some() {
         c.dilate = a.dilate;
+    }
+    if a.dilate_within_nuclei {
+        c.dilate_within_nuclei = true;
     }
     if a.pos_weight.is_some() {
         c.pos_weight = a.pos_weight;

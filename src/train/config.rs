@@ -110,6 +110,10 @@ pub struct TrainConfig {
     pub pixel_size: Option<f64>,
     /// Dilate the ground truth by this radius, never joining two objects (default 2 for NDN, else 0).
     pub dilate: Option<usize>,
+    /// Dilate markers only into background and their own nucleus, never
+    /// into another (`labels_instance/` read for every volume; see
+    /// [`super::patch::dilate_within`]).
+    pub dilate_within_nuclei: bool,
     pub augment: Augment,
     /// Share (0-1) of the training patches centred on an object of the
     /// targets (a nucleus of `images_nsn/`, a marker of `images_ndn/`),
@@ -186,6 +190,7 @@ impl Default for TrainConfig {
             isotropic: true,
             pixel_size: None,
             dilate: None,
+            dilate_within_nuclei: false,
             augment: Augment::default(),
             object_patches: 0.0,
             seed: 0,
@@ -307,6 +312,11 @@ impl TrainConfig {
         let role = if self.model == Arch::Ndn { Role::Detection } else { Role::Segmentation };
         if let Err(e) = Setting::grid(role, &self.val_thresholds, &self.val_dynamics) {
             return bad(format!("validation grid: {e}"));
+        }
+        if self.dilate_within_nuclei && self.dilate_radius() == 0 {
+            return bad(
+                "dilate_within_nuclei needs a dilation (--dilate N, N >= 1): there is nothing to keep within".into()
+            );
         }
         if !(0.0..=1.0).contains(&self.object_patches) {
             return bad(format!("object_patches {} must be a share between 0 and 1", self.object_patches));

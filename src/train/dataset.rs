@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::patch::{dilate, Sample, Vol};
+use super::patch::{dilate, dilate_within, Sample, Vol};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::preprocess::{self, Interp, NetGrid, Normalization};
@@ -42,6 +42,10 @@ pub struct DataOptions {
     pub normalization: Normalization,
     /// Dilate the ground truth by a ball of this radius (voxels; NDN markers), never joining two objects ([`super::patch::dilate`]).
     pub dilate: usize,
+    /// Dilate within the nuclei: no marker grows into another nucleus
+    /// ([`super::patch::dilate_within`]); the instance labels are read from
+    /// `DIR/labels_instance/NAME`.
+    pub dilate_within_nuclei: bool,
 }
 
 /// The names listed in `DIR/split_list/{split}.txt`.
@@ -82,14 +86,19 @@ pub fn load_split(dir: &Path, split: &str, o: &DataOptions) -> Result<Vec<Sample
 
 /// Loads the named images with their ground truth, prepared per `o`.
 pub fn load_names(dir: &Path, names: &[String], o: &DataOptions) -> Result<Vec<Sample>> {
+    let within = o.dilate > 0 && o.dilate_within_nuclei;
     names
         .iter()
-        .map(|name| load_pair(&dir.join("images_raw").join(name), &dir.join(o.target.folder()).join(name), o))
+        .map(|name| {
+            let nuclei = within.then(|| dir.join("labels_instance").join(name));
+            load_pair(&dir.join("images_raw").join(name), &dir.join(o.target.folder()).join(name), nuclei.as_deref(), o)
+        })
         .collect()
 }
 
-/// Reads an image and its ground truth and prepares them.
-pub fn load_pair(raw_path: &Path, gt_path: &Path, o: &DataOptions) -> Result<Sample> {
+/// Reads an image and its ground truth and prepares them; `nuclei_path`
+/// names the instance labels the dilation stays within, when it should.
+pub fn load_pair(raw_path: &Path, gt_path: &Path, nuclei_path: Option<&Path>, o: &DataOptions) -> Result<Sample> {
     if !raw_path.exists() {
         return Err(Error::file(raw_path, "image listed in the split list does not exist"));
     }
@@ -112,8 +121,32 @@ pub fn load_pair(raw_path: &Path, gt_path: &Path, o: &DataOptions) -> Result<Sam
         ));
     }
     let target = binarize(gt_path, &gt.data)?;
+    let nuclei = match nuclei_path {
+        None => None,
+        Some(p) => {
+            if !p.exists() {
+                return Err(Error::file(
+                    p,
+                    "instance labels missing: dilating the markers within their nuclei needs labels_instance/ for every image",
+                ));
+            }
+            let l = crate::metrics::read_labels(p, crate::postprocess::Connectivity::TwentySix)?;
+            if l.dims != raw.dims {
+                return Err(Error::file(
+                    p,
+                    format!(
+                        "instance labels are {:?} (z, y, x) but the image {} is {:?}",
+                        l.dims,
+                        raw_path.display(),
+                        raw.dims
+                    ),
+                ));
+            }
+            Some(l.labels)
+        }
+    };
     let voxel = raw.voxel_um.unwrap_or(o.voxel_um);
-    prepare(raw_path, raw.dims, raw.data, target, voxel, o)
+    prepare(raw_path, raw.dims, raw.data, target, nuclei, voxel, o)
 }
 
 /// Ground truth as 0/1: it must hold 0 and at most one other value.
@@ -142,22 +175,32 @@ pub fn binarize(path: &Path, data: &[f32]) -> Result<Vec<f32>> {
     Ok(data.iter().map(|&v| if v != 0.0 { 1.0 } else { 0.0 }).collect())
 }
 
-/// Resampling to the network's grid, normalisation and dilation.
+/// Resampling to the network's grid, normalisation and dilation (within
+/// the `nuclei`, instance labels on the image's grid, when given).
 pub fn prepare(
     path: &Path,
     dims: [usize; 3],
     image: Vec<f32>,
     mut target: Vec<f32>,
+    nuclei: Option<Vec<u32>>,
     voxel_um: [f64; 3],
     o: &DataOptions,
 ) -> Result<Sample> {
     let d0 = dims[0];
     let image = prepare_image(dims, image, voxel_um, o.grid, o.normalization)?;
     target = preprocess::resample(target, dims, image.dims, Interp::Nearest);
+    // Labels as f32 are exact below 2^24; nearest resampling only copies them.
+    let nuclei = nuclei.map(|n| {
+        let f = preprocess::resample(n.iter().map(|&l| l as f32).collect(), dims, image.dims, Interp::Nearest);
+        f.iter().map(|&l| l as u32).collect::<Vec<u32>>()
+    });
     let dims = image.dims;
     let mut t = Vol::new(dims, target)?;
     if o.dilate > 0 {
-        t = dilate(&t, o.dilate);
+        t = match nuclei {
+            Some(n) => dilate_within(&t, o.dilate, &n)?,
+            None => dilate(&t, o.dilate),
+        };
     }
     let z_step = dims[0] as f32 / d0 as f32;
     Ok(Sample { name: display_name(path), image, target: t, z_step })

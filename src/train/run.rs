@@ -226,6 +226,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         grid,
         normalization: normalization(&cfg),
         dilate: cfg.dilate_radius(),
+        dilate_within_nuclei: cfg.dilate_within_nuclei,
     };
     let train_names = names_of(&data, "train", cfg.train_list.as_deref())?;
     let val_names = names_of(&data, "validation", cfg.val_list.as_deref())?;
@@ -247,6 +248,13 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             format!("{} … {}", train[0].name, train[train.len() - 1].name)
         }
     );
+    if opts.dilate > 0 {
+        log::info!(
+            "targets dilated by {} voxels, never joining two objects{}",
+            opts.dilate,
+            if opts.dilate_within_nuclei { ", each within its own nucleus (labels_instance/)" } else { "" }
+        );
+    }
     let net_cfg = match &init {
         Some((p, w)) => init_config(&cfg, p, w)?,
         None => cfg.net_config()?,
