@@ -108,7 +108,8 @@ fn marker_detection_counts_one_marker_per_object() {
 #[test]
 fn grid_edge_names_the_end_a_choice_sits_on() {
     use qcanet_gpu::metrics::instances::{grid_edge, DEFAULT_THRESHOLDS};
-    assert_eq!(grid_edge(0.8, &DEFAULT_THRESHOLDS), Some("highest"));
+    assert_eq!(grid_edge(0.9, &DEFAULT_THRESHOLDS), Some("highest"));
+    assert_eq!(grid_edge(0.8, &DEFAULT_THRESHOLDS), None);
     assert_eq!(grid_edge(0.2, &DEFAULT_THRESHOLDS), Some("lowest"));
     assert_eq!(grid_edge(0.5, &DEFAULT_THRESHOLDS), None);
     // Order does not matter; a grid of one value (or one value repeated) has no edge.

@@ -29,11 +29,11 @@ pub struct Args {
     /// File listing the volumes to calibrate on (default DATA/split_list/validation.txt).
     #[arg(long)]
     list: Option<PathBuf>,
-    /// Thresholds to try, comma-separated, each strictly between 0 and 1 [default: 0.2,0.3,0.4,0.5,0.6,0.7,0.8].
+    /// Thresholds to try, comma-separated, each strictly between 0 and 1 [default: 0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9].
     #[arg(long)]
     thresholds: Option<String>,
     /// Dynamics of the NDN's markers to try with each pair, comma-separated, in [0, 1) (0: every component
-    /// above the threshold is a marker, as the original QCANet) [default: 0,0.05,0.1,0.2].
+    /// above the threshold is a marker, as the original QCANet) [default: 0,0.05,0.1,0.2,0.3].
     #[arg(long)]
     dynamics: Option<String>,
     /// Tile side for prediction, as `infer --tile`.

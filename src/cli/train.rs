@@ -135,10 +135,10 @@ pub struct Args {
     #[arg(long)]
     val_overlap: Option<usize>,
     /// With --val-partner: the trained network's thresholds tried each epoch, comma-separated; the epoch is scored
-    /// at the best, which the kept checkpoint records for `infer` (default 0.2,0.3,...,0.8, calibrate's grid).
+    /// at the best, which the kept checkpoint records for `infer` (default 0.2,0.3,...,0.9, calibrate's grid).
     #[arg(long)]
     val_thresholds: Option<String>,
-    /// With --val-partner, training an NDN: its markers' dynamics tried with each threshold (default 0,0.05,0.1,0.2;
+    /// With --val-partner, training an NDN: its markers' dynamics tried with each threshold (default 0,0.05,0.1,0.2,0.3;
     /// 0 alone: plain components above the threshold).
     #[arg(long)]
     val_dynamics: Option<String>,
