@@ -371,7 +371,7 @@ fn dilation_within_nuclei_reads_labels_instance_and_names_it_when_missing() {
     dataset(d.path());
     let o = DataOptions { target: Target::Ndn, dilate: 2, dilate_within_nuclei: true, ..opts() };
     let e = load_split(d.path(), "train", &o).expect_err("labels_instance/ is missing").to_string();
-    assert!(e.contains("labels_instance/a.tif") && e.contains("instance labels missing"), "{e}");
+    assert!(e.contains("labels_instance/a.tif") && e.contains("within their nuclei needs labels_instance/"), "{e}");
     // With labels only under the markers (each marker voxel a nucleus of
     // its own), no marker can grow into another's nucleus that it would
     // not have reached anyway: read, resampled with the image and equal to

@@ -124,13 +124,7 @@ pub fn load_pair(raw_path: &Path, gt_path: &Path, nuclei_path: Option<&Path>, o:
     let nuclei = match nuclei_path {
         None => None,
         Some(p) => {
-            if !p.exists() {
-                return Err(Error::file(
-                    p,
-                    "instance labels missing: dilating the markers within their nuclei needs labels_instance/ for every image",
-                ));
-            }
-            let l = crate::metrics::read_labels(p, crate::postprocess::Connectivity::TwentySix)?;
+            let l = read_instance_labels(p, "dilating the markers within their nuclei")?;
             if l.dims != raw.dims {
                 return Err(Error::file(
                     p,
@@ -219,13 +213,11 @@ pub fn prepare_image(
 }
 
 /// Instance labels (`labels_instance/NAME`), read as `eval` reads them
-/// ([`crate::metrics::read_labels`]); a missing file is named as such.
-pub fn read_instance_labels(path: &Path) -> Result<crate::metrics::LabelImage> {
+/// ([`crate::metrics::read_labels`]); a missing file is named as such, with
+/// what `needed_by` them.
+pub fn read_instance_labels(path: &Path, needed_by: &str) -> Result<crate::metrics::LabelImage> {
     if !path.exists() {
-        return Err(Error::file(
-            path,
-            "instance ground truth missing (validation by instances needs labels_instance/)",
-        ));
+        return Err(Error::file(path, format!("instance ground truth missing ({needed_by} needs labels_instance/)")));
     }
     crate::metrics::read_labels(path, crate::postprocess::Connectivity::TwentySix)
 }

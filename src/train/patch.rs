@@ -544,8 +544,7 @@ fn dilate_in(v: &Vol, radius: usize, nuclei: Option<&[u32]>) -> Vol {
                     let (zz, yy, xx) = (z as isize + dz, y as isize + dy, x as isize + dx);
                     if zz >= 0 && yy >= 0 && xx >= 0 && (zz as usize) < d && (yy as usize) < h && (xx as usize) < w {
                         let j = (zz as usize * h + yy as usize) * w + xx as usize;
-                        let allowed =
-                            d2 == 0 || objects[j] == id || nuclei.is_none_or(|n| n[j] == 0 || n[j] == own[id as usize]);
+                        let allowed = objects[j] == id || nuclei.is_none_or(|n| n[j] == 0 || n[j] == own[id as usize]);
                         if allowed {
                             near[j] = near[j].min((d2, id));
                         }

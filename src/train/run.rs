@@ -483,7 +483,7 @@ fn instance_validation(
     for name in names {
         let raw_path = data.join("images_raw").join(name);
         let raw = crate::io::read_volume(&raw_path)?;
-        let gt = read_instance_labels(&data.join("labels_instance").join(name))?;
+        let gt = read_instance_labels(&data.join("labels_instance").join(name), "validation by instances")?;
         if gt.dims != raw.dims {
             return Err(Error::file(
                 data.join("labels_instance").join(name),
