@@ -190,7 +190,7 @@ fn dataset_layout_reads_back() {
         let raw = io::read_volume(&dir.path().join("images_raw").join(n)).unwrap();
         let nsn = io::read_volume(&dir.path().join("images_nsn").join(n)).unwrap();
         let ndn = io::read_volume(&dir.path().join("images_ndn").join(n)).unwrap();
-        let lab = io::read_volume(&dir.path().join("images_labels").join(n)).unwrap();
+        let lab = io::read_volume(&dir.path().join("labels_instance").join(n)).unwrap();
         for v in [&raw, &nsn, &ndn, &lab] {
             assert_eq!(v.dims, cfg.dims);
             let vx = v.voxel_um.expect("voxel size written");

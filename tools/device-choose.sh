@@ -117,7 +117,7 @@ syn=$out/synthetic
 synth_f1() { # name, nsn, ndn: mean F1 over the synthetic stacks
   [ -f "$out/synth-$1/eval.csv" ] || {
     "$q" infer "$syn"/images_raw/*.tif --nsn "$2" --ndn "$3" -o "$out/synth-$1" > "$out/synth-$1.log" 2>&1 &&
-      "$q" eval --pred "$out/synth-$1" --gt "$syn/images_labels" > "$out/synth-$1.txt" 2>&1
+      "$q" eval --pred "$out/synth-$1" --gt "$syn/labels_instance" > "$out/synth-$1.txt" 2>&1
   }
   awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next } $c["name"] ~ /^synth/ { s += $c["f1"]; n++ }
     END { printf "%.4f\n", n ? s / n : 0 }' "$out/synth-$1/eval.csv"

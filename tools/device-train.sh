@@ -131,10 +131,10 @@ if [ "$syn_n" -gt 0 ]; then
   mkdir -p "$work/mixed"
   cp -rs "$data/." "$work/mixed/"
   chmod -R u+w "$work/mixed" # (the folders copy the data's modes; links are left alone)
-  for sub in images_raw images_nsn images_ndn; do cp -s "$work/synth/$sub/"*.tif "$work/mixed/$sub/"; done
-  # synth's instance labels (images_labels/) where train --dilate-within-nuclei reads them
-  mkdir -p "$work/mixed/labels_instance"
-  cp -s "$work/synth/images_labels/"*.tif "$work/mixed/labels_instance/"
+  for sub in images_raw images_nsn images_ndn labels_instance; do
+    mkdir -p "$work/mixed/$sub"
+    cp -s "$work/synth/$sub/"*.tif "$work/mixed/$sub/"
+  done
   (cd "$work/synth/images_raw" && ls -- *.tif) >> "$work/train.txt"
   data=$work/mixed
   echo "training on $(grep -c . "$work/train.txt") volumes, $syn_n of them synthetic (synth --seed 11 --nuclei 2..64)"

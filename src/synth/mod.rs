@@ -670,7 +670,8 @@ fn stack_seed(seed: u64, i: u64) -> u64 {
 
 /// Writes a dataset in the QCANet layout: `dir/images_raw/NAME.tif` (u16),
 /// `dir/images_nsn/NAME.tif`, `dir/images_ndn/NAME.tif` (u8),
-/// `dir/images_labels/NAME.tif` (u16 instance labels), `dir/split_list/train.txt`
+/// `dir/labels_instance/NAME.tif` (u16 instance labels, where `eval`, `calibrate`
+/// and `train --dilate-within-nuclei` read them in BBBC050's layout), `dir/split_list/train.txt`
 /// and `validation.txt` (the last `validation` stacks), and
 /// `dir/synth_config.json` (config and seed, to regenerate). Returns the file
 /// names (`synth_000.tif`, ...). Nuclei per stack: `cfg.nuclei_range`, log-uniform.
@@ -694,7 +695,7 @@ pub fn write_dataset_with_progress(
     if validation > count {
         return Err(Error::invalid(format!("synth: validation ({validation}) exceeds count ({count})")));
     }
-    for sub in ["images_raw", "images_nsn", "images_ndn", "images_labels", "split_list"] {
+    for sub in ["images_raw", "images_nsn", "images_ndn", "labels_instance", "split_list"] {
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).map_err(|e| Error::file(&p, format!("cannot create directory: {e}")))?;
     }
@@ -718,7 +719,7 @@ pub fn write_dataset_with_progress(
         io::write_u16(&dir.join("images_raw").join(&name), cfg.dims, &raw16, v)?;
         io::write_u8(&dir.join("images_nsn").join(&name), cfg.dims, &e.nsn, v)?;
         io::write_u8(&dir.join("images_ndn").join(&name), cfg.dims, &e.ndn, v)?;
-        io::write_labels_u16(&dir.join("images_labels").join(&name), cfg.dims, &e.labels, v)?;
+        io::write_labels_u16(&dir.join("labels_instance").join(&name), cfg.dims, &e.labels, v)?;
         names.push(name);
         progress(i + 1, names.last().unwrap());
     }
