@@ -228,3 +228,25 @@ fn in_parallel_returns_every_index_in_order() {
         assert_eq!(in_parallel(n, |i| i * i + 3), (0..n).map(|i| i * i + 3).collect::<Vec<_>>(), "n {n}");
     }
 }
+
+/// `calibrate --help` and `train --help` spell out the default grids, which
+/// live in `metrics::instances`: the text must follow the constants.
+#[test]
+fn help_gives_the_default_grids_of_the_code() {
+    use qcanet_gpu::metrics::instances::{DEFAULT_DYNAMICS, DEFAULT_THRESHOLDS};
+    let list = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    let (thresholds, dynamics) = (list(&DEFAULT_THRESHOLDS), list(&DEFAULT_DYNAMICS));
+    assert_eq!(thresholds, "0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", "the formatting this test relies on");
+    for cmd in ["calibrate", "train"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_qcanet-gpu")).args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{cmd} --help failed");
+        // Help text is wrapped to the terminal: compare without whitespace.
+        let text: String = String::from_utf8_lossy(&out.stdout).chars().filter(|c| !c.is_whitespace()).collect();
+        for (what, want) in [("thresholds", &thresholds), ("dynamics", &dynamics)] {
+            assert!(
+                text.contains(&format!("default{}{want}", if cmd == "calibrate" { ":" } else { "" })),
+                "{cmd} --help does not give the default {what} {want}:\n{text}"
+            );
+        }
+    }
+}

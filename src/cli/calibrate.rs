@@ -96,10 +96,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         for (i, name) in names.iter().enumerate() {
             let raw_path = a.data.join("images_raw").join(name);
             let vol = qcanet_gpu::io::read_volume(&raw_path)?;
-            let gt = read_instance_labels(&a.data.join("labels_instance").join(name), "calibration")?;
-            if gt.dims != vol.dims {
-                anyhow::bail!("{}: ground truth is {:?} but the image is {:?}", name, gt.dims, vol.dims);
-            }
+            let gt =
+                read_instance_labels(&a.data.join("labels_instance").join(name), "calibration", &raw_path, vol.dims)?;
             log::info!("{name} ({}/{}): predicting", i + 1, names.len());
             vols.push(predict(&mut sn, &mut sd, name, &vol, gt.labels, &opts, &pb)?);
         }

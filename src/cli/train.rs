@@ -135,7 +135,7 @@ pub struct Args {
     #[arg(long)]
     val_overlap: Option<usize>,
     /// With --val-partner: the trained network's thresholds tried each epoch, comma-separated; the epoch is scored
-    /// at the best, which the kept checkpoint records for `infer` (default 0.2,0.3,...,0.9, calibrate's grid).
+    /// at the best, which the kept checkpoint records for `infer` (default 0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9, calibrate's grid).
     #[arg(long)]
     val_thresholds: Option<String>,
     /// With --val-partner, training an NDN: its markers' dynamics tried with each threshold (default 0,0.05,0.1,0.2,0.3;

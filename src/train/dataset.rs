@@ -124,18 +124,7 @@ pub fn load_pair(raw_path: &Path, gt_path: &Path, nuclei_path: Option<&Path>, o:
     let nuclei = match nuclei_path {
         None => None,
         Some(p) => {
-            let l = read_instance_labels(p, "dilating the markers within their nuclei")?;
-            if l.dims != raw.dims {
-                return Err(Error::file(
-                    p,
-                    format!(
-                        "instance labels are {:?} (z, y, x) but the image {} is {:?}",
-                        l.dims,
-                        raw_path.display(),
-                        raw.dims
-                    ),
-                ));
-            }
+            let l = read_instance_labels(p, "dilating the markers within their nuclei", raw_path, raw.dims)?;
             Some(l.labels)
         }
     };
@@ -212,14 +201,28 @@ pub fn prepare_image(
     Vol::new(dims, image)
 }
 
-/// Instance labels (`labels_instance/NAME`), read as `eval` reads them
+/// Instance labels (`labels_instance/NAME`) for the image `image` of
+/// shape `dims` (z, y, x), read as `eval` reads them
 /// ([`crate::metrics::read_labels`]); a missing file is named as such, with
-/// what `needed_by` them.
-pub fn read_instance_labels(path: &Path, needed_by: &str) -> Result<crate::metrics::LabelImage> {
+/// what `needed_by` them, and labels of another shape than the image's are
+/// refused, naming both files.
+pub fn read_instance_labels(
+    path: &Path,
+    needed_by: &str,
+    image: &Path,
+    dims: [usize; 3],
+) -> Result<crate::metrics::LabelImage> {
     if !path.exists() {
         return Err(Error::file(path, format!("instance ground truth missing ({needed_by} needs labels_instance/)")));
     }
-    crate::metrics::read_labels(path, crate::postprocess::Connectivity::TwentySix)
+    let l = crate::metrics::read_labels(path, crate::postprocess::Connectivity::TwentySix)?;
+    if l.dims != dims {
+        return Err(Error::file(
+            path,
+            format!("instance labels are {:?} (z, y, x) but the image {} is {:?}", l.dims, image.display(), dims),
+        ));
+    }
+    Ok(l)
 }
 
 fn display_name(p: &Path) -> String {

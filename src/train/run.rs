@@ -483,13 +483,12 @@ fn instance_validation(
     for name in names {
         let raw_path = data.join("images_raw").join(name);
         let raw = crate::io::read_volume(&raw_path)?;
-        let gt = read_instance_labels(&data.join("labels_instance").join(name), "validation by instances")?;
-        if gt.dims != raw.dims {
-            return Err(Error::file(
-                data.join("labels_instance").join(name),
-                format!("is {:?} (z, y, x) but the image is {:?}", gt.dims, raw.dims),
-            ));
-        }
+        let gt = read_instance_labels(
+            &data.join("labels_instance").join(name),
+            "validation by instances",
+            &raw_path,
+            raw.dims,
+        )?;
         let voxel_um = raw.voxel_um.unwrap_or(cfg.voxel_size);
         let img = prepare_image(raw.dims, raw.data, voxel_um, w.meta.grid(), w.meta.normalization)?;
         // An ensemble partner: the mean of its networks' probabilities, as `infer` predicts it.
