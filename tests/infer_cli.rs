@@ -190,3 +190,18 @@ fn test_time_augmentation_runs_and_a_bad_view_count_is_refused() {
     let l = io::read_volume(&dir.path().join("st_labels.tif")).unwrap();
     assert_eq!(l.dims, DIMS);
 }
+
+#[test]
+fn a_negative_minimum_volume_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("st.tif");
+    stack(&input);
+    for cmd in [vec!["infer", s(&input)], vec!["postprocess", "--seg", s(&input), "--det", s(&input), "-o", "x.tif"]] {
+        let mut args = cmd.clone();
+        args.push("--min-volume=-1");
+        let o = run(&args, &[]);
+        assert!(!o.status.success(), "{cmd:?}");
+        assert!(stderr(&o).contains("--min-volume") && stderr(&o).contains("0 or more"), "{}", stderr(&o));
+    }
+    assert_eq!(files_in(dir.path()), vec!["st.tif"]);
+}

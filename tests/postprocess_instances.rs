@@ -24,6 +24,23 @@ fn per_sphere_recovery(f: &spheres::SphereField, pred: &[u32]) -> Vec<f64> {
         .collect()
 }
 
+/// The linear indices of a box of `size` voxels (z, y, x) at the origin
+/// corner of a (z, y, x) volume of `dims`; panics unless `mask` is 0 there.
+fn free_corner(mask: &[u8], dims: [usize; 3], size: [usize; 3]) -> Vec<usize> {
+    let [_, h, w] = dims;
+    let mut v = Vec::new();
+    for z in 0..size[0] {
+        for y in 0..size[1] {
+            for x in 0..size[2] {
+                let i = (z * h + y) * w + x;
+                assert_eq!(mask[i], 0, "corner must be free");
+                v.push(i);
+            }
+        }
+    }
+    v
+}
+
 #[test]
 fn touching_spheres_are_recovered() {
     let ctx = ctx();
@@ -94,17 +111,10 @@ fn unmarked_components_get_new_labels() {
     let grid = Grid::new(dims, [1.75, 0.8, 0.8]);
     let mut f = spheres::touching_spheres(&grid, 6, (4.0, 6.0), 5);
     // An isolated cube without marker in a free corner.
-    let [_, h, w] = dims;
-    let mut extra = 0;
-    for z in 0..3 {
-        for y in 0..4 {
-            for x in 0..4 {
-                let i = (z * h + y) * w + x;
-                assert_eq!(f.mask[i], 0, "corner must be free");
-                f.mask[i] = 1;
-                extra += 1;
-            }
-        }
+    let cube = free_corner(&f.mask, dims, [3, 4, 4]);
+    let extra = cube.len();
+    for &i in &cube {
+        f.mask[i] = 1;
     }
     let base = qcanet_instances(ctx, &f.mask, &f.markers, &grid, &InstanceOptions::default()).unwrap();
     assert_eq!(base.iter().filter(|&&l| l == 0).count(), f.mask.iter().filter(|&&m| m == 0).count() + extra);
@@ -300,4 +310,57 @@ fn the_watershed_option_picks_the_flood_or_the_gpu_stage() {
     let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
     println!("{} spheres: flood and GPU relaxation differ on {differ} of {} voxels", f.count(), a.len());
     assert!(differ > 0, "flood and GPU gave identical labels: the test cannot tell them apart");
+}
+
+#[test]
+fn objects_under_the_volume_floor_are_dropped_and_the_rest_renumbered() {
+    use postprocess::{drop_small_objects, MIN_NUCLEUS_UM3};
+    // drop_small_objects alone: voxel 1.75 x 0.8 x 0.8 = 1.12 µm³.
+    let grid = Grid::new([2, 3, 10], [1.75, 0.8, 0.8]);
+    let mut l = vec![0u32; grid.numel()];
+    // Label 5: 16 voxels (17.92 µm³, under 18); label 2: 17 voxels (19.04, kept); label 9: 1 voxel.
+    l[..16].fill(5);
+    l[20..37].fill(2);
+    l[50] = 9;
+    let out = drop_small_objects(&l, &grid, 18.0);
+    assert_eq!(out.iter().filter(|&&v| v != 0).count(), 17);
+    assert!(out[20..37].iter().all(|&v| v == 1), "the kept object is renumbered 1");
+    assert!(out[..16].iter().all(|&v| v == 0) && out[50] == 0);
+    // Floor 0 keeps every object, numbered in label order.
+    let all = drop_small_objects(&l, &grid, 0.0);
+    assert_eq!((all[20], all[0], all[50]), (1, 2, 3));
+    // Exactly at the floor: kept (17 voxels = 19.04 µm³).
+    assert_eq!(drop_small_objects(&l, &grid, 17.0 * grid.voxel_volume()).iter().max(), Some(&1));
+
+    // In the instance stage: touching spheres plus a marked 2 x 2 x 2 speck
+    // (8.96 µm³) in a free corner. The default floor drops the speck on
+    // both implementations; floor 0 keeps it as one more nucleus.
+    assert_eq!(InstanceOptions::default().min_volume_um3, MIN_NUCLEUS_UM3);
+    let ctx = ctx();
+    let dims = [23, 44, 46];
+    let grid = Grid::new(dims, [1.75, 0.8, 0.8]);
+    let mut f = spheres::touching_spheres(&grid, 8, (4.0, 6.0), 7);
+    let n = f.count() as u32;
+    for i in free_corner(&f.mask, dims, [2, 2, 2]) {
+        f.mask[i] = 1;
+        f.markers[i] = 1;
+    }
+    for ws in [Watershed::Flood, Watershed::Gpu] {
+        let floor = InstanceOptions { watershed: ws, ..Default::default() };
+        let keep = InstanceOptions { watershed: ws, min_volume_um3: 0.0, ..Default::default() };
+        let a = instances(ctx, &f.mask, &f.markers, &grid, &floor).unwrap();
+        let b = instances(ctx, &f.mask, &f.markers, &grid, &keep).unwrap();
+        assert_eq!(a.iter().copied().max(), Some(n), "{ws:?}: the speck was kept");
+        assert_eq!(b.iter().copied().max(), Some(n + 1), "{ws:?}: floor 0 dropped an object");
+        assert_eq!(a[0], 0, "{ws:?}");
+        assert_ne!(b[0], 0, "{ws:?}");
+        // Every sphere keeps its voxels under the floor.
+        assert_eq!(a.iter().filter(|&&v| v != 0).count() + 8, b.iter().filter(|&&v| v != 0).count(), "{ws:?}");
+    }
+    // A floor that is not a finite number >= 0 is an error.
+    for bad in [-1.0, f64::NAN, f64::INFINITY] {
+        let o = InstanceOptions { min_volume_um3: bad, ..Default::default() };
+        let e = reference_instances(&f.mask, &f.markers, &grid, &o).unwrap_err().to_string();
+        assert!(e.contains("minimum object volume"), "{e}");
+    }
 }

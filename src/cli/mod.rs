@@ -61,3 +61,11 @@ pub fn numbers<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<Vec<
         .map(|p| p.trim().parse::<T>().map_err(|_| anyhow::anyhow!("{what}: '{p}' is not a number")))
         .collect()
 }
+
+/// `--min-volume`: a finite number of µm³, 0 or more.
+pub fn parse_min_volume(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("'{s}': expected a volume in µm³, 0 or more (0 keeps every object)")),
+    }
+}

@@ -11,7 +11,7 @@ use crate::infer::tta::MirrorMean;
 use crate::io::Volume;
 use crate::postprocess::criteria::{measure, NucleusCriteria};
 use crate::postprocess::markers::detection_mask;
-use crate::postprocess::{Connectivity, Grid, InstanceOptions};
+use crate::postprocess::{drop_small_objects, Connectivity, Grid, InstanceOptions};
 use crate::preprocess::{self, Interp, NetGrid, Normalization};
 use crate::progress::Progress;
 
@@ -321,11 +321,13 @@ pub fn compare_methods(
     let conn = opts.instance.connectivity;
     let mut inputs = Inputs::new(vol, voxel_um);
     let seg = threshold(&inputs.foreground(nsn, opts, pb)?, opts.threshold_for(nsn));
-    let mut rows = vec![("NSN + CCL".to_string(), components(ctx, &seg, vol.dims, conn)?)];
+    // The baselines' components go through the same volume floor as QCANet's nuclei.
+    let floor = |l: Vec<u32>| drop_small_objects(&l, &grid, opts.instance.min_volume_um3);
+    let mut rows = vec![("NSN + CCL".to_string(), floor(components(ctx, &seg, vol.dims, conn)?))];
     if let Some(u) = unet {
         let t = opts.threshold_for(u);
         let m = threshold(&inputs.foreground(u, opts, pb)?, t);
-        rows.push(("3-D U-Net + CCL".to_string(), components(ctx, &m, vol.dims, conn)?));
+        rows.push(("3-D U-Net + CCL".to_string(), floor(components(ctx, &m, vol.dims, conn)?)));
     }
     let pd = inputs.foreground(ndn, opts, pb)?;
     let det = opts.markers(ndn, &pd, vol.dims)?;
