@@ -196,7 +196,13 @@ fn a_negative_minimum_volume_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("st.tif");
     stack(&input);
-    for cmd in [vec!["infer", s(&input)], vec!["postprocess", "--seg", s(&input), "--det", s(&input), "-o", "x.tif"]] {
+    let data = dir.path().to_str().unwrap();
+    for cmd in [
+        vec!["infer", s(&input)],
+        vec!["postprocess", "--seg", s(&input), "--det", s(&input), "-o", "x.tif"],
+        vec!["calibrate", "--data", data, "-o", "x"],
+        vec!["train", "--model", "ndn", "--data", data, "--out", "x"],
+    ] {
         let mut args = cmd.clone();
         args.push("--min-volume=-1");
         let o = run(&args, &[]);

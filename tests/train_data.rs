@@ -903,3 +903,14 @@ fn object_patch_share_outside_0_1_is_refused() {
     assert!(e.contains("object_patches"), "{e}");
     assert!(TrainConfig { object_patches: 0.5, ..TrainConfig::default() }.validate().is_ok());
 }
+
+#[test]
+fn validation_drops_specks_as_infer_does_and_a_bad_floor_is_refused() {
+    // Training's validation scores with infer's floor unless told otherwise.
+    assert_eq!(TrainConfig::default().min_volume_um3, qcanet_gpu::postprocess::MIN_NUCLEUS_UM3);
+    for bad in [-1.0, f64::NAN] {
+        let e = TrainConfig { min_volume_um3: bad, ..TrainConfig::default() }.validate().unwrap_err().to_string();
+        assert!(e.contains("min_volume_um3"), "{e}");
+    }
+    assert!(TrainConfig { min_volume_um3: 0.0, ..TrainConfig::default() }.validate().is_ok());
+}

@@ -36,6 +36,9 @@ pub struct Args {
     /// above the threshold is a marker, as the original QCANet) [default: 0,0.05,0.1,0.2,0.3].
     #[arg(long)]
     dynamics: Option<String>,
+    /// Objects under this many µm³ are dropped, as `infer --min-volume` (calibrate with the value you will infer with).
+    #[arg(long, value_name = "UM3", default_value_t = qcanet_gpu::postprocess::MIN_NUCLEUS_UM3, value_parser = super::parse_min_volume)]
+    min_volume: f64,
     /// Tile side for prediction, as `infer --tile`.
     #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_TILE)]
     tile: usize,
@@ -87,7 +90,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let mut nsn = load_averaged(&ctx, &nsn_paths, Arch::Nsn).context("--nsn")?;
     let mut ndn = load_averaged(&ctx, &ndn_paths, Arch::Ndn).context("--ndn")?;
     qcanet_gpu::infer::tta::flips(a.tta).context("--tta")?;
-    let opts = SegmentOptions { tile: [a.tile; 3], stride: [a.stride; 3], tta: a.tta, ..Default::default() };
+    let mut opts = SegmentOptions { tile: [a.tile; 3], stride: [a.stride; 3], tta: a.tta, ..Default::default() };
+    opts.instance.min_volume_um3 = a.min_volume;
     let pb = qcanet_gpu::progress::Progress::counter("tiles");
     let mut vols = Vec::new();
     {

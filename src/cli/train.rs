@@ -126,6 +126,9 @@ pub struct Args {
     /// (default 0: every patch at a random position).
     #[arg(long, value_name = "SHARE")]
     object_patches: Option<f32>,
+    /// With --val-partner: objects under this many µm³ are dropped by the instance stage that scores each epoch, as `infer --min-volume` (default: infer's, half the smallest nucleus annotated in BBBC050's training split; 0 keeps every object).
+    #[arg(long, value_name = "UM3", value_parser = super::parse_min_volume)]
+    min_volume: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
     /// Validation tile side (whole validation volumes are predicted in tiles; default 96).
@@ -279,6 +282,9 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if let Some(f) = a.object_patches {
         c.object_patches = f;
+    }
+    if let Some(v) = a.min_volume {
+        c.min_volume_um3 = v;
     }
     if a.freeze_bn {
         c.freeze_bn = true;

@@ -121,6 +121,10 @@ pub struct TrainConfig {
     /// a few volumes are seen as often as the rest
     /// ([`super::objects::Objects`]); 0: every patch at a random position.
     pub object_patches: f32,
+    /// With a validation partner: objects under this many µm³ are dropped
+    /// by the instance stage that scores each epoch (default
+    /// [`crate::postprocess::MIN_NUCLEUS_UM3`], as `infer`; 0 keeps all).
+    pub min_volume_um3: f64,
     pub seed: u64,
     /// Validation tile side (whole volumes are predicted in tiles).
     pub val_tile: usize,
@@ -193,6 +197,7 @@ impl Default for TrainConfig {
             dilate_within_nuclei: false,
             augment: Augment::default(),
             object_patches: 0.0,
+            min_volume_um3: crate::postprocess::MIN_NUCLEUS_UM3,
             seed: 0,
             val_tile: 96,
             val_overlap: 16,
@@ -317,6 +322,9 @@ impl TrainConfig {
             return bad(
                 "dilate_within_nuclei needs a dilation (--dilate N, N >= 1): there is nothing to keep within".into()
             );
+        }
+        if !(self.min_volume_um3.is_finite() && self.min_volume_um3 >= 0.0) {
+            return bad(format!("min_volume_um3 {} must be a volume in µm³, 0 or more", self.min_volume_um3));
         }
         if !(0.0..=1.0).contains(&self.object_patches) {
             return bad(format!("object_patches {} must be a share between 0 and 1", self.object_patches));

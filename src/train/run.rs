@@ -513,7 +513,8 @@ fn instance_validation(
         volumes.push(InstanceTruth { name: name.clone(), dims: raw.dims, voxel_um, labels: gt.labels, partner });
     }
     let settings = Setting::grid(role, &cfg.val_thresholds, &cfg.val_dynamics)?;
-    Ok(InstanceValidation { volumes, role, settings, options: crate::postprocess::InstanceOptions::default() })
+    let options = crate::postprocess::InstanceOptions { min_volume_um3: cfg.min_volume_um3, ..Default::default() };
+    Ok(InstanceValidation { volumes, role, settings, options })
 }
 
 fn dims_to_shape(dims: &[usize]) -> crate::tensor::Shape5 {
