@@ -64,8 +64,7 @@ pub fn numbers<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<Vec<
 
 /// `--min-volume`: a finite number of µm³, 0 or more.
 pub fn parse_min_volume(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("'{s}': expected a volume in µm³, 0 or more (0 keeps every object)")),
-    }
+    let v = s.trim().parse::<f64>().map_err(|_| format!("'{s}': expected a volume in µm³, 0 or more"))?;
+    qcanet_gpu::postprocess::check_min_volume(v).map_err(|e| format!("{e} (0 keeps every object)"))?;
+    Ok(v)
 }

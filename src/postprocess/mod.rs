@@ -192,6 +192,16 @@ fn default_min_volume() -> f64 {
     MIN_NUCLEUS_UM3
 }
 
+/// Checks a floor on object volume (µm³): a finite number, 0 or more. The one
+/// rule `--min-volume`, the training config and the instance stage apply.
+pub fn check_min_volume(um3: f64) -> Result<()> {
+    if um3.is_finite() && um3 >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("minimum object volume {um3} µm³: expected a finite number, 0 or more")))
+    }
+}
+
 /// Removes the objects of `labels` smaller than `min_um3` µm³ on `grid` and
 /// renumbers the rest 1..k in their order (0 stays 0). `min_um3` 0 keeps
 /// every object (and still renumbers).
@@ -392,8 +402,7 @@ pub fn qcanet_instances(
         let method = if opts.exact_edt { edt::EdtMethod::Exact } else { edt::EdtMethod::Jfa };
         let dist = edt::edt_gpu(ctx, &gseg, grid, method)?;
         let ws = watershed::watershed_gpu(ctx, &dist, true, &markers, &gseg, opts.connectivity)?;
-        let raw = ctx.read_u32(&ws.buf, 0, grid.numel())?;
-        compact_labels(&raw)
+        ctx.read_u32(&ws.buf, 0, grid.numel())?
     } else {
         vec![0; grid.numel()]
     };
@@ -411,12 +420,7 @@ fn check_instance_inputs(op: &str, seg: &[u8], det: &[u8], grid: &Grid, opts: &I
     grid.validate(op)?;
     grid.check_len(op, "segmentation mask", seg.len())?;
     grid.check_len(op, "detection mask", det.len())?;
-    if !(opts.min_volume_um3.is_finite() && opts.min_volume_um3 >= 0.0) {
-        return Err(Error::invalid(format!(
-            "{op}: minimum object volume {} µm³: expected a finite number >= 0",
-            opts.min_volume_um3
-        )));
-    }
+    check_min_volume(opts.min_volume_um3).map_err(|e| Error::invalid(format!("{op}: {e}")))?;
     if !seg.iter().any(|&v| v != 0) {
         return Err(Error::invalid(format!("{op}: the segmentation mask is empty (no foreground voxel)")));
     }
@@ -480,8 +484,7 @@ pub fn reference_instances(seg: &[u8], det: &[u8], grid: &Grid, opts: &InstanceO
     let (markers, _) = ccl::reference::label(det, grid.dims, opts.marker_connectivity);
     let dist = edt::reference::edt(seg, grid);
     let surface: Vec<f32> = dist.iter().map(|&d| -d).collect();
-    let raw = watershed::reference::watershed(&surface, &markers, seg, grid.dims, opts.connectivity);
-    let mut labels = compact_labels(&raw);
+    let mut labels = watershed::reference::watershed(&surface, &markers, seg, grid.dims, opts.connectivity);
     if opts.label_unmarked_components {
         let (cc, n) = ccl::reference::label(seg, grid.dims, opts.connectivity);
         label_unmarked(&mut labels, &cc, n);

@@ -323,8 +323,8 @@ impl TrainConfig {
                 "dilate_within_nuclei needs a dilation (--dilate N, N >= 1): there is nothing to keep within".into()
             );
         }
-        if !(self.min_volume_um3.is_finite() && self.min_volume_um3 >= 0.0) {
-            return bad(format!("min_volume_um3 {} must be a volume in µm³, 0 or more", self.min_volume_um3));
+        if let Err(e) = crate::postprocess::check_min_volume(self.min_volume_um3) {
+            return bad(format!("min_volume_um3: {e}"));
         }
         if !(0.0..=1.0).contains(&self.object_patches) {
             return bad(format!("object_patches {} must be a share between 0 and 1", self.object_patches));
