@@ -27,6 +27,7 @@ fn meta(arch: Arch) -> WeightsMeta {
         val_iou: None,
         threshold: None,
         marker_dynamic: None,
+        min_volume_um3: None,
     }
 }
 
@@ -210,4 +211,49 @@ fn a_negative_minimum_volume_is_refused() {
         assert!(stderr(&o).contains("--min-volume") && stderr(&o).contains("0 or more"), "{}", stderr(&o));
     }
     assert_eq!(files_in(dir.path()), vec!["st.tif"]);
+}
+
+#[test]
+fn the_floor_on_object_volume_comes_from_the_ndn_unless_given() {
+    // Threshold 0: the whole stack is one object (about 4,400 µm³), whatever
+    // the random networks predict; an NDN calibrated with a floor above that
+    // drops it, `--min-volume` overrides the NDN's floor.
+    let w = tempfile::tempdir().unwrap();
+    let (n, _) = weights(w.path());
+    let ctx = common::ctx();
+    let floored = w.path().join("ndn_floor.safetensors");
+    let m = WeightsMeta { min_volume_um3: Some(1e6), ..meta(Arch::Ndn) };
+    Network::new(ctx, m, 2).unwrap().save(ctx, &floored).unwrap();
+    assert_eq!(Network::load(ctx, &floored).unwrap().meta.min_volume_or_default(), 1e6);
+    let (_, plain) = weights(w.path());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("st.tif");
+    stack(&input);
+    let objects = |ndn: &Path, extra: &[&str]| -> u32 {
+        let out = tempfile::tempdir().unwrap();
+        let mut args =
+            vec!["infer", s(&input), "--nsn", s(&n), "--ndn", s(ndn), "--threshold", "0", "-o", s(out.path())];
+        args.extend_from_slice(extra);
+        let o = run(&args, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let l = io::read_volume(&out.path().join("st_labels.tif")).unwrap();
+        l.data.iter().fold(0f32, |a, &b| a.max(b)) as u32
+    };
+    assert_eq!(objects(&plain, &[]), 1, "no floor stored: the default, 18 µm³, keeps the stack-sized object");
+    assert_eq!(objects(&floored, &[]), 0, "the NDN's floor of 1e6 µm³ drops it");
+    assert_eq!(objects(&floored, &["--min-volume", "0"]), 1, "--min-volume overrides the NDN's floor");
+    // calibrate records the floor it chose the settings with in the NDN it writes.
+    let data = dir.path().join("data");
+    for sub in ["images_raw", "labels_instance", "split_list"] {
+        std::fs::create_dir_all(data.join(sub)).unwrap();
+    }
+    stack(&data.join("images_raw/st.tif"));
+    let truth: Vec<u8> = (0..DIMS.iter().product::<usize>()).map(|i| (i % 22 < 11) as u8 + 1).collect();
+    io::write_u8(&data.join("labels_instance/st.tif"), DIMS, &truth, Some(VOXEL)).unwrap();
+    std::fs::write(data.join("split_list/validation.txt"), "st.tif\n").unwrap();
+    let cal = dir.path().join("cal");
+    let args = ["calibrate", "--nsn", s(&n), "--ndn", s(&plain), "--data", s(&data), "-o", s(&cal)];
+    let o = run(&[&args[..], &["--thresholds", "0.5", "--dynamics", "0", "--min-volume", "7.5"]].concat(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(Network::load(ctx, &cal.join("ndn.safetensors")).unwrap().meta.min_volume_um3, Some(7.5));
 }

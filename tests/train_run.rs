@@ -137,6 +137,7 @@ fn weights_file_errors_name_tensor_and_file() {
         val_iou: None,
         threshold: None,
         marker_dynamic: None,
+        min_volume_um3: None,
     };
     let net = Network::new(ctx, meta.clone(), 0).unwrap();
     let good = d.path().join("good.safetensors");
@@ -274,6 +275,21 @@ fn fine_tuning_starts_from_the_file_and_validates_by_instances() {
     let kept = Network::load(ctx, &out.join(BEST)).unwrap();
     assert_eq!(kept.meta.threshold, Some(r.val_threshold as f32));
     assert_eq!(kept.meta.marker_dynamic, None, "an NSN records no dynamic");
+    assert_eq!(kept.meta.min_volume_um3, None, "nor a floor on object volume");
+    // An NDN validated with the NSN records its dynamic and the floor it was chosen with.
+    let ndn_ft = d.path().join("ndn-ft");
+    let c = TrainConfig {
+        model: Arch::Ndn,
+        out: Some(ndn_ft.clone()),
+        init: Some(ndn0.join(LAST)),
+        val_partner: Some(nsn0.join(BEST)),
+        min_volume_um3: 5.0,
+        ..ft.clone()
+    };
+    run(ctx, &c, false, false, false).unwrap();
+    let kept_ndn = Network::load(ctx, &ndn_ft.join(BEST)).unwrap();
+    assert!(kept_ndn.meta.marker_dynamic.is_some());
+    assert_eq!(kept_ndn.meta.min_volume_um3, Some(5.0));
     // Validated at one threshold: scored and recorded at it.
     let one = d.path().join("ft1");
     let s1 =

@@ -116,6 +116,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     nsn.meta.threshold = Some(best.nsn);
     ndn.meta.threshold = Some(best.ndn);
     ndn.meta.marker_dynamic = Some(best.dynamic);
+    ndn.meta.min_volume_um3 = Some(a.min_volume);
     nsn.save_f16(&ctx, &outs[0])?;
     ndn.save_f16(&ctx, &outs[1])?;
     qcanet_gpu::model::safetensors_file::write_atomic(&outs[2], csv.as_bytes())?;

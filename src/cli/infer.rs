@@ -78,9 +78,11 @@ pub struct Args {
     /// Instance stage: flood (priority flood on the CPU, exact: what `calibrate` and `train` choose settings with) or gpu (EDT and a relaxation watershed on the GPU: faster on real GPUs; breaks ties on flood plateaus differently).
     #[arg(long, default_value = "flood")]
     watershed: Watershed,
-    /// Drop objects smaller than this many µm³ (0 keeps every object). Default: half the smallest nucleus annotated in BBBC050's training split; no object that small can match a nucleus at IoU 0.5.
-    #[arg(long, value_name = "UM3", default_value_t = qcanet_gpu::postprocess::MIN_NUCLEUS_UM3, value_parser = super::parse_min_volume)]
-    min_volume: f64,
+    /// Drop objects smaller than this many µm³ (0 keeps every object). Default: the NDN's own (the floor
+    /// `calibrate` or training chose its threshold and dynamic with), else 18: half the smallest nucleus annotated
+    /// in BBBC050's training split; no object that small can match a nucleus at IoU 0.5.
+    #[arg(long, value_name = "UM3", value_parser = super::parse_min_volume)]
+    min_volume: Option<f64>,
     /// Test-time augmentation: predict each tile in this many mirror images and average them
     /// (1: off; 2: x; 4: x and y; 8: x, y and z mirrors). N times the prediction time.
     #[arg(long, default_value_t = 1)]
@@ -136,7 +138,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     opts.instance.label_unmarked_components = a.label_unmarked;
     opts.instance.exact_edt = !a.fast_edt;
     opts.instance.watershed = a.watershed;
-    opts.instance.min_volume_um3 = a.min_volume;
+    opts.instance.min_volume_um3 = a.min_volume.unwrap_or(ndn.meta.min_volume_or_default());
     if a.fast_edt && a.watershed == Watershed::Flood {
         log::warn!("--fast-edt applies to --watershed gpu only; the flood uses the exact distance transform");
     }

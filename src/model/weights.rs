@@ -62,6 +62,12 @@ pub struct WeightsMeta {
     /// threshold is a marker, as in the original QCANet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marker_dynamic: Option<f32>,
+    /// Detection networks: the floor on object volume (µm³) the threshold
+    /// and dynamic were chosen with (`calibrate --min-volume`, or training's
+    /// validation), which `infer` then applies; absent:
+    /// [`crate::postprocess::MIN_NUCLEUS_UM3`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_volume_um3: Option<f64>,
 }
 
 /// The foreground threshold of a network whose weights do not name one.
@@ -76,6 +82,11 @@ impl WeightsMeta {
     /// The calibrated marker dynamic, else 0 (plain components).
     pub fn marker_dynamic_or_zero(&self) -> f32 {
         self.marker_dynamic.unwrap_or(0.0)
+    }
+
+    /// The floor on object volume chosen with, else [`crate::postprocess::MIN_NUCLEUS_UM3`].
+    pub fn min_volume_or_default(&self) -> f64 {
+        self.min_volume_um3.unwrap_or(crate::postprocess::MIN_NUCLEUS_UM3)
     }
 
     /// The grid this network sees stacks on.

@@ -276,6 +276,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         // A new network's thresholds and marker dynamic are chosen afresh by `calibrate`.
         threshold: None,
         marker_dynamic: None,
+        min_volume_um3: None,
     };
     let mut best_iou: Option<f64> = None;
     let (mut net, mut opt, first_epoch, mut best, mut best_epoch, mut records) = match ckpt {
@@ -398,6 +399,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             m.threshold = Some(r.val_threshold as f32);
             if cfg.target() == super::dataset::Target::Ndn {
                 m.marker_dynamic = Some(r.val_dynamic as f32);
+                m.min_volume_um3 = Some(cfg.min_volume_um3);
             }
         }
         if improved {
