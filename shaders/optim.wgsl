@@ -1,6 +1,8 @@
 // Optimizer updates, element-wise and in place: torch.optim.SGD (momentum,
 // no dampening, no Nesterov) and torch.optim.Adam (bias-corrected, not
 // AMSGrad). Weight decay is L2: added to the gradient before the update.
+// Also the running average of the weights training can validate instead of
+// the weights themselves (`average_step`).
 
 struct Params {
     n: u32,
@@ -8,7 +10,7 @@ struct Params {
     base_g: u32,
     base_s1: u32,
     base_s2: u32,
-    _pad0: u32,
+    average_weight: f32, // average_step: the new weights' share
     _pad1: u32,
     _pad2: u32,
     lr: f32,
@@ -75,4 +77,15 @@ fn adam_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     s1[p.base_s1 + i] = m;
     s2[p.base_s2 + i] = v;
     param[p.base_p + i] = w - p.step_size * m / (sqrt(v) / p.bc2_sqrt + p.eps);
+}
+
+// Running average of the weights (an exponential moving average, as
+// torch.optim.swa_utils.AveragedModel with an EMA rule): avg += w (p - avg),
+// w = p.average_weight; `param` is only read, `s1` holds the average.
+@compute @workgroup_size(WG)
+fn average_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let a = s1[p.base_s1 + i];
+    s1[p.base_s1 + i] = a + p.average_weight * (param[p.base_p + i] - a);
 }

@@ -104,7 +104,7 @@ fn small_nsn_learns_blobs() {
         instances: None,
     };
     // lr falls from 1e-2 to 1e-3 along a cosine over the four epochs.
-    let records = fit(&mut net, ctx, &mut opt, &train, &val, &s, 1, |_, _, _| Ok(())).unwrap();
+    let records = fit(&mut net, ctx, &mut opt, &train, &val, &s, 1, None, |_, _, _, _| Ok(())).unwrap();
     match opt.config() {
         OptimizerConfig::Adam(a) => assert!((a.lr - 1e-3).abs() < 1e-9, "last step's lr {} is not lr_final", a.lr),
         c => panic!("optimizer changed kind: {c:?}"),

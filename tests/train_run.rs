@@ -372,3 +372,67 @@ fn frozen_bn_fine_tuning_keeps_the_running_statistics() {
         assert_eq!(x.data, y.data, "frozen batch norm changed the running statistics");
     }
 }
+
+#[test]
+fn weight_average_is_validated_checkpointed_and_resumed() {
+    use qcanet_gpu::model::weights::read_weights;
+    use qcanet_gpu::train::run::{CheckpointInfo, AVERAGE_PREFIX, CHECKPOINT_KEY};
+    let ctx = common::ctx();
+    let d = tempfile::tempdir().unwrap();
+    dataset(&d.path().join("data"));
+    let base = TrainConfig {
+        model: Arch::Nsn,
+        data: Some(d.path().join("data")),
+        out: Some(d.path().join("plain")),
+        depth: Some(1),
+        base: Some(2),
+        patch: 8,
+        epochs: 1,
+        steps_per_epoch: 3,
+        batch: 2,
+        isotropic: false,
+        val_tile: 16,
+        bn_recalibration: 2,
+        seed: 5,
+        ..TrainConfig::default()
+    };
+    let avg_out = d.path().join("averaged");
+    let averaged = TrainConfig { out: Some(avg_out.clone()), weight_average: 0.5, ..base.clone() };
+    run(ctx, &base, false, false, false).unwrap();
+    run(ctx, &averaged, false, false, false).unwrap();
+    let info = |p: &Path| -> CheckpointInfo {
+        serde_json::from_str(&read_weights(p).unwrap().rest.metadata[CHECKPOINT_KEY]).unwrap()
+    };
+    let plain_last = read_weights(&d.path().join("plain").join(LAST)).unwrap();
+    let last = read_weights(&avg_out.join(LAST)).unwrap();
+    let best = read_weights(&avg_out.join(BEST)).unwrap();
+    // Training is unchanged by the average: the same weights after the same steps.
+    assert_eq!(last.params.len(), plain_last.params.len());
+    for (a, b) in last.params.iter().zip(&plain_last.params) {
+        assert_eq!(a.data, b.data, "the averaged run's training weights differ from the plain run's");
+    }
+    // The checkpoint keeps the average beside them; the best weights are the average.
+    assert_eq!(info(&avg_out.join(LAST)).average_updates, Some(3));
+    assert_eq!(info(&d.path().join("plain").join(LAST)).average_updates, None);
+    assert!(plain_last.rest.tensors.keys().all(|k| !k.starts_with(AVERAGE_PREFIX)));
+    let mut differs = false;
+    for (i, (b, t)) in best.params.iter().zip(&last.params).enumerate() {
+        let (dims, data) = &last.rest.tensors[&format!("{AVERAGE_PREFIX}{i}")];
+        assert_eq!(dims.iter().product::<usize>(), b.data.len());
+        assert_eq!(&b.data, data, "best.safetensors holds the average ({AVERAGE_PREFIX}{i})");
+        differs |= b.data != t.data;
+    }
+    assert!(differs, "after 3 steps at decay 0.5 the average differs from the weights");
+    // A resume continues the average from the checkpoint: 3 more updates.
+    run(ctx, &TrainConfig { epochs: 2, ..averaged.clone() }, true, false, false).unwrap();
+    assert_eq!(info(&avg_out.join(LAST)).average_updates, Some(6));
+    // Bad settings are refused before anything runs.
+    for (c, want) in [
+        (TrainConfig { weight_average: 1.0, ..averaged.clone() }, "decay in [0, 1)"),
+        (TrainConfig { weight_average: f32::NAN, ..averaged.clone() }, "decay in [0, 1)"),
+        (TrainConfig { bn_recalibration: 0, ..averaged.clone() }, "bn_recalibration"),
+    ] {
+        let e = run(ctx, &c, false, true, false).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}

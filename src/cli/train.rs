@@ -155,6 +155,11 @@ pub struct Args {
     /// offset augmentation moves the inputs by.
     #[arg(long)]
     freeze_bn: bool,
+    /// Validate, and keep as the best checkpoint, a running average of the weights (an exponential moving
+    /// average with this decay, warmed up over the first steps) instead of the last step's; training itself is
+    /// unchanged (default 0: off; 0.99 averages over about 100 steps). Needs --bn-recalibration.
+    #[arg(long, value_name = "DECAY")]
+    weight_average: Option<f32>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -195,7 +200,8 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
         classes,
         val_tile,
         val_overlap,
-        bn_recalibration
+        bn_recalibration,
+        weight_average
     );
     for (f, v) in [
         (&mut c.init, &a.init),

@@ -150,6 +150,9 @@ pub trait Backend {
     fn loss(cx: &Self::Ctx, spec: &LossSpec, logits: &Self::T, target: &Self::T) -> Result<(Self::T, Self::T)>;
     /// One optimizer update of `params` from `grads` (same order).
     fn opt_step(cx: &Self::Ctx, opt: &mut Self::Opt, params: &mut [Self::T], grads: &[Self::T]) -> Result<()>;
+    /// One update of a running average of weights, in place:
+    /// `avg += weight * (current - avg)` ([`crate::ops::optim::average`]).
+    fn average(cx: &Self::Ctx, avg: &mut [Self::T], current: &[Self::T], weight: f32) -> Result<()>;
     /// Sets the learning rate of later steps (schedules); state is kept.
     fn set_lr(opt: &mut Self::Opt, lr: f32) -> Result<()>;
 }

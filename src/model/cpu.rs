@@ -185,6 +185,9 @@ impl Backend for Cpu {
         opt.step(params, grads);
         Ok(())
     }
+    fn average(_: &(), avg: &mut [CpuTensor], current: &[CpuTensor], weight: f32) -> Result<()> {
+        optim::reference::average(avg, current, weight)
+    }
     fn set_lr(opt: &mut optim::reference::CpuOptimizer, lr: f32) -> Result<()> {
         opt.set_lr(lr)
     }

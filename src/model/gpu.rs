@@ -198,6 +198,11 @@ impl Backend for Gpu {
         let g: Vec<&GpuTensor> = grads.iter().collect();
         opt.step(ctx, &p, &g)
     }
+    fn average(ctx: &GpuContext, avg: &mut [GpuTensor], current: &[GpuTensor], weight: f32) -> Result<()> {
+        let a: Vec<&GpuTensor> = avg.iter().collect();
+        let c: Vec<&GpuTensor> = current.iter().collect();
+        optim::average(ctx, &a, &c, weight)
+    }
     fn set_lr(opt: &mut optim::Optimizer, lr: f32) -> Result<()> {
         opt.set_lr(lr)
     }

@@ -2,7 +2,8 @@
 //! `torch.optim.SGD` (momentum without dampening or Nesterov) and
 //! `torch.optim.Adam` (bias correction, not AMSGrad), both with L2 weight
 //! decay added to the gradient. Updates are in place; state lives on the GPU
-//! and can be saved and restored by name for checkpoints.
+//! and can be saved and restored by name for checkpoints. [`average`] keeps
+//! a running average of the weights (`train --weight-average`).
 
 use crate::error::{Error, Result};
 use crate::gpu::{grid, Arg, GpuContext, GpuTensor, ShaderSource};
@@ -132,7 +133,8 @@ uniform_params! {
         base_g: u32,
         base_s1: u32,
         base_s2: u32,
-        _pad: [u32; 3],
+        average_weight: f32,
+        _pad: [u32; 2],
         lr: f32,
         weight_decay: f32,
         momentum: f32,
@@ -233,48 +235,16 @@ impl Optimizer {
                 "adam_step"
             }
         };
-        let pipeline = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
-        let pipeline4 = ctx.pipeline(shader_vec4(), entry, &[("WG", WG as f64)])?;
-        let max = ctx.max_window_elems();
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
-            let label = format!("{entry} param {i} {}", p.shape);
             let st = &self.state[i];
-            for r in flat_windows(p.numel(), 4, max) {
-                let wp = p.window(ctx, r.start, r.len())?;
-                let wg = g.window(ctx, r.start, r.len())?;
-                let w1 = st.first().unwrap_or(p).window(ctx, r.start, r.len())?;
-                let w2 = st.get(1).unwrap_or(p).window(ctx, r.start, r.len())?;
-                let bases = [wp.base, wg.base, w1.base, w2.base];
-                // The whole vec4s as vec4s where every window starts on 4
-                // elements, the rest (at most 3 values) one by one.
-                let body = if bases.iter().all(|b| b % 4 == 0) { r.len() / 4 * 4 } else { 0 };
-                for (pipeline, v, start, n) in [(&pipeline4, 4, 0, body), (&pipeline, 1, body, r.len() - body)] {
-                    if n == 0 {
-                        continue;
-                    }
-                    let at = |b: u32| (b + start as u32) / v as u32;
-                    let u = Params {
-                        n: (n / v) as u32,
-                        base_p: at(wp.base),
-                        base_g: at(wg.base),
-                        base_s1: at(w1.base),
-                        base_s2: at(w2.base),
-                        ..params_u
-                    };
-                    ctx.dispatch(
-                        &label,
-                        pipeline,
-                        &[
-                            Arg::Buf(&wp),
-                            Arg::Buf(&wg),
-                            Arg::Buf(&w1),
-                            Arg::Buf(&w2),
-                            Arg::Uniform(bytemuck::bytes_of(&u)),
-                        ],
-                        grid(((n / v) as u64).div_ceil(WG as u64)),
-                    )?;
-                }
-            }
+            let label = format!("{entry} param {i} {}", p.shape);
+            dispatch_elementwise(
+                ctx,
+                entry,
+                &label,
+                [p, g, st.first().unwrap_or(p), st.get(1).unwrap_or(p)],
+                params_u,
+            )?;
         }
         self.step = t;
         Ok(())
@@ -331,6 +301,86 @@ impl Optimizer {
         self.step = step;
         Ok(())
     }
+}
+
+/// Runs the element-wise kernel `entry` of `shaders/optim.wgsl` over
+/// `[param, grad, s1, s2]` (bindings 0-3; an entry's unused bindings may
+/// repeat another tensor), window by window: the whole vec4s as vec4s where
+/// every window starts on 4 elements, the rest (at most 3 values) one by one.
+fn dispatch_elementwise(
+    ctx: &GpuContext,
+    entry: &str,
+    label: &str,
+    t: [&GpuTensor; 4],
+    params_u: Params,
+) -> Result<()> {
+    let pipeline = ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
+    let pipeline4 = ctx.pipeline(shader_vec4(), entry, &[("WG", WG as f64)])?;
+    let max = ctx.max_window_elems();
+    for r in flat_windows(t[0].numel(), 4, max) {
+        let wp = t[0].window(ctx, r.start, r.len())?;
+        let wg = t[1].window(ctx, r.start, r.len())?;
+        let w1 = t[2].window(ctx, r.start, r.len())?;
+        let w2 = t[3].window(ctx, r.start, r.len())?;
+        let bases = [wp.base, wg.base, w1.base, w2.base];
+        let body = if bases.iter().all(|b| b % 4 == 0) { r.len() / 4 * 4 } else { 0 };
+        for (pipeline, v, start, n) in [(&pipeline4, 4, 0, body), (&pipeline, 1, body, r.len() - body)] {
+            if n == 0 {
+                continue;
+            }
+            let at = |b: u32| (b + start as u32) / v as u32;
+            let u = Params {
+                n: (n / v) as u32,
+                base_p: at(wp.base),
+                base_g: at(wg.base),
+                base_s1: at(w1.base),
+                base_s2: at(w2.base),
+                ..params_u
+            };
+            ctx.dispatch(
+                label,
+                pipeline,
+                &[Arg::Buf(&wp), Arg::Buf(&wg), Arg::Buf(&w1), Arg::Buf(&w2), Arg::Uniform(bytemuck::bytes_of(&u))],
+                grid(((n / v) as u64).div_ceil(WG as u64)),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One update of a running average of weights, in place: each `avg[i] +=
+/// weight * (current[i] - avg[i])` (`weight` in 0..=1: the current weights'
+/// share; an exponential moving average with decay `1 - weight`).
+pub fn average(ctx: &GpuContext, avg: &[&GpuTensor], current: &[&GpuTensor], weight: f32) -> Result<()> {
+    check_average(avg.iter().map(|t| t.shape), current.iter().map(|t| t.shape), weight)?;
+    let u = Params { average_weight: weight, ..Params::default() };
+    for (i, (a, c)) in avg.iter().zip(current).enumerate() {
+        let label = format!("average_step param {i} {}", c.shape);
+        dispatch_elementwise(ctx, "average_step", &label, [c, c, a, a], u)?;
+    }
+    Ok(())
+}
+
+/// The checks of [`average`] and [`reference::average`]: the same shapes in
+/// the same order, and a weight in 0..=1.
+pub fn check_average(
+    avg: impl ExactSizeIterator<Item = Shape5>,
+    current: impl ExactSizeIterator<Item = Shape5>,
+    weight: f32,
+) -> Result<()> {
+    let op = "weight average";
+    if !(0.0..=1.0).contains(&weight) {
+        return Err(Error::invalid(format!("{op}: the current weights' share {weight} is not in 0..=1")));
+    }
+    if avg.len() != current.len() {
+        return Err(Error::shape(op, format!("{} averaged tensors for {} current ones", avg.len(), current.len())));
+    }
+    for (i, (a, c)) in avg.zip(current).enumerate() {
+        if a != c {
+            return Err(Error::shape(op, format!("tensor {i}: average {a}, current {c}")));
+        }
+    }
+    Ok(())
 }
 
 /// Plain-Rust reference optimizers (f64 arithmetic, f64 state).
@@ -410,5 +460,17 @@ pub mod reference {
             }
             out
         }
+    }
+
+    /// [`super::average`] in f64: `avg += weight * (current - avg)`.
+    pub fn average(avg: &mut [CpuTensor], current: &[CpuTensor], weight: f32) -> crate::error::Result<()> {
+        super::check_average(avg.iter().map(|t| t.shape), current.iter().map(|t| t.shape), weight)?;
+        let w = weight as f64;
+        for (a, c) in avg.iter_mut().zip(current) {
+            for (x, &y) in a.data.iter_mut().zip(&c.data) {
+                *x = (*x as f64 + w * (y as f64 - *x as f64)) as f32;
+            }
+        }
+        Ok(())
     }
 }

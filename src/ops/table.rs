@@ -1123,6 +1123,29 @@ fn optimizer_case(
     );
 }
 
+/// One update of a running average of c channels of weights towards other
+/// random weights, with the current weights' share `w`.
+fn average_case(v: &mut Vec<OpCase>, c: usize, w: f32, bench: Bench, checks: &[Check]) {
+    v.push(
+        case("weight average", format!("c{c} share {w}"), Unit::Byte, TOL_SUM)
+            .shape(move |d| format!("{} params", d.with_c(c).numel()))
+            .work(move |d| 12.0 * d.with_c(c).numel() as f64)
+            .inputs(move |d| vec![rnd(d.with_c(c), 33), rnd(d.with_c(c), 34)])
+            .gpu(move |ctx, t| {
+                let a = ctx.copy(&t[0])?;
+                super::optim::average(ctx, &[&a], &[&t[1]], w)?;
+                Ok(vec![a])
+            })
+            .cpu(move |t| {
+                let mut a = vec![t[0].clone()];
+                super::optim::reference::average(&mut a, &t[1..2], w).expect("same shapes");
+                a
+            })
+            .checks(checks)
+            .bench(bench),
+    );
+}
+
 /// Conversion to f16 and back (f16 storage for f16 kernels). `scale`
 /// spreads the random values (up to f16's large range, ±6e4). f32 → f16 may
 /// round either way (WGSL), so within one f16 rounding (2^-11 relative per
@@ -1431,6 +1454,10 @@ pub fn table() -> Vec<OpCase> {
     optimizer_case(&mut v, "adam step", 3, adam.clone(), No, opt_checks);
     optimizer_case(&mut v, "sgd step", 3, sgd, No, opt_checks);
     optimizer_case(&mut v, "adam step", 1, adam, Yes, small);
+    // The running average of the weights (odd counts: the vec4 body and
+    // the tail; 1 KiB bindings: many windows).
+    average_case(&mut v, 3, 0.3, No, opt_checks);
+    average_case(&mut v, 1, 0.01, Yes, small);
     v
 }
 

@@ -155,6 +155,12 @@ pub struct TrainConfig {
     /// absorb: `train` warns, and a fine-tuned NSN collapsed with it
     /// (weights/README.md, "Tried and dropped").
     pub freeze_bn: bool,
+    /// Decay of a running average of the weights ([`super::average`]):
+    /// validation scores, and the best checkpoint keeps, the average of the
+    /// recent steps' weights instead of the last step's (0: off; 0.99
+    /// averages over about 100 steps). Needs `bn_recalibration` (or
+    /// `freeze_bn`), so the averaged weights get statistics of their own.
+    pub weight_average: f32,
     /// Also write `best_f16.safetensors` (half-size weights for inference).
     pub save_f16: bool,
 }
@@ -205,6 +211,7 @@ impl Default for TrainConfig {
             val_dynamics: DEFAULT_DYNAMICS.to_vec(),
             bn_recalibration: 16,
             freeze_bn: false,
+            weight_average: 0.0,
             save_f16: true,
         }
     }
@@ -325,6 +332,17 @@ impl TrainConfig {
         }
         if let Err(e) = crate::postprocess::check_min_volume(self.min_volume_um3) {
             return bad(format!("min_volume_um3: {e}"));
+        }
+        if !(0.0..1.0).contains(&self.weight_average) {
+            return bad(format!(
+                "weight_average {} must be a decay in [0, 1) (0: off; 0.99 averages over about 100 steps)",
+                self.weight_average
+            ));
+        }
+        if self.weight_average > 0.0 && self.bn_recalibration == 0 && !self.freeze_bn {
+            return bad("weight_average needs bn_recalibration > 0 (or freeze_bn): the running batch-norm statistics \
+                 of training describe the last steps' weights, not their average"
+                .to_string());
         }
         if !(0.0..=1.0).contains(&self.object_patches) {
             return bad(format!("object_patches {} must be a share between 0 and 1", self.object_patches));

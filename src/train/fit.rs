@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 
+use super::average::WeightAverage;
 use super::objects::Objects;
 use super::patch::{random_patch_near, Augment, Sample};
 use super::plot::EpochRecord;
@@ -165,6 +166,12 @@ pub fn epoch_rng(seed: u64, epoch: usize) -> rand::rngs::StdRng {
 /// `steps_per_epoch` steps on random patches of `train`, then validation
 /// on every whole volume of `val` (mean loss, mean foreground IoU). Calls
 /// `on_epoch` after each epoch (checkpoints, logs); returns the records.
+///
+/// With `average`, it is updated after every step, and each epoch validates
+/// the averaged weights instead of the last step's (batch-norm statistics
+/// re-estimated for them): `on_epoch` then gets the network holding the
+/// averaged weights, and the training weights as its last argument (None
+/// without an average: the network holds them).
 #[allow(clippy::too_many_arguments)]
 pub fn fit<B: Backend>(
     net: &mut Net<B>,
@@ -174,7 +181,8 @@ pub fn fit<B: Backend>(
     val: &[Sample],
     s: &FitSettings,
     first_epoch: usize,
-    mut on_epoch: impl FnMut(&EpochRecord, &Net<B>, &B::Opt) -> Result<()>,
+    mut average: Option<&mut WeightAverage<B>>,
+    mut on_epoch: impl FnMut(&EpochRecord, &Net<B>, &B::Opt, Option<&[B::T]>) -> Result<()>,
 ) -> Result<Vec<EpochRecord>> {
     if train.is_empty() {
         return Err(Error::invalid("no training samples"));
@@ -225,6 +233,9 @@ pub fn fit<B: Backend>(
             let x = B::upload(cx, &x)?;
             let t = B::upload(cx, &t)?;
             let l = net.train_step(cx, &x, &t, &s.loss, opt)?;
+            if let Some(a) = average.as_deref_mut() {
+                a.update(cx, &net.params)?;
+            }
             let l = B::scalar(cx, &l)?;
             if !l.is_finite() {
                 return Err(Error::invalid(format!(
@@ -245,6 +256,11 @@ pub fn fit<B: Backend>(
         let out_of_budget = budget_spent();
         if out_of_budget && steps < s.steps_per_epoch {
             log::info!("time budget spent after step {steps} of {} of epoch {epoch}: validating", s.steps_per_epoch);
+        }
+        // Validate (and hand to on_epoch) the averaged weights; the training
+        // weights come back after on_epoch.
+        if let Some(a) = average.as_deref_mut() {
+            std::mem::swap(&mut net.params, &mut a.params);
         }
         if s.bn_recalibration > 0 {
             // Its own random stream, so training patches do not depend on it.
@@ -339,7 +355,10 @@ pub fn fit<B: Backend>(
             r.val_iou,
             r.seconds
         );
-        on_epoch(&r, net, opt)?;
+        on_epoch(&r, net, opt, average.as_deref().map(|a| a.params.as_slice()))?;
+        if let Some(a) = average.as_deref_mut() {
+            std::mem::swap(&mut net.params, &mut a.params);
+        }
         records.push(r);
         if out_of_budget {
             if epoch < s.epochs {

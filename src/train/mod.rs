@@ -1,5 +1,6 @@
 //! Training: datasets, augmentation, validation, the loop, checkpoints.
 
+pub mod average;
 pub mod config;
 pub mod dataset;
 pub mod fit;
@@ -10,6 +11,7 @@ pub mod run;
 pub mod validate;
 
 pub use crate::metrics::instances::{score_instances, InstanceScores, InstanceTruth, InstanceValidation, Role};
+pub use average::WeightAverage;
 pub use fit::{epoch_rng, fit, random_batch, Centring, FitSettings};
 pub use objects::Objects;
 pub use patch::{dilate, foreground_iou, random_patch, random_patch_near, Augment, Sample, Vol};

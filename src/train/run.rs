@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::average::WeightAverage;
 use super::config::{NormKind, OptimizerKind, TrainConfig};
 use super::dataset::{load_names, names_of, prepare_image, read_instance_labels, DataOptions, Target};
 use super::fit::{fit, FitSettings};
 use super::plot::{plot_curves, EpochRecord};
 use super::validate::predict_volume;
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, GpuTensor};
 use crate::metrics::instances::{InstanceTruth, InstanceValidation, Role, Setting};
 use crate::model::weights::{read_weights, write_weights, WeightsMeta};
 use crate::model::{Gpu, Net};
@@ -22,6 +23,9 @@ use crate::tensor::CpuTensor;
 pub const CHECKPOINT_KEY: &str = "qcanet_checkpoint";
 /// Prefix of optimizer-state tensor names in checkpoints.
 pub const OPT_PREFIX: &str = "optim.";
+/// Prefix of the running average's tensors in the last checkpoint
+/// (`average.{parameter index}`; `train --weight-average`).
+pub const AVERAGE_PREFIX: &str = "average.";
 
 /// Files of a run folder.
 pub const LAST: &str = "last.safetensors";
@@ -45,6 +49,9 @@ pub struct CheckpointInfo {
     /// NaN, so an unmeasured part is stored as null).
     #[serde(default)]
     pub best_key: Option<(Option<f64>, Option<f64>)>,
+    /// Updates of the running average of the weights so far (`--weight-average`).
+    #[serde(default)]
+    pub average_updates: Option<u64>,
     pub config: TrainConfig,
 }
 
@@ -134,19 +141,31 @@ pub fn read_log(path: &Path) -> Result<Vec<EpochRecord>> {
     Ok(out)
 }
 
+/// Writes `net` (with `opt`: a checkpoint to resume from). `training`: the
+/// training weights when `net` holds their running average; a checkpoint
+/// with an optimizer then stores the training weights as the network and
+/// the average beside them.
+#[allow(clippy::too_many_arguments)]
 fn save_checkpoint(
     ctx: &GpuContext,
     path: &Path,
     meta: &WeightsMeta,
     net: &Net<Gpu>,
     opt: Option<&optim::Optimizer>,
+    training: Option<&[GpuTensor]>,
     info: &CheckpointInfo,
     half: bool,
 ) -> Result<()> {
-    let p = net.params_to_host(ctx)?;
+    let mut p = net.params_to_host(ctx)?;
     let b = net.buffers_to_host(ctx)?;
     let mut extra = Vec::new();
     let mut md = HashMap::new();
+    if let (Some(_), Some(t)) = (opt, training) {
+        let averaged = std::mem::replace(&mut p, t.iter().map(|t| ctx.download(t)).collect::<Result<_>>()?);
+        for (i, a) in averaged.into_iter().enumerate() {
+            extra.push((format!("{AVERAGE_PREFIX}{i}"), a));
+        }
+    }
     if let Some(opt) = opt {
         for (name, t) in opt.state() {
             extra.push((format!("{OPT_PREFIX}{name}"), ctx.download(t)?));
@@ -279,7 +298,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         min_volume_um3: None,
     };
     let mut best_iou: Option<f64> = None;
-    let (mut net, mut opt, first_epoch, mut best, mut best_epoch, mut records) = match ckpt {
+    let (mut net, mut opt, first_epoch, mut best, mut best_epoch, mut records, mut average) = match ckpt {
         Some((w, info)) => {
             let net = Net::<Gpu>::from_host(ctx, w.meta.config.clone(), &w.params, &w.buffers)?;
             let opt_cfg = optimizer_config(&cfg);
@@ -293,6 +312,37 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
                 state.push((n[OPT_PREFIX.len()..].to_string(), CpuTensor::from_vec(shape, data)));
             }
             opt.load_state(ctx, info.optimizer_steps, &state)?;
+            let mut averaged = Vec::new();
+            for i in 0..net.params.len() {
+                if let Some((dims, data)) = rest.tensors.remove(&format!("{AVERAGE_PREFIX}{i}")) {
+                    averaged.push(CpuTensor::from_vec(dims_to_shape(&dims), data));
+                }
+            }
+            let average = match (cfg.weight_average > 0.0, averaged.len() == net.params.len()) {
+                (false, _) => None,
+                (true, true) => {
+                    for (i, (a, p)) in averaged.iter().zip(&net.params).enumerate() {
+                        if a.shape != p.shape {
+                            return Err(Error::file(
+                                &last,
+                                format!(
+                                    "{AVERAGE_PREFIX}{i} has shape {}, the network's parameter {}",
+                                    a.shape, p.shape
+                                ),
+                            ));
+                        }
+                    }
+                    let updates = info.average_updates.unwrap_or(0);
+                    Some(WeightAverage::restore(ctx, &averaged, cfg.weight_average, updates)?)
+                }
+                (true, false) => {
+                    log::warn!(
+                        "{}: no running average of the weights in the checkpoint: it starts again from the weights",
+                        last.display()
+                    );
+                    Some(WeightAverage::start(ctx, &net.params, cfg.weight_average)?)
+                }
+            };
             let records = read_log(&out.join(LOG)).unwrap_or_default();
             let records: Vec<EpochRecord> = records.into_iter().filter(|r| r.epoch <= info.epoch).collect();
             log::info!("resuming {} after epoch {}", out.display(), info.epoch);
@@ -302,7 +352,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
                 .map(|(a, b)| (nan(a), nan(b)))
                 .or(info.best_val_iou.map(|i| (nan(info.best_val_detection), i)));
             best_iou = info.best_val_iou;
-            (net, opt, info.epoch + 1, best, info.best_epoch, records)
+            (net, opt, info.epoch + 1, best, info.best_epoch, records, average)
         }
         None => {
             let net = match &init {
@@ -318,7 +368,11 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
                 None => Net::<Gpu>::init(ctx, net_cfg.clone(), cfg.seed)?,
             };
             let opt = optim::Optimizer::new(ctx, optimizer_config(&cfg), &net.params.iter().collect::<Vec<_>>())?;
-            (net, opt, 1, None, None, Vec::new())
+            let average = match cfg.weight_average > 0.0 {
+                true => Some(WeightAverage::start(ctx, &net.params, cfg.weight_average)?),
+                false => None,
+            };
+            (net, opt, 1, None, None, Vec::new(), average)
         }
     };
     net.frozen_bn = cfg.freeze_bn;
@@ -373,7 +427,17 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         progress,
         instances,
     };
-    fit(&mut net, ctx, &mut opt, &train, &val, &settings, first_epoch, |r, net, opt| {
+    if let Some(a) = &average {
+        log::info!(
+            "validating a running average of the weights (decay {}, about {:.0} steps; {} updates so far)",
+            a.decay,
+            1.0 / (1.0 - a.decay as f64),
+            a.updates
+        );
+    }
+    let updates_before = average.as_ref().map(|a| a.updates);
+    let steps_before = opt.step_count();
+    fit(&mut net, ctx, &mut opt, &train, &val, &settings, first_epoch, average.as_mut(), |r, net, opt, training| {
         records.push(r.clone());
         meta.epochs = r.epoch;
         let improved = r.beats(best);
@@ -389,6 +453,8 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             best_val_detection: best.filter(|_| !r.val_f1.is_finite()).map(|b| b.0).filter(|v| v.is_finite()),
             best_key: best.map(|(a, b)| (a.is_finite().then_some(a), b.is_finite().then_some(b))),
             best_epoch,
+            // One update a step: as many as the optimizer has taken since.
+            average_updates: updates_before.map(|u| u + opt.step_count() - steps_before),
             config: cfg.clone(),
         };
         let mut m = meta.clone();
@@ -403,12 +469,12 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             }
         }
         if improved {
-            save_checkpoint(ctx, &out.join(BEST), &m, net, None, &info, false)?;
+            save_checkpoint(ctx, &out.join(BEST), &m, net, None, None, &info, false)?;
             if cfg.save_f16 {
-                save_checkpoint(ctx, &out.join(BEST_F16), &m, net, None, &info, true)?;
+                save_checkpoint(ctx, &out.join(BEST_F16), &m, net, None, None, &info, true)?;
             }
         }
-        save_checkpoint(ctx, &last, &m, net, Some(opt), &info, false)?;
+        save_checkpoint(ctx, &last, &m, net, Some(opt), training, &info, false)?;
         write_log(&out.join(LOG), &records)?;
         if let Err(e) = plot_curves(&out.join(PLOT), &records) {
             log::warn!("{e}");
