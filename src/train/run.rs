@@ -337,7 +337,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
                 }
                 (true, false) => {
                     log::warn!(
-                        "{}: no running average of the weights in the checkpoint: it starts again from the weights",
+                        "{}: the checkpoint holds no complete running average of the weights: it starts again from them",
                         last.display()
                     );
                     Some(WeightAverage::start(ctx, &net.params, cfg.weight_average)?)
@@ -368,10 +368,9 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
                 None => Net::<Gpu>::init(ctx, net_cfg.clone(), cfg.seed)?,
             };
             let opt = optim::Optimizer::new(ctx, optimizer_config(&cfg), &net.params.iter().collect::<Vec<_>>())?;
-            let average = match cfg.weight_average > 0.0 {
-                true => Some(WeightAverage::start(ctx, &net.params, cfg.weight_average)?),
-                false => None,
-            };
+            let average = (cfg.weight_average > 0.0)
+                .then(|| WeightAverage::start(ctx, &net.params, cfg.weight_average))
+                .transpose()?;
             (net, opt, 1, None, None, Vec::new(), average)
         }
     };
