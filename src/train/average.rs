@@ -42,8 +42,12 @@ impl<B: Backend> WeightAverage<B> {
         Ok(WeightAverage { decay, updates: 0, params })
     }
 
-    /// An average restored from a checkpoint after `updates` updates.
-    pub fn restore(cx: &B::Ctx, params: &[CpuTensor], decay: f32, updates: u64) -> Result<Self> {
+    /// An average restored from a checkpoint after `updates` updates, for
+    /// a network whose parameters are `current` (checked as every update
+    /// checks them: [`crate::ops::optim::check_average`]).
+    pub fn restore(cx: &B::Ctx, params: &[CpuTensor], current: &[B::T], decay: f32, updates: u64) -> Result<Self> {
+        let shapes = current.iter().map(|t| B::shape(cx, t));
+        crate::ops::optim::check_average(params.iter().map(|t| t.shape), shapes, share(decay, updates))?;
         let params = params.iter().map(|t| B::upload(cx, t)).collect::<Result<_>>()?;
         Ok(WeightAverage { decay, updates, params })
     }
@@ -106,5 +110,12 @@ mod tests {
         // A mismatched list is an error, not a panic.
         let e = avg.update(&(), &start[..1]).expect_err("one tensor for two").to_string();
         assert!(e.contains("averaged tensors"), "{e}");
+        // So is an average restored for another network.
+        let e = WeightAverage::<Cpu>::restore(&(), &start, &[start[1].clone(), start[0].clone()], 0.8, 3)
+            .err()
+            .expect("swapped shapes")
+            .to_string();
+        assert!(e.contains("tensor 0"), "{e}");
+        assert_eq!(WeightAverage::<Cpu>::restore(&(), &start, &start, 0.8, 3).unwrap().updates, 3);
     }
 }

@@ -321,19 +321,9 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             let average = match (cfg.weight_average > 0.0, averaged.len() == net.params.len()) {
                 (false, _) => None,
                 (true, true) => {
-                    for (i, (a, p)) in averaged.iter().zip(&net.params).enumerate() {
-                        if a.shape != p.shape {
-                            return Err(Error::file(
-                                &last,
-                                format!(
-                                    "{AVERAGE_PREFIX}{i} has shape {}, the network's parameter {}",
-                                    a.shape, p.shape
-                                ),
-                            ));
-                        }
-                    }
                     let updates = info.average_updates.unwrap_or(0);
-                    Some(WeightAverage::restore(ctx, &averaged, cfg.weight_average, updates)?)
+                    let a = WeightAverage::restore(ctx, &averaged, &net.params, cfg.weight_average, updates);
+                    Some(a.map_err(|e| Error::file(&last, format!("the running average ({AVERAGE_PREFIX}*): {e}")))?)
                 }
                 (true, false) => {
                     log::warn!(
