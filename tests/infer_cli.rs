@@ -257,3 +257,60 @@ fn the_floor_on_object_volume_comes_from_the_ndn_unless_given() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(Network::load(ctx, &cal.join("ndn.safetensors")).unwrap().meta.min_volume_um3, Some(7.5));
 }
+
+#[test]
+fn a_channel_of_a_hyperstack_is_labelled_as_that_channel_saved_alone() {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let w = tempfile::tempdir().unwrap();
+    let (n, d) = weights(w.path());
+    let dir = tempfile::tempdir().unwrap();
+    // Two channels, ImageJ order (channel fastest): the second is the stack `stack` writes,
+    // the first a different pattern; no voxel size in either (infer's default applies to both).
+    let plane = DIMS[1] * DIMS[2];
+    let second: Vec<u16> = (0..DIMS.iter().product::<usize>()).map(|i| (100 + (i * 7919) % 1000) as u16).collect();
+    let first: Vec<u16> = second.iter().map(|&v| 1200 - v).collect();
+    let hyper = dir.path().join("two.tif");
+    let mut e = TiffEncoder::new(std::fs::File::create(&hyper).unwrap()).unwrap();
+    for z in 0..DIMS[0] {
+        for (c, src) in [&first, &second].into_iter().enumerate() {
+            let mut img = e.new_image::<colortype::Gray16>(DIMS[2] as u32, DIMS[1] as u32).unwrap();
+            if z == 0 && c == 0 {
+                let desc =
+                    format!("ImageJ=1.53t\nimages={}\nchannels=2\nslices={}\nhyperstack=true\n", 2 * DIMS[0], DIMS[0]);
+                img.encoder().write_tag(tiff::tags::Tag::ImageDescription, desc.as_str()).unwrap();
+            }
+            img.write_data(&src[z * plane..(z + 1) * plane]).unwrap();
+        }
+    }
+    drop(e);
+    let alone = dir.path().join("alone.tif");
+    io::write_u16(&alone, DIMS, &second, None).unwrap();
+    let weights_args = ["--nsn", s(&n), "--ndn", s(&d), "--threshold", "0.5"];
+
+    let o = run(&[&["infer", s(&hyper)][..], &weights_args].concat(), &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("two.tif") && stderr(&o).contains("--channel 1..2"), "{}", stderr(&o));
+    let o = run(&[&["infer", s(&hyper), "--channel", "3"][..], &weights_args].concat(), &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("two.tif") && stderr(&o).contains("2 channels"), "{}", stderr(&o));
+    assert_eq!(files_in(dir.path()), vec!["alone.tif", "two.tif"], "nothing written for the refused runs");
+
+    // The same probabilities and labels as the channel saved alone, and not the first channel's.
+    let prob = |input: &Path, extra: &[&str], stem: &str| -> (Vec<f32>, Vec<f32>) {
+        let out = tempfile::tempdir().unwrap();
+        let args =
+            [&["infer", s(input), "--save-probabilities", "-o", s(out.path())][..], extra, &weights_args].concat();
+        let o = run(&args, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let read = |suffix: &str| io::read_volume(&out.path().join(format!("{stem}{suffix}.tif"))).unwrap();
+        let (p, l) = (read("_nsn_prob"), read("_labels"));
+        assert_eq!(l.dims, DIMS);
+        (p.data, l.data)
+    };
+    let (p2, l2) = prob(&hyper, &["--channel", "2"], "two");
+    let (pa, la) = prob(&alone, &[], "alone");
+    let (p1, _) = prob(&hyper, &["--channel", "1"], "two");
+    assert_eq!(p2, pa, "channel 2 of the hyperstack is predicted as the same stack saved alone");
+    assert_eq!(l2, la);
+    assert_ne!(p1, p2, "channel 1 is another image");
+}

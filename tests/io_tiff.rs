@@ -202,6 +202,9 @@ fn imagej_stack_saved_without_axes_reads_its_channels_as_z() {
     assert_eq!(v.dims, [c, h as usize, w as usize]);
     assert_eq!(v.data[v.index(6, 4, 5)], 629.0);
     assert_voxel(v.voxel_um, [0.8, 0.8, 2.0]);
+    // Asked for a channel, the metadata is taken at its word: one slice, no z-stack.
+    let m = io::read_stack_channel(&p, Some(1)).unwrap_err().to_string();
+    assert!(m.contains("noaxes.tif") && m.contains("single 2-D page"), "{m}");
     // Three channels of one slice stay refused (a colour image, not a stack).
     let p = d.path().join("rgbish.tif");
     write_raw::<colortype::Gray16>(
@@ -211,7 +214,82 @@ fn imagej_stack_saved_without_axes_reads_its_channels_as_z() {
         &pages[..3],
         Some("ImageJ=1.11a\nimages=3\nchannels=3\nhyperstack=true\n"),
     );
-    assert_err_names_file(&p, "3 channels of one slice", "channels=3");
+    assert_err_names_file(&p, "3 channels of one slice", "3 channels");
+}
+
+#[test]
+fn one_channel_of_a_multi_channel_hyperstack() {
+    // Page i holds i * 1000 + k. ImageJ stores channel fastest, then z, then time:
+    // channel c (from 0) of slice z at time t is page (t * s + z) * ch + c.
+    let d = tmp();
+    let (w, h, ch, s, f) = (6u32, 5u32, 3usize, 4usize, 2usize);
+    let pages: Vec<Vec<u16>> =
+        (0..ch * s * f).map(|i| (0..w * h).map(|k| (i * 1000) as u16 + k as u16).collect()).collect();
+    let desc = format!(
+        "ImageJ=1.53t\nimages={}\nchannels={ch}\nslices={s}\nframes={f}\nhyperstack=true\nunit=um\nspacing=2.0\n",
+        ch * s * f
+    );
+    let p = d.path().join("three.tif");
+    let res = Some((Rational { n: 5, d: 4 }, Rational { n: 5, d: 4 }, 1));
+    write_raw_res::<colortype::Gray16>(&p, w, h, &pages, Some(&desc), res);
+    for c in 0..ch {
+        let vols = io::read_stack_channel(&p, Some(c + 1)).unwrap();
+        assert_eq!(vols.len(), f);
+        for (t, v) in vols.iter().enumerate() {
+            assert_eq!(v.dims, [s, h as usize, w as usize]);
+            for z in 0..s {
+                let page = (t * s + z) * ch + c;
+                assert_eq!(v.data[v.index(z, 0, 0)], (page * 1000) as f32, "c {c} t {t} z {z}");
+                assert_eq!(v.data[v.index(z, 4, 5)], (page * 1000 + 29) as f32, "c {c} t {t} z {z}");
+            }
+            assert_voxel(v.voxel_um, [0.8, 0.8, 2.0]);
+        }
+    }
+    let e = |c: Option<usize>| io::read_stack_channel(&p, c).unwrap_err().to_string();
+    for (c, needle) in [(None, "--channel 1..3"), (Some(0), "numbered from 1"), (Some(4), "3 channels")] {
+        let m = e(c);
+        assert!(m.contains("three.tif") && m.contains(needle), "{c:?}: {m}");
+    }
+
+    // A one-channel stack: channel 1 is the stack, channel 2 an error.
+    let one = d.path().join("one.tif");
+    let data: Vec<u16> = (0..n()).map(|i| (i * 7 % 1000) as u16).collect();
+    io::write_u16(&one, DIMS, &data, Some(VOXEL)).unwrap();
+    assert_eq!(io::read_stack_channel(&one, Some(1)).unwrap()[0].data, io::read_volume(&one).unwrap().data);
+    let m = io::read_stack_channel(&one, Some(2)).unwrap_err().to_string();
+    assert!(m.contains("one.tif") && m.contains("1 channel"), "{m}");
+
+    // OME-TIFF, channels outermost (XYZTC) and innermost (XYCZT).
+    let (ch, s, f) = (2usize, 3usize, 2usize);
+    for (order, page_of) in [
+        (
+            "XYZTC",
+            Box::new(move |z: usize, c: usize, t: usize| z + s * (t + f * c))
+                as Box<dyn Fn(usize, usize, usize) -> usize>,
+        ),
+        ("XYCZT", Box::new(move |z: usize, c: usize, t: usize| c + ch * (z + s * t))),
+    ] {
+        let p = d.path().join(format!("{order}.ome.tif"));
+        let physical = "PhysicalSizeX=\"0.8\" PhysicalSizeZ=\"2.0\"";
+        write_raw::<colortype::Gray16>(&p, w, h, &pages[..ch * s * f], Some(&ome_xml(order, s, ch, f, physical)));
+        for c in 0..ch {
+            let vols = io::read_stack_channel(&p, Some(c + 1)).unwrap();
+            assert_eq!(vols.len(), f, "{order}");
+            for (t, v) in vols.iter().enumerate() {
+                assert_eq!(v.dims, [s, h as usize, w as usize]);
+                for z in 0..s {
+                    assert_eq!(
+                        v.data[v.index(z, 4, 5)],
+                        (page_of(z, c, t) * 1000 + 29) as f32,
+                        "{order} c {c} t {t} z {z}"
+                    );
+                }
+                assert_voxel(v.voxel_um, [0.8, 0.8, 2.0]);
+            }
+        }
+        let m = io::read_stack_channel(&p, Some(3)).unwrap_err().to_string();
+        assert!(m.contains(order) && m.contains("2 channels"), "{m}");
+    }
 }
 
 /// OME-XML as tifffile (`ome=True`) and Bio-Formats write it, one image.
@@ -301,6 +379,15 @@ fn imagej_escaped_micro_unit_and_missing_spacing() {
 
 /// A hand-made little-endian TIFF with one IFD and `images` planes stored
 /// contiguously after it, the way ImageJ writes stacks over 4 GiB.
+/// One little-endian IFD entry of a hand-written TIFF (a SHORT value sits in
+/// the low bytes of the 4-byte field).
+fn ifd_entry(b: &mut Vec<u8>, tag: u16, ty: u16, count: u32, val: u32) {
+    b.extend(tag.to_le_bytes());
+    b.extend(ty.to_le_bytes());
+    b.extend(count.to_le_bytes());
+    b.extend(val.to_le_bytes());
+}
+
 #[test]
 fn imagej_contiguous_large_stack_layout() {
     let (w, h, images) = (5u32, 3u32, 4u32);
@@ -314,12 +401,7 @@ fn imagej_contiguous_large_stack_layout() {
     b.extend(42u16.to_le_bytes());
     b.extend(ifd_off.to_le_bytes());
     b.extend(n_entries.to_le_bytes());
-    let mut entry = |tag: u16, ty: u16, count: u32, val: u32| {
-        b.extend(tag.to_le_bytes());
-        b.extend(ty.to_le_bytes());
-        b.extend(count.to_le_bytes());
-        b.extend(val.to_le_bytes());
-    };
+    let mut entry = |tag: u16, ty: u16, count: u32, val: u32| ifd_entry(&mut b, tag, ty, count, val);
     entry(256, 4, 1, w); // width
     entry(257, 4, 1, h); // length
     entry(258, 3, 1, 16); // bits per sample
@@ -346,6 +428,52 @@ fn imagej_contiguous_large_stack_layout() {
     std::fs::write(&q, &b[..b.len() - 10]).unwrap();
     let e = io::read_stack(&q).unwrap_err().to_string();
     assert!(e.contains("contig_cut.tif") && e.contains("truncated"), "{e}");
+}
+
+#[test]
+fn zstd_compressed_pages_read() {
+    // As tifffile writes compression='zstd' (TIFF compression 50000): one strip a page.
+    let (w, h, pages) = (7u32, 5u32, 3u32);
+    let values: Vec<u16> = (0..w * h * pages).map(|i| (i * 7919 % 4000) as u16).collect();
+    let strips: Vec<Vec<u8>> = values
+        .chunks((w * h) as usize)
+        .map(|p| {
+            let raw: Vec<u8> = p.iter().flat_map(|v| v.to_le_bytes()).collect();
+            zstd::encode_all(&raw[..], 3).unwrap()
+        })
+        .collect();
+    let n_entries = 8u16;
+    let ifd_len = 2 + n_entries as u32 * 12 + 4;
+    let mut b: Vec<u8> = b"II".to_vec();
+    b.extend(42u16.to_le_bytes());
+    b.extend(8u32.to_le_bytes());
+    for (i, s) in strips.iter().enumerate() {
+        let strip_off = b.len() as u32 + ifd_len;
+        let padded = s.len() as u32 + s.len() as u32 % 2; // the next IFD on a word boundary
+        let next = if i + 1 < strips.len() { strip_off + padded } else { 0 };
+        b.extend(n_entries.to_le_bytes());
+        for (tag, ty, val) in [
+            (256u16, 4u16, w),        // width
+            (257, 4, h),              // length
+            (258, 3, 16),             // bits per sample
+            (259, 3, 50000),          // zstd
+            (262, 3, 1),              // black is zero
+            (273, 4, strip_off),      // strip offset
+            (278, 4, h),              // rows per strip
+            (279, 4, s.len() as u32), // strip byte count
+        ] {
+            ifd_entry(&mut b, tag, ty, 1, val);
+        }
+        b.extend(next.to_le_bytes());
+        b.extend(s);
+        b.resize((strip_off + padded) as usize, 0);
+    }
+    let d = tmp();
+    let p = d.path().join("zstd.tif");
+    std::fs::write(&p, &b).unwrap();
+    let v = io::read_volume(&p).unwrap();
+    assert_eq!(v.dims, [pages as usize, h as usize, w as usize]);
+    assert_eq!(v.data, values.iter().map(|&x| x as f32).collect::<Vec<_>>());
 }
 
 /// A file of the example data beside the repository (`../shared`, present in
@@ -448,7 +576,7 @@ fn bad_inputs_give_errors_naming_the_file() {
         &pages,
         Some("ImageJ=1.53t\nimages=6\nchannels=2\nslices=3\nhyperstack=true\n"),
     );
-    assert_err_names_file(&p, "channels", "channels=2");
+    assert_err_names_file(&p, "channels", "--channel 1..2");
 
     let p = d.path().join("mismatch.tif");
     write_raw::<colortype::Gray8>(&p, 4, 3, &pages, Some("ImageJ=1.53t\nimages=6\nslices=4\nframes=2\n"));

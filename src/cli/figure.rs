@@ -33,6 +33,9 @@ pub struct Args {
     /// Time point of a 4-D stack.
     #[arg(long, default_value_t = 0)]
     time: usize,
+    /// The nuclear channel of a multi-channel ImageJ hyperstack or OME-TIFF, numbered from 1 as in Fiji.
+    #[arg(long, value_name = "C")]
+    channel: Option<usize>,
     /// Voxel size X,Y,Z in µm when the file does not carry one.
     #[arg(long, value_parser = |s: &str| qcanet_gpu::io::parse_voxel_size(s).map_err(|e| e.to_string()), default_value = "0.8,0.8,1.75")]
     voxel_size: [f64; 3],
@@ -52,7 +55,7 @@ pub struct Args {
 }
 
 pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
-    let mut vols = qcanet_gpu::io::read_stack(&a.input)?;
+    let mut vols = qcanet_gpu::io::read_stack_channel(&a.input, a.channel)?;
     let n_t = vols.len();
     if a.time >= n_t {
         anyhow::bail!("{}: --time {} but the stack has {n_t} time point(s)", a.input.display(), a.time);

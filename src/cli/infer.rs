@@ -63,6 +63,10 @@ pub struct Args {
     /// Also write the NSN and NDN foreground probabilities (f32 TIFF, STACK_nsn_prob.tif, STACK_ndn_prob.tif).
     #[arg(long)]
     save_probabilities: bool,
+    /// The nuclear channel of multi-channel ImageJ hyperstacks and OME-TIFFs, numbered from 1 as in Fiji
+    /// (default: inputs must have one channel).
+    #[arg(long, value_name = "C")]
+    channel: Option<usize>,
     /// Process only shard I of N (0 <= I < N): every N-th input or time point starting at I.
     #[arg(long, value_parser = |s: &str| Shard::parse(s).map_err(|e| e.to_string()), default_value = "0/1")]
     shard: Shard,
@@ -150,6 +154,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         shard: a.shard,
         overwrite: a.overwrite,
         save_probabilities: a.save_probabilities,
+        channel: a.channel,
     };
     let pb = Progress::counter("tiles");
     let mut seg = |v: &qcanet_gpu::io::Volume, pb: &Progress| segment(&ctx, &mut sn, &mut sd, v, &opts, pb);

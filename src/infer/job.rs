@@ -232,6 +232,9 @@ pub struct JobOptions {
     pub overwrite: bool,
     /// Also write the NSN and NDN foreground probabilities.
     pub save_probabilities: bool,
+    /// The channel (from 1, as Fiji numbers them) to read from
+    /// multi-channel inputs; `None` reads one-channel stacks only.
+    pub channel: Option<usize>,
 }
 
 /// What a job did.
@@ -294,7 +297,7 @@ pub fn run_job(
             continue;
         }
         pb.set_message(format!("reading {name}"));
-        let volumes = match crate::io::read_stack(input) {
+        let volumes = match crate::io::read_stack_channel(input, opts.channel) {
             Ok(v) if v.is_empty() => {
                 report.failed.push((name, "holds no image".into()));
                 continue;

@@ -11,7 +11,8 @@ pub mod tiff;
 
 pub use self::atomic::{readable_by_all, write_atomic, FileGroup};
 pub use self::tiff::{
-    read_stack, read_volume, unit_to_um, write_f32, write_labels_u16, write_u16, write_u32, write_u8, ImageJMeta,
+    read_stack, read_stack_channel, read_volume, unit_to_um, write_f32, write_labels_u16, write_u16, write_u32,
+    write_u8, ImageJMeta,
 };
 
 use std::path::Path;

@@ -223,7 +223,7 @@ fn check_colortype(path: &Path, page: usize, ct: ColorType) -> Result<()> {
 /// contiguous layout for stacks over 4 GiB is read too).
 ///
 /// OME-TIFF (OME-XML in the description; [`super::ome`]): its `SizeZ`,
-/// `SizeT` and `DimensionOrder` arrange the pages into time points of z
+/// `SizeC`, `SizeT` and `DimensionOrder` arrange the pages into time points of z
 /// slices, its `PhysicalSize{X,Y,Z}` give the voxel size.
 ///
 /// Voxel size: from the ImageJ description (`unit=`, `spacing=` for z) and
@@ -233,10 +233,19 @@ fn check_colortype(path: &Path, page: usize, ct: ColorType) -> Result<()> {
 /// `None` whenever the file does not say all three.
 ///
 /// Errors name the file: not a TIFF, truncated, a single 2-D page, colour or
-/// multi-sample pixels, multi-channel hyperstacks and OME-TIFFs, OME-TIFFs
-/// of several images or whose planes are not all in the file, pages of different sizes
-/// or sample types, NaN or infinite values.
+/// multi-sample pixels, multi-channel hyperstacks and OME-TIFFs (read one
+/// channel with [`read_stack_channel`]), OME-TIFFs of several images or
+/// whose planes are not all in the file, pages of different sizes or sample
+/// types, NaN or infinite values.
 pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
+    read_stack_channel(path, None)
+}
+
+/// [`read_stack`] of one channel of a multi-channel ImageJ hyperstack or
+/// OME-TIFF: `channel` counts from 1, as Fiji numbers channels (`C=1`).
+/// `None` reads a one-channel stack and refuses several channels; a channel
+/// the file does not have is an error naming the file and its channel count.
+pub fn read_stack_channel(path: &Path, channel: Option<usize>) -> Result<Vec<Volume>> {
     let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
     let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut dec = Decoder::new(BufReader::new(file)).map_err(|e| tiff_err(path, "header", e))?;
@@ -348,9 +357,10 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
     // Arrange pages into time points.
     let (slices, frames) = match &ij {
         Some(m) => {
-            let c = m.channels.unwrap_or(1);
+            let c = m.channels.unwrap_or(1).max(1);
             let (s1, f1) = (m.slices.unwrap_or(1) <= 1, m.frames.unwrap_or(1) <= 1);
-            let axisless = c > 4 && s1 && f1 && c == pages;
+            // Asked for a channel, the metadata's channels are taken as channels.
+            let axisless = channel.is_none() && c > 4 && s1 && f1 && c == pages;
             if axisless {
                 // No slices and no frames: a z-stack written without its axes
                 // (tifffile's `imwrite(..., imagej=True)` of a 3-D array calls
@@ -362,45 +372,40 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
                     "{}: ImageJ metadata says {c} channels of one slice, no z slices; reading the {c} channels as z slices (a stack saved without its axes? tifffile: metadata={{'axes': 'ZYX'}})",
                     path.display()
                 );
-            } else if c > 1 {
+            }
+            let (c, chosen) = if axisless { (1, 0) } else { (c, pick_channel(path, channel, c, "ImageJ hyperstack")?) };
+            let f = m.frames.unwrap_or(1).max(1);
+            let s = if axisless { pages } else { m.slices.unwrap_or(pages / (f * c)).max(1) };
+            if s * c * f != pages {
+                let cs = if c > 1 { format!(" × channels={c}") } else { String::new() };
                 return Err(Error::file(
                     path,
                     format!(
-                        "ImageJ hyperstack with channels={c}: multi-channel stacks are not supported; save the nuclear channel alone (Fiji: Image > Color > Split Channels)"
+                        "ImageJ description says slices={s}{cs} × frames={f} = {} pages, but the file has {pages}",
+                        s * c * f
                     ),
                 ));
             }
-            let f = m.frames.unwrap_or(1).max(1);
-            let s = if axisless { pages } else { m.slices.unwrap_or(pages / f).max(1) };
-            if s * f != pages {
-                return Err(Error::file(
-                    path,
-                    format!(
-                        "ImageJ description says slices={s} × frames={f} = {} pages, but the file has {pages}",
-                        s * f
-                    ),
-                ));
+            if c > 1 {
+                // ImageJ stores a hyperstack's planes channel fastest, then z, then time.
+                data = (0..f * s)
+                    .flat_map(|ts| &data[(ts * c + chosen) * plane..(ts * c + chosen + 1) * plane])
+                    .copied()
+                    .collect();
             }
             (s, f)
         }
         None => match &ome {
             Some(o) => {
-                if o.size_c > 1 {
-                    return Err(Error::file(
-                        path,
-                        format!(
-                            "OME-TIFF with {} channels: multi-channel stacks are not supported; save the nuclear channel alone (Fiji: Image > Color > Split Channels)",
-                            o.size_c
-                        ),
-                    ));
-                }
+                let chosen = pick_channel(path, channel, o.size_c, "OME-TIFF")?;
                 if o.planes() != pages {
                     return Err(Error::file(
                         path,
                         format!(
-                            "its OME-XML describes {} planes (SizeZ={} × SizeT={}) but the file has {pages} pages{}",
+                            "its OME-XML describes {} planes (SizeZ={} × SizeC={} × SizeT={}) but the file has {pages} pages{}",
                             o.planes(),
                             o.size_z,
+                            o.size_c,
                             o.size_t,
                             if o.planes() > pages {
                                 " (an image spread over several files? open it in Fiji with Bio-Formats and save it as one TIFF)"
@@ -410,12 +415,14 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
                         ),
                     ));
                 }
-                // Pages in the order the file gives them to time points of z slices.
-                if (0..o.size_t).any(|t| (0..o.size_z).any(|z| o.page(z, 0, t) != t * o.size_z + z)) {
-                    let mut ordered = Vec::with_capacity(data.len());
+                // The chosen channel's pages, in the order the file gives them, to time points of z slices.
+                if o.size_c > 1
+                    || (0..o.size_t).any(|t| (0..o.size_z).any(|z| o.page(z, chosen, t) != t * o.size_z + z))
+                {
+                    let mut ordered = Vec::with_capacity(o.size_z * o.size_t * plane);
                     for t in 0..o.size_t {
                         for z in 0..o.size_z {
-                            let p = o.page(z, 0, t);
+                            let p = o.page(z, chosen, t);
                             ordered.extend_from_slice(&data[p * plane..(p + 1) * plane]);
                         }
                     }
@@ -423,7 +430,10 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
                 }
                 (o.size_z, o.size_t)
             }
-            None => (pages, 1),
+            None => {
+                pick_channel(path, channel, 1, "stack without channel metadata")?;
+                (pages, 1)
+            }
         },
     };
     if slices < 2 {
@@ -473,6 +483,27 @@ pub fn read_stack(path: &Path) -> Result<Vec<Volume>> {
     Ok((0..frames)
         .map(|t| Volume { dims: [slices, h, w], data: data[t * vol..(t + 1) * vol].to_vec(), voxel_um })
         .collect())
+}
+
+/// The 0-based index of the channel `channel` (from 1) names, of
+/// `channels`; `None` is the only channel of a one-channel file. Errors name
+/// the file and say how to choose.
+fn pick_channel(path: &Path, channel: Option<usize>, channels: usize, what: &str) -> Result<usize> {
+    match channel {
+        None if channels == 1 => Ok(0),
+        None => Err(Error::file(
+            path,
+            format!(
+                "{what} with {channels} channels: choose the nuclear one with --channel 1..{channels} (numbered as Fiji numbers them), or save it alone (Fiji: Image > Color > Split Channels)"
+            ),
+        )),
+        Some(0) => Err(Error::file(path, "--channel 0: channels are numbered from 1, as in Fiji")),
+        Some(k) if k <= channels => Ok(k - 1),
+        Some(k) => Err(Error::file(
+            path,
+            format!("--channel {k}, but the {what} has {channels} channel{}", if channels == 1 { "" } else { "s" }),
+        )),
+    }
 }
 
 /// Exactly one time point (error naming the file if it has several).
