@@ -290,6 +290,8 @@ fn a_channel_of_a_hyperstack_is_labelled_as_that_channel_saved_alone() {
     let o = run(&[&["infer", s(&hyper)][..], &weights_args].concat(), &[]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("two.tif") && stderr(&o).contains("--channel 1..2"), "{}", stderr(&o));
+    let twice = format!("{0}: {0}", hyper.display());
+    assert!(!stderr(&o).contains(&twice), "the summary names the file once: {}", stderr(&o));
     let o = run(&[&["infer", s(&hyper), "--channel", "3"][..], &weights_args].concat(), &[]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("two.tif") && stderr(&o).contains("2 channels"), "{}", stderr(&o));

@@ -305,7 +305,12 @@ pub fn run_job(
             Ok(v) => v,
             Err(e) => {
                 log::error!("{e}");
-                report.failed.push((name, e.to_string()));
+                // The summary names the input once, not again in front of its own message.
+                let message = match e {
+                    Error::File { path, message } if path == *input => message,
+                    e => e.to_string(),
+                };
+                report.failed.push((name, message));
                 continue;
             }
         };
