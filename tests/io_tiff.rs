@@ -388,6 +388,17 @@ fn ifd_entry(b: &mut Vec<u8>, tag: u16, ty: u16, count: u32, val: u32) {
     b.extend(val.to_le_bytes());
 }
 
+/// The hand-written TIFF `bytes`, saved as `name`, reads as one volume of
+/// `dims` (z, y, x) holding `values`.
+fn assert_reads_as(bytes: &[u8], name: &str, dims: [usize; 3], values: &[u16]) {
+    let d = tmp();
+    let p = d.path().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    let v = io::read_volume(&p).unwrap();
+    assert_eq!(v.dims, dims, "{name}");
+    assert_eq!(v.data, values.iter().map(|&x| x as f32).collect::<Vec<_>>(), "{name}");
+}
+
 #[test]
 fn imagej_contiguous_large_stack_layout() {
     let (w, h, images) = (5u32, 3u32, 4u32);
@@ -417,13 +428,9 @@ fn imagej_contiguous_large_stack_layout() {
     for v in &values {
         b.extend(v.to_le_bytes());
     }
-    let d = tmp();
-    let p = d.path().join("contig.tif");
-    std::fs::write(&p, &b).unwrap();
-    let v = io::read_volume(&p).unwrap();
-    assert_eq!(v.dims, [images as usize, h as usize, w as usize]);
-    assert_eq!(v.data, values.iter().map(|&x| x as f32).collect::<Vec<_>>());
+    assert_reads_as(&b, "contig.tif", [images as usize, h as usize, w as usize], &values);
     // Cut short: a clear truncation error.
+    let d = tmp();
     let q = d.path().join("contig_cut.tif");
     std::fs::write(&q, &b[..b.len() - 10]).unwrap();
     let e = io::read_stack(&q).unwrap_err().to_string();
@@ -468,12 +475,7 @@ fn zstd_compressed_pages_read() {
         b.extend(s);
         b.resize((strip_off + padded) as usize, 0);
     }
-    let d = tmp();
-    let p = d.path().join("zstd.tif");
-    std::fs::write(&p, &b).unwrap();
-    let v = io::read_volume(&p).unwrap();
-    assert_eq!(v.dims, [pages as usize, h as usize, w as usize]);
-    assert_eq!(v.data, values.iter().map(|&x| x as f32).collect::<Vec<_>>());
+    assert_reads_as(&b, "zstd.tif", [pages as usize, h as usize, w as usize], &values);
 }
 
 /// A file of the example data beside the repository (`../shared`, present in

@@ -388,10 +388,7 @@ pub fn read_stack_channel(path: &Path, channel: Option<usize>) -> Result<Vec<Vol
             }
             if c > 1 {
                 // ImageJ stores a hyperstack's planes channel fastest, then z, then time.
-                data = (0..f * s)
-                    .flat_map(|ts| &data[(ts * c + chosen) * plane..(ts * c + chosen + 1) * plane])
-                    .copied()
-                    .collect();
+                data = gather_planes(&data, plane, (0..f * s).map(|ts| ts * c + chosen));
             }
             (s, f)
         }
@@ -419,14 +416,8 @@ pub fn read_stack_channel(path: &Path, channel: Option<usize>) -> Result<Vec<Vol
                 if o.size_c > 1
                     || (0..o.size_t).any(|t| (0..o.size_z).any(|z| o.page(z, chosen, t) != t * o.size_z + z))
                 {
-                    let mut ordered = Vec::with_capacity(o.size_z * o.size_t * plane);
-                    for t in 0..o.size_t {
-                        for z in 0..o.size_z {
-                            let p = o.page(z, chosen, t);
-                            ordered.extend_from_slice(&data[p * plane..(p + 1) * plane]);
-                        }
-                    }
-                    data = ordered;
+                    let pages = (0..o.size_t).flat_map(|t| (0..o.size_z).map(move |z| o.page(z, chosen, t)));
+                    data = gather_planes(&data, plane, pages);
                 }
                 (o.size_z, o.size_t)
             }
@@ -483,6 +474,11 @@ pub fn read_stack_channel(path: &Path, channel: Option<usize>) -> Result<Vec<Vol
     Ok((0..frames)
         .map(|t| Volume { dims: [slices, h, w], data: data[t * vol..(t + 1) * vol].to_vec(), voxel_um })
         .collect())
+}
+
+/// The planes of `data` (each `plane` values) at the page indices `pages`, in that order.
+fn gather_planes(data: &[f32], plane: usize, pages: impl Iterator<Item = usize>) -> Vec<f32> {
+    pages.flat_map(|p| &data[p * plane..(p + 1) * plane]).copied().collect()
 }
 
 /// The 0-based index of the channel `channel` (from 1) names, of
