@@ -1,7 +1,7 @@
 //! Scoring through the instance stage and threshold calibration, on
 //! hand-made probabilities with known answers.
 
-use qcanet_gpu::infer::calibrate::{search, trial, CalibrationVolume};
+use qcanet_gpu::infer::calibrate::{choose, search, trial, CalibrationVolume, Trial};
 use qcanet_gpu::metrics::instances::{best_setting, score_instances, InstanceTruth, InstanceValidation, Role, Setting};
 use qcanet_gpu::postprocess::InstanceOptions;
 
@@ -219,6 +219,40 @@ fn best_setting_ranks_f1_then_seg_then_thresholds_near_half_then_small_dynamics(
     assert_eq!(best_setting(&settings, &[(0.9, 0.5); 5]), Some(3));
     assert_eq!(best_setting(&settings[..3], &[(0.9, 0.5); 3]), Some(1));
     assert_eq!(best_setting(&[], &[]), None);
+}
+
+#[test]
+fn an_f1_tolerance_keeps_the_best_seg_among_settings_within_it_of_the_best_f1() {
+    let t = |nsn: f32, dynamic: f32, f1: f64, seg: f64| Trial { nsn, ndn: 0.3, dynamic, f1, seg, iou: seg + 0.05 };
+    // The eighteenth session's case: one nucleus more at NSN 0.6 against
+    // much better masks at 0.5; a third setting better still on SEG, far
+    // below on F1.
+    let trials = [
+        t(0.4, 0.1, 0.9291, 0.7300),
+        t(0.6, 0.1, 0.9410, 0.7240),
+        t(0.5, 0.1, 0.9375, 0.7510),
+        t(0.3, 0.0, 0.8800, 0.8000),
+    ];
+    assert_eq!(choose(&trials, 0.0).unwrap(), trials[1], "no tolerance: the best F1");
+    assert_eq!(choose(&trials, 0.005).unwrap(), trials[2]);
+    assert_eq!(choose(&trials, 0.004).unwrap(), trials[2]);
+    assert_eq!(choose(&trials, 0.003).unwrap(), trials[1]);
+    assert_eq!(choose(&trials, 0.2).unwrap(), trials[3]);
+    // Equal SEG within the tolerance: the higher F1, then nearer 0.5, then
+    // the smaller dynamic, then the first.
+    let tied = [t(0.4, 0.0, 0.937, 0.75), t(0.6, 0.0, 0.940, 0.75), t(0.5, 0.1, 0.940, 0.75), t(0.5, 0.0, 0.940, 0.75)];
+    assert_eq!(choose(&tied, 0.005).unwrap(), tied[3]);
+    assert_eq!(choose(&tied[..3], 0.005).unwrap(), tied[2]);
+    assert_eq!(choose(&[tied[3], tied[3]], 0.005).unwrap(), tied[3]);
+    // At a tolerance of 0 it is the ranking training's validation uses.
+    let settings: Vec<Setting> = trials.iter().map(|q| Setting { threshold: q.nsn, dynamic: q.dynamic }).collect();
+    let means: Vec<(f64, f64)> = trials.iter().map(|q| (q.f1, q.seg)).collect();
+    assert_eq!(trials[best_setting(&settings, &means).unwrap()], choose(&trials, 0.0).unwrap());
+    // Refused: a tolerance outside [0, 1), no trials.
+    for bad in [-0.001, 1.0, f64::NAN] {
+        assert!(choose(&trials, bad).unwrap_err().to_string().contains("F1 tolerance"), "{bad}");
+    }
+    assert!(choose(&[], 0.0).is_err());
 }
 
 #[test]

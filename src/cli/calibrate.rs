@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use qcanet_gpu::infer::calibrate::{predict, search};
+use qcanet_gpu::infer::calibrate::{check_f1_tolerance, choose, predict, search};
 use qcanet_gpu::infer::pipeline::SegmentOptions;
 use qcanet_gpu::infer::predictors::{load_averaged, stage, weights_path};
 use qcanet_gpu::metrics::instances::{grid_edge, DEFAULT_DYNAMICS, DEFAULT_THRESHOLDS};
@@ -45,6 +45,11 @@ pub struct Args {
     /// Distance between tile origins, as `infer --stride`.
     #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_STRIDE)]
     stride: usize,
+    /// Keep the best mean SEG among the settings whose mean F1 is within this of the best (0: the best F1,
+    /// then SEG). Weighs masks against single nuclei: over six volumes, 0.005 is about one nucleus at the
+    /// 50-nucleus stage.
+    #[arg(long, value_name = "F1", default_value_t = 0.0)]
+    f1_tolerance: f64,
     /// Test-time augmentation views, as `infer --tta` (calibrate with the setting you will infer with).
     #[arg(long, default_value_t = 1)]
     tta: usize,
@@ -65,6 +70,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         Some(s) => super::numbers(s, "--dynamics")?,
         None => DEFAULT_DYNAMICS.to_vec(),
     };
+    check_f1_tolerance(a.f1_tolerance).context("--f1-tolerance")?;
     let names = names_of(&a.data, "validation", a.list.as_deref())?;
     let paths = |given: &[PathBuf], file: &str| -> anyhow::Result<Vec<PathBuf>> {
         if given.is_empty() {
@@ -107,7 +113,19 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         }
     }
     pb.finish();
-    let (best, all) = search(&vols, &grid, &dynamics, &opts.instance)?;
+    let (top, all) = search(&vols, &grid, &dynamics, &opts.instance)?;
+    let best = choose(&all, a.f1_tolerance).context("--f1-tolerance")?;
+    if best != top {
+        log::info!(
+            "best F1 {:.4} at NSN {:.2}, NDN {:.2}, dynamic {:.2} (SEG {:.4}); within --f1-tolerance {} of it, the best SEG",
+            top.f1,
+            top.nsn,
+            top.ndn,
+            top.dynamic,
+            top.seg,
+            a.f1_tolerance
+        );
+    }
     let mut csv = String::from("nsn_threshold,ndn_threshold,marker_dynamic,mean_f1,mean_seg,mean_iou\n");
     for t in &all {
         csv.push_str(&format!("{:.3},{:.3},{:.3},{:.6},{:.6},{:.6}\n", t.nsn, t.ndn, t.dynamic, t.f1, t.seg, t.iou));

@@ -4,7 +4,10 @@
 //! is scored for every pair of thresholds of a grid (a full grid: a search
 //! one threshold at a time gets stuck where neither alone helps, e.g. an
 //! under-confident NSN with over-confident markers), ranking by mean F1 at
-//! IoU 0.5, then mean SEG; among equal scores the pair nearest 0.5 wins. Each
+//! IoU 0.5, then mean SEG; among equal scores the pair nearest 0.5 wins
+//! ([`choose`]; with an F1 tolerance, the best SEG among the settings whose
+//! F1 is within it of the best, so one nucleus more does not outweigh
+//! masks much worse). Each
 //! pair is tried with each dynamic of the NDN's markers (0: plain components
 //! above the threshold; see `postprocess::markers`). The thresholds and the
 //! dynamic found go into the weights' metadata, where `infer` reads them.
@@ -14,7 +17,7 @@ use crate::progress::Progress;
 use crate::error::{Error, Result};
 use crate::io::Volume;
 use crate::metrics::instances::{
-    check_dynamic, in_parallel, score_instances, InstanceTruth, InstanceValidation, Ranking, Role, Setting,
+    check_dynamic, in_parallel, score_instances, InstanceTruth, InstanceValidation, Role, Setting,
 };
 use crate::postprocess::markers::{above_on, h_maxima};
 use crate::postprocess::InstanceOptions;
@@ -61,24 +64,6 @@ pub struct Trial {
     pub f1: f64,
     pub seg: f64,
     pub iou: f64,
-}
-
-impl Trial {
-    /// Whether `self` ranks above `other` ([`Ranking`]: F1, then SEG, then
-    /// the distance of the thresholds from 0.5, nearer wins, then the
-    /// smaller dynamic).
-    pub fn better_than(&self, other: &Trial) -> bool {
-        self.ranking().ranks_above(&other.ranking())
-    }
-
-    fn ranking(&self) -> Ranking {
-        Ranking {
-            f1: self.f1,
-            seg: self.seg,
-            off_half: (self.nsn - 0.5).abs() + (self.ndn - 0.5).abs(),
-            dynamic: self.dynamic,
-        }
-    }
 }
 
 /// Scores thresholds `nsn_t`, `ndn_t` and marker dynamic `h` over `vols`
@@ -151,7 +136,6 @@ pub fn search(
     }
     let total = pairs.len() * dynamics.len();
     let mut all = Vec::with_capacity(total);
-    let mut best: Option<Trial> = None;
     // The settings of one dynamic are independent: scored on all cores,
     // logged and ranked in grid order (the result does not depend on the
     // number of threads).
@@ -167,11 +151,38 @@ pub fn search(
                 r.seg,
                 r.iou
             );
-            if best.is_none_or(|b| r.better_than(&b)) {
-                best = Some(r);
-            }
             all.push(r);
         }
     }
-    Ok((best.expect("at least one trial"), all))
+    Ok((choose(&all, 0.0)?, all))
+}
+
+/// Refuses an F1 tolerance outside [0, 1) (NaN included).
+pub fn check_f1_tolerance(f1_tolerance: f64) -> Result<()> {
+    if (0.0..1.0).contains(&f1_tolerance) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("F1 tolerance {f1_tolerance}: must be in [0, 1)")))
+    }
+}
+
+/// The setting calibration keeps among `trials`: of those whose mean F1 is
+/// within `f1_tolerance` of the best, the one with the best mean SEG, then
+/// the higher F1, then thresholds nearer 0.5, then the smaller dynamic (the
+/// first of exact equals). A tolerance of 0 is the plain ranking
+/// (F1 first). Over six volumes, 0.005 is about one
+/// nucleus at the 50-nucleus stage.
+pub fn choose(trials: &[Trial], f1_tolerance: f64) -> Result<Trial> {
+    check_f1_tolerance(f1_tolerance)?;
+    let top = trials.iter().map(|t| t.f1).fold(f64::NEG_INFINITY, f64::max);
+    // Among equal F1 (all of them at a tolerance of 0) this is
+    // `metrics::instances::Ranking`, the order training's validation uses.
+    let key = |t: &Trial| (t.seg, t.f1, -((t.nsn - 0.5).abs() + (t.ndn - 0.5).abs()), -t.dynamic);
+    let near = trials.iter().filter(|t| t.f1 >= top - f1_tolerance);
+    near.fold(None, |best: Option<&Trial>, t| match best {
+        Some(b) if key(t) <= key(b) => Some(b),
+        _ => Some(t),
+    })
+    .copied()
+    .ok_or_else(|| Error::invalid("calibration scored no setting"))
 }
