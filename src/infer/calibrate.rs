@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::error::{Error, Result};
 use crate::io::Volume;
 use crate::metrics::instances::{
-    check_dynamic, in_parallel, score_instances, InstanceTruth, InstanceValidation, Role, Setting,
+    best_ranked, check_dynamic, in_parallel, score_instances, InstanceTruth, InstanceValidation, Ranking, Role, Setting,
 };
 use crate::postprocess::markers::{above_on, h_maxima};
 use crate::postprocess::InstanceOptions;
@@ -168,21 +168,20 @@ pub fn check_f1_tolerance(f1_tolerance: f64) -> Result<()> {
 
 /// The setting calibration keeps among `trials`: of those whose mean F1 is
 /// within `f1_tolerance` of the best, the one with the best mean SEG, then
-/// the higher F1, then thresholds nearer 0.5, then the smaller dynamic (the
-/// first of exact equals). A tolerance of 0 is the plain ranking
-/// (F1 first). Over six volumes, 0.005 is about one
-/// nucleus at the 50-nucleus stage.
+/// the higher F1, then thresholds nearer 0.5, then the smaller dynamic, the
+/// first of exact equals ([`best_ranked`]; at a tolerance of 0 it is the
+/// rule training's validation uses, F1 first). Over six volumes, 0.005 is
+/// about one nucleus at the 50-nucleus stage.
 pub fn choose(trials: &[Trial], f1_tolerance: f64) -> Result<Trial> {
     check_f1_tolerance(f1_tolerance)?;
-    let top = trials.iter().map(|t| t.f1).fold(f64::NEG_INFINITY, f64::max);
-    // Among equal F1 (all of them at a tolerance of 0) this is
-    // `metrics::instances::Ranking`, the order training's validation uses.
-    let key = |t: &Trial| (t.seg, t.f1, -((t.nsn - 0.5).abs() + (t.ndn - 0.5).abs()), -t.dynamic);
-    let near = trials.iter().filter(|t| t.f1 >= top - f1_tolerance);
-    near.fold(None, |best: Option<&Trial>, t| match best {
-        Some(b) if key(t) <= key(b) => Some(b),
-        _ => Some(t),
-    })
-    .copied()
-    .ok_or_else(|| Error::invalid("calibration scored no setting"))
+    let ranks: Vec<Ranking> = trials
+        .iter()
+        .map(|t| Ranking {
+            f1: t.f1,
+            seg: t.seg,
+            off_half: (t.nsn - 0.5).abs() + (t.ndn - 0.5).abs(),
+            dynamic: t.dynamic,
+        })
+        .collect();
+    best_ranked(&ranks, f1_tolerance).map(|i| trials[i]).ok_or_else(|| Error::invalid("calibration scored no setting"))
 }

@@ -122,7 +122,7 @@ pub fn check_dynamic(h: f32) -> Result<()> {
 /// What ranks settings of the instance stage (mean scores over the
 /// choosing volumes), most important first: F1 at IoU 0.5, SEG, then the
 /// thresholds' distance from 0.5 (nearer wins), then the smaller dynamic.
-/// `calibrate` and training's validation both choose by it.
+/// `calibrate` and training's validation both choose by it ([`best_ranked`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ranking {
     pub f1: f64,
@@ -132,25 +132,28 @@ pub struct Ranking {
     pub dynamic: f32,
 }
 
-impl Ranking {
-    pub fn ranks_above(&self, other: &Ranking) -> bool {
-        (self.f1, self.seg, -self.off_half, -self.dynamic) > (other.f1, other.seg, -other.off_half, -other.dynamic)
-    }
-}
-
-/// The index of the best of `settings` by [`Ranking`], given each one's
-/// mean scores (F1, SEG), in the same order; the first of equals.
-pub fn best_setting(settings: &[Setting], means: &[(f64, f64)]) -> Option<usize> {
-    let rank = |i: usize| Ranking {
-        f1: means[i].0,
-        seg: means[i].1,
-        off_half: (settings[i].threshold - 0.5).abs(),
-        dynamic: settings[i].dynamic,
-    };
-    (0..settings.len().min(means.len())).fold(None, |best, i| match best {
-        Some(b) if !rank(i).ranks_above(&rank(b)) => Some(b),
+/// The index of the best of `ranks`, the first of exact equals: of those
+/// whose F1 is within `f1_tolerance` of the best F1, the best SEG, then the
+/// higher F1, then thresholds nearer 0.5, then the smaller dynamic. With a
+/// tolerance of 0 that is F1, then SEG, then the rest.
+pub fn best_ranked(ranks: &[Ranking], f1_tolerance: f64) -> Option<usize> {
+    let top = ranks.iter().map(|r| r.f1).fold(f64::NEG_INFINITY, f64::max);
+    let key = |r: &Ranking| (r.seg, r.f1, -r.off_half, -r.dynamic);
+    (0..ranks.len()).filter(|&i| ranks[i].f1 >= top - f1_tolerance).fold(None, |best, i| match best {
+        Some(b) if key(&ranks[i]) <= key(&ranks[b]) => Some(b),
         _ => Some(i),
     })
+}
+
+/// The index of the best of `settings` by [`Ranking`] (F1 first), given
+/// each one's mean scores (F1, SEG), in the same order; the first of equals.
+pub fn best_setting(settings: &[Setting], means: &[(f64, f64)]) -> Option<usize> {
+    let ranks: Vec<Ranking> = settings
+        .iter()
+        .zip(means)
+        .map(|(s, &(f1, seg))| Ranking { f1, seg, off_half: (s.threshold - 0.5).abs(), dynamic: s.dynamic })
+        .collect();
+    best_ranked(&ranks, 0.0)
 }
 
 /// Instance scores of one volume.
