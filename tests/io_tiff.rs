@@ -377,8 +377,6 @@ fn imagej_escaped_micro_unit_and_missing_spacing() {
     assert_eq!(io::read_volume(&q).unwrap().voxel_um, None);
 }
 
-/// A hand-made little-endian TIFF with one IFD and `images` planes stored
-/// contiguously after it, the way ImageJ writes stacks over 4 GiB.
 /// One little-endian IFD entry of a hand-written TIFF (a SHORT value sits in
 /// the low bytes of the 4-byte field).
 fn ifd_entry(b: &mut Vec<u8>, tag: u16, ty: u16, count: u32, val: u32) {
@@ -399,6 +397,8 @@ fn assert_reads_as(bytes: &[u8], name: &str, dims: [usize; 3], values: &[u16]) {
     assert_eq!(v.data, values.iter().map(|&x| x as f32).collect::<Vec<_>>(), "{name}");
 }
 
+/// A hand-made little-endian TIFF with one IFD and `images` planes stored
+/// contiguously after it, the way ImageJ writes stacks over 4 GiB.
 #[test]
 fn imagej_contiguous_large_stack_layout() {
     let (w, h, images) = (5u32, 3u32, 4u32);
