@@ -234,6 +234,67 @@ fn launch(
     )
 }
 
+/// Records the forward pass (`src` x, `dst` y) or the input gradient (`src`
+/// dy, `dst` dx) over the windows of `pl`: for each block of samples and of
+/// `dst`'s channels, one launch per block of `src`'s (reduced) channels, the
+/// first writing and the others accumulating. The invocations cover the
+/// voxels of the coarse side (x, or dx), `ch_b` written channels and `xb`
+/// voxels each.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    ctx: &GpuContext,
+    label: &str,
+    pass: Pass,
+    (pipeline, blk): (&Pipeline, Block),
+    pl: &Plan,
+    src: &GpuTensor,
+    dst: &GpuTensor,
+    w: &GpuTensor,
+    b: Option<&GpuTensor>,
+) -> Result<()> {
+    let (ss, ds) = (src.shape, dst.shape);
+    let (coarse, fine_c) = match pass {
+        Pass::Forward => (ss, ds.c),
+        Pass::BackwardInput => (ds, ss.c),
+    };
+    for s in &pl.samples {
+        for out in &pl.out {
+            let wdst = dst.window_nc(ctx, s, out)?;
+            for (k, red) in pl.red.iter().enumerate() {
+                let wsrc = src.window_nc(ctx, s, red)?;
+                // The weights are indexed (input channel, output channel)
+                // whichever way the data flows.
+                let (ci, co) = match pass {
+                    Pass::Forward => (red, out),
+                    Pass::BackwardInput => (out, red),
+                };
+                let p = Params {
+                    samples: s.len() as u32,
+                    d: coarse.d as u32,
+                    h: coarse.h as u32,
+                    w: coarse.w as u32,
+                    c_red: red.len() as u32,
+                    c_out: out.len() as u32,
+                    ci0: ci.start as u32,
+                    co0: co.start as u32,
+                    c_out_total: fine_c as u32,
+                    src_base: wsrc.base,
+                    src_stride: (ss.c * ss.spatial()) as u32,
+                    dst_base: wdst.base,
+                    dst_stride: (ds.c * ds.spatial()) as u32,
+                    accumulate: (k > 0) as u32,
+                    ..Default::default()
+                };
+                let groups = s.len()
+                    * out.len().div_ceil(blk.ch_b as usize)
+                    * coarse.spatial().div_ceil(blk.wg as usize * blk.xb as usize);
+                launch(ctx, label, pipeline, [Some(&wsrc), Some(&wdst), None], Some(w), b, &p, groups as u64)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The pipeline for `pass` under `kernel`, with the channels and voxels
 /// one invocation writes and its workgroup size (for the grid).
 fn pass_kernel(ctx: &GpuContext, kernel: Kernel, pass: Pass, op: &str) -> Result<(std::sync::Arc<Pipeline>, Block)> {
@@ -290,35 +351,7 @@ pub fn forward_with(
     let y = ctx.empty(ys, "conv_transpose3d y")?;
     let pl = plan(ctx, xs.n, (xs.c, xs.spatial()), (ys.c, ys.spatial()), op)?;
     let label = format!("{op} x{xs} w{} -> {ys}", w.shape);
-    for s in &pl.samples {
-        for co in &pl.out {
-            let wy = y.window_nc(ctx, s, co)?;
-            for (k, ci) in pl.red.iter().enumerate() {
-                let wx = x.window_nc(ctx, s, ci)?;
-                let p = Params {
-                    samples: s.len() as u32,
-                    d: xs.d as u32,
-                    h: xs.h as u32,
-                    w: xs.w as u32,
-                    c_red: ci.len() as u32,
-                    c_out: co.len() as u32,
-                    ci0: ci.start as u32,
-                    co0: co.start as u32,
-                    c_out_total: ys.c as u32,
-                    src_base: wx.base,
-                    src_stride: (xs.c * xs.spatial()) as u32,
-                    dst_base: wy.base,
-                    dst_stride: (ys.c * ys.spatial()) as u32,
-                    accumulate: (k > 0) as u32,
-                    ..Default::default()
-                };
-                let groups = s.len()
-                    * co.len().div_ceil(blk.ch_b as usize)
-                    * xs.spatial().div_ceil(blk.wg as usize * blk.xb as usize);
-                launch(ctx, &label, &pipeline, [Some(&wx), Some(&wy), None], Some(w), Some(b), &p, groups as u64)?;
-            }
-        }
-    }
+    record(ctx, &label, Pass::Forward, (&pipeline, blk), &pl, x, &y, w, Some(b))?;
     Ok(y)
 }
 
@@ -352,35 +385,7 @@ pub fn backward_input_with(ctx: &GpuContext, dy: &GpuTensor, w: &GpuTensor, kern
     let dx = ctx.empty(xs, "conv_transpose3d dx")?;
     let pl = plan(ctx, xs.n, (ds.c, ds.spatial()), (xs.c, xs.spatial()), op)?;
     let label = format!("{op} dy{ds} w{} -> {xs}", w.shape);
-    for s in &pl.samples {
-        for ci in &pl.out {
-            let wdx = dx.window_nc(ctx, s, ci)?;
-            for (k, co) in pl.red.iter().enumerate() {
-                let wdy = dy.window_nc(ctx, s, co)?;
-                let p = Params {
-                    samples: s.len() as u32,
-                    d: xs.d as u32,
-                    h: xs.h as u32,
-                    w: xs.w as u32,
-                    c_red: co.len() as u32,
-                    c_out: ci.len() as u32,
-                    ci0: ci.start as u32,
-                    co0: co.start as u32,
-                    c_out_total: ds.c as u32,
-                    src_base: wdy.base,
-                    src_stride: (ds.c * ds.spatial()) as u32,
-                    dst_base: wdx.base,
-                    dst_stride: (xs.c * xs.spatial()) as u32,
-                    accumulate: (k > 0) as u32,
-                    ..Default::default()
-                };
-                let groups = s.len()
-                    * ci.len().div_ceil(blk.ch_b as usize)
-                    * xs.spatial().div_ceil(blk.wg as usize * blk.xb as usize);
-                launch(ctx, &label, &pipeline, [Some(&wdy), Some(&wdx), None], Some(w), None, &p, groups as u64)?;
-            }
-        }
-    }
+    record(ctx, &label, Pass::BackwardInput, (&pipeline, blk), &pl, dy, &dx, w, None)?;
     Ok(dx)
 }
 
