@@ -79,14 +79,25 @@ fn touching_centres() -> CalibrationVolume {
     v
 }
 
+/// `v`'s ground truth with the partner's mask `partner` (no extent).
+fn truth_of(v: &CalibrationVolume, partner: Vec<u8>) -> InstanceTruth {
+    InstanceTruth {
+        name: v.name.clone(),
+        dims: v.dims,
+        voxel_um: v.voxel_um,
+        labels: v.labels.clone(),
+        partner,
+        partner_extent: None,
+    }
+}
+
 #[test]
 fn instance_scores_of_a_perfect_pair_and_of_swapped_roles() {
     let v = volume(0.9, 0.05);
     let opts = InstanceOptions::default();
     let markers: Vec<u8> = v.ndn.iter().map(|&p| (p > 0.5) as u8).collect();
     let seg: Vec<u8> = v.nsn.iter().map(|&p| (p > 0.5) as u8).collect();
-    let t =
-        InstanceTruth { name: "v".into(), dims: DIMS, voxel_um: [1.0; 3], labels: v.labels.clone(), partner: markers };
+    let t = truth_of(&v, markers);
     let iv = InstanceValidation {
         volumes: vec![],
         role: Role::Segmentation,
@@ -131,10 +142,10 @@ fn calibration_finds_the_thresholds_that_recover_the_nuclei() {
     // Neither threshold alone helps: only the pair does.
     let vols = vec![volume(0.35, 0.55)];
     let opts = InstanceOptions::default();
-    let at_half = trial(&vols, 0.5, 0.5, 0.0, &opts).unwrap();
+    let at_half = trial(&vols, 0.5, 0.5, 0.0, 0.5, &opts).unwrap();
     assert_eq!(at_half.f1, 0.0);
     let grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
-    let (best, all) = search(&vols, &grid, &[0.0], &opts).unwrap();
+    let (best, all) = search(&vols, &grid, &[0.0], &[], &opts).unwrap();
     assert_eq!(all.len(), 49);
     assert_eq!(all[0], at_half);
     assert_eq!(best.f1, 1.0, "{best:?}");
@@ -142,8 +153,8 @@ fn calibration_finds_the_thresholds_that_recover_the_nuclei() {
     // Among equally good values the one nearest 0.5 wins.
     assert_eq!((best.nsn, best.ndn), (0.3, 0.6));
     // Bad grids are refused.
-    assert!(search(&vols, &[0.0, 0.5], &[0.0], &opts).unwrap_err().to_string().contains("between 0 and 1"));
-    assert!(trial(&[], 0.5, 0.5, 0.0, &opts).is_err());
+    assert!(search(&vols, &[0.0, 0.5], &[0.0], &[], &opts).unwrap_err().to_string().contains("between 0 and 1"));
+    assert!(trial(&[], 0.5, 0.5, 0.0, 0.5, &opts).is_err());
 }
 
 #[test]
@@ -152,17 +163,17 @@ fn calibration_finds_the_marker_dynamic_that_splits_touching_centres() {
     let opts = InstanceOptions::default();
     let grid = [0.3, 0.5, 0.7];
     for t in grid {
-        let plain = trial(&vols, 0.5, t, 0.0, &opts).unwrap();
+        let plain = trial(&vols, 0.5, t, 0.0, 0.5, &opts).unwrap();
         assert!(plain.f1 < 1.0, "threshold {t} alone separates the centres: {plain:?}");
     }
-    assert_eq!(trial(&vols, 0.5, 0.5, 0.05, &opts).unwrap().f1, 1.0);
-    assert!(trial(&vols, 0.5, 0.5, 0.2, &opts).unwrap().f1 < 1.0);
-    let (best, all) = search(&vols, &grid, &[0.0, 0.05, 0.2], &opts).unwrap();
+    assert_eq!(trial(&vols, 0.5, 0.5, 0.05, 0.5, &opts).unwrap().f1, 1.0);
+    assert!(trial(&vols, 0.5, 0.5, 0.2, 0.5, &opts).unwrap().f1 < 1.0);
+    let (best, all) = search(&vols, &grid, &[0.0, 0.05, 0.2], &[], &opts).unwrap();
     assert_eq!(all.len(), 27);
     assert_eq!((best.f1, best.dynamic), (1.0, 0.05), "{best:?}");
     assert_eq!((best.nsn, best.ndn), (0.5, 0.5), "nearest 0.5 among equals: {best:?}");
-    assert!(search(&vols, &grid, &[], &opts).is_err());
-    assert!(search(&vols, &grid, &[1.0], &opts).unwrap_err().to_string().contains("dynamic"));
+    assert!(search(&vols, &grid, &[], &[], &opts).is_err());
+    assert!(search(&vols, &grid, &[1.0], &[], &opts).unwrap_err().to_string().contains("dynamic"));
 }
 
 #[test]
@@ -173,7 +184,7 @@ fn validation_grid_scores_each_setting_as_calibration_does_and_ranks_them_alike(
     let v = touching_centres();
     let opts = InstanceOptions::default();
     let seg: Vec<u8> = v.nsn.iter().map(|&p| (p > 0.5) as u8).collect();
-    let t = InstanceTruth { name: "v".into(), dims: DIMS, voxel_um: [1.0; 3], labels: v.labels.clone(), partner: seg };
+    let t = truth_of(&v, seg);
     let settings = Setting::grid(Role::Detection, &[0.3, 0.5, 0.7], &[0.0, 0.05, 0.2]).unwrap();
     assert_eq!(settings.len(), 9);
     assert_eq!((settings[1].threshold, settings[1].dynamic), (0.3, 0.05), "thresholds outer, dynamics inner");
@@ -182,12 +193,12 @@ fn validation_grid_scores_each_setting_as_calibration_does_and_ranks_them_alike(
     assert_eq!(scores.len(), 9);
     let vols = vec![v];
     for (s, q) in settings.iter().zip(&scores) {
-        let c = trial(&vols, 0.5, s.threshold, s.dynamic, &opts).unwrap();
+        let c = trial(&vols, 0.5, s.threshold, s.dynamic, 0.5, &opts).unwrap();
         assert_eq!((q.f1, q.seg, q.iou), (c.f1, c.seg, c.iou), "{s:?}");
     }
     let means: Vec<(f64, f64)> = scores.iter().map(|q| (q.f1, q.seg)).collect();
     let b = best_setting(&settings, &means).unwrap();
-    let (cal, _) = search(&vols, &[0.3, 0.5, 0.7], &[0.0, 0.05, 0.2], &opts).unwrap();
+    let (cal, _) = search(&vols, &[0.3, 0.5, 0.7], &[0.0, 0.05, 0.2], &[], &opts).unwrap();
     assert_eq!((settings[b].threshold, settings[b].dynamic), (cal.ndn, cal.dynamic));
     assert_eq!((settings[b].threshold, settings[b].dynamic, scores[b].f1), (0.5, 0.05, 1.0));
 
@@ -197,7 +208,7 @@ fn validation_grid_scores_each_setting_as_calibration_does_and_ranks_them_alike(
     assert_eq!(g, vec![Setting::at(0.4), Setting::at(0.6)]);
     let bad = InstanceValidation {
         role: Role::Segmentation,
-        settings: vec![Setting { threshold: 0.5, dynamic: 0.1 }],
+        settings: vec![Setting { threshold: 0.5, dynamic: 0.1, extent: None }],
         ..iv.clone()
     };
     assert!(score_instances(&vols[0].nsn, DIMS, &t, &bad).unwrap_err().to_string().contains("dynamic"));
@@ -209,7 +220,7 @@ fn validation_grid_scores_each_setting_as_calibration_does_and_ranks_them_alike(
 
 #[test]
 fn best_setting_ranks_f1_then_seg_then_thresholds_near_half_then_small_dynamics() {
-    let s = |t: f32, h: f32| Setting { threshold: t, dynamic: h };
+    let s = |t: f32, h: f32| Setting { threshold: t, dynamic: h, extent: None };
     let settings = [s(0.3, 0.0), s(0.5, 0.1), s(0.6, 0.0), s(0.5, 0.0), s(0.7, 0.2)];
     // F1 first, whatever the SEG.
     assert_eq!(best_setting(&settings, &[(0.8, 0.9), (0.9, 0.1), (0.85, 0.9), (0.7, 0.9), (0.6, 0.9)]), Some(1));
@@ -223,7 +234,15 @@ fn best_setting_ranks_f1_then_seg_then_thresholds_near_half_then_small_dynamics(
 
 #[test]
 fn an_f1_tolerance_keeps_the_best_seg_among_settings_within_it_of_the_best_f1() {
-    let t = |nsn: f32, dynamic: f32, f1: f64, seg: f64| Trial { nsn, ndn: 0.3, dynamic, f1, seg, iou: seg + 0.05 };
+    let t = |nsn: f32, dynamic: f32, f1: f64, seg: f64| Trial {
+        nsn,
+        ndn: 0.3,
+        dynamic,
+        extent: nsn,
+        f1,
+        seg,
+        iou: seg + 0.05,
+    };
     // The eighteenth session's case: one nucleus more at NSN 0.6 against
     // much better masks at 0.5; a third setting better still on SEG, far
     // below on F1.
@@ -245,7 +264,8 @@ fn an_f1_tolerance_keeps_the_best_seg_among_settings_within_it_of_the_best_f1() 
     assert_eq!(choose(&tied[..3], 0.005).unwrap(), tied[2]);
     assert_eq!(choose(&[tied[3], tied[3]], 0.005).unwrap(), tied[3]);
     // At a tolerance of 0 it is the ranking training's validation uses.
-    let settings: Vec<Setting> = trials.iter().map(|q| Setting { threshold: q.nsn, dynamic: q.dynamic }).collect();
+    let settings: Vec<Setting> =
+        trials.iter().map(|q| Setting { threshold: q.nsn, dynamic: q.dynamic, extent: None }).collect();
     let means: Vec<(f64, f64)> = trials.iter().map(|q| (q.f1, q.seg)).collect();
     assert_eq!(trials[best_setting(&settings, &means).unwrap()], choose(&trials, 0.0).unwrap());
     // Refused: a tolerance outside [0, 1), no trials.
@@ -283,4 +303,68 @@ fn help_gives_the_default_grids_of_the_code() {
             );
         }
     }
+}
+
+/// Segmentation probability of [`truth`]'s nuclei: 0.9 (±0.02) in each
+/// core (within 3 voxels of its centre), 0.45 in the shell out to radius 5,
+/// 0.1 × jitter outside; detection 0.9 within 2 voxels of each centre.
+fn cores_and_shells() -> CalibrationVolume {
+    let mut v = volume(0.9, 0.05);
+    for z in 0..DIMS[0] {
+        for y in 0..DIMS[1] {
+            for x in 0..DIMS[2] {
+                let i = (z * DIMS[1] + y) * DIMS[2] + x;
+                if v.labels[i] > 0 {
+                    let cx = if v.labels[i] == 1 { 9.5 } else { 18.5 };
+                    let d = ((z as f64 - 6.0).powi(2) + (y as f64 - 10.0).powi(2) + (x as f64 - cx).powi(2)).sqrt();
+                    if d > 3.0 {
+                        v.nsn[i] = 0.45 + 0.02 * (jitter(i) - 0.5);
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn calibration_grows_confident_cores_to_the_outlines() {
+    // Split at 0.5 the nuclei are their cores (a fifth of each: no match at
+    // IoU 0.5); grown to 0.4 they are whole again, from the same watershed.
+    let vols = vec![cores_and_shells()];
+    let opts = InstanceOptions::default();
+    let core = trial(&vols, 0.5, 0.5, 0.0, 0.5, &opts).unwrap();
+    assert_eq!(core.f1, 0.0, "{core:?}");
+    assert!(core.iou < 0.4, "{core:?}");
+    let grown = trial(&vols, 0.5, 0.5, 0.0, 0.4, &opts).unwrap();
+    assert_eq!((grown.f1, grown.extent), (1.0, 0.4), "{grown:?}");
+    assert!(grown.seg > 0.9 && grown.iou > 0.95, "{grown:?}");
+    // An extent at or above the threshold is no growth.
+    let same = trial(&vols, 0.5, 0.5, 0.0, 0.7, &opts).unwrap();
+    assert_eq!((same.f1, same.seg, same.iou, same.extent), (core.f1, core.seg, core.iou, 0.5));
+    // The search tries each NSN threshold bare, then grown to each extent below it.
+    let (best, all) = search(&vols, &[0.5, 0.7], &[0.0], &[0.3, 0.4, 0.6], &opts).unwrap();
+    // NSN 0.5: bare, 0.3, 0.4; NSN 0.7: bare, 0.3, 0.4, 0.6; with 2 NDN thresholds.
+    assert_eq!(all.len(), 2 * (3 + 4));
+    assert_eq!(all[0], core, "0.5/0.5 bare first");
+    assert_eq!(best.f1, 1.0, "{best:?}");
+    assert!(best.extent < best.nsn && best.extent >= 0.3, "{best:?}");
+    // The same growth from the detection side: training an NDN against a
+    // partner NSN that grows its nuclei scores what `infer` would label.
+    let v = &vols[0];
+    let t = InstanceTruth {
+        partner_extent: Some(v.nsn.iter().map(|&p| u8::from(p > 0.4)).collect()),
+        ..truth_of(v, v.nsn.iter().map(|&p| u8::from(p > 0.5)).collect())
+    };
+    let iv =
+        InstanceValidation { volumes: vec![], role: Role::Detection, settings: vec![Setting::at(0.5)], options: opts };
+    let s = score_instances(&v.ndn, DIMS, &t, &iv).unwrap()[0];
+    assert_eq!((s.f1, s.seg, s.iou), (grown.f1, grown.seg, grown.iou));
+    let bare = score_instances(&v.ndn, DIMS, &InstanceTruth { partner_extent: None, ..t.clone() }, &iv).unwrap()[0];
+    assert_eq!((bare.f1, bare.iou), (core.f1, core.iou));
+    // Refused: an extent outside (0, 1); an extent on a detection setting.
+    assert!(search(&vols, &[0.5], &[0.0], &[1.2], &opts).unwrap_err().to_string().contains("extent"));
+    let marker_extent = Setting { extent: Some(0.3), ..Setting::at(0.5) };
+    let iv2 = InstanceValidation { settings: vec![marker_extent], ..iv };
+    assert!(score_instances(&v.ndn, DIMS, &t, &iv2).is_err());
 }

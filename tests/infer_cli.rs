@@ -27,6 +27,7 @@ fn meta(arch: Arch) -> WeightsMeta {
         val_iou: None,
         threshold: None,
         marker_dynamic: None,
+        extent_threshold: None,
         min_volume_um3: None,
     }
 }

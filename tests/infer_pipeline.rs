@@ -78,6 +78,7 @@ fn stage(name: &str, level: f32) -> Stage<'static> {
         grid: NetGrid { pixel_um: 0.8, isotropic: true },
         threshold: 0.5,
         marker_dynamic: 0.0,
+        extent_threshold: None,
     }
 }
 

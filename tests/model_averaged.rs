@@ -24,6 +24,7 @@ fn meta(arch: Arch, base: usize) -> WeightsMeta {
         val_iou: None,
         threshold: None,
         marker_dynamic: None,
+        extent_threshold: None,
         min_volume_um3: None,
     }
 }

@@ -1,5 +1,5 @@
-//! EDT (exact and JFA), connected components and watershed on the GPU against
-//! their CPU references, on random masks of odd shapes and anisotropic grids.
+//! EDT (exact and JFA), connected components, watershed and growth on the GPU
+//! against their CPU references, on random masks of odd shapes and anisotropic grids.
 
 mod common;
 use common::*;
@@ -336,6 +336,63 @@ fn watershed_gpu_agrees_with_priority_flood() {
             check_watershed(&what, &ws, &g, &r, 0.99);
         }
     }
+}
+
+#[test]
+fn grow_extends_each_nucleus_into_the_extent_it_reaches() {
+    // Hysteresis: nuclei labelled on their cores (deeper than 0.4 of their
+    // radius inside the spheres) grow back into the spheres' mask, the
+    // extent; a stray blob of the extent that touches no nucleus stays
+    // background. The GPU stage and the reference are both watersheds of
+    // -EDT(extent) from the cores, held to the same lowest-flood check as the
+    // watershed itself.
+    use qcanet_gpu::postprocess::{grow, reference_grow, InstanceOptions, Watershed};
+    let ctx = ctx();
+    ctx.set_poison_new_tensors(true);
+    for (k, dims) in [[23, 45, 47], [19, 33, 41]].into_iter().enumerate() {
+        let grid = Grid::new(dims, [1.75, 0.8, 0.8]);
+        let f = spheres::touching_spheres(&grid, 30, (4.0, 7.0), 11 + k as u64);
+        assert!(f.count() >= 4, "only {} spheres", f.count());
+        let depth = edt::reference::edt(&f.mask, &grid);
+        let deep = |l: u32, d: f32| l != 0 && d as f64 > 0.4 * f.radii_um[l as usize - 1];
+        let cores: Vec<u32> = f.labels.iter().zip(&depth).map(|(&l, &d)| if deep(l, d) { l } else { 0 }).collect();
+        let mut extent = f.mask.clone();
+        // The stray blob: a voxel column in a corner, away from every sphere's label.
+        let corner: Vec<usize> = (0..dims[0]).map(|z| z * dims[1] * dims[2]).filter(|&i| f.mask[i] == 0).collect();
+        corner.iter().for_each(|&i| extent[i] = 1);
+        let r = reference_grow(&cores, &extent, &grid, Connectivity::Six).unwrap();
+        let kinds = |v: &[u32]| v.iter().copied().filter(|&l| l != 0).collect::<std::collections::BTreeSet<u32>>();
+        assert_eq!(kinds(&r), kinds(&cores), "no label added or lost");
+        for i in 0..r.len() {
+            if cores[i] != 0 {
+                assert_eq!(r[i], cores[i], "core voxel {i} relabelled");
+            }
+            assert!(r[i] == 0 || extent[i] != 0, "label outside the extent at {i}");
+        }
+        // Every sphere voxel is reached (each sphere holds its core and is
+        // connected within the mask); the stray column is not.
+        let reached = |v: &[u32]| (0..v.len()).filter(|&i| f.mask[i] != 0 && v[i] != 0).count();
+        let cored = f.labels.iter().zip(&cores).filter(|(&l, &c)| l != 0 && c != 0).count();
+        assert!(cored < f.mask.iter().filter(|&&m| m != 0).count() / 2, "cores too large to test growth");
+        assert_eq!(reached(&r), f.mask.iter().filter(|&&m| m != 0).count());
+        assert!(corner.iter().all(|&i| r[i] == 0), "the stray blob was labelled");
+        // Most voxels go back to their own sphere (the EDT of the union draws the
+        // boundaries, as the watershed did).
+        let own = (0..r.len()).filter(|&i| f.labels[i] != 0 && r[i] == f.labels[i]).count() as f64;
+        assert!(own / f.mask.iter().filter(|&&m| m != 0).count() as f64 > 0.9, "own sphere {own}");
+        let gpu = InstanceOptions { watershed: Watershed::Gpu, ..Default::default() };
+        let g = grow(ctx, &cores, &extent, &grid, &gpu).unwrap();
+        let flood = InstanceOptions { watershed: Watershed::Flood, ..Default::default() };
+        assert_eq!(grow(ctx, &cores, &extent, &grid, &flood).unwrap(), r, "the flood option is the reference");
+        let mask: Vec<u8> = cores.iter().zip(&extent).map(|(&l, &e)| u8::from(l != 0 || e != 0)).collect();
+        let surface: Vec<f32> = edt::reference::edt(&mask, &grid).iter().map(|d| -d).collect();
+        let ws = Ws { surface: &surface, markers: &cores, mask: &mask, dims, conn: Connectivity::Six };
+        check_watershed(&format!("grow {dims:?}"), &ws, &g, &r, 0.99);
+    }
+    // Bad input: lengths that do not match the grid.
+    let grid = Grid::new([3, 4, 5], [1.0; 3]);
+    assert!(reference_grow(&[0; 60], &[0; 59], &grid, Connectivity::Six).is_err());
+    assert!(grow(ctx, &[0; 59], &[0; 60], &grid, &InstanceOptions::default()).is_err());
 }
 
 #[test]

@@ -137,6 +137,7 @@ fn weights_file_errors_name_tensor_and_file() {
         val_iou: None,
         threshold: None,
         marker_dynamic: None,
+        extent_threshold: None,
         min_volume_um3: None,
     };
     let net = Network::new(ctx, meta.clone(), 0).unwrap();

@@ -10,6 +10,8 @@
 #   DATA=../shared/data/bbbc050  Q=target/release/qcanet-gpu (built if missing)  SCORE=1 (0: stop after choosing)
 #   F1_TOL=0: calibrate --f1-tolerance for every calibration here (0.005 in the nineteenth session's
 #   rule: the best SEG within one nucleus of the best F1 at the 50-nucleus stage); write it in the rule first
+#   EXTENTS=none: calibrate --extents (nuclei grown to a lower NSN threshold; chosen on the clean six in the
+#   twenty-first session it lost nuclei under read noise, weights/README.md): name it in the rule first
 #
 # 1. Unpacks results.tgz (logs, log.csv and curves of every run) into OUT.
 # 2. Per network, the run whose best epoch has the highest mean instance F1
@@ -104,7 +106,7 @@ calib() { # name, NSN weights, NDN weights (several files: colon-separated, aver
   IFS=: read -ra f <<< "$3"
   for w in "${f[@]}"; do a+=(--ndn "$w"); done
   [ -f "$out/calib-$1/calibration.csv" ] ||
-    "$q" calibrate "${a[@]}" --f1-tolerance "${F1_TOL:-0}" --data "$sim" --list "$out/choosing.txt" -o "$out/calib-$1" \
+    "$q" calibrate "${a[@]}" --f1-tolerance "${F1_TOL:-0}" --extents "${EXTENTS:-none}" --data "$sim" --list "$out/choosing.txt" -o "$out/calib-$1" \
       > "$out/calib-$1.log" 2>&1
   grep '^chosen' "$out/calib-$1.log"
 }

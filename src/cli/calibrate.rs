@@ -36,6 +36,13 @@ pub struct Args {
     /// above the threshold is a marker, as the original QCANet) [default: 0,0.05,0.1,0.2,0.3].
     #[arg(long)]
     dynamics: Option<String>,
+    /// Lower thresholds the NSN's nuclei may grow to after the watershed (hysteresis: split where the NSN is
+    /// sure, outlined where it is less so), comma-separated, e.g. 0.3,0.4,0.5,0.6,0.7: each NSN threshold is
+    /// then tried without growth and grown to every one below it [default: none, no growth]. Growth chosen
+    /// on clean volumes lost nuclei under read noise (weights/README.md): calibrate on volumes that look
+    /// like the ones you will segment.
+    #[arg(long, value_name = "LIST")]
+    extents: Option<String>,
     /// Objects under this many µm³ are dropped, as `infer --min-volume` (calibrate with the value you will infer with).
     #[arg(long, value_name = "UM3", default_value_t = qcanet_gpu::postprocess::MIN_NUCLEUS_UM3, value_parser = super::parse_min_volume)]
     min_volume: f64,
@@ -69,6 +76,10 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let dynamics = match &a.dynamics {
         Some(s) => super::numbers(s, "--dynamics")?,
         None => DEFAULT_DYNAMICS.to_vec(),
+    };
+    let extents = match a.extents.as_deref().map(str::trim) {
+        None | Some("none") => Vec::new(),
+        Some(s) => super::numbers(s, "--extents")?,
     };
     check_f1_tolerance(a.f1_tolerance).context("--f1-tolerance")?;
     let names = names_of(&a.data, "validation", a.list.as_deref())?;
@@ -113,25 +124,30 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         }
     }
     pb.finish();
-    let (top, all) = search(&vols, &grid, &dynamics, &opts.instance)?;
+    let (top, all) = search(&vols, &grid, &dynamics, &extents, &opts.instance)?;
     let best = choose(&all, a.f1_tolerance).context("--f1-tolerance")?;
     if best != top {
         log::info!(
-            "best F1 {:.4} at NSN {:.2}, NDN {:.2}, dynamic {:.2} (SEG {:.4}); within --f1-tolerance {} of it, the best SEG",
+            "best F1 {:.4} at NSN {:.2} (grown to {:.2}), NDN {:.2}, dynamic {:.2} (SEG {:.4}); within --f1-tolerance {} of it, the best SEG",
             top.f1,
             top.nsn,
+            top.extent,
             top.ndn,
             top.dynamic,
             top.seg,
             a.f1_tolerance
         );
     }
-    let mut csv = String::from("nsn_threshold,ndn_threshold,marker_dynamic,mean_f1,mean_seg,mean_iou\n");
+    let mut csv = String::from("nsn_threshold,nsn_extent,ndn_threshold,marker_dynamic,mean_f1,mean_seg,mean_iou\n");
     for t in &all {
-        csv.push_str(&format!("{:.3},{:.3},{:.3},{:.6},{:.6},{:.6}\n", t.nsn, t.ndn, t.dynamic, t.f1, t.seg, t.iou));
+        csv.push_str(&format!(
+            "{:.3},{:.3},{:.3},{:.3},{:.6},{:.6},{:.6}\n",
+            t.nsn, t.extent, t.ndn, t.dynamic, t.f1, t.seg, t.iou
+        ));
     }
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("{}: cannot create", a.out_dir.display()))?;
     nsn.meta.threshold = Some(best.nsn);
+    nsn.meta.extent_threshold = (best.extent < best.nsn).then_some(best.extent);
     ndn.meta.threshold = Some(best.ndn);
     ndn.meta.marker_dynamic = Some(best.dynamic);
     ndn.meta.min_volume_um3 = Some(a.min_volume);
@@ -144,6 +160,9 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     if best.dynamic > 0.0 {
         chosen.push(("marker dynamic", best.dynamic, &dynamics, "--dynamics"));
     }
+    if best.extent < best.nsn {
+        chosen.push(("NSN extent", best.extent, &extents, "--extents"));
+    }
     for (what, v, g, flag) in chosen {
         if let Some(edge) = grid_edge(v, g) {
             log::warn!("the chosen {what}, {v:.2}, is the grid's {edge}: a wider {flag} may score higher");
@@ -151,12 +170,13 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     }
     let first = all[0];
     println!(
-        "{} volumes; at 0.5/0.5: F1 {:.4}, SEG {:.4}, IoU {:.4}\nchosen NSN {:.2}, NDN {:.2}, marker dynamic {:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}\nwrote {}, {}, {}",
+        "{} volumes; at 0.5/0.5: F1 {:.4}, SEG {:.4}, IoU {:.4}\nchosen NSN {:.2}{}, NDN {:.2}, marker dynamic {:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}\nwrote {}, {}, {}",
         vols.len(),
         first.f1,
         first.seg,
         first.iou,
         best.nsn,
+        if best.extent < best.nsn { format!(" (nuclei grown to {:.2})", best.extent) } else { String::new() },
         best.ndn,
         best.dynamic,
         best.f1,

@@ -60,6 +60,11 @@ pub struct Args {
     /// `qcanet-gpu calibrate`, else 0: every component above the threshold, as the original QCANet).
     #[arg(long, value_parser = parse_dynamic)]
     marker_dynamic: Option<f32>,
+    /// A lower NSN threshold each nucleus grows to after the watershed: nuclei are split on the NSN's mask
+    /// above its threshold, then outlined where its probability is above this one (default: the NSN's own,
+    /// chosen by `qcanet-gpu calibrate`, else none; at or above the NSN's threshold: no growth).
+    #[arg(long, value_name = "T", value_parser = parse_extent)]
+    extent_threshold: Option<f32>,
     /// Also write the NSN and NDN foreground probabilities (f32 TIFF, STACK_nsn_prob.tif, STACK_ndn_prob.tif).
     #[arg(long)]
     save_probabilities: bool,
@@ -104,6 +109,13 @@ fn parse_dynamic(s: &str) -> Result<f32, String> {
     }
 }
 
+fn parse_extent(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(t) if t > 0.0 && t < 1.0 => Ok(t),
+        _ => Err(format!("'{s}': expected a threshold strictly between 0 and 1")),
+    }
+}
+
 fn parse_triple(s: &str) -> Result<[usize; 3], String> {
     let v: Vec<usize> = s
         .split(',')
@@ -134,6 +146,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         margin: a.margin,
         threshold: a.threshold,
         marker_dynamic: a.marker_dynamic,
+        extent_threshold: a.extent_threshold,
         voxel_um: a.voxel_size,
         keep_probabilities: a.save_probabilities,
         tta: a.tta,

@@ -61,16 +61,27 @@ pub struct Trial {
     pub ndn: f32,
     /// Dynamic of the NDN's markers (0: plain components above the threshold).
     pub dynamic: f32,
+    /// The NSN's lower threshold its nuclei grow to after the watershed
+    /// (`postprocess::grow`); equal to `nsn`: no growth.
+    pub extent: f32,
     pub f1: f64,
     pub seg: f64,
     pub iou: f64,
 }
 
 /// Scores thresholds `nsn_t`, `ndn_t` and marker dynamic `h` over `vols`
-/// (instance stage on the CPU reference, as training's validation does).
-pub fn trial(vols: &[CalibrationVolume], nsn_t: f32, ndn_t: f32, h: f32, opts: &InstanceOptions) -> Result<Trial> {
+/// (instance stage on the CPU reference, as training's validation does),
+/// with the nuclei grown to `extent` (below `nsn_t`; else no growth).
+pub fn trial(
+    vols: &[CalibrationVolume],
+    nsn_t: f32,
+    ndn_t: f32,
+    h: f32,
+    extent: f32,
+    opts: &InstanceOptions,
+) -> Result<Trial> {
     let summits = summits_of(vols, h, opts)?;
-    trial_with(vols, nsn_t, ndn_t, h, &summits, opts)
+    Ok(trials_with(vols, nsn_t, ndn_t, h, &[extent], &summits, opts)?[0])
 }
 
 /// Each volume's h-maxima of the NDN's probability (None for `h = 0`).
@@ -79,24 +90,27 @@ fn summits_of(vols: &[CalibrationVolume], h: f32, opts: &InstanceOptions) -> Res
     Ok(vols.iter().map(|c| (h > 0.0).then(|| h_maxima(&c.ndn, c.dims, h, opts.marker_connectivity))).collect())
 }
 
-fn trial_with(
+/// One trial per extent of `extents` (each with the same watershed: the
+/// nuclei grown to it, none when it is not below `nsn_t`), in that order.
+fn trials_with(
     vols: &[CalibrationVolume],
     nsn_t: f32,
     ndn_t: f32,
     h: f32,
+    extents: &[f32],
     summits: &[Option<Vec<u8>>],
     opts: &InstanceOptions,
-) -> Result<Trial> {
+) -> Result<Vec<Trial>> {
     if vols.is_empty() {
         return Err(Error::invalid("calibration needs at least one volume"));
     }
     let v = InstanceValidation {
         volumes: Vec::new(),
         role: Role::Segmentation,
-        settings: vec![Setting::at(nsn_t)],
+        settings: extents.iter().map(|&e| Setting { extent: Some(e), ..Setting::at(nsn_t) }).collect(),
         options: *opts,
     };
-    let (mut f1, mut seg, mut iou) = (0.0, 0.0, 0.0);
+    let mut sums = vec![(0.0, 0.0, 0.0); extents.len()];
     for (c, top) in vols.iter().zip(summits) {
         let partner = above_on(&c.ndn, ndn_t, top.as_deref());
         let t = InstanceTruth {
@@ -105,27 +119,47 @@ fn trial_with(
             voxel_um: c.voxel_um,
             labels: c.labels.clone(),
             partner,
+            partner_extent: None,
         };
-        let s = score_instances(&c.nsn, c.dims, &t, &v)?[0];
-        f1 += s.f1;
-        seg += s.seg;
-        iou += s.iou;
+        for (sum, s) in sums.iter_mut().zip(score_instances(&c.nsn, c.dims, &t, &v)?) {
+            sum.0 += s.f1;
+            sum.1 += s.seg;
+            sum.2 += s.iou;
+        }
     }
     let n = vols.len() as f64;
-    Ok(Trial { nsn: nsn_t, ndn: ndn_t, dynamic: h, f1: f1 / n, seg: seg / n, iou: iou / n })
+    Ok(extents
+        .iter()
+        .zip(sums)
+        .map(|(&e, (f1, seg, iou))| Trial {
+            nsn: nsn_t,
+            ndn: ndn_t,
+            dynamic: h,
+            extent: e.min(nsn_t),
+            f1: f1 / n,
+            seg: seg / n,
+            iou: iou / n,
+        })
+        .collect())
 }
 
 /// Every setting of the grid: each pair of thresholds of `grid` with each
-/// marker dynamic of `dynamics` (0.5, 0.5 with the first dynamic first);
-/// returns the best trial and all trials in the order run.
+/// marker dynamic of `dynamics` (0.5, 0.5 with the first dynamic first),
+/// each NSN threshold first without growth, then with its nuclei grown to
+/// each of `extents` below it; returns the best trial and all trials in the
+/// order run.
 pub fn search(
     vols: &[CalibrationVolume],
     grid: &[f32],
     dynamics: &[f32],
+    extents: &[f32],
     opts: &InstanceOptions,
 ) -> Result<(Trial, Vec<Trial>)> {
     // The same ranges as training's validation grid (messages name the value).
     Setting::grid(Role::Detection, grid, dynamics)?;
+    if let Some(e) = extents.iter().find(|e| !(e.is_finite() && **e > 0.0 && **e < 1.0)) {
+        return Err(Error::invalid(format!("extent {e}: extent thresholds must lie strictly between 0 and 1")));
+    }
     let mut pairs = vec![(0.5f32, 0.5f32)];
     for &a in grid {
         for &b in grid {
@@ -134,24 +168,36 @@ pub fn search(
             }
         }
     }
-    let total = pairs.len() * dynamics.len();
+    // Each NSN threshold's extents: itself (no growth), then those below it.
+    let extents_of = |t: f32| -> Vec<f32> {
+        let mut v = vec![t];
+        v.extend(extents.iter().copied().filter(|&e| e < t));
+        v
+    };
+    let total = pairs.iter().map(|p| extents_of(p.0).len()).sum::<usize>() * dynamics.len();
     let mut all = Vec::with_capacity(total);
     // The settings of one dynamic are independent: scored on all cores,
     // logged and ranked in grid order (the result does not depend on the
     // number of threads).
     for &h in dynamics {
         let summits = summits_of(vols, h, opts)?;
-        let scored = in_parallel(pairs.len(), |i| trial_with(vols, pairs[i].0, pairs[i].1, h, &summits, opts));
-        for (&(a, b), r) in pairs.iter().zip(scored) {
-            let r = r?;
-            log::info!(
-                "[{}/{total}] NSN {a:.2}, NDN {b:.2}, dynamic {h:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}",
-                all.len() + 1,
-                r.f1,
-                r.seg,
-                r.iou
-            );
-            all.push(r);
+        let scored = in_parallel(pairs.len(), |i| {
+            trials_with(vols, pairs[i].0, pairs[i].1, h, &extents_of(pairs[i].0), &summits, opts)
+        });
+        for r in scored {
+            for r in r? {
+                let grown = if r.extent < r.nsn { format!(", grown to {:.2}", r.extent) } else { String::new() };
+                log::info!(
+                    "[{}/{total}] NSN {:.2}{grown}, NDN {:.2}, dynamic {h:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}",
+                    all.len() + 1,
+                    r.nsn,
+                    r.ndn,
+                    r.f1,
+                    r.seg,
+                    r.iou
+                );
+                all.push(r);
+            }
         }
     }
     Ok((choose(&all, 0.0)?, all))

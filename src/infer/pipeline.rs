@@ -36,6 +36,9 @@ pub struct Stage<'a> {
     /// Detection networks: the markers' dynamic (its weights' metadata, else
     /// 0: plain components of the thresholded probability).
     pub marker_dynamic: f32,
+    /// Segmentation networks: the lower threshold nuclei grow to after the
+    /// watershed (its weights' metadata; None: no growth).
+    pub extent_threshold: Option<f32>,
 }
 
 pub use crate::model::weights::DEFAULT_THRESHOLD;
@@ -62,6 +65,10 @@ pub struct SegmentOptions {
     /// Dynamic of the detection markers (None: the NDN's own,
     /// [`Stage::marker_dynamic`]); 0 keeps every component above the threshold.
     pub marker_dynamic: Option<f32>,
+    /// The NSN's lower threshold nuclei grow to after the watershed (None:
+    /// the NSN's own, [`Stage::extent_threshold`]); at or above the NSN's
+    /// threshold, no growth.
+    pub extent_threshold: Option<f32>,
     /// Voxel size (x, y, z µm) when the file has none.
     pub voxel_um: [f64; 3],
     pub instance: InstanceOptions,
@@ -80,6 +87,7 @@ impl Default for SegmentOptions {
             margin: 0,
             threshold: None,
             marker_dynamic: None,
+            extent_threshold: None,
             tta: 1,
             voxel_um: DEFAULT_VOXEL_UM,
             instance: InstanceOptions::default(),
@@ -241,6 +249,31 @@ impl SegmentOptions {
         let h = self.marker_dynamic.unwrap_or(ndn.marker_dynamic);
         detection_mask(p, dims, self.threshold_for(ndn), h, self.instance.marker_connectivity)
     }
+
+    /// The lower threshold `nsn`'s nuclei grow to (the override, else its
+    /// own), when it is below the NSN's threshold; None: no growth.
+    pub fn extent_for(&self, nsn: &Stage) -> Option<f32> {
+        self.extent_threshold.or(nsn.extent_threshold).filter(|&e| e < self.threshold_for(nsn))
+    }
+
+    /// The QCANet instance stage on the NSN's probability `pn` and the
+    /// markers `det`: the watershed within `pn` above the NSN's threshold
+    /// ([`instances`]), then every nucleus grown to its extent threshold, if
+    /// any ([`crate::postprocess::grow`]).
+    pub fn qcanet_labels(
+        &self,
+        ctx: &GpuContext,
+        nsn: &Stage,
+        pn: &[f32],
+        det: &[u8],
+        grid: &Grid,
+    ) -> Result<Vec<u32>> {
+        let labels = instances(ctx, &threshold(pn, self.threshold_for(nsn)), det, grid, &self.instance)?;
+        match self.extent_for(nsn) {
+            Some(e) => crate::postprocess::grow(ctx, &labels, &threshold(pn, e), grid, &self.instance),
+            None => Ok(labels),
+        }
+    }
 }
 
 /// `p > threshold` as a 0/1 mask.
@@ -263,9 +296,9 @@ pub fn segment(
     let mut inputs = Inputs::new(vol, voxel_um);
     let pn = inputs.foreground(nsn, opts, pb)?;
     let pd = inputs.foreground(ndn, opts, pb)?;
-    let (seg, det) = (threshold(&pn, opts.threshold_for(nsn)), opts.markers(ndn, &pd, vol.dims)?);
+    let det = opts.markers(ndn, &pd, vol.dims)?;
     let grid = grid_of(vol.dims, voxel_um);
-    let labels = instances(ctx, &seg, &det, &grid, &opts.instance)?;
+    let labels = opts.qcanet_labels(ctx, nsn, &pn, &det, &grid)?;
     let criteria = measure(&labels, &grid, Some(&vol.data))?;
     let keep = opts.keep_probabilities;
     Ok(Segmentation {
@@ -305,7 +338,8 @@ pub fn components(ctx: &GpuContext, mask: &[u8], dims: [usize; 3], conn: Connect
 }
 
 /// Label images of the methods compared in the figure, for one volume:
-/// NSN + connected components, optionally a 3-D U-Net + connected components,
+/// NSN + connected components (of the mask QCANet's nuclei cover), optionally a
+/// 3-D U-Net + connected components,
 /// and QCANet (NSN + NDN + marker watershed). The NSN runs once for both.
 pub fn compare_methods(
     ctx: &GpuContext,
@@ -320,7 +354,10 @@ pub fn compare_methods(
     let grid = grid_of(vol.dims, voxel_um);
     let conn = opts.instance.connectivity;
     let mut inputs = Inputs::new(vol, voxel_um);
-    let seg = threshold(&inputs.foreground(nsn, opts, pb)?, opts.threshold_for(nsn));
+    let pn = inputs.foreground(nsn, opts, pb)?;
+    // The NSN baseline's mask is the one QCANet's nuclei cover: above the
+    // extent threshold when the NSN grows its nuclei, else its threshold.
+    let seg = threshold(&pn, opts.extent_for(nsn).unwrap_or(opts.threshold_for(nsn)));
     // The baselines' components go through the same volume floor as QCANet's nuclei.
     let floor = |l: Vec<u32>| drop_small_objects(&l, &grid, opts.instance.min_volume_um3);
     let mut rows = vec![("NSN + CCL".to_string(), floor(components(ctx, &seg, vol.dims, conn)?))];
@@ -331,6 +368,6 @@ pub fn compare_methods(
     }
     let pd = inputs.foreground(ndn, opts, pb)?;
     let det = opts.markers(ndn, &pd, vol.dims)?;
-    rows.push(("QCANet".to_string(), instances(ctx, &seg, &det, &grid, &opts.instance)?));
+    rows.push(("QCANet".to_string(), opts.qcanet_labels(ctx, nsn, &pn, &det, &grid)?));
     Ok(rows)
 }

@@ -62,6 +62,7 @@ pub fn stage<'a>(ctx: &'a GpuContext, net: &'a Network, name: &str) -> Stage<'a>
         grid: net.meta.grid(),
         threshold: net.meta.threshold_or_default(),
         marker_dynamic: net.meta.marker_dynamic_or_zero(),
+        extent_threshold: net.meta.extent_below_threshold(),
     }
 }
 
@@ -103,7 +104,7 @@ pub fn load_checked(ctx: &GpuContext, path: &Path, want: Arch) -> Result<Network
         ));
     }
     log::info!(
-        "{}: {} (depth {}, width {}, {}³ kernels), normalisation {}, threshold {}{}, trained on {}",
+        "{}: {} (depth {}, width {}, {}³ kernels), normalisation {}, threshold {}{}{}, trained on {}",
         path.display(),
         arch_title(got),
         net.config().depth,
@@ -112,6 +113,7 @@ pub fn load_checked(ctx: &GpuContext, path: &Path, want: Arch) -> Result<Network
         net.meta.normalization,
         net.meta.threshold.map_or("0.5 (default)".to_string(), |t| format!("{t} (calibrated)")),
         net.meta.marker_dynamic.filter(|&h| h > 0.0).map_or(String::new(), |h| format!(", marker dynamic {h}")),
+        net.meta.extent_below_threshold().map_or(String::new(), |e| format!(", nuclei grown to {e}")),
         short(&net.meta.trained_on, 160)
     );
     for (k, m) in net.members.iter().enumerate() {

@@ -27,6 +27,10 @@ pub struct InstanceTruth {
     pub labels: Vec<u32>,
     /// The partner network's foreground (0/1) at the threshold.
     pub partner: Vec<u8>,
+    /// A segmentation partner's foreground at its extent threshold, when it
+    /// has one below its threshold: the nuclei then grow into it
+    /// (`postprocess::grow`), as `infer` does. None: no growth.
+    pub partner_extent: Option<Vec<u8>>,
 }
 
 /// Whole-volume instance validation: the volumes (in the order of the
@@ -55,17 +59,25 @@ pub const DEFAULT_DYNAMICS: [f32; 5] = [0.0, 0.05, 0.1, 0.2, 0.3];
 /// One setting of the trained network's side of the instance stage: its
 /// foreground threshold and, when it gives the markers, their dynamic
 /// (`postprocess::markers::h_maxima`; 0: plain components above the
-/// threshold). A segmentation has no dynamic.
+/// threshold). A segmentation has no dynamic, and may have an extent: a
+/// lower threshold its nuclei grow to after the watershed
+/// (`postprocess::grow`; None, or not below the threshold: no growth).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Setting {
     pub threshold: f32,
     pub dynamic: f32,
+    pub extent: Option<f32>,
 }
 
 impl Setting {
-    /// A threshold alone (dynamic 0).
+    /// A threshold alone (dynamic 0, no growth).
     pub fn at(threshold: f32) -> Setting {
-        Setting { threshold, dynamic: 0.0 }
+        Setting { threshold, dynamic: 0.0, extent: None }
+    }
+
+    /// The threshold nuclei grow to, when it is below the threshold.
+    pub fn extent_below(&self) -> Option<f32> {
+        self.extent.filter(|&e| e < self.threshold)
     }
 
     /// Every threshold with every dynamic (a segmentation: the thresholds
@@ -86,7 +98,7 @@ impl Setting {
         };
         Ok(thresholds
             .iter()
-            .flat_map(|&t| dynamics.iter().map(move |&h| Setting { threshold: t, dynamic: h }))
+            .flat_map(|&t| dynamics.iter().map(move |&h| Setting { threshold: t, dynamic: h, extent: None }))
             .collect())
     }
 }
@@ -174,7 +186,9 @@ pub struct InstanceScores {
 /// `v.settings` (in order): back to the input grid (nearest), threshold
 /// (markers: on the summits of the given dynamic), marker watershed on the
 /// CPU reference (exact; ties on flood plateaus may differ from the GPU
-/// stage), then [`crate::metrics::evaluate`] against the labels. An empty
+/// stage), the nuclei grown to the setting's extent (a segmentation) or the
+/// partner's (a detection), then [`crate::metrics::evaluate`] against the
+/// labels. An empty
 /// segmentation or one without markers scores as no nuclei.
 pub fn score_instances(
     prob: &[f32],
@@ -202,20 +216,54 @@ pub fn score_instances(
             summits.push((h, h_maxima(&p, t.dims, h, v.options.marker_connectivity)));
         }
     }
-    let score = |s: &Setting| -> Result<InstanceScores> {
-        let top = summits.iter().find(|(k, _)| *k == s.dynamic).map(|(_, m)| m.as_slice());
-        let mine = above_on(&p, s.threshold, top);
+    for s in &v.settings {
+        if s.extent_below().is_some() && v.role == Role::Detection {
+            return Err(Error::invalid(format!("extent {:?}: markers have no extent", s.extent)));
+        }
+    }
+    // The watershed once per threshold and dynamic, shared by the extents grown from it.
+    let mut bases: Vec<(f32, f32)> = Vec::new();
+    for s in &v.settings {
+        if !bases.contains(&(s.threshold, s.dynamic)) {
+            bases.push((s.threshold, s.dynamic));
+        }
+    }
+    let watershed = |&(threshold, dynamic): &(f32, f32)| -> Result<Vec<u32>> {
+        let top = summits.iter().find(|(k, _)| *k == dynamic).map(|(_, m)| m.as_slice());
+        let mine = above_on(&p, threshold, top);
         let (seg, det) = match v.role {
             Role::Segmentation => (&mine, &t.partner),
             Role::Detection => (&t.partner, &mine),
         };
         let marked = seg.iter().zip(det.iter()).any(|(&s, &d)| s != 0 && d != 0);
-        let labels = if marked || (v.options.label_unmarked_components && seg.iter().any(|&s| s != 0)) {
-            crate::postprocess::reference_instances(seg, det, &grid, &v.options)?
+        if marked || (v.options.label_unmarked_components && seg.iter().any(|&s| s != 0)) {
+            crate::postprocess::reference_instances(seg, det, &grid, &v.options)
         } else {
-            vec![0; seg.len()]
+            Ok(vec![0; seg.len()])
+        }
+    };
+    let labelled: Vec<Vec<u32>> =
+        in_parallel(bases.len(), |i| watershed(&bases[i])).into_iter().collect::<Result<_>>()?;
+    let score = |s: &Setting| -> Result<InstanceScores> {
+        let base = &labelled[bases.iter().position(|b| *b == (s.threshold, s.dynamic)).expect("every base labelled")];
+        let own;
+        let extent: Option<&[u8]> = match (v.role, s.extent_below()) {
+            (Role::Segmentation, Some(e)) => {
+                own = above_on(&p, e, None);
+                Some(&own)
+            }
+            (Role::Segmentation, None) => None,
+            (Role::Detection, _) => t.partner_extent.as_deref(),
         };
-        let e = crate::metrics::evaluate(&labels, &t.labels, t.dims)?;
+        let grown;
+        let labels = match extent {
+            Some(ext) if base.iter().any(|&l| l != 0) => {
+                grown = crate::postprocess::reference_grow(base, ext, &grid, v.options.connectivity)?;
+                &grown
+            }
+            _ => base,
+        };
+        let e = crate::metrics::evaluate(labels, &t.labels, t.dims)?;
         Ok(InstanceScores {
             predicted: e.pred_objects,
             truth: e.gt_objects,

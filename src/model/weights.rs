@@ -62,6 +62,12 @@ pub struct WeightsMeta {
     /// threshold is a marker, as in the original QCANet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marker_dynamic: Option<f32>,
+    /// Segmentation networks: a second, lower threshold (hysteresis): nuclei
+    /// are split on the mask above `threshold`, then each grows into the
+    /// voxels above this one that it reaches (`postprocess::grow`). Chosen
+    /// with the threshold by `qcanet-gpu calibrate`; absent: no growth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extent_threshold: Option<f32>,
     /// Detection networks: the floor on object volume (µm³) the threshold
     /// and dynamic were chosen with (`calibrate --min-volume`, or training's
     /// validation), which `infer` then applies; absent:
@@ -82,6 +88,12 @@ impl WeightsMeta {
     /// The calibrated marker dynamic, else 0 (plain components).
     pub fn marker_dynamic_or_zero(&self) -> f32 {
         self.marker_dynamic.unwrap_or(0.0)
+    }
+
+    /// The lower threshold nuclei grow to, when it is below the threshold
+    /// (None: no growth).
+    pub fn extent_below_threshold(&self) -> Option<f32> {
+        self.extent_threshold.filter(|&e| e < self.threshold_or_default())
     }
 
     /// The floor on object volume chosen with, else [`crate::postprocess::MIN_NUCLEUS_UM3`].

@@ -295,6 +295,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         // A new network's thresholds and marker dynamic are chosen afresh by `calibrate`.
         threshold: None,
         marker_dynamic: None,
+        extent_threshold: None,
         min_volume_um3: None,
     };
     let mut best_iou: Option<f64> = None;
@@ -556,7 +557,8 @@ fn instance_validation(
         }
         let p = crate::preprocess::resample(p, img.dims, raw.dims, crate::preprocess::Interp::Nearest);
         // The partner at its own calibrated threshold (and, for an NDN, its
-        // marker dynamic), as `infer` uses it.
+        // marker dynamic; for an NSN, the extent its nuclei grow to), as
+        // `infer` uses it.
         let t = w.meta.threshold_or_default();
         let h = if partner_is_ndn { w.meta.marker_dynamic_or_zero() } else { 0.0 };
         let conn = crate::postprocess::InstanceOptions::default().marker_connectivity;
@@ -567,7 +569,16 @@ fn instance_validation(
             partner.iter().filter(|&&v| v != 0).count(),
             gt.labels.iter().copied().max().unwrap_or(0)
         );
-        volumes.push(InstanceTruth { name: name.clone(), dims: raw.dims, voxel_um, labels: gt.labels, partner });
+        let partner_extent =
+            w.meta.extent_below_threshold().map(|e| crate::postprocess::markers::above_on(&p, e, None));
+        volumes.push(InstanceTruth {
+            name: name.clone(),
+            dims: raw.dims,
+            voxel_um,
+            labels: gt.labels,
+            partner,
+            partner_extent,
+        });
     }
     let settings = Setting::grid(role, &cfg.val_thresholds, &cfg.val_dynamics)?;
     let options = crate::postprocess::InstanceOptions { min_volume_um3: cfg.min_volume_um3, ..Default::default() };
