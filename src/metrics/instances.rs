@@ -188,8 +188,8 @@ pub struct InstanceScores {
 /// CPU reference (exact; ties on flood plateaus may differ from the GPU
 /// stage), the nuclei grown to the setting's extent (a segmentation) or the
 /// partner's (a detection), then [`crate::metrics::evaluate`] against the
-/// labels. An empty
-/// segmentation or one without markers scores as no nuclei.
+/// labels. An empty segmentation or one without markers scores as no
+/// nuclei.
 pub fn score_instances(
     prob: &[f32],
     prob_dims: [usize; 3],
