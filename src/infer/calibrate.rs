@@ -171,7 +171,7 @@ pub fn search(
     // Each NSN threshold's extents: itself (no growth), then those below it.
     let extents_of = |t: f32| -> Vec<f32> {
         let mut v = vec![t];
-        v.extend(extents.iter().copied().filter(|&e| e < t));
+        v.extend(extents.iter().copied().filter(|&e| crate::postprocess::growth_extent(t, Some(e)).is_some()));
         v
     };
     let total = pairs.iter().map(|p| extents_of(p.0).len()).sum::<usize>() * dynamics.len();

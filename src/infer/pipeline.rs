@@ -253,7 +253,7 @@ impl SegmentOptions {
     /// The lower threshold `nsn`'s nuclei grow to (the override, else its
     /// own), when it is below the NSN's threshold; None: no growth.
     pub fn extent_for(&self, nsn: &Stage) -> Option<f32> {
-        self.extent_threshold.or(nsn.extent_threshold).filter(|&e| e < self.threshold_for(nsn))
+        crate::postprocess::growth_extent(self.threshold_for(nsn), self.extent_threshold.or(nsn.extent_threshold))
     }
 
     /// The QCANet instance stage on the NSN's probability `pn` and the

@@ -77,7 +77,7 @@ impl Setting {
 
     /// The threshold nuclei grow to, when it is below the threshold.
     pub fn extent_below(&self) -> Option<f32> {
-        self.extent.filter(|&e| e < self.threshold)
+        crate::postprocess::growth_extent(self.threshold, self.extent)
     }
 
     /// Every threshold with every dynamic (a segmentation: the thresholds

@@ -93,7 +93,7 @@ impl WeightsMeta {
     /// The lower threshold nuclei grow to, when it is below the threshold
     /// (None: no growth).
     pub fn extent_below_threshold(&self) -> Option<f32> {
-        self.extent_threshold.filter(|&e| e < self.threshold_or_default())
+        crate::postprocess::growth_extent(self.threshold_or_default(), self.extent_threshold)
     }
 
     /// The floor on object volume chosen with, else [`crate::postprocess::MIN_NUCLEUS_UM3`].

@@ -449,6 +449,14 @@ pub fn grow(ctx: &GpuContext, labels: &[u32], extent: &[u8], grid: &Grid, opts: 
     ctx.read_u32(&out.buf, 0, grid.numel())
 }
 
+/// The threshold nuclei split at `threshold` grow to: `extent` when it is
+/// below `threshold`, else None (no growth: the outline is the split mask).
+/// The one rule the weights' metadata, `infer`, `calibrate` and training's
+/// validation apply to an extent threshold.
+pub fn growth_extent(threshold: f32, extent: Option<f32>) -> Option<f32> {
+    extent.filter(|&e| e < threshold)
+}
+
 /// [`grow`] on the CPU: the reference EDT and priority flood.
 pub fn reference_grow(labels: &[u32], extent: &[u8], grid: &Grid, conn: Connectivity) -> Result<Vec<u32>> {
     const OP: &str = "reference_grow";
