@@ -10,6 +10,14 @@ It reproduces `qcanet-gpu infer`'s default labels on the volumes it was checked 
     qcanet-gpu infer $D/images_raw/Emb11_t{151,351,501}.tif -o runs/prob3 --save-probabilities
     python3 tools/marker_variants.py --pred runs/prob3 --data $D Emb11_t151 Emb11_t351 Emb11_t501
 
+With --shoulders, the instance stage as `infer` runs it now (split within NSN > --nsn, grown
+to NSN > --extent, objects under --min-um3 dropped; each volume at the voxel size its
+probability file states), with markers added where a Laplacian of Gaussian of the NDN has a
+peak away from every NDN marker: the "shoulders" a tiny nucleus leaves on a large
+neighbour's response (--diagnose), which hold no maximum of the NDN itself.
+
+    python3 tools/marker_variants.py --pred DIR --data DIR --nsn 0.8 --extent 0.6 --shoulders NAMES
+
 Variants: the NDN smoothed before its h-maxima; markers from the h-maxima of the
 distance transform alone; h-maxima of NDN + a * EDT. With --iso DIR, the same stage on
 isotropic probabilities (infer on z-resampled stacks with --voxel-size 0.8,0.8,0.8; see
@@ -31,6 +39,7 @@ import os
 import numpy as np
 import tifffile
 from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
 from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
@@ -59,6 +68,47 @@ def instances(pn, tn, markers, spacing, mask_edt=None):
     """Watershed of -EDT from `markers` inside the NSN mask (`mask_edt` from edt_of, if already computed)."""
     seg, edt = mask_edt if mask_edt is not None else edt_of(pn, tn, spacing)
     return watershed(-edt, markers, mask=seg, connectivity=1)
+
+
+def voxel_um(path):
+    """(z, y, x) voxel size in um from an ImageJ TIFF (spacing, XResolution), else ANISO."""
+    with tifffile.TiffFile(path) as t:
+        ij = t.imagej_metadata or {}
+        xr = t.pages[0].tags.get("XResolution")
+        if "spacing" not in ij or xr is None:
+            return ANISO
+        num, den = xr.value
+        xy = den / num if num else ANISO[1]
+        return (float(ij["spacing"]), xy, xy)
+
+
+def grown(pn, tn, te, markers, spacing, min_um3):
+    """`infer`'s stage: watershed within NSN > tn, each label grown into NSN > te by a second
+    watershed of -EDT, objects under min_um3 dropped."""
+    lab = instances(pn, tn, markers, spacing)
+    if te < tn:
+        low = (pn > te) | (lab > 0)
+        lab = watershed(-ndi.distance_transform_edt(low, sampling=spacing), lab, mask=low, connectivity=1)
+    c = np.bincount(lab.ravel())
+    small = c < min_um3 / np.prod(spacing)
+    small[0] = False
+    lab[small[lab]] = 0
+    return lab
+
+
+def shoulder_markers(pd, td, h, spacing, sigma_um, t_log, floor, d_um):
+    """NDN markers plus one voxel at each peak of -sigma^2 LoG(NDN) above t_log, where the NDN is
+    above floor, at least d_um from every NDN marker."""
+    m = markers_ndn(pd, td, h)
+    sp = np.asarray(spacing)
+    r = -ndi.gaussian_laplace(pd.astype(np.float64), sigma=sigma_um / sp) * sigma_um**2
+    dist = ndi.distance_transform_edt(m == 0, sampling=sp)
+    k = int(m.max())
+    for z, y, x in peak_local_max(r, min_distance=1, threshold_abs=t_log, exclude_border=False):
+        if pd[z, y, x] >= floor and dist[z, y, x] >= d_um and m[z, y, x] == 0:
+            k += 1
+            m[z, y, x] = k
+    return m
 
 
 def overlaps(g, lab):
@@ -164,6 +214,9 @@ def main():
     ap.add_argument("--ndn", type=float, default=0.3)
     ap.add_argument("--dynamic", type=float, default=0.1)
     ap.add_argument("--diagnose", action="store_true", help="why nuclei are missed, and the score from true markers")
+    ap.add_argument("--shoulders", action="store_true", help="markers added at the NDN's shoulders (see above)")
+    ap.add_argument("--extent", type=float, default=0.6, help="--shoulders: NSN threshold nuclei grow to")
+    ap.add_argument("--min-um3", type=float, default=18.0, help="--shoulders: smallest object kept")
     ap.add_argument("names", nargs="+")
     a = ap.parse_args()
     if a.make_iso:
@@ -175,6 +228,25 @@ def main():
             diagnose(n, truth[n], tifffile.imread(f"{a.pred}/{n}_nsn_prob.tif"),
                      tifffile.imread(f"{a.pred}/{n}_ndn_prob.tif"),
                      tifffile.imread(f"{a.data}/images_ndn/{n}.tif") > 0, a.nsn, a.ndn, a.dynamic, ANISO)
+        return
+
+    if a.shoulders:
+        vols = [(n, tifffile.imread(f"{a.pred}/{n}_nsn_prob.tif"), tifffile.imread(f"{a.pred}/{n}_ndn_prob.tif"),
+                 voxel_um(f"{a.pred}/{n}_nsn_prob.tif")) for n in a.names]
+
+        def show(label, mk):
+            r = [scores(truth[n], grown(pn, a.nsn, a.extent, mk(pd, sp), sp, a.min_um3)) for n, pn, pd, sp in vols]
+            print(f"{label:30s} F1 {np.mean([x[0] for x in r]):.4f} SEG {np.mean([x[1] for x in r]):.4f} "
+                  f"IoU {np.mean([x[2] for x in r]):.4f}  matched/predicted " + " ".join(f"{x[3]}/{x[4]}" for x in r),
+                  flush=True)
+
+        show("as infer", lambda pd, sp: markers_ndn(pd, a.ndn, a.dynamic))
+        for s in [1.0, 1.5, 2.0]:
+            for t in [0.05, 0.1, 0.2]:
+                for fl in [0.1, 0.2]:
+                    for d in [3.0, 4.0]:
+                        show(f"LoG {s} um > {t}, NDN > {fl}, {d} um", lambda pd, sp, s=s, t=t, fl=fl, d=d:
+                             shoulder_markers(pd, a.ndn, a.dynamic, sp, s, t, fl, d))
         return
 
     def run(label, folder, fn, iso=False):
