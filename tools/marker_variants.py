@@ -18,6 +18,10 @@ neighbour's response (--diagnose), which hold no maximum of the NDN itself.
 
     python3 tools/marker_variants.py --pred DIR --data DIR --nsn 0.8 --extent 0.6 --shoulders NAMES
 
+With --iso-back DIR, the probabilities of isotropic stacks (--make-iso, then infer with
+--voxel-size 0.8,0.8,0.8 --save-probabilities) taken back to the stack's slices by nearest
+(as `infer` did until 2026-12-06) and by linear interpolation, each through that stage.
+
 Variants: the NDN smoothed before its h-maxima; markers from the h-maxima of the
 distance transform alone; h-maxima of NDN + a * EDT. With --iso DIR, the same stage on
 isotropic probabilities (infer on z-resampled stacks with --voxel-size 0.8,0.8,0.8; see
@@ -193,7 +197,8 @@ def make_iso(data, names, out):
     for n in names:
         r = tifffile.imread(f"{data}/images_raw/{n}.tif").astype(np.float32)
         d = r.shape[0]
-        nd = int(round(d * ANISO[0] / ANISO[1]))
+        sz, sy, _ = voxel_um(f"{data}/images_raw/{n}.tif")
+        nd = int(np.floor(d * sz / sy + 0.5))   # as Rust rounds (half away from zero), not Python
         iso = np.empty((nd,) + r.shape[1:], np.float32)
         for z in range(nd):
             s = source_z(z, d, nd)
@@ -215,6 +220,9 @@ def main():
     ap.add_argument("--dynamic", type=float, default=0.1)
     ap.add_argument("--diagnose", action="store_true", help="why nuclei are missed, and the score from true markers")
     ap.add_argument("--shoulders", action="store_true", help="markers added at the NDN's shoulders (see above)")
+    ap.add_argument("--iso-back", metavar="DIR", help="isotropic probabilities (infer --voxel-size 0.8,0.8,0.8 of "
+                    "--make-iso stacks) taken back to the stack's slices, nearest and linear, then the stage as "
+                    "--shoulders runs it")
     ap.add_argument("--extent", type=float, default=0.6, help="--shoulders: NSN threshold nuclei grow to")
     ap.add_argument("--min-um3", type=float, default=18.0, help="--shoulders: smallest object kept")
     ap.add_argument("names", nargs="+")
@@ -228,6 +236,34 @@ def main():
             diagnose(n, truth[n], tifffile.imread(f"{a.pred}/{n}_nsn_prob.tif"),
                      tifffile.imread(f"{a.pred}/{n}_ndn_prob.tif"),
                      tifffile.imread(f"{a.data}/images_ndn/{n}.tif") > 0, a.nsn, a.ndn, a.dynamic, ANISO)
+        return
+
+    if a.iso_back:
+        def back(f, d, linear):
+            nd = f.shape[0]
+            if not linear:
+                return f[nearest_back(d, nd)]
+            out = np.empty((d,) + f.shape[1:], np.float32)
+            for z in range(d):
+                s = source_z(z, nd, d)
+                k0 = int(np.floor(s))
+                k1 = min(k0 + 1, nd - 1)
+                out[z] = f[k0] + (f[k1] - f[k0]) * np.float32(s - k0)
+            return out
+
+        for linear in [False, True]:
+            r = []
+            for n in a.names:
+                g = truth[n]
+                sp = voxel_um(f"{a.data}/images_raw/{n}.tif")
+                pn = back(tifffile.imread(f"{a.iso_back}/{n}_nsn_prob.tif"), g.shape[0], linear)
+                pd = back(tifffile.imread(f"{a.iso_back}/{n}_ndn_prob.tif"), g.shape[0], linear)
+                r.append(scores(g, grown(pn, a.nsn, a.extent, markers_ndn(pd, a.ndn, a.dynamic), sp, a.min_um3)))
+            print(f"{'linear' if linear else 'nearest':8s} F1 {np.mean([x[0] for x in r]):.4f} "
+                  f"SEG {np.mean([x[1] for x in r]):.4f} IoU {np.mean([x[2] for x in r]):.4f}  matched/predicted "
+                  + " ".join(f"{x[3]}/{x[4]}" for x in r), flush=True)
+            for n, x in zip(a.names, r):
+                print(f"  {n:20s} F1 {x[0]:.4f} SEG {x[1]:.4f} IoU {x[2]:.4f}")
         return
 
     if a.shoulders:
