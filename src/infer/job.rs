@@ -318,7 +318,7 @@ pub fn run_job(
             // Not a warning: 2.0 µm slices taken for 1.75 cost nothing measurable (weights/README.md,
             // "Other pixel sizes"); a pixel size far from the default would.
             log::info!(
-                "{name}: the file does not say its voxel size; --voxel-size is used (default 0.8,0.8,1.75 µm, x,y,z)"
+                "{name}: the file does not say its voxel size; --voxel-size applies (x,y,z µm; 0.8,0.8,1.75 unless given)"
             );
         }
         let n_t = volumes.len();
