@@ -20,7 +20,7 @@ neighbour's response (--diagnose), which hold no maximum of the NDN itself.
 
 With --iso-back DIR, the probabilities of isotropic stacks (--make-iso, then infer with
 --voxel-size 0.8,0.8,0.8 --save-probabilities) taken back to the stack's slices by nearest
-(as `infer` did until 2026-12-06) and by linear interpolation, each through that stage.
+(as `infer` does) and by linear interpolation, each through that stage.
 
 Variants: the NDN smoothed before its h-maxima; markers from the h-maxima of the
 distance transform alone; h-maxima of NDN + a * EDT. With --iso DIR, the same stage on
