@@ -191,6 +191,18 @@ def nearest_back(d, nd):
     return np.array([min(int(np.floor(source_z(z, nd, d) + 0.5)), nd - 1) for z in range(d)])
 
 
+def linear_z(f, new_d):
+    """f (z, y, x) resampled to new_d slices, linear, voxel centres aligned (preprocess::resample)."""
+    d = f.shape[0]
+    out = np.empty((new_d,) + f.shape[1:], np.float32)
+    for z in range(new_d):
+        s = source_z(z, d, new_d)
+        k0 = int(np.floor(s))
+        k1 = min(k0 + 1, d - 1)
+        out[z] = f[k0] + (f[k1] - f[k0]) * np.float32(s - k0)
+    return out
+
+
 def make_iso(data, names, out):
     """Stacks z-resampled to isotropic voxels (linear, preprocess::resample's convention)."""
     os.makedirs(out, exist_ok=True)
@@ -199,12 +211,7 @@ def make_iso(data, names, out):
         d = r.shape[0]
         sz, sy, _ = voxel_um(f"{data}/images_raw/{n}.tif")
         nd = int(np.floor(d * sz / sy + 0.5))   # as Rust rounds (half away from zero), not Python
-        iso = np.empty((nd,) + r.shape[1:], np.float32)
-        for z in range(nd):
-            s = source_z(z, d, nd)
-            k0 = int(np.floor(s))
-            k1 = min(k0 + 1, d - 1)
-            iso[z] = r[k0] + (r[k1] - r[k0]) * (s - k0)
+        iso = linear_z(r, nd)
         tifffile.imwrite(f"{out}/{n}.tif", iso)
         print(f"{out}/{n}.tif", iso.shape)
 
@@ -243,13 +250,7 @@ def main():
             nd = f.shape[0]
             if not linear:
                 return f[nearest_back(d, nd)]
-            out = np.empty((d,) + f.shape[1:], np.float32)
-            for z in range(d):
-                s = source_z(z, nd, d)
-                k0 = int(np.floor(s))
-                k1 = min(k0 + 1, nd - 1)
-                out[z] = f[k0] + (f[k1] - f[k0]) * np.float32(s - k0)
-            return out
+            return linear_z(f, d)
 
         for linear in [False, True]:
             r = []
