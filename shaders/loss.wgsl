@@ -20,7 +20,7 @@ struct Params {
     base_a: u32,     // window base of logits / probabilities
     base_b: u32,     // window base of the target
     base_out: u32,   // window base of the gradient
-    _pad0: u32,
+    tc: u32,         // softmax CE: target channels (1: class index; 2: class index, then voxel weight)
     pos_weight: f32, // BCE
     _pad1: u32,
 }
@@ -42,7 +42,30 @@ fn valid_class(t: f32) -> bool {
     return t >= 0.0 && t < f32(p.classes) && floor(t) == t;
 }
 
-// Per voxel: (w[t] * (logsumexp(z) - z[t]), w[t], invalid count, 0).
+// A voxel's weight (channel 1 of a two-channel target) is valid if it is a
+// finite non-negative number.
+fn valid_weight(w: f32) -> bool {
+    return w >= 0.0 && w <= 3.4e38;
+}
+
+// The weight of voxel k of a sample's target at `tbase`: the class weight,
+// times the voxel's own weight when the target has two channels (0 with
+// `ok` false when that weight is invalid).
+fn ce_weight(tbase: u32, k: u32, ti: u32, ok: ptr<function, bool>) -> f32 {
+    var w = cw[ti];
+    if (p.tc == 2u) {
+        let v = tb[tbase + p.spatial + k];
+        if (!valid_weight(v)) {
+            *ok = false;
+            return 0.0;
+        }
+        w = w * v;
+    }
+    return w;
+}
+
+// Per voxel: (w * (logsumexp(z) - z[t]), w, invalid count, 0), w = w[t]
+// times the voxel's weight.
 @compute @workgroup_size(WG)
 fn ce_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = lin(wid, nwg);
@@ -51,16 +74,23 @@ fn ce_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let j = g % p.nchunks;
     let v0 = j * p.chunk;
     let lim = min(p.chunk, p.spatial - v0);
-    let zb = p.base_a + s * p.classes * p.spatial + v0;
-    let tbase = p.base_b + s * p.spatial + v0;
+    let zb = p.base_a + s * p.classes * p.spatial;
+    // A sample's target: its class indices, then (tc = 2) its voxel weights.
+    let tbase = p.base_b + s * p.tc * p.spatial;
     var acc = vec4<f32>(0.0);
-    for (var k = lid; k < lim; k = k + WG) {
+    for (var k = v0 + lid; k < v0 + lim; k = k + WG) {
         let t = tb[tbase + k];
         if (!valid_class(t)) {
             acc.z = acc.z + 1.0;
             continue;
         }
         let ti = u32(t);
+        var ok = true;
+        let w = ce_weight(tbase, k, ti, &ok);
+        if (!ok) {
+            acc.z = acc.z + 1.0;
+            continue;
+        }
         var m = za[zb + k];
         for (var c = 1u; c < p.classes; c = c + 1u) {
             m = max(m, za[zb + c * p.spatial + k]);
@@ -70,7 +100,6 @@ fn ce_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             se = se + exp(za[zb + c * p.spatial + k] - m);
         }
         let l = m + log(se) - za[zb + ti * p.spatial + k];
-        let w = cw[ti];
         acc = acc + vec4<f32>(w * l, w, 0.0, 0.0);
     }
     let total = tree_sum(lid, acc);
@@ -79,7 +108,8 @@ fn ce_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
-// grad[k] = w[t] * (softmax(z)[k] - [k == t]) / sum_w; zero for invalid targets.
+// grad[k] = w * (softmax(z)[k] - [k == t]) / sum_w (w: the class weight
+// times the voxel's weight); zero for invalid targets and weights.
 @compute @workgroup_size(WG)
 fn ce_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = lin(wid, nwg) * WG + lid;
@@ -88,8 +118,14 @@ fn ce_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let v = i % p.spatial;
     let zb = p.base_a + s * p.classes * p.spatial + v;
     let ob = p.base_out + s * p.classes * p.spatial + v;
-    let t = tb[p.base_b + i];
-    if (!valid_class(t)) {
+    let tbase = p.base_b + s * p.tc * p.spatial;
+    let t = tb[tbase + v];
+    var ok = valid_class(t);
+    var w = 0.0;
+    if (ok) {
+        w = ce_weight(tbase, v, u32(t), &ok);
+    }
+    if (!ok) {
         for (var c = 0u; c < p.classes; c = c + 1u) {
             grad[ob + c * p.spatial] = 0.0;
         }
@@ -104,7 +140,7 @@ fn ce_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     for (var c = 0u; c < p.classes; c = c + 1u) {
         se = se + exp(za[zb + c * p.spatial] - m);
     }
-    let scale = cw[ti] / sums[0].y;
+    let scale = w / sums[0].y;
     for (var c = 0u; c < p.classes; c = c + 1u) {
         let q = exp(za[zb + c * p.spatial] - m) / se;
         grad[ob + c * p.spatial] = scale * (q - select(0.0, 1.0, c == ti));

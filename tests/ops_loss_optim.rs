@@ -43,6 +43,38 @@ fn softmax_cross_entropy_rejects_bad_targets() {
 }
 
 #[test]
+fn softmax_cross_entropy_rejects_bad_voxel_weights() {
+    // A two-channel target: class indices, then voxel weights. A negative,
+    // NaN or infinite weight makes the GPU loss NaN and the reference err;
+    // a weight map of ones gives the unweighted loss.
+    let ctx = ctx();
+    let z = up(ctx, &rand(SHAPE, 6));
+    let good = qcanet_gpu::ops::table::weighted_classes(SHAPE, 3, 7);
+    let (l, _) = loss::softmax_cross_entropy(ctx, &z, &up(ctx, &good), &[1.0, 2.0, 0.5]).unwrap();
+    assert!(down(ctx, &l).data[0].is_finite());
+    let sp = SHAPE.spatial();
+    for bad in [-0.5f32, f32::NAN, f32::INFINITY] {
+        let mut t = good.clone();
+        t.data[sp + 100] = bad; // sample 0's weight of voxel 100
+        let (l, _) = loss::softmax_cross_entropy(ctx, &z, &up(ctx, &t), &[1.0, 2.0, 0.5]).unwrap();
+        assert!(down(ctx, &l).data[0].is_nan(), "{bad}");
+        assert!(lref::softmax_cross_entropy(&down(ctx, &z), &t, &[1.0, 2.0, 0.5]).is_err(), "{bad}");
+    }
+    let mut ones = good.clone();
+    for n in 0..SHAPE.n {
+        ones.data[(2 * n + 1) * sp..(2 * n + 2) * sp].fill(1.0);
+    }
+    let plain = classes(SHAPE.with_c(1), 3, 7);
+    let (a, ga) = loss::softmax_cross_entropy(ctx, &z, &up(ctx, &ones), &[1.0, 2.0, 0.5]).unwrap();
+    let (b, gb) = loss::softmax_cross_entropy(ctx, &z, &up(ctx, &plain), &[1.0, 2.0, 0.5]).unwrap();
+    assert_eq!(down(ctx, &a).data, down(ctx, &b).data);
+    assert_eq!(down(ctx, &ga).data, down(ctx, &gb).data);
+    let e =
+        loss::softmax_cross_entropy(ctx, &z, &up(ctx, &rand(SHAPE.with_c(3), 8)), &[1.0; 3]).unwrap_err().to_string();
+    assert!(e.contains("target has shape"), "{e}");
+}
+
+#[test]
 fn bce_with_logits_needs_one_channel() {
     let ctx = ctx();
     let z = up(ctx, &rand(SHAPE, 12));

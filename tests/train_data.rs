@@ -905,6 +905,26 @@ fn object_patch_share_outside_0_1_is_refused() {
 }
 
 #[test]
+fn separation_weights_need_cross_entropy_and_valid_parameters() {
+    use qcanet_gpu::model::Arch;
+    use qcanet_gpu::train::config::LossKind;
+    use qcanet_gpu::train::Separation;
+    let sep = |w0, sigma| Some(Separation { w0, sigma });
+    let ndn = TrainConfig { model: Arch::Ndn, separation: sep(10.0, 3.0), ..TrainConfig::default() };
+    assert!(ndn.validate().is_ok());
+    for (c, what) in [
+        (TrainConfig { loss: Some(LossKind::Dice), ..ndn.clone() }, "cross-entropy"),
+        (TrainConfig { classes: 1, loss: None, ..ndn.clone() }, "cross-entropy"),
+        (TrainConfig { separation: sep(-1.0, 3.0), ..ndn.clone() }, "separation weight"),
+        (TrainConfig { separation: sep(10.0, 0.0), ..ndn.clone() }, "sigma"),
+        (TrainConfig { separation: sep(10.0, f32::NAN), ..ndn.clone() }, "sigma"),
+    ] {
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(what), "{what}: {e}");
+    }
+}
+
+#[test]
 fn validation_drops_specks_as_infer_does_and_a_bad_floor_is_refused() {
     // Training's validation scores with infer's floor unless told otherwise.
     assert_eq!(TrainConfig::default().min_volume_um3, qcanet_gpu::postprocess::MIN_NUCLEUS_UM3);

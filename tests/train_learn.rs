@@ -1,13 +1,13 @@
 //! Learning test: a small network trained on the GPU for a bounded number of
 //! steps on synthetic bright blobs (noisy, blurred) segments unseen volumes
-//! with foreground IoU > 0.9.
+//! with foreground IoU > 0.9, with and without the separation weight map.
 
 mod common;
 
 use common::ctx;
 use qcanet_gpu::model::{Arch, Gpu, LossSpec, Net, NetConfig};
 use qcanet_gpu::ops::optim::{AdamConfig, Optimizer, OptimizerConfig};
-use qcanet_gpu::train::{fit, Augment, FitSettings, Sample, Vol};
+use qcanet_gpu::train::{fit, Augment, FitSettings, Sample, Separation, Vol};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
@@ -71,6 +71,23 @@ fn blobs(side: usize, seed: u64) -> Sample {
 
 #[test]
 fn small_nsn_learns_blobs() {
+    learns_blobs(None);
+}
+
+#[test]
+fn small_nsn_learns_blobs_with_separation_weights() {
+    // The two-channel target (class, voxel weight) through `fit` on the
+    // GPU: the blobs touch in places, so the map is not all ones.
+    let sep = Separation { w0: 10.0, sigma: 3.0 };
+    let most = (0..4)
+        .flat_map(|s| qcanet_gpu::train::separation_weights(&blobs(24, s).target.data, [24; 3], &sep))
+        .fold(0f32, f32::max);
+    eprintln!("largest separation weight of the training blobs: {most}");
+    assert!(most > 2.0, "the training blobs' separation weights peak at {most}");
+    learns_blobs(Some(sep));
+}
+
+fn learns_blobs(separation: Option<Separation>) {
     let ctx = ctx();
     let train: Vec<Sample> = (0..4).map(|s| blobs(24, s)).collect();
     let val: Vec<Sample> = (100..102).map(|s| blobs(24, s)).collect();
@@ -93,6 +110,7 @@ fn small_nsn_learns_blobs() {
         loss: LossSpec::Ce { class_weights: vec![1.0, 1.0] },
         augment: Augment { flips: true, ..Augment::none() },
         object_patches: 0.0,
+        separation,
         seed: 3,
         val_tile: 24,
         val_overlap: 0,

@@ -126,6 +126,14 @@ pub struct Args {
     /// (default 0: every patch at a random position).
     #[arg(long, value_name = "SHARE")]
     object_patches: Option<f32>,
+    /// Weigh each background voxel's loss by 1 + W0·exp(−(d1 + d2)²/2σ²), d1 and d2 its distances to the nearest and
+    /// second-nearest object of the target (the U-Net paper's separation weight map; cross-entropy only): the gaps
+    /// between neighbouring markers count more, so a small nucleus's marker is not merged into its neighbour's.
+    #[arg(long, value_name = "W0")]
+    separation_weight: Option<f32>,
+    /// σ of --separation-weight, in voxels of the training grid (default 3).
+    #[arg(long, value_name = "VOXELS", requires = "separation_weight")]
+    separation_sigma: Option<f32>,
     /// With --val-partner: objects under this many µm³ are dropped by the instance stage that scores each epoch, as `infer --min-volume` (default: infer's, half the smallest nucleus annotated in BBBC050's training split; 0 keeps every object).
     #[arg(long, value_name = "UM3", value_parser = super::parse_min_volume)]
     min_volume: Option<f64>,
@@ -288,6 +296,10 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if let Some(f) = a.object_patches {
         c.object_patches = f;
+    }
+    if let Some(w0) = a.separation_weight {
+        let sigma = a.separation_sigma.unwrap_or(3.0);
+        c.separation = Some(qcanet_gpu::train::Separation { w0, sigma });
     }
     if let Some(v) = a.min_volume {
         c.min_volume_um3 = v;

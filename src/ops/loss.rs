@@ -28,7 +28,7 @@ uniform_params! {
         base_a: u32,
         base_b: u32,
         base_out: u32,
-        _pad0: u32,
+        tc: u32,
         pos_weight: f32,
         _pad1: u32,
     }
@@ -52,7 +52,12 @@ fn scalar_shape() -> Shape5 {
 }
 
 fn check_target(op: &str, x: &GpuTensor, target: &GpuTensor) -> Result<()> {
-    let want = x.shape.with_c(1);
+    check_target_channels(op, x, target, 1)
+}
+
+/// [`check_target`] for a target of `channels` channels.
+fn check_target_channels(op: &str, x: &GpuTensor, target: &GpuTensor, channels: usize) -> Result<()> {
+    let want = x.shape.with_c(channels);
     if target.shape != want {
         return Err(Error::shape(
             op,
@@ -92,11 +97,15 @@ fn finish(
 /// PyTorch `CrossEntropyLoss(weight = class_weights, reduction = 'mean')` over
 /// logits (N, K, D, H, W) and class indices stored as f32 in `target`
 /// (N, 1, D, H, W): `Σ_i w[t_i]·(−log softmax(z_i)[t_i]) / Σ_i w[t_i]`, and its
-/// gradient w.r.t. the logits. A target that is not an integer in `0..K`
-/// makes the loss NaN (and its voxel's gradient 0): checked on the GPU and
-/// seen when the caller reads the loss, so a training step never waits for
-/// the GPU in the middle (the CPU reference errors instead). If every
-/// voxel's class has weight 0 the loss is NaN, as in PyTorch.
+/// gradient w.r.t. the logits. A target of two channels (N, 2, D, H, W)
+/// holds each voxel's class index and then its own weight `v_i` (a weight
+/// map, e.g. [`crate::train::separation`]'s): the loss is then
+/// `Σ_i v_i·w[t_i]·(−log softmax(z_i)[t_i]) / Σ_i v_i·w[t_i]`. A target that
+/// is not an integer in `0..K`, or a voxel weight that is negative or not
+/// finite, makes the loss NaN (and its voxel's gradient 0): checked on the
+/// GPU and seen when the caller reads the loss, so a training step never
+/// waits for the GPU in the middle (the CPU reference errors instead). If
+/// every voxel's weight is 0 the loss is NaN, as in PyTorch.
 pub fn softmax_cross_entropy(
     ctx: &GpuContext,
     logits: &GpuTensor,
@@ -104,7 +113,8 @@ pub fn softmax_cross_entropy(
     class_weights: &[f32],
 ) -> Result<(GpuTensor, GpuTensor)> {
     let op = "softmax_cross_entropy";
-    check_target(op, logits, target)?;
+    let tc = if target.shape.c == 2 { 2 } else { 1 };
+    check_target_channels(op, logits, target, tc)?;
     let s = logits.shape;
     let k = s.c;
     if class_weights.len() != k {
@@ -117,7 +127,7 @@ pub fn softmax_cross_entropy(
     let spatial = s.spatial();
     let max = ctx.max_window_elems();
     // Each voxel needs all K classes, so windows hold whole samples.
-    let groups = split_units(s.n, k * spatial, max, op)?;
+    let groups = split_units(s.n, k.max(tc) * spatial, max, op)?;
     let chunk = REDUCE_CHUNK.min(spatial);
     let nchunks = spatial.div_ceil(chunk);
     let weights = ctx.upload_slice(Shape5::new(1, k, 1, 1, 1), class_weights)?;
@@ -125,7 +135,7 @@ pub fn softmax_cross_entropy(
     let pp = ctx.pipeline(&SHADER, "ce_partials", &[("WG", RED_WG as f64)])?;
     let windows = |g: &std::ops::Range<usize>| -> Result<_> {
         let wz = logits.window(ctx, g.start * k * spatial, g.len() * k * spatial)?;
-        let wt = target.window(ctx, g.start * spatial, g.len() * spatial)?;
+        let wt = target.window(ctx, g.start * tc * spatial, g.len() * tc * spatial)?;
         let params = Params {
             n: g.len() as u32,
             spatial: spatial as u32,
@@ -135,6 +145,7 @@ pub fn softmax_cross_entropy(
             part_base: (g.start * nchunks) as u32,
             base_a: wz.base,
             base_b: wt.base,
+            tc: tc as u32,
             ..Default::default()
         };
         Ok((wz, wt, params))
@@ -371,23 +382,37 @@ pub mod reference {
         let s = logits.shape;
         let sp = s.spatial();
         let k = s.c;
+        // One channel: class indices; two: class indices, then voxel weights.
+        let tc = target.shape.c;
+        if target.shape != s.with_c(1) && target.shape != s.with_c(2) {
+            return Err(Error::shape(
+                "softmax_cross_entropy",
+                format!("target has shape {}, expected {} or {}", target.shape, s.with_c(1), s.with_c(2)),
+            ));
+        }
         let mut grad = CpuTensor::zeros(s);
         let (mut num, mut den) = (0f64, 0f64);
         let mut probs = vec![0f64; k];
         for n in 0..s.n {
             for v in 0..sp {
-                let t = target.data[n * sp + v];
+                let t = target.data[n * tc * sp + v];
                 if !(t >= 0.0 && (t as usize) < k && t.fract() == 0.0) {
                     return Err(Error::invalid(format!("softmax_cross_entropy: target {t} is not a class in 0..{k}")));
                 }
                 let t = t as usize;
+                let vw = if tc == 2 { target.data[n * tc * sp + sp + v] } else { 1.0 };
+                if !(vw >= 0.0 && vw.is_finite()) {
+                    return Err(Error::invalid(format!(
+                        "softmax_cross_entropy: voxel weight {vw} is not a finite non-negative number"
+                    )));
+                }
                 let z: Vec<f64> = (0..k).map(|c| logits.data[s.idx(n, c, 0, 0, 0) + v] as f64).collect();
                 let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let se: f64 = z.iter().map(|&x| (x - m).exp()).sum();
                 for c in 0..k {
                     probs[c] = (z[c] - m).exp() / se;
                 }
-                let w = class_weights[t] as f64;
+                let w = class_weights[t] as f64 * vw as f64;
                 num += w * (m + se.ln() - z[t]);
                 den += w;
                 for c in 0..k {

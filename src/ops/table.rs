@@ -1008,32 +1008,52 @@ fn softmax_cases(v: &mut Vec<OpCase>, c: usize, range: f32, bench: Bench, checks
     );
 }
 
-/// Softmax cross-entropy over K = weights.len() classes: loss and gradient.
-fn cross_entropy_case(v: &mut Vec<OpCase>, weights: &[f32], bench: Bench, checks: &[Check]) {
+/// Softmax cross-entropy over K = weights.len() classes: loss and gradient;
+/// with `voxel_weights`, a two-channel target whose second channel is a
+/// random weight map ([`weighted_classes`]).
+fn cross_entropy_case(v: &mut Vec<OpCase>, weights: &[f32], voxel_weights: bool, bench: Bench, checks: &[Check]) {
     let k = weights.len();
     let w = weights.to_vec();
     let w2 = w.clone();
+    let mut what = format!("c{k} w {}", weights.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("/"));
+    if voxel_weights {
+        what.push_str(" + voxel weights");
+    }
     v.push(
-        case(
-            "softmax cross-entropy",
-            format!("c{k} w {}", weights.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("/")),
-            Unit::Byte,
-            TOL_SUM,
-        )
-        .shape(move |d| d.with_c(k).to_string())
-        .work(move |d| 4.0 * (2 * k + 1) as f64 * d.with_c(1).numel() as f64)
-        .inputs(move |d| vec![CpuTensor::random(d.with_c(k), 22, -3.0, 3.0), classes(d.with_c(1), k, 21)])
-        .gpu(move |ctx, t| {
-            let (l, g) = loss::softmax_cross_entropy(ctx, &t[0], &t[1], &w)?;
-            Ok(vec![l, g])
-        })
-        .cpu(move |t| {
-            let (l, g) = loss::reference::softmax_cross_entropy(&t[0], &t[1], &w2).expect("valid targets");
-            vec![scalar(l), g]
-        })
-        .checks(checks)
-        .bench(bench),
+        case("softmax cross-entropy", what, Unit::Byte, TOL_SUM)
+            .shape(move |d| d.with_c(k).to_string())
+            .work(move |d| 4.0 * (2 * k + 1 + voxel_weights as usize) as f64 * d.with_c(1).numel() as f64)
+            .inputs(move |d| {
+                let t = if voxel_weights { weighted_classes(d.with_c(k), k, 21) } else { classes(d.with_c(1), k, 21) };
+                vec![CpuTensor::random(d.with_c(k), 22, -3.0, 3.0), t]
+            })
+            .gpu(move |ctx, t| {
+                let (l, g) = loss::softmax_cross_entropy(ctx, &t[0], &t[1], &w)?;
+                Ok(vec![l, g])
+            })
+            .cpu(move |t| {
+                let (l, g) = loss::reference::softmax_cross_entropy(&t[0], &t[1], &w2).expect("valid targets");
+                vec![scalar(l), g]
+            })
+            .checks(checks)
+            .bench(bench),
     );
+}
+
+/// A two-channel cross-entropy target for shape `d` (N, C, D, H, W): per
+/// sample, K-class indices ([`classes`]), then voxel weights in [0, 12)
+/// with about one in ten exactly 0 (as a separation weight map ranges from
+/// 1 to 1 + w0, and ignored voxels weigh 0).
+pub fn weighted_classes(d: Shape5, k: usize, seed: u64) -> CpuTensor {
+    let c = classes(d.with_c(1), k, seed);
+    let r = CpuTensor::random(d.with_c(1), seed + 1000, -1.2, 12.0);
+    let sp = d.spatial();
+    let mut data = Vec::with_capacity(2 * c.data.len());
+    for n in 0..d.n {
+        data.extend_from_slice(&c.data[n * sp..(n + 1) * sp]);
+        data.extend(r.data[n * sp..(n + 1) * sp].iter().map(|&w| w.max(0.0)));
+    }
+    CpuTensor::from_vec(d.with_c(2), data)
 }
 
 /// BCE with logits (one channel, logits in [-6, 6) with three saturated
@@ -1429,11 +1449,15 @@ pub fn table() -> Vec<OpCase> {
     // (2x33x35x37), saturated BCE logits, Dice of each channel; 4 KiB
     // bindings (cross-entropy windows hold whole samples; BCE and Dice split
     // anywhere).
-    cross_entropy_case(&mut v, &[0.2, 1.0, 2.5], No, &[at(2, 7, 9, 11)]);
-    cross_entropy_case(&mut v, &[0.3, 4.0], No, &[at(3, 17, 19, 23), at(2, 33, 35, 37)]);
-    cross_entropy_case(&mut v, &[1.0, 0.5, 2.0, 0.0, 3.0], No, &[at(1, 3, 5, 7)]);
-    cross_entropy_case(&mut v, &[0.7, 1.9], No, &[capped(4096, 3, 5, 6, 7)]);
-    cross_entropy_case(&mut v, &[1.0, 4.0], Yes, small);
+    cross_entropy_case(&mut v, &[0.2, 1.0, 2.5], false, No, &[at(2, 7, 9, 11)]);
+    cross_entropy_case(&mut v, &[0.3, 4.0], false, No, &[at(3, 17, 19, 23), at(2, 33, 35, 37)]);
+    cross_entropy_case(&mut v, &[1.0, 0.5, 2.0, 0.0, 3.0], false, No, &[at(1, 3, 5, 7)]);
+    cross_entropy_case(&mut v, &[0.7, 1.9], false, No, &[capped(4096, 3, 5, 6, 7)]);
+    cross_entropy_case(&mut v, &[1.0, 4.0], false, Yes, small);
+    // Voxel weights (a two-channel target): windows of whole samples whose
+    // target is twice a sample's voxels.
+    cross_entropy_case(&mut v, &[0.3, 4.0], true, No, &[at(3, 17, 19, 23), at(2, 33, 35, 37)]);
+    cross_entropy_case(&mut v, &[1.0, 0.5, 2.0], true, No, &[at(1, 3, 5, 7), capped(4096, 3, 5, 6, 7)]);
     bce_case(&mut v, 3.0, No, &[at(2, 7, 9, 11), at(2, 33, 35, 37), capped(4096, 2, 17, 19, 23)]);
     bce_case(&mut v, 0.5, No, &[at(3, 17, 19, 23)]);
     dice_case(&mut v, 3, 1, 1.0, No, &[at(2, 7, 9, 11)]);
@@ -1688,8 +1712,18 @@ pub fn grad_cases() -> Vec<GradCase> {
         let (_, g) = loss::reference::softmax_cross_entropy(&z, &t, &w).expect("valid targets");
         v.push(GradCase {
             op: "softmax cross-entropy".into(),
-            inputs: vec![z],
+            inputs: vec![z.clone()],
             loss: Box::new(move |a| loss::reference::softmax_cross_entropy(&a[0], &t, &w).expect("valid targets").0),
+            grads: vec![(0, "logits", g)],
+            step: 1e-3,
+            tol: 1e-5,
+        });
+        let tw = weighted_classes(s, 3, 54);
+        let (_, g) = loss::reference::softmax_cross_entropy(&z, &tw, &w).expect("valid targets");
+        v.push(GradCase {
+            op: "softmax cross-entropy, voxel weights".into(),
+            inputs: vec![z],
+            loss: Box::new(move |a| loss::reference::softmax_cross_entropy(&a[0], &tw, &w).expect("valid targets").0),
             grads: vec![(0, "logits", g)],
             step: 1e-3,
             tol: 1e-5,

@@ -121,6 +121,11 @@ pub struct TrainConfig {
     /// a few volumes are seen as often as the rest
     /// ([`super::objects::Objects`]); 0: every patch at a random position.
     pub object_patches: f32,
+    /// Weigh the loss of each background voxel by how close it lies to two
+    /// objects of the target (the U-Net paper's separation weight map,
+    /// [`super::separation`]; cross-entropy only): the gaps between
+    /// neighbouring markers or nuclei count more. None: every voxel 1.
+    pub separation: Option<super::separation::Separation>,
     /// With a validation partner: objects under this many µm³ are dropped
     /// by the instance stage that scores each epoch (default
     /// [`crate::postprocess::MIN_NUCLEUS_UM3`], as `infer`; 0 keeps all).
@@ -203,6 +208,7 @@ impl Default for TrainConfig {
             dilate_within_nuclei: false,
             augment: Augment::default(),
             object_patches: 0.0,
+            separation: None,
             min_volume_um3: crate::postprocess::MIN_NUCLEUS_UM3,
             seed: 0,
             val_tile: 96,
@@ -263,6 +269,9 @@ impl TrainConfig {
                 }
                 LossSpec::Ce { class_weights: w }
             }
+            _ if self.separation.is_some() => {
+                return Err(Error::invalid("a separation weight map needs the cross-entropy loss ('ce', classes = 2)"));
+            }
             LossKind::Bce => {
                 if self.classes != 1 {
                     return Err(Error::invalid("loss 'bce' needs classes = 1 (use 'ce' or 'dice' with classes = 2)"));
@@ -292,6 +301,10 @@ impl TrainConfig {
         let bad = |m: String| Err(Error::invalid(format!("training settings: {m}")));
         if self.patch < 4 {
             return bad(format!("patch {} is too small", self.patch));
+        }
+        if let Some(s) = &self.separation {
+            s.validate()?;
+            self.loss_spec()?;
         }
         if self.time_limit_minutes.is_some_and(|m| !(m.is_finite() && m >= 0.0)) {
             return bad(format!("time limit {:?} minutes must be finite and at least 0", self.time_limit_minutes));

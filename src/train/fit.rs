@@ -8,6 +8,7 @@ use super::average::WeightAverage;
 use super::objects::Objects;
 use super::patch::{random_patch_near, Augment, Sample};
 use super::plot::EpochRecord;
+use super::separation::{weighted_target, Separation};
 use super::validate::validate_sample;
 use crate::error::{Error, Result};
 use crate::metrics::instances::{best_setting, InstanceScores, InstanceValidation, Setting};
@@ -40,6 +41,9 @@ pub struct FitSettings {
     /// every object of the training set equally likely ([`Objects`]; 0:
     /// every patch at a random position).
     pub object_patches: f32,
+    /// Separation weight map on each training target ([`weighted_target`]);
+    /// None: every voxel weighs 1.
+    pub separation: Option<Separation>,
     pub seed: u64,
     /// Validation tile side and overlap (whole volumes predicted in tiles).
     pub val_tile: usize,
@@ -230,6 +234,10 @@ pub fn fit<B: Backend>(
             };
             B::set_lr(opt, lr)?;
             let (x, t) = random_batch(train, patch, s.batch, &s.augment, centring, &mut rng);
+            let t = match &s.separation {
+                Some(sep) => weighted_target(&t, sep),
+                None => t,
+            };
             let x = B::upload(cx, &x)?;
             let t = B::upload(cx, &t)?;
             let l = net.train_step(cx, &x, &t, &s.loss, opt)?;

@@ -8,6 +8,7 @@ pub mod objects;
 pub mod patch;
 pub mod plot;
 pub mod run;
+pub mod separation;
 pub mod validate;
 
 pub use crate::metrics::instances::{score_instances, InstanceScores, InstanceTruth, InstanceValidation, Role};
@@ -16,4 +17,5 @@ pub use fit::{epoch_rng, fit, random_batch, Centring, FitSettings};
 pub use objects::Objects;
 pub use patch::{dilate, foreground_iou, random_patch, random_patch_near, Augment, Sample, Vol};
 pub use plot::{plot_curves, EpochRecord};
+pub use separation::{separation_weights, Separation};
 pub use validate::{predict_volume, tile_starts, validate_sample, ValScores};

@@ -274,6 +274,14 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             if opts.dilate_within_nuclei { ", each within its own nucleus (labels_instance/)" } else { "" }
         );
     }
+    if let Some(s) = &cfg.separation {
+        log::info!(
+            "loss weighted by a separation map: background voxels 1 + {}·exp(−(d1 + d2)²/2·{}²), d1 and d2 their \
+             distances in voxels to the nearest two objects of the patch's target",
+            s.w0,
+            s.sigma
+        );
+    }
     let net_cfg = match &init {
         Some((p, w)) => init_config(&cfg, p, w)?,
         None => cfg.net_config()?,
@@ -406,6 +414,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         loss: cfg.loss_spec()?,
         augment: cfg.augment.clone(),
         object_patches: cfg.object_patches,
+        separation: cfg.separation,
         seed: cfg.seed,
         val_tile: cfg.val_tile,
         val_overlap: cfg.val_overlap,
