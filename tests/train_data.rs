@@ -922,6 +922,19 @@ fn separation_weights_need_cross_entropy_and_valid_parameters() {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains(what), "{what}: {e}");
     }
+    // In a config file: σ defaults, an unknown key is named, the effective
+    // config round-trips, and an older file (no table) has no map.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("sep.toml");
+    std::fs::write(&p, "model = \"ndn\"\n[separation]\nw0 = 5.0\n").unwrap();
+    let c = TrainConfig::from_toml_file(&p).unwrap();
+    assert_eq!(c.separation, sep(5.0, Separation::DEFAULT_SIGMA));
+    assert_eq!(toml::from_str::<TrainConfig>(&c.to_toml()).unwrap(), c);
+    std::fs::write(&p, "model = \"ndn\"\n[separation]\nw0 = 5.0\nsigmaa = 2.0\n").unwrap();
+    let e = TrainConfig::from_toml_file(&p).unwrap_err().to_string();
+    assert!(e.contains("sigmaa"), "{e}");
+    std::fs::write(&p, "model = \"ndn\"\n").unwrap();
+    assert_eq!(TrainConfig::from_toml_file(&p).unwrap().separation, None);
 }
 
 #[test]

@@ -298,7 +298,7 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
         c.object_patches = f;
     }
     if let Some(w0) = a.separation_weight {
-        let sigma = a.separation_sigma.unwrap_or(3.0);
+        let sigma = a.separation_sigma.unwrap_or(qcanet_gpu::train::Separation::DEFAULT_SIGMA);
         c.separation = Some(qcanet_gpu::train::Separation { w0, sigma });
     }
     if let Some(v) = a.min_volume {

@@ -12,7 +12,8 @@ use crate::tensor::{CpuTensor, Shape5};
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum LossSpec {
     /// Softmax cross-entropy (2-class head), mean over voxels weighted by
-    /// class weights (one per class).
+    /// class weights (one per class), and by each voxel's own weight when
+    /// the target has a second channel ([`crate::ops::loss::softmax_cross_entropy`]).
     Ce { class_weights: Vec<f32> },
     /// Binary cross-entropy with logits (1-class head), positive voxels
     /// weighted by `pos_weight`.
