@@ -45,7 +45,7 @@ fn valid_class(t: f32) -> bool {
 // A voxel's weight (channel 1 of a two-channel target) is valid if it is a
 // finite non-negative number.
 fn valid_weight(w: f32) -> bool {
-    return w >= 0.0 && w <= 3.4e38;
+    return w >= 0.0 && w <= 3.40282347e38; // f32::MAX: false for +inf and NaN
 }
 
 // The weight of voxel k of a sample's target at `tbase`: the class weight,
