@@ -9,6 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::postprocess::ccl::reference::label;
+use crate::postprocess::criteria::measure;
 use crate::postprocess::edt::reference::edt;
 use crate::postprocess::Connectivity;
 use crate::postprocess::Grid;
@@ -77,31 +78,19 @@ pub fn separation_weights(target: &[f32], dims: [usize; 3], s: &Separation) -> V
     if count < 2 || s.w0 == 0.0 {
         return out;
     }
-    let [d, h, w] = dims;
-    // Each object's bounding box.
-    let mut lo = vec![[usize::MAX; 3]; count as usize + 1];
-    let mut hi = vec![[0usize; 3]; count as usize + 1];
-    for z in 0..d {
-        for y in 0..h {
-            for x in 0..w {
-                let l = labels[(z * h + y) * w + x] as usize;
-                if l != 0 {
-                    for (a, c) in [z, y, x].into_iter().enumerate() {
-                        lo[l][a] = lo[l][a].min(c);
-                        hi[l][a] = hi[l][a].max(c);
-                    }
-                }
-            }
-        }
-    }
+    let [_, h, w] = dims;
+    // Each object's bounding box ((x, y, z), inclusive), one row per label.
+    let objects = measure(&labels, &Grid::isotropic(dims), None).expect("labels of the target's own grid");
     let reach = s.reach();
     let r = reach.ceil() as usize;
     // The two smallest distances to an object seen so far, per voxel.
     let mut d1 = vec![f32::INFINITY; n];
     let mut d2 = vec![f32::INFINITY; n];
-    for l in 1..=count as usize {
-        let b0: [usize; 3] = std::array::from_fn(|a| lo[l][a].saturating_sub(r));
-        let b1: [usize; 3] = std::array::from_fn(|a| (hi[l][a] + r + 1).min(dims[a]));
+    for o in &objects {
+        let l = o.label as usize;
+        // z, y, x of the box grown by the reach, clipped to the volume.
+        let b0: [usize; 3] = std::array::from_fn(|a| o.bbox_min[2 - a].saturating_sub(r));
+        let b1: [usize; 3] = std::array::from_fn(|a| (o.bbox_max[2 - a] + r + 1).min(dims[a]));
         let bd = [b1[0] - b0[0], b1[1] - b0[1], b1[2] - b0[2]];
         // 0 on the object, 1 elsewhere: the transform is the distance to it.
         let mut m = vec![1u8; bd[0] * bd[1] * bd[2]];
@@ -165,38 +154,38 @@ pub fn weighted_target(t: &CpuTensor, s: &Separation) -> CpuTensor {
     CpuTensor::from_vec(Shape5::new(sh.n, 2, sh.d, sh.h, sh.w), data)
 }
 
-/// Brute force over every object voxel (tiny volumes only): checks
-/// [`separation_weights`].
-pub fn separation_weights_brute(target: &[f32], dims: [usize; 3], s: &Separation) -> Vec<f32> {
-    let mask: Vec<u8> = target.iter().map(|&t| (t > 0.5) as u8).collect();
-    let (labels, count) = label(&mask, dims, Connectivity::TwentySix);
-    let [d, h, w] = dims;
-    let voxels: Vec<(usize, [f64; 3])> = (0..d * h * w)
-        .filter(|&i| labels[i] != 0)
-        .map(|i| (labels[i] as usize, [(i / (h * w)) as f64, ((i / w) % h) as f64, (i % w) as f64]))
-        .collect();
-    (0..d * h * w)
-        .map(|i| {
-            if mask[i] != 0 || count < 2 {
-                return 1.0;
-            }
-            let p = [(i / (h * w)) as f64, ((i / w) % h) as f64, (i % w) as f64];
-            let mut best = vec![f64::INFINITY; count as usize + 1];
-            for (l, q) in &voxels {
-                let dd = (0..3).map(|a| (p[a] - q[a]).powi(2)).sum::<f64>().sqrt();
-                best[*l] = best[*l].min(dd);
-            }
-            best.remove(0);
-            best.sort_by(f64::total_cmp);
-            s.weight(best[0] as f32, best[1] as f32)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    /// Brute force over every object voxel (tiny volumes only): checks
+    /// [`separation_weights`].
+    fn separation_weights_brute(target: &[f32], dims: [usize; 3], s: &Separation) -> Vec<f32> {
+        let mask: Vec<u8> = target.iter().map(|&t| (t > 0.5) as u8).collect();
+        let (labels, count) = label(&mask, dims, Connectivity::TwentySix);
+        let [d, h, w] = dims;
+        let voxels: Vec<(usize, [f64; 3])> = (0..d * h * w)
+            .filter(|&i| labels[i] != 0)
+            .map(|i| (labels[i] as usize, [(i / (h * w)) as f64, ((i / w) % h) as f64, (i % w) as f64]))
+            .collect();
+        (0..d * h * w)
+            .map(|i| {
+                if mask[i] != 0 || count < 2 {
+                    return 1.0;
+                }
+                let p = [(i / (h * w)) as f64, ((i / w) % h) as f64, (i % w) as f64];
+                let mut best = vec![f64::INFINITY; count as usize + 1];
+                for (l, q) in &voxels {
+                    let dd = (0..3).map(|a| (p[a] - q[a]).powi(2)).sum::<f64>().sqrt();
+                    best[*l] = best[*l].min(dd);
+                }
+                best.remove(0);
+                best.sort_by(f64::total_cmp);
+                s.weight(best[0] as f32, best[1] as f32)
+            })
+            .collect()
+    }
 
     #[test]
     fn matches_brute_force_on_random_blobs() {
