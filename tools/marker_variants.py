@@ -36,6 +36,15 @@ every false prediction, and the score the same NSN mask and watershed reach from
 true markers (images_ndn/): what better markers alone could gain.
 
     python3 tools/marker_variants.py --pred runs/prob3 --data $D --nsn 0.4 --diagnose Emb11_t501
+
+With --saddles, no variants: the stage as --shoulders runs it, then for each prediction that
+holds more than half of two or more true nuclei, each nucleus's NDN peak and the saddle between
+each pair (the highest level at which both peaks lie in one 26-connected component of
+NDN >= level). h-maxima with dynamic h can give the two their own markers only where
+min(peaks) - saddle >= h: a saddle equal to the lower peak is a shoulder, which no marker rule on
+the NDN separates; only an NDN that dips between them does.
+
+    python3 tools/marker_variants.py --pred DIR --data DIR --nsn 0.8 --extent 0.6 --saddles Emb11_t501
 """
 import argparse
 import os
@@ -181,6 +190,46 @@ def diagnose(name, g, pn, pd, gt_markers, tn, td, h, spacing):
           f"{p2} predicted)")
 
 
+def saddle(pd, a, b, top, steps=12):
+    """Highest level (to 2^-steps of top) at which voxels a and b lie in one 26-connected component
+    of pd >= level; pd[a], pd[b] >= top."""
+    lo, hi = 0.0, top
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        cl = ndi.label(pd >= mid, structure=np.ones((3, 3, 3)))[0]
+        if cl[a] > 0 and cl[a] == cl[b]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def saddles(name, g, lab, pd):
+    """Prints, for each prediction holding more than half of two or more true nuclei, their NDN
+    peaks and pairwise saddles (see --saddles); returns how many pairs are shoulders (saddle
+    within 0.01 of the lower peak) and how many pairs there are."""
+    ov, gs, ps, _ = overlaps(g, lab)
+    shoulders = pairs = 0
+    for j in range(1, int(lab.max()) + 1):
+        held = [i for i in range(1, int(g.max()) + 1) if gs[i] > 0 and ov[i, j] > 0.5 * gs[i]]
+        if len(held) < 2:
+            continue
+        peaks = []
+        for i in held:
+            k = int(np.argmax(np.where(g == i, pd, -1.0)))
+            peaks.append((i, gs[i], np.unravel_index(k, pd.shape), float(pd.flat[k])))
+        txt = []
+        for x in range(len(peaks)):
+            for y in range(x + 1, len(peaks)):
+                (ia, sa, ca, va), (ib, sb, cb, vb) = peaks[x], peaks[y]
+                s = saddle(pd, ca, cb, min(va, vb))
+                pairs += 1
+                shoulders += min(va, vb) - s < 0.01
+                txt.append(f"{ia} ({sa} voxels, peak {va:.2f}) and {ib} ({sb}, {vb:.2f}): saddle {s:.2f}")
+        print(f"  {name} prediction {j} ({ps[j]} voxels): " + "; ".join(txt))
+    return shoulders, pairs
+
+
 def source_z(z, d, new_d):
     """Source z of slice z when d slices become new_d, clamped to the stack (preprocess::source_z)."""
     return min(max((z + 0.5) * d / new_d - 0.5, 0), d - 1)
@@ -227,6 +276,7 @@ def main():
     ap.add_argument("--dynamic", type=float, default=0.1)
     ap.add_argument("--diagnose", action="store_true", help="why nuclei are missed, and the score from true markers")
     ap.add_argument("--shoulders", action="store_true", help="markers added at the NDN's shoulders (see above)")
+    ap.add_argument("--saddles", action="store_true", help="the NDN's saddles between nuclei one prediction holds")
     ap.add_argument("--iso-back", metavar="DIR", help="isotropic probabilities (infer --voxel-size 0.8,0.8,0.8 of "
                     "--make-iso stacks) taken back to the stack's slices, nearest and linear, then the stage as "
                     "--shoulders runs it")
@@ -243,6 +293,18 @@ def main():
             diagnose(n, truth[n], tifffile.imread(f"{a.pred}/{n}_nsn_prob.tif"),
                      tifffile.imread(f"{a.pred}/{n}_ndn_prob.tif"),
                      tifffile.imread(f"{a.data}/images_ndn/{n}.tif") > 0, a.nsn, a.ndn, a.dynamic, ANISO)
+        return
+
+    if a.saddles:
+        for n in a.names:
+            g, sp = truth[n], voxel_um(f"{a.pred}/{n}_nsn_prob.tif")
+            pn = tifffile.imread(f"{a.pred}/{n}_nsn_prob.tif")
+            pd = tifffile.imread(f"{a.pred}/{n}_ndn_prob.tif").astype(np.float32)
+            lab = grown(pn, a.nsn, a.extent, markers_ndn(pd, a.ndn, a.dynamic), sp, a.min_um3)
+            f, sg, _, tp, p = scores(g, lab)
+            sh, pairs = saddles(n, g, lab, pd)
+            print(f"{n}: F1 {f:.3f} SEG {sg:.3f}, {tp} of {int(g.max())} matched, {p} predicted; "
+                  f"{sh} of {pairs} joined pairs are shoulders (saddle at the lower peak)", flush=True)
         return
 
     if a.iso_back:
