@@ -22,7 +22,7 @@
 # Runs, side by side, each `train --time-budget TRAIN_MIN`:
 #   nsn-ft   NSN fine-tuned from the bundled NSN (depth 2, width 16, 3^3), class weights 1,4, lr 3e-4
 #   nsn      NSN from scratch, same settings, lr 1e-3
-#   ndn      NDN from scratch (depth 3, width 8, 3^3), markers dilated by 3, lr 1e-3
+#   ndn      NDN from scratch (depth 3, width 8, 3^3), markers dilated by 3, separation weight map 10 / 3, lr 1e-3
 #   ndn5     the same NDN with the paper's 5^3 kernels (issue 11 asks for them; 4.9 M parameters, 10 MB in f16)
 #   Both NDN runs see the crowded stages (t401-t501 of Emb01-Emb10) three times as often: at t501 10 of the
 #   13 nuclei the bundled pair misses on Emb11 are tiny (33-143 voxels against a median of 1,583) and lack
@@ -196,8 +196,13 @@ side run nsn --model nsn --depth 2 --base 16 --kernel 3 --class-weights 1,4 --va
 { cat "$work/train.txt"; grep -E '_t(401|451|501)\.tif$' "$work/train.txt"; grep -E '_t(401|451|501)\.tif$' "$work/train.txt"; } \
   > "$work/train-ndn.txt"
 echo "NDN runs: $(grep -c . "$work/train-ndn.txt") names, the crowded stages three times"
+# Both with the U-Net separation weight map on the loss (W0 10, sigma 3 voxels), the recipe of the NDN
+# bundled since 2026-12-06's twenty-fourth session (trained so on lavapipe, weights/README.md, "The NDN
+# now"): the earlier NDN answered tiny and mid-sized nuclei beside a large one with a shoulder of the
+# large one's response, which no marker dynamic separates. The map costs CPU time per sample (about
+# 50 ms a 48^3 patch, more at 64^3, on a thread per sample), which a GPU step may wait for.
 ndn_common=(--model ndn --depth 3 --base 8 --dilate 3 --object-patches 0.33 --val-partner weights/nsn.safetensors
-  "${scratch[@]}")
+  --separation-weight 10 --separation-sigma 3 "${scratch[@]}")
 side run ndn "${ndn_common[@]}" --kernel 3 --train-list "$work/train-ndn.txt"
 side run ndn5 "${ndn_common[@]}" --kernel 5 --train-list "$work/train-ndn.txt"
 side run unet-ft --model unet3d --init weights/unet3d.safetensors --class-weights 1,4 "${ft[@]}"
