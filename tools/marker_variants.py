@@ -280,8 +280,8 @@ def main():
     ap.add_argument("--iso-back", metavar="DIR", help="isotropic probabilities (infer --voxel-size 0.8,0.8,0.8 of "
                     "--make-iso stacks) taken back to the stack's slices, nearest and linear, then the stage as "
                     "--shoulders runs it")
-    ap.add_argument("--extent", type=float, default=0.6, help="--shoulders: NSN threshold nuclei grow to")
-    ap.add_argument("--min-um3", type=float, default=18.0, help="--shoulders: smallest object kept")
+    ap.add_argument("--extent", type=float, default=0.6, help="--shoulders, --saddles, --iso-back: NSN threshold nuclei grow to")
+    ap.add_argument("--min-um3", type=float, default=18.0, help="--shoulders, --saddles, --iso-back: smallest object kept (um^3)")
     ap.add_argument("names", nargs="+")
     a = ap.parse_args()
     if a.make_iso:

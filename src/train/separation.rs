@@ -139,6 +139,7 @@ pub fn separation_weights(target: &[f32], dims: [usize; 3], s: &Separation) -> V
 /// 50 ms a 48³ patch on one core, beside the GPU's training step).
 pub fn weighted_target(t: &CpuTensor, s: &Separation) -> CpuTensor {
     let sh = t.shape;
+    debug_assert_eq!(sh.c, 1, "weighted_target takes one-channel 0/1 targets, not {sh}");
     let dims = [sh.d, sh.h, sh.w];
     let sp = sh.spatial();
     let own = |n: usize| &t.data[n * sh.c * sp..n * sh.c * sp + sp];
