@@ -200,7 +200,8 @@ echo "NDN runs: $(grep -c . "$work/train-ndn.txt") names, the crowded stages thr
 # bundled since 2026-12-06's twenty-fourth session (trained so on lavapipe, weights/README.md, "The NDN
 # now"): the earlier NDN answered tiny and mid-sized nuclei beside a large one with a shoulder of the
 # large one's response, which no marker dynamic separates. The map costs CPU time per sample (about
-# 50 ms a 48^3 patch, more at 64^3, on a thread per sample), which a GPU step may wait for.
+# 50 ms a 48^3 patch, more at 64^3, on a thread per sample); the batches are made on a second thread
+# while the step before runs, and each epoch's line says how long the steps still waited for them.
 ndn_common=(--model ndn --depth 3 --base 8 --dilate 3 --object-patches 0.33 --val-partner weights/nsn.safetensors
   --separation-weight 10 --separation-sigma 3 "${scratch[@]}")
 side run ndn "${ndn_common[@]}" --kernel 3 --train-list "$work/train-ndn.txt"
@@ -209,7 +210,7 @@ side run unet-ft --model unet3d --init weights/unet3d.safetensors --class-weight
 join
 for n in "${runs[@]}"; do
   echo "-- $n"
-  grep -E 'parameters|epoch [0-9]+/[0-9]+:|budget|error' "$work/$n.log" | cut -c1-240
+  grep -E 'parameters|epoch [0-9]+/[0-9]+:|budget|error' "$work/$n.log" | cut -c1-360
 done
 # Weights and logs first, so a call cut short by its limit still brings them back.
 pack

@@ -8,6 +8,7 @@ use super::average::WeightAverage;
 use super::objects::Objects;
 use super::patch::{random_patch_near, Augment, Sample};
 use super::plot::EpochRecord;
+use super::prefetch::prefetch;
 use super::separation::{weighted_target, Separation};
 use super::validate::validate_sample;
 use crate::error::{Error, Result};
@@ -224,42 +225,53 @@ pub fn fit<B: Backend>(
         } else {
             Progress::hidden()
         };
-        let mut loss_sum = 0.0;
-        let mut steps = 0;
-        for step in 0..s.steps_per_epoch {
-            let global = (epoch - 1) * s.steps_per_epoch + step;
-            let lr = match s.time_budget {
-                Some(b) => cosine_lr_at(s.lr, s.lr_final, elapsed().as_secs_f64() / b.as_secs_f64().max(1e-9)),
-                None => cosine_lr(s.lr, s.lr_final, global, s.epochs * s.steps_per_epoch),
-            };
-            B::set_lr(opt, lr)?;
-            let (x, t) = random_batch(train, patch, s.batch, &s.augment, centring, &mut rng);
-            let t = match &s.separation {
-                Some(sep) => weighted_target(&t, sep),
-                None => t,
-            };
-            let x = B::upload(cx, &x)?;
-            let t = B::upload(cx, &t)?;
-            let l = net.train_step(cx, &x, &t, &s.loss, opt)?;
-            if let Some(a) = average.as_deref_mut() {
-                a.update(cx, &net.params)?;
+        // The next batch is cut, augmented and weighed on a second thread
+        // while this one's step runs (the same batches as made in line).
+        let (aug, sep, batch) = (&s.augment, s.separation, s.batch);
+        let make = move || {
+            let (x, t) = random_batch(train, patch, batch, aug, centring, &mut rng);
+            match &sep {
+                Some(sep) => (x, weighted_target(&t, sep)),
+                None => (x, t),
             }
-            let l = B::scalar(cx, &l)?;
-            if !l.is_finite() {
-                return Err(Error::invalid(format!(
-                    "training diverged: loss {l} at epoch {epoch} step {}; lower the learning rate \
-                     (a target that is not a class index also gives a NaN loss)",
-                    step + 1
-                )));
+        };
+        let (stepped, batches) = prefetch(s.steps_per_epoch, 1, make, |made| -> Result<(f64, usize)> {
+            let mut loss_sum = 0.0;
+            let mut steps = 0;
+            for step in 0..s.steps_per_epoch {
+                let global = (epoch - 1) * s.steps_per_epoch + step;
+                let lr = match s.time_budget {
+                    Some(b) => cosine_lr_at(s.lr, s.lr_final, elapsed().as_secs_f64() / b.as_secs_f64().max(1e-9)),
+                    None => cosine_lr(s.lr, s.lr_final, global, s.epochs * s.steps_per_epoch),
+                };
+                B::set_lr(opt, lr)?;
+                // None only if making a batch panicked: prefetch resumes it.
+                let Some((x, t)) = made.next() else { break };
+                let x = B::upload(cx, &x)?;
+                let t = B::upload(cx, &t)?;
+                let l = net.train_step(cx, &x, &t, &s.loss, opt)?;
+                if let Some(a) = average.as_deref_mut() {
+                    a.update(cx, &net.params)?;
+                }
+                let l = B::scalar(cx, &l)?;
+                if !l.is_finite() {
+                    return Err(Error::invalid(format!(
+                        "training diverged: loss {l} at epoch {epoch} step {}; lower the learning rate \
+                         (a target that is not a class index also gives a NaN loss)",
+                        step + 1
+                    )));
+                }
+                loss_sum += l;
+                steps += 1;
+                bar.set_message(format!("loss {:.4}", loss_sum / steps as f64));
+                bar.inc(1);
+                if budget_spent() {
+                    break;
+                }
             }
-            loss_sum += l;
-            steps += 1;
-            bar.set_message(format!("loss {:.4}", loss_sum / steps as f64));
-            bar.inc(1);
-            if budget_spent() {
-                break;
-            }
-        }
+            Ok((loss_sum, steps))
+        });
+        let (loss_sum, steps) = stepped?;
         bar.finish();
         let out_of_budget = budget_spent();
         if out_of_budget && steps < s.steps_per_epoch {
@@ -356,12 +368,15 @@ pub fn fit<B: Backend>(
             );
         }
         log::info!(
-            "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val IoU {:.4}{det} ({:.1} s)",
+            "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val IoU {:.4}{det} ({:.1} s; batches made in {:.1} s \
+             beside the steps, which waited {:.1} s for them)",
             s.epochs,
             r.train_loss,
             r.val_loss,
             r.val_iou,
-            r.seconds
+            r.seconds,
+            batches.making.as_secs_f64(),
+            batches.waited.as_secs_f64()
         );
         on_epoch(&r, net, opt, average.as_deref().map(|a| a.params.as_slice()))?;
         if let Some(a) = average.as_deref_mut() {

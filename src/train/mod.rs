@@ -7,6 +7,7 @@ pub mod fit;
 pub mod objects;
 pub mod patch;
 pub mod plot;
+pub mod prefetch;
 pub mod run;
 pub mod separation;
 pub mod validate;
