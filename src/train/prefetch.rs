@@ -1,9 +1,10 @@
 //! Training batches made on a second thread while the step before them
-//! runs. A step waits for the GPU (it reads its loss back), and until then
-//! the CPU that cuts, augments and weighs the next patches sat idle; on a
-//! real GPU that CPU work can be as long as the step itself. The batches
-//! come out in the order they were made, from the same random stream, so a
-//! run is the same as with the batches made in line.
+//! runs. A step ends by reading its loss back from the GPU, and the GPU
+//! then waited while the CPU cut, augmented and weighed the next patches:
+//! about 65 ms a batch of two 64³ patches with the separation map, over a
+//! fifth of an NDN step on the H200 (benches/RESULTS.md). The batches come
+//! out in the order they were made, from the same random stream, so a run
+//! is the same as with the batches made in line.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::{Duration, Instant};
@@ -38,7 +39,8 @@ impl<T> Iterator for Prefetched<T> {
 }
 
 /// Calls `make` up to `count` times on a second thread, at most `depth`
-/// (≥ 1) items ahead of `consume`, which reads them in order. When `consume`
+/// (≥ 1) items ahead of `consume` (and one more being made), which reads
+/// them in order. When `consume`
 /// returns, the producer stops at its next item (what it had made ahead is
 /// dropped); a panic in `make` is resumed here after `consume` returns.
 pub fn prefetch<T: Send, R>(
