@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// What a [`prefetch`] did: items made, the producer's time making them, and
 /// the time the consumer waited for one.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub struct PrefetchStats {
     pub made: usize,
     pub making: Duration,

@@ -136,7 +136,8 @@ pub fn separation_weights(target: &[f32], dims: [usize; 3], s: &Separation) -> V
 /// weights, as [`crate::ops::loss::softmax_cross_entropy`] reads them. The
 /// map is taken within each patch, so an object outside the patch does not
 /// count. The samples' maps are computed on threads of their own (about
-/// 50 ms a 48³ patch on one core, beside the GPU's training step).
+/// 50 ms a 48³ patch on one core); `fit` calls this on its batch thread
+/// ([`super::prefetch`]), beside the training step before.
 pub fn weighted_target(t: &CpuTensor, s: &Separation) -> CpuTensor {
     let sh = t.shape;
     debug_assert_eq!(sh.c, 1, "weighted_target takes one-channel 0/1 targets, not {sh}");
