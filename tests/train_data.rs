@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use qcanet_gpu::io;
+use qcanet_gpu::model::{Arch, LossSpec};
 use qcanet_gpu::preprocess::reflect_index as reflect;
 use qcanet_gpu::preprocess::{NetGrid, Normalization};
 use qcanet_gpu::train::config::TrainConfig;
@@ -23,6 +24,7 @@ fn opts() -> DataOptions {
         normalization: Normalization::Percentile { low: 1.0, high: 99.8 },
         dilate: 0,
         dilate_within_nuclei: false,
+        centre_map: false,
     }
 }
 
@@ -168,6 +170,16 @@ fn unknown_config_key_is_named() {
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("dilate_within_nuclei"), "{e}");
     assert!(TrainConfig { dilate: Some(2), ..c }.validate().is_ok());
+    // The centre map: a soft target for one sigmoid output, no dilation,
+    // positive weight 1 unless given.
+    let cm = TrainConfig { model: Arch::Ndn, centre_map: true, classes: 1, ..TrainConfig::default() };
+    cm.validate().unwrap();
+    assert_eq!(cm.dilate_radius(), 0);
+    assert_eq!(cm.loss_spec().unwrap(), LossSpec::Bce { pos_weight: 1.0 });
+    let e = TrainConfig { classes: 2, ..cm.clone() }.validate().unwrap_err().to_string();
+    assert!(e.contains("centre map") && e.contains("--classes 1"), "{e}");
+    let e = TrainConfig { dilate: Some(2), ..cm.clone() }.validate().unwrap_err().to_string();
+    assert!(e.contains("centre_map") && e.contains("no dilation"), "{e}");
 }
 
 #[test]
@@ -387,6 +399,54 @@ fn dilation_within_nuclei_reads_labels_instance_and_names_it_when_missing() {
     io::write_u16(&d.path().join("labels_instance/a.tif"), [6, 10, 11], &vec![1u16; 660], None).unwrap();
     let e = load_split(d.path(), "train", &o).expect_err("shape").to_string();
     assert!(e.contains("labels_instance/a.tif") && e.contains("[6, 10, 11]"), "{e}");
+}
+
+#[test]
+fn centre_map_reads_labels_instance_and_peaks_once_per_nucleus() {
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    // Not read for a centre map: its absence must not matter.
+    std::fs::remove_dir_all(d.path().join("images_ndn")).unwrap();
+    let o = DataOptions { target: Target::Ndn, centre_map: true, ..opts() };
+    let e = load_split(d.path(), "train", &o).expect_err("labels_instance/ is missing").to_string();
+    assert!(e.contains("labels_instance/a.tif") && e.contains("the centre map needs labels_instance/"), "{e}");
+    // Two boxes that touch along x, and a one-voxel nucleus.
+    std::fs::create_dir_all(d.path().join("labels_instance")).unwrap();
+    let [dz, dy, dx] = DIMS;
+    let mut labels = vec![0u16; dz * dy * dx];
+    for z in 1..5 {
+        for y in 2..9 {
+            for x in 1..11 {
+                labels[(z * dy + y) * dx + x] = if x < 6 { 4 } else { 9 };
+            }
+        }
+    }
+    labels[5 * dy * dx] = 30; // z 5, y 0, x 0
+    io::write_u16(&d.path().join("labels_instance/a.tif"), DIMS, &labels, None).unwrap();
+    let s = &load_split(d.path(), "train", &o).unwrap()[0];
+    // On the network grid: z 6 × (1.6 / 0.8) = 12 slices, labels copied by nearest.
+    assert_eq!(s.target.dims, [12, 10, 12]);
+    let t = &s.target.data;
+    assert!(t.iter().all(|v| (0.0..=1.0).contains(v)), "values outside [0, 1]");
+    let at = |z: usize, y: usize, x: usize| t[(z * 10 + y) * 12 + x];
+    assert_eq!(at(0, 5, 5), 0.0, "background");
+    // Each nucleus peaks at 1; every voxel of a nucleus is above 0.
+    let peak = |xs: std::ops::Range<usize>| -> Vec<f32> {
+        let mut v = Vec::new();
+        for z in 2..10 {
+            for y in 2..9 {
+                v.extend(xs.clone().map(|x| at(z, y, x)));
+            }
+        }
+        v
+    };
+    assert_eq!(peak(1..6).into_iter().fold(0f32, f32::max), 1.0);
+    assert_eq!(peak(6..11).into_iter().fold(0f32, f32::max), 1.0);
+    assert!(peak(1..11).iter().all(|&v| v > 0.0));
+    assert_eq!(at(10, 0, 0), 1.0, "the one-voxel nucleus (z 5 becomes z 10 and 11)");
+    // Where the two touch, the map dips: the voxels on either side are their boxes' lowest.
+    assert!(at(5, 5, 5) < 0.5 && at(5, 5, 6) < 0.5, "at the contact: {} {}", at(5, 5, 5), at(5, 5, 6));
+    assert!(at(5, 5, 3) > at(5, 5, 5), "inside the first box");
 }
 
 #[test]

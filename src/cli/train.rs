@@ -118,6 +118,11 @@ pub struct Args {
     /// for every volume; see `train::patch::dilate_within`): small nuclei's targets stay off their large neighbours.
     #[arg(long)]
     dilate_within_nuclei: bool,
+    /// Learn each nucleus's centre map instead of the binary ground truth: its distance to its own boundary over its
+    /// largest, 1 at the centre of every nucleus, small or large, near 0 where two touch (made from
+    /// DATA/labels_instance/; see `train::centres`). Needs --classes 1 (BCE, positive weight 1 unless given); no dilation.
+    #[arg(long)]
+    centre_map: bool,
     /// Switch off intensity augmentation (blur, gamma, gain, depth ramp, offset, noise; see `augment` in a --config file).
     #[arg(long)]
     no_intensity_augment: bool,
@@ -241,6 +246,9 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if a.dilate_within_nuclei {
         c.dilate_within_nuclei = true;
+    }
+    if a.centre_map {
+        c.centre_map = true;
     }
     if a.pos_weight.is_some() {
         c.pos_weight = a.pos_weight;

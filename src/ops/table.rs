@@ -1057,18 +1057,21 @@ pub fn weighted_classes(d: Shape5, k: usize, seed: u64) -> CpuTensor {
 }
 
 /// BCE with logits (one channel, logits in [-6, 6) with three saturated
-/// ones) and positive weight `pw`: loss and gradient.
-fn bce_case(v: &mut Vec<OpCase>, pw: f32, bench: Bench, checks: &[Check]) {
+/// ones) and positive weight `pw`: loss and gradient; the targets 0/1, or
+/// with `soft` anywhere in [0, 1] (the centre map, `train::centres`).
+fn bce_case(v: &mut Vec<OpCase>, pw: f32, soft: bool, bench: Bench, checks: &[Check]) {
+    let kind = if soft { ", soft targets" } else { "" };
     v.push(
-        case("bce with logits", format!("pos weight {pw}"), Unit::Byte, TOL_SUM)
+        case("bce with logits", format!("pos weight {pw}{kind}"), Unit::Byte, TOL_SUM)
             .work(|d| 12.0 * d.with_c(1).numel() as f64)
-            .inputs(|d| {
+            .inputs(move |d| {
                 let mut z = CpuTensor::random(d.with_c(1), 24, -6.0, 6.0);
                 // Saturated logits: the stable form must not overflow.
                 for (i, s) in [60.0, -60.0, 100.0].into_iter().enumerate().take(z.data.len()) {
                     z.data[i] = s;
                 }
-                vec![z, binary(d.with_c(1), 25)]
+                let t = if soft { CpuTensor::random(d.with_c(1), 25, 0.0, 1.0) } else { binary(d.with_c(1), 25) };
+                vec![z, t]
             })
             .gpu(move |ctx, t| {
                 let (l, g) = loss::bce_with_logits(ctx, &t[0], &t[1], pw)?;
@@ -1458,8 +1461,10 @@ pub fn table() -> Vec<OpCase> {
     // target is twice a sample's voxels.
     cross_entropy_case(&mut v, &[0.3, 4.0], true, No, &[at(3, 17, 19, 23), at(2, 33, 35, 37)]);
     cross_entropy_case(&mut v, &[1.0, 0.5, 2.0], true, No, &[at(1, 3, 5, 7), capped(4096, 3, 5, 6, 7)]);
-    bce_case(&mut v, 3.0, No, &[at(2, 7, 9, 11), at(2, 33, 35, 37), capped(4096, 2, 17, 19, 23)]);
-    bce_case(&mut v, 0.5, No, &[at(3, 17, 19, 23)]);
+    bce_case(&mut v, 3.0, false, No, &[at(2, 7, 9, 11), at(2, 33, 35, 37), capped(4096, 2, 17, 19, 23)]);
+    bce_case(&mut v, 0.5, false, No, &[at(3, 17, 19, 23)]);
+    bce_case(&mut v, 1.0, true, No, &[at(2, 7, 9, 11), at(3, 17, 19, 23)]);
+    bce_case(&mut v, 2.5, true, No, &[capped(4096, 2, 17, 19, 23)]);
     dice_case(&mut v, 3, 1, 1.0, No, &[at(2, 7, 9, 11)]);
     dice_case(&mut v, 2, 0, 1e-5, No, &[at(3, 17, 19, 23)]);
     dice_case(&mut v, 1, 0, 1.0, No, &[at(2, 7, 9, 11)]);
@@ -1728,18 +1733,21 @@ pub fn grad_cases() -> Vec<GradCase> {
             step: 1e-3,
             tol: 1e-5,
         });
-        let z1 = CpuTensor::random(s.with_c(1), 52, -3.0, 3.0);
+        // BCE with 0/1 targets, and soft ones anywhere in [0, 1] (the centre map).
         let t1 = binary(s.with_c(1), 53);
-        let (_, g) = loss::reference::bce_with_logits(&z1, &t1, 2.5);
-        let t1b = t1.clone();
-        v.push(GradCase {
-            op: "bce with logits".into(),
-            inputs: vec![z1],
-            loss: Box::new(move |a| loss::reference::bce_with_logits(&a[0], &t1b, 2.5).0),
-            grads: vec![(0, "logits", g)],
-            step: 1e-3,
-            tol: 1e-5,
-        });
+        let soft = CpuTensor::random(s.with_c(1), 55, 0.0, 1.0);
+        for (op, t, seed) in [("bce with logits", t1.clone(), 52), ("bce with logits, soft targets", soft, 56)] {
+            let z1 = CpuTensor::random(s.with_c(1), seed, -3.0, 3.0);
+            let (_, g) = loss::reference::bce_with_logits(&z1, &t, 2.5);
+            v.push(GradCase {
+                op: op.into(),
+                inputs: vec![z1],
+                loss: Box::new(move |a| loss::reference::bce_with_logits(&a[0], &t, 2.5).0),
+                grads: vec![(0, "logits", g)],
+                step: 1e-3,
+                tol: 1e-5,
+            });
+        }
         let p = CpuTensor::random(s, 54, 0.05, 0.95);
         let (_, g) = loss::reference::soft_dice(&p, &t1, 2, 1.0);
         v.push(GradCase {

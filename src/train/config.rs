@@ -114,6 +114,11 @@ pub struct TrainConfig {
     /// into another (`labels_instance/` read for every volume; see
     /// [`super::patch::dilate_within`]).
     pub dilate_within_nuclei: bool,
+    /// Learn each nucleus's centre map ([`super::centres`], from
+    /// `labels_instance/`: 1 at its centre, near 0 at its boundary) instead
+    /// of the binary ground truth: a soft target for a sigmoid head (classes
+    /// 1, BCE; positive weight 1 unless given), no dilation.
+    pub centre_map: bool,
     pub augment: Augment,
     /// Share (0-1) of the training patches centred on an object of the
     /// targets (a nucleus of `images_nsn/`, a marker of `images_ndn/`),
@@ -206,6 +211,7 @@ impl Default for TrainConfig {
             pixel_size: None,
             dilate: None,
             dilate_within_nuclei: false,
+            centre_map: false,
             augment: Augment::default(),
             object_patches: 0.0,
             separation: None,
@@ -276,7 +282,7 @@ impl TrainConfig {
                 if self.classes != 1 {
                     return Err(Error::invalid("loss 'bce' needs classes = 1 (use 'ce' or 'dice' with classes = 2)"));
                 }
-                let pw = self.pos_weight.unwrap_or(if ndn { 10.0 } else { 1.0 });
+                let pw = self.pos_weight.unwrap_or(if ndn && !self.centre_map { 10.0 } else { 1.0 });
                 if !pw.is_finite() || pw <= 0.0 {
                     return Err(Error::invalid(format!("pos_weight {pw} must be positive")));
                 }
@@ -284,6 +290,11 @@ impl TrainConfig {
             }
             LossKind::Dice => LossSpec::Dice { smooth: self.dice_smooth },
         };
+        if self.centre_map && !matches!(spec, LossSpec::Bce { .. }) {
+            return Err(Error::invalid(
+                "the centre map is a soft target in [0, 1]: it needs the BCE loss with one output class (--classes 1)",
+            ));
+        }
         Ok(spec)
     }
 
@@ -293,7 +304,7 @@ impl TrainConfig {
     }
 
     pub fn dilate_radius(&self) -> usize {
-        self.dilate.unwrap_or(if self.model == Arch::Ndn { 2 } else { 0 })
+        self.dilate.unwrap_or(if self.model == Arch::Ndn && !self.centre_map { 2 } else { 0 })
     }
 
     /// Checks ranges that would otherwise fail late.
@@ -341,6 +352,12 @@ impl TrainConfig {
         if self.dilate_within_nuclei && self.dilate_radius() == 0 {
             return bad(
                 "dilate_within_nuclei needs a dilation (--dilate N, N >= 1): there is nothing to keep within".into()
+            );
+        }
+        if self.centre_map && (self.dilate_radius() > 0 || self.dilate_within_nuclei) {
+            return bad(
+                "centre_map is made from the instance labels: it takes no dilation (--dilate, --dilate-within-nuclei)"
+                    .into(),
             );
         }
         if let Err(e) = crate::postprocess::check_min_volume(self.min_volume_um3) {

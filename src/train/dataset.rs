@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::centres::centre_map;
 use super::patch::{dilate, dilate_within, Sample, Vol};
 use crate::error::{Error, Result};
 use crate::io;
@@ -46,6 +47,10 @@ pub struct DataOptions {
     /// ([`super::patch::dilate_within`]); the instance labels are read from
     /// `DIR/labels_instance/NAME`.
     pub dilate_within_nuclei: bool,
+    /// The target is each nucleus's centre map ([`super::centres`]), made
+    /// from `DIR/labels_instance/NAME` on the network's grid, instead of the
+    /// binary `images_nsn/` or `images_ndn/`; no dilation.
+    pub centre_map: bool,
 }
 
 /// The names listed in `DIR/split_list/{split}.txt`.
@@ -90,19 +95,22 @@ pub fn load_names(dir: &Path, names: &[String], o: &DataOptions) -> Result<Vec<S
     names
         .iter()
         .map(|name| {
-            let nuclei = within.then(|| dir.join("labels_instance").join(name));
-            load_pair(&dir.join("images_raw").join(name), &dir.join(o.target.folder()).join(name), nuclei.as_deref(), o)
+            let labels = dir.join("labels_instance").join(name);
+            let gt = if o.centre_map { labels.clone() } else { dir.join(o.target.folder()).join(name) };
+            let nuclei = (within || o.centre_map).then_some(labels);
+            load_pair(&dir.join("images_raw").join(name), &gt, nuclei.as_deref(), o)
         })
         .collect()
 }
 
 /// Reads an image and its ground truth and prepares them; `nuclei_path`
-/// names the instance labels the dilation stays within, when it should.
+/// names the instance labels the dilation stays within, when it should, or
+/// the centre map is made of (then `gt_path` is not read).
 pub fn load_pair(raw_path: &Path, gt_path: &Path, nuclei_path: Option<&Path>, o: &DataOptions) -> Result<Sample> {
     if !raw_path.exists() {
         return Err(Error::file(raw_path, "image listed in the split list does not exist"));
     }
-    if !gt_path.exists() {
+    if !o.centre_map && !gt_path.exists() {
         return Err(Error::file(gt_path, format!("ground truth missing for image {}", raw_path.display())));
     }
     let raw = io::read_volume(raw_path)?;
@@ -113,19 +121,28 @@ pub fn load_pair(raw_path: &Path, gt_path: &Path, nuclei_path: Option<&Path>, o:
             format!("holds a non-finite value (NaN or infinity) at z {}, y {}, x {}", i / (h * w), i / w % h, i % w),
         ));
     }
-    let gt = io::read_volume(gt_path)?;
-    if gt.dims != raw.dims {
-        return Err(Error::file(
-            gt_path,
-            format!("ground truth is {:?} (z, y, x) but the image {} is {:?}", gt.dims, raw_path.display(), raw.dims),
-        ));
-    }
-    let target = binarize(gt_path, &gt.data)?;
+    let target = if o.centre_map {
+        Vec::new()
+    } else {
+        let gt = io::read_volume(gt_path)?;
+        if gt.dims != raw.dims {
+            return Err(Error::file(
+                gt_path,
+                format!(
+                    "ground truth is {:?} (z, y, x) but the image {} is {:?}",
+                    gt.dims,
+                    raw_path.display(),
+                    raw.dims
+                ),
+            ));
+        }
+        binarize(gt_path, &gt.data)?
+    };
     let nuclei = match nuclei_path {
         None => None,
         Some(p) => {
-            let l = read_instance_labels(p, "dilating the markers within their nuclei", raw_path, raw.dims)?;
-            Some(l.labels)
+            let why = if o.centre_map { "the centre map" } else { "dilating the markers within their nuclei" };
+            Some(read_instance_labels(p, why, raw_path, raw.dims)?.labels)
         }
     };
     let voxel = raw.voxel_um.unwrap_or(o.voxel_um);
@@ -159,7 +176,9 @@ pub fn binarize(path: &Path, data: &[f32]) -> Result<Vec<f32>> {
 }
 
 /// Resampling to the network's grid, normalisation and dilation (within
-/// the `nuclei`, instance labels on the image's grid, when given).
+/// the `nuclei`, instance labels on the image's grid, when given), or with
+/// `o.centre_map` the centre map of the `nuclei` on the network's grid
+/// (`target` unused).
 pub fn prepare(
     path: &Path,
     dims: [usize; 3],
@@ -171,21 +190,31 @@ pub fn prepare(
 ) -> Result<Sample> {
     let d0 = dims[0];
     let image = prepare_image(dims, image, voxel_um, o.grid, o.normalization)?;
-    target = preprocess::resample(target, dims, image.dims, Interp::Nearest);
+    if !o.centre_map {
+        target = preprocess::resample(target, dims, image.dims, Interp::Nearest);
+    }
     // Labels as f32 are exact below 2^24; nearest resampling only copies them.
     let nuclei = nuclei.map(|n| {
         let f = preprocess::resample(n.iter().map(|&l| l as f32).collect(), dims, image.dims, Interp::Nearest);
         f.iter().map(|&l| l as u32).collect::<Vec<u32>>()
     });
-    let dims = image.dims;
-    let mut t = Vol::new(dims, target)?;
-    if o.dilate > 0 {
+    let nd = image.dims;
+    let mut t = match (&nuclei, o.centre_map) {
+        (Some(n), true) => {
+            // The network grid's voxel (z, y, x) in µm.
+            let spacing = [0, 1, 2].map(|k| (voxel_um[2 - k] * dims[k] as f64 / nd[k] as f64) as f32);
+            Vol::new(nd, centre_map(n, nd, spacing)?)?
+        }
+        (None, true) => return Err(Error::file(path, "the centre map needs instance labels (labels_instance/)")),
+        (_, false) => Vol::new(nd, target)?,
+    };
+    if o.dilate > 0 && !o.centre_map {
         t = match nuclei {
             Some(n) => dilate_within(&t, o.dilate, &n)?,
             None => dilate(&t, o.dilate),
         };
     }
-    let z_step = dims[0] as f32 / d0 as f32;
+    let z_step = nd[0] as f32 / d0 as f32;
     Ok(Sample { name: display_name(path), image, target: t, z_step })
 }
 

@@ -1,6 +1,7 @@
 //! Training: datasets, augmentation, validation, the loop, checkpoints.
 
 pub mod average;
+pub mod centres;
 pub mod config;
 pub mod dataset;
 pub mod fit;

@@ -246,6 +246,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         normalization: normalization(&cfg),
         dilate: cfg.dilate_radius(),
         dilate_within_nuclei: cfg.dilate_within_nuclei,
+        centre_map: cfg.centre_map,
     };
     let train_names = names_of(&data, "train", cfg.train_list.as_deref())?;
     let val_names = names_of(&data, "validation", cfg.val_list.as_deref())?;
@@ -272,6 +273,11 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             "targets dilated by {} voxels, never joining two objects{}",
             opts.dilate,
             if opts.dilate_within_nuclei { ", each within its own nucleus (labels_instance/)" } else { "" }
+        );
+    }
+    if opts.centre_map {
+        log::info!(
+            "targets: each nucleus's centre map (its distance to its own boundary over its largest, from labels_instance/)"
         );
     }
     if let Some(s) = &cfg.separation {
