@@ -121,7 +121,8 @@ pub struct TrainConfig {
     pub centre_map: bool,
     pub augment: Augment,
     /// Share (0-1) of the training patches centred on an object of the
-    /// targets (a nucleus of `images_nsn/`, a marker of `images_ndn/`),
+    /// targets (a nucleus of `images_nsn/`, a marker of `images_ndn/`, the
+    /// core above 0.5 of a nucleus's centre map),
     /// every object of the training set equally likely, so small objects of
     /// a few volumes are seen as often as the rest
     /// ([`super::objects::Objects`]); 0: every patch at a random position.
