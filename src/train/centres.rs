@@ -13,7 +13,8 @@
 //! BBBC050 (lavapipe, 85 minutes; weights/README.md, "An NDN that learns
 //! each nucleus's centre map"): not better than the bundled NDN.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::postprocess::criteria::measure;
 use crate::postprocess::edt::reference::edt;
 use crate::postprocess::Grid;
 
@@ -23,38 +24,22 @@ use crate::postprocess::Grid;
 /// over the largest such distance in `l`; 0 on the background. Values lie
 /// in (0, 1], 1 at least once in every nucleus.
 ///
-/// Errors: `labels`' length differs from `dims`, or a spacing that is not
-/// positive.
+/// Errors ([`Grid::validate`], [`Grid::check_len`]): `labels`' length
+/// differs from `dims`, an empty volume, or a spacing that is not positive.
 pub fn centre_map(labels: &[u32], dims: [usize; 3], spacing: [f32; 3]) -> Result<Vec<f32>> {
-    let n: usize = dims.iter().product();
-    if labels.len() != n {
-        return Err(Error::shape(
-            "centre_map",
-            format!("{} labels for a volume of {dims:?} ({n} voxels)", labels.len()),
-        ));
-    }
-    if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(Error::invalid(format!("centre_map: voxel spacing {spacing:?} µm must be positive")));
-    }
+    let grid = Grid::new(dims, spacing);
+    grid.validate("centre_map")?;
+    grid.check_len("centre_map", "label image", labels.len())?;
     let [_, h, w] = dims;
-    // Bounding box (z0, y0, x0, z1, y1, x1, inclusive) of each label.
-    let mut boxes: std::collections::BTreeMap<u32, [usize; 6]> = Default::default();
-    for (i, &l) in labels.iter().enumerate() {
-        if l == 0 {
-            continue;
-        }
-        let (z, y, x) = (i / (h * w), i / w % h, i % w);
-        let b = boxes.entry(l).or_insert([z, y, x, z, y, x]);
-        for (k, c) in [z, y, x].into_iter().enumerate() {
-            b[k] = b[k].min(c);
-            b[k + 3] = b[k + 3].max(c);
-        }
-    }
-    let mut out = vec![0f32; n];
-    for (&l, b) in &boxes {
+    let mut out = vec![0f32; labels.len()];
+    // Each nucleus's bounding box, (x, y, z) inclusive.
+    for o in measure(labels, &grid, None)? {
+        let l = o.label;
+        // z0, y0, x0 of the box.
+        let b: [usize; 3] = std::array::from_fn(|a| o.bbox_min[2 - a]);
         // The box grown by one voxel on each side: its ring is all "not l",
         // and every voxel outside it is farther than the ring's nearest.
-        let sd = [b[3] - b[0] + 3, b[4] - b[1] + 3, b[5] - b[2] + 3];
+        let sd: [usize; 3] = std::array::from_fn(|a| o.bbox_max[2 - a] - b[a] + 3);
         let at = |z: usize, y: usize, x: usize| ((z + b[0]) * h + y + b[1]) * w + x + b[2];
         let mut mask = vec![0u8; sd.iter().product()];
         for z in 1..sd[0] - 1 {
@@ -124,13 +109,11 @@ mod tests {
     }
 
     /// Random blobs of a few labels that touch each other: random boxes
-    /// painted over each other.
+    /// painted over each other, then two that touch at the centre.
     fn random_labels(dims: [usize; 3], seed: u64) -> Vec<u32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let mut next = |m: usize| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 33) as usize) % m
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut next = |m: usize| rng.random_range(0..m);
         let [d, h, w] = dims;
         let mut l = vec![0u32; d * h * w];
         for label in [3u32, 7, 8, 20, 1000] {
@@ -148,6 +131,15 @@ mod tests {
                 }
             }
         }
+        // And two small boxes face to face at the centre, so labels touch whatever the seed.
+        let (cz, cy, cx) = (d / 2, h / 2, w / 2);
+        for z in cz - 1..=cz {
+            for y in cy - 1..=cy {
+                for x in cx - 2..cx + 2 {
+                    l[(z * h + y) * w + x] = if x < cx { 8 } else { 20 };
+                }
+            }
+        }
         l
     }
 
@@ -158,6 +150,14 @@ mod tests {
         {
             let l = random_labels(dims, seed);
             assert!(l.iter().filter(|&&v| v != 0).count() > 10, "seed {seed}: too few labelled voxels");
+            // Two labels face to face somewhere (along z, y or x; x pairs within a row).
+            let [_, h, w] = dims;
+            let touching = (0..l.len()).any(|i| {
+                [(i % w > 0, 1), (i / w % h > 0, w), (i >= h * w, h * w)]
+                    .into_iter()
+                    .any(|(inside, s)| inside && l[i] != 0 && l[i - s] != 0 && l[i] != l[i - s])
+            });
+            assert!(touching, "seed {seed}: no two labels touch");
             let got = centre_map(&l, dims, sp).unwrap();
             let want = brute(&l, dims, sp);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
