@@ -157,6 +157,30 @@ fn network_grid_sizes() {
 }
 
 #[test]
+fn network_grid_voxels_are_the_extent_over_the_new_sizes() {
+    let close = |a: [f64; 3], b: [f64; 3]| a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-12);
+    let iso = NetGrid { pixel_um: 0.8, isotropic: true };
+    // 51 slices of 1.75 µm on 112: 89.25 µm / 112; x and y kept at 0.8.
+    let v = iso.voxel_um([51, 120, 124], [0.8, 0.8, 1.75]);
+    assert!(close(v, [51.0 * 1.75 / 112.0, 0.8, 0.8]), "{v:?}");
+    // 300 pixels of 0.4 µm in x on 150, 200 of 0.5 µm in y on 125 (exact);
+    // an anisotropic grid keeps the slices and their thickness.
+    let v = NetGrid { pixel_um: 0.8, isotropic: false }.voxel_um([51, 200, 300], [0.4, 0.5, 1.75]);
+    assert!(close(v, [1.75, 0.8, 0.8]), "{v:?}");
+    // 7 slices of 0.3 µm on round(2.625) = 3: 0.7 µm each, not the pixel.
+    let v = iso.voxel_um([7, 10, 10], [0.8, 0.8, 0.3]);
+    assert!(close(v, [0.7, 0.8, 0.8]), "{v:?}");
+    // Every axis's extent is kept: voxel times the new size is the old extent.
+    for (dims, vox) in [([51, 129, 127], [0.8, 0.8, 1.75]), ([13, 33, 41], [0.55, 1.3, 2.0])] {
+        let nd = iso.dims(dims, vox);
+        let v = iso.voxel_um(dims, vox);
+        for k in 0..3 {
+            assert!((v[k] * nd[k] as f64 - vox[2 - k] * dims[k] as f64).abs() < 1e-9, "{dims:?} {vox:?} axis {k}");
+        }
+    }
+}
+
+#[test]
 fn resampling_every_axis_is_trilinear_and_exact_on_a_ramp() {
     // f linear in z, y and x: trilinear resampling reproduces it wherever
     // the source coordinate is inside the stack (edge mode clamps outside).

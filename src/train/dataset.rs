@@ -201,8 +201,7 @@ pub fn prepare(
     let nd = image.dims;
     let mut t = match (&nuclei, o.centre_map) {
         (Some(n), true) => {
-            // The network grid's voxel (z, y, x) in µm.
-            let spacing = [0, 1, 2].map(|k| (voxel_um[2 - k] * dims[k] as f64 / nd[k] as f64) as f32);
+            let spacing = o.grid.voxel_um(dims, voxel_um).map(|v| v as f32);
             Vol::new(nd, centre_map(n, nd, spacing)?)?
         }
         (None, true) => return Err(Error::file(path, "the centre map needs instance labels (labels_instance/)")),

@@ -98,9 +98,17 @@ mod tests {
 
     #[test]
     fn a_consumer_that_stops_early_stops_the_producer() {
-        // The producer could make 1,000,000 items; it stops within `depth`
-        // + 1 of the 3 taken (else the scope would not end).
-        let (got, stats) = prefetch(1_000_000, 2, stream(3), |it| it.take(3).count());
+        // The producer could make items for ever (each one blocks once
+        // `depth` are waiting); it must stop within `depth` + 1 of the 3
+        // taken. Run on a thread and waited for with a timeout, so a
+        // producer that never stops fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(prefetch(usize::MAX, 2, stream(3), |it| it.take(3).count()));
+        });
+        let (got, stats) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("prefetch did not return within 60 s of its consumer stopping: the producer kept running");
         assert_eq!(got, 3);
         assert!((3..=6).contains(&stats.made), "made {}", stats.made);
     }
