@@ -1,13 +1,15 @@
 //! Learning test: a small network trained on the GPU for a bounded number of
 //! steps on synthetic bright blobs (noisy, blurred) segments unseen volumes
-//! with foreground IoU > 0.9, with and without the separation weight map.
+//! with foreground IoU > 0.9, with and without the separation weight map;
+//! and validation's loss is the training loss (with the same map).
 
 mod common;
 
 use common::ctx;
-use qcanet_gpu::model::{Arch, Gpu, LossSpec, Net, NetConfig};
+use qcanet_gpu::model::{Arch, Backend, Gpu, LossSpec, Net, NetConfig};
 use qcanet_gpu::ops::optim::{AdamConfig, Optimizer, OptimizerConfig};
-use qcanet_gpu::train::{fit, Augment, FitSettings, Sample, Separation, Vol};
+use qcanet_gpu::tensor::{CpuTensor, Shape5};
+use qcanet_gpu::train::{fit, predict_volume, weighted_target, Augment, FitSettings, Sample, Separation, Vol};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
@@ -85,6 +87,54 @@ fn small_nsn_learns_blobs_with_separation_weights() {
     eprintln!("largest separation weight of the training blobs: {most}");
     assert!(most > 2.0, "the training blobs' separation weights peak at {most}");
     learns_blobs(Some(sep));
+}
+
+#[test]
+fn validation_loss_is_the_training_loss_with_its_separation_map() {
+    // One tile covers the volume, so the validation loss is the loss of one
+    // forward pass on the whole target: with the separation map, the loss of
+    // the two-channel target training builds ([`weighted_target`]).
+    let ctx = ctx();
+    let cfg = NetConfig { depth: 1, base: 4, kernel: 3, ..NetConfig::preset(Arch::Nsn) };
+    // A fresh network's logits are near 0, every voxel's loss near ln 2, and
+    // any weighting of equal losses leaves their mean unchanged: random
+    // weights of a wide spread make the losses differ from voxel to voxel.
+    let init = Net::<Gpu>::init(ctx, cfg.clone(), 5).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let params: Vec<CpuTensor> = (init.params_to_host(ctx).unwrap().into_iter())
+        .map(|mut t| {
+            t.data.iter_mut().for_each(|w| *w += rng.random_range(-1.0f32..1.0));
+            t
+        })
+        .collect();
+    let net = Net::<Gpu>::from_host(ctx, cfg, &params, &init.buffers_to_host(ctx).unwrap()).unwrap();
+    let spec = LossSpec::Ce { class_weights: vec![1.0, 3.0] };
+    let sep = Separation { w0: 10.0, sigma: 3.0 };
+    // The first volume whose map weighs some gap (balls that overlap are
+    // one object, and one object leaves every weight at 1).
+    let v = (7..)
+        .map(|seed| blobs(24, seed))
+        .find(|v| qcanet_gpu::train::separation_weights(&v.target.data, [24; 3], &sep).iter().any(|&w| w > 2.0))
+        .unwrap();
+    let shape = Shape5::new(1, 1, 24, 24, 24);
+    let target = CpuTensor::from_vec(shape, v.target.data.clone());
+    let direct = |t: &CpuTensor| {
+        let x = Gpu::upload(ctx, &CpuTensor::from_vec(shape, v.image.data.clone())).unwrap();
+        let logits = net.logits(ctx, &x).unwrap();
+        let (l, _) = net.loss(ctx, &spec, &logits, &Gpu::upload(ctx, t).unwrap()).unwrap();
+        Gpu::scalar(ctx, &l).unwrap()
+    };
+    let (want_plain, want_sep) = (direct(&target), direct(&weighted_target(&target, &sep)));
+    let (_, plain) = predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, None))).unwrap();
+    let (_, with_sep) = predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, Some(&sep)))).unwrap();
+    let (plain, with_sep) = (plain.unwrap(), with_sep.unwrap());
+    eprintln!("loss without the map {plain:.6} (direct {want_plain:.6}), with it {with_sep:.6} (direct {want_sep:.6})");
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
+    assert!(close(plain, want_plain), "validation loss {plain} against {want_plain}");
+    assert!(close(with_sep, want_sep), "validation loss with the map {with_sep} against {want_sep}");
+    // The map weighs this target's gaps (the blobs touch or nearly), so the
+    // two losses differ: the test would pass unchanged if the map were ignored otherwise.
+    assert!((with_sep - plain).abs() > 1e-3 * plain.abs(), "the map changed nothing: {with_sep} vs {plain}");
 }
 
 fn learns_blobs(separation: Option<Separation>) {

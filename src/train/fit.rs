@@ -313,7 +313,17 @@ pub fn fit<B: Backend>(
         let mut scored: Vec<Option<Vec<InstanceScores>>> = Vec::with_capacity(val.len());
         for (k, v) in val.iter().enumerate() {
             let inst = s.instances.as_ref().map(|iv| (&iv.volumes[k], iv));
-            let r = validate_sample(net, cx, v, s.val_tile.max(m), s.val_overlap, &s.loss, s.detection, inst)?;
+            let r = validate_sample(
+                net,
+                cx,
+                v,
+                s.val_tile.max(m),
+                s.val_overlap,
+                &s.loss,
+                s.separation.as_ref(),
+                s.detection,
+                inst,
+            )?;
             vl += r.loss;
             vi += r.iou;
             vd += r.detection.unwrap_or(f64::NAN);

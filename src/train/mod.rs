@@ -19,5 +19,5 @@ pub use fit::{epoch_rng, fit, random_batch, Centring, FitSettings};
 pub use objects::Objects;
 pub use patch::{dilate, foreground_iou, random_patch, random_patch_near, Augment, Sample, Vol};
 pub use plot::{plot_curves, EpochRecord};
-pub use separation::{separation_weights, Separation};
+pub use separation::{separation_weights, weighted_target, Separation};
 pub use validate::{predict_volume, tile_starts, validate_sample, ValScores};

@@ -1,6 +1,7 @@
 //! Whole-volume prediction by overlapping tiles, validation loss and IoU.
 
 use super::patch::{extract, foreground_iou, Sample, Vol};
+use super::separation::{weighted_target, Separation};
 use crate::error::Result;
 use crate::metrics::instances::{score_instances, InstanceScores, InstanceTruth, InstanceValidation};
 use crate::model::{Backend, LossSpec, Net};
@@ -22,14 +23,17 @@ pub fn tile_starts(n: usize, t: usize, overlap: usize) -> Vec<usize> {
 /// Foreground probability of every voxel of `image` (inference mode),
 /// predicted in tiles of `tile` (each side a multiple of the network's
 /// `side_multiple`) overlapping by `overlap`, averaged where they overlap.
-/// With `target` and `loss`, also returns the mean loss over tiles.
+/// With `eval` (target, loss and separation map), also returns the mean
+/// loss over tiles: the training loss, each tile's target weighed by the
+/// separation map within the tile where training weighs its patches so
+/// ([`weighted_target`]), so that the two losses compare.
 pub fn predict_volume<B: Backend>(
     net: &Net<B>,
     cx: &B::Ctx,
     image: &Vol,
     tile: usize,
     overlap: usize,
-    eval: Option<(&Vol, &LossSpec)>,
+    eval: Option<(&Vol, &LossSpec, Option<&Separation>)>,
 ) -> Result<(Vec<f32>, Option<f64>)> {
     let m = net.cfg.side_multiple();
     let [d, h, w] = image.dims;
@@ -41,7 +45,7 @@ pub fn predict_volume<B: Backend>(
     let sample = Sample {
         name: String::new(),
         image: image.clone(),
-        target: eval.map(|(t, _)| t.clone()).unwrap_or_else(|| image.clone()),
+        target: eval.map(|(t, _, _)| t.clone()).unwrap_or_else(|| image.clone()),
         z_step: 1.0,
     };
     let (mut loss_sum, mut tiles) = (0.0, 0usize);
@@ -52,8 +56,13 @@ pub fn predict_volume<B: Backend>(
                 let shape = Shape5::new(1, 1, ts[0], ts[1], ts[2]);
                 let x = B::upload(cx, &CpuTensor::from_vec(shape, img))?;
                 let logits = net.logits(cx, &x)?;
-                if let Some((_, spec)) = eval {
-                    let t = B::upload(cx, &CpuTensor::from_vec(shape, tgt))?;
+                if let Some((_, spec, sep)) = eval {
+                    let t = CpuTensor::from_vec(shape, tgt);
+                    let t = match sep {
+                        Some(sep) => weighted_target(&t, sep),
+                        None => t,
+                    };
+                    let t = B::upload(cx, &t)?;
                     let (l, _) = net.loss(cx, spec, &logits, &t)?;
                     loss_sum += B::scalar(cx, &l)?;
                     tiles += 1;
@@ -93,7 +102,8 @@ pub struct ValScores {
     pub instances: Option<Vec<InstanceScores>>,
 }
 
-/// Validation of one sample; with `detection`, also scores the prediction
+/// Validation of one sample (its loss with the separation map `separation`
+/// where training uses one, [`predict_volume`]); with `detection`, also scores the prediction
 /// as markers ([`crate::metrics::marker_detection`]; target blobs that
 /// touch count as one object); with `instances`, also through the whole
 /// instance stage ([`score_instances`]).
@@ -105,10 +115,11 @@ pub fn validate_sample<B: Backend>(
     tile: usize,
     overlap: usize,
     spec: &LossSpec,
+    separation: Option<&Separation>,
     detection: bool,
     instances: Option<(&InstanceTruth, &InstanceValidation)>,
 ) -> Result<ValScores> {
-    let (p, loss) = predict_volume(net, cx, &s.image, tile, overlap, Some((&s.target, spec)))?;
+    let (p, loss) = predict_volume(net, cx, &s.image, tile, overlap, Some((&s.target, spec, separation)))?;
     let instances = match instances {
         Some((t, v)) => Some(score_instances(&p, s.image.dims, t, v)?),
         None => None,
