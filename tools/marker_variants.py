@@ -45,6 +45,12 @@ min(peaks) - saddle >= h: a saddle equal to the lower peak is a shoulder, which 
 the NDN separates; only an NDN that dips between them does.
 
     python3 tools/marker_variants.py --pred DIR --data DIR --nsn 0.8 --extent 0.6 --saddles Emb11_t501
+
+With --reliefs, the stage as --shoulders runs it with other surfaces for both watersheds (the
+NSN's or the NDN's probability, EDT x NSN, EDT + 5 NDN, the raw image smoothed), from the NDN's
+markers and from the true ones (images_ndn/): whether the relief, not the markers, loses nuclei.
+
+    python3 tools/marker_variants.py --pred DIR --data DIR --nsn 0.8 --extent 0.6 --reliefs Emb11_t501
 """
 import argparse
 import os
@@ -95,13 +101,20 @@ def voxel_um(path):
         return (float(ij["spacing"]), xy, xy)
 
 
-def grown(pn, tn, te, markers, spacing, min_um3):
+def neg_edt(mask, spacing):
+    """The instance stage's relief: -EDT of the mask, in um."""
+    return -ndi.distance_transform_edt(mask, sampling=spacing)
+
+
+def grown(pn, tn, te, markers, spacing, min_um3, relief=neg_edt):
     """`infer`'s stage: watershed within NSN > tn, each label grown into NSN > te by a second
-    watershed of -EDT, objects under min_um3 dropped."""
-    lab = instances(pn, tn, markers, spacing)
+    watershed, objects under min_um3 dropped. Both watersheds flood relief(mask, spacing)
+    (-EDT of the mask in `infer`; --reliefs tries others)."""
+    seg = pn > tn
+    lab = watershed(relief(seg, spacing), markers, mask=seg, connectivity=1)
     if te < tn:
         low = (pn > te) | (lab > 0)
-        lab = watershed(-ndi.distance_transform_edt(low, sampling=spacing), lab, mask=low, connectivity=1)
+        lab = watershed(relief(low, spacing), lab, mask=low, connectivity=1)
     c = np.bincount(lab.ravel())
     small = c < min_um3 / np.prod(spacing)
     small[0] = False
@@ -277,6 +290,7 @@ def main():
     ap.add_argument("--diagnose", action="store_true", help="why nuclei are missed, and the score from true markers")
     ap.add_argument("--shoulders", action="store_true", help="markers added at the NDN's shoulders (see above)")
     ap.add_argument("--saddles", action="store_true", help="the NDN's saddles between nuclei one prediction holds")
+    ap.add_argument("--reliefs", action="store_true", help="other watershed surfaces, from NDN and true markers")
     ap.add_argument("--iso-back", metavar="DIR", help="isotropic probabilities (infer --voxel-size 0.8,0.8,0.8 of "
                     "--make-iso stacks) taken back to the stack's slices, nearest and linear, then the stage as "
                     "--shoulders runs it")
@@ -305,6 +319,29 @@ def main():
             sh, pairs = saddles(n, g, lab, pd)
             print(f"{n}: F1 {f:.3f} SEG {sg:.3f}, {tp} of {int(g.max())} matched, {p} predicted; "
                   f"{sh} of {pairs} joined pairs are shoulders (saddle at the lower peak)", flush=True)
+        return
+
+    if a.reliefs:
+        for n in a.names:
+            g, sp = truth[n], voxel_um(f"{a.pred}/{n}_nsn_prob.tif")
+            pn = tifffile.imread(f"{a.pred}/{n}_nsn_prob.tif")
+            pd = tifffile.imread(f"{a.pred}/{n}_ndn_prob.tif").astype(np.float32)
+            raw = ndi.gaussian_filter(tifffile.imread(f"{a.data}/images_raw/{n}.tif").astype(np.float32),
+                                      (0.8 / sp[0], 1.0, 1.0))
+            reliefs = {
+                "-EDT (infer)": neg_edt,
+                "-NSN": lambda m, s: -pn,
+                "-NDN": lambda m, s: -pd,
+                "-EDT x NSN": lambda m, s: neg_edt(m, s) * pn,
+                "-(EDT + 5 NDN)": lambda m, s: neg_edt(m, s) - 5 * pd,
+                "-raw (smoothed)": lambda m, s: -raw,
+            }
+            true_markers = ndi.label(tifffile.imread(f"{a.data}/images_ndn/{n}.tif") > 0, structure=np.ones((3, 3, 3)))[0]
+            for which, mk in [("NDN markers", markers_ndn(pd, a.ndn, a.dynamic)), ("true markers", true_markers)]:
+                for label, relief in reliefs.items():
+                    f, sg, _, tp, p = scores(g, grown(pn, a.nsn, a.extent, mk, sp, a.min_um3, relief))
+                    print(f"{n}, {which:12s} {label:16s} F1 {f:.3f} SEG {sg:.3f}, {tp} of {int(g.max())} matched, "
+                          f"{p} predicted", flush=True)
         return
 
     if a.iso_back:
