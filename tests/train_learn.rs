@@ -118,9 +118,9 @@ fn validation_loss_is_the_training_loss_with_its_separation_map() {
         .unwrap();
     let shape = Shape5::new(1, 1, 24, 24, 24);
     let target = CpuTensor::from_vec(shape, v.target.data.clone());
+    let x = Gpu::upload(ctx, &CpuTensor::from_vec(shape, v.image.data.clone())).unwrap();
+    let logits = net.logits(ctx, &x).unwrap();
     let direct = |t: &CpuTensor| {
-        let x = Gpu::upload(ctx, &CpuTensor::from_vec(shape, v.image.data.clone())).unwrap();
-        let logits = net.logits(ctx, &x).unwrap();
         let (l, _) = net.loss(ctx, &spec, &logits, &Gpu::upload(ctx, t).unwrap()).unwrap();
         Gpu::scalar(ctx, &l).unwrap()
     };

@@ -40,26 +40,24 @@ pub fn centre_map(labels: &[u32], dims: [usize; 3], spacing: [f32; 3]) -> Result
         // The box grown by one voxel on each side: its ring is all "not l",
         // and every voxel outside it is farther than the ring's nearest.
         let sd: [usize; 3] = std::array::from_fn(|a| o.bbox_max[2 - a] - b[a] + 3);
-        let at = |z: usize, y: usize, x: usize| ((z + b[0]) * h + y + b[1]) * w + x + b[2];
+        // The nucleus's voxels: (index in the grown box, index in the volume).
+        let mut inside = Vec::new();
         let mut mask = vec![0u8; sd.iter().product()];
         for z in 1..sd[0] - 1 {
             for y in 1..sd[1] - 1 {
                 for x in 1..sd[2] - 1 {
-                    mask[(z * sd[1] + y) * sd[2] + x] = u8::from(labels[at(z - 1, y - 1, x - 1)] == l);
+                    let (j, i) = ((z * sd[1] + y) * sd[2] + x, ((z - 1 + b[0]) * h + y - 1 + b[1]) * w + x - 1 + b[2]);
+                    if labels[i] == l {
+                        mask[j] = 1;
+                        inside.push((j, i));
+                    }
                 }
             }
         }
         let d = edt(&mask, &Grid::new(sd, spacing));
-        let max = mask.iter().zip(&d).filter(|(&m, _)| m != 0).map(|(_, &v)| v).fold(0f32, f32::max);
-        for z in 1..sd[0] - 1 {
-            for y in 1..sd[1] - 1 {
-                for x in 1..sd[2] - 1 {
-                    let j = (z * sd[1] + y) * sd[2] + x;
-                    if mask[j] != 0 {
-                        out[at(z - 1, y - 1, x - 1)] = d[j] / max;
-                    }
-                }
-            }
+        let max = inside.iter().map(|&(j, _)| d[j]).fold(0f32, f32::max);
+        for (j, i) in inside {
+            out[i] = d[j] / max;
         }
     }
     Ok(out)
