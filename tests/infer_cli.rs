@@ -29,6 +29,7 @@ fn meta(arch: Arch) -> WeightsMeta {
         marker_dynamic: None,
         extent_threshold: None,
         min_volume_um3: None,
+        label_unmarked: None,
     }
 }
 
@@ -257,6 +258,68 @@ fn the_floor_on_object_volume_comes_from_the_ndn_unless_given() {
     let o = run(&[&args[..], &["--thresholds", "0.5", "--dynamics", "0", "--min-volume", "7.5"]].concat(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(Network::load(ctx, &cal.join("ndn.safetensors")).unwrap().meta.min_volume_um3, Some(7.5));
+}
+
+#[test]
+fn an_nsn_whose_weights_say_so_labels_its_unmarked_components() {
+    // The NSN at threshold 0: the whole stack is one component (about 4,400 µm³); the NDN at
+    // 0.9999, which these random networks (outputs near 0.5) never reach: no marker. The
+    // component counts as a nucleus only where the NSN's weights say so (or --label-unmarked).
+    let w = tempfile::tempdir().unwrap();
+    let ctx = common::ctx();
+    let nsn = |name: &str, label_unmarked: Option<bool>| -> PathBuf {
+        let p = w.path().join(name);
+        let m = WeightsMeta { threshold: Some(0.0), label_unmarked, ..meta(Arch::Nsn) };
+        Network::new(ctx, m, 1).unwrap().save(ctx, &p).unwrap();
+        p
+    };
+    let (plain, labelling) = (nsn("plain.safetensors", None), nsn("labelling.safetensors", Some(true)));
+    let ndn = w.path().join("ndn.safetensors");
+    Network::new(ctx, WeightsMeta { threshold: Some(0.9999), ..meta(Arch::Ndn) }, 2).unwrap().save(ctx, &ndn).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("st.tif");
+    stack(&input);
+    let objects = |nsn: &Path, extra: &[&str]| -> u32 {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = vec!["infer", s(&input), "--nsn", s(nsn), "--ndn", s(&ndn), "-o", s(out.path())];
+        args.extend_from_slice(extra);
+        let o = run(&args, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let l = io::read_volume(&out.path().join("st_labels.tif")).unwrap();
+        l.data.iter().fold(0f32, |a, &b| a.max(b)) as u32
+    };
+    assert_eq!(objects(&plain, &[]), 0, "no marker, and the plain NSN's components are dropped");
+    assert_eq!(objects(&plain, &["--label-unmarked"]), 1, "--label-unmarked keeps the component");
+    assert_eq!(objects(&labelling, &[]), 1, "the labelling NSN's weights keep it");
+    // calibrate scores with the NSN's unmarked components as nuclei, and keeps the flag in the NSN it writes.
+    let data = dir.path().join("data");
+    for sub in ["images_raw", "labels_instance", "split_list"] {
+        std::fs::create_dir_all(data.join(sub)).unwrap();
+    }
+    stack(&data.join("images_raw/st.tif"));
+    io::write_u8(&data.join("labels_instance/st.tif"), DIMS, &vec![1u8; DIMS.iter().product()], Some(VOXEL)).unwrap();
+    std::fs::write(data.join("split_list/validation.txt"), "st.tif\n").unwrap();
+    let f1_of = |nsn: &Path, extra: &[&str]| -> (String, PathBuf) {
+        let cal = dir.path().join(format!("cal-{}{}", nsn.file_stem().unwrap().to_str().unwrap(), extra.concat()));
+        let args = ["calibrate", "--nsn", s(nsn), "--ndn", s(&ndn), "--data", s(&data), "-o", s(&cal)];
+        let o = run(&[&args[..], &["--thresholds", "0.2,0.9999", "--dynamics", "0"], extra].concat(), &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (std::fs::read_to_string(cal.join("calibration.csv")).unwrap(), cal.join("nsn.safetensors"))
+    };
+    // The row at NSN 0.2 (the random NSN covers the stack), NDN 0.9999 (no marker): F1 1 only when labelled.
+    let row = |csv: &str| csv.lines().find(|l| l.starts_with("0.200,0.200,1.000,")).map(str::to_owned);
+    let f1 =
+        |csv: &str| row(csv).and_then(|r| r.split(',').nth(4).map(str::to_owned)).unwrap_or_else(|| panic!("{csv}"));
+    let unmarked = |p: &Path| Network::load(ctx, p).unwrap().meta.label_unmarked;
+    let (csv, cal_nsn) = f1_of(&labelling, &[]);
+    assert_eq!((f1(&csv).as_str(), unmarked(&cal_nsn)), ("1.000000", Some(true)));
+    let (csv, cal_nsn) = f1_of(&plain, &[]);
+    assert_eq!((f1(&csv).as_str(), unmarked(&cal_nsn)), ("0.000000", None));
+    // --label-unmarked overrides the NSN's own either way, and the NSN written records it.
+    let (csv, cal_nsn) = f1_of(&labelling, &["--label-unmarked", "off"]);
+    assert_eq!((f1(&csv).as_str(), unmarked(&cal_nsn)), ("0.000000", Some(false)));
+    let (csv, cal_nsn) = f1_of(&plain, &["--label-unmarked", "on"]);
+    assert_eq!((f1(&csv).as_str(), unmarked(&cal_nsn)), ("1.000000", Some(true)));
 }
 
 #[test]

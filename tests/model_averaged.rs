@@ -26,6 +26,7 @@ fn meta(arch: Arch, base: usize) -> WeightsMeta {
         marker_dynamic: None,
         extent_threshold: None,
         min_volume_um3: None,
+        label_unmarked: None,
     }
 }
 

@@ -25,6 +25,7 @@ fn opts() -> DataOptions {
         dilate: 0,
         dilate_within_nuclei: false,
         centre_map: false,
+        separate_touching: false,
     }
 }
 
@@ -180,6 +181,17 @@ fn unknown_config_key_is_named() {
     assert!(e.contains("centre map") && e.contains("--classes 1"), "{e}");
     let e = TrainConfig { dilate: Some(2), ..cm.clone() }.validate().unwrap_err().to_string();
     assert!(e.contains("centre_map") && e.contains("no dilation"), "{e}");
+    // Separated nuclei: a segmentation target with no dilation and no centre map.
+    let st = TrainConfig { model: Arch::Nsn, separate_touching: true, ..TrainConfig::default() };
+    st.validate().unwrap();
+    for bad in [
+        TrainConfig { model: Arch::Ndn, dilate: Some(0), ..st.clone() },
+        TrainConfig { dilate: Some(1), ..st.clone() },
+        TrainConfig { centre_map: true, classes: 1, ..st.clone() },
+    ] {
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("separate_touching") && e.contains("NSN or U-Net"), "{e}");
+    }
 }
 
 #[test]
@@ -401,6 +413,23 @@ fn dilation_within_nuclei_reads_labels_instance_and_names_it_when_missing() {
     assert!(e.contains("labels_instance/a.tif") && e.contains("[6, 10, 11]"), "{e}");
 }
 
+/// `DIR/labels_instance/a.tif`: boxes 4 (x 1..split) and 9 (x split..11) that
+/// touch along x (z 1..5, y 2..9), and a one-voxel nucleus 30 at z 5, y 0, x 0.
+fn two_boxes_and_a_dot(dir: &Path, split: usize) {
+    std::fs::create_dir_all(dir.join("labels_instance")).unwrap();
+    let [dz, dy, dx] = DIMS;
+    let mut labels = vec![0u16; dz * dy * dx];
+    for z in 1..5 {
+        for y in 2..9 {
+            for x in 1..11 {
+                labels[(z * dy + y) * dx + x] = if x < split { 4 } else { 9 };
+            }
+        }
+    }
+    labels[5 * dy * dx] = 30;
+    io::write_u16(&dir.join("labels_instance/a.tif"), DIMS, &labels, None).unwrap();
+}
+
 #[test]
 fn centre_map_reads_labels_instance_and_peaks_once_per_nucleus() {
     let d = tempfile::tempdir().unwrap();
@@ -411,18 +440,7 @@ fn centre_map_reads_labels_instance_and_peaks_once_per_nucleus() {
     let e = load_split(d.path(), "train", &o).expect_err("labels_instance/ is missing").to_string();
     assert!(e.contains("labels_instance/a.tif") && e.contains("the centre map needs labels_instance/"), "{e}");
     // Two boxes that touch along x, and a one-voxel nucleus.
-    std::fs::create_dir_all(d.path().join("labels_instance")).unwrap();
-    let [dz, dy, dx] = DIMS;
-    let mut labels = vec![0u16; dz * dy * dx];
-    for z in 1..5 {
-        for y in 2..9 {
-            for x in 1..11 {
-                labels[(z * dy + y) * dx + x] = if x < 6 { 4 } else { 9 };
-            }
-        }
-    }
-    labels[5 * dy * dx] = 30; // z 5, y 0, x 0
-    io::write_u16(&d.path().join("labels_instance/a.tif"), DIMS, &labels, None).unwrap();
+    two_boxes_and_a_dot(d.path(), 6);
     let s = &load_split(d.path(), "train", &o).unwrap()[0];
     // On the network grid: z 6 × (1.6 / 0.8) = 12 slices, labels copied by nearest.
     assert_eq!(s.target.dims, [12, 10, 12]);
@@ -447,6 +465,33 @@ fn centre_map_reads_labels_instance_and_peaks_once_per_nucleus() {
     // Where the two touch, the map dips: the voxels on either side are their boxes' lowest.
     assert!(at(5, 5, 5) < 0.5 && at(5, 5, 6) < 0.5, "at the contact: {} {}", at(5, 5, 5), at(5, 5, 6));
     assert!(at(5, 5, 3) > at(5, 5, 5), "inside the first box");
+}
+
+#[test]
+fn separate_touching_reads_labels_instance_and_keeps_touching_nuclei_apart() {
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    // Not read for separated nuclei: neither its absence nor its content matters.
+    std::fs::remove_dir_all(d.path().join("images_nsn")).unwrap();
+    let o = DataOptions { separate_touching: true, ..opts() };
+    let e = load_split(d.path(), "train", &o).expect_err("labels_instance/ is missing").to_string();
+    assert!(e.contains("labels_instance/a.tif") && e.contains("separating touching nuclei"), "{e}");
+    // A large box (4) touching a smaller one (9) along x, and a lone one-voxel nucleus (30).
+    two_boxes_and_a_dot(d.path(), 7);
+    let s = &load_split(d.path(), "train", &o).unwrap()[0];
+    // On the network grid: z 6 × (1.6 / 0.8) = 12 slices, labels copied by nearest (z 1..5 becomes 2..10).
+    assert_eq!(s.target.dims, [12, 10, 12]);
+    let at = |z: usize, y: usize, x: usize| s.target.data[(z * 10 + y) * 12 + x];
+    for z in 0..12 {
+        for y in 0..10 {
+            for x in 0..12 {
+                let inside = (2..10).contains(&z) && (2..9).contains(&y) && (1..11).contains(&x);
+                // The larger box (x 1..7) gives up its contact layer x = 6; the smaller keeps all of x 7..11.
+                let want = inside && x != 6 || (z >= 10 && y == 0 && x == 0);
+                assert_eq!(at(z, y, x), if want { 1.0 } else { 0.0 }, "z {z}, y {y}, x {x}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -139,6 +139,7 @@ fn weights_file_errors_name_tensor_and_file() {
         marker_dynamic: None,
         extent_threshold: None,
         min_volume_um3: None,
+        label_unmarked: None,
     };
     let net = Network::new(ctx, meta.clone(), 0).unwrap();
     let good = d.path().join("good.safetensors");

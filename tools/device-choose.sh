@@ -15,8 +15,8 @@
 #
 # 1. Unpacks results.tgz (logs, log.csv and curves of every run) into OUT.
 # 2. Per network, the run whose best epoch has the highest mean instance F1
-#    (ties: SEG) on the choosing volumes (`log.csv`): NSN from nsn-ft and
-#    nsn, NDN from ndn and ndn5 (ndn-ft in results from before 2026-12-05). Each was scored with the bundled partner,
+#    (ties: SEG) on the choosing volumes (`log.csv`): NSN from nsn-ft,
+#    nsn and nsn-sep, NDN from ndn and ndn5 (ndn-ft in results from before 2026-12-05). Each was scored with the bundled partner,
 #    so the two candidates of a network compare in the same frame.
 # 3. `calibrate` of the chosen pair and of the bundled pair on the six
 #    choosing volumes: Emb11_t151, t351, t501 and the same three at 2.0 um
@@ -86,7 +86,7 @@ choose() { # network, candidate runs...: prints the chosen run
   echo "$pick"
 }
 echo "== NSN runs (scored with the bundled NDN)"
-nsn=$(choose NSN nsn-ft nsn)
+nsn=$(choose NSN nsn-ft nsn nsn-sep)
 echo "== NDN runs (scored with the bundled NSN)"
 ndn=$(choose NDN ndn-ft ndn ndn5)
 echo "chosen: NSN $nsn, NDN $ndn"

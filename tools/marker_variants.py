@@ -51,6 +51,15 @@ NSN's or the NDN's probability, EDT x NSN, EDT + 5 NDN, the raw image smoothed),
 markers and from the true ones (images_ndn/): whether the relief, not the markers, loses nuclei.
 
     python3 tools/marker_variants.py --pred DIR --data DIR --nsn 0.8 --extent 0.6 --reliefs Emb11_t501
+
+With --separated, ground truth masks in place of the NSN's (ground truth only but for the NDN's
+markers): labels_instance > 0, and the same with the contact layer between touching nuclei taken
+out as `train --separate-touching` does (the larger of two gives it up; here on the stack's grid),
+each from the NDN's markers (--ndn, --dynamic) and from the true ones, with components no marker
+reaches dropped, all labelled, or labelled only within 2 voxels of a labelled nucleus; then the
+components alone. What an NSN that draws the borders between touching nuclei could reach.
+
+    python3 tools/marker_variants.py --pred DIR --data DIR --ndn 0.9 --dynamic 0.3 --separated Emb11_t501
 """
 import argparse
 import os
@@ -135,6 +144,43 @@ def shoulder_markers(pd, td, h, spacing, sigma_um, t_log, floor, d_um):
             k += 1
             m[z, y, x] = k
     return m
+
+
+def separated(g):
+    """labels_instance > 0 with the contact layer between touching nuclei taken out: a voxel goes when a
+    26-neighbour holds another nucleus with fewer voxels (or as many and a lower label), as
+    `train::touching::separated_nuclei` does."""
+    size = np.bincount(g.ravel())
+    rank = np.where(g > 0, size[g] * (int(g.max()) + 1) + g, 0)
+    keep = g > 0
+    gp, rp = np.pad(g, 1), np.pad(rank, 1)
+    Z, Y, X = g.shape
+    for dz in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                n = gp[1 + dz:1 + dz + Z, 1 + dy:1 + dy + Y, 1 + dx:1 + dx + X]
+                rn = rp[1 + dz:1 + dz + Z, 1 + dy:1 + dy + Y, 1 + dx:1 + dx + X]
+                keep &= ~((n > 0) & (n != g) & (rn < rank))
+    return keep
+
+
+def with_unmarked(lab, seg, near):
+    """lab with each 6-connected component of seg that holds no label labelled too (near: only those within
+    2 voxels, 26-neighbourhood, of a labelled voxel)."""
+    cc = ndi.label(seg)[0]
+    marked = np.zeros(int(cc.max()) + 1, bool)
+    marked[np.unique(cc[lab > 0])] = True
+    reach = ndi.binary_dilation(lab > 0, structure=np.ones((3, 3, 3)), iterations=2) if near else None
+    out, k = lab.copy(), int(lab.max())
+    for i, sl in enumerate(ndi.find_objects(cc), 1):
+        if sl is None or marked[i]:
+            continue
+        m = cc[sl] == i
+        if near and not reach[sl][m].any():
+            continue
+        k += 1
+        out[sl][m] = k
+    return out
 
 
 def overlaps(g, lab):
@@ -291,6 +337,7 @@ def main():
     ap.add_argument("--shoulders", action="store_true", help="markers added at the NDN's shoulders (see above)")
     ap.add_argument("--saddles", action="store_true", help="the NDN's saddles between nuclei one prediction holds")
     ap.add_argument("--reliefs", action="store_true", help="other watershed surfaces, from NDN and true markers")
+    ap.add_argument("--separated", action="store_true", help="true masks, touching nuclei separated or not (see above)")
     ap.add_argument("--iso-back", metavar="DIR", help="isotropic probabilities (infer --voxel-size 0.8,0.8,0.8 of "
                     "--make-iso stacks) taken back to the stack's slices, nearest and linear, then the stage as "
                     "--shoulders runs it")
@@ -342,6 +389,31 @@ def main():
                     f, sg, _, tp, p = scores(g, grown(pn, a.nsn, a.extent, mk, sp, a.min_um3, relief))
                     print(f"{n}, {which:12s} {label:16s} F1 {f:.3f} SEG {sg:.3f}, {tp} of {int(g.max())} matched, "
                           f"{p} predicted", flush=True)
+        return
+
+    if a.separated:
+        for n in a.names:
+            g = truth[n]
+            sp = voxel_um(f"{a.data}/images_raw/{n}.tif")
+            pd = tifffile.imread(f"{a.pred}/{n}_ndn_prob.tif").astype(np.float32)
+            true_markers = ndi.label(tifffile.imread(f"{a.data}/images_ndn/{n}.tif") > 0, structure=np.ones((3, 3, 3)))[0]
+            sizes = np.bincount(g.ravel())
+            tiny = [k for k in range(1, len(sizes)) if 0 < sizes[k] < 300]
+
+            def show(label, lab):
+                f, sg, iou, tp, p = scores(g, lab)
+                _, _, _, m = overlaps(g, lab)
+                t = sum(bool((m[k, 1:] > 0.5).any()) for k in tiny)
+                print(f"{n}, {label:44s} F1 {f:.3f} SEG {sg:.3f} IoU {iou:.3f}, {tp} of {int(g.max())} matched, "
+                      f"{p} predicted, {t} of {len(tiny)} under 300 voxels", flush=True)
+
+            for fg_label, fg in [("labels > 0", g > 0), ("separated", separated(g))]:
+                for which, mk in [("NDN markers", markers_ndn(pd, a.ndn, a.dynamic)), ("true markers", true_markers)]:
+                    lab = grown(fg.astype(np.float32), 0.5, 0.5, mk, sp, a.min_um3)
+                    show(f"{fg_label}, {which}", lab)
+                    show(f"{fg_label}, {which}, unmarked labelled", with_unmarked(lab, fg, False))
+                    show(f"{fg_label}, {which}, unmarked within 2", with_unmarked(lab, fg, True))
+                show(f"{fg_label}, components alone", ndi.label(fg, structure=np.ones((3, 3, 3)))[0])
         return
 
     if a.iso_back:

@@ -46,6 +46,11 @@ pub struct Args {
     /// Objects under this many µm³ are dropped, as `infer --min-volume` (calibrate with the value you will infer with).
     #[arg(long, value_name = "UM3", default_value_t = qcanet_gpu::postprocess::MIN_NUCLEUS_UM3, value_parser = super::parse_min_volume)]
     min_volume: f64,
+    /// Whether components of the NSN's mask that no marker reaches count as nuclei (on or off), as `infer
+    /// --label-unmarked`; recorded in the NSN written, which `infer` then follows. Default: the NSN's own record,
+    /// else off. Polar bodies are such components: calibrate both ways and compare.
+    #[arg(long, value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+    label_unmarked: Option<bool>,
     /// Tile side for prediction, as `infer --tile`.
     #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_TILE)]
     tile: usize,
@@ -109,6 +114,11 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     qcanet_gpu::infer::tta::flips(a.tta).context("--tta")?;
     let mut opts = SegmentOptions { tile: [a.tile; 3], stride: [a.stride; 3], tta: a.tta, ..Default::default() };
     opts.instance.min_volume_um3 = a.min_volume;
+    // As the NSN's weights say (`infer` follows them), unless told.
+    opts.instance.label_unmarked_components = a.label_unmarked.unwrap_or(nsn.meta.label_unmarked_or_default());
+    if opts.instance.label_unmarked_components {
+        log::info!("components of the NSN's mask with no marker count as nuclei");
+    }
     let pb = qcanet_gpu::progress::Progress::counter("tiles");
     let mut vols = Vec::new();
     {
@@ -151,6 +161,9 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     ndn.meta.threshold = Some(best.ndn);
     ndn.meta.marker_dynamic = Some(best.dynamic);
     ndn.meta.min_volume_um3 = Some(a.min_volume);
+    if a.label_unmarked.is_some() || nsn.meta.label_unmarked.is_some() {
+        nsn.meta.label_unmarked = Some(opts.instance.label_unmarked_components);
+    }
     nsn.save_f16(&ctx, &outs[0])?;
     ndn.save_f16(&ctx, &outs[1])?;
     qcanet_gpu::model::safetensors_file::write_atomic(&outs[2], csv.as_bytes())?;

@@ -78,7 +78,8 @@ pub struct Args {
     /// Recompute and replace outputs that already exist.
     #[arg(long)]
     overwrite: bool,
-    /// Give segmented components without a detection marker their own label instead of dropping them.
+    /// Give segmented components without a detection marker their own label instead of dropping them (always on
+    /// with an NSN whose weights say so: `calibrate --label-unmarked on`).
     #[arg(long)]
     label_unmarked: bool,
     /// Approximate (jump-flooding) distance transform instead of the exact one (with --watershed gpu).
@@ -152,7 +153,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         tta: a.tta,
         ..Default::default()
     };
-    opts.instance.label_unmarked_components = a.label_unmarked;
+    opts.instance.label_unmarked_components = a.label_unmarked || nsn.meta.label_unmarked_or_default();
     opts.instance.exact_edt = !a.fast_edt;
     opts.instance.watershed = a.watershed;
     opts.instance.min_volume_um3 = a.min_volume.unwrap_or(ndn.meta.min_volume_or_default());

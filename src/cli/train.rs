@@ -123,6 +123,11 @@ pub struct Args {
     /// DATA/labels_instance/; see `train::centres`). Needs --classes 1 (BCE, positive weight 1 unless given); no dilation.
     #[arg(long)]
     centre_map: bool,
+    /// NSN or U-Net: learn the nuclei of DATA/labels_instance/ with the contact layer between touching nuclei taken
+    /// out (the larger of two gives it up; see `train::touching`) instead of images_nsn/, which joins them
+    /// (`calibrate --label-unmarked on` then scores its components without a marker as nuclei).
+    #[arg(long)]
+    separate_touching: bool,
     /// Switch off intensity augmentation (blur, gamma, gain, depth ramp, offset, noise; see `augment` in a --config file).
     #[arg(long)]
     no_intensity_augment: bool,
@@ -249,6 +254,9 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if a.centre_map {
         c.centre_map = true;
+    }
+    if a.separate_touching {
+        c.separate_touching = true;
     }
     if a.pos_weight.is_some() {
         c.pos_weight = a.pos_weight;

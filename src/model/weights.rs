@@ -74,6 +74,13 @@ pub struct WeightsMeta {
     /// [`crate::postprocess::MIN_NUCLEUS_UM3`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_volume_um3: Option<f64>,
+    /// Segmentation networks: components of the mask that no marker reaches
+    /// are nuclei too and get labels of their own (`infer --label-unmarked`),
+    /// as `calibrate --label-unmarked on` records. Absent: false, as the
+    /// original QCANet (such components include polar bodies:
+    /// weights/README.md, "An NSN that keeps touching nuclei apart").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_unmarked: Option<bool>,
 }
 
 /// The foreground threshold of a network whose weights do not name one.
@@ -99,6 +106,12 @@ impl WeightsMeta {
     /// The floor on object volume chosen with, else [`crate::postprocess::MIN_NUCLEUS_UM3`].
     pub fn min_volume_or_default(&self) -> f64 {
         self.min_volume_um3.unwrap_or(crate::postprocess::MIN_NUCLEUS_UM3)
+    }
+
+    /// Whether components of this segmentation network's mask that no marker
+    /// reaches are nuclei ([`WeightsMeta::label_unmarked`]; default false).
+    pub fn label_unmarked_or_default(&self) -> bool {
+        self.label_unmarked.unwrap_or(false)
     }
 
     /// The grid this network sees stacks on.

@@ -119,6 +119,10 @@ pub struct TrainConfig {
     /// of the binary ground truth: a soft target for a sigmoid head (classes
     /// 1, BCE; positive weight 1 unless given), no dilation.
     pub centre_map: bool,
+    /// Segmentation networks: learn the nuclei of `labels_instance/` with
+    /// the contact layer between touching nuclei taken out
+    /// ([`super::touching`]) instead of `images_nsn/`, which joins them.
+    pub separate_touching: bool,
     pub augment: Augment,
     /// Share (0-1) of the training patches centred on an object of the
     /// targets (a nucleus of `images_nsn/`, a marker of `images_ndn/`, the
@@ -213,6 +217,7 @@ impl Default for TrainConfig {
             dilate: None,
             dilate_within_nuclei: false,
             centre_map: false,
+            separate_touching: false,
             augment: Augment::default(),
             object_patches: 0.0,
             separation: None,
@@ -358,6 +363,13 @@ impl TrainConfig {
         if self.centre_map && (self.dilate_radius() > 0 || self.dilate_within_nuclei) {
             return bad(
                 "centre_map is made from the instance labels: it takes no dilation (--dilate, --dilate-within-nuclei)"
+                    .into(),
+            );
+        }
+        if self.separate_touching && (self.model == Arch::Ndn || self.centre_map || self.dilate_radius() > 0) {
+            return bad(
+                "separate_touching is a segmentation target made from the instance labels: it is for an NSN or U-Net, \
+                 with no centre map and no dilation"
                     .into(),
             );
         }

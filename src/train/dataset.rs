@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::centres::centre_map;
 use super::patch::{dilate, dilate_within, Sample, Vol};
+use super::touching::separated_nuclei;
 use crate::error::{Error, Result};
 use crate::io;
 use crate::preprocess::{self, Interp, NetGrid, Normalization};
@@ -51,6 +52,18 @@ pub struct DataOptions {
     /// from `DIR/labels_instance/NAME` on the network's grid, instead of the
     /// binary `images_nsn/` or `images_ndn/`; no dilation.
     pub centre_map: bool,
+    /// The target is the nuclei of `DIR/labels_instance/NAME` with touching
+    /// nuclei separated ([`super::touching::separated_nuclei`], on the
+    /// network's grid) instead of the binary `images_nsn/`.
+    pub separate_touching: bool,
+}
+
+impl DataOptions {
+    /// Whether the target is made from the instance labels (not read from
+    /// `images_nsn/` or `images_ndn/`).
+    pub fn target_from_labels(&self) -> bool {
+        self.centre_map || self.separate_touching
+    }
 }
 
 /// The names listed in `DIR/split_list/{split}.txt`.
@@ -96,8 +109,8 @@ pub fn load_names(dir: &Path, names: &[String], o: &DataOptions) -> Result<Vec<S
         .iter()
         .map(|name| {
             let labels = dir.join("labels_instance").join(name);
-            let gt = if o.centre_map { labels.clone() } else { dir.join(o.target.folder()).join(name) };
-            let nuclei = (within || o.centre_map).then_some(labels);
+            let gt = if o.target_from_labels() { labels.clone() } else { dir.join(o.target.folder()).join(name) };
+            let nuclei = (within || o.target_from_labels()).then_some(labels);
             load_pair(&dir.join("images_raw").join(name), &gt, nuclei.as_deref(), o)
         })
         .collect()
@@ -105,12 +118,13 @@ pub fn load_names(dir: &Path, names: &[String], o: &DataOptions) -> Result<Vec<S
 
 /// Reads an image and its ground truth and prepares them; `nuclei_path`
 /// names the instance labels the dilation stays within, when it should, or
-/// the centre map is made of (then `gt_path` is not read).
+/// the target is made of (the centre map, the separated nuclei: then
+/// `gt_path` is not read).
 pub fn load_pair(raw_path: &Path, gt_path: &Path, nuclei_path: Option<&Path>, o: &DataOptions) -> Result<Sample> {
     if !raw_path.exists() {
         return Err(Error::file(raw_path, "image listed in the split list does not exist"));
     }
-    if !o.centre_map && !gt_path.exists() {
+    if !o.target_from_labels() && !gt_path.exists() {
         return Err(Error::file(gt_path, format!("ground truth missing for image {}", raw_path.display())));
     }
     let raw = io::read_volume(raw_path)?;
@@ -121,7 +135,7 @@ pub fn load_pair(raw_path: &Path, gt_path: &Path, nuclei_path: Option<&Path>, o:
             format!("holds a non-finite value (NaN or infinity) at z {}, y {}, x {}", i / (h * w), i / w % h, i % w),
         ));
     }
-    let target = if o.centre_map {
+    let target = if o.target_from_labels() {
         Vec::new()
     } else {
         let gt = io::read_volume(gt_path)?;
@@ -141,7 +155,13 @@ pub fn load_pair(raw_path: &Path, gt_path: &Path, nuclei_path: Option<&Path>, o:
     let nuclei = match nuclei_path {
         None => None,
         Some(p) => {
-            let why = if o.centre_map { "the centre map" } else { "dilating the markers within their nuclei" };
+            let why = if o.centre_map {
+                "the centre map"
+            } else if o.separate_touching {
+                "separating touching nuclei"
+            } else {
+                "dilating the markers within their nuclei"
+            };
             Some(read_instance_labels(p, why, raw_path, raw.dims)?.labels)
         }
     };
@@ -177,8 +197,9 @@ pub fn binarize(path: &Path, data: &[f32]) -> Result<Vec<f32>> {
 
 /// Resampling to the network's grid, normalisation and dilation (within
 /// the `nuclei`, instance labels on the image's grid, when given), or with
-/// `o.centre_map` the centre map of the `nuclei` on the network's grid
-/// (`target` unused).
+/// `o.centre_map` the centre map of the `nuclei` on the network's grid, with
+/// `o.separate_touching` its nuclei with touching ones separated
+/// ([`super::touching::separated_nuclei`]; `target` unused in both).
 pub fn prepare(
     path: &Path,
     dims: [usize; 3],
@@ -190,7 +211,7 @@ pub fn prepare(
 ) -> Result<Sample> {
     let d0 = dims[0];
     let image = prepare_image(dims, image, voxel_um, o.grid, o.normalization)?;
-    if !o.centre_map {
+    if !o.target_from_labels() {
         target = preprocess::resample(target, dims, image.dims, Interp::Nearest);
     }
     // Labels as f32 are exact below 2^24; nearest resampling only copies them.
@@ -199,15 +220,18 @@ pub fn prepare(
         f.iter().map(|&l| l as u32).collect::<Vec<u32>>()
     });
     let nd = image.dims;
-    let mut t = match (&nuclei, o.centre_map) {
-        (Some(n), true) => {
-            let spacing = o.grid.voxel_um(dims, voxel_um).map(|v| v as f32);
-            Vol::new(nd, centre_map(n, nd, spacing)?)?
-        }
-        (None, true) => return Err(Error::file(path, "the centre map needs instance labels (labels_instance/)")),
-        (_, false) => Vol::new(nd, target)?,
+    let labels = |what: &str| {
+        nuclei.as_deref().ok_or_else(|| Error::file(path, format!("{what} needs instance labels (labels_instance/)")))
     };
-    if o.dilate > 0 && !o.centre_map {
+    let mut t = if o.centre_map {
+        let spacing = o.grid.voxel_um(dims, voxel_um).map(|v| v as f32);
+        Vol::new(nd, centre_map(labels("the centre map")?, nd, spacing)?)?
+    } else if o.separate_touching {
+        Vol::new(nd, separated_nuclei(labels("separating touching nuclei")?, nd))?
+    } else {
+        Vol::new(nd, target)?
+    };
+    if o.dilate > 0 && !o.target_from_labels() {
         t = match nuclei {
             Some(n) => dilate_within(&t, o.dilate, &n)?,
             None => dilate(&t, o.dilate),

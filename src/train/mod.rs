@@ -11,6 +11,7 @@ pub mod plot;
 pub mod prefetch;
 pub mod run;
 pub mod separation;
+pub mod touching;
 pub mod validate;
 
 pub use crate::metrics::instances::{score_instances, InstanceScores, InstanceTruth, InstanceValidation, Role};
@@ -20,4 +21,5 @@ pub use objects::Objects;
 pub use patch::{dilate, foreground_iou, random_patch, random_patch_near, Augment, Sample, Vol};
 pub use plot::{plot_curves, EpochRecord};
 pub use separation::{separation_weights, weighted_target, Separation};
+pub use touching::separated_nuclei;
 pub use validate::{predict_volume, tile_starts, validate_sample, ValScores};

@@ -247,6 +247,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         dilate: cfg.dilate_radius(),
         dilate_within_nuclei: cfg.dilate_within_nuclei,
         centre_map: cfg.centre_map,
+        separate_touching: cfg.separate_touching,
     };
     let train_names = names_of(&data, "train", cfg.train_list.as_deref())?;
     let val_names = names_of(&data, "validation", cfg.val_list.as_deref())?;
@@ -280,6 +281,12 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             "targets: each nucleus's centre map (its distance to its own boundary over its largest, from labels_instance/)"
         );
     }
+    if opts.separate_touching {
+        log::info!(
+            "targets: the nuclei of labels_instance/ with the contact layer between touching nuclei taken out \
+             (the larger of two gives it up)"
+        );
+    }
     if let Some(s) = &cfg.separation {
         log::info!(
             "loss weighted by a separation map: background voxels 1 + {}·exp(−(d1 + d2)²/2·{}²), d1 and d2 their \
@@ -311,6 +318,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         marker_dynamic: None,
         extent_threshold: None,
         min_volume_um3: None,
+        label_unmarked: None,
     };
     let mut best_iou: Option<f64> = None;
     let (mut net, mut opt, first_epoch, mut best, mut best_epoch, mut records, mut average) = match ckpt {
@@ -596,7 +604,13 @@ fn instance_validation(
         });
     }
     let settings = Setting::grid(role, &cfg.val_thresholds, &cfg.val_dynamics)?;
-    let options = crate::postprocess::InstanceOptions { min_volume_um3: cfg.min_volume_um3, ..Default::default() };
+    // A partner NSN whose weights say its unmarked components are nuclei is scored so, as `infer` runs it.
+    let label_unmarked_components = !partner_is_ndn && w.meta.label_unmarked_or_default();
+    let options = crate::postprocess::InstanceOptions {
+        min_volume_um3: cfg.min_volume_um3,
+        label_unmarked_components,
+        ..Default::default()
+    };
     Ok(InstanceValidation { volumes, role, settings, options })
 }
 
