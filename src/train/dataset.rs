@@ -64,6 +64,17 @@ impl DataOptions {
     pub fn target_from_labels(&self) -> bool {
         self.centre_map || self.separate_touching
     }
+
+    /// What the instance labels are read for (in messages).
+    fn labels_needed_by(&self) -> &'static str {
+        if self.centre_map {
+            "the centre map"
+        } else if self.separate_touching {
+            "separating touching nuclei"
+        } else {
+            "dilating the markers within their nuclei"
+        }
+    }
 }
 
 /// The names listed in `DIR/split_list/{split}.txt`.
@@ -154,16 +165,7 @@ pub fn load_pair(raw_path: &Path, gt_path: &Path, nuclei_path: Option<&Path>, o:
     };
     let nuclei = match nuclei_path {
         None => None,
-        Some(p) => {
-            let why = if o.centre_map {
-                "the centre map"
-            } else if o.separate_touching {
-                "separating touching nuclei"
-            } else {
-                "dilating the markers within their nuclei"
-            };
-            Some(read_instance_labels(p, why, raw_path, raw.dims)?.labels)
-        }
+        Some(p) => Some(read_instance_labels(p, o.labels_needed_by(), raw_path, raw.dims)?.labels),
     };
     let voxel = raw.voxel_um.unwrap_or(o.voxel_um);
     prepare(raw_path, raw.dims, raw.data, target, nuclei, voxel, o)
@@ -220,14 +222,15 @@ pub fn prepare(
         f.iter().map(|&l| l as u32).collect::<Vec<u32>>()
     });
     let nd = image.dims;
-    let labels = |what: &str| {
-        nuclei.as_deref().ok_or_else(|| Error::file(path, format!("{what} needs instance labels (labels_instance/)")))
+    let labels = || {
+        let why = o.labels_needed_by();
+        nuclei.as_deref().ok_or_else(|| Error::file(path, format!("{why} needs instance labels (labels_instance/)")))
     };
     let mut t = if o.centre_map {
         let spacing = o.grid.voxel_um(dims, voxel_um).map(|v| v as f32);
-        Vol::new(nd, centre_map(labels("the centre map")?, nd, spacing)?)?
+        Vol::new(nd, centre_map(labels()?, nd, spacing)?)?
     } else if o.separate_touching {
-        Vol::new(nd, separated_nuclei(labels("separating touching nuclei")?, nd))?
+        Vol::new(nd, separated_nuclei(labels()?, nd))?
     } else {
         Vol::new(nd, target)?
     };

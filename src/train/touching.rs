@@ -14,6 +14,8 @@
 //! they include polar bodies (weights/README.md, "An NSN that keeps
 //! touching nuclei apart").
 
+use crate::postprocess::Connectivity;
+
 /// The 0/1 target of the instance labels `nuclei` (0 background) of `dims`
 /// (D, H, W): every labelled voxel, except where a nucleus touches a smaller
 /// one (a 26-neighbour with another non-zero label that has fewer voxels, or
@@ -23,49 +25,35 @@
 /// when `(size b, b) < (size a, a)`; were two voxels of different nuclei
 /// both kept and adjacent, the one of the larger would have been removed.
 pub fn separated_nuclei(nuclei: &[u32], dims: [usize; 3]) -> Vec<f32> {
-    let [d, h, w] = dims;
-    assert_eq!(nuclei.len(), d * h * w, "labels of {dims:?}");
+    assert_eq!(nuclei.len(), dims.iter().product::<usize>(), "labels of {dims:?}");
     let max = nuclei.iter().copied().max().unwrap_or(0) as usize;
     let mut size = vec![0u64; max + 1];
     for &l in nuclei {
         size[l as usize] += 1;
     }
     let rank = |l: u32| (size[l as usize], l);
-    let mut out = vec![0.0f32; nuclei.len()];
-    for z in 0..d {
-        for y in 0..h {
-            for x in 0..w {
-                let i = (z * h + y) * w + x;
-                let l = nuclei[i];
-                if l == 0 {
-                    continue;
-                }
-                let mut keep = true;
-                'n: for nz in z.saturating_sub(1)..(z + 2).min(d) {
-                    for ny in y.saturating_sub(1)..(y + 2).min(h) {
-                        for nx in x.saturating_sub(1)..(x + 2).min(w) {
-                            let m = nuclei[(nz * h + ny) * w + nx];
-                            if m != 0 && m != l && rank(m) < rank(l) {
-                                keep = false;
-                                break 'n;
-                            }
-                        }
-                    }
-                }
-                if keep {
-                    out[i] = 1.0;
-                }
+    let offs = Connectivity::TwentySix.offsets();
+    (0..nuclei.len())
+        .map(|i| {
+            let l = nuclei[i];
+            let gone = l == 0
+                || Connectivity::neighbours(&offs, dims, i).any(|j| {
+                    let m = nuclei[j];
+                    m != 0 && m != l && rank(m) < rank(l)
+                });
+            if gone {
+                0.0
+            } else {
+                1.0
             }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::postprocess::ccl::reference::label;
-    use crate::postprocess::Connectivity;
     use rand::{Rng, SeedableRng};
 
     /// Random touching balls of random radii (odd shape), labelled in the
@@ -97,36 +85,26 @@ mod tests {
         for seed in 0..6 {
             let l = balls(dims, 14, seed);
             let t = separated_nuclei(&l, dims);
-            let [_, h, w] = dims;
             let mut size = std::collections::HashMap::new();
             for &v in &l {
                 *size.entry(v).or_insert(0u64) += 1;
             }
             let mut touching = 0;
+            let offs = Connectivity::TwentySix.offsets();
             for i in 0..l.len() {
-                // Only labelled voxels, and every voxel either kept or next to another nucleus.
+                // Only labelled voxels are kept.
                 assert!(t[i] == 0.0 || l[i] != 0, "seed {seed}: background voxel {i} in the target");
-                let (z, y, x) = (i / (h * w), i / w % h, i % w);
                 let mut beside_smaller = false;
-                for nz in z.saturating_sub(1)..(z + 2).min(dims[0]) {
-                    for ny in y.saturating_sub(1)..(y + 2).min(h) {
-                        for nx in x.saturating_sub(1)..(x + 2).min(w) {
-                            let j = (nz * h + ny) * w + nx;
-                            let (a, b) = (l[i], l[j]);
-                            if a != 0 && b != 0 && a != b {
-                                touching += 1;
-                                // No two kept voxels of different nuclei are neighbours.
-                                assert!(
-                                    t[i] == 0.0 || t[j] == 0.0,
-                                    "seed {seed}: nuclei {a} and {b} still touch at {i}, {j}"
-                                );
-                                if (size[&b], b) < (size[&a], a) {
-                                    beside_smaller = true;
-                                }
-                            }
-                        }
+                for j in Connectivity::neighbours(&offs, dims, i) {
+                    let (a, b) = (l[i], l[j]);
+                    if a != 0 && b != 0 && a != b {
+                        touching += 1;
+                        // No two kept voxels of different nuclei are neighbours.
+                        assert!(t[i] == 0.0 || t[j] == 0.0, "seed {seed}: nuclei {a} and {b} still touch at {i}, {j}");
+                        beside_smaller |= (size[&b], b) < (size[&a], a);
                     }
                 }
+                // A nucleus's voxel goes exactly where it lies beside a smaller nucleus.
                 if l[i] != 0 {
                     assert_eq!(t[i] == 0.0, beside_smaller, "seed {seed}: voxel {i} of nucleus {}", l[i]);
                 }
