@@ -380,3 +380,64 @@ fn a_channel_of_a_hyperstack_is_labelled_as_that_channel_saved_alone() {
     assert_eq!(l2, la);
     assert_ne!(p1, p2, "channel 1 is another image");
 }
+
+#[test]
+fn flags_and_input_lists_that_cannot_work_are_refused_before_any_work() {
+    let w = tempfile::tempdir().unwrap();
+    let (n, d) = weights(w.path());
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+    std::fs::create_dir_all(&x).unwrap();
+    std::fs::create_dir_all(&y).unwrap();
+    let (a, b) = (x.join("st.tif"), y.join("st.tif"));
+    stack(&a);
+    stack(&b);
+    let out = dir.path().join("out");
+    let nets = ["--nsn", s(&n), "--ndn", s(&d)];
+    let refused = |extra: &[&str], says: &[&str]| {
+        let args = [&["infer", s(&a)][..], &nets[..], extra].concat();
+        let o = run(&args, &[]);
+        let e = stderr(&o);
+        assert!(!o.status.success() && !e.contains("panicked"), "{extra:?}: {e}");
+        assert!(says.iter().all(|w| e.contains(w)), "{extra:?} should say {says:?}: {e}");
+    };
+    // Two inputs whose outputs share a name in one folder: both named.
+    refused(&[s(&b), "-o", s(&out)], &[s(&a), s(&b), "same outputs"]);
+    for t in ["nan", "5", "1"] {
+        refused(&["--threshold", t, "-o", s(&out)], &["--threshold", "from 0 up to"]);
+    }
+    refused(&["--tile", "16", "--stride", "24", "-o", s(&out)], &["--stride", "longer than the tile"]);
+    refused(&["--tile", "18446744073709551615", "-o", s(&out)], &["--tile", "1 to 1024"]);
+    assert!(!out.exists(), "nothing written");
+
+    // A voxel size in nm taken for µm: the input is named, nothing aborts.
+    let c = dir.path().join("nm.tif");
+    let nvox: usize = DIMS.iter().product();
+    io::write_u16(&c, DIMS, &vec![100u16; nvox], Some([800.0, 800.0, 1750.0])).unwrap();
+    let o = run(&[&["infer", s(&c)][..], &nets[..], &["-o", s(&out)]].concat(), &[]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("nm.tif") && e.contains("more than 2^31") && e.contains("--voxel-size"), "{e}");
+
+    // A tile given alone gets a stride within it.
+    let o = run(&[&["infer", s(&a)][..], &nets[..], &["--tile", "16", "-o", s(&out)]].concat(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("st_labels.tif").is_file());
+}
+
+#[test]
+fn postprocess_refuses_one_name_for_labels_and_criteria() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("st.tif");
+    stack(&input);
+    let o1 = dir.path().join("o1.tif");
+    let o = run(&["postprocess", "--seg", s(&input), "--det", s(&input), "--out", s(&o1), "--csv", s(&o1)], &[]);
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("--csv and --out") && e.contains("o1.tif"), "{e}");
+    assert!(!o1.exists());
+    // And never writes over an input, however it is named.
+    let dotted = dir.path().join(".").join("st.tif");
+    let o = run(&["postprocess", "--seg", s(&input), "--det", s(&input), "--out", s(&dotted)], &[]);
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("is also an input"), "{e}");
+}

@@ -6,7 +6,8 @@ use common::files_in;
 use std::path::{Path, PathBuf};
 
 use qcanet_gpu::infer::job::{
-    base_name, check_not_input, expand_inputs, gather_csvs, is_output_name, series_criteria, write_outputs,
+    base_name, check_distinct_outputs, check_not_input, expand_inputs, gather_csvs, is_output_name, series_criteria,
+    write_outputs,
 };
 use qcanet_gpu::infer::{Outputs, Segmentation, Shard};
 
@@ -102,6 +103,24 @@ fn outputs_never_overwrite_inputs() {
 }
 
 #[test]
+fn inputs_whose_outputs_share_names_are_refused_naming_both() {
+    let d = tempfile::tempdir().unwrap();
+    let (x, y) = (d.path().join("x"), d.path().join("y"));
+    std::fs::create_dir_all(&x).unwrap();
+    std::fs::create_dir_all(&y).unwrap();
+    let (a, b, c) = (x.join("a.tif"), y.join("a.tif"), y.join("c.tif"));
+    let out = d.path().join("out");
+    // Beside their inputs, two a.tif write to two folders.
+    assert!(check_distinct_outputs(&[a.clone(), b.clone(), c.clone()], None).is_ok());
+    // Into one folder they would write the same files.
+    let e = check_distinct_outputs(&[a.clone(), c.clone(), b.clone()], Some(&out)).unwrap_err().to_string();
+    assert!(e.contains(b.to_str().unwrap()) && e.contains(a.to_str().unwrap()) && e.contains("a_labels.tif"), "{e}");
+    // a.tiff and a.tif share a stem, so their outputs.
+    let e = check_distinct_outputs(&[x.join("a.tiff"), a], None).unwrap_err().to_string();
+    assert!(e.contains("a.tiff"), "{e}");
+}
+
+#[test]
 fn atomic_writes_leave_nothing_on_failure() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("out.csv");
@@ -141,12 +160,12 @@ fn an_inputs_outputs_appear_together_or_not_at_all() {
     assert_eq!(files_in(d.path()), vec!["s_labels.tif"], "only the folder may be left");
     std::fs::remove_dir(&outs.labels).unwrap();
 
-    // Writing fails part-way (the labels do not fit 16 bits; a full disk
-    // fails the same way): nothing appears, no temporary file is left, and
-    // the error names the output, not a temporary file.
-    let mut too_large = segmentation();
-    too_large.labels[5] = 70_000;
-    let e = write_outputs(&outs, &too_large, None).unwrap_err().to_string();
+    // Writing fails part-way (labels that do not fill the stack; a full
+    // disk fails the same way): nothing appears, no temporary file is left,
+    // and the error names the output, not a temporary file.
+    let mut short = segmentation();
+    short.labels.truncate(23);
+    let e = write_outputs(&outs, &short, None).unwrap_err().to_string();
     assert!(e.contains("s_labels.tif:"), "{e}");
     assert!(files_in(d.path()).is_empty(), "left behind: {:?}", files_in(d.path()));
     let mut not_finite = segmentation();
@@ -165,7 +184,7 @@ fn an_inputs_outputs_appear_together_or_not_at_all() {
     }
     // A failed rewrite leaves the earlier complete outputs as they were.
     let before: Vec<Vec<u8>> = outs.paths().iter().map(|p| std::fs::read(p).unwrap()).collect();
-    write_outputs(&outs, &too_large, None).unwrap_err();
+    write_outputs(&outs, &short, None).unwrap_err();
     let after: Vec<Vec<u8>> = outs.paths().iter().map(|p| std::fs::read(p).unwrap()).collect();
     assert!(before == after && files_in(d.path()).len() == 4);
 }

@@ -100,20 +100,20 @@ fn u8_u16_u32_f32_round_trip_multi_page_with_voxel_size() {
 }
 
 #[test]
-fn labels_u16_round_trip_and_refuse_large_labels() {
+fn labels_round_trip_in_16_bits_and_in_32_above_65535() {
     let d = tmp();
     let mut r = rng(2);
     let l: Vec<u32> = (0..n()).map(|_| r.random_range(0..=65535)).collect();
     let p = d.path().join("labels.tif");
-    io::write_labels_u16(&p, DIMS, &l, Some(VOXEL)).unwrap();
+    io::write_labels(&p, DIMS, &l, Some(VOXEL)).unwrap();
     let v = io::read_volume(&p).unwrap();
     assert_eq!(v.data, l.iter().map(|&x| x as f32).collect::<Vec<_>>());
     let mut big = l.clone();
     big[17] = 70_000;
     let q = d.path().join("big.tif");
-    let e = io::write_labels_u16(&q, DIMS, &big, None).unwrap_err().to_string();
-    assert!(e.contains("big.tif") && e.contains("70000"), "{e}");
-    assert!(!q.exists());
+    io::write_labels(&q, DIMS, &big, None).unwrap();
+    let v = io::read_volume(&q).unwrap();
+    assert_eq!(v.data, big.iter().map(|&x| x as f32).collect::<Vec<_>>(), "labels above 65535 written in 32 bits");
     // Wrong dims are an error, not a panic.
     let e = io::write_u8(&q, [2, 3, 4], &[0u8; 23], None).unwrap_err().to_string();
     assert!(e.contains("big.tif"), "{e}");
@@ -347,6 +347,15 @@ fn ome_tiff_that_cannot_be_read_as_one_stack_gives_errors_naming_the_file() {
         ("otherfiles.ome.tif", ome_xml("XYZCT", 16, 1, 1, ""), "several files"),
         ("badxml.ome.tif", "<?xml version=\"1.0\"?><OME><Image><Pixels SizeZ=\"8\">".to_string(), "not valid xml"),
         ("order.ome.tif", ome_xml("XYZQT", 8, 1, 1, ""), "dimensionorder"),
+        // Sizes whose product wraps a 64-bit count (to 8 here): refused, not read as 8 planes.
+        (
+            "huge.ome.tif",
+            "<?xml version=\"1.0\"?><OME><Image ID=\"Image:0\"><Pixels ID=\"Pixels:0\" DimensionOrder=\"XYTZC\" \
+             Type=\"uint16\" SizeX=\"6\" SizeY=\"5\" SizeZ=\"8\" SizeC=\"1\" SizeT=\"2305843009213693953\"/>\
+             </Image></OME>"
+                .to_string(),
+            "more than any file holds",
+        ),
     ];
     for (name, desc, needle) in cases {
         let p = d.path().join(name);
@@ -583,6 +592,21 @@ fn bad_inputs_give_errors_naming_the_file() {
     let p = d.path().join("mismatch.tif");
     write_raw::<colortype::Gray8>(&p, 4, 3, &pages, Some("ImageJ=1.53t\nimages=6\nslices=4\nframes=2\n"));
     assert_err_names_file(&p, "page count", "pages");
+
+    // Sizes in the description that wrap a 64-bit product: errors, not panics.
+    let p = d.path().join("wrapimages.tif");
+    let desc = "ImageJ=1.53t\nimages=576460752303423489\nslices=576460752303423489\n";
+    write_raw::<colortype::Gray8>(&p, 4, 3, &pages[..1], Some(desc));
+    assert_err_names_file(&p, "wrapping image count", "576460752303423489");
+    let p = d.path().join("wrapframes.tif");
+    write_raw::<colortype::Gray8>(
+        &p,
+        4,
+        3,
+        &pages,
+        Some("ImageJ=1.53t\nimages=6\nslices=4\nframes=4611686018427387904\n"),
+    );
+    assert_err_names_file(&p, "wrapping frame count", "18446744073709551616 pages");
 
     let p = d.path().join("timeseries2d.tif");
     write_raw::<colortype::Gray8>(&p, 4, 3, &pages, Some("ImageJ=1.53t\nimages=6\nframes=6\n"));

@@ -64,7 +64,7 @@ fn crowded(keep: usize) -> Vec<u32> {
 }
 
 fn write(path: &Path, dims: [usize; 3], labels: &[u32]) {
-    io::write_labels_u16(path, dims, labels, Some([0.8, 0.8, 1.75])).unwrap();
+    io::write_labels(path, dims, labels, Some([0.8, 0.8, 1.75])).unwrap();
 }
 
 /// Ground truth `a`, `b`, `c` (40 nuclei) and predictions as `infer` names
@@ -333,4 +333,38 @@ fn cli_errors_and_single_pairs() {
     assert_eq!(j["gt_objects"], 3);
     let o = run(&["eval", "--pred", s(&b), "--gt", s(&gt.join("b.tif")), "--csv", "x.csv"]);
     assert!(!o.status.success() && text(&o.stderr).contains("apply to folders"));
+}
+
+#[test]
+fn cli_never_writes_its_report_over_a_scored_file() {
+    let (t, pred, gt) = dataset_dirs();
+    let (g, p) = (gt.join("a.tif"), pred.join("b_labels.tif"));
+    let before = [std::fs::read(&g).unwrap(), std::fs::read(&p).unwrap()];
+    let csv = t.path().join("r.csv");
+    for (report, target) in [(["--csv", s(&g)], &g), (["--plot", s(&p)], &p)] {
+        let o = run(&["eval", "--pred", s(&pred), "--gt", s(&gt), report[0], report[1]]);
+        let e = text(&o.stderr);
+        assert!(!o.status.success() && e.contains("is also an input") && e.contains(s(target)), "{}: {e}", report[0]);
+    }
+    let o = run(&["eval", "--pred", s(&pred), "--gt", s(&gt), "--csv", s(&csv), "--plot", s(&csv)]);
+    assert!(!o.status.success() && text(&o.stderr).contains("both the CSV and the plot"), "{}", text(&o.stderr));
+    assert_eq!([std::fs::read(&g).unwrap(), std::fs::read(&p).unwrap()], before);
+    assert!(!csv.exists() && !pred.join("eval.csv").exists(), "nothing written when refused");
+}
+
+#[test]
+fn labels_at_or_above_2_24_are_refused_not_merged() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("big.tif");
+    let n: usize = DIMS.iter().product();
+    // 2^24 and 2^24 + 1 read as one float; 2^24 - 1 and 2^24 - 2 are exact.
+    let mut l: Vec<u32> = (0..n).map(|i| if i % 3 == 0 { 16_777_215 } else { 16_777_214 }).collect();
+    io::write_u32(&f, DIMS, &l, None).unwrap();
+    let ok = qcanet_gpu::metrics::read_labels(&f, CONN).unwrap();
+    assert_eq!(ok.labels, l);
+    l[5] = 16_777_216;
+    l[6] = 16_777_217;
+    io::write_u32(&f, DIMS, &l, None).unwrap();
+    let e = qcanet_gpu::metrics::read_labels(&f, CONN).unwrap_err().to_string();
+    assert!(e.contains("big.tif") && e.contains("2^24"), "{e}");
 }

@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use qcanet_gpu::gpu::DType;
+use qcanet_gpu::ops::variants::Need;
 use qcanet_gpu::ops::{activation, cast, concat, conv3d};
 use qcanet_gpu::tensor::{CpuTensor, Shape5};
 
@@ -18,7 +19,7 @@ fn f16_or_its_error() -> bool {
     let x = up(c, &rand(Shape5::new(1, 1, 2, 3, 5), 1));
     let e = cast::to(c, &x, DType::F16).unwrap_err().to_string();
     assert!(e.contains("needs shader-f16"), "{e}");
-    println!("the adapter has no shader-f16: f16 storage not checked here");
+    not_run_for_lack_of(c, Need::ShaderF16, "f16 storage");
     false
 }
 

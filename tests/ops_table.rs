@@ -3,27 +3,34 @@
 //! twice (bit-identical), uncapped and under the table's capped binding
 //! limits (where at least one capped check of a case must have a tensor
 //! larger than the cap, so the split path runs; others may split only the
-//! op's internal buffers). The same cases are what `bench` times. And
-//! every reference backward against central differences of its reference
-//! forward (`table::grad_cases`), with the one helper `common::fd_check`.
+//! op's internal buffers). The same cases are what `bench` times. A case
+//! whose needs the adapter lacks is not run, said on stdout: on a CPU
+//! adapter only the cooperative-matrix ones may be, on any adapter at
+//! least nine in ten cases run. And every reference backward against
+//! central differences of its reference forward (`table::grad_cases`, each
+//! by name), with the one helper `common::fd_check`.
 
 mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use common::*;
 use qcanet_gpu::gpu::GpuContext;
-use qcanet_gpu::ops::table::{grad_cases, table, Bench};
+use qcanet_gpu::ops::conv3d;
+use qcanet_gpu::ops::table::{grad_cases, table, Bench, OpCase};
 
 #[test]
 fn every_case_matches_its_reference() {
     let mut capped: HashMap<u64, GpuContext> = HashMap::new();
     let mut failures = Vec::new();
     let mut runs = 0;
-    for case in table() {
+    let cases = table();
+    let mut ran = 0;
+    for case in &cases {
         if let Some(n) = case.unmet_need(ctx()) {
-            println!("{}: not run, the adapter lacks {n}", case.name());
+            not_run_for_lack_of(ctx(), n, &case.name());
             continue;
         }
+        ran += 1;
         // (has a capped check, one of them binds a tensor larger than the cap)
         let mut split = (false, false);
         for check in &case.checks {
@@ -67,6 +74,24 @@ fn every_case_matches_its_reference() {
         }
     }
     assert!(failures.is_empty(), "{} of {runs} checks failed:\n{}", failures.len(), failures.join("\n"));
+    // On any adapter (lavapipe lacks only the cooperative-matrix cases).
+    println!("{ran} of {} cases run ({runs} checks)", cases.len());
+    assert!(ran * 10 >= cases.len() * 9, "only {ran} of {} cases run", cases.len());
+}
+
+#[test]
+fn a_case_without_outputs_fails() {
+    // A case whose reference gives nothing compares nothing: a problem,
+    // not a pass.
+    let mut case = table().into_iter().find(|c| c.op == "add").expect("an add case");
+    let dims = case.checks[0].dims;
+    assert!(case.compare(ctx(), dims, false).unwrap().passes(case.tol));
+    case.cpu = Box::new(|_| Vec::new());
+    let r = case.compare(ctx(), dims, false).unwrap();
+    assert!(!r.passes(case.tol), "{r:?}");
+    case.gpu = Box::new(|_, _| Ok(Vec::new()));
+    let r = case.compare(ctx(), dims, false).unwrap();
+    assert!(!r.passes(case.tol) && r.problems[0].contains("no outputs"), "{r:?}");
 }
 
 #[test]
@@ -105,6 +130,11 @@ fn every_op_has_uncapped_and_split_checks_and_varied_inputs() {
 fn every_registered_kernel_variant_is_checked_and_benchmarked() {
     use qcanet_gpu::ops::variants::registry;
     let cases = table();
+    // Whether some of `cs` is checked uncapped and some capped.
+    let both = |cs: &[&OpCase]| {
+        let any = |capped: bool| cs.iter().any(|c| c.checks.iter().any(|k| k.max_binding.is_some() == capped));
+        any(false) && any(true)
+    };
     for ops in registry() {
         let mut seen = BTreeSet::new();
         for v in &ops.variants {
@@ -113,14 +143,15 @@ fn every_registered_kernel_variant_is_checked_and_benchmarked() {
             // Tagged cases: conv3d's tiles in conv3d cases, the activation
             // storage types in the fused inference conv's cases.
             let mine: Vec<_> = cases.iter().filter(|c| c.variant.contains(&tag)).collect();
-            assert!(
-                mine.iter().any(|c| c.checks.iter().any(|k| k.max_binding.is_none()))
-                    && mine.iter().any(|c| c.checks.iter().any(|k| k.max_binding.is_some())),
-                "{} variant {} has no uncapped and capped table checks",
-                ops.op,
-                v.name
-            );
+            assert!(both(&mine), "{} variant {} has no uncapped and capped table checks", ops.op, v.name);
             assert!(mine.iter().any(|c| c.bench == Bench::Yes), "{} variant {} is not benchmarked", ops.op, v.name);
+            // Each conv tile's f16 form too, in the inference conv (the
+            // only conv that reads f16), uncapped and capped.
+            if ops.op == conv3d::KERNELS.op {
+                let tag = format!("[{}, f16]", v.name);
+                let f16: Vec<_> = cases.iter().filter(|c| c.op == "conv3d fused" && c.variant.contains(&tag)).collect();
+                assert!(both(&f16), "{} variant {} has no uncapped and capped f16 table checks", ops.op, v.name);
+            }
         }
         assert!(
             ops.variants.iter().any(|v| v.needs.is_empty()),
@@ -133,10 +164,30 @@ fn every_registered_kernel_variant_is_checked_and_benchmarked() {
 #[test]
 fn every_reference_backward_matches_finite_differences() {
     let cases = grad_cases();
-    let ops: BTreeSet<String> = cases.iter().map(|c| c.op.split(' ').next().unwrap_or("").to_string()).collect();
-    for op in ["conv3d", "convT", "batchnorm", "maxpool", "softmax", "sigmoid", "relu", "bce", "soft"] {
-        assert!(ops.contains(op), "no finite-difference case for {op}: {ops:?}");
-    }
+    let ops: BTreeSet<&str> = cases.iter().map(|c| c.op.as_str()).collect();
+    assert_eq!(ops.len(), cases.len(), "two finite-difference cases of one name: {ops:?}");
+    // Every reference backward, by its case's full name: none may vanish.
+    let want = BTreeSet::from([
+        "conv3d k1",
+        "conv3d k3",
+        "conv3d k5",
+        "convT",
+        "batchnorm train",
+        "batchnorm train + relu",
+        "batchnorm frozen",
+        "batchnorm frozen + relu",
+        "maxpool",
+        "concat",
+        "softmax",
+        "sigmoid",
+        "relu",
+        "softmax cross-entropy",
+        "softmax cross-entropy, voxel weights",
+        "bce with logits",
+        "bce with logits, soft targets",
+        "soft dice",
+    ]);
+    assert_eq!(ops, want, "finite-difference cases");
     for c in &cases {
         assert!(!c.grads.is_empty(), "{}: no gradient to check", c.op);
         for (i, name, grad) in &c.grads {

@@ -121,13 +121,14 @@ fn ctx_with(kernels: &[(&str, &str)]) -> GpuContext {
 
 /// A context with `op`'s variant `name` forced (the choice checked), or
 /// `None` where the adapter lacks one of `needs`: then forcing it must be
-/// refused by name (said on stdout, as the op table does).
+/// refused by name (said on stdout, as the op table does; on a CPU adapter
+/// only for cooperative matrices or a preference for GPUs).
 fn forced(op: &str, name: &str, needs: &[Need]) -> Option<GpuContext> {
     let c = ctx_with(&[(op, name)]);
     if let Some(n) = needs.iter().find(|n| !n.met(&c)) {
         let e = check_choices(&c).unwrap_err().to_string();
         assert!(e.contains(name) && e.contains(n.name()), "{e}");
-        println!("{op} {name}: not run, the adapter lacks {n}");
+        not_run_for_lack_of(&c, *n, &format!("{op} {name}"));
         return None;
     }
     check_choices(&c).unwrap();
@@ -154,8 +155,13 @@ fn a_forced_variant_runs_and_matches_the_reference() {
     let b = CpuTensor::random(Shape5::new(1, 7, 1, 1, 1), 13, -1.0, 1.0);
     let want = conv3d::reference::forward(&x, &w, &b);
     let want_dx = conv3d::reference::backward_input(&want, &w);
+    // Variants run of each op; at least half on any adapter (each op has
+    // one for every adapter; a CPU adapter is refused only those above).
+    let mut ran = Vec::new();
+    let mut n = 0;
     for v in conv3d::KERNELS.variants {
         let Some(c) = forced("conv3d", v.name, v.needs) else { continue };
+        n += 1;
         assert_eq!(conv3d::KERNELS.choose(&c).unwrap().name, v.name);
         assert_eq!(chosen(&c).unwrap(), others(v.name, wgrad, convt));
         let (gx, gw, gb) = (c.upload(&x).unwrap(), c.upload(&w).unwrap(), c.upload(&b).unwrap());
@@ -169,16 +175,20 @@ fn a_forced_variant_runs_and_matches_the_reference() {
         let e = rel_err(&dx.data, &want_dx.data);
         assert!(e < tol, "{}: input gradient relative error {e}", v.name);
     }
+    ran.push((conv3d::KERNELS.op, n, conv3d::KERNELS.variants.len()));
     // The weight gradient's work splits, forced through the context.
     let want_dw = conv3d::reference::backward_weight(&x, &want, 3);
+    let mut n = 0;
     for v in conv3d::WEIGHT_KERNELS.variants {
         let Some(c) = forced("conv3d_weight", v.name, v.needs) else { continue };
+        n += 1;
         assert_eq!(conv3d::WEIGHT_KERNELS.choose(&c).unwrap().name, v.name);
         let (gx, dy) = (c.upload(&x).unwrap(), c.upload(&want).unwrap());
         let dw = c.download(&conv3d::backward_weight(&c, &gx, &dy, 3).unwrap()).unwrap();
         let e = rel_err(&dw.data, &want_dw.data);
         assert!(e < 1e-5, "{}: weight gradient relative error {e}", v.name);
     }
+    ran.push((conv3d::WEIGHT_KERNELS.op, n, conv3d::WEIGHT_KERNELS.variants.len()));
     // The transposed conv's variants, forced through the context: forward
     // and both gradients (odd extent, channels off every block).
     use qcanet_gpu::ops::conv_transpose3d as ct;
@@ -187,8 +197,10 @@ fn a_forced_variant_runs_and_matches_the_reference() {
     let tb = CpuTensor::random(Shape5::new(1, 9, 1, 1, 1), 16, -1.0, 1.0);
     let ty = ct::reference::forward(&tx, &tw, &tb);
     let (want_tdx, want_tdw) = (ct::reference::backward_input(&ty, &tw), ct::reference::backward_weight(&tx, &ty));
+    let mut n = 0;
     for v in ct::KERNELS.variants {
         let Some(c) = forced("conv_transpose3d", v.name, v.needs) else { continue };
+        n += 1;
         assert_eq!(chosen(&c).unwrap(), others(conv, wgrad, v.name));
         let (gx, gw, gb, gy) =
             (c.upload(&tx).unwrap(), c.upload(&tw).unwrap(), c.upload(&tb).unwrap(), c.upload(&ty).unwrap());
@@ -202,6 +214,9 @@ fn a_forced_variant_runs_and_matches_the_reference() {
             assert!(e < 1e-5, "conv_transpose3d {}: {what} relative error {e}", v.name);
         }
     }
+    ran.push((ct::KERNELS.op, n, ct::KERNELS.variants.len()));
+    println!("variants run (op, run, of): {ran:?}");
+    assert!(ran.iter().all(|&(_, n, of)| 2 * n >= of), "too few variants run: {ran:?}");
 }
 
 #[test]
@@ -224,7 +239,7 @@ fn the_command_line_checks_kernel_choices_before_any_work() {
         let o = c.output().unwrap();
         (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
     };
-    let bench = ["bench", "--only", "ops", "--filter", "none", "--repeats", "1"];
+    let bench = ["bench", "--only", "ops", "--filter", "relu fwd", "--sizes", "8", "--repeats", "1"];
     let (ok, out) = run(&[&["--gpu-kernel", "conv3d=f32-9x9"], &bench[..]].concat(), None);
     assert!(!ok && out.contains("no kernel variant named 'f32-9x9'"), "{out}");
     let (ok, out) = run(&bench, Some("conv3d"));
@@ -237,6 +252,11 @@ fn the_command_line_checks_kernel_choices_before_any_work() {
         default_convt_kernel(ctx())
     );
     assert!(ok && out.contains(&want), "{out}");
+    // A part or a filter that selects nothing is an error, not an empty run.
+    let (ok, out) = run(&["bench", "--only", "opps"], None);
+    assert!(!ok && out.contains("--only 'opps'"), "{out}");
+    let (ok, out) = run(&["bench", "--only", "ops", "--filter", "none", "--repeats", "1"], None);
+    assert!(!ok && out.contains("no op case matches"), "{out}");
 }
 
 #[test]

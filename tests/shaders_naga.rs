@@ -141,40 +141,79 @@ fn the_cooperative_matrix_conv_validates_and_compiles_to_spirv() {
 fn the_generated_conv_kernels_validate() {
     // src/ops/conv3d_unrolled.rs writes one kernel per (k, tile, f16,
     // weights loaded per lane or per subgroup, rows read as scalars or
-    // vec4s): the shapes the cpu-unrolled variants run (blocks of 8 and 4,
-    // 2 rows of 8) and the generator's edges (k 7, 32 channels, one row, 16
+    // vec4s): every block the cpu-unrolled variants run, as their tiles
+    // give them for layers of 1-40 channels on planes of short and tall
+    // (conv3d::TALL_ROWS) columns and narrow and wide (conv3d::NARROW_ROW)
+    // rows, and the generator's edges (k 7, 32 channels, one row, 16
     // columns; vec4 rows need x-blocks of a multiple of 4).
+    use ops::conv3d::{Kernel, KERNELS, NARROW_ROW, TALL_ROWS};
     use ops::conv3d_unrolled::{generate, Shape};
-    let mut n = 0;
-    for k in [1, 3, 5, 7] {
-        for (co_b, yb, xb) in [(4, 2, 8), (8, 2, 8), (12, 1, 3), (32, 1, 16)] {
-            for (f16, subgroup_weights, vec4_rows) in [
-                (false, false, false),
-                (true, false, false),
-                (false, true, false),
-                (true, true, false),
-                (false, true, true),
-                (true, true, true),
-            ] {
-                let shape = Shape { k, co_b, xb, yb, f16, subgroup_weights, vec4_rows };
-                if vec4_rows && xb % 4 != 0 {
-                    assert!(!shape.valid(), "{shape:?}");
-                    continue;
+    // (co_b, yb, xb, weights per subgroup)
+    let mut blocks = BTreeSet::new();
+    for var in KERNELS.variants {
+        for out_c in 1..=40 {
+            for out_h in [1, TALL_ROWS - 1, TALL_ROWS, 33] {
+                for out_w in [1, NARROW_ROW, NARROW_ROW + 1, 19] {
+                    let t = var.kernel.for_layer(out_c, out_h, out_w);
+                    if let Kernel::Unrolled { yb, yb_tall, subgroup_weights } = t.kernel {
+                        assert_eq!(yb, yb_tall, "{}: a layer's tile has one row count", var.name);
+                        blocks.insert((t.co_b, yb, t.xb, subgroup_weights));
+                    }
                 }
-                assert!(shape.valid());
-                let src = generate(shape);
-                let module = naga::front::wgsl::parse_str(&src)
-                    .unwrap_or_else(|e| panic!("{shape:?}: {}", e.emit_to_string(&src)));
-                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                    .validate(&module)
-                    .unwrap_or_else(|e| panic!("{shape:?}: {}", e.emit_to_string(&src)));
-                assert_eq!(module.entry_points.len(), 1);
-                assert_eq!(module.entry_points[0].name, ops::conv3d_unrolled::ENTRY);
-                n += 1;
             }
         }
     }
-    assert_eq!(n, 88);
+    // Blocks of 4, 8 and 12 channels (12: NDN's first level), 2 and 4 rows,
+    // 8 and 4 x-positions, weights per lane and per subgroup.
+    for (co_b, yb, xb, sgw) in [(4, 2, 8, true), (12, 4, 8, true), (12, 4, 4, false), (8, 2, 8, false)] {
+        assert!(blocks.contains(&(co_b, yb, xb, sgw)), "{:?} lacks {:?}", blocks, (co_b, yb, xb, sgw));
+    }
+    assert_eq!(blocks.len(), 24, "{blocks:?}");
+    // At the kernel sizes the networks and the op table run; the edges at
+    // k 7 too, with one of the variants' blocks.
+    let mut shapes: Vec<_> = [1, 3, 5].into_iter().flat_map(|k| blocks.iter().map(move |&b| (k, b))).collect();
+    for sgw in [false, true] {
+        for k in [1, 3, 5, 7] {
+            shapes.extend([(k, (12, 1, 3, sgw)), (k, (32, 1, 16, sgw))]);
+        }
+        shapes.push((7, (8, 2, 8, sgw)));
+    }
+    // Each shape in its forms (f16, vec4 rows), the shapes spread over
+    // the cores (a k 5 or 7 kernel is 0.1-0.3 s of naga).
+    let forms = |&(k, (co_b, yb, xb, subgroup_weights)): &(u32, (u32, u32, u32, bool))| {
+        let mut n = 0;
+        for (f16, vec4_rows) in [(false, false), (true, false), (false, true), (true, true)] {
+            let shape = Shape { k, co_b, xb, yb, f16, subgroup_weights, vec4_rows };
+            if vec4_rows && xb % 4 != 0 {
+                assert!(!shape.valid(), "{shape:?}");
+                continue;
+            }
+            assert!(shape.valid());
+            let src = generate(shape);
+            let module =
+                naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{shape:?}: {}", e.emit_to_string(&src)));
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{shape:?}: {}", e.emit_to_string(&src)));
+            assert_eq!(module.entry_points.len(), 1);
+            assert_eq!(module.entry_points[0].name, ops::conv3d_unrolled::ENTRY);
+            n += 1;
+        }
+        n
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let n: usize = std::thread::scope(|sc| {
+        let parts: Vec<_> = (0..workers)
+            .map(|i| {
+                let (shapes, forms) = (&shapes, &forms);
+                sc.spawn(move || shapes.iter().skip(i).step_by(workers).map(forms).sum::<usize>())
+            })
+            .collect();
+        parts.into_iter().map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).sum()
+    });
+    // 24 blocks at 3 sizes, 2 at 1, 2 of 16 columns at 4, in 4 forms; 2
+    // of 3 columns at 4 sizes in 2.
+    assert_eq!(n, (24 * 3 + 2 + 2 * 4) * 4 + 2 * 4 * 2);
     for bad in [
         Shape { k: 4, co_b: 8, xb: 8, yb: 2, f16: false, subgroup_weights: false, vec4_rows: false },
         Shape { k: 3, co_b: 6, xb: 8, yb: 2, f16: false, subgroup_weights: false, vec4_rows: false },

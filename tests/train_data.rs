@@ -1052,3 +1052,40 @@ fn validation_drops_specks_as_infer_does_and_a_bad_floor_is_refused() {
     }
     assert!(TrainConfig { min_volume_um3: 0.0, ..TrainConfig::default() }.validate().is_ok());
 }
+
+#[test]
+fn settings_that_cannot_train_are_refused_before_any_data_is_read() {
+    let ok = TrainConfig::default();
+    assert!(ok.validate().is_ok());
+    for (c, what) in [
+        (TrainConfig { weight_decay: -1.0, ..ok.clone() }, "weight_decay"),
+        (TrainConfig { momentum: f32::NAN, ..ok.clone() }, "momentum"),
+        (TrainConfig { momentum: 1.0, ..ok.clone() }, "momentum"),
+        (TrainConfig { dice_smooth: f32::NAN, ..ok.clone() }, "dice_smooth"),
+        (TrainConfig { class_weights: Some(vec![0.0, 0.0]), ..ok.clone() }, "class_weights"),
+        (TrainConfig { class_weights: Some(vec![1.0, -2.0]), ..ok.clone() }, "class_weights"),
+        (TrainConfig { val_tile: 16, val_overlap: 16, ..ok.clone() }, "val_overlap"),
+        (TrainConfig { pixel_size: Some(1e-4), ..ok.clone() }, "pixel size"),
+        (TrainConfig { pixel_size: Some(f64::NAN), ..ok.clone() }, "pixel size"),
+        (TrainConfig { percentiles: [150.0, -3.0], ..ok.clone() }, "percentiles"),
+    ] {
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(what), "{what}: {e}");
+    }
+}
+
+#[test]
+fn a_resume_names_the_settings_given_that_the_checkpoint_overrides() {
+    let ckpt = TrainConfig { model: Arch::Ndn, lr: 5e-4, patch: 48, ..TrainConfig::default() };
+    // Left at their defaults, or equal to the checkpoint's: nothing to say.
+    let given = TrainConfig { model: Arch::Ndn, ..TrainConfig::default() };
+    assert!(ckpt.differences(&given).is_empty(), "{:?}", ckpt.differences(&given));
+    assert!(ckpt.differences(&ckpt).is_empty());
+    // What a resume takes from the command line is not named.
+    let taken = TrainConfig { epochs: 99, time_budget_minutes: Some(5.0), ..given.clone() };
+    assert!(ckpt.differences(&taken).is_empty());
+    // Set away from both: named.
+    let mut d = ckpt.differences(&TrainConfig { lr: 5.0, batch: 4, ..given });
+    d.sort();
+    assert_eq!(d, vec!["batch".to_string(), "lr".to_string()]);
+}

@@ -35,16 +35,13 @@ fn dataset(dir: &Path) {
     std::fs::write(dir.join("split_list/validation.txt"), "b.tif\n").unwrap();
 }
 
-#[test]
-fn run_checkpoints_and_resumes() {
-    let ctx = common::ctx();
-    let d = tempfile::tempdir().unwrap();
-    dataset(&d.path().join("data"));
-    let out = d.path().join("run");
-    let cfg = TrainConfig {
+/// A one-epoch NSN run of two steps on [`dataset`] (written into `dir/data`), into `dir/run`.
+fn tiny_nsn_run(dir: &Path) -> TrainConfig {
+    dataset(&dir.join("data"));
+    TrainConfig {
         model: Arch::Nsn,
-        data: Some(d.path().join("data")),
-        out: Some(out.clone()),
+        data: Some(dir.join("data")),
+        out: Some(dir.join("run")),
         depth: Some(1),
         base: Some(2),
         patch: 8,
@@ -53,8 +50,17 @@ fn run_checkpoints_and_resumes() {
         batch: 2,
         isotropic: false,
         val_tile: 16,
+        val_overlap: 4,
         ..TrainConfig::default()
-    };
+    }
+}
+
+#[test]
+fn run_checkpoints_and_resumes() {
+    let ctx = common::ctx();
+    let d = tempfile::tempdir().unwrap();
+    let cfg = tiny_nsn_run(d.path());
+    let out = d.path().join("run");
     let s = run(ctx, &cfg, false, false, false).unwrap();
     assert_eq!(s.records.len(), 1);
     for f in [LAST, BEST, BEST_F16, LOG, PLOT, "config.toml"] {
@@ -118,6 +124,33 @@ fn run_checkpoints_and_resumes() {
 }
 
 #[test]
+fn a_failing_overwrite_or_resume_leaves_the_old_run_as_it_was() {
+    let ctx = common::ctx();
+    let d = tempfile::tempdir().unwrap();
+    let cfg = tiny_nsn_run(d.path());
+    let out = d.path().join("run");
+    run(ctx, &cfg, false, false, false).unwrap();
+    let files = [LAST, BEST, BEST_F16, LOG, PLOT, "config.toml"];
+    let read = || files.map(|f| std::fs::read(out.join(f)).unwrap());
+    let before = read();
+    // --overwrite with weights that cannot be read, or a list naming a volume that is not there: refused, and
+    // the run it would have replaced is still there.
+    let missing = d.path().join("missing.safetensors");
+    let e = run(ctx, &TrainConfig { init: Some(missing), ..cfg.clone() }, false, true, false).unwrap_err();
+    assert!(e.to_string().contains("missing.safetensors"), "{e}");
+    let list = d.path().join("list.txt");
+    std::fs::write(&list, "not_there.tif\n").unwrap();
+    let e = run(ctx, &TrainConfig { train_list: Some(list), ..cfg.clone() }, false, true, false).unwrap_err();
+    assert!(e.to_string().contains("not_there.tif"), "{e}");
+    assert!(read() == before, "the old run changed");
+    // A resume whose log cannot be read is refused, naming it, instead of starting the history again.
+    std::fs::write(out.join(LOG), "epoch,step\nnot,a,log\n").unwrap();
+    let e = run(ctx, &TrainConfig { epochs: 2, ..cfg.clone() }, true, false, false).unwrap_err().to_string();
+    assert!(e.contains("log.csv"), "{e}");
+    assert_eq!(std::fs::read(out.join(LAST)).unwrap(), before[0]);
+}
+
+#[test]
 fn weights_file_errors_name_tensor_and_file() {
     let ctx = common::ctx();
     let d = tempfile::tempdir().unwrap();
@@ -159,6 +192,25 @@ fn weights_file_errors_name_tensor_and_file() {
     qcanet_gpu::model::safetensors_file::write(&bad, &named, false, f.metadata.clone()).unwrap();
     let e = Network::load(ctx, &bad).err().unwrap().to_string();
     assert!(e.contains("bad.safetensors") && e.contains("dec1.0.conv.weight"), "{e}");
+    // Metadata no run writes and no network could use: refused on reading, naming the file.
+    for (name, m, what) in [
+        ("threshold.safetensors", qcanet_gpu::model::WeightsMeta { threshold: Some(5.0), ..meta.clone() }, "threshold"),
+        ("pixel.safetensors", qcanet_gpu::model::WeightsMeta { pixel_um: Some(1e-4), ..meta.clone() }, "pixel size"),
+        (
+            "percent.safetensors",
+            qcanet_gpu::model::WeightsMeta {
+                normalization: qcanet_gpu::preprocess::Normalization::Percentile { low: 150.0, high: -3.0 },
+                ..meta.clone()
+            },
+            "percentiles",
+        ),
+        ("floor.safetensors", qcanet_gpu::model::WeightsMeta { min_volume_um3: Some(-1.0), ..meta.clone() }, "volume"),
+    ] {
+        let p = d.path().join(name);
+        Network::new(ctx, m, 0).unwrap().save(ctx, &p).unwrap();
+        let e = Network::load(ctx, &p).err().unwrap().to_string();
+        assert!(e.contains(name) && e.contains(what), "{what}: {e}");
+    }
     // Round trip: saved and reloaded weights predict the same.
     let back = Network::load(ctx, &good).unwrap();
     let x = common::up(ctx, &common::rand(qcanet_gpu::tensor::Shape5::new(1, 1, 4, 6, 8), 3));
@@ -187,6 +239,7 @@ fn ndn_runs_score_marker_detection_and_old_logs_still_read() {
         isotropic: false,
         dilate: Some(0),
         val_tile: 16,
+        val_overlap: 4,
         ..TrainConfig::default()
     };
     let s = run(ctx, &cfg, false, false, false).unwrap();
@@ -236,6 +289,7 @@ fn fine_tuning_starts_from_the_file_and_validates_by_instances() {
         batch: 1,
         isotropic: false,
         val_tile: 16,
+        val_overlap: 4,
         bn_recalibration: 0,
         ..TrainConfig::default()
     };
@@ -340,6 +394,7 @@ fn frozen_bn_fine_tuning_keeps_the_running_statistics() {
         batch: 1,
         isotropic: false,
         val_tile: 16,
+        val_overlap: 4,
         ..TrainConfig::default()
     };
     let n0 = d.path().join("n0");
@@ -394,6 +449,7 @@ fn weight_average_is_validated_checkpointed_and_resumed() {
         batch: 2,
         isotropic: false,
         val_tile: 16,
+        val_overlap: 4,
         bn_recalibration: 2,
         seed: 5,
         ..TrainConfig::default()

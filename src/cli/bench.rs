@@ -34,6 +34,10 @@ pub struct Args {
 }
 
 pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
+    const PARTS: [&str; 3] = ["ops", "post", "net"];
+    if let Some(o) = a.only.iter().find(|o| !PARTS.contains(&o.trim())) {
+        anyhow::bail!("--only '{o}': expected ops, post or net (comma-separated)");
+    }
     let ctx = g.context()?;
     let want = |p: &str| a.only.iter().any(|o| o.trim() == p);
     let sizes = a.sizes.unwrap_or(if a.full { vec![32, 64, 128] } else { vec![32, 64] });
@@ -66,6 +70,9 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     if want("ops") {
         say(&bench::table_header());
         let rows = bench::run_ops(&ctx, &opts, |r| say(&bench::format_row(r)))?;
+        if rows.is_empty() {
+            anyhow::bail!("--filter {:?}: no op case matches", opts.filter.as_deref().unwrap_or(""));
+        }
         failed = rows.iter().filter(|r| !r.ok).map(|r| format!("{} {}", r.case, r.shape)).collect();
         json["ops"] = serde_json::to_value(rows)?;
     }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use qcanet_gpu::infer::calibrate::{check_f1_tolerance, choose, predict, search};
+use qcanet_gpu::infer::calibrate::{check_f1_tolerance, check_grid, choose, predict, search};
 use qcanet_gpu::infer::pipeline::SegmentOptions;
 use qcanet_gpu::infer::predictors::{load_averaged, stage, weights_path};
 use qcanet_gpu::metrics::instances::{grid_edge, DEFAULT_DYNAMICS, DEFAULT_THRESHOLDS};
@@ -87,6 +87,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         Some(s) => super::numbers(s, "--extents")?,
     };
     check_f1_tolerance(a.f1_tolerance).context("--f1-tolerance")?;
+    check_grid(&grid, &dynamics, &extents).context("--thresholds, --dynamics or --extents")?;
     let names = names_of(&a.data, "validation", a.list.as_deref())?;
     let paths = |given: &[PathBuf], file: &str| -> anyhow::Result<Vec<PathBuf>> {
         if given.is_empty() {
@@ -100,8 +101,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let outs =
         [a.out_dir.join("nsn.safetensors"), a.out_dir.join("ndn.safetensors"), a.out_dir.join("calibration.csv")];
     for o in &outs {
-        let same = |p: &PathBuf| std::fs::canonicalize(p).ok() == std::fs::canonicalize(o).ok();
-        if o.exists() && nsn_paths.iter().chain(&ndn_paths).any(same) {
+        if nsn_paths.iter().chain(&ndn_paths).any(|p| qcanet_gpu::io::same_file(p, o)) {
             anyhow::bail!("{}: is one of the input weights; choose another --out-dir", o.display());
         }
         if o.exists() && !a.overwrite {

@@ -50,13 +50,15 @@ fn print_table(e: &Evaluation) {
 }
 
 fn run_folders(a: &Args, conn: Connectivity) -> anyhow::Result<()> {
-    let e = dataset::evaluate_folders(&a.pred, &a.gt, a.list.as_deref(), conn)?;
+    let pairs = dataset::pair_folders(&a.pred, &a.gt, a.list.as_deref())?;
+    let (csv, plot) = dataset::report_paths(&a.pred, a.csv.as_deref(), a.plot.as_deref());
+    dataset::check_report_paths(&csv, &plot, &pairs)?;
+    let e = dataset::evaluate_pairs(&pairs, conn)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {
         print!("{}", e.table());
     }
-    let (csv, plot) = dataset::report_paths(&a.pred, a.csv.as_deref(), a.plot.as_deref());
     e.write_csv(&csv)?;
     e.plot(&plot)?;
     log::info!("wrote {} and {}", csv.display(), plot.display());

@@ -45,8 +45,8 @@ pub struct Args {
     /// Tile stride.
     #[arg(long, default_value_t = qcanet_gpu::infer::pipeline::DEFAULT_STRIDE)]
     stride: usize,
-    /// Pixels per voxel in the figure.
-    #[arg(long, default_value_t = 2)]
+    /// Pixels per voxel in the figure (1 to 16).
+    #[arg(long, default_value_t = 2, value_parser = parse_scale)]
     scale: usize,
     /// Also write each method's labels as 16-bit TIFFs into this folder
     /// (STACK_nsn_ccl_labels.tif, STACK_unet_ccl_labels.tif, STACK_qcanet_labels.tif), e.g. for `qcanet-gpu eval`.
@@ -54,13 +54,25 @@ pub struct Args {
     save_labels: Option<PathBuf>,
 }
 
+fn parse_scale(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(k) if (1..=16).contains(&k) => Ok(k),
+        _ => Err(format!("'{s}': expected pixels per voxel from 1 to 16")),
+    }
+}
+
 pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
+    if a.stride == 0 || a.stride > a.tile {
+        anyhow::bail!("--stride {} must be between 1 and the tile side {}", a.stride, a.tile);
+    }
     let mut vols = qcanet_gpu::io::read_stack_channel(&a.input, a.channel)?;
     let n_t = vols.len();
     if a.time >= n_t {
         anyhow::bail!("{}: --time {} but the stack has {n_t} time point(s)", a.input.display(), a.time);
     }
     let vol = vols.swap_remove(a.time);
+    // At most four rows (NSN, U-Net, QCANet, truth): refused before any prediction.
+    qcanet_gpu::infer::figure::size(vol.dims, 4, a.scale)?;
     let truth = match &a.truth {
         Some(p) => {
             let t = qcanet_gpu::io::read_volume(p)?;
@@ -80,6 +92,11 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     if unet_path.is_none() {
         log::info!("no 3-D U-Net weights (weights/unet3d.safetensors): that row is left out");
     }
+    // Neither the figure nor the labels may replace what was read.
+    let mut inputs = vec![a.input.as_path(), nsn_path.as_path(), ndn_path.as_path()];
+    inputs.extend(a.truth.as_deref());
+    inputs.extend(unet_path.as_deref());
+    qcanet_gpu::io::refuse_input(&a.out, &inputs)?;
     let ctx = g.context()?;
     let nsn = load_checked(&ctx, &nsn_path, Arch::Nsn).context("--nsn")?;
     let ndn = load_checked(&ctx, &ndn_path, Arch::Ndn).context("--ndn")?;
@@ -95,7 +112,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let mut rows = compare_methods(&ctx, &mut sn, &mut sd, su.as_mut(), &vol, &opts, &pb)?;
     pb.finish();
     if let Some(t) = truth {
-        let binary = t.data.iter().all(|&v| v == 0.0 || v == t.data.iter().cloned().fold(0.0, f32::max));
+        let max = t.data.iter().cloned().fold(0.0, f32::max);
+        let binary = t.data.iter().all(|&v| v == 0.0 || v == max);
         let labels = if binary {
             let m: Vec<u8> = t.data.iter().map(|&v| u8::from(v > 0.0)).collect();
             components(&ctx, &m, t.dims, Connectivity::TwentySix)?
@@ -114,7 +132,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         let stem = if n_t > 1 { format!("{stem}_t{:03}", a.time) } else { stem };
         for (name, l) in rows.iter().filter(|(n, _)| n != TRUTH_ROW) {
             let path = dir.join(format!("{stem}_{}_labels.tif", method_slug(name)));
-            qcanet_gpu::io::write_labels_u16(&path, vol.dims, l, Some(voxel_of(&vol, opts.voxel_um)?))?;
+            qcanet_gpu::io::refuse_input(&path, &inputs)?;
+            qcanet_gpu::io::write_labels(&path, vol.dims, l, Some(voxel_of(&vol, opts.voxel_um)?))?;
             log::info!("{name}: labels written to {}", path.display());
         }
     }

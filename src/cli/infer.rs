@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use qcanet_gpu::infer::job::{run_job, JobOptions};
 use qcanet_gpu::infer::pipeline::{segment, SegmentOptions, DEFAULT_STRIDE, DEFAULT_TILE, DEFAULT_VOXEL_UM};
 use qcanet_gpu::infer::predictors::{load_checked, stage, weights_path};
@@ -45,7 +45,8 @@ pub struct Args {
     /// [default: 160; a volume that fits is predicted in one pass].
     #[arg(long, value_parser = parse_triple)]
     tile: Option<[usize; 3]>,
-    /// Distance between tile origins (at most the tile side): one value or Z,Y,X [default: 128].
+    /// Distance between tile origins (at most the tile side): one value or Z,Y,X [default: 128, or four fifths
+    /// of a --tile given].
     #[arg(long, value_parser = parse_triple)]
     stride: Option<[usize; 3]>,
     /// Reflected context added around the volume before tiling, in voxels (costs extra tiles).
@@ -53,12 +54,12 @@ pub struct Args {
     margin: usize,
     /// Foreground probability threshold for both networks (default: each network's own, chosen on
     /// validation volumes by `qcanet-gpu calibrate` and stored in its weights, else 0.5).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_fraction)]
     threshold: Option<f32>,
     /// Dynamic of the NDN's markers: only summits of its probability at least this far above the saddle
     /// to a higher summit seed a nucleus, so touching centres stay apart (default: the NDN's own, chosen by
     /// `qcanet-gpu calibrate`, else 0: every component above the threshold, as the original QCANet).
-    #[arg(long, value_parser = parse_dynamic)]
+    #[arg(long, value_parser = parse_fraction)]
     marker_dynamic: Option<f32>,
     /// A lower NSN threshold each nucleus grows to after the watershed: nuclei are split on the NSN's mask
     /// above its threshold, then outlined where its probability is above this one (default: the NSN's own,
@@ -103,7 +104,8 @@ fn parse_voxel(s: &str) -> Result<[f64; 3], String> {
     qcanet_gpu::io::parse_voxel_size(s).map_err(|e| e.to_string())
 }
 
-fn parse_dynamic(s: &str) -> Result<f32, String> {
+/// A probability threshold or marker dynamic: 0 up to (not including) 1.
+fn parse_fraction(s: &str) -> Result<f32, String> {
     match s.trim().parse::<f32>() {
         Ok(h) if (0.0..1.0).contains(&h) => Ok(h),
         _ => Err(format!("'{s}': expected a number from 0 up to (not including) 1")),
@@ -117,15 +119,20 @@ fn parse_extent(s: &str) -> Result<f32, String> {
     }
 }
 
+/// The largest tile or stride side: far above what a GPU holds (a 1024³
+/// tile of the bundled NSN needs hundreds of GiB), so no rounding overflows.
+const MAX_TILE: usize = 1024;
+
 fn parse_triple(s: &str) -> Result<[usize; 3], String> {
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|p| p.trim().parse::<usize>().map_err(|_| format!("'{s}': expected N or Z,Y,X (positive integers)")))
-        .collect::<Result<_, _>>()?;
+    let bad = || format!("'{s}': expected N or Z,Y,X (integers from 1 to {MAX_TILE})");
+    let v: Vec<usize> = s.split(',').map(|p| p.trim().parse::<usize>().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    if v.iter().any(|&n| n == 0 || n > MAX_TILE) {
+        return Err(bad());
+    }
     match v.as_slice() {
-        [a] if *a > 0 => Ok([*a; 3]),
-        [z, y, x] if *z > 0 && *y > 0 && *x > 0 => Ok([*z, *y, *x]),
-        _ => Err(format!("'{s}': expected N or Z,Y,X (positive integers)")),
+        [a] => Ok([*a; 3]),
+        [z, y, x] => Ok([*z, *y, *x]),
+        _ => Err(bad()),
     }
 }
 
@@ -133,7 +140,14 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     // Check the inputs before opening the GPU and loading weights.
     let inputs = qcanet_gpu::infer::job::expand_inputs(&a.inputs)?;
+    qcanet_gpu::infer::job::check_distinct_outputs(&inputs, a.out_dir.as_deref())?;
     qcanet_gpu::infer::tta::flips(a.tta).context("--tta")?;
+    let tile = a.tile.unwrap_or([DEFAULT_TILE; 3]);
+    // A tile given alone keeps the default overlap (a fifth of the tile).
+    let stride = a.stride.unwrap_or(tile.map(|t| (t * DEFAULT_STRIDE / DEFAULT_TILE).max(1)));
+    if stride.iter().zip(&tile).any(|(s, t)| s > t) {
+        bail!("--stride {stride:?} is longer than the tile {tile:?} (z, y, x): tiles would leave gaps");
+    }
     let nsn_path = weights_path(a.nsn.as_deref(), "nsn.safetensors").context("NSN weights")?;
     let ndn_path = weights_path(a.ndn.as_deref(), "ndn.safetensors").context("NDN weights")?;
     let ctx = g.context()?;
@@ -142,8 +156,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let mut sn = stage(&ctx, &nsn, "NSN");
     let mut sd = stage(&ctx, &ndn, "NDN");
     let mut opts = SegmentOptions {
-        tile: a.tile.unwrap_or([DEFAULT_TILE; 3]),
-        stride: a.stride.unwrap_or([DEFAULT_STRIDE; 3]),
+        tile,
+        stride,
         margin: a.margin,
         threshold: a.threshold,
         marker_dynamic: a.marker_dynamic,

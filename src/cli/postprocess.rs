@@ -63,11 +63,7 @@ pub fn voxel_size(flag: Option<&str>, from_file: Option<[f64; 3]>, file: &Path) 
 
 /// Refuses to write over an input or, without `overwrite`, over an existing file.
 pub fn check_output(out: &Path, inputs: &[&Path], overwrite: bool) -> anyhow::Result<()> {
-    for i in inputs {
-        if out == *i || (out.exists() && i.exists() && std::fs::canonicalize(out)? == std::fs::canonicalize(i)?) {
-            bail!("output {} is also an input; choose another name", out.display());
-        }
-    }
+    io::refuse_input(out, inputs)?;
     if out.exists() && !overwrite {
         bail!("{} exists; pass --overwrite to replace it", out.display());
     }
@@ -94,6 +90,9 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     }
     check_output(&a.out, &inputs, a.overwrite)?;
     check_output(&csv, &inputs, a.overwrite)?;
+    if io::same_file(&csv, &a.out) {
+        bail!("--csv and --out are both {}: the criteria would replace the labels", csv.display());
+    }
     let seg = io::read_volume(&a.seg)?;
     let det = io::read_volume(&a.det)?;
     if seg.dims != det.dims {
@@ -136,7 +135,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("labelling {} with markers from {}", a.seg.display(), a.det.display()))?;
     log::info!("instance stage took {:.2} s", t0.elapsed().as_secs_f64());
     let rows = criteria::measure(&labels, &grid, image.as_ref().map(|v| v.data.as_slice()))?;
-    io::write_labels_u16(&a.out, seg.dims, &labels, Some(voxel))?;
+    io::write_labels(&a.out, seg.dims, &labels, Some(voxel))?;
     io::write_atomic(&csv, |w| criteria::write_csv(w, &rows, None))?;
     let s = criteria::summary(&rows);
     println!(

@@ -17,18 +17,19 @@ pub struct Args {
     /// How many of them (the last ones) go to split_list/validation.txt.
     #[arg(long, default_value_t = 2)]
     pub validation: usize,
-    /// Nuclei per stack: N or MIN..MAX (2..64; drawn log-uniformly per stack).
-    #[arg(long, default_value = "8..32")]
-    pub nuclei: String,
+    /// Nuclei per stack: N or MIN..MAX (2..64; drawn log-uniformly per stack) [default: 8..32, or the
+    /// config file's].
+    #[arg(long)]
+    pub nuclei: Option<String>,
     /// Random seed (same seed and settings give the same files).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Stack size Z,Y,X in voxels.
-    #[arg(long, default_value = "51,120,122")]
-    pub dims: String,
-    /// Voxel size X,Y,Z in µm.
-    #[arg(long, default_value = "0.8,0.8,1.75")]
-    pub voxel_size: String,
+    /// Stack size Z,Y,X in voxels [default: 51,120,122, or the config file's].
+    #[arg(long)]
+    pub dims: Option<String>,
+    /// Voxel size X,Y,Z in µm [default: 0.8,0.8,1.75, or the config file's].
+    #[arg(long)]
+    pub voxel_size: Option<String>,
     /// Generator settings as a JSON file (a SynthConfig; missing fields take defaults).
     /// --dims, --voxel-size and --nuclei given explicitly override it.
     #[arg(long)]
@@ -37,6 +38,9 @@ pub struct Args {
     #[arg(long)]
     pub overwrite: bool,
 }
+
+/// Nuclei per stack when neither --nuclei nor a config file says.
+const DEFAULT_NUCLEI: &str = "8..32";
 
 fn parse_nuclei(s: &str) -> anyhow::Result<[usize; 2]> {
     let parse = |t: &str| t.trim().parse::<usize>().with_context(|| format!("--nuclei '{s}': '{t}' is not a count"));
@@ -74,14 +78,20 @@ pub fn run(_g: &super::Global, a: Args) -> anyhow::Result<()> {
         }
         None => SynthConfig::default(),
     };
-    if a.config.is_none() || a.dims != "51,120,122" {
-        cfg.dims = parse_dims(&a.dims)?;
+    // Given explicitly, these override the config file (SynthConfig's defaults without one).
+    if let Some(d) = &a.dims {
+        cfg.dims = parse_dims(d)?;
     }
-    if a.config.is_none() || a.voxel_size != "0.8,0.8,1.75" {
-        cfg.voxel_um = qcanet_gpu::io::parse_voxel_size(&a.voxel_size)?;
+    if let Some(v) = &a.voxel_size {
+        cfg.voxel_um = qcanet_gpu::io::parse_voxel_size(v)?;
     }
-    if a.config.is_none() || a.nuclei != "8..32" {
-        let r = parse_nuclei(&a.nuclei)?;
+    let nuclei = match (&a.nuclei, &a.config) {
+        (Some(n), _) => Some(n.as_str()),
+        (None, None) => Some(DEFAULT_NUCLEI),
+        (None, Some(_)) => None,
+    };
+    if let Some(n) = nuclei {
+        let r = parse_nuclei(n)?;
         cfg.nuclei = r[0];
         cfg.nuclei_range = Some(r);
     }

@@ -148,6 +148,17 @@ fn trials_with(
 /// each NSN threshold first without growth, then with its nuclei grown to
 /// each of `extents` below it; returns the best trial and all trials in the
 /// order run.
+/// Refuses a grid [`search`] cannot try: the same ranges as training's
+/// validation grid (messages name the value); `calibrate` checks it before
+/// predicting anything.
+pub fn check_grid(grid: &[f32], dynamics: &[f32], extents: &[f32]) -> Result<()> {
+    Setting::grid(Role::Detection, grid, dynamics)?;
+    if let Some(e) = extents.iter().find(|e| !(e.is_finite() && **e > 0.0 && **e < 1.0)) {
+        return Err(Error::invalid(format!("extent {e}: extent thresholds must lie strictly between 0 and 1")));
+    }
+    Ok(())
+}
+
 pub fn search(
     vols: &[CalibrationVolume],
     grid: &[f32],
@@ -155,11 +166,7 @@ pub fn search(
     extents: &[f32],
     opts: &InstanceOptions,
 ) -> Result<(Trial, Vec<Trial>)> {
-    // The same ranges as training's validation grid (messages name the value).
-    Setting::grid(Role::Detection, grid, dynamics)?;
-    if let Some(e) = extents.iter().find(|e| !(e.is_finite() && **e > 0.0 && **e < 1.0)) {
-        return Err(Error::invalid(format!("extent {e}: extent thresholds must lie strictly between 0 and 1")));
-    }
+    check_grid(grid, dynamics, extents)?;
     let mut pairs = vec![(0.5f32, 0.5f32)];
     for &a in grid {
         for &b in grid {

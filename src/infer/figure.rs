@@ -86,6 +86,26 @@ pub fn to_grey(img: &[f32]) -> Vec<u8> {
 /// Lays out the figure: `raw` and every row's labels are (z, y, x) volumes of
 /// `dims`; each panel (a y–x view) is drawn `scale`× (nearest). Errors if a
 /// volume has the wrong size.
+/// The largest figure [`compose`] draws: 2^28 pixels (768 MiB of RGB).
+pub const MAX_PIXELS: usize = 1 << 28;
+
+/// Width and height in pixels of the figure of a stack of `dims` with
+/// `rows` methods at `scale` pixels per voxel; an error past [`MAX_PIXELS`].
+pub fn size(dims: [usize; 3], rows: usize, scale: usize) -> Result<(usize, usize)> {
+    let scale = scale.max(1);
+    let (gap, left, top) = (6usize, 150usize, 28usize);
+    let (ph, pw) = (dims[1].saturating_mul(scale), dims[2].saturating_mul(scale));
+    let width = left.saturating_add(pw.saturating_mul(4)).saturating_add(4 * gap);
+    // Each row is ph high with a gap below it.
+    let height = top.saturating_add(ph.saturating_add(gap).saturating_mul(rows.max(1)));
+    if width.saturating_mul(height) > MAX_PIXELS {
+        return Err(Error::invalid(format!(
+            "figure of {width}×{height} pixels is too large (at most {MAX_PIXELS}); lower --scale"
+        )));
+    }
+    Ok((width, height))
+}
+
 pub fn compose(raw: &[f32], dims: [usize; 3], rows: &[Row], scale: usize) -> Result<Figure> {
     let n = dims[0] * dims[1] * dims[2];
     if n == 0 || raw.len() != n {
@@ -105,8 +125,7 @@ pub fn compose(raw: &[f32], dims: [usize; 3], rows: &[Row], scale: usize) -> Res
     let scale = scale.max(1);
     let (ph, pw) = (dims[1] * scale, dims[2] * scale);
     let (gap, left, top) = (6usize, 150usize, 28usize);
-    let width = left + 4 * pw + 3 * gap + gap;
-    let height = top + rows.len() * ph + (rows.len() - 1) * gap + gap;
+    let (width, height) = size(dims, rows.len(), scale)?;
     let mut rgb = vec![0u8; width * height * 3];
     for p in rgb.chunks_mut(3) {
         p.copy_from_slice(&[255, 255, 255]);

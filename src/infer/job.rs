@@ -177,16 +177,26 @@ pub fn series_criteria(input: &Path, out_dir: Option<&Path>) -> PathBuf {
 
 /// Refuses outputs that would overwrite an input.
 pub fn check_not_input(outputs: &Outputs, inputs: &[PathBuf]) -> Result<()> {
-    let canon = |p: &Path| std::fs::canonicalize(p).ok();
-    let ins: Vec<PathBuf> = inputs.iter().filter_map(|p| canon(p)).collect();
-    for o in outputs.paths() {
-        if let Some(c) = canon(o) {
-            if ins.contains(&c) {
-                return Err(Error::file(
-                    o,
-                    "is also an input; refusing to overwrite it (use --out-dir or rename the input)",
-                ));
-            }
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    outputs.paths().into_iter().try_for_each(|o| crate::io::refuse_input(o, &inputs))
+}
+
+/// Refuses inputs whose outputs would share names (`a/x.tif` and `b/x.tif`
+/// with one `--out-dir`): one would skip or replace the other's, and two
+/// shards would race for them. Checked on the whole list, so every shard
+/// refuses alike; the error names both inputs.
+pub fn check_distinct_outputs(inputs: &[PathBuf], out_dir: Option<&Path>) -> Result<()> {
+    let mut seen: std::collections::HashMap<PathBuf, &PathBuf> = std::collections::HashMap::new();
+    for input in inputs {
+        if let Some(first) = seen.insert(base_name(input, out_dir, None), input) {
+            return Err(Error::file(
+                input,
+                format!(
+                    "would write the same outputs as {} ({}); rename one or segment them with different --out-dir",
+                    first.display(),
+                    Outputs::for_input(input, out_dir, None, false).labels.display()
+                ),
+            ));
         }
     }
     Ok(())
@@ -276,6 +286,7 @@ pub fn run_job(
     pb: &Progress,
 ) -> Result<JobReport> {
     let inputs = expand_inputs(inputs)?;
+    check_distinct_outputs(&inputs, opts.out_dir.as_deref())?;
     if let Some(d) = &opts.out_dir {
         std::fs::create_dir_all(d).map_err(|e| Error::file(d, format!("cannot create output folder: {e}")))?;
     }
@@ -394,7 +405,7 @@ pub fn write_outputs(outs: &Outputs, s: &super::pipeline::Segmentation, time: Op
     group.add(&outs.criteria, |t| {
         crate::io::write_atomic(t, |w| crate::postprocess::criteria::write_csv(w, &s.criteria, time))
     })?;
-    group.add(&outs.labels, |t| crate::io::write_labels_u16(t, s.dims, &s.labels, voxel))?;
+    group.add(&outs.labels, |t| crate::io::write_labels(t, s.dims, &s.labels, voxel))?;
     group.commit()?;
     Ok(s.criteria.len())
 }

@@ -157,15 +157,17 @@ impl<'v> Inputs<'v> {
         Inputs { vol, voxel_um, prepared: Vec::new() }
     }
 
-    /// The input `stage` wants (prepared on first use) and its dims.
-    fn input(&mut self, stage: &Stage) -> (&[f32], [usize; 3]) {
+    /// The input `stage` wants (prepared on first use) and its dims; a
+    /// stack too large for the grid is refused ([`preprocess::for_network`]).
+    fn input(&mut self, stage: &Stage) -> Result<(&[f32], [usize; 3])> {
         let wanted = |p: &Prepared| p.grid == stage.grid && p.normalization == stage.normalization;
         let k = match self.prepared.iter().position(wanted) {
             Some(k) => k,
             None => {
                 let vol = self.vol;
                 let (x, dims) =
-                    preprocess::for_network(vol.data.clone(), vol.dims, self.voxel_um, stage.grid, stage.normalization);
+                    preprocess::for_network(vol.data.clone(), vol.dims, self.voxel_um, stage.grid, stage.normalization)
+                        .map_err(|e| Error::invalid(format!("{}: {e}", stage.name)))?;
                 if dims != vol.dims {
                     log::debug!(
                         "{}: {:?} voxels of {:?} µm resampled to {dims:?} on its grid ({} µm pixels{})",
@@ -181,13 +183,13 @@ impl<'v> Inputs<'v> {
             }
         };
         let p = &self.prepared[k];
-        (&p.data, p.dims)
+        Ok((&p.data, p.dims))
     }
 
     /// [`foreground`] of `stage` on this volume.
     pub fn foreground(&mut self, stage: &mut Stage, opts: &SegmentOptions, pb: &Progress) -> Result<Vec<f32>> {
         let back = self.vol.dims;
-        let (x, dims) = self.input(stage);
+        let (x, dims) = self.input(stage)?;
         predict_prepared(stage, x, dims, opts, pb).map(|fg| preprocess::resample(fg, dims, back, Interp::Nearest))
     }
 }

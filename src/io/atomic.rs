@@ -45,6 +45,24 @@ pub(crate) fn write_atomic_seek(path: &Path, f: impl FnOnce(&mut BufWriter<File>
     Ok(())
 }
 
+/// Whether `a` and `b` name one file: the same path, or two paths to one
+/// existing file (links, `./`, `..`).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Refuses to write `out` when it names one of `inputs`, so no output
+/// replaces what the user gave; the error names both.
+pub fn refuse_input(out: &Path, inputs: &[&Path]) -> Result<()> {
+    match inputs.iter().find(|i| same_file(out, i)) {
+        Some(i) => Err(Error::file(
+            out,
+            format!("is also an input ({}); refusing to overwrite it: choose another output name", i.display()),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Temporary files are created owner-only (0600); a finished output gets the
 /// usual 0644 so colleagues and other jobs can read it.
 pub fn readable_by_all(f: &File) {

@@ -9,10 +9,10 @@ pub mod ome;
 pub mod png;
 pub mod tiff;
 
-pub use self::atomic::{readable_by_all, write_atomic, FileGroup};
+pub use self::atomic::{readable_by_all, refuse_input, same_file, write_atomic, FileGroup};
 pub use self::tiff::{
-    read_stack, read_stack_channel, read_volume, unit_to_um, write_f32, write_labels_u16, write_u16, write_u32,
-    write_u8, ImageJMeta,
+    read_stack, read_stack_channel, read_volume, unit_to_um, write_f32, write_labels, write_u16, write_u32, write_u8,
+    ImageJMeta,
 };
 
 use std::path::Path;

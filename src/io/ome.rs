@@ -61,6 +61,12 @@ impl OmeMeta {
             }
         };
         let (size_z, size_c, size_t) = (size("SizeZ")?, size("SizeC")?, size("SizeT")?);
+        // Every page index and stride below is at most the number of planes, so this bounds them all.
+        if size_z.checked_mul(size_c).and_then(|n| n.checked_mul(size_t)).is_none() {
+            return Err(format!(
+                "its OME-XML says SizeZ={size_z} × SizeC={size_c} × SizeT={size_t} planes, more than any file holds"
+            ));
+        }
         let order = px.attribute("DimensionOrder").unwrap_or("XYZCT");
         let strides = strides(order, [size_z, size_c, size_t])
             .ok_or_else(|| format!("its OME-XML has an unknown DimensionOrder \"{order}\""))?;

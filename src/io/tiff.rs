@@ -335,8 +335,10 @@ pub fn read_stack_channel(path: &Path, channel: Option<usize>) -> Result<Vec<Vol
     // ImageJ writes stacks over 4 GiB as one IFD followed by all planes contiguously.
     if let (Some(m), Some((off, true)), Some(k)) = (&ij, first_strip, kind) {
         if let Some(images) = m.images.filter(|&i| i > pages && pages == 1) {
-            let need = (images * plane * k.bytes()) as u64;
-            if off + need > file_len {
+            // Sizes from the description are the file's word: checked, so a wild one cannot wrap.
+            let need = images.checked_mul(plane).and_then(|n| n.checked_mul(k.bytes())).map(|n| n as u64);
+            if need.and_then(|n| n.checked_add(off)).is_none_or(|end| end > file_len) {
+                let need = need.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
                 return Err(Error::file(
                     path,
                     format!(
@@ -347,7 +349,7 @@ pub fn read_stack_channel(path: &Path, channel: Option<usize>) -> Result<Vec<Vol
             let big = dec.byte_order() == ByteOrder::BigEndian;
             let mut f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
             f.seek(SeekFrom::Start(off)).map_err(|e| Error::file(path, format!("seek failed: {e}")))?;
-            let mut raw = vec![0u8; need as usize];
+            let mut raw = vec![0u8; images * plane * k.bytes()];
             f.read_exact(&mut raw).map_err(|e| Error::file(path, format!("file is truncated: {e}")))?;
             data = raw.chunks_exact(k.bytes()).map(|b| k.decode(b, big)).collect();
             pages = images;
@@ -375,15 +377,14 @@ pub fn read_stack_channel(path: &Path, channel: Option<usize>) -> Result<Vec<Vol
             }
             let (c, chosen) = if axisless { (1, 0) } else { (c, pick_channel(path, channel, c, "ImageJ hyperstack")?) };
             let f = m.frames.unwrap_or(1).max(1);
-            let s = if axisless { pages } else { m.slices.unwrap_or(pages / (f * c)).max(1) };
-            if s * c * f != pages {
+            let s = if axisless { pages } else { m.slices.unwrap_or(pages / f.saturating_mul(c)).max(1) };
+            // u128: the description's sizes cannot overflow the product.
+            let described = s as u128 * c as u128 * f as u128;
+            if described != pages as u128 {
                 let cs = if c > 1 { format!(" × channels={c}") } else { String::new() };
                 return Err(Error::file(
                     path,
-                    format!(
-                        "ImageJ description says slices={s}{cs} × frames={f} = {} pages, but the file has {pages}",
-                        s * c * f
-                    ),
+                    format!("ImageJ description says slices={s}{cs} × frames={f} = {described} pages, but the file has {pages}"),
                 ));
             }
             if c > 1 {
@@ -471,6 +472,12 @@ pub fn read_stack_channel(path: &Path, channel: Option<usize>) -> Result<Vec<Vol
     .filter(|v| v.iter().all(|c| c.is_finite() && *c > 0.0));
 
     let vol = slices * plane;
+    if data.len() != frames * vol {
+        return Err(Error::file(
+            path,
+            format!("{} samples read for {frames} time point(s) of {slices} slices of {w}×{h}", data.len()),
+        ));
+    }
     Ok((0..frames)
         .map(|t| Volume { dims: [slices, h, w], data: data[t * vol..(t + 1) * vol].to_vec(), voxel_um })
         .collect())
@@ -626,18 +633,19 @@ fn min_max<T: Copy + Into<f64>>(d: &[T]) -> (f64, f64) {
     }
 }
 
-/// Instance labels as a 16-bit stack; error naming the file if a label > 65535.
-pub fn write_labels_u16(path: &Path, dims: [usize; 3], labels: &[u32], voxel_um: Option<[f64; 3]>) -> Result<()> {
-    if let Some(&m) = labels.iter().max() {
-        if m > u16::MAX as u32 {
-            return Err(Error::file(
-                path,
-                format!("cannot write labels as 16-bit: largest label is {m} (> 65535); use write_u32"),
-            ));
+/// Instance labels: a 16-bit stack, or 32-bit when a label is above 65535
+/// (logged: Fiji opens those as 32-bit float).
+pub fn write_labels(path: &Path, dims: [usize; 3], labels: &[u32], voxel_um: Option<[f64; 3]>) -> Result<()> {
+    match labels.iter().max() {
+        Some(&m) if m > u16::MAX as u32 => {
+            log::warn!("{}: largest label {m} is above 65535; writing 32-bit labels", path.display());
+            write_u32(path, dims, labels, voxel_um)
+        }
+        _ => {
+            let d: Vec<u16> = labels.iter().map(|&l| l as u16).collect();
+            write_u16(path, dims, &d, voxel_um)
         }
     }
-    let d: Vec<u16> = labels.iter().map(|&l| l as u16).collect();
-    write_u16(path, dims, &d, voxel_um)
 }
 
 /// 8-bit multi-page ImageJ TIFF, written atomically.

@@ -254,6 +254,7 @@ pub struct DatasetEvaluation {
 
 /// Scores each pair (see [`evaluate_files`]); errors name the file.
 pub fn evaluate_pairs(pairs: &[Pair], conn: Connectivity) -> Result<DatasetEvaluation> {
+    log::info!("scoring {} volume(s)", pairs.len());
     let mut volumes = Vec::with_capacity(pairs.len());
     for (k, p) in pairs.iter().enumerate() {
         let scores = evaluate_files(&p.pred, &p.gt, conn)?;
@@ -270,9 +271,7 @@ pub fn evaluate_folders(
     list: Option<&Path>,
     conn: Connectivity,
 ) -> Result<DatasetEvaluation> {
-    let pairs = pair_folders(pred_dir, gt_dir, list)?;
-    log::info!("scoring {} volume(s) of {} against {}", pairs.len(), pred_dir.display(), gt_dir.display());
-    evaluate_pairs(&pairs, conn)
+    evaluate_pairs(&pair_folders(pred_dir, gt_dir, list)?, conn)
 }
 
 /// Where the CSV and the plot go by default: `eval.csv` in the prediction
@@ -281,6 +280,17 @@ pub fn report_paths(pred_dir: &Path, csv: Option<&Path>, plot: Option<&Path>) ->
     let csv = csv.map(Path::to_path_buf).unwrap_or_else(|| pred_dir.join("eval.csv"));
     let plot = plot.map(Path::to_path_buf).unwrap_or_else(|| csv.with_extension("png"));
     (csv, plot)
+}
+
+/// Refuses a CSV or plot path that names one of the scored files, or one
+/// path for both (the plot would replace the CSV).
+pub fn check_report_paths(csv: &Path, plot: &Path, pairs: &[Pair]) -> Result<()> {
+    if crate::io::same_file(csv, plot) {
+        return Err(Error::file(csv, "is both the CSV and the plot: give --csv and --plot different names"));
+    }
+    let inputs: Vec<&Path> = pairs.iter().flat_map(|p| [p.pred.as_path(), p.gt.as_path()]).collect();
+    crate::io::refuse_input(csv, &inputs)?;
+    crate::io::refuse_input(plot, &inputs)
 }
 
 /// A CSV field, quoted when it holds a comma, quote or line break.

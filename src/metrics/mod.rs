@@ -297,11 +297,23 @@ pub struct LabelImage {
 
 /// Labels of a TIFF: kept as they are, or, for a binary mask (one non-zero
 /// value), its connected components. An image with a negative or fractional
-/// value (e.g. probabilities) is refused, naming the file.
+/// value (e.g. probabilities) is refused, naming the file, and so is a label
+/// of 2^24 or more, which the reader's 32-bit floats cannot tell from its
+/// neighbours.
 pub fn read_labels(path: &Path, conn: Connectivity) -> Result<LabelImage> {
+    const EXACT: f32 = 16_777_216.0;
     let v = crate::io::read_volume(path)?;
-    if let Some(bad) = v.data.iter().find(|&&x| x < 0.0 || x.fract() != 0.0 || x > u32::MAX as f32) {
+    if let Some(bad) = v.data.iter().find(|&&x| x < 0.0 || x.fract() != 0.0) {
         return Err(Error::file(path, format!("value {bad} is not a label (labels are non-negative integers)")));
+    }
+    if let Some(big) = v.data.iter().find(|&&x| x >= EXACT) {
+        return Err(Error::file(
+            path,
+            format!(
+                "label {big} is 2^24 (16,777,216) or more: labels that large are not read exactly; number them from 1 \
+                 (skimage.segmentation.relabel_sequential)"
+            ),
+        ));
     }
     let mut distinct = v.data.iter().filter(|&&x| x != 0.0).map(|&x| x as u32);
     let first = distinct.next();

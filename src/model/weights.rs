@@ -87,6 +87,32 @@ pub struct WeightsMeta {
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
 impl WeightsMeta {
+    /// Refuses metadata no run of this program writes and no network could
+    /// use: the network's settings, a grid pixel outside
+    /// [`crate::preprocess::PIXEL_UM_RANGE`], percentiles out of order, and
+    /// thresholds, dynamic or floor outside their ranges (a threshold of 5
+    /// would segment nothing, silently).
+    pub fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        let fraction = |what: &str, v: Option<f32>, low_open: bool| match v {
+            Some(t) if !(t < 1.0 && (t > 0.0 || (!low_open && t == 0.0))) => {
+                Err(Error::invalid(format!("{what} {t} must lie in {}0, 1)", if low_open { "(" } else { "[" })))
+            }
+            _ => Ok(()),
+        };
+        fraction("threshold", self.threshold, false)?;
+        fraction("marker dynamic", self.marker_dynamic, false)?;
+        fraction("extent threshold", self.extent_threshold, true)?;
+        if let Some(p) = self.pixel_um {
+            crate::preprocess::check_pixel_um(p).map_err(Error::invalid)?;
+        }
+        self.normalization.validate().map_err(Error::invalid)?;
+        if let Some(v) = self.min_volume_um3 {
+            crate::postprocess::check_min_volume(v)?;
+        }
+        Ok(())
+    }
+
     /// The calibrated threshold, else [`DEFAULT_THRESHOLD`].
     pub fn threshold_or_default(&self) -> f32 {
         self.threshold.unwrap_or(DEFAULT_THRESHOLD)
@@ -190,7 +216,7 @@ pub fn read_weights(path: &Path) -> Result<HostWeights> {
         .ok_or_else(|| Error::file(path, format!("has no '{META_KEY}' metadata: not a qcanet-gpu weights file")))?;
     let meta: WeightsMeta =
         serde_json::from_str(json).map_err(|e| Error::file(path, format!("invalid '{META_KEY}' metadata: {e}")))?;
-    meta.config.validate().map_err(|e| Error::file(path, e.to_string()))?;
+    meta.validate().map_err(|e| Error::file(path, e.to_string()))?;
     let layout = Layout::new(&meta.config);
     let params = layout.params.iter().map(|s| f.take(path, &s.name, s.shape)).collect::<Result<Vec<_>>>()?;
     let buffers = layout.buffers.iter().map(|s| f.take(path, &s.name, s.shape)).collect::<Result<Vec<_>>>()?;
@@ -200,7 +226,7 @@ pub fn read_weights(path: &Path) -> Result<HostWeights> {
             .map_err(|e| Error::file(path, format!("invalid '{MEMBERS_KEY}' metadata: {e}")))?;
         for (i, m) in metas.into_iter().enumerate() {
             let k = i + 1;
-            m.config.validate().map_err(|e| Error::file(path, format!("member {k}: {e}")))?;
+            m.validate().map_err(|e| Error::file(path, format!("member {k}: {e}")))?;
             if let Some(why) = averaging_conflict(&meta, &m) {
                 return Err(Error::file(path, format!("member {k} cannot be averaged with the first network: {why}")));
             }

@@ -192,11 +192,12 @@ impl Tile {
     /// `out_h` rows of `out_w` voxels runs. The unrolled kernel takes blocks
     /// of 4 for layers of 4 or fewer channels (a network's head), so that
     /// it does not compute and compile 8; one more vec4 of channels where
-    /// that computes fewer ([`unrolled_block`]); 4 x-positions on rows of 4 or
+    /// that computes fewer (`unrolled_block`); 4 x-positions on rows of 4 or
     /// fewer voxels (a deep level: 8 would compute half of them for
     /// nothing); and its `yb_tall` rows (as `yb`) on planes of
-    /// [`TALL_ROWS`] rows or more.
-    fn for_layer(self, out_c: usize, out_h: usize, out_w: usize) -> Tile {
+    /// [`TALL_ROWS`] rows or more. (Public for the tests, which validate
+    /// every generated kernel the variants run.)
+    pub fn for_layer(self, out_c: usize, out_h: usize, out_w: usize) -> Tile {
         let Kernel::Unrolled { yb, yb_tall, subgroup_weights } = self.kernel else {
             return self;
         };

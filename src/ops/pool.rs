@@ -77,7 +77,11 @@ pub fn forward(ctx: &GpuContext, x: &GpuTensor) -> Result<(GpuTensor, MaxPoolInd
     let xs = x.shape;
     let ys = output_shape(xs)?;
     let y = ctx.empty(ys, "max_pool y")?;
-    let ibuf = ctx.create_storage(ys.numel() as u64 * 4, &format!("max_pool indices {ys}"))?;
+    let ibuf = ctx.create_storage_uncleared(ys.numel() as u64 * 4, &format!("max_pool indices {ys}"))?;
+    if ctx.poison_new_tensors() {
+        // No tap (0..8): an index the kernel fails to write shows up.
+        ctx.fill_pattern(&ibuf, u32::MAX.to_le_bytes())?;
+    }
     let pipeline = ctx.pipeline(&SHADER, "forward", &[("WG", WG as f64)])?;
     let (si, so) = (xs.spatial(), ys.spatial());
     let label = format!("max_pool forward {xs} -> {ys}");

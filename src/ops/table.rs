@@ -146,7 +146,7 @@ pub struct OpCase {
     pub bench: Bench,
     /// Adapter capabilities the GPU version needs (f16 kernels): where one
     /// is missing, the tests and `bench` report the case as not run.
-    pub needs: &'static [Need],
+    pub needs: Vec<Need>,
 }
 
 /// The outcome of running a case on both devices at one extent.
@@ -154,7 +154,7 @@ pub struct OpCase {
 pub struct Compared {
     /// Relative error of each output.
     pub errors: Vec<f64>,
-    /// Shape mismatches, all-zero references, runs that differ.
+    /// Shape mismatches, no or all-zero reference outputs, runs that differ.
     pub problems: Vec<String>,
     /// Seconds the CPU reference took.
     pub cpu_s: f64,
@@ -198,6 +198,9 @@ impl OpCase {
         let t0 = Instant::now();
         let cpu = (self.cpu)(&inputs);
         let cpu_s = t0.elapsed().as_secs_f64();
+        if cpu.is_empty() {
+            problems.push("the reference gave no outputs, the check would prove nothing".to_string());
+        }
         if gpu.len() != cpu.len() {
             problems.push(format!("{} GPU outputs, {} reference outputs", gpu.len(), cpu.len()));
         }
@@ -233,7 +236,7 @@ fn case(op: &'static str, variant: impl Into<String>, unit: Unit, tol: f64) -> O
         min_side: 4,
         checks: Vec::new(),
         bench: Bench::No,
-        needs: &[],
+        needs: Vec::new(),
     }
 }
 
@@ -266,8 +269,8 @@ impl OpCase {
         self.bench = b;
         self
     }
-    fn needs(mut self, n: &'static [Need]) -> Self {
-        self.needs = n;
+    fn needs(mut self, n: &[Need]) -> Self {
+        self.needs = n.to_vec();
         self
     }
     /// The first capability the case needs that `ctx` lacks.
@@ -503,7 +506,8 @@ fn conv3d_tile_cases(
 /// input-channel groups (see [`conv3d`]), hence 1e-3.
 ///
 /// `tile`: a registered variant's (its name, in brackets in the case's
-/// variant), or `None` for the tile the adapter chooses.
+/// variant), or `None` for the tile the adapter chooses. The case needs
+/// what the storage type needs and what the tile's kernel needs.
 #[allow(clippy::too_many_arguments)]
 fn conv3d_fused_cases(
     v: &mut Vec<OpCase>,
@@ -537,11 +541,18 @@ fn conv3d_fused_cases(
     let ws = Shape5::new(co, ci, k, k, k);
     let b = Shape5::new(1, co, 1, 1, 1);
     let np = parts.len();
-    let (tol, mut needs): (f64, &'static [Need]) = if half { (1e-3, cast::NEEDS) } else { (TOL_SUM, &[]) };
-    if let Some(t) = tile {
-        if !t.needs().is_empty() {
-            assert!(!half, "an f16 case at a tile with needs of its own is not built");
-            needs = t.needs();
+    // f32 storage on the cooperative-matrix kernel: inputs rounded to f16
+    // in the kernel (TOL_COOP); with f16 storage they already are, as the
+    // reference rounds them.
+    let tol = match tile {
+        _ if half => 1e-3,
+        Some(t) if t.is_coop() => TOL_COOP,
+        _ => TOL_SUM,
+    };
+    let mut needs = if half { cast::NEEDS.to_vec() } else { Vec::new() };
+    for n in tile.map_or(&[][..], |t| t.needs()) {
+        if !needs.contains(n) {
+            needs.push(*n);
         }
     }
     v.push(
@@ -572,7 +583,7 @@ fn conv3d_fused_cases(
             })
             .checks(checks)
             .bench(bench)
-            .needs(needs),
+            .needs(&needs),
     );
 }
 
@@ -670,9 +681,10 @@ enum PoolInput {
     Flat,
 }
 
-/// 2×2×2 max-pool over c channels: forward, and forward then backward (the
-/// input gradient lands on the argmax, so the comparison is exact and also
-/// checks the argmax, ties included).
+/// 2×2×2 max-pool over c channels: forward (with the argmax taps, as f32,
+/// unless benchmarked: reading them back would be timed too), and forward
+/// then backward (the input gradient lands on the argmax, so the
+/// comparison is exact and also checks the argmax, ties included).
 fn pool_cases(v: &mut Vec<OpCase>, c: usize, kind: PoolInput, bench: Bench, checks: &[Check]) {
     let (name, gen): (&str, fn(Shape5, u64) -> CpuTensor) = match kind {
         PoolInput::Random => ("", rnd),
@@ -686,8 +698,22 @@ fn pool_cases(v: &mut Vec<OpCase>, c: usize, kind: PoolInput, bench: Bench, chec
             .shape(shape)
             .work(move |d| 4.0 * 1.125 * d.with_c(c).numel() as f64)
             .inputs(move |d| vec![gen(d.with_c(c), 5)])
-            .gpu(|ctx, t| Ok(vec![pool::forward(ctx, &t[0])?.0]))
-            .cpu(|t| vec![pool::reference::forward(&t[0]).0])
+            .gpu(move |ctx, t| {
+                let (y, idx) = pool::forward(ctx, &t[0])?;
+                if bench != Bench::No {
+                    return Ok(vec![y]);
+                }
+                let taps = ctx.read_u32(&idx.buf, 0, y.numel())?;
+                Ok(vec![y, ctx.upload(&CpuTensor::from_vec(idx.out_shape, taps.iter().map(|&t| t as f32).collect()))?])
+            })
+            .cpu(move |t| {
+                let (y, idx) = pool::reference::forward(&t[0]);
+                if bench != Bench::No {
+                    return vec![y];
+                }
+                let taps = CpuTensor::from_vec(y.shape, idx.iter().map(|&t| t as f32).collect());
+                vec![y, taps]
+            })
             .checks(checks)
             .bench(bench),
     );
@@ -1251,12 +1277,21 @@ pub fn table() -> Vec<OpCase> {
         // More channels than one 16-wide block (two input chunks, two
         // output blocks, both partial).
         conv3d_tile_cases(&mut v, var.name, var.kernel, needs, Some(("20 channels", 3, 20)), No, small);
+        // The inference conv with f16 storage at this tile (the f16 form
+        // of its shader or generated kernel): two parts and the ReLU,
+        // uncapped and capped; k 1 and 5 once each. Few checks: on
+        // lavapipe every shape compiles kernels of its own, cold in CI.
+        let t = Some((var.name, var.kernel));
+        conv3d_fused_cases(&mut v, t, None, 3, &[6, 3], 9, true, F16, No, &[at(2, 5, 7, 13), capped(4096, 2, 5, 7, 9)]);
+        for k in [1, 5] {
+            conv3d_fused_cases(&mut v, t, None, k, &[5], 11, false, F16, No, &[at(1, 3, 17, 8)]);
+        }
     }
     // Split tiles (input channels summed in parts by separate workgroups,
     // then a fixed-order finish): the inference conv's concatenation parts
     // and ReLU (which must wait for the finish), the split path (channel
-    // groups that accumulate, each split), and f16 storage (f32 partial
-    // sums); a deep level as the networks have it.
+    // groups that accumulate, each split; f16 storage with f32 partial sums
+    // is every tile's, above); a deep level as the networks have it.
     for var in conv3d::KERNELS
         .variants
         .iter()
@@ -1267,7 +1302,6 @@ pub fn table() -> Vec<OpCase> {
             conv3d_fused_cases(&mut v, t, None, k, &[6, 3], 9, true, F32, No, &[at(2, 5, 7, 13)]);
         }
         conv3d_fused_cases(&mut v, t, None, 3, &[7, 5], 3, true, F32, No, &[capped(8192, 2, 5, 7, 9)]);
-        conv3d_fused_cases(&mut v, t, None, 3, &[6, 3], 9, true, F16, No, &[at(2, 5, 7, 13)]);
         conv3d_tile_cases(
             &mut v,
             var.name,
@@ -1667,6 +1701,21 @@ pub fn grad_cases() -> Vec<GradCase> {
             grads: vec![(0, "x", grad)],
             step: 1e-4,
             tol: 1e-3,
+        });
+    }
+    // Channel concatenation: linear in both parts (two samples, so the
+    // backward's split must follow the batch stride of each part).
+    {
+        let (a, b) = (rnd(Shape5::new(2, 2, 3, 4, 5), 30), rnd(Shape5::new(2, 3, 3, 4, 5), 31));
+        let g = rnd(Shape5::new(2, 5, 3, 4, 5), 32);
+        let (da, db) = concat::reference::backward(&g, 2);
+        v.push(GradCase {
+            op: "concat".into(),
+            inputs: vec![a, b],
+            loss: against(g, |t| concat::reference::forward(&t[0], &t[1])),
+            grads: vec![(0, "a", da), (1, "b", db)],
+            step: 1e-2,
+            tol: 1e-4,
         });
     }
     // Softmax over channels, and the sigmoid and ReLU maps (ReLU's inputs

@@ -2,6 +2,8 @@
 //! normalisation, resampling to the grid a network sees ([`NetGrid`]:
 //! its pixel size, z isotropic), mirror padding and cropping. Volumes are z, y, x with x fastest.
 
+use crate::error::{Error, Result};
+
 /// Intensity normalisation of a whole stack.
 ///
 /// - `MinMax`: min → 0, max → 1. Hinges on the single brightest voxel, so
@@ -40,7 +42,7 @@ impl std::fmt::Display for Normalization {
 impl std::str::FromStr for Normalization {
     type Err = crate::Error;
     /// "minmax" / "min-max", or "percentile" (1..99.8), or "LOW,HIGH" / "LOW..HIGH" in percent.
-    fn from_str(s: &str) -> crate::Result<Self> {
+    fn from_str(s: &str) -> Result<Self> {
         let t = s.trim().to_ascii_lowercase();
         match t.as_str() {
             "minmax" | "min-max" | "min_max" => return Ok(Normalization::MinMax),
@@ -59,10 +61,23 @@ impl std::str::FromStr for Normalization {
         }
         let low: f32 = parts[0].parse().map_err(|_| bad())?;
         let high: f32 = parts[1].parse().map_err(|_| bad())?;
-        if !((0.0..100.0).contains(&low) && low < high && high <= 100.0) {
-            return Err(bad());
+        let n = Normalization::Percentile { low, high };
+        n.validate().map_err(|_| bad())?;
+        Ok(n)
+    }
+}
+
+impl Normalization {
+    /// Percentiles must satisfy 0 <= low < high <= 100.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match *self {
+            Normalization::Percentile { low, high }
+                if !((0.0..100.0).contains(&low) && low < high && high <= 100.0) =>
+            {
+                Err(format!("percentiles {low}, {high}: need 0 <= low < high <= 100"))
+            }
+            _ => Ok(()),
         }
-        Ok(Normalization::Percentile { low, high })
     }
 }
 
@@ -255,18 +270,37 @@ pub struct NetGrid {
 
 /// A stack as a network sees it (training and inference alike): resampled
 /// to its `grid` (trilinear; left as it is where the grid is the stack's
-/// own), then normalised. Returns the data and its size on the grid.
+/// own), then normalised. Returns the data and its size on the grid; a
+/// stack whose grid would exceed [`MAX_GRID_VOXELS`] is refused.
 pub fn for_network(
     image: Vec<f32>,
     dims: [usize; 3],
     voxel_um: [f64; 3],
     grid: NetGrid,
     normalization: Normalization,
-) -> (Vec<f32>, [usize; 3]) {
-    let new_dims = grid.dims(dims, voxel_um);
+) -> Result<(Vec<f32>, [usize; 3])> {
+    let new_dims = grid.checked_dims(dims, voxel_um)?;
     let mut image = resample(image, dims, new_dims, Interp::Linear);
     normalize(&mut image, normalization);
-    (image, new_dims)
+    Ok((image, new_dims))
+}
+
+/// The most voxels a stack may have on a network's grid: 2^31 (8 GiB of
+/// f32), hundreds of times a whole embryo at 0.8 µm; a voxel size in nm
+/// taken for µm asks for a billion times a stack's voxels.
+pub const MAX_GRID_VOXELS: usize = 1 << 31;
+
+/// The pixel sizes a network's grid may have, in µm: light microscopy's,
+/// with room on both sides.
+pub const PIXEL_UM_RANGE: std::ops::RangeInclusive<f64> = 0.01..=100.0;
+
+/// Refuses a grid pixel size outside [`PIXEL_UM_RANGE`] (or not a number).
+pub fn check_pixel_um(p: f64) -> std::result::Result<(), String> {
+    if PIXEL_UM_RANGE.contains(&p) {
+        Ok(())
+    } else {
+        Err(format!("pixel size {p} µm is outside {}..{} µm", PIXEL_UM_RANGE.start(), PIXEL_UM_RANGE.end()))
+    }
 }
 
 /// The pixel size (µm) of the data the bundled networks were trained on
@@ -275,6 +309,20 @@ pub fn for_network(
 pub const DEFAULT_PIXEL_UM: f64 = 0.8;
 
 impl NetGrid {
+    /// [`Self::dims`], refused when the grid would hold more than
+    /// [`MAX_GRID_VOXELS`], with a hint at the likely cause.
+    pub fn checked_dims(&self, dims: [usize; 3], voxel_um: [f64; 3]) -> Result<[usize; 3]> {
+        let nd = self.dims(dims, voxel_um);
+        if nd.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > MAX_GRID_VOXELS) {
+            return Err(Error::invalid(format!(
+                "{dims:?} voxels (z, y, x) of {voxel_um:?} µm (x, y, z) would be {nd:?} voxels on the network's \
+                 {} µm grid, more than 2^31: is the voxel size in µm (not nm)? Set it with --voxel-size X,Y,Z",
+                self.pixel_um
+            )));
+        }
+        Ok(nd)
+    }
+
     /// The size of a stack of `dims` (z, y, x) with voxels of `voxel_um`
     /// (x, y, z µm) on this grid: each resampled axis `round(n · voxel /
     /// pixel_um)`, at least 1 (51 slices of 1.75 µm → 112 at 0.8 µm).

@@ -719,7 +719,7 @@ pub fn write_dataset_with_progress(
         io::write_u16(&dir.join("images_raw").join(&name), cfg.dims, &raw16, v)?;
         io::write_u8(&dir.join("images_nsn").join(&name), cfg.dims, &e.nsn, v)?;
         io::write_u8(&dir.join("images_ndn").join(&name), cfg.dims, &e.ndn, v)?;
-        io::write_labels_u16(&dir.join("labels_instance").join(&name), cfg.dims, &e.labels, v)?;
+        io::write_labels(&dir.join("labels_instance").join(&name), cfg.dims, &e.labels, v)?;
         names.push(name);
         progress(i + 1, names.last().unwrap());
     }

@@ -8,6 +8,7 @@ use super::patch::Augment;
 use crate::error::{Error, Result};
 use crate::metrics::instances::{Role, Setting, DEFAULT_DYNAMICS, DEFAULT_THRESHOLDS};
 use crate::model::{Arch, LossSpec, NetConfig};
+use crate::preprocess::Normalization;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -242,6 +243,24 @@ impl TrainConfig {
         toml::from_str(&text).map_err(|e| Error::file(path, format!("invalid training config: {e}")))
     }
 
+    /// The settings `given` sets away from the defaults and away from this
+    /// (a checkpoint's) settings, by name; what a resumed run takes from
+    /// `given` (epochs, time limits, data and output folders) is left out.
+    pub fn differences(&self, given: &TrainConfig) -> Vec<String> {
+        const TAKEN: [&str; 5] = ["epochs", "time_limit_minutes", "time_budget_minutes", "data", "out"];
+        let json = |c: &TrainConfig| match serde_json::to_value(c) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => Default::default(),
+        };
+        let (mine, theirs, default) =
+            (json(self), json(given), json(&TrainConfig { model: given.model, ..Default::default() }));
+        theirs
+            .iter()
+            .filter(|(k, v)| !TAKEN.contains(&k.as_str()) && mine.get(*k) != Some(v) && default.get(*k) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
@@ -339,17 +358,37 @@ impl TrainConfig {
         if !(lf.is_finite() && lf >= 0.0 && lf <= self.lr) {
             return bad(format!("lr_final {lf} must be between 0 and lr {}", self.lr));
         }
-        let [lo, hi] = self.percentiles;
-        if !((0.0..100.0).contains(&lo) && lo < hi && hi <= 100.0) {
-            return bad(format!("percentiles {lo}, {hi}: need 0 <= low < high <= 100"));
+        let [low, high] = self.percentiles;
+        if let Err(e) = (Normalization::Percentile { low, high }).validate() {
+            return bad(e);
         }
         if self.voxel_size.iter().any(|v| !v.is_finite() || *v <= 0.0) {
             return bad(format!("voxel size {:?} must be positive", self.voxel_size));
         }
         if let Some(p) = self.pixel_size {
-            if !(p.is_finite() && p > 0.0) {
-                return bad(format!("pixel size {p} µm must be positive"));
+            if let Err(e) = crate::preprocess::check_pixel_um(p) {
+                return bad(e);
             }
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("weight_decay {} must be 0 or more", self.weight_decay));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("momentum {} must lie in [0, 1)", self.momentum));
+        }
+        if !(self.dice_smooth.is_finite() && self.dice_smooth > 0.0) {
+            return bad(format!("dice_smooth {} must be positive", self.dice_smooth));
+        }
+        if let Some(w) = &self.class_weights {
+            if w.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || w.iter().sum::<f32>() <= 0.0 {
+                return bad(format!("class_weights {w:?}: each 0 or more, not all 0"));
+            }
+        }
+        if self.val_overlap >= self.val_tile {
+            return bad(format!(
+                "val_overlap {} must be less than val_tile {} (tiles would advance by nothing)",
+                self.val_overlap, self.val_tile
+            ));
         }
         let role = if self.model == Arch::Ndn { Role::Detection } else { Role::Segmentation };
         if let Err(e) = Setting::grid(role, &self.val_thresholds, &self.val_dynamics) {

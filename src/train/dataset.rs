@@ -212,7 +212,10 @@ pub fn prepare(
     o: &DataOptions,
 ) -> Result<Sample> {
     let d0 = dims[0];
-    let image = prepare_image(dims, image, voxel_um, o.grid, o.normalization)?;
+    let image = prepare_image(dims, image, voxel_um, o.grid, o.normalization).map_err(|e| match e {
+        Error::Invalid(m) => Error::file(path, m),
+        e => e,
+    })?;
     if !o.target_from_labels() {
         target = preprocess::resample(target, dims, image.dims, Interp::Nearest);
     }
@@ -252,7 +255,7 @@ pub fn prepare_image(
     grid: NetGrid,
     normalization: Normalization,
 ) -> Result<Vol> {
-    let (image, dims) = preprocess::for_network(image, dims, voxel_um, grid, normalization);
+    let (image, dims) = preprocess::for_network(image, dims, voxel_um, grid, normalization)?;
     Vol::new(dims, image)
 }
 

@@ -195,12 +195,6 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             "output folder is not empty (another run?); use --resume to continue it or --overwrite to replace it",
         ));
     }
-    if occupied && overwrite && !resume {
-        for f in [LAST, BEST, BEST_F16, LOG, PLOT, CONFIG] {
-            let _ = std::fs::remove_file(out.join(f));
-        }
-    }
-    std::fs::create_dir_all(&out).map_err(|e| Error::file(&out, format!("cannot create: {e}")))?;
 
     // On resume the checkpoint's settings win, except the number of epochs, the time limit and the budget.
     // Otherwise the --init weights, read once here.
@@ -218,6 +212,14 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         c.out = cfg.out.clone();
         // The grid the checkpoint's network learnt on (runs before it was recorded: the default).
         c.pixel_size = Some(w.meta.grid().pixel_um);
+        c.validate().map_err(|e| Error::file(&last, format!("its stored settings: {e}")))?;
+        let differs = c.differences(cfg);
+        if !differs.is_empty() {
+            log::warn!(
+                "--resume continues with the checkpoint's settings; ignoring what was given for {}",
+                differs.join(", ")
+            );
+        }
         info.config = c.clone();
         (c, Some((w, info)), None)
     } else {
@@ -237,7 +239,6 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         pixel_um: cfg.pixel_size.unwrap_or(crate::preprocess::DEFAULT_PIXEL_UM),
         isotropic: cfg.isotropic,
     };
-    crate::model::safetensors_file::write_atomic(&out.join(CONFIG), cfg.to_toml().as_bytes())?;
 
     let opts = DataOptions {
         target: cfg.target(),
@@ -356,7 +357,10 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
                     Some(WeightAverage::start(ctx, &net.params, cfg.weight_average)?)
                 }
             };
-            let records = read_log(&out.join(LOG)).unwrap_or_default();
+            // The epochs so far count against the budget and stay in the log: a log that cannot be read is
+            // an error, not an empty history.
+            let log_path = out.join(LOG);
+            let records = if log_path.exists() { read_log(&log_path)? } else { Vec::new() };
             let records: Vec<EpochRecord> = records.into_iter().filter(|r| r.epoch <= info.epoch).collect();
             log::info!("resuming {} after epoch {}", out.display(), info.epoch);
             let nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
@@ -448,6 +452,14 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             a.updates
         );
     }
+    // Every input is read and checked: only now is an old run replaced (--overwrite) and the settings written.
+    if occupied && overwrite && !resume {
+        for f in [LAST, BEST, BEST_F16, LOG, PLOT, CONFIG] {
+            let _ = std::fs::remove_file(out.join(f));
+        }
+    }
+    std::fs::create_dir_all(&out).map_err(|e| Error::file(&out, format!("cannot create: {e}")))?;
+    crate::model::safetensors_file::write_atomic(&out.join(CONFIG), cfg.to_toml().as_bytes())?;
     let updates_before = average.as_ref().map(|a| a.updates);
     let steps_before = opt.step_count();
     fit(&mut net, ctx, &mut opt, &train, &val, &settings, first_epoch, average.as_mut(), |r, net, opt, training| {

@@ -1,6 +1,7 @@
 //! Shared test helpers: one GPU context per test binary, random tensors,
 //! NaN-poisoned outputs, the relative-error check, central finite
-//! differences, median timings, a folder's file names, the program to run.
+//! differences, checks not run for lack of a capability, median timings,
+//! a folder's file names, the program to run.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use qcanet_gpu::gpu::{median, ContextOptions, GpuContext, GpuTensor};
+use qcanet_gpu::ops::variants::Need;
 use qcanet_gpu::tensor::{rel_err, CpuTensor, Shape5};
 
 /// A context from `o` whose new tensors are NaN-poisoned when `poison` is
@@ -45,6 +47,21 @@ pub fn unpoisoned_ctx() -> GpuContext {
 /// must overwrite completely.
 pub fn poisoned(ctx: &GpuContext, shape: Shape5) -> GpuTensor {
     ctx.filled(shape, f32::NAN, "poisoned").expect("poisoned tensor")
+}
+
+/// Says that a check is not run because `ctx` lacks `need`, and fails
+/// where that would skip a check silently: a CPU adapter (lavapipe, where
+/// the tests run) offers every capability but cooperative matrices, and is
+/// by definition not a GPU adapter (variants that prefer one are refused
+/// there, which the caller checks).
+#[track_caller]
+pub fn not_run_for_lack_of(ctx: &GpuContext, need: Need, what: &str) {
+    assert!(
+        !ctx.is_cpu_adapter() || matches!(need, Need::CoopMatrix16F16 | Need::GpuAdapter),
+        "{what}: not run, {} lacks {need} (a CPU adapter must lack only cooperative matrices)",
+        ctx.describe()
+    );
+    println!("{what}: not run, the adapter lacks {need}");
 }
 
 /// Random values in [-1, 1), reproducible from `seed`.
