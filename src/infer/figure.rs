@@ -86,6 +86,12 @@ pub fn to_grey(img: &[f32]) -> Vec<u8> {
 /// Lays out the figure: `raw` and every row's labels are (z, y, x) volumes of
 /// `dims`; each panel (a y–x view) is drawn `scale`× (nearest). Errors if a
 /// volume has the wrong size.
+/// The figure's layout in pixels: the gap between panels, the label column
+/// on the left and the title row on top.
+const GAP: usize = 6;
+const LEFT: usize = 150;
+const TOP: usize = 28;
+
 /// The largest figure [`compose`] draws: 2^28 pixels (768 MiB of RGB).
 pub const MAX_PIXELS: usize = 1 << 28;
 
@@ -93,7 +99,7 @@ pub const MAX_PIXELS: usize = 1 << 28;
 /// `rows` methods at `scale` pixels per voxel; an error past [`MAX_PIXELS`].
 pub fn size(dims: [usize; 3], rows: usize, scale: usize) -> Result<(usize, usize)> {
     let scale = scale.max(1);
-    let (gap, left, top) = (6usize, 150usize, 28usize);
+    let (gap, left, top) = (GAP, LEFT, TOP);
     let (ph, pw) = (dims[1].saturating_mul(scale), dims[2].saturating_mul(scale));
     let width = left.saturating_add(pw.saturating_mul(4)).saturating_add(4 * gap);
     // Each row is ph high with a gap below it.
@@ -124,7 +130,7 @@ pub fn compose(raw: &[f32], dims: [usize; 3], rows: &[Row], scale: usize) -> Res
     }
     let scale = scale.max(1);
     let (ph, pw) = (dims[1] * scale, dims[2] * scale);
-    let (gap, left, top) = (6usize, 150usize, 28usize);
+    let (gap, left, top) = (GAP, LEFT, TOP);
     let (width, height) = size(dims, rows.len(), scale)?;
     let mut rgb = vec![0u8; width * height * 3];
     for p in rgb.chunks_mut(3) {
