@@ -26,6 +26,7 @@ fn opts() -> DataOptions {
         dilate_within_nuclei: false,
         centre_map: false,
         separate_touching: false,
+        small_nuclei: None,
     }
 }
 
@@ -495,6 +496,97 @@ fn separate_touching_reads_labels_instance_and_keeps_touching_nuclei_apart() {
 }
 
 #[test]
+fn small_nucleus_weights_read_labels_instance_and_weigh_only_small_nuclei_markers() {
+    use qcanet_gpu::train::SmallNuclei;
+    let d = tempfile::tempdir().unwrap();
+    dataset(d.path());
+    let sn = SmallNuclei { weight: 4.0, volume_um3: 10.0 };
+    let o = DataOptions { target: Target::Ndn, small_nuclei: Some(sn), ..opts() };
+    let e = load_split(d.path(), "train", &o).expect_err("labels_instance/ is missing").to_string();
+    assert!(e.contains("labels_instance/a.tif") && e.contains("weighing small nuclei"), "{e}");
+    // Nuclei: two boxes of 140 voxels (143 µm³ at 0.8 × 0.8 × 1.6 µm) and
+    // a one-voxel nucleus (1 µm³); a marker in each, the dot's marker
+    // reaching past it into the background.
+    two_boxes_and_a_dot(d.path(), 6);
+    let [dz, dy, dx] = DIMS;
+    let mut markers = vec![0u8; dz * dy * dx];
+    for (z, y, x) in [(2, 5, 3), (3, 5, 8), (5, 0, 0), (5, 0, 1), (5, 1, 0)] {
+        markers[(z * dy + y) * dx + x] = 255;
+    }
+    io::write_u8(&d.path().join("images_ndn/a.tif"), DIMS, &markers, None).unwrap();
+    let s = &load_split(d.path(), "train", &o).unwrap()[0];
+    let w = s.weight.as_ref().expect("a weight map");
+    assert_eq!(w.dims, s.target.dims);
+    // On the network grid (z doubled): the dot's marker, 3 voxels a slice
+    // over z 10 and 11, weighs 4; everything else 1.
+    let at = |z: usize, y: usize, x: usize| w.data[(z * dy + y) * dx + x];
+    for (z, y, x) in [(10, 0, 0), (11, 0, 1), (10, 1, 0)] {
+        assert_eq!(at(z, y, x), 4.0, "z {z}, y {y}, x {x}");
+    }
+    assert_eq!(w.data.iter().filter(|&&v| v == 4.0).count(), 6);
+    assert!(w.data.iter().all(|&v| v == 4.0 || v == 1.0));
+    assert_eq!(at(4, 5, 3), 1.0, "a large nucleus's marker");
+    // Above the boxes' volume every marker is a small nucleus's; without
+    // the option there is no map.
+    let all = DataOptions { small_nuclei: Some(SmallNuclei { volume_um3: 200.0, ..sn }), ..o.clone() };
+    let s = &load_split(d.path(), "train", &all).unwrap()[0];
+    let w = s.weight.as_ref().unwrap();
+    let marked = s.target.data.iter().filter(|&&t| t > 0.5).count();
+    assert_eq!(w.data.iter().filter(|&&v| v == 4.0).count(), marked);
+    assert!(load_split(d.path(), "train", &DataOptions { small_nuclei: None, ..o }).unwrap()[0].weight.is_none());
+}
+
+#[test]
+fn patch_weights_are_cut_flipped_and_zoomed_with_the_target() {
+    use qcanet_gpu::train::random_patch_near;
+    let dims = [7, 9, 11];
+    let n: usize = dims.iter().product();
+    let target: Vec<f32> = (0..n).map(|i| (i % 13) as f32).collect();
+    let mut s = sample(dims, random_image(n, 3), target.clone(), 1.0);
+    s.weight = Some(Vol::new(dims, target.iter().map(|&t| 1.0 + t * 0.25).collect()).unwrap());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let aug = Augment { flips: true, ..Augment::default() };
+    assert!(aug.zoom > 0.0, "the default augmentation zooms");
+    for k in 0..30 {
+        let centre = (k % 2 == 0).then_some([3, 4, 5]);
+        let p = random_patch_near(&s, centre, [5, 8, 6], &aug, &mut rng);
+        let w = p.weight.expect("the sample's weights");
+        assert_eq!(w.len(), p.target.len());
+        for (w, t) in w.iter().zip(&p.target) {
+            assert_eq!(*w, 1.0 + t * 0.25, "patch {k}");
+        }
+    }
+    s.weight = None;
+    assert!(random_patch_near(&s, None, [5, 8, 6], &aug, &mut rng).weight.is_none());
+}
+
+#[test]
+fn small_nucleus_weights_need_the_ndn_and_cross_entropy() {
+    use qcanet_gpu::model::Arch;
+    use qcanet_gpu::train::config::LossKind;
+    use qcanet_gpu::train::SmallNuclei;
+    let sn = |weight, volume_um3| Some(SmallNuclei { weight, volume_um3 });
+    let ndn = TrainConfig { model: Arch::Ndn, small_nuclei: sn(5.0, 250.0), ..TrainConfig::default() };
+    assert!(ndn.validate().is_ok());
+    for (c, what) in [
+        (TrainConfig { model: Arch::Nsn, ..ndn.clone() }, "--model ndn"),
+        (TrainConfig { centre_map: true, ..ndn.clone() }, "centre map"),
+        (TrainConfig { loss: Some(LossKind::Dice), ..ndn.clone() }, "cross-entropy"),
+        (TrainConfig { small_nuclei: sn(0.0, 250.0), ..ndn.clone() }, "small-nucleus weight"),
+        (TrainConfig { small_nuclei: sn(5.0, -1.0), ..ndn.clone() }, "small-nucleus volume"),
+    ] {
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(what), "{what}: {e}");
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("small.toml");
+    std::fs::write(&p, "model = \"ndn\"\n[small_nuclei]\nweight = 3.0\n").unwrap();
+    let c = TrainConfig::from_toml_file(&p).unwrap();
+    assert_eq!(c.small_nuclei, sn(3.0, SmallNuclei::DEFAULT_VOLUME_UM3));
+    assert_eq!(toml::from_str::<TrainConfig>(&c.to_toml()).unwrap(), c);
+}
+
+#[test]
 fn dilation_grows_a_point_to_a_ball() {
     let mut v = vec![0f32; 9 * 9 * 9];
     v[(4 * 9 + 4) * 9 + 4] = 1.0;
@@ -659,7 +751,13 @@ fn offset_and_noise_augmentations_stay_in_their_ranges() {
 
 /// A training sample of `dims` from image and target values.
 fn sample(dims: [usize; 3], image: Vec<f32>, target: Vec<f32>, z_step: f32) -> Sample {
-    Sample { name: "t".into(), image: Vol::new(dims, image).unwrap(), target: Vol::new(dims, target).unwrap(), z_step }
+    Sample {
+        name: "t".into(),
+        image: Vol::new(dims, image).unwrap(),
+        target: Vol::new(dims, target).unwrap(),
+        weight: None,
+        z_step,
+    }
 }
 
 /// Sample statistics of `noise` in a (D, H, W) patch: standard deviation
@@ -956,7 +1054,7 @@ fn object_patches_are_centred_on_objects_each_equally_likely() {
     let holds = |t: &qcanet_gpu::tensor::CpuTensor| t.data.contains(&1.0);
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     for i in 0..100 {
-        let (x, t) = random_batch(&samples, 12, 1, &aug, Some(centring), &mut rng);
+        let (x, t, _) = random_batch(&samples, 12, 1, &aug, Some(centring), &mut rng);
         assert!(x.data.iter().all(|v| v.is_finite()));
         assert!(holds(&t), "centred patch {i} holds no object");
     }

@@ -67,6 +67,7 @@ fn blobs(side: usize, seed: u64) -> Sample {
         name: format!("blobs{seed}"),
         image: Vol::new([side; 3], img).unwrap(),
         target: Vol::new([side; 3], tgt).unwrap(),
+        weight: None,
         z_step: 1.0,
     }
 }
@@ -124,14 +125,26 @@ fn validation_loss_is_the_training_loss_with_its_separation_map() {
         let (l, _) = net.loss(ctx, &spec, &logits, &Gpu::upload(ctx, t).unwrap()).unwrap();
         Gpu::scalar(ctx, &l).unwrap()
     };
-    let (want_plain, want_sep) = (direct(&target), direct(&weighted_target(&target, &sep)));
-    let (_, plain) = predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, None))).unwrap();
-    let (_, with_sep) = predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, Some(&sep)))).unwrap();
+    let (want_plain, want_sep) = (direct(&target), direct(&weighted_target(&target, Some(&sep), None)));
+    // Object weights (as the small-nucleus map gives them: 1 off the
+    // objects, more on some), varied voxel by voxel.
+    let ow: Vec<f32> =
+        v.target.data.iter().enumerate().map(|(i, &t)| if t > 0.5 { 1.0 + (i % 5) as f32 } else { 1.0 }).collect();
+    let owt = CpuTensor::from_vec(shape, ow.clone());
+    let want_both = direct(&weighted_target(&target, Some(&sep), Some(&owt)));
+    let ow = Vol::new(v.image.dims, ow).unwrap();
+    let (_, both) =
+        predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, Some(&sep), Some(&ow)))).unwrap();
+    let both = both.unwrap();
+    let (_, plain) = predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, None, None))).unwrap();
+    let (_, with_sep) = predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, Some(&sep), None))).unwrap();
     let (plain, with_sep) = (plain.unwrap(), with_sep.unwrap());
     eprintln!("loss without the map {plain:.6} (direct {want_plain:.6}), with it {with_sep:.6} (direct {want_sep:.6})");
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
     assert!(close(plain, want_plain), "validation loss {plain} against {want_plain}");
     assert!(close(with_sep, want_sep), "validation loss with the map {with_sep} against {want_sep}");
+    assert!(close(both, want_both), "validation loss with the map and object weights {both} against {want_both}");
+    assert!(!close(both, with_sep), "the object weights left the loss at {both}");
     // The map must change the loss of this volume, or the second check
     // would hold even with a validation that ignored the map.
     assert!((with_sep - plain).abs() > 1e-3 * plain.abs(), "the map changed nothing: {with_sep} vs {plain}");

@@ -144,6 +144,14 @@ pub struct Args {
     /// σ of --separation-weight, in voxels of the training grid (default 3).
     #[arg(long, value_name = "VOXELS", requires = "separation_weight")]
     separation_sigma: Option<f32>,
+    /// NDN: weigh each voxel of the marker of a small nucleus (under --small-nucleus-volume in labels_instance/, read
+    /// for every volume) by W in the loss (cross-entropy only): the crowded stages' tiny nuclei, few and faint, count
+    /// as much as their neighbours.
+    #[arg(long, value_name = "W")]
+    small_nucleus_weight: Option<f32>,
+    /// The volume under which --small-nucleus-weight counts a nucleus as small, in µm³ (default 250).
+    #[arg(long, value_name = "UM3", requires = "small_nucleus_weight")]
+    small_nucleus_volume: Option<f32>,
     /// With --val-partner: objects under this many µm³ are dropped by the instance stage that scores each epoch, as `infer --min-volume` (default: infer's, half the smallest nucleus annotated in BBBC050's training split; 0 keeps every object).
     #[arg(long, value_name = "UM3", value_parser = super::parse_min_volume)]
     min_volume: Option<f64>,
@@ -316,6 +324,10 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     if let Some(w0) = a.separation_weight {
         let sigma = a.separation_sigma.unwrap_or(qcanet_gpu::train::Separation::DEFAULT_SIGMA);
         c.separation = Some(qcanet_gpu::train::Separation { w0, sigma });
+    }
+    if let Some(weight) = a.small_nucleus_weight {
+        let volume_um3 = a.small_nucleus_volume.unwrap_or(qcanet_gpu::train::SmallNuclei::DEFAULT_VOLUME_UM3);
+        c.small_nuclei = Some(qcanet_gpu::train::SmallNuclei { weight, volume_um3 });
     }
     if let Some(v) = a.min_volume {
         c.min_volume_um3 = v;

@@ -137,6 +137,11 @@ pub struct TrainConfig {
     /// [`super::separation`]; cross-entropy only): the gaps between
     /// neighbouring markers or nuclei count more. None: every voxel 1.
     pub separation: Option<super::separation::Separation>,
+    /// Weigh each voxel of a small nucleus's marker (a nucleus of
+    /// `labels_instance/` under a volume) in the loss
+    /// ([`super::small_nuclei`]; NDN, cross-entropy only). None: every
+    /// marker alike.
+    pub small_nuclei: Option<super::small_nuclei::SmallNuclei>,
     /// With a validation partner: objects under this many µm³ are dropped
     /// by the instance stage that scores each epoch (default
     /// [`crate::postprocess::MIN_NUCLEUS_UM3`], as `infer`; 0 keeps all).
@@ -222,6 +227,7 @@ impl Default for TrainConfig {
             augment: Augment::default(),
             object_patches: 0.0,
             separation: None,
+            small_nuclei: None,
             min_volume_um3: crate::postprocess::MIN_NUCLEUS_UM3,
             seed: 0,
             val_tile: 96,
@@ -303,6 +309,9 @@ impl TrainConfig {
             _ if self.separation.is_some() => {
                 return Err(Error::invalid("a separation weight map needs the cross-entropy loss ('ce', classes = 2)"));
             }
+            _ if self.small_nuclei.is_some() => {
+                return Err(Error::invalid("weighing small nuclei needs the cross-entropy loss ('ce', classes = 2)"));
+            }
             LossKind::Bce => {
                 if self.classes != 1 {
                     return Err(Error::invalid("loss 'bce' needs classes = 1 (use 'ce' or 'dice' with classes = 2)"));
@@ -340,6 +349,15 @@ impl TrainConfig {
         }
         if let Some(s) = &self.separation {
             s.validate()?;
+            self.loss_spec()?;
+        }
+        if let Some(s) = &self.small_nuclei {
+            s.validate()?;
+            if self.model != Arch::Ndn || self.centre_map {
+                return bad(
+                    "weighing small nuclei weighs their markers: it needs --model ndn without the centre map".into()
+                );
+            }
             self.loss_spec()?;
         }
         if self.time_limit_minutes.is_some_and(|m| !(m.is_finite() && m >= 0.0)) {

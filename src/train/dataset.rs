@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::centres::centre_map;
 use super::patch::{dilate, dilate_within, Sample, Vol};
+use super::small_nuclei::{small_nucleus_weights, SmallNuclei};
 use super::touching::separated_nuclei;
 use crate::error::{Error, Result};
 use crate::io;
@@ -56,6 +57,9 @@ pub struct DataOptions {
     /// nuclei separated ([`super::touching::separated_nuclei`], on the
     /// network's grid) instead of the binary `images_nsn/`.
     pub separate_touching: bool,
+    /// Weigh the markers of small nuclei (of `DIR/labels_instance/NAME`) in
+    /// the loss ([`super::small_nuclei`]; [`Sample::weight`]).
+    pub small_nuclei: Option<SmallNuclei>,
 }
 
 impl DataOptions {
@@ -71,6 +75,8 @@ impl DataOptions {
             "the centre map"
         } else if self.separate_touching {
             "separating touching nuclei"
+        } else if self.small_nuclei.is_some() {
+            "weighing small nuclei"
         } else {
             "dilating the markers within their nuclei"
         }
@@ -121,16 +127,16 @@ pub fn load_names(dir: &Path, names: &[String], o: &DataOptions) -> Result<Vec<S
         .map(|name| {
             let labels = dir.join("labels_instance").join(name);
             let gt = if o.target_from_labels() { labels.clone() } else { dir.join(o.target.folder()).join(name) };
-            let nuclei = (within || o.target_from_labels()).then_some(labels);
+            let nuclei = (within || o.target_from_labels() || o.small_nuclei.is_some()).then_some(labels);
             load_pair(&dir.join("images_raw").join(name), &gt, nuclei.as_deref(), o)
         })
         .collect()
 }
 
 /// Reads an image and its ground truth and prepares them; `nuclei_path`
-/// names the instance labels the dilation stays within, when it should, or
-/// the target is made of (the centre map, the separated nuclei: then
-/// `gt_path` is not read).
+/// names the instance labels the dilation stays within, when it should, the
+/// small nuclei are found in, or the target is made of (the centre map, the
+/// separated nuclei: then `gt_path` is not read).
 pub fn load_pair(raw_path: &Path, gt_path: &Path, nuclei_path: Option<&Path>, o: &DataOptions) -> Result<Sample> {
     if !raw_path.exists() {
         return Err(Error::file(raw_path, "image listed in the split list does not exist"));
@@ -212,6 +218,7 @@ pub fn prepare(
     o: &DataOptions,
 ) -> Result<Sample> {
     let d0 = dims[0];
+    let grid_um = o.grid.voxel_um(dims, voxel_um);
     let image = prepare_image(dims, image, voxel_um, o.grid, o.normalization).map_err(|e| match e {
         Error::Invalid(m) => Error::file(path, m),
         e => e,
@@ -230,7 +237,7 @@ pub fn prepare(
         nuclei.as_deref().ok_or_else(|| Error::file(path, format!("{why} needs instance labels (labels_instance/)")))
     };
     let mut t = if o.centre_map {
-        let spacing = o.grid.voxel_um(dims, voxel_um).map(|v| v as f32);
+        let spacing = grid_um.map(|v| v as f32);
         Vol::new(nd, centre_map(labels()?, nd, spacing)?)?
     } else if o.separate_touching {
         Vol::new(nd, separated_nuclei(labels()?, nd))?
@@ -238,13 +245,20 @@ pub fn prepare(
         Vol::new(nd, target)?
     };
     if o.dilate > 0 && !o.target_from_labels() {
-        t = match nuclei {
-            Some(n) => dilate_within(&t, o.dilate, &n)?,
-            None => dilate(&t, o.dilate),
+        t = match (&nuclei, o.dilate_within_nuclei) {
+            (Some(n), true) => dilate_within(&t, o.dilate, n)?,
+            _ => dilate(&t, o.dilate),
         };
     }
+    let weight = match &o.small_nuclei {
+        Some(s) => {
+            let voxel_um3 = grid_um.iter().product::<f64>();
+            Some(Vol::new(nd, small_nucleus_weights(&t.data, labels()?, nd, voxel_um3, s))?)
+        }
+        None => None,
+    };
     let z_step = nd[0] as f32 / d0 as f32;
-    Ok(Sample { name: display_name(path), image, target: t, z_step })
+    Ok(Sample { name: display_name(path), image, target: t, weight, z_step })
 }
 
 /// An image as a network sees it ([`preprocess::for_network`]).

@@ -95,9 +95,10 @@ pub struct Centring<'a> {
 }
 
 /// A batch of random augmented patches: image (N,1,p,p,p), target
-/// (N,1,p,p,p). With `centring` (indexing `samples`), a share of them is
-/// centred on an object; without, every random number drawn is the same as
-/// before centring existed.
+/// (N,1,p,p,p) and, when a sample has them, the target's object weights
+/// (N,1,p,p,p; 1 for the patches of samples without). With `centring`
+/// (indexing `samples`), a share of them is centred on an object; without,
+/// every random number drawn is the same as before centring existed.
 pub fn random_batch(
     samples: &[Sample],
     patch: usize,
@@ -105,10 +106,12 @@ pub fn random_batch(
     aug: &Augment,
     centring: Option<Centring>,
     rng: &mut impl Rng,
-) -> (CpuTensor, CpuTensor) {
+) -> (CpuTensor, CpuTensor, Option<CpuTensor>) {
     let shape = Shape5::new(batch, 1, patch, patch, patch);
     let mut img = Vec::with_capacity(shape.numel());
     let mut tgt = Vec::with_capacity(shape.numel());
+    let weighed = samples.iter().any(|s| s.weight.is_some());
+    let mut wts = Vec::with_capacity(if weighed { shape.numel() } else { 0 });
     for _ in 0..batch {
         let picked = match centring {
             Some(c) if !c.objects.is_empty() && c.fraction > 0.0 && rng.random_bool(c.fraction.min(1.0) as f64) => {
@@ -120,11 +123,18 @@ pub fn random_batch(
             Some((si, c)) => (&samples[si], Some(c)),
             None => (&samples[rng.random_range(0..samples.len())], None),
         };
-        let (i, t) = random_patch_near(s, centre, [patch; 3], aug, rng);
-        img.extend(i);
-        tgt.extend(t);
+        let p = random_patch_near(s, centre, [patch; 3], aug, rng);
+        if weighed {
+            match p.weight {
+                Some(w) => wts.extend(w),
+                None => wts.extend(std::iter::repeat_n(1.0, p.target.len())),
+            }
+        }
+        img.extend(p.image);
+        tgt.extend(p.target);
     }
-    (CpuTensor::from_vec(shape, img), CpuTensor::from_vec(shape, tgt))
+    let wts = weighed.then(|| CpuTensor::from_vec(shape, wts));
+    (CpuTensor::from_vec(shape, img), CpuTensor::from_vec(shape, tgt), wts)
 }
 
 /// The validation volumes' instance scores at the best setting of the grid.
@@ -229,10 +239,11 @@ pub fn fit<B: Backend>(
         // while this one's step runs (the same batches as made in line).
         let (aug, sep, batch) = (&s.augment, s.separation, s.batch);
         let make = move || {
-            let (x, t) = random_batch(train, patch, batch, aug, centring, &mut rng);
-            match &sep {
-                Some(sep) => (x, weighted_target(&t, sep)),
-                None => (x, t),
+            let (x, t, w) = random_batch(train, patch, batch, aug, centring, &mut rng);
+            if sep.is_none() && w.is_none() {
+                (x, t)
+            } else {
+                (x, weighted_target(&t, sep.as_ref(), w.as_ref()))
             }
         };
         let (stepped, batches) = prefetch(s.steps_per_epoch, 1, make, |made| -> Result<(f64, usize)> {
@@ -293,7 +304,7 @@ pub fn fit<B: Backend>(
             let mut rng = epoch_rng(s.seed ^ 0xB4_7C_4E_0B, epoch);
             let plain = s.augment.intensity_off();
             let batches = (0..s.bn_recalibration).map(|_| {
-                let (x, _) = random_batch(train, patch, s.batch, &plain, None, &mut rng);
+                let (x, _, _) = random_batch(train, patch, s.batch, &plain, None, &mut rng);
                 B::upload(cx, &x)
             });
             let n = net.recalibrate_bn(cx, batches)?;

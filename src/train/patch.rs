@@ -39,6 +39,10 @@ pub struct Sample {
     pub name: String,
     pub image: Vol,
     pub target: Vol,
+    /// Per-voxel loss weights of the target's objects (the small-nucleus
+    /// map, [`super::small_nuclei`]), cut, flipped and zoomed with it; None:
+    /// every voxel weighs 1.
+    pub weight: Option<Vol>,
     /// The acquisition's z step in the image's voxels (the factor by which
     /// z was interpolated to isotropic voxels; 1 when it was not): read
     /// noise is drawn on that grid, as a camera adds it before interpolation.
@@ -239,7 +243,17 @@ pub fn gaussian_blur(data: &[f32], dims: [usize; 3], sigma: [f32; 3]) -> Vec<f32
 /// random flips and intensity augmentation of the image. Returns (image,
 /// target) values.
 pub fn random_patch(s: &Sample, patch: [usize; 3], aug: &Augment, rng: &mut impl Rng) -> (Vec<f32>, Vec<f32>) {
-    random_patch_near(s, None, patch, aug, rng)
+    let p = random_patch_near(s, None, patch, aug, rng);
+    (p.image, p.target)
+}
+
+/// A training patch: the augmented image, its target and, where the
+/// sample has them, the target's object weights ([`Sample::weight`]).
+#[derive(Clone, Debug)]
+pub struct Patch {
+    pub image: Vec<f32>,
+    pub target: Vec<f32>,
+    pub weight: Option<Vec<f32>>,
 }
 
 /// [`random_patch`], centred on voxel `centre` (z, y, x) of the sample
@@ -253,7 +267,7 @@ pub fn random_patch_near(
     patch: [usize; 3],
     aug: &Augment,
     rng: &mut impl Rng,
-) -> (Vec<f32>, Vec<f32>) {
+) -> Patch {
     // Scale: nuclei `f` times their size in the stack (a region 1/f the
     // patch's, resampled to it); the acquisition's z step scales with them.
     let f = if aug.zoom > 0.0 {
@@ -278,6 +292,9 @@ pub fn random_patch_near(
     let scale = uniform(rng, aug.brightness[0], aug.brightness[1]);
     let gamma = uniform(rng, aug.gamma[0], aug.gamma[1]);
     let (mut img, tgt) = extract_zoomed(s, origin, region, patch, flip);
+    let weight = s.weight.as_ref().map(|w| {
+        crate::preprocess::resample(gather(w, origin, region, flip), region, patch, crate::preprocess::Interp::Nearest)
+    });
     if (aug.blur > 0.0 || aug.blur_z > 0.0) && rng.random_bool(0.5) {
         let sxy = uniform(rng, 0.0, aug.blur);
         let sz = uniform(rng, 0.0, aug.blur_z);
@@ -326,7 +343,7 @@ pub fn random_patch_near(
     if scale != 1.0 {
         img.iter_mut().for_each(|v| *v *= scale);
     }
-    (img, tgt)
+    Patch { image: img, target: tgt, weight }
 }
 
 /// Multiplies slice `z` of a (D, H, W) patch by `exp(g · (z / (D − 1) − ½))`:
@@ -433,10 +450,13 @@ pub fn extract_zoomed(
 /// The patch at `origin` (may be negative or run past the end: reflected),
 /// optionally flipped per axis.
 pub fn extract(s: &Sample, origin: [isize; 3], patch: [usize; 3], flip: [bool; 3]) -> (Vec<f32>, Vec<f32>) {
-    let [d, h, w] = s.image.dims;
-    let n = patch.iter().product();
-    let mut img = Vec::with_capacity(n);
-    let mut tgt = Vec::with_capacity(n);
+    (gather(&s.image, origin, patch, flip), gather(&s.target, origin, patch, flip))
+}
+
+/// The values of `v` in the patch at `origin`, as [`extract`] cuts it.
+pub fn gather(v: &Vol, origin: [isize; 3], patch: [usize; 3], flip: [bool; 3]) -> Vec<f32> {
+    let [d, h, w] = v.dims;
+    let mut out = Vec::with_capacity(patch.iter().product());
     let src = |a: usize, i: usize, len: usize| -> usize {
         let i = if flip[a] { patch[a] - 1 - i } else { i };
         reflect_index(origin[a] + i as isize, len)
@@ -446,14 +466,11 @@ pub fn extract(s: &Sample, origin: [isize; 3], patch: [usize; 3], flip: [bool; 3
         for y in 0..patch[1] {
             let sy = src(1, y, h);
             for x in 0..patch[2] {
-                let sx = src(2, x, w);
-                let i = (sz * h + sy) * w + sx;
-                img.push(s.image.data[i]);
-                tgt.push(s.target.data[i]);
+                out.push(v.data[(sz * h + sy) * w + src(2, x, w)]);
             }
         }
     }
-    (img, tgt)
+    out
 }
 
 /// Dilation of a 0/1 volume by a ball of `radius` voxels that never joins

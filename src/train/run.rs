@@ -249,6 +249,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
         dilate_within_nuclei: cfg.dilate_within_nuclei,
         centre_map: cfg.centre_map,
         separate_touching: cfg.separate_touching,
+        small_nuclei: cfg.small_nuclei,
     };
     let train_names = names_of(&data, "train", cfg.train_list.as_deref())?;
     let val_names = names_of(&data, "validation", cfg.val_list.as_deref())?;
@@ -259,6 +260,18 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
     }
     let train = load_names(&data, &train_names, &opts)?;
     let val = load_names(&data, &val_names, &opts)?;
+    if let Some(sn) = &cfg.small_nuclei {
+        let (mut weighed, mut marked) = (0usize, 0usize);
+        for s in &train {
+            marked += s.target.data.iter().filter(|&&t| t > 0.5).count();
+            weighed += s.weight.as_ref().map_or(0, |w| w.data.iter().filter(|&&v| v != 1.0).count());
+        }
+        log::info!(
+            "small nuclei: {weighed} of the training targets' {marked} marker voxels ({:.1} %) weigh {}",
+            100.0 * weighed as f64 / marked.max(1) as f64,
+            sn.weight
+        );
+    }
     log::info!(
         "{}: {} training and {} validation volumes ({})",
         data.display(),
@@ -294,6 +307,13 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
              distances in voxels to the nearest two objects of the patch's target",
             s.w0,
             s.sigma
+        );
+    }
+    if let Some(s) = &cfg.small_nuclei {
+        log::info!(
+            "loss weighted by small nuclei: each voxel of the marker of a nucleus under {} µm³ (labels_instance/) weighs {}",
+            s.volume_um3,
+            s.weight
         );
     }
     let net_cfg = match &init {

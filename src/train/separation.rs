@@ -131,21 +131,39 @@ pub fn separation_weights(target: &[f32], dims: [usize; 3], s: &Separation) -> V
     out
 }
 
-/// A batch of 0/1 targets (N, 1, D, H, W) with each sample's separation
-/// weight map appended: (N, 2, D, H, W), the class indices then the
-/// weights, as [`crate::ops::loss::softmax_cross_entropy`] reads them. The
-/// map is taken within each patch, so an object outside the patch does not
-/// count. The samples' maps are computed on threads of their own (about
-/// 50 ms a 48³ patch on one core); `fit` calls this on its batch thread
-/// ([`super::prefetch`]), beside the training step before.
-pub fn weighted_target(t: &CpuTensor, s: &Separation) -> CpuTensor {
+/// A batch of 0/1 targets (N, 1, D, H, W) with each sample's weight map
+/// appended: (N, 2, D, H, W), the class indices then the weights, as
+/// [`crate::ops::loss::softmax_cross_entropy`] reads them. A voxel's weight
+/// is its separation weight (with `s`; 1 without) times its weight in
+/// `object_weights` ((N, 1, D, H, W), e.g. the small-nucleus map of
+/// [`super::small_nuclei`]; 1 without): the one falls on background, the
+/// other on objects. The separation map is taken within each patch, so an
+/// object outside the patch does not count. The samples' maps are computed
+/// on threads of their own (about 50 ms a 48³ patch on one core); `fit`
+/// calls this on its batch thread ([`super::prefetch`]), beside the
+/// training step before.
+pub fn weighted_target(t: &CpuTensor, s: Option<&Separation>, object_weights: Option<&CpuTensor>) -> CpuTensor {
     let sh = t.shape;
     debug_assert_eq!(sh.c, 1, "weighted_target takes one-channel 0/1 targets, not {sh}");
+    debug_assert!(object_weights.is_none_or(|o| o.shape == sh), "object weights of another shape than the target");
     let dims = [sh.d, sh.h, sh.w];
     let sp = sh.spatial();
     let own = |n: usize| &t.data[n * sh.c * sp..n * sh.c * sp + sp];
     let maps: Vec<Vec<f32>> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = (0..sh.n).map(|n| scope.spawn(move || separation_weights(own(n), dims, s))).collect();
+        let jobs: Vec<_> = (0..sh.n)
+            .map(|n| {
+                scope.spawn(move || {
+                    let mut m = match s {
+                        Some(s) => separation_weights(own(n), dims, s),
+                        None => vec![1.0; sp],
+                    };
+                    if let Some(o) = object_weights {
+                        m.iter_mut().zip(&o.data[n * sp..(n + 1) * sp]).for_each(|(m, o)| *m *= o);
+                    }
+                    m
+                })
+            })
+            .collect();
         jobs.into_iter().map(|j| j.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
     });
     let mut data = Vec::with_capacity(2 * sh.n * sp);
@@ -234,7 +252,7 @@ mod tests {
         t[81 + (3 + 1) * 9] = 1.0;
         t[81 + (3 + 1) * 9 + 8] = 1.0;
         let s = Separation { w0: 10.0, sigma: 2.0 };
-        let w = weighted_target(&CpuTensor::from_vec(Shape5::new(2, 1, 3, 3, 9), t.clone()), &s);
+        let w = weighted_target(&CpuTensor::from_vec(Shape5::new(2, 1, 3, 3, 9), t.clone()), Some(&s), None);
         assert_eq!(w.shape, Shape5::new(2, 2, 3, 3, 9));
         for n in 0..2 {
             let own = &t[n * 81..(n + 1) * 81];
@@ -242,6 +260,19 @@ mod tests {
             assert_eq!(w.data[(2 * n + 1) * 81..(2 * n + 2) * 81], separation_weights(own, dims, &s)[..]);
         }
         assert_ne!(w.data[81..162], w.data[3 * 81..4 * 81]);
+        // Object weights multiply each sample's map, its own, voxel by voxel.
+        let o: Vec<f32> = (0..2 * 81).map(|i| 1.0 + (i % 7) as f32 * 0.5).collect();
+        let ow = CpuTensor::from_vec(Shape5::new(2, 1, 3, 3, 9), o.clone());
+        let both = weighted_target(&CpuTensor::from_vec(Shape5::new(2, 1, 3, 3, 9), t.clone()), Some(&s), Some(&ow));
+        let alone = weighted_target(&CpuTensor::from_vec(Shape5::new(2, 1, 3, 3, 9), t.clone()), None, Some(&ow));
+        for n in 0..2 {
+            assert_eq!(&both.data[2 * n * 81..(2 * n + 1) * 81], &t[n * 81..(n + 1) * 81]);
+            for i in 0..81 {
+                let (b, a) = (both.data[(2 * n + 1) * 81 + i], alone.data[(2 * n + 1) * 81 + i]);
+                assert_eq!(b, w.data[(2 * n + 1) * 81 + i] * o[n * 81 + i]);
+                assert_eq!(a, o[n * 81 + i]);
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Whole-volume prediction by overlapping tiles, validation loss and IoU.
 
-use super::patch::{extract, foreground_iou, Sample, Vol};
+use super::patch::{extract, foreground_iou, gather, Sample, Vol};
 use super::separation::{weighted_target, Separation};
 use crate::error::Result;
 use crate::metrics::instances::{score_instances, InstanceScores, InstanceTruth, InstanceValidation};
@@ -23,9 +23,10 @@ pub fn tile_starts(n: usize, t: usize, overlap: usize) -> Vec<usize> {
 /// Foreground probability of every voxel of `image` (inference mode),
 /// predicted in tiles of `tile` (each side a multiple of the network's
 /// `side_multiple`) overlapping by `overlap`, averaged where they overlap.
-/// With `eval` (target, loss and separation map), also returns the mean
-/// loss over tiles: the training loss, each tile's target weighed by the
-/// separation map within the tile where training weighs its patches so
+/// With `eval` (target, loss, separation map and the target's object
+/// weights), also returns the mean loss over tiles: the training loss, each
+/// tile's target weighed by the separation map within the tile and by the
+/// object weights where training weighs its patches so
 /// ([`weighted_target`]), so that the two losses compare.
 pub fn predict_volume<B: Backend>(
     net: &Net<B>,
@@ -33,7 +34,7 @@ pub fn predict_volume<B: Backend>(
     image: &Vol,
     tile: usize,
     overlap: usize,
-    eval: Option<(&Vol, &LossSpec, Option<&Separation>)>,
+    eval: Option<(&Vol, &LossSpec, Option<&Separation>, Option<&Vol>)>,
 ) -> Result<(Vec<f32>, Option<f64>)> {
     let m = net.cfg.side_multiple();
     let [d, h, w] = image.dims;
@@ -45,23 +46,23 @@ pub fn predict_volume<B: Backend>(
     let sample = Sample {
         name: String::new(),
         image: image.clone(),
-        target: eval.map(|(t, _, _)| t.clone()).unwrap_or_else(|| image.clone()),
+        target: eval.map(|(t, ..)| t.clone()).unwrap_or_else(|| image.clone()),
+        weight: None,
         z_step: 1.0,
     };
     let (mut loss_sum, mut tiles) = (0.0, 0usize);
     for &z0 in &tile_starts(d, ts[0], overlap) {
         for &y0 in &tile_starts(h, ts[1], overlap) {
             for &x0 in &tile_starts(w, ts[2], overlap) {
-                let (img, tgt) = extract(&sample, [z0 as isize, y0 as isize, x0 as isize], ts, [false; 3]);
+                let origin = [z0 as isize, y0 as isize, x0 as isize];
+                let (img, tgt) = extract(&sample, origin, ts, [false; 3]);
                 let shape = Shape5::new(1, 1, ts[0], ts[1], ts[2]);
                 let x = B::upload(cx, &CpuTensor::from_vec(shape, img))?;
                 let logits = net.logits(cx, &x)?;
-                if let Some((_, spec, sep)) = eval {
+                if let Some((_, spec, sep, weight)) = eval {
                     let t = CpuTensor::from_vec(shape, tgt);
-                    let t = match sep {
-                        Some(sep) => weighted_target(&t, sep),
-                        None => t,
-                    };
+                    let w = weight.map(|w| CpuTensor::from_vec(shape, gather(w, origin, ts, [false; 3])));
+                    let t = if sep.is_none() && w.is_none() { t } else { weighted_target(&t, sep, w.as_ref()) };
                     let t = B::upload(cx, &t)?;
                     let (l, _) = net.loss(cx, spec, &logits, &t)?;
                     loss_sum += B::scalar(cx, &l)?;
@@ -119,7 +120,8 @@ pub fn validate_sample<B: Backend>(
     detection: bool,
     instances: Option<(&InstanceTruth, &InstanceValidation)>,
 ) -> Result<ValScores> {
-    let (p, loss) = predict_volume(net, cx, &s.image, tile, overlap, Some((&s.target, spec, separation)))?;
+    let (p, loss) =
+        predict_volume(net, cx, &s.image, tile, overlap, Some((&s.target, spec, separation, s.weight.as_ref())))?;
     let instances = match instances {
         Some((t, v)) => Some(score_instances(&p, s.image.dims, t, v)?),
         None => None,
