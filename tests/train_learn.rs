@@ -136,6 +136,9 @@ fn validation_loss_is_the_training_loss_with_its_separation_map() {
     let (_, both) =
         predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, Some(&sep), Some(&ow)))).unwrap();
     let both = both.unwrap();
+    let want_only = direct(&weighted_target(&target, None, Some(&owt)));
+    let (_, only) = predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, None, Some(&ow)))).unwrap();
+    let only = only.unwrap();
     let (_, plain) = predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, None, None))).unwrap();
     let (_, with_sep) = predict_volume(&net, ctx, &v.image, 24, 0, Some((&v.target, &spec, Some(&sep), None))).unwrap();
     let (plain, with_sep) = (plain.unwrap(), with_sep.unwrap());
@@ -145,6 +148,8 @@ fn validation_loss_is_the_training_loss_with_its_separation_map() {
     assert!(close(with_sep, want_sep), "validation loss with the map {with_sep} against {want_sep}");
     assert!(close(both, want_both), "validation loss with the map and object weights {both} against {want_both}");
     assert!(!close(both, with_sep), "the object weights left the loss at {both}");
+    assert!(close(only, want_only), "validation loss with object weights alone {only} against {want_only}");
+    assert!(!close(only, plain), "the object weights alone left the loss at {only}");
     // The map must change the loss of this volume, or the second check
     // would hold even with a validation that ignored the map.
     assert!((with_sep - plain).abs() > 1e-3 * plain.abs(), "the map changed nothing: {with_sep} vs {plain}");

@@ -322,11 +322,19 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
         c.object_patches = f;
     }
     if let Some(w0) = a.separation_weight {
-        let sigma = a.separation_sigma.unwrap_or(qcanet_gpu::train::Separation::DEFAULT_SIGMA);
+        // A σ not given keeps a --config file's, else the default.
+        let sigma = a
+            .separation_sigma
+            .or(c.separation.map(|s| s.sigma))
+            .unwrap_or(qcanet_gpu::train::Separation::DEFAULT_SIGMA);
         c.separation = Some(qcanet_gpu::train::Separation { w0, sigma });
     }
     if let Some(weight) = a.small_nucleus_weight {
-        let volume_um3 = a.small_nucleus_volume.unwrap_or(qcanet_gpu::train::SmallNuclei::DEFAULT_VOLUME_UM3);
+        // A volume not given keeps a --config file's, else the default.
+        let volume_um3 = a
+            .small_nucleus_volume
+            .or(c.small_nuclei.map(|s| s.volume_um3))
+            .unwrap_or(qcanet_gpu::train::SmallNuclei::DEFAULT_VOLUME_UM3);
         c.small_nuclei = Some(qcanet_gpu::train::SmallNuclei { weight, volume_um3 });
     }
     if let Some(v) = a.min_volume {
@@ -357,4 +365,39 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         _ => println!("done; checkpoint in {}", s.out.join(qcanet_gpu::train::run::LAST).display()),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: super::Args,
+    }
+
+    fn settings(args: &[&str]) -> qcanet_gpu::train::config::TrainConfig {
+        use clap::Parser;
+        super::settings(&Cli::try_parse_from(std::iter::once("train").chain(args.iter().copied())).unwrap().a).unwrap()
+    }
+
+    #[test]
+    fn a_weight_flag_keeps_the_config_files_width_and_volume() {
+        use qcanet_gpu::train::{Separation, SmallNuclei};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "model = \"ndn\"\n[separation]\nw0 = 5.0\nsigma = 2.0\n[small_nuclei]\nweight = 3.0\nvolume_um3 = 100.0\n",
+        )
+        .unwrap();
+        let p = p.to_str().unwrap();
+        let c = settings(&["--config", p, "--separation-weight", "7", "--small-nucleus-weight", "4"]);
+        assert_eq!(c.separation, Some(Separation { w0: 7.0, sigma: 2.0 }));
+        assert_eq!(c.small_nuclei, Some(SmallNuclei { weight: 4.0, volume_um3: 100.0 }));
+        let c = settings(&["--config", p, "--separation-weight", "7", "--separation-sigma", "1.5"]);
+        assert_eq!(c.separation, Some(Separation { w0: 7.0, sigma: 1.5 }));
+        let c = settings(&["--model", "ndn", "--small-nucleus-weight", "4", "--separation-weight", "7"]);
+        assert_eq!(c.small_nuclei, Some(SmallNuclei { weight: 4.0, volume_um3: SmallNuclei::DEFAULT_VOLUME_UM3 }));
+        assert_eq!(c.separation, Some(Separation { w0: 7.0, sigma: Separation::DEFAULT_SIGMA }));
+    }
 }

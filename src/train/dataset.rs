@@ -204,7 +204,9 @@ pub fn binarize(path: &Path, data: &[f32]) -> Result<Vec<f32>> {
 }
 
 /// Resampling to the network's grid, normalisation and dilation (within
-/// the `nuclei`, instance labels on the image's grid, when given), or with
+/// the `nuclei`, instance labels on the image's grid, with
+/// `o.dilate_within_nuclei`), the small-nucleus weights of `o.small_nuclei`
+/// (found in the `nuclei`), or with
 /// `o.centre_map` the centre map of the `nuclei` on the network's grid, with
 /// `o.separate_touching` its nuclei with touching ones separated
 /// ([`super::touching::separated_nuclei`]; `target` unused in both).
