@@ -12,7 +12,9 @@
 
 use crate::error::{Error, Result};
 use crate::postprocess::ccl::reference::label;
+use crate::postprocess::criteria::measure;
 use crate::postprocess::Connectivity;
+use crate::postprocess::Grid;
 
 /// Which nuclei are small and what their markers weigh.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -80,39 +82,29 @@ pub fn small_nucleus_weights(
         v
     };
     let [_, h, w] = dims;
-    // Per object: its voxel count, summed z, y, x, and its voxels' nuclei.
-    let mut size = vec![0u64; count as usize + 1];
-    let mut sum = vec![[0f64; 3]; count as usize + 1];
+    // Each object's centroid (x, y, z in voxels: unit spacing) and, for
+    // the fallback, how many of its voxels lie in each nucleus.
+    let measured = measure(&objects, &Grid::isotropic(dims), None).expect("labels of the target's own grid");
     let mut under: Vec<std::collections::HashMap<u32, u64>> = vec![Default::default(); count as usize + 1];
     for (i, &o) in objects.iter().enumerate() {
-        if o == 0 {
-            continue;
-        }
-        let o = o as usize;
-        size[o] += 1;
-        let p = [(i / (h * w)) as f64, ((i / w) % h) as f64, (i % w) as f64];
-        (0..3).for_each(|a| sum[o][a] += p[a]);
-        if nuclei[i] != 0 {
-            *under[o].entry(nuclei[i]).or_default() += 1;
+        if o != 0 && nuclei[i] != 0 {
+            *under[o as usize].entry(nuclei[i]).or_default() += 1;
         }
     }
-    let small: Vec<bool> = (0..=count as usize)
-        .map(|o| {
-            if o == 0 || size[o] == 0 {
-                return false;
-            }
-            let c = sum[o].map(|v| (v / size[o] as f64).round() as usize);
-            let at = nuclei[(c[0] * h + c[1]) * w + c[2]];
-            // Ties go to the lower label, so the choice does not depend on
-            // the map's order.
-            let owner = if at != 0 {
-                Some(at)
-            } else {
-                under[o].iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(&l, _)| l)
-            };
-            owner.is_some_and(|l| (nucleus_voxels[l as usize] as f64 * voxel_um3) < s.volume_um3 as f64)
-        })
-        .collect();
+    let mut small = vec![false; count as usize + 1];
+    for m in &measured {
+        let c = m.centroid_um.map(|v| v.round() as usize);
+        let at = nuclei[(c[2] * h + c[1]) * w + c[0]];
+        // Ties go to the lower label, so the choice does not depend on
+        // the map's order.
+        let owner = if at != 0 {
+            Some(at)
+        } else {
+            under[m.label as usize].iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(&l, _)| l)
+        };
+        small[m.label as usize] =
+            owner.is_some_and(|l| (nucleus_voxels[l as usize] as f64 * voxel_um3) < s.volume_um3 as f64);
+    }
     for (i, &o) in objects.iter().enumerate() {
         if small[o as usize] {
             out[i] = s.weight;
