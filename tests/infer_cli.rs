@@ -174,6 +174,30 @@ fn figure_draws_a_png() {
     assert!(o.status.success(), "{}", stderr(&o));
     let b = std::fs::read(&png).unwrap();
     assert_eq!(&b[..4], b"\x89PNG");
+    assert!(stderr(&o).contains("QCANet: ") && stderr(&o).contains(" objects"), "{}", stderr(&o));
+
+    // An existing PNG or label file is kept unless --overwrite, and the refusal comes before any prediction.
+    std::fs::write(&png, b"mine").unwrap();
+    let labels = dir.path().join("labels");
+    std::fs::create_dir(&labels).unwrap();
+    let qc = labels.join("st_qcanet_labels.tif");
+    let base = ["figure", s(&input), "-o", s(&png), "--nsn", s(&n), "--ndn", s(&d), "--tile", "16", "--stride", "8"];
+    let o = run(&base, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("fig.png exists") && stderr(&o).contains("--overwrite"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("objects"), "refused after predicting: {}", stderr(&o));
+    assert_eq!(std::fs::read(&png).unwrap(), b"mine");
+    std::fs::write(&qc, b"mine too").unwrap();
+    let with_labels = [&base[..], &["--save-labels", s(&labels), "--overwrite"]].concat();
+    let o = run(&with_labels[..with_labels.len() - 1], &[]);
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read(&png).unwrap(), b"mine");
+    assert_eq!(std::fs::read(&qc).unwrap(), b"mine too");
+    let o = run(&with_labels, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
+    assert_eq!(io::read_volume(&qc).unwrap().dims, DIMS);
+    assert!(labels.join("st_nsn_ccl_labels.tif").exists());
 }
 
 #[test]

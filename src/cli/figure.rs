@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use qcanet_gpu::infer::figure::{compose, write_png, Row};
-use qcanet_gpu::infer::pipeline::{compare_methods, components, voxel_of, SegmentOptions};
+use qcanet_gpu::infer::pipeline::{compare_methods, components, voxel_of, SegmentOptions, METHOD_ROWS};
+
+use super::check_output;
 use qcanet_gpu::infer::predictors::{load_checked, locate_weights, stage, weights_path};
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::postprocess::Connectivity;
@@ -15,7 +17,7 @@ use qcanet_gpu::progress::Progress;
 pub struct Args {
     /// The TIFF stack to show (3-D; for a time series see --time).
     input: PathBuf,
-    /// The PNG to write.
+    /// The PNG to write (an existing file is replaced only with --overwrite).
     #[arg(short = 'o', long, default_value = "figure.png")]
     out: PathBuf,
     /// NSN weights (default: weights/nsn.safetensors).
@@ -52,6 +54,9 @@ pub struct Args {
     /// (STACK_nsn_ccl_labels.tif, STACK_unet_ccl_labels.tif, STACK_qcanet_labels.tif), e.g. for `qcanet-gpu eval`.
     #[arg(long)]
     save_labels: Option<PathBuf>,
+    /// Replace an existing PNG or label file instead of refusing to.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 fn parse_scale(s: &str) -> Result<usize, String> {
@@ -96,7 +101,16 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let mut inputs = vec![a.input.as_path(), nsn_path.as_path(), ndn_path.as_path()];
     inputs.extend(a.truth.as_deref());
     inputs.extend(unet_path.as_deref());
-    qcanet_gpu::io::refuse_input(&a.out, &inputs)?;
+    // Every output is checked before any prediction, so a refusal costs nothing.
+    let stem = a.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "stack".into());
+    let stem = if n_t > 1 { format!("{stem}_t{:03}", a.time) } else { stem };
+    let label_path =
+        |name: &str| a.save_labels.as_ref().map(|d| d.join(format!("{stem}_{}_labels.tif", method_slug(name))));
+    let mut outputs = vec![a.out.clone()];
+    outputs.extend(METHOD_ROWS.iter().filter_map(|n| label_path(n)));
+    for o in &outputs {
+        check_output(o, &inputs, a.overwrite)?;
+    }
     let ctx = g.context()?;
     let nsn = load_checked(&ctx, &nsn_path, Arch::Nsn).context("--nsn")?;
     let ndn = load_checked(&ctx, &ndn_path, Arch::Ndn).context("--ndn")?;
@@ -128,11 +142,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     }
     if let Some(dir) = &a.save_labels {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
-        let stem = a.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "stack".into());
-        let stem = if n_t > 1 { format!("{stem}_t{:03}", a.time) } else { stem };
         for (name, l) in rows.iter().filter(|(n, _)| n != TRUTH_ROW) {
-            let path = dir.join(format!("{stem}_{}_labels.tif", method_slug(name)));
-            qcanet_gpu::io::refuse_input(&path, &inputs)?;
+            let path = label_path(name).expect("--save-labels is given");
             qcanet_gpu::io::write_labels(&path, vol.dims, l, Some(voxel_of(&vol, opts.voxel_um)?))?;
             log::info!("{name}: labels written to {}", path.display());
         }
@@ -157,8 +168,7 @@ fn method_slug(name: &str) -> String {
 mod tests {
     #[test]
     fn slugs() {
-        assert_eq!(super::method_slug("NSN + CCL"), "nsn_ccl");
-        assert_eq!(super::method_slug("3-D U-Net + CCL"), "unet_ccl");
-        assert_eq!(super::method_slug("QCANet"), "qcanet");
+        let slugs = super::METHOD_ROWS.map(super::method_slug);
+        assert_eq!(slugs, ["nsn_ccl", "unet_ccl", "qcanet"]);
     }
 }

@@ -13,6 +13,17 @@ pub mod train;
 use qcanet_gpu::gpu::{ContextOptions, GpuContext};
 use qcanet_gpu::ops::variants::{self, Need};
 
+/// Refuses to write over an input or, without `overwrite`, over an existing
+/// file (`postprocess` and `figure`; `infer`, `calibrate`, `synth` and
+/// `train` write folders and have rules of their own).
+pub fn check_output(out: &std::path::Path, inputs: &[&std::path::Path], overwrite: bool) -> anyhow::Result<()> {
+    qcanet_gpu::io::refuse_input(out, inputs)?;
+    if out.exists() && !overwrite {
+        anyhow::bail!("{} exists; pass --overwrite to replace it", out.display());
+    }
+    Ok(())
+}
+
 /// Environment variable with kernel choices, as `--gpu-kernel` (read here,
 /// once, when a command opens the GPU).
 pub const ENV_GPU_KERNEL: &str = "QCANET_GPU_KERNEL";

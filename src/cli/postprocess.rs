@@ -61,15 +61,6 @@ pub fn voxel_size(flag: Option<&str>, from_file: Option<[f64; 3]>, file: &Path) 
     Ok([0.8, 0.8, 1.75])
 }
 
-/// Refuses to write over an input or, without `overwrite`, over an existing file.
-pub fn check_output(out: &Path, inputs: &[&Path], overwrite: bool) -> anyhow::Result<()> {
-    io::refuse_input(out, inputs)?;
-    if out.exists() && !overwrite {
-        bail!("{} exists; pass --overwrite to replace it", out.display());
-    }
-    Ok(())
-}
-
 fn connectivity(c: u8) -> anyhow::Result<Connectivity> {
     match c {
         6 => Ok(Connectivity::Six),
@@ -88,8 +79,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     if let Some(i) = &a.image {
         inputs.push(i);
     }
-    check_output(&a.out, &inputs, a.overwrite)?;
-    check_output(&csv, &inputs, a.overwrite)?;
+    super::check_output(&a.out, &inputs, a.overwrite)?;
+    super::check_output(&csv, &inputs, a.overwrite)?;
     if io::same_file(&csv, &a.out) {
         bail!("--csv and --out are both {}: the criteria would replace the labels", csv.display());
     }

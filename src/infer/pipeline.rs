@@ -339,6 +339,10 @@ pub fn components(ctx: &GpuContext, mask: &[u8], dims: [usize; 3], conn: Connect
     Ok(ccl::label(ctx, mask, dims, conn)?.0)
 }
 
+/// The names of [`compare_methods`]'s rows, in their order: NSN + CCL, 3-D
+/// U-Net + CCL (only with a U-Net), QCANet.
+pub const METHOD_ROWS: [&str; 3] = ["NSN + CCL", "3-D U-Net + CCL", "QCANet"];
+
 /// Label images of the methods compared in the figure, for one volume:
 /// NSN + connected components (of the mask QCANet's nuclei cover), optionally a
 /// 3-D U-Net + connected components,
@@ -362,14 +366,14 @@ pub fn compare_methods(
     let seg = threshold(&pn, opts.extent_for(nsn).unwrap_or(opts.threshold_for(nsn)));
     // The baselines' components go through the same volume floor as QCANet's nuclei.
     let floor = |l: Vec<u32>| drop_small_objects(&l, &grid, opts.instance.min_volume_um3);
-    let mut rows = vec![("NSN + CCL".to_string(), floor(components(ctx, &seg, vol.dims, conn)?))];
+    let mut rows = vec![(METHOD_ROWS[0].to_string(), floor(components(ctx, &seg, vol.dims, conn)?))];
     if let Some(u) = unet {
         let t = opts.threshold_for(u);
         let m = threshold(&inputs.foreground(u, opts, pb)?, t);
-        rows.push(("3-D U-Net + CCL".to_string(), floor(components(ctx, &m, vol.dims, conn)?)));
+        rows.push((METHOD_ROWS[1].to_string(), floor(components(ctx, &m, vol.dims, conn)?)));
     }
     let pd = inputs.foreground(ndn, opts, pb)?;
     let det = opts.markers(ndn, &pd, vol.dims)?;
-    rows.push(("QCANet".to_string(), opts.qcanet_labels(ctx, nsn, &pn, &det, &grid)?));
+    rows.push((METHOD_ROWS[2].to_string(), opts.qcanet_labels(ctx, nsn, &pn, &det, &grid)?));
     Ok(rows)
 }
