@@ -141,16 +141,17 @@ pub struct Args {
     /// between neighbouring markers count more, so a small nucleus's marker is not merged into its neighbour's.
     #[arg(long, value_name = "W0")]
     separation_weight: Option<f32>,
-    /// σ of --separation-weight, in voxels of the training grid (default 3).
-    #[arg(long, value_name = "VOXELS", requires = "separation_weight")]
+    /// σ of --separation-weight (or of a --config file's [separation]), in voxels of the training grid (default 3).
+    #[arg(long, value_name = "VOXELS")]
     separation_sigma: Option<f32>,
     /// NDN: weigh each voxel of the marker of a small nucleus (under --small-nucleus-volume in labels_instance/, read
     /// for every volume) by W in the loss (cross-entropy only): the crowded stages' tiny nuclei, few and faint, count
     /// as much as their neighbours.
     #[arg(long, value_name = "W")]
     small_nucleus_weight: Option<f32>,
-    /// The volume under which --small-nucleus-weight counts a nucleus as small, in µm³ (default 250).
-    #[arg(long, value_name = "UM3", requires = "small_nucleus_weight")]
+    /// The volume under which --small-nucleus-weight (or a --config file's [small_nuclei]) counts a nucleus as
+    /// small, in µm³ (default 250).
+    #[arg(long, value_name = "UM3")]
     small_nucleus_volume: Option<f32>,
     /// With --val-partner: objects under this many µm³ are dropped by the instance stage that scores each epoch, as `infer --min-volume` (default: infer's, half the smallest nucleus annotated in BBBC050's training split; 0 keeps every object).
     #[arg(long, value_name = "UM3", value_parser = super::parse_min_volume)]
@@ -321,21 +322,33 @@ pub fn settings(a: &Args) -> anyhow::Result<TrainConfig> {
     if let Some(f) = a.object_patches {
         c.object_patches = f;
     }
-    if let Some(w0) = a.separation_weight {
-        // A σ not given keeps a --config file's, else the default.
-        let sigma = a
-            .separation_sigma
-            .or(c.separation.map(|s| s.sigma))
-            .unwrap_or(qcanet_gpu::train::Separation::DEFAULT_SIGMA);
-        c.separation = Some(qcanet_gpu::train::Separation { w0, sigma });
+    // A weight or width given on the command line replaces the --config file's; one not given keeps it, else
+    // the default. A width alone needs a weight from one or the other.
+    match a.separation_weight.or(c.separation.map(|s| s.w0)) {
+        Some(w0) => {
+            let sigma = a
+                .separation_sigma
+                .or(c.separation.map(|s| s.sigma))
+                .unwrap_or(qcanet_gpu::train::Separation::DEFAULT_SIGMA);
+            c.separation = Some(qcanet_gpu::train::Separation { w0, sigma });
+        }
+        None if a.separation_sigma.is_some() => {
+            anyhow::bail!("--separation-sigma needs --separation-weight (or a [separation] table in --config)")
+        }
+        None => {}
     }
-    if let Some(weight) = a.small_nucleus_weight {
-        // A volume not given keeps a --config file's, else the default.
-        let volume_um3 = a
-            .small_nucleus_volume
-            .or(c.small_nuclei.map(|s| s.volume_um3))
-            .unwrap_or(qcanet_gpu::train::SmallNuclei::DEFAULT_VOLUME_UM3);
-        c.small_nuclei = Some(qcanet_gpu::train::SmallNuclei { weight, volume_um3 });
+    match a.small_nucleus_weight.or(c.small_nuclei.map(|s| s.weight)) {
+        Some(weight) => {
+            let volume_um3 = a
+                .small_nucleus_volume
+                .or(c.small_nuclei.map(|s| s.volume_um3))
+                .unwrap_or(qcanet_gpu::train::SmallNuclei::DEFAULT_VOLUME_UM3);
+            c.small_nuclei = Some(qcanet_gpu::train::SmallNuclei { weight, volume_um3 });
+        }
+        None if a.small_nucleus_volume.is_some() => {
+            anyhow::bail!("--small-nucleus-volume needs --small-nucleus-weight (or a [small_nuclei] table in --config)")
+        }
+        None => {}
     }
     if let Some(v) = a.min_volume {
         c.min_volume_um3 = v;
@@ -375,9 +388,13 @@ mod tests {
         a: super::Args,
     }
 
-    fn settings(args: &[&str]) -> qcanet_gpu::train::config::TrainConfig {
+    fn try_settings(args: &[&str]) -> anyhow::Result<qcanet_gpu::train::config::TrainConfig> {
         use clap::Parser;
-        super::settings(&Cli::try_parse_from(std::iter::once("train").chain(args.iter().copied())).unwrap().a).unwrap()
+        super::settings(&Cli::try_parse_from(std::iter::once("train").chain(args.iter().copied())).unwrap().a)
+    }
+
+    fn settings(args: &[&str]) -> qcanet_gpu::train::config::TrainConfig {
+        try_settings(args).unwrap()
     }
 
     #[test]
@@ -399,5 +416,18 @@ mod tests {
         let c = settings(&["--model", "ndn", "--small-nucleus-weight", "4", "--separation-weight", "7"]);
         assert_eq!(c.small_nuclei, Some(SmallNuclei { weight: 4.0, volume_um3: SmallNuclei::DEFAULT_VOLUME_UM3 }));
         assert_eq!(c.separation, Some(Separation { w0: 7.0, sigma: Separation::DEFAULT_SIGMA }));
+        // A width or volume alone changes the config file's, and needs a weight from one or the other.
+        let c = settings(&["--config", p, "--separation-sigma", "1.5", "--small-nucleus-volume", "60"]);
+        assert_eq!(c.separation, Some(Separation { w0: 5.0, sigma: 1.5 }));
+        assert_eq!(c.small_nuclei, Some(SmallNuclei { weight: 3.0, volume_um3: 60.0 }));
+        let c = settings(&["--config", p]);
+        assert_eq!(c.separation, Some(Separation { w0: 5.0, sigma: 2.0 }));
+        assert_eq!(c.small_nuclei, Some(SmallNuclei { weight: 3.0, volume_um3: 100.0 }));
+        for (flag, name) in
+            [("--separation-sigma", "--separation-weight"), ("--small-nucleus-volume", "--small-nucleus-weight")]
+        {
+            let e = try_settings(&["--model", "ndn", flag, "2"]).unwrap_err().to_string();
+            assert!(e.contains(flag) && e.contains(name), "{e}");
+        }
     }
 }
