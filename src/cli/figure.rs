@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use qcanet_gpu::infer::figure::{compose, write_png, Row};
 use qcanet_gpu::infer::pipeline::{compare_methods, components, voxel_of, SegmentOptions, METHOD_ROWS};
-
-use super::check_output;
 use qcanet_gpu::infer::predictors::{load_checked, locate_weights, stage, weights_path};
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::postprocess::Connectivity;
 use qcanet_gpu::progress::Progress;
+
+use super::check_output;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -107,7 +107,9 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let label_path =
         |name: &str| a.save_labels.as_ref().map(|d| d.join(format!("{stem}_{}_labels.tif", method_slug(name))));
     let mut outputs = vec![a.out.clone()];
-    outputs.extend(METHOD_ROWS.iter().filter_map(|n| label_path(n)));
+    // The U-Net's row (METHOD_ROWS[1]) only exists with its weights.
+    let rows_written = METHOD_ROWS.iter().enumerate().filter(|&(i, _)| i != 1 || unet_path.is_some());
+    outputs.extend(rows_written.filter_map(|(_, n)| label_path(n)));
     for o in &outputs {
         check_output(o, &inputs, a.overwrite)?;
     }
