@@ -9,7 +9,7 @@ use super::objects::Objects;
 use super::patch::{random_patch_near, Augment, Sample};
 use super::plot::EpochRecord;
 use super::prefetch::prefetch;
-use super::separation::{weighted_target, Separation};
+use super::separation::{loss_target, Separation};
 use super::validate::validate_sample;
 use crate::error::{Error, Result};
 use crate::metrics::instances::{best_setting, InstanceScores, InstanceValidation, Setting};
@@ -42,7 +42,7 @@ pub struct FitSettings {
     /// every object of the training set equally likely ([`Objects`]; 0:
     /// every patch at a random position).
     pub object_patches: f32,
-    /// Separation weight map on each training target ([`weighted_target`]);
+    /// Separation weight map on each training target ([`super::separation::weighted_target`]);
     /// None: every voxel weighs 1.
     pub separation: Option<Separation>,
     pub seed: u64,
@@ -240,11 +240,7 @@ pub fn fit<B: Backend>(
         let (aug, sep, batch) = (&s.augment, s.separation, s.batch);
         let make = move || {
             let (x, t, w) = random_batch(train, patch, batch, aug, centring, &mut rng);
-            if sep.is_none() && w.is_none() {
-                (x, t)
-            } else {
-                (x, weighted_target(&t, sep.as_ref(), w.as_ref()))
-            }
+            (x, loss_target(t, sep.as_ref(), w.as_ref()))
         };
         let (stepped, batches) = prefetch(s.steps_per_epoch, 1, make, |made| -> Result<(f64, usize)> {
             let mut loss_sum = 0.0;

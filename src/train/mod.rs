@@ -21,7 +21,7 @@ pub use fit::{epoch_rng, fit, random_batch, Centring, FitSettings};
 pub use objects::Objects;
 pub use patch::{dilate, foreground_iou, random_patch, random_patch_near, Augment, Patch, Sample, Vol};
 pub use plot::{plot_curves, EpochRecord};
-pub use separation::{separation_weights, weighted_target, Separation};
+pub use separation::{loss_target, separation_weights, weighted_target, Separation};
 pub use small_nuclei::{small_nucleus_weights, SmallNuclei};
 pub use touching::separated_nuclei;
 pub use validate::{predict_volume, tile_starts, validate_sample, ValScores};

@@ -131,6 +131,17 @@ pub fn separation_weights(target: &[f32], dims: [usize; 3], s: &Separation) -> V
     out
 }
 
+/// The target the loss reads: `t` itself when nothing weighs its voxels,
+/// else [`weighted_target`]. The one rule training's batches and the
+/// validation loss follow, so that the two losses compare.
+pub fn loss_target(t: CpuTensor, s: Option<&Separation>, object_weights: Option<&CpuTensor>) -> CpuTensor {
+    if s.is_none() && object_weights.is_none() {
+        t
+    } else {
+        weighted_target(&t, s, object_weights)
+    }
+}
+
 /// A batch of 0/1 targets (N, 1, D, H, W) with each sample's weight map
 /// appended: (N, 2, D, H, W), the class indices then the weights, as
 /// [`crate::ops::loss::softmax_cross_entropy`] reads them. A voxel's weight
@@ -273,6 +284,11 @@ mod tests {
                 assert_eq!(a, o[n * 81 + i]);
             }
         }
+        // The loss reads the plain target when nothing weighs it, else the weighted one.
+        let plain = CpuTensor::from_vec(Shape5::new(2, 1, 3, 3, 9), t.clone());
+        assert_eq!(loss_target(plain.clone(), None, None).data, t);
+        assert_eq!(loss_target(plain.clone(), Some(&s), Some(&ow)).data, both.data);
+        assert_eq!(loss_target(plain, None, Some(&ow)).data, alone.data);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Whole-volume prediction by overlapping tiles, validation loss and IoU.
 
 use super::patch::{extract, foreground_iou, gather, Sample, Vol};
-use super::separation::{weighted_target, Separation};
+use super::separation::{loss_target, Separation};
 use crate::error::Result;
 use crate::metrics::instances::{score_instances, InstanceScores, InstanceTruth, InstanceValidation};
 use crate::model::{Backend, LossSpec, Net};
@@ -27,7 +27,7 @@ pub fn tile_starts(n: usize, t: usize, overlap: usize) -> Vec<usize> {
 /// weights), also returns the mean loss over tiles: the training loss, each
 /// tile's target weighed by the separation map within the tile and by the
 /// object weights where training weighs its patches so
-/// ([`weighted_target`]), so that the two losses compare.
+/// ([`loss_target`]), so that the two losses compare.
 pub fn predict_volume<B: Backend>(
     net: &Net<B>,
     cx: &B::Ctx,
@@ -62,7 +62,7 @@ pub fn predict_volume<B: Backend>(
                 if let Some((_, spec, sep, weight)) = eval {
                     let t = CpuTensor::from_vec(shape, tgt);
                     let w = weight.map(|w| CpuTensor::from_vec(shape, gather(w, origin, ts, [false; 3])));
-                    let t = if sep.is_none() && w.is_none() { t } else { weighted_target(&t, sep, w.as_ref()) };
+                    let t = loss_target(t, sep, w.as_ref());
                     let t = B::upload(cx, &t)?;
                     let (l, _) = net.loss(cx, spec, &logits, &t)?;
                     loss_sum += B::scalar(cx, &l)?;
