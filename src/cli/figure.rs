@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use qcanet_gpu::infer::figure::{compose, write_png, Row};
-use qcanet_gpu::infer::pipeline::{compare_methods, components, voxel_of, SegmentOptions, METHOD_ROWS};
+use qcanet_gpu::infer::pipeline::{compare_methods, components, method_rows, voxel_of, SegmentOptions};
 use qcanet_gpu::infer::predictors::{load_checked, locate_weights, stage, weights_path};
 use qcanet_gpu::model::Arch;
 use qcanet_gpu::postprocess::Connectivity;
@@ -107,9 +107,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     let label_path =
         |name: &str| a.save_labels.as_ref().map(|d| d.join(format!("{stem}_{}_labels.tif", method_slug(name))));
     let mut outputs = vec![a.out.clone()];
-    // The U-Net's row (METHOD_ROWS[1]) only exists with its weights.
-    let rows_written = METHOD_ROWS.iter().enumerate().filter(|&(i, _)| i != 1 || unet_path.is_some());
-    outputs.extend(rows_written.filter_map(|(_, n)| label_path(n)));
+    outputs.extend(method_rows(unet_path.is_some()).filter_map(label_path));
     for o in &outputs {
         check_output(o, &inputs, a.overwrite)?;
     }
@@ -170,7 +168,8 @@ fn method_slug(name: &str) -> String {
 mod tests {
     #[test]
     fn slugs() {
-        let slugs = super::METHOD_ROWS.map(super::method_slug);
+        let slugs: Vec<_> = super::method_rows(true).map(super::method_slug).collect();
         assert_eq!(slugs, ["nsn_ccl", "unet_ccl", "qcanet"]);
+        assert_eq!(super::method_rows(false).collect::<Vec<_>>(), ["NSN + CCL", "QCANet"]);
     }
 }

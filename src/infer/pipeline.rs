@@ -343,6 +343,12 @@ pub fn components(ctx: &GpuContext, mask: &[u8], dims: [usize; 3], conn: Connect
 /// U-Net + CCL (only with a U-Net), QCANet.
 pub const METHOD_ROWS: [&str; 3] = ["NSN + CCL", "3-D U-Net + CCL", "QCANet"];
 
+/// The rows [`compare_methods`] returns, in its order: [`METHOD_ROWS`], the
+/// 3-D U-Net's only when it is given.
+pub fn method_rows(with_unet: bool) -> impl Iterator<Item = &'static str> {
+    METHOD_ROWS.into_iter().filter(move |&n| with_unet || n != METHOD_ROWS[1])
+}
+
 /// Label images of the methods compared in the figure, for one volume:
 /// NSN + connected components (of the mask QCANet's nuclei cover), optionally a
 /// 3-D U-Net + connected components,
