@@ -1,7 +1,7 @@
 //! Scoring through the instance stage and threshold calibration, on
 //! hand-made probabilities with known answers.
 
-use qcanet_gpu::infer::calibrate::{choose, search, trial, CalibrationVolume, Trial};
+use qcanet_gpu::infer::calibrate::{choose, search, trial, CalibrationVolume, Search, Trial};
 use qcanet_gpu::metrics::instances::{best_setting, score_instances, InstanceTruth, InstanceValidation, Role, Setting};
 use qcanet_gpu::postprocess::InstanceOptions;
 
@@ -145,7 +145,7 @@ fn calibration_finds_the_thresholds_that_recover_the_nuclei() {
     let at_half = trial(&vols, 0.5, 0.5, 0.0, 0.5, &opts).unwrap();
     assert_eq!(at_half.f1, 0.0);
     let grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
-    let (best, all) = search(&vols, &grid, &[0.0], &[], &opts).unwrap();
+    let Search { best, trials: all, .. } = search(&vols, &grid, &[0.0], &[], &opts).unwrap();
     assert_eq!(all.len(), 49);
     assert_eq!(all[0], at_half);
     assert_eq!(best.f1, 1.0, "{best:?}");
@@ -168,7 +168,7 @@ fn calibration_finds_the_marker_dynamic_that_splits_touching_centres() {
     }
     assert_eq!(trial(&vols, 0.5, 0.5, 0.05, 0.5, &opts).unwrap().f1, 1.0);
     assert!(trial(&vols, 0.5, 0.5, 0.2, 0.5, &opts).unwrap().f1 < 1.0);
-    let (best, all) = search(&vols, &grid, &[0.0, 0.05, 0.2], &[], &opts).unwrap();
+    let Search { best, trials: all, .. } = search(&vols, &grid, &[0.0, 0.05, 0.2], &[], &opts).unwrap();
     assert_eq!(all.len(), 27);
     assert_eq!((best.f1, best.dynamic), (1.0, 0.05), "{best:?}");
     assert_eq!((best.nsn, best.ndn), (0.5, 0.5), "nearest 0.5 among equals: {best:?}");
@@ -198,7 +198,7 @@ fn validation_grid_scores_each_setting_as_calibration_does_and_ranks_them_alike(
     }
     let means: Vec<(f64, f64)> = scores.iter().map(|q| (q.f1, q.seg)).collect();
     let b = best_setting(&settings, &means).unwrap();
-    let (cal, _) = search(&vols, &[0.3, 0.5, 0.7], &[0.0, 0.05, 0.2], &[], &opts).unwrap();
+    let Search { best: cal, .. } = search(&vols, &[0.3, 0.5, 0.7], &[0.0, 0.05, 0.2], &[], &opts).unwrap();
     assert_eq!((settings[b].threshold, settings[b].dynamic), (cal.ndn, cal.dynamic));
     assert_eq!((settings[b].threshold, settings[b].dynamic, scores[b].f1), (0.5, 0.05, 1.0));
 
@@ -343,7 +343,7 @@ fn calibration_grows_confident_cores_to_the_outlines() {
     let same = trial(&vols, 0.5, 0.5, 0.0, 0.7, &opts).unwrap();
     assert_eq!((same.f1, same.seg, same.iou, same.extent), (core.f1, core.seg, core.iou, 0.5));
     // The search tries each NSN threshold bare, then grown to each extent below it.
-    let (best, all) = search(&vols, &[0.5, 0.7], &[0.0], &[0.3, 0.4, 0.6], &opts).unwrap();
+    let Search { best, trials: all, .. } = search(&vols, &[0.5, 0.7], &[0.0], &[0.3, 0.4, 0.6], &opts).unwrap();
     // NSN 0.5: bare, 0.3, 0.4; NSN 0.7: bare, 0.3, 0.4, 0.6; with 2 NDN thresholds.
     assert_eq!(all.len(), 2 * (3 + 4));
     assert_eq!(all[0], core, "0.5/0.5 bare first");
@@ -367,4 +367,55 @@ fn calibration_grows_confident_cores_to_the_outlines() {
     let marker_extent = Setting { extent: Some(0.3), ..Setting::at(0.5) };
     let iv2 = InstanceValidation { settings: vec![marker_extent], ..iv };
     assert!(score_instances(&v.ndn, DIMS, &t, &iv2).is_err());
+}
+
+#[test]
+fn search_keeps_each_settings_scores_on_every_volume() {
+    // Two unlike volumes: the per-volume scores of every setting are what
+    // that setting scores on the volume alone, and their mean is the
+    // setting's mean; the CSV has a row per setting and volume.
+    let a = CalibrationVolume { name: "under_confident".into(), ..volume(0.35, 0.55) };
+    let b = CalibrationVolume { name: "touching".into(), ..touching_centres() };
+    let opts = InstanceOptions::default();
+    let vols = vec![a, b];
+    let found = search(&vols, &[0.3, 0.6], &[0.0, 0.05], &[0.2], &opts).unwrap();
+    assert_eq!(found.names, ["under_confident", "touching"]);
+    assert_eq!(found.volumes.len(), found.trials.len());
+    let mut differ = false;
+    for (t, scores) in found.trials.iter().zip(&found.volumes) {
+        assert_eq!(scores.len(), 2);
+        for (v, s) in vols.iter().zip(scores) {
+            let alone = trial(std::slice::from_ref(v), t.nsn, t.ndn, t.dynamic, t.extent, &opts).unwrap();
+            assert_eq!((s.f1, s.seg, s.iou), (alone.f1, alone.seg, alone.iou), "{} at {t:?}", v.name);
+        }
+        let mean =
+            |f: fn(&qcanet_gpu::metrics::instances::InstanceScores) -> f64| scores.iter().map(f).sum::<f64>() / 2.0;
+        assert!((mean(|s| s.f1) - t.f1).abs() < 1e-12 && (mean(|s| s.seg) - t.seg).abs() < 1e-12, "{t:?}");
+        assert!((mean(|s| s.iou) - t.iou).abs() < 1e-12, "{t:?}");
+        differ |= scores[0].f1 != scores[1].f1;
+    }
+    assert!(differ, "the two volumes score alike everywhere: the test shows nothing");
+
+    let csv = found.volumes_csv();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "nsn_threshold,nsn_extent,ndn_threshold,marker_dynamic,volume,predicted,true,matched,f1,seg,iou"
+    );
+    assert_eq!(lines.len(), 1 + 2 * found.trials.len());
+    for (k, line) in lines[1..].iter().enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 11, "{line}");
+        assert_eq!(f[4], found.names[k % 2]);
+        let s = found.volumes[k / 2][k % 2];
+        let (p, t, m): (usize, usize, usize) = (f[5].parse().unwrap(), f[6].parse().unwrap(), f[7].parse().unwrap());
+        assert_eq!((p, t, m), (s.predicted, s.truth, s.matched), "{line}");
+        assert!(m <= p.min(t), "{line}");
+        // F1 = 2 matched / (predicted + true), to the CSV's six decimals.
+        if p + t > 0 {
+            let f1 = 2.0 * m as f64 / (p + t) as f64;
+            assert!((f1 - f[8].parse::<f64>().unwrap()).abs() < 1e-6, "{line}");
+        }
+    }
+    assert_eq!(found.trials_csv().lines().count(), 1 + found.trials.len());
 }

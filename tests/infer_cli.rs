@@ -337,6 +337,13 @@ fn an_nsn_whose_weights_say_so_labels_its_unmarked_components() {
     let unmarked = |p: &Path| Network::load(ctx, p).unwrap().meta.label_unmarked;
     let (csv, cal_nsn) = f1_of(&labelling, &[]);
     assert_eq!((f1(&csv).as_str(), unmarked(&cal_nsn)), ("1.000000", Some(true)));
+    // Beside the means, each setting's scores on each volume: here the one volume, one nucleus found.
+    let per_volume = std::fs::read_to_string(cal_nsn.with_file_name("calibration_volumes.csv")).unwrap();
+    assert_eq!(per_volume.lines().count(), csv.lines().count(), "one volume: a row per setting\n{per_volume}");
+    assert!(
+        per_volume.lines().any(|l| l.starts_with("0.200,0.200,1.000,0.000,st.tif,1,1,1,1.000000,")),
+        "{per_volume}"
+    );
     let (csv, cal_nsn) = f1_of(&plain, &[]);
     assert_eq!((f1(&csv).as_str(), unmarked(&cal_nsn)), ("0.000000", None));
     // --label-unmarked overrides the NSN's own either way, and the NSN written records it.

@@ -14,7 +14,8 @@ use qcanet_gpu::train::dataset::{names_of, read_instance_labels};
 #[command(after_help = "Predicts every listed volume once with both networks (as `infer` does), scores the whole \
 instance stage against DATA/labels_instance/ over a grid of thresholds (the NSN's first, then the NDN's) and marker dynamics, and \
 writes copies of the weights (f16) with the chosen thresholds and dynamic in their metadata, where `infer` reads them, plus \
-calibration.csv with every trial. Use validation volumes only: a volume that chose a threshold is no longer held out.")]
+calibration.csv with every trial's mean scores and calibration_volumes.csv with its scores on each volume (to hold a floor \
+per stage, not only on the mean). Use validation volumes only: a volume that chose a threshold is no longer held out.")]
 pub struct Args {
     /// NSN weights (default: the bundled ones). Given more than once, the networks' probabilities are
     /// averaged (an ensemble: calibrated as one, written as one file that `infer` averages the same way).
@@ -39,7 +40,7 @@ pub struct Args {
     /// Lower thresholds the NSN's nuclei may grow to after the watershed (hysteresis: split where the NSN is
     /// sure, outlined where it is less so), comma-separated, e.g. 0.3,0.4,0.5,0.6,0.7: each NSN threshold is
     /// then tried without growth and grown to every one below it [default: none, no growth]. Growth chosen
-    /// on clean volumes lost nuclei under read noise (weights/README.md): calibrate on volumes that look
+    /// on clean volumes lost nuclei under read noise (weights/HISTORY.md): calibrate on volumes that look
     /// like the ones you will segment.
     #[arg(long, value_name = "LIST")]
     extents: Option<String>,
@@ -65,7 +66,7 @@ pub struct Args {
     /// Test-time augmentation views, as `infer --tta` (calibrate with the setting you will infer with).
     #[arg(long, default_value_t = 1)]
     tta: usize,
-    /// Folder for nsn.safetensors, ndn.safetensors and calibration.csv.
+    /// Folder for nsn.safetensors, ndn.safetensors, calibration.csv and calibration_volumes.csv.
     #[arg(long, short)]
     out_dir: PathBuf,
     /// Replace existing files in --out-dir.
@@ -98,8 +99,12 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     };
     let nsn_paths = paths(&a.nsn, "nsn.safetensors").context("NSN weights")?;
     let ndn_paths = paths(&a.ndn, "ndn.safetensors").context("NDN weights")?;
-    let outs =
-        [a.out_dir.join("nsn.safetensors"), a.out_dir.join("ndn.safetensors"), a.out_dir.join("calibration.csv")];
+    let outs = [
+        a.out_dir.join("nsn.safetensors"),
+        a.out_dir.join("ndn.safetensors"),
+        a.out_dir.join("calibration.csv"),
+        a.out_dir.join("calibration_volumes.csv"),
+    ];
     for o in &outs {
         if nsn_paths.iter().chain(&ndn_paths).any(|p| qcanet_gpu::io::same_file(p, o)) {
             anyhow::bail!("{}: is one of the input weights; choose another --out-dir", o.display());
@@ -134,8 +139,9 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         }
     }
     pb.finish();
-    let (top, all) = search(&vols, &grid, &dynamics, &extents, &opts.instance)?;
-    let best = choose(&all, a.f1_tolerance).context("--f1-tolerance")?;
+    let found = search(&vols, &grid, &dynamics, &extents, &opts.instance)?;
+    let (top, all) = (found.best, &found.trials);
+    let best = choose(all, a.f1_tolerance).context("--f1-tolerance")?;
     if best != top {
         log::info!(
             "best F1 {:.4} at NSN {:.2} (grown to {:.2}), NDN {:.2}, dynamic {:.2} (SEG {:.4}); within --f1-tolerance {} of it, the best SEG",
@@ -148,13 +154,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
             a.f1_tolerance
         );
     }
-    let mut csv = String::from("nsn_threshold,nsn_extent,ndn_threshold,marker_dynamic,mean_f1,mean_seg,mean_iou\n");
-    for t in &all {
-        csv.push_str(&format!(
-            "{:.3},{:.3},{:.3},{:.3},{:.6},{:.6},{:.6}\n",
-            t.nsn, t.extent, t.ndn, t.dynamic, t.f1, t.seg, t.iou
-        ));
-    }
+    let csv = found.trials_csv();
+    let per_volume = found.volumes_csv();
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("{}: cannot create", a.out_dir.display()))?;
     nsn.meta.threshold = Some(best.nsn);
     nsn.meta.extent_threshold = (best.extent < best.nsn).then_some(best.extent);
@@ -167,6 +168,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     nsn.save_f16(&ctx, &outs[0])?;
     ndn.save_f16(&ctx, &outs[1])?;
     qcanet_gpu::model::safetensors_file::write_atomic(&outs[2], csv.as_bytes())?;
+    qcanet_gpu::model::safetensors_file::write_atomic(&outs[3], per_volume.as_bytes())?;
     // A best value on the grid's edge may be beaten beyond it (a dynamic of 0 is the natural floor).
     let mut chosen =
         vec![("NSN threshold", best.nsn, &grid, "--thresholds"), ("NDN threshold", best.ndn, &grid, "--thresholds")];
@@ -183,7 +185,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     }
     let first = all[0];
     println!(
-        "{} volumes; at 0.5/0.5: F1 {:.4}, SEG {:.4}, IoU {:.4}\nchosen NSN {:.2}{}, NDN {:.2}, marker dynamic {:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}\nwrote {}, {}, {}",
+        "{} volumes; at 0.5/0.5: F1 {:.4}, SEG {:.4}, IoU {:.4}\nchosen NSN {:.2}{}, NDN {:.2}, marker dynamic {:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}\nwrote {}, {}, {}, {}",
         vols.len(),
         first.f1,
         first.seg,
@@ -197,7 +199,8 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
         best.iou,
         outs[0].display(),
         outs[1].display(),
-        outs[2].display()
+        outs[2].display(),
+        outs[3].display()
     );
     Ok(())
 }

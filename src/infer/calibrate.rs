@@ -17,7 +17,8 @@ use crate::progress::Progress;
 use crate::error::{Error, Result};
 use crate::io::Volume;
 use crate::metrics::instances::{
-    best_ranked, check_dynamic, in_parallel, score_instances, InstanceTruth, InstanceValidation, Ranking, Role, Setting,
+    best_ranked, check_dynamic, in_parallel, score_instances, InstanceScores, InstanceTruth, InstanceValidation,
+    Ranking, Role, Setting,
 };
 use crate::postprocess::markers::{above_on, h_maxima};
 use crate::postprocess::InstanceOptions;
@@ -81,7 +82,7 @@ pub fn trial(
     opts: &InstanceOptions,
 ) -> Result<Trial> {
     let summits = summits_of(vols, h, opts)?;
-    Ok(trials_with(vols, nsn_t, ndn_t, h, &[extent], &summits, opts)?[0])
+    Ok(trials_with(vols, nsn_t, ndn_t, h, &[extent], &summits, opts)?.swap_remove(0).0)
 }
 
 /// Each volume's h-maxima of the NDN's probability (None for `h = 0`).
@@ -91,7 +92,8 @@ fn summits_of(vols: &[CalibrationVolume], h: f32, opts: &InstanceOptions) -> Res
 }
 
 /// One trial per extent of `extents` (each with the same watershed: the
-/// nuclei grown to it, none when it is not below `nsn_t`), in that order.
+/// nuclei grown to it, none when it is not below `nsn_t`), in that order,
+/// each with its scores on every volume (in the order of `vols`).
 fn trials_with(
     vols: &[CalibrationVolume],
     nsn_t: f32,
@@ -100,7 +102,7 @@ fn trials_with(
     extents: &[f32],
     summits: &[Option<Vec<u8>>],
     opts: &InstanceOptions,
-) -> Result<Vec<Trial>> {
+) -> Result<Vec<(Trial, Vec<InstanceScores>)>> {
     if vols.is_empty() {
         return Err(Error::invalid("calibration needs at least one volume"));
     }
@@ -110,7 +112,7 @@ fn trials_with(
         settings: extents.iter().map(|&e| Setting { extent: Some(e), ..Setting::at(nsn_t) }).collect(),
         options: *opts,
     };
-    let mut sums = vec![(0.0, 0.0, 0.0); extents.len()];
+    let mut per_volume: Vec<Vec<InstanceScores>> = vec![Vec::with_capacity(vols.len()); extents.len()];
     for (c, top) in vols.iter().zip(summits) {
         let partner = above_on(&c.ndn, ndn_t, top.as_deref());
         let t = InstanceTruth {
@@ -121,33 +123,30 @@ fn trials_with(
             partner,
             partner_extent: None,
         };
-        for (sum, s) in sums.iter_mut().zip(score_instances(&c.nsn, c.dims, &t, &v)?) {
-            sum.0 += s.f1;
-            sum.1 += s.seg;
-            sum.2 += s.iou;
+        for (scores, s) in per_volume.iter_mut().zip(score_instances(&c.nsn, c.dims, &t, &v)?) {
+            scores.push(s);
         }
     }
     let n = vols.len() as f64;
+    let mean = |s: &[InstanceScores], f: fn(&InstanceScores) -> f64| s.iter().map(f).sum::<f64>() / n;
     Ok(extents
         .iter()
-        .zip(sums)
-        .map(|(&e, (f1, seg, iou))| Trial {
-            nsn: nsn_t,
-            ndn: ndn_t,
-            dynamic: h,
-            extent: e.min(nsn_t),
-            f1: f1 / n,
-            seg: seg / n,
-            iou: iou / n,
+        .zip(per_volume)
+        .map(|(&e, s)| {
+            let t = Trial {
+                nsn: nsn_t,
+                ndn: ndn_t,
+                dynamic: h,
+                extent: e.min(nsn_t),
+                f1: mean(&s, |x| x.f1),
+                seg: mean(&s, |x| x.seg),
+                iou: mean(&s, |x| x.iou),
+            };
+            (t, s)
         })
         .collect())
 }
 
-/// Every setting of the grid: each pair of thresholds of `grid` with each
-/// marker dynamic of `dynamics` (0.5, 0.5 with the first dynamic first),
-/// each NSN threshold first without growth, then with its nuclei grown to
-/// each of `extents` below it; returns the best trial and all trials in the
-/// order run.
 /// Refuses a grid [`search`] cannot try: the same ranges as training's
 /// validation grid (messages name the value); `calibrate` checks it before
 /// predicting anything.
@@ -159,13 +158,65 @@ pub fn check_grid(grid: &[f32], dynamics: &[f32], extents: &[f32]) -> Result<()>
     Ok(())
 }
 
+/// What [`search`] found: every setting's mean scores, and its scores on
+/// each volume, so a choice can hold a floor per volume or per stage, not
+/// only on the mean (`calibrate` writes both as CSV).
+#[derive(Clone, Debug)]
+pub struct Search {
+    /// The best trial by F1, then SEG ([`choose`] without tolerance).
+    pub best: Trial,
+    /// Every trial, in the order run.
+    pub trials: Vec<Trial>,
+    /// The volumes' names, in the order searched.
+    pub names: Vec<String>,
+    /// `volumes[i][j]`: trial `i`'s scores on volume `names[j]`; their mean
+    /// is `trials[i]`'s.
+    pub volumes: Vec<Vec<InstanceScores>>,
+}
+
+impl Search {
+    /// `calibration.csv`: one row per trial, its mean scores.
+    pub fn trials_csv(&self) -> String {
+        let mut csv = String::from("nsn_threshold,nsn_extent,ndn_threshold,marker_dynamic,mean_f1,mean_seg,mean_iou\n");
+        for t in &self.trials {
+            csv.push_str(&format!(
+                "{:.3},{:.3},{:.3},{:.3},{:.6},{:.6},{:.6}\n",
+                t.nsn, t.extent, t.ndn, t.dynamic, t.f1, t.seg, t.iou
+            ));
+        }
+        csv
+    }
+
+    /// `calibration_volumes.csv`: one row per trial and volume (trials in
+    /// the order run, volumes in the order searched), with the nuclei
+    /// predicted, true and matched at IoU 0.5.
+    pub fn volumes_csv(&self) -> String {
+        let mut csv = String::from(
+            "nsn_threshold,nsn_extent,ndn_threshold,marker_dynamic,volume,predicted,true,matched,f1,seg,iou\n",
+        );
+        for (t, scores) in self.trials.iter().zip(&self.volumes) {
+            for (name, s) in self.names.iter().zip(scores) {
+                csv.push_str(&format!(
+                    "{:.3},{:.3},{:.3},{:.3},{},{},{},{},{:.6},{:.6},{:.6}\n",
+                    t.nsn, t.extent, t.ndn, t.dynamic, name, s.predicted, s.truth, s.matched, s.f1, s.seg, s.iou
+                ));
+            }
+        }
+        csv
+    }
+}
+
+/// Every setting of the grid: each pair of thresholds of `grid` with each
+/// marker dynamic of `dynamics` (0.5, 0.5 with the first dynamic first),
+/// each NSN threshold first without growth, then with its nuclei grown to
+/// each of `extents` below it.
 pub fn search(
     vols: &[CalibrationVolume],
     grid: &[f32],
     dynamics: &[f32],
     extents: &[f32],
     opts: &InstanceOptions,
-) -> Result<(Trial, Vec<Trial>)> {
+) -> Result<Search> {
     check_grid(grid, dynamics, extents)?;
     let mut pairs = vec![(0.5f32, 0.5f32)];
     for &a in grid {
@@ -183,6 +234,7 @@ pub fn search(
     };
     let total = pairs.iter().map(|p| extents_of(p.0).len()).sum::<usize>() * dynamics.len();
     let mut all = Vec::with_capacity(total);
+    let mut volumes = Vec::with_capacity(total);
     // The settings of one dynamic are independent: scored on all cores,
     // logged and ranked in grid order (the result does not depend on the
     // number of threads).
@@ -192,7 +244,7 @@ pub fn search(
             trials_with(vols, pairs[i].0, pairs[i].1, h, &extents_of(pairs[i].0), &summits, opts)
         });
         for r in scored {
-            for r in r? {
+            for (r, per_volume) in r? {
                 let grown = if r.extent < r.nsn { format!(", grown to {:.2}", r.extent) } else { String::new() };
                 log::info!(
                     "[{}/{total}] NSN {:.2}{grown}, NDN {:.2}, dynamic {h:.2}: F1 {:.4}, SEG {:.4}, IoU {:.4}",
@@ -204,10 +256,12 @@ pub fn search(
                     r.iou
                 );
                 all.push(r);
+                volumes.push(per_volume);
             }
         }
     }
-    Ok((choose(&all, 0.0)?, all))
+    let names = vols.iter().map(|v| v.name.clone()).collect();
+    Ok(Search { best: choose(&all, 0.0)?, trials: all, names, volumes })
 }
 
 /// Refuses an F1 tolerance outside [0, 1) (NaN included).

@@ -49,7 +49,7 @@ pub struct InstanceValidation {
 /// The thresholds `calibrate` and training's validation try by default.
 /// Up to 0.9: NDNs trained from scratch sit at the top of a grid that ends
 /// at 0.8 (the twelfth session's in 21 of 29 epochs, the fourteenth's in
-/// every epoch, and two of three calibrations; weights/README.md).
+/// every epoch, and two of three calibrations; weights/HISTORY.md).
 pub const DEFAULT_THRESHOLDS: [f32; 8] = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 /// The dynamics of the markers they try by default (0: every component
 /// above the threshold is a marker, as the original QCANet); up to 0.3, as
@@ -173,6 +173,8 @@ pub fn best_setting(settings: &[Setting], means: &[(f64, f64)]) -> Option<usize>
 pub struct InstanceScores {
     pub predicted: usize,
     pub truth: usize,
+    /// Predicted nuclei matched one-to-one to true ones at IoU ≥ 0.5.
+    pub matched: usize,
     /// F1 at IoU 0.5.
     pub f1: f64,
     pub seg: f64,
@@ -267,6 +269,7 @@ pub fn score_instances(
         Ok(InstanceScores {
             predicted: e.pred_objects,
             truth: e.gt_objects,
+            matched: e.matching.tp,
             f1: e.matching.f1,
             seg: e.seg,
             iou: e.foreground_iou,
