@@ -11,7 +11,7 @@
 #   F1_TOL=0: calibrate --f1-tolerance for every calibration here (0.005 in the nineteenth session's
 #   rule: the best SEG within one nucleus of the best F1 at the 50-nucleus stage); write it in the rule first
 #   EXTENTS=none: calibrate --extents (nuclei grown to a lower NSN threshold; chosen on the clean six in the
-#   twenty-first session it lost nuclei under read noise, weights/README.md): name it in the rule first
+#   twenty-first session it lost nuclei under read noise, weights/HISTORY.md): name it in the rule first
 #
 # 1. Unpacks results.tgz (logs, log.csv and curves of every run) into OUT.
 # 2. Per network, the run whose best epoch has the highest mean instance F1
@@ -27,7 +27,7 @@
 #    per network holding both; twice the prediction time). (2026-12-04,
 #    eighth session: that average of the seventh session's pair scored
 #    above the bundled pair on every held-out set but fell 0.001 short on
-#    the six; weights/README.md, "The two pairs averaged".)
+#    the six; weights/HISTORY.md, "The two pairs averaged".)
 # 4. A candidate (new, avg) is eligible if its calibrated mean F1 over the
 #    six beats the bundled pair's (ties: SEG) and it also holds on
 #    synthetic embryos (another appearance: `synth --count 4 --nuclei
@@ -44,7 +44,7 @@
 # left to the person reading the scores.
 # Dry run (2026-12-04, lavapipe, 32 min): the bundled weights copied in as
 # every run's weights beside a SMOKE run's results.tgz; it reproduced
-# weights/README.md's calibration (F1 0.9375 over the six) and Emb11 tables
+# weights/HISTORY.md's calibration (F1 0.9375 over the six) and Emb11 tables
 # (F1 0.9519 at 1.75 um, 0.9281 at 2.0 um) to the last digit.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -26,18 +26,18 @@
 #            contact layer between touching nuclei taken out; separation weight map 10 / 3; object patches
 #            0.33, each nucleus equally likely): given such a mask, components alone match all 53 nuclei of
 #            the choosing t501 and the bundled NDN's markers with unmarked components labelled 51
-#            (2026-12-07, twenty-eighth session, ground truth only: weights/README.md); a lavapipe
+#            (2026-12-07, twenty-eighth session, ground truth only: weights/HISTORY.md); a lavapipe
 #            fine-tune of 484 steps did not learn the borders (no intensity dip marks them)
 #   ndn      NDN from scratch (depth 3, width 8, 3^3), markers dilated by 3, separation weight map 10 / 3, lr 1e-3
 #   ndn5     the same NDN with the paper's 5^3 kernels (issue 11 asks for them; 4.9 M parameters, 10 MB in f16)
 #   Both NDN runs see the crowded stages (t401-t501 of Emb01-Emb10) three times as often: at t501 10 of the
 #   13 nuclei the bundled pair misses on Emb11 are tiny (33-143 voxels against a median of 1,583) and lack
-#   a marker; given the true markers, its NSN and watershed match 49 of 53 (weights/README.md, "Where the
+#   a marker; given the true markers, its NSN and watershed match 49 of 53 (weights/HISTORY.md, "Where the
 #   crowded stage fails"). Tiny nuclei occur only from t401 on (5-10 per volume at t501).
 #   And a third of their patches are centred on a marker, each marker of the training set equally likely
 #   (`--object-patches 0.33`, 2026-12-05, eleventh session): a random 48^3 patch holds a tiny nucleus in
 #   4.9 % of draws, an object-centred one in 28.9 % (Emb01-Emb10). Not measured on a GPU run yet; on
-#   lavapipe, NDN fine-tunes with it (share 0.5) did not beat the bundled NDN (weights/README.md).
+#   lavapipe, NDN fine-tunes with it (share 0.5) did not beat the bundled NDN (weights/HISTORY.md).
 #   Every run's epochs are scored at the best of calibrate's threshold grid (and an NDN's marker
 #   dynamics), not at 0.5: the seventh session's NDN read 0.875 at 0.5 and calibrated to 0.946.
 #   (Until 2026-12-05 the fourth run was ndn-ft, the bundled NDN fine-tuned: the worst run on the seventh
@@ -128,7 +128,7 @@ echo "choosing volumes: $(tr '\n' ' ' < "$work/val.txt")"
 # (2026-12-05, twelfth session, lavapipe: the `ndn` run below at 48^3 for
 # 105 min, trained from scratch with these 30 stacks mixed in, matched 54 of
 # 58 on that synthetic check beside the bundled NSN, against the bundled
-# pair's 50; weights/README.md.)
+# pair's 50; weights/HISTORY.md.)
 syn_n=${SYNTH_TRAIN-${SMOKE:+2}}
 syn_n=${syn_n:-30}
 if [ "$syn_n" -gt 0 ]; then
@@ -195,7 +195,7 @@ scratch=(--lr 1e-3 --lr-final 1e-5)
 side run nsn-ft --model nsn --init weights/nsn.safetensors --class-weights 1,4 --val-partner weights/ndn.safetensors "${ft[@]}"
 # (2026-12-05, thirteenth session, lavapipe: the `nsn` run at 48^3 for 95 min,
 # 1,000 steps, matched the bundled pair's F1 beside the bundled NDN but drew
-# tighter masks, SEG 0.723 against 0.738; weights/README.md.)
+# tighter masks, SEG 0.723 against 0.738; weights/HISTORY.md.)
 side run nsn --model nsn --depth 2 --base 16 --kernel 3 --class-weights 1,4 --val-partner weights/ndn.safetensors \
   "${scratch[@]}"
 side run nsn-sep --model nsn --depth 2 --base 16 --kernel 3 --class-weights 1,4 --val-partner weights/ndn.safetensors \

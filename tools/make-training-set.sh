@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the training set the bundled weights were trained on (weights/README.md):
+# Builds the training set the bundled weights were trained on (weights/HISTORY.md, "Earlier weights (before BBBC050)"):
 # the 8-cell example embryo, listed 5 times so that about a third of the
 # training patches are real, plus 10 synthetic embryos from `qcanet-gpu synth`;
 # validation on 3 further synthetic embryos, so the 16-cell example embryo is

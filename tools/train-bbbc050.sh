@@ -12,7 +12,7 @@
 # Settings through the environment (defaults: the settings of the fine-tuning
 # run of the bundled weights, sized for a 2-core CPU with lavapipe; the NDN's
 # markers are now dilated without ever joining two, so the NDN it trains is
-# not the bundled one bit for bit: see weights/README.md):
+# not the bundled one bit for bit: see weights/HISTORY.md):
 #   INIT_NSN, INIT_NDN  weights to start from (default the bundled ones; set
 #                       INIT_NSN= INIT_NDN= to train from scratch, e.g. on a GPU)
 #   PATCH=48 STEPS=25 EPOCHS_NSN=8 EPOCHS_NDN=6 LR=3e-4 VAL_LIST=a file of validation names

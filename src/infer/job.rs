@@ -417,11 +417,11 @@ pub fn write_outputs(outs: &Outputs, s: &super::pipeline::Segmentation, time: Op
 /// `tests/accuracy_bbbc050.rs` checks that every one stays below). A stack
 /// above it is noisier than anything the networks saw; on a simulated
 /// noisier microscope they lost most nuclei at the crowded stages
-/// (weights/README.md, "Robustness"; that simulation's t501 measures 0.061).
+/// (weights/HISTORY.md, "Robustness"; that simulation's t501 measures 0.061).
 /// The converse does not hold: a crowded stage's texture weighs in the
 /// estimate as much as noise, so a stack below it can still be too noisy
 /// (the same simulation's t451 measures 0.041 and loses most nuclei), and
-/// the estimate cannot decide whether to denoise (weights/README.md).
+/// the estimate cannot decide whether to denoise (weights/HISTORY.md).
 pub const NOISE_WARN: f32 = 0.06;
 
 /// Logs the volume's read-noise estimate, with a warning above [`NOISE_WARN`].

@@ -78,7 +78,7 @@ pub struct WeightsMeta {
     /// are nuclei too and get labels of their own (`infer --label-unmarked`),
     /// as `calibrate --label-unmarked on` records. Absent: false, as the
     /// original QCANet (such components include polar bodies:
-    /// weights/README.md, "An NSN that keeps touching nuclei apart").
+    /// weights/HISTORY.md, "An NSN that keeps touching nuclei apart").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_unmarked: Option<bool>,
 }

@@ -10,7 +10,7 @@
 //! touching or not, and a nucleus of 40 voxels peaks as high as one of
 //! 4,000. The NDN learns it with a sigmoid head and BCE (soft targets);
 //! its markers are the thresholded probability as before. Tried once on
-//! BBBC050 (lavapipe, 85 minutes; weights/README.md, "An NDN that learns
+//! BBBC050 (lavapipe, 85 minutes; weights/HISTORY.md, "An NDN that learns
 //! each nucleus's centre map"): not better than the bundled NDN.
 
 use crate::error::Result;

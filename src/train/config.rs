@@ -174,7 +174,7 @@ pub struct TrainConfig {
     /// augmentation (gain, offset, noise) then moves the inputs away from
     /// what the frozen statistics describe, which batch statistics used to
     /// absorb: `train` warns, and a fine-tuned NSN collapsed with it
-    /// (weights/README.md, "Tried and dropped").
+    /// (weights/HISTORY.md, "Tried and dropped").
     pub freeze_bn: bool,
     /// Decay of a running average of the weights ([`super::average`]):
     /// validation scores, and the best checkpoint keeps, the average of the

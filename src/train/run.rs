@@ -423,7 +423,7 @@ pub fn run(ctx: &GpuContext, cfg: &TrainConfig, resume: bool, overwrite: bool, p
             log::warn!(
                 "--freeze-bn with intensity augmentation: gain, gamma, offset and noise move the inputs away from \
                  what the running statistics were estimated on, and frozen statistics do not follow them \
-                 (a fine-tuned NSN collapsed this way, weights/README.md); consider --no-intensity-augment"
+                 (a fine-tuned NSN collapsed this way, weights/HISTORY.md); consider --no-intensity-augment"
             );
         }
     }

@@ -2,7 +2,7 @@
 //! Fischer and Brox 2015, eq. 2) that makes the loss count the background
 //! between two close objects more than the rest. In the crowded stages the
 //! NDN misses small nuclei because its response to them runs into a large
-//! neighbour's blob, so the two get one marker (weights/README.md, "Where
+//! neighbour's blob, so the two get one marker (weights/HISTORY.md, "Where
 //! the crowded stage fails"); a target that weighs the gap between two
 //! markers asks the network to keep them apart. Used through the two-channel
 //! target of [`crate::ops::loss::softmax_cross_entropy`].

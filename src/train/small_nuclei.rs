@@ -2,7 +2,7 @@
 //! At the crowded stages BBBC050 holds nuclei of 30–150 voxels beside
 //! nuclei of 1,500 (2–10 of the 40–53 nuclei of a t501 volume; 10 of the 13
 //! nuclei the bundled pair missed at Emb11_t501), and the NDN answers them
-//! weakly, as a shoulder of a large neighbour's response (weights/README.md,
+//! weakly, as a shoulder of a large neighbour's response (weights/HISTORY.md,
 //! "Where the crowded stage fails"). Their markers are as large as any
 //! other's, but they are few and their image is faint: weighing their
 //! marker voxels asks the network to answer them as it answers the rest.

@@ -3,7 +3,7 @@
 //! `images_nsn/` joins touching nuclei into one blob, so an NSN learns to
 //! draw none of the borders between them, and at the crowded stages a tiny
 //! nucleus pressed against a large one is found only if the NDN gives it a
-//! marker of its own, which it rarely does (weights/README.md, "Where the
+//! marker of its own, which it rarely does (weights/HISTORY.md, "Where the
 //! crowded stage fails"). Made from the instance labels instead, with the
 //! contact layer between every two touching nuclei taken out, the target
 //! asks the NSN for a one-voxel gap there, the borders the U-Net paper's
@@ -11,7 +11,7 @@
 //! Each component of such a mask is one nucleus, so the components no
 //! marker reaches may be labelled as nuclei of their own (`calibrate
 //! --label-unmarked on`, [`crate::model::weights::WeightsMeta::label_unmarked`]);
-//! they include polar bodies (weights/README.md, "An NSN that keeps
+//! they include polar bodies (weights/HISTORY.md, "An NSN that keeps
 //! touching nuclei apart").
 
 use crate::postprocess::Connectivity;
