@@ -10,6 +10,7 @@
 #   DATA=../shared/data/bbbc050  Q=target/release/qcanet-gpu (built if missing)  SCORE=1 (0: stop after choosing)
 #   F1_TOL=0: calibrate --f1-tolerance for every calibration here (0.005 in the nineteenth session's
 #   rule: the best SEG within one nucleus of the best F1 at the 50-nucleus stage); write it in the rule first
+#   STAGE_SLACK=0.01: how far a candidate's F1, SEG or IoU on one stage may fall under the bundled pair's
 #   EXTENTS=none: calibrate --extents (nuclei grown to a lower NSN threshold; chosen on the clean six in the
 #   twenty-first session it lost nuclei under read noise, weights/HISTORY.md): name it in the rule first
 #
@@ -34,7 +35,12 @@
 #    6..30 --seed 7`, `infer` + `eval`): its mean F1 there may fall at most
 #    SYNTH_SLACK (0.05) below the bundled pair's. (2026-12-04: a pair
 #    trained from scratch on BBBC050 alone won on the six, 0.946 against
-#    0.938, and fell from 0.910 to 0.520 on these stacks.) The eligible
+#    0.938, and fell from 0.910 to 0.520 on these stacks.) It must also
+#    hold every stage (t151, t351, t501: each over its two volumes): F1, SEG
+#    and IoU at the calibrated setting at most STAGE_SLACK (0.01) under the
+#    bundled pair's, as many nuclei matched (tools/stage_floor.py; a mean
+#    over the six can hide an early stage lost to a crowded one gained,
+#    weights/HISTORY.md, "Two NSNs averaged"). The eligible
 #    candidate with the higher F1 over the six (ties: SEG, then `new`, the
 #    faster) is the choice. With SCORE=1 the choice (else the new pair) is
 #    then scored on all eleven Emb11 volumes at 1.75 um and at 2.0 um
@@ -139,6 +145,10 @@ for cand in new avg; do
     echo "$cand: F1 $f, SEG $sg over the six: not above the bundled pair; synthetic F1 $sf"
   elif ! awk -v a="$sf" -v b="$bsf" -v s="$slack" 'BEGIN { exit !(a >= b - s) }'; then
     echo "$cand: F1 $f, SEG $sg over the six, but synthetic F1 $sf: more than $slack below the bundled pair's"
+  elif ! python3 tools/stage_floor.py "$out/calib-$cand" "$out/calib-bundled" --slack "${STAGE_SLACK:-0.01}" \
+    > "$out/stages-$cand.txt" 2>&1; then
+    echo "$cand: F1 $f, SEG $sg over the six, but a stage falls below the bundled pair's:"
+    cat "$out/stages-$cand.txt"
   else
     echo "$cand: F1 $f, SEG $sg over the six; synthetic F1 $sf: eligible"
     if [ "$choice" = bundled ] || awk -v a="$f" -v b="$sg" -v c="$cf" -v d="$cs" 'BEGIN { exit !(a > c || (a == c && b > d)) }'; then
