@@ -395,6 +395,7 @@ fn search_keeps_each_settings_scores_on_every_volume() {
         differ |= scores[0].f1 != scores[1].f1;
     }
     assert!(differ, "the two volumes score alike everywhere: the test shows nothing");
+    assert!(qcanet_gpu::metrics::instances::InstanceScores::means(&[]).0.is_nan(), "no volume: no mean");
 
     let csv = found.volumes_csv();
     let lines: Vec<&str> = csv.lines().collect();

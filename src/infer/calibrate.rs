@@ -127,22 +127,12 @@ fn trials_with(
             scores.push(s);
         }
     }
-    let n = vols.len() as f64;
-    let mean = |s: &[InstanceScores], f: fn(&InstanceScores) -> f64| s.iter().map(f).sum::<f64>() / n;
     Ok(extents
         .iter()
         .zip(per_volume)
         .map(|(&e, s)| {
-            let t = Trial {
-                nsn: nsn_t,
-                ndn: ndn_t,
-                dynamic: h,
-                extent: e.min(nsn_t),
-                f1: mean(&s, |x| x.f1),
-                seg: mean(&s, |x| x.seg),
-                iou: mean(&s, |x| x.iou),
-            };
-            (t, s)
+            let (f1, seg, iou) = InstanceScores::means(&s);
+            (Trial { nsn: nsn_t, ndn: ndn_t, dynamic: h, extent: e.min(nsn_t), f1, seg, iou }, s)
         })
         .collect())
 }

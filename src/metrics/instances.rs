@@ -182,6 +182,23 @@ pub struct InstanceScores {
     pub iou: f64,
 }
 
+impl InstanceScores {
+    /// Mean F1, SEG and foreground IoU over volumes' scores, summed in the
+    /// order given (NaN for none): how `calibrate` and training's validation
+    /// average a setting's scores.
+    pub fn means<'a>(scores: impl IntoIterator<Item = &'a InstanceScores>) -> (f64, f64, f64) {
+        let (mut n, mut f1, mut seg, mut iou) = (0usize, 0.0, 0.0, 0.0);
+        for s in scores {
+            n += 1;
+            f1 += s.f1;
+            seg += s.seg;
+            iou += s.iou;
+        }
+        let n = n as f64;
+        (f1 / n, seg / n, iou / n)
+    }
+}
+
 /// Scores the trained network's foreground probability `prob` (on the grid
 /// it was predicted on, `prob_dims`: the network's grid) through the
 /// instance stage with the partner's mask, as `infer` does, at each of

@@ -158,17 +158,12 @@ pub fn instance_means(scored: &[Option<Vec<InstanceScores>>], settings: &[Settin
     if all.is_empty() || all.iter().any(|v| v.len() != settings.len()) {
         return None;
     }
-    let n = all.len() as f64;
-    let mean = |i: usize, f: fn(&InstanceScores) -> f64| all.iter().map(|v| f(&v[i])).sum::<f64>() / n;
-    let means: Vec<(f64, f64)> = (0..settings.len()).map(|i| (mean(i, |q| q.f1), mean(i, |q| q.seg))).collect();
-    let b = best_setting(settings, &means)?;
-    Some(InstanceMeans {
-        setting: settings[b],
-        f1: means[b].0,
-        seg: means[b].1,
-        iou: mean(b, |q| q.iou),
-        per_volume: all.iter().map(|v| v[b]).collect(),
-    })
+    let means: Vec<(f64, f64, f64)> =
+        (0..settings.len()).map(|i| InstanceScores::means(all.iter().map(|v| &v[i]))).collect();
+    let ranked: Vec<(f64, f64)> = means.iter().map(|&(f1, seg, _)| (f1, seg)).collect();
+    let b = best_setting(settings, &ranked)?;
+    let (f1, seg, iou) = means[b];
+    Some(InstanceMeans { setting: settings[b], f1, seg, iou, per_volume: all.iter().map(|v| v[b]).collect() })
 }
 
 /// The random generator of one epoch (so a resumed run continues the same
