@@ -73,6 +73,24 @@ fn output_names_beside_input_or_in_out_dir() {
 }
 
 #[test]
+fn ome_tiff_outputs_drop_the_double_extension() {
+    // OME-TIFF's `.ome.tif` (any case) is one extension: `x.ome.tif` gives
+    // `x_labels.tif`, as `eval` pairs it, not `x.ome_labels.tif`.
+    let o = Outputs::for_input(Path::new("/d/x.ome.tif"), None, None, false);
+    assert_eq!(o.labels, PathBuf::from("/d/x_labels.tif"));
+    assert_eq!(
+        base_name(Path::new("/d/Embryo.OME.TIFF"), Some(Path::new("/o")), Some((2, 5))),
+        PathBuf::from("/o/Embryo_t002")
+    );
+    // Only a final `.ome` before the TIFF extension is dropped.
+    assert_eq!(base_name(Path::new("/d/home.tif"), None, None), PathBuf::from("/d/home"));
+    assert_eq!(base_name(Path::new("/d/a.ome.b.tif"), None, None), PathBuf::from("/d/a.ome.b"));
+    assert_eq!(base_name(Path::new("/d/.ome.tif"), None, None), PathBuf::from("/d/.ome"));
+    assert_eq!(base_name(Path::new("/d/ü.ome.tif"), None, None), PathBuf::from("/d/ü"));
+    assert_eq!(qcanet_gpu::io::stack_stem(Path::new("/d/x.ome.csv")), "x.ome");
+}
+
+#[test]
 fn complete_means_every_output_exists() {
     let d = tempfile::tempdir().unwrap();
     let input = d.path().join("s.tif");

@@ -121,6 +121,23 @@ fn pairs_by_labels_suffix_and_ignores_other_outputs() {
 }
 
 #[test]
+fn ome_tiff_ground_truth_pairs_with_what_infer_writes() {
+    // `infer x.ome.tif` writes x_labels.tif; ground truth x.ome.tif pairs with it.
+    let t = tempfile::tempdir().unwrap();
+    let (pred, gt) = (t.path().join("pred"), t.path().join("gt"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&gt).unwrap();
+    write(&gt.join("x.ome.tif"), DIMS, &gt_b());
+    write(&pred.join("x_labels.tif"), DIMS, &merged_b());
+    let list = t.path().join("list.txt");
+    std::fs::write(&list, "x.ome.tif\n").unwrap();
+    for l in [None, Some(list.as_path())] {
+        let pairs = dataset::pair_folders(&pred, &gt, l).unwrap();
+        assert_eq!(pairs, vec![Pair { name: "x".into(), pred: pred.join("x_labels.tif"), gt: gt.join("x.ome.tif") }]);
+    }
+}
+
+#[test]
 fn known_scores_table_csv_and_plot() {
     let (_t, pred, gt) = dataset_dirs();
     let e = dataset::evaluate_folders(&pred, &gt, None, CONN).unwrap();

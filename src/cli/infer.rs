@@ -17,6 +17,7 @@ use qcanet_gpu::progress::Progress;
 Outputs, beside each input unless --out-dir: STACK_labels.tif (16-bit labels, input's shape and voxel size),
 STACK_criteria.csv (one row per nucleus); a 4-D (T,Z,Y,X) stack gives STACK_tNNN_labels.tif and
 STACK_tNNN_criteria.csv per time point and STACK_criteria.csv with a time column once all are done.
+STACK is the input's name without .tif/.tiff (and without .ome before it: x.ome.tif gives x_labels.tif).
 Existing complete outputs are skipped (resume) unless --overwrite.
 
 Cluster job arrays: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (0-based) processes every N-th input

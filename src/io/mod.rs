@@ -32,6 +32,22 @@ pub fn is_tiff(p: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"))
 }
 
+/// The name a stack's outputs and scores go by: the file name without
+/// `.tif`/`.tiff`, and without `.ome` before it (OME-TIFF's double
+/// extension), so `x.ome.tif` gives `x_labels.tif` and pairs with it in
+/// `eval`. Any other file: its stem.
+pub fn stack_stem(p: &Path) -> std::ffi::OsString {
+    let stem = p.file_stem().map(|s| s.to_os_string()).unwrap_or_default();
+    if !is_tiff(p) {
+        return stem;
+    }
+    match stem.to_str() {
+        // ".ome" is ASCII, so where those four bytes end the name, the cut is a char boundary.
+        Some(s) if s.len() > 4 && s.as_bytes()[s.len() - 4..].eq_ignore_ascii_case(b".ome") => s[..s.len() - 4].into(),
+        _ => stem,
+    }
+}
+
 /// One 3-D grey stack (one time point).
 #[derive(Clone, Debug)]
 pub struct Volume {

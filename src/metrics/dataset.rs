@@ -35,7 +35,7 @@ pub struct Pair {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    crate::io::stack_stem(p).to_string_lossy().into_owned()
 }
 
 /// The `.tif`/`.tiff` files of `dir`, sorted by name.
