@@ -31,10 +31,12 @@ fn data_dir() -> PathBuf {
 /// (volume, true nuclei, F1 floor, SEG floor), floors below the scores
 /// measured with the bundled weights (weights/README.md).
 /// Measured 2026-12-07 on lavapipe with `infer` + `eval` (the NSN of the
-/// thirty-second session splitting at 0.8 within its outline at 0.7, the
-/// twenty-fourth session's NDN at 0.9, marker dynamic 0.05; the default
-/// flood watershed): Emb11_t101 F1 1.000, SEG 0.820; Emb11_t301 F1 0.941
-/// (9 objects for 8 nuclei), SEG 0.858; Emb11_t451 F1 0.771, SEG 0.552.
+/// thirty-fourth session splitting at 0.7 within its outline at 0.6, the
+/// twenty-fourth session's NDN at 0.9, marker dynamic 0.0; the default
+/// flood watershed): Emb11_t101 F1 1.000, SEG 0.836; Emb11_t301 F1 0.941
+/// (9 objects for 8 nuclei), SEG 0.870; Emb11_t451 F1 0.783, SEG 0.553.
+/// With the thirty-second session's NSN at 0.8 within 0.7 and dynamic 0.05:
+/// F1 1.000, SEG 0.820; F1 0.941, SEG 0.858; F1 0.771, SEG 0.552.
 /// With the twenty-second session's NSN at 0.8 within 0.6 and dynamic 0.3:
 /// F1 1.000, SEG 0.874; F1 0.941, SEG 0.832; F1 0.754, SEG 0.525.
 /// With the NDN before (0.3, dynamic 0.1): F1 1.000, SEG 0.874; F1
