@@ -88,6 +88,7 @@ fn ome_tiff_outputs_drop_the_double_extension() {
     assert_eq!(base_name(Path::new("/d/.ome.tif"), None, None), PathBuf::from("/d/.ome"));
     assert_eq!(base_name(Path::new("/d/ü.ome.tif"), None, None), PathBuf::from("/d/ü"));
     assert_eq!(qcanet_gpu::io::stack_stem(Path::new("/d/x.ome.csv")), "x.ome");
+    assert_eq!(base_name(Path::new("/"), Some(Path::new("/o")), None), PathBuf::from("/o/stack"));
 }
 
 #[test]

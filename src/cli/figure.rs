@@ -102,9 +102,7 @@ pub fn run(g: &super::Global, a: Args) -> anyhow::Result<()> {
     inputs.extend(a.truth.as_deref());
     inputs.extend(unet_path.as_deref());
     // Every output is checked before any prediction, so a refusal costs nothing.
-    let stem = Some(qcanet_gpu::io::stack_stem(&a.input).to_string_lossy().into_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "stack".into());
+    let stem = qcanet_gpu::io::stack_stem(&a.input).to_string_lossy().into_owned();
     let stem = if n_t > 1 { format!("{stem}_t{:03}", a.time) } else { stem };
     let label_path =
         |name: &str| a.save_labels.as_ref().map(|d| d.join(format!("{stem}_{}_labels.tif", method_slug(name))));

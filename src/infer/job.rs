@@ -153,7 +153,7 @@ impl Outputs {
 /// Path prefix of an input's outputs: the input's stem (in `out_dir` if given),
 /// plus `_tNNN` for time point t of a series of T (at least 3 digits).
 pub fn base_name(input: &Path, out_dir: Option<&Path>, time: Option<(usize, usize)>) -> PathBuf {
-    let stem = Some(crate::io::stack_stem(input)).filter(|s| !s.is_empty()).unwrap_or_else(|| "stack".into());
+    let stem = crate::io::stack_stem(input);
     let dir = match out_dir {
         Some(d) => d.to_path_buf(),
         None => input.parent().map(Path::to_path_buf).unwrap_or_default(),

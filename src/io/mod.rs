@@ -35,9 +35,9 @@ pub fn is_tiff(p: &Path) -> bool {
 /// The name a stack's outputs and scores go by: the file name without
 /// `.tif`/`.tiff`, and without `.ome` before it (OME-TIFF's double
 /// extension), so `x.ome.tif` gives `x_labels.tif` and pairs with it in
-/// `eval`. Any other file: its stem.
+/// `eval`. Any other file: its stem; a path without a file name: `stack`.
 pub fn stack_stem(p: &Path) -> std::ffi::OsString {
-    let stem = p.file_stem().map(|s| s.to_os_string()).unwrap_or_default();
+    let stem = p.file_stem().map(|s| s.to_os_string()).unwrap_or_else(|| "stack".into());
     if !is_tiff(p) {
         return stem;
     }
