@@ -99,6 +99,53 @@ fn u8_u16_u32_f32_round_trip_multi_page_with_voxel_size() {
     assert_eq!(names.len(), 4, "{names:?}");
 }
 
+/// The planes of a written stack read the way ImageJ reads them: it takes
+/// `images=N` from the description, reads page 0's first strip offset and
+/// then N planes contiguously from there, ignoring every other IFD
+/// (`ij.io.TiffDecoder.getTiffInfo`: "ignore extra IFDs in ImageJ and NIH
+/// Image stacks"). Planes interleaved with IFDs would open shifted in Fiji.
+fn read_as_imagej(path: &Path, bytes_per_sample: usize) -> (usize, Vec<u8>) {
+    let mut dec = tiff::decoder::Decoder::new(std::io::BufReader::new(File::open(path).unwrap())).unwrap();
+    let desc = dec.get_tag_ascii_string(Tag::ImageDescription).unwrap();
+    let images: usize = desc
+        .lines()
+        .find_map(|l| l.strip_prefix("images="))
+        .expect("an ImageJ description with images=")
+        .parse()
+        .unwrap();
+    let (w, h) = dec.dimensions().unwrap();
+    let off = dec.get_tag_u64_vec(Tag::StripOffsets).unwrap()[0] as usize;
+    let mut ifds = 1;
+    while dec.more_images() {
+        dec.next_image().unwrap();
+        ifds += 1;
+    }
+    assert_eq!(ifds, images, "{}: one IFD per plane for readers that follow them", path.display());
+    let raw = std::fs::read(path).unwrap();
+    let len = images * (w * h) as usize * bytes_per_sample;
+    assert!(off + len <= raw.len(), "{}: planes run past the end of the file", path.display());
+    (images, raw[off..off + len].to_vec())
+}
+
+#[test]
+fn written_stacks_open_in_imagej_with_every_plane_in_place() {
+    let d = tmp();
+    let mut r = rng(11);
+    let a8: Vec<u8> = (0..n()).map(|_| r.random()).collect();
+    let a16: Vec<u16> = (0..n()).map(|_| r.random()).collect();
+    let af: Vec<f32> = (0..n()).map(|_| r.random_range(-1e3f32..1e3)).collect();
+    let p = |s: &str| d.path().join(s);
+    io::write_u8(&p("a8.tif"), DIMS, &a8, Some(VOXEL)).unwrap();
+    io::write_u16(&p("a16.tif"), DIMS, &a16, None).unwrap();
+    io::write_f32(&p("af.tif"), DIMS, &af, Some(VOXEL)).unwrap();
+    // Little-endian hosts write little-endian files (the tiff crate writes native order).
+    let le16: Vec<u8> = a16.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let lef: Vec<u8> = af.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    assert_eq!(read_as_imagej(&p("a8.tif"), 1), (DIMS[0], a8));
+    assert_eq!(read_as_imagej(&p("a16.tif"), 2), (DIMS[0], le16));
+    assert_eq!(read_as_imagej(&p("af.tif"), 4), (DIMS[0], lef));
+}
+
 #[test]
 fn labels_round_trip_in_16_bits_and_in_32_above_65535() {
     let d = tmp();

@@ -553,6 +553,12 @@ fn imagej_description(dims: [usize; 3], voxel_um: Option<[f64; 3]>, min: f64, ma
     s
 }
 
+/// Writes the planes as ImageJ does: all pixel data first, contiguously,
+/// then one IFD per plane pointing into it. ImageJ (and so Fiji's File >
+/// Open) reads a stack whose description says `images=N` from page 0's first
+/// strip onwards and ignores the other IFDs, so planes interleaved with IFDs,
+/// as `ImageEncoder` lays them out, would open shifted in every slice after
+/// the first. Every other reader follows the IFDs, which say the same.
 fn write_pages_kind<W, K, C>(
     w: W,
     dims: [usize; 3],
@@ -567,18 +573,33 @@ where
     [C::Inner]: TiffValue,
 {
     let mut enc = TiffEncoder::<W, K>::new_generic(w)?;
-    let plane = dims[1] * dims[2];
+    let (width, height) = (u32::try_from(dims[2])?, u32::try_from(dims[1])?);
+    let plane_bytes = std::mem::size_of_val(data) as u64 / dims[0].max(1) as u64;
+    let sample_format: Vec<u16> = C::SAMPLE_FORMAT.iter().map(|s| s.to_u16()).collect();
+    let mut first_offset = 0u64;
     for z in 0..dims[0] {
-        let mut img = enc.new_image::<C>(dims[2] as u32, dims[1] as u32)?;
+        let mut dir = enc.image_directory()?;
         if z == 0 {
-            img.encoder().write_tag(Tag::ImageDescription, desc)?;
+            first_offset = dir.write_data(data)?;
+            dir.write_tag(Tag::ImageDescription, desc)?;
         }
-        if let Some(v) = voxel_um {
-            img.encoder().write_tag(Tag::XResolution, px_per_unit(v[0]))?;
-            img.encoder().write_tag(Tag::YResolution, px_per_unit(v[1]))?;
-            img.encoder().write_tag(Tag::ResolutionUnit, ResolutionUnit::None)?;
-        }
-        img.write_data(&data[z * plane..(z + 1) * plane])?;
+        dir.write_tag(Tag::ImageWidth, width)?;
+        dir.write_tag(Tag::ImageLength, height)?;
+        dir.write_tag(Tag::BitsPerSample, C::BITS_PER_SAMPLE)?;
+        dir.write_tag(Tag::Compression, 1u16)?;
+        dir.write_tag(Tag::PhotometricInterpretation, C::TIFF_VALUE.to_u16())?;
+        dir.write_tag(Tag::StripOffsets, K::convert_offset(first_offset + z as u64 * plane_bytes)?)?;
+        dir.write_tag(Tag::SamplesPerPixel, 1u16)?;
+        dir.write_tag(Tag::RowsPerStrip, height)?;
+        dir.write_tag(Tag::StripByteCounts, K::convert_offset(plane_bytes)?)?;
+        // Baseline TIFF asks for a resolution; 1/1 says none is known.
+        let (xres, yres) = voxel_um
+            .map_or((Rational { n: 1, d: 1 }, Rational { n: 1, d: 1 }), |v| (px_per_unit(v[0]), px_per_unit(v[1])));
+        dir.write_tag(Tag::XResolution, xres)?;
+        dir.write_tag(Tag::YResolution, yres)?;
+        dir.write_tag(Tag::ResolutionUnit, ResolutionUnit::None.to_u16())?;
+        dir.write_tag(Tag::SampleFormat, &sample_format[..])?;
+        dir.finish()?;
     }
     Ok(())
 }
