@@ -93,7 +93,12 @@ fn no_bbbc050_volume_trips_the_noise_warning() {
         let names = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for name in names.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let vol = io::read_volume(&dir.join("images_raw").join(name)).unwrap();
-            let s = qcanet_gpu::preprocess::noise_sigma(&vol.data, vol.dims, Default::default());
+            let s = qcanet_gpu::preprocess::noise_sigma(
+                &vol.data,
+                vol.dims,
+                Default::default(),
+                vol.voxel_um.map(|v| v.iter().product()),
+            );
             seen.push((s, name.to_string()));
         }
     }

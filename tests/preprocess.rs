@@ -53,6 +53,57 @@ fn percentile_normalisation_maps_percentiles_to_0_and_1_without_clipping() {
     assert!((rl as f64 - lo).abs() < 1e-5 * lo.abs() && (rh as f64 - hi).abs() < 1e-5 * hi.abs(), "{rl} {rh}");
 }
 
+/// A bright "nucleus" (a cube of random intensities 800-1,200 counts) in a
+/// background of 80-120 counts, as a crop of `side` voxels a side around
+/// it, or the same with `pad` times the width and height of background.
+fn nucleus_in_field(side: usize, pad: usize, seed: u64) -> (Vec<f32>, [usize; 3]) {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let dims = [side, side * pad, side * pad];
+    let (c0, c1) = (side * pad / 2 - side / 6, side * pad / 2 + side / 6);
+    let (z0, z1) = (side / 2 - side / 6, side / 2 + side / 6);
+    let mut v = vec![0f32; dims.iter().product()];
+    for (i, x) in v.iter_mut().enumerate() {
+        let (z, y, xx) = (i / (dims[1] * dims[2]), (i / dims[2]) % dims[1], i % dims[2]);
+        let inside = (z0..z1).contains(&z) && (c0..c1).contains(&y) && (c0..c1).contains(&xx);
+        *x = if inside { r.random_range(800.0..1200.0) } else { r.random_range(80.0..120.0) };
+    }
+    (v, dims)
+}
+
+#[test]
+fn high_anchor_stays_on_the_nuclei_of_a_wider_field() {
+    let n = Normalization::default();
+    // Voxels of 10 µm³: a 33³ crop holds 359,370 µm³, under the cap's
+    // 1.25 million, so its range is the plain percentiles' to the bit.
+    let um3 = 10.0;
+    let (crop, _) = nucleus_in_field(33, 1, 21);
+    assert_eq!(preprocess::stack_normalization_range(&crop, n, um3), preprocess::normalization_range(&crop, n));
+    let (_, crop_hi) = preprocess::normalization_range(&crop, n);
+    assert!(crop_hi > 800.0, "the crop's 99.8th percentile lies on the nucleus: {crop_hi}");
+    // Four times the width and height (5.7 million µm³): the plain 99.8th
+    // percentile falls into the background, the capped anchor stays on the
+    // nucleus, at the percentile that leaves 2,500 µm³ above it.
+    let (wide, dims) = nucleus_in_field(33, 4, 22);
+    let (_, plain_hi) = preprocess::normalization_range(&wide, n);
+    assert!(plain_hi < 130.0, "the plain anchor of the wide field is background: {plain_hi}");
+    let (lo, hi) = preprocess::stack_normalization_range(&wide, n, um3);
+    let p = 100.0 * (1.0 - preprocess::HIGH_ANCHOR_UM3 / (wide.len() as f64 * um3));
+    let want = percentile_ref(&wide, p);
+    assert!((hi as f64 - want).abs() <= 1e-3 * want, "capped anchor {hi}, want the {p}th percentile {want}");
+    assert!(hi > 800.0, "the capped anchor lies on the nucleus: {hi}");
+    assert!((lo as f64 - percentile_ref(&wide, 1.0)).abs() < 1e-3, "the low anchor is the plain 1st percentile");
+    // normalize_stack maps the two anchors to 0 and 1; the noise estimate
+    // measures against the same range.
+    let mut w = wide.clone();
+    preprocess::normalize_stack(&mut w, n, um3);
+    let k = wide.iter().position(|&x| x > 800.0).unwrap();
+    let want = (wide[k] as f64 - lo as f64) / (hi as f64 - lo as f64);
+    assert!((w[k] as f64 - want).abs() < 1e-5, "{} vs {want}", w[k]);
+    let plain = preprocess::noise_sigma(&wide, dims, n, None);
+    let capped = preprocess::noise_sigma(&wide, dims, n, Some(um3));
+    assert!(capped < plain / 5.0, "noise relative to the nuclei's range: {capped} (plain range: {plain})");
+}
+
 #[test]
 fn minmax_normalisation_and_constant_images() {
     let mut d = random(3 * 5 * 7, 7, -3.0, 11.0);
@@ -279,7 +330,7 @@ fn noise_estimate_recovers_added_noise_and_ignores_smooth_structure() {
         .collect();
     let n = Normalization::default();
     let (lo, hi) = preprocess::normalization_range(&clean, n);
-    let smooth = preprocess::noise_sigma(&clean, dims, n);
+    let smooth = preprocess::noise_sigma(&clean, dims, n, None);
     assert!(smooth < 0.01, "smooth image without noise: estimate {smooth}");
     for sigma_rel in [0.02f64, 0.05, 0.1] {
         let sd = sigma_rel * (hi - lo) as f64;
@@ -289,10 +340,10 @@ fn noise_estimate_recovers_added_noise_and_ignores_smooth_structure() {
         // the noise widens a little: compare with σ over that range.
         let (lo2, hi2) = preprocess::normalization_range(&noisy, n);
         let want = sd / (hi2 - lo2) as f64;
-        let got = preprocess::noise_sigma(&noisy, dims, n) as f64;
+        let got = preprocess::noise_sigma(&noisy, dims, n, None) as f64;
         assert!((got / want - 1.0).abs() < 0.15, "σ {sigma_rel} of the range: estimate {got:.4}, expected {want:.4}");
     }
     // Degenerate inputs: constant, two voxels wide.
-    assert_eq!(preprocess::noise_sigma(&vec![5.0; 60], [3, 4, 5], n), 0.0);
-    assert_eq!(preprocess::noise_sigma(&random(24, 1, 0.0, 1.0), [3, 4, 2], n), 0.0);
+    assert_eq!(preprocess::noise_sigma(&vec![5.0; 60], [3, 4, 5], n, None), 0.0);
+    assert_eq!(preprocess::noise_sigma(&random(24, 1, 0.0, 1.0), [3, 4, 2], n, None), 0.0);
 }

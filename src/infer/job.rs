@@ -357,8 +357,10 @@ pub fn run_job(
                 continue;
             }
             pb.set_message(what.clone());
-            report_noise(&what, &volumes[t]);
-            let r = segment(&volumes[t], pb).and_then(|s| write_outputs(&outs, &s, time.map(|(t, _)| t)));
+            let r = segment(&volumes[t], pb).and_then(|s| {
+                report_noise(&what, &volumes[t], s.voxel_um);
+                write_outputs(&outs, &s, time.map(|(t, _)| t))
+            });
             match r {
                 Ok(n) => {
                     log::info!("{what}: {n} nuclei -> {}", outs.labels.display());
@@ -424,9 +426,11 @@ pub fn write_outputs(outs: &Outputs, s: &super::pipeline::Segmentation, time: Op
 /// the estimate cannot decide whether to denoise (weights/HISTORY.md).
 pub const NOISE_WARN: f32 = 0.06;
 
-/// Logs the volume's read-noise estimate, with a warning above [`NOISE_WARN`].
-fn report_noise(what: &str, vol: &crate::io::Volume) {
-    let s = crate::preprocess::noise_sigma(&vol.data, vol.dims, crate::preprocess::Normalization::default());
+/// Logs the volume's read-noise estimate (its voxels `voxel_um` in size:
+/// x, y, z µm), with a warning above [`NOISE_WARN`].
+fn report_noise(what: &str, vol: &crate::io::Volume, voxel_um: [f64; 3]) {
+    let um3 = voxel_um.iter().product::<f64>();
+    let s = crate::preprocess::noise_sigma(&vol.data, vol.dims, crate::preprocess::Normalization::default(), Some(um3));
     if s > NOISE_WARN {
         log::warn!(
             "{what}: read noise about {s:.3} of the intensity range, above {NOISE_WARN}, which no BBBC050 volume \

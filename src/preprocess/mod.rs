@@ -110,8 +110,33 @@ fn percentiles_in_place(v: &mut [f32], ps: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// The brightest volume of a stack, in µm³, the high anchor of percentile
+/// normalisation always lies at or below: 0.2 % (the default 99.8th
+/// percentile's share) of 1.25 million µm³, more than any BBBC050 stack
+/// holds (crops around one embryo, 0.84–1.11 million µm³). On stacks of
+/// that size or smaller the anchor is the percentile itself, as the bundled
+/// networks learnt it; a wider field of view, mostly background, would
+/// otherwise pull the 99.8th percentile off the nuclei into the background
+/// and show the networks nuclei several times brighter than they learnt
+/// (weights/HISTORY.md, "A wider field of view").
+pub const HIGH_ANCHOR_UM3: f64 = 2500.0;
+
 /// The (low, high) values `normalize` maps to 0 and 1.
 pub fn normalization_range(data: &[f32], n: Normalization) -> (f32, f32) {
+    range_with_anchor_cap(data, n, None)
+}
+
+/// [`normalization_range`] of a stack whose voxels hold `voxel_um3` µm³
+/// each: a percentile high anchor is raised, where needed, to the intensity
+/// above which the brightest [`HIGH_ANCHOR_UM3`] of the stack lie, so that
+/// it stays on the nuclei however much background surrounds them. Unchanged
+/// from [`normalization_range`] for stacks of at most
+/// `HIGH_ANCHOR_UM3 / (1 − high / 100)` µm³ (1.25 million at 99.8).
+pub fn stack_normalization_range(data: &[f32], n: Normalization, voxel_um3: f64) -> (f32, f32) {
+    range_with_anchor_cap(data, n, Some(voxel_um3))
+}
+
+fn range_with_anchor_cap(data: &[f32], n: Normalization, voxel_um3: Option<f64>) -> (f32, f32) {
     match n {
         Normalization::MinMax => {
             let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
@@ -127,6 +152,17 @@ pub fn normalization_range(data: &[f32], n: Normalization) -> (f32, f32) {
         }
         Normalization::Percentile { low, high } => {
             let mut v: Vec<f32> = data.iter().copied().filter(|x| x.is_finite()).collect();
+            let high = match voxel_um3 {
+                Some(u) if u.is_finite() && u > 0.0 && !v.is_empty() => {
+                    let capped = 100.0 * (1.0 - HIGH_ANCHOR_UM3 / (v.len() as f64 * u));
+                    if capped > high as f64 {
+                        capped.min(100.0) as f32
+                    } else {
+                        high
+                    }
+                }
+                _ => high,
+            };
             let r = percentiles_in_place(&mut v, &[low, high]);
             (r[0], r[1])
         }
@@ -153,6 +189,13 @@ pub fn normalize(data: &mut [f32], n: Normalization) {
     normalize_range(data, lo, hi);
 }
 
+/// [`normalize`] of a stack whose voxels hold `voxel_um3` µm³ each, its
+/// high anchor capped as [`stack_normalization_range`] says.
+pub fn normalize_stack(data: &mut [f32], n: Normalization, voxel_um3: f64) {
+    let (lo, hi) = stack_normalization_range(data, n, voxel_um3);
+    normalize_range(data, lo, hi);
+}
+
 /// A robust estimate of the standard deviation of per-voxel noise in a
 /// (z, y, x) volume on its acquisition grid, relative to the range that
 /// `normalization` maps to 0..1 (the units the networks see): the median
@@ -161,13 +204,15 @@ pub fn normalize(data: &mut [f32], n: Normalization) {
 /// σ√6, and the median of its absolute value is 0.6745 times that). Second
 /// differences cancel intensity ramps, and the edges of nuclei are a
 /// minority of voxels, so the median barely sees the image itself. 0 for a
-/// volume narrower than three voxels or with an empty range.
-pub fn noise_sigma(data: &[f32], dims: [usize; 3], normalization: Normalization) -> f32 {
+/// volume narrower than three voxels or with an empty range. With the
+/// volume of a voxel in µm³, the range is the one the networks see
+/// ([`stack_normalization_range`]).
+pub fn noise_sigma(data: &[f32], dims: [usize; 3], normalization: Normalization, voxel_um3: Option<f64>) -> f32 {
     let w = dims[2];
     if w < 3 || data.len() != dims.iter().product::<usize>() {
         return 0.0;
     }
-    let (lo, hi) = normalization_range(data, normalization);
+    let (lo, hi) = range_with_anchor_cap(data, normalization, voxel_um3);
     let span = hi as f64 - lo as f64;
     if !(span.is_finite() && span > 0.0) {
         return 0.0;
@@ -281,7 +326,9 @@ pub fn for_network(
 ) -> Result<(Vec<f32>, [usize; 3])> {
     let new_dims = grid.checked_dims(dims, voxel_um)?;
     let mut image = resample(image, dims, new_dims, Interp::Linear);
-    normalize(&mut image, normalization);
+    // The stack's physical volume over its voxels on the network's grid.
+    let um3 = (dims[0] as f64 * voxel_um[2]) * (dims[1] as f64 * voxel_um[1]) * (dims[2] as f64 * voxel_um[0]);
+    normalize_stack(&mut image, normalization, um3 / new_dims.iter().product::<usize>().max(1) as f64);
     Ok((image, new_dims))
 }
 
