@@ -105,6 +105,60 @@ fn high_anchor_stays_on_the_nuclei_of_a_wider_field() {
 }
 
 #[test]
+fn padding_is_shown_as_the_images_background() {
+    let n = Normalization::default();
+    // The nucleus-in-a-field crop, framed by 6 voxels of zeros in y and x
+    // (over half the voxels): as a registered or stitched stack's corners.
+    let (crop, cd) = nucleus_in_field(21, 1, 31);
+    let f = 6;
+    let dims = [cd[0], cd[1] + 2 * f, cd[2] + 2 * f];
+    let mut framed = vec![0f32; dims.iter().product()];
+    for z in 0..cd[0] {
+        for y in 0..cd[1] {
+            let src = &crop[(z * cd[1] + y) * cd[2]..][..cd[2]];
+            framed[(z * dims[1] + y + f) * dims[2] + f..][..cd[2]].copy_from_slice(src);
+        }
+    }
+    assert_eq!(preprocess::padding_value(&framed), Some(0.0));
+    assert_eq!(preprocess::padding_value(&crop), None, "a noisy background is not padding");
+    // Filled with the rest's 1st percentile: the crop's background level.
+    let mut filled = framed.clone();
+    let (pad, level) = preprocess::fill_padding(&mut filled, n).unwrap();
+    let want = percentile_ref(&crop, 1.0);
+    assert_eq!(pad, 0.0);
+    assert!((level as f64 - want).abs() < 1e-3, "padding filled with {level}, want the crop's 1st percentile {want}");
+    assert!(filled.iter().all(|&x| x >= 80.0), "no padding left");
+    // On the network's grid (no resampling: 1 µm voxels, a 1 µm grid), the
+    // framed stack's background maps to about 0 as the crop's does, and the
+    // frame to exactly 0; without the fill its low anchor would be 0 and the
+    // background would sit near 0.1.
+    let grid = NetGrid { pixel_um: 1.0, isotropic: true };
+    let (x, xd) = preprocess::for_network(framed.clone(), dims, [1.0; 3], grid, n).unwrap();
+    assert_eq!(xd, dims);
+    assert_eq!(x[0], 0.0, "the frame is background");
+    let (lo, hi) = preprocess::normalization_range(&framed, n);
+    assert_eq!(lo, 0.0, "the plain low anchor of the framed stack is the padding");
+    let k = (7 * dims[1] + f + 1) * dims[2] + f + 1; // a background voxel of the image
+    assert!(framed[k] < 130.0);
+    assert!((x[k] as f64) < 0.05, "image background at {} (plain anchors: {})", x[k], (framed[k] - lo) / (hi - lo));
+    assert!((framed[k] - lo) / (hi - lo) > 0.06);
+    // A stack without padding is normalised exactly as before.
+    let (y, _) = preprocess::for_network(crop.clone(), cd, [1.0; 3], grid, n).unwrap();
+    let mut z = crop.clone();
+    preprocess::normalize(&mut z, n);
+    assert_eq!(y, z);
+    // The lowest value held by 1 % of the voxels or fewer is image, not padding.
+    let mut few = crop.clone();
+    let m = few.len() / 100;
+    few[..m].iter_mut().for_each(|x| *x = 0.0);
+    assert_eq!(preprocess::padding_value(&few), None);
+    few[m] = 0.0;
+    assert_eq!(preprocess::padding_value(&few), Some(0.0));
+    // All padding: nothing else to take a level from.
+    assert_eq!(preprocess::fill_padding(&mut [3.0; 50], n), None);
+}
+
+#[test]
 fn minmax_normalisation_and_constant_images() {
     let mut d = random(3 * 5 * 7, 7, -3.0, 11.0);
     preprocess::normalize(&mut d, Normalization::MinMax);

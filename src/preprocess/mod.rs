@@ -189,6 +189,45 @@ pub fn normalize(data: &mut [f32], n: Normalization) {
     normalize_range(data, lo, hi);
 }
 
+/// The share of a stack's voxels above which those holding exactly its
+/// lowest value are padding, not image: as many as would pull the default
+/// low percentile (1 %) onto them. A registered, rotated or stitched
+/// stack's empty corners, or a frame of zeros, are such padding; in no
+/// BBBC050 volume does the lowest value hold more than 0.006 % of the voxels
+/// (weights/HISTORY.md, "Padding is not background").
+pub const PADDING_SHARE: f64 = 0.01;
+
+/// The stack's padding value: its lowest finite value, when more than
+/// [`PADDING_SHARE`] of its voxels hold exactly it.
+pub fn padding_value(data: &[f32]) -> Option<f32> {
+    let min = data.iter().copied().filter(|x| x.is_finite()).fold(f32::INFINITY, f32::min);
+    if !min.is_finite() {
+        return None;
+    }
+    let n = data.iter().filter(|&&x| x == min).count();
+    (n as f64 > PADDING_SHARE * data.len() as f64).then_some(min)
+}
+
+/// Replaces a stack's padding ([`padding_value`]) with the background level
+/// of the rest, the low anchor `n` would give it (its low percentile; its
+/// minimum under min-max), so the normalisation anchors on the image and
+/// shows the padding as background. Returns the padding value and the level
+/// it became; `None`, and `data` untouched, for a stack without padding or
+/// with nothing else.
+pub fn fill_padding(data: &mut [f32], n: Normalization) -> Option<(f32, f32)> {
+    let pad = padding_value(data)?;
+    let mut rest: Vec<f32> = data.iter().copied().filter(|&x| x.is_finite() && x != pad).collect();
+    if rest.is_empty() {
+        return None;
+    }
+    let level = match n {
+        Normalization::MinMax => rest.iter().copied().fold(f32::INFINITY, f32::min),
+        Normalization::Percentile { low, .. } => percentiles_in_place(&mut rest, &[low])[0],
+    };
+    data.iter_mut().filter(|x| **x == pad).for_each(|x| *x = level);
+    Some((pad, level))
+}
+
 /// [`normalize`] of a stack whose voxels hold `voxel_um3` µm³ each, its
 /// high anchor capped as [`stack_normalization_range`] says.
 pub fn normalize_stack(data: &mut [f32], n: Normalization, voxel_um3: f64) {
@@ -206,20 +245,25 @@ pub fn normalize_stack(data: &mut [f32], n: Normalization, voxel_um3: f64) {
 /// minority of voxels, so the median barely sees the image itself. 0 for a
 /// volume narrower than three voxels or with an empty range. With the
 /// volume of a voxel in µm³, the range is the one the networks see
-/// ([`stack_normalization_range`]).
+/// ([`stack_normalization_range`]); padding ([`fill_padding`]) counts in
+/// the range as the networks see it and not in the differences.
 pub fn noise_sigma(data: &[f32], dims: [usize; 3], normalization: Normalization, voxel_um3: Option<f64>) -> f32 {
     let w = dims[2];
     if w < 3 || data.len() != dims.iter().product::<usize>() {
         return 0.0;
     }
-    let (lo, hi) = range_with_anchor_cap(data, normalization, voxel_um3);
+    let pad = padding_value(data);
+    let mut filled = data.to_vec();
+    fill_padding(&mut filled, normalization);
+    let (lo, hi) = range_with_anchor_cap(&filled, normalization, voxel_um3);
     let span = hi as f64 - lo as f64;
     if !(span.is_finite() && span > 0.0) {
         return 0.0;
     }
     let mut d: Vec<f32> = data
         .chunks_exact(w)
-        .flat_map(|row| row.windows(3).map(|p| (p[0] - 2.0 * p[1] + p[2]).abs()))
+        .flat_map(|row| row.windows(3).filter(|p| !p.iter().any(|&x| Some(x) == pad)))
+        .map(|p| (p[0] - 2.0 * p[1] + p[2]).abs())
         .filter(|v| v.is_finite())
         .collect();
     if d.is_empty() {
@@ -325,6 +369,10 @@ pub fn for_network(
     normalization: Normalization,
 ) -> Result<(Vec<f32>, [usize; 3])> {
     let new_dims = grid.checked_dims(dims, voxel_um)?;
+    let mut image = image;
+    if let Some((pad, level)) = fill_padding(&mut image, normalization) {
+        log::debug!("padding (voxels of exactly {pad}) shown as the image's background level {level}");
+    }
     let mut image = resample(image, dims, new_dims, Interp::Linear);
     // The stack's physical volume over its voxels on the network's grid.
     let um3 = (dims[0] as f64 * voxel_um[2]) * (dims[1] as f64 * voxel_um[1]) * (dims[2] as f64 * voxel_um[0]);
