@@ -371,7 +371,9 @@ pub fn for_network(
     let new_dims = grid.checked_dims(dims, voxel_um)?;
     let mut image = image;
     if let Some((pad, level)) = fill_padding(&mut image, normalization) {
-        log::debug!("padding (voxels of exactly {pad}) shown as the image's background level {level}");
+        log::info!(
+            "padding found (voxels of exactly {pad}, over 1 % of the stack): shown as the image's background, {level}"
+        );
     }
     let mut image = resample(image, dims, new_dims, Interp::Linear);
     // The stack's physical volume over its voxels on the network's grid.
