@@ -110,9 +110,9 @@ fn percentiles_in_place(v: &mut [f32], ps: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// The brightest volume of a stack, in µm³, the high anchor of percentile
-/// normalisation always lies at or below: 0.2 % (the default 99.8th
-/// percentile's share) of 1.25 million µm³, more than any BBBC050 stack
+/// At most this many µm³ of a stack lie above the high anchor of
+/// percentile normalisation: 0.2 % (the default 99.8th percentile's share)
+/// of 1.25 million µm³, more than any BBBC050 stack
 /// holds (crops around one embryo, 0.84–1.11 million µm³). On stacks of
 /// that size or smaller the anchor is the percentile itself, as the bundled
 /// networks learnt it; a wider field of view, mostly background, would
@@ -253,9 +253,13 @@ pub fn noise_sigma(data: &[f32], dims: [usize; 3], normalization: Normalization,
         return 0.0;
     }
     let pad = padding_value(data);
-    let mut filled = data.to_vec();
-    fill_padding(&mut filled, normalization);
-    let (lo, hi) = range_with_anchor_cap(&filled, normalization, voxel_um3);
+    let (lo, hi) = if pad.is_some() {
+        let mut filled = data.to_vec();
+        fill_padding(&mut filled, normalization);
+        range_with_anchor_cap(&filled, normalization, voxel_um3)
+    } else {
+        range_with_anchor_cap(data, normalization, voxel_um3)
+    };
     let span = hi as f64 - lo as f64;
     if !(span.is_finite() && span > 0.0) {
         return 0.0;
