@@ -92,10 +92,12 @@ fn high_anchor_stays_on_the_nuclei_of_a_wider_field() {
     assert!((hi as f64 - want).abs() <= 1e-3 * want, "capped anchor {hi}, want the {p}th percentile {want}");
     assert!(hi > 800.0, "the capped anchor lies on the nucleus: {hi}");
     assert!((lo as f64 - percentile_ref(&wide, 1.0)).abs() < 1e-3, "the low anchor is the plain 1st percentile");
-    // normalize_stack maps the two anchors to 0 and 1; the noise estimate
-    // measures against the same range.
-    let mut w = wide.clone();
-    preprocess::normalize_stack(&mut w, n, um3);
+    // A network sees the wide field through these anchors (voxels of
+    // 2 × 2 × 2.5 = 10 µm³ on a grid of 2 µm pixels that keeps z: nothing
+    // resampled); the noise estimate measures against the same range.
+    let grid = NetGrid { pixel_um: 2.0, isotropic: false };
+    let (w, wd) = preprocess::for_network(wide.clone(), dims, [2.0, 2.0, 2.5], grid, n).unwrap();
+    assert_eq!(wd, dims);
     let k = wide.iter().position(|&x| x > 800.0).unwrap();
     let want = (wide[k] as f64 - lo as f64) / (hi as f64 - lo as f64);
     assert!((w[k] as f64 - want).abs() < 1e-5, "{} vs {want}", w[k]);

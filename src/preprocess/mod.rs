@@ -216,6 +216,11 @@ pub fn padding_value(data: &[f32]) -> Option<f32> {
 /// with nothing else.
 pub fn fill_padding(data: &mut [f32], n: Normalization) -> Option<(f32, f32)> {
     let pad = padding_value(data)?;
+    fill_padding_of(data, pad, n).map(|level| (pad, level))
+}
+
+/// [`fill_padding`] of a padding value already found; the level it became.
+fn fill_padding_of(data: &mut [f32], pad: f32, n: Normalization) -> Option<f32> {
     let mut rest: Vec<f32> = data.iter().copied().filter(|&x| x.is_finite() && x != pad).collect();
     if rest.is_empty() {
         return None;
@@ -225,14 +230,7 @@ pub fn fill_padding(data: &mut [f32], n: Normalization) -> Option<(f32, f32)> {
         Normalization::Percentile { low, .. } => percentiles_in_place(&mut rest, &[low])[0],
     };
     data.iter_mut().filter(|x| **x == pad).for_each(|x| *x = level);
-    Some((pad, level))
-}
-
-/// [`normalize`] of a stack whose voxels hold `voxel_um3` µm³ each, its
-/// high anchor capped as [`stack_normalization_range`] says.
-pub fn normalize_stack(data: &mut [f32], n: Normalization, voxel_um3: f64) {
-    let (lo, hi) = stack_normalization_range(data, n, voxel_um3);
-    normalize_range(data, lo, hi);
+    Some(level)
 }
 
 /// A robust estimate of the standard deviation of per-voxel noise in a
@@ -253,12 +251,13 @@ pub fn noise_sigma(data: &[f32], dims: [usize; 3], normalization: Normalization,
         return 0.0;
     }
     let pad = padding_value(data);
-    let (lo, hi) = if pad.is_some() {
-        let mut filled = data.to_vec();
-        fill_padding(&mut filled, normalization);
-        range_with_anchor_cap(&filled, normalization, voxel_um3)
-    } else {
-        range_with_anchor_cap(data, normalization, voxel_um3)
+    let (lo, hi) = match pad {
+        Some(p) => {
+            let mut filled = data.to_vec();
+            fill_padding_of(&mut filled, p, normalization);
+            range_with_anchor_cap(&filled, normalization, voxel_um3)
+        }
+        None => range_with_anchor_cap(data, normalization, voxel_um3),
     };
     let span = hi as f64 - lo as f64;
     if !(span.is_finite() && span > 0.0) {
@@ -380,9 +379,9 @@ pub fn for_network(
         );
     }
     let mut image = resample(image, dims, new_dims, Interp::Linear);
-    // The stack's physical volume over its voxels on the network's grid.
-    let um3 = (dims[0] as f64 * voxel_um[2]) * (dims[1] as f64 * voxel_um[1]) * (dims[2] as f64 * voxel_um[0]);
-    normalize_stack(&mut image, normalization, um3 / new_dims.iter().product::<usize>().max(1) as f64);
+    let voxel_um3 = grid.voxel_um(dims, voxel_um).iter().product();
+    let (lo, hi) = stack_normalization_range(&image, normalization, voxel_um3);
+    normalize_range(&mut image, lo, hi);
     Ok((image, new_dims))
 }
 
